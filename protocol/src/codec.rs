@@ -1,0 +1,104 @@
+//! The two encodings, chosen by the WebSocket subprotocol: JSON in text frames
+//! (`chat.v1.json`, the default) and MessagePack maps in binary frames
+//! (`chat.v1.msgpack`), with the same field names and structure.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::frame::ClientFrame;
+use crate::ids::ReqId;
+
+/// A frame encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// One JSON object per text frame.
+    Json,
+    /// One MessagePack map per binary frame.
+    MsgPack,
+}
+
+/// Why bytes are not a valid frame. Carries the `req` when it could be read,
+/// so the error reply still names the request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}")]
+pub struct DecodeError {
+    /// The request id, when it could be recovered.
+    pub req: Option<ReqId>,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// A value could not be encoded (a bug: every protocol type encodes).
+#[derive(Debug, thiserror::Error)]
+#[error("encoding failed: {0}")]
+pub struct EncodeError(String);
+
+#[derive(Deserialize)]
+struct ReqOnly {
+    #[serde(default)]
+    req: Option<ReqId>,
+}
+
+impl Codec {
+    /// Subprotocol name for JSON.
+    pub const JSON_PROTOCOL: &'static str = "chat.v1.json";
+    /// Subprotocol name for MessagePack.
+    pub const MSGPACK_PROTOCOL: &'static str = "chat.v1.msgpack";
+
+    /// The codec a subprotocol name selects.
+    pub fn from_subprotocol(name: &str) -> Option<Codec> {
+        match name.trim() {
+            Self::JSON_PROTOCOL => Some(Codec::Json),
+            Self::MSGPACK_PROTOCOL => Some(Codec::MsgPack),
+            _ => None,
+        }
+    }
+
+    /// The codec's subprotocol name.
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Codec::Json => Self::JSON_PROTOCOL,
+            Codec::MsgPack => Self::MSGPACK_PROTOCOL,
+        }
+    }
+
+    /// Whether frames travel as binary WebSocket messages.
+    pub fn is_binary(self) -> bool {
+        self == Codec::MsgPack
+    }
+
+    /// Encodes any protocol value (maps with field names in MessagePack).
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, EncodeError> {
+        match self {
+            Codec::Json => serde_json::to_vec(value).map_err(|e| EncodeError(e.to_string())),
+            Codec::MsgPack => {
+                rmp_serde::to_vec_named(value).map_err(|e| EncodeError(e.to_string()))
+            }
+        }
+    }
+
+    /// Decodes any protocol value.
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, DecodeError> {
+        let result = match self {
+            Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+            Codec::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+        };
+        result.map_err(|reason| DecodeError {
+            req: self.recover_req(bytes),
+            reason,
+        })
+    }
+
+    /// Decodes a client frame.
+    pub fn decode_client(self, bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
+        self.decode(bytes)
+    }
+
+    fn recover_req(self, bytes: &[u8]) -> Option<ReqId> {
+        let parsed: Option<ReqOnly> = match self {
+            Codec::Json => serde_json::from_slice(bytes).ok(),
+            Codec::MsgPack => rmp_serde::from_slice(bytes).ok(),
+        };
+        parsed.and_then(|r| r.req)
+    }
+}

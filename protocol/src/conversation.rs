@@ -1,0 +1,84 @@
+//! The conversation object and membership roles.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ConversationId, UserId};
+use crate::message::Message;
+
+/// What sort of conversation this is; it decides who may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    /// Exactly two users; at most one per pair.
+    Direct,
+    /// Any member writes.
+    Group,
+    /// Members read; owners and admins write.
+    Channel,
+}
+
+/// A member's rights in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The creator of a group or channel.
+    Owner,
+    /// May invite and kick, and write to channels.
+    Admin,
+    /// Reads, and writes unless the conversation is a channel.
+    Member,
+}
+
+impl Role {
+    /// Whether this role may invite and kick.
+    pub fn moderates(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+/// One member and its role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member.
+    pub user: UserId,
+    /// Its rights.
+    pub role: Role,
+}
+
+/// A conversation as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// Its id.
+    pub id: ConversationId,
+    /// Direct, group or channel.
+    pub kind: ConversationKind,
+    /// An optional title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Every member with its role.
+    pub members: Vec<Member>,
+    /// Creation time, Unix milliseconds.
+    pub created_at: u64,
+}
+
+impl Conversation {
+    /// The role of `user`, if a member.
+    pub fn role_of(&self, user: &UserId) -> Option<Role> {
+        self.members.iter().find(|m| &m.user == user).map(|m| m.role)
+    }
+}
+
+/// An entry of the `conversations` reply: the conversation, its newest message
+/// and how many messages the reader has not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    /// The conversation.
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    /// Its newest message, if any.
+    #[serde(default)]
+    pub last_message: Option<Message>,
+    /// Messages after the reader's read marker, sent by others.
+    #[serde(default)]
+    pub unread: u64,
+}

@@ -1,0 +1,420 @@
+//! Frames: what a client sends ([`ClientFrame`]) and what the node sends back
+//! ([`ServerFrame`]). Each request may carry a `req`; a request with a `req`
+//! gets exactly one `ok` or `error` with the same `req`.
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{Codec, EncodeError};
+use crate::conversation::{Conversation, ConversationKind, ConversationSummary};
+use crate::error::ErrorCode;
+use crate::ids::{ClientMsgId, ConversationId, MessageId, ReqId, UserId};
+use crate::limits::{self, Limits};
+use crate::message::{Message, MessageKind};
+use crate::presence::Presence;
+
+/// A frame from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Store a message and deliver it to the members.
+    Send {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// Target conversation.
+        conversation: ConversationId,
+        /// Idempotency key: a retry returns the first message.
+        client_msg_id: ClientMsgId,
+        /// The text.
+        body: String,
+        /// `text` by default.
+        #[serde(default)]
+        kind: MessageKind,
+        /// The message this one answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<MessageId>,
+    },
+    /// A page of history, ascending by id.
+    History {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Only ids below this one (the newest such page).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<MessageId>,
+        /// Only ids above this one (the oldest such page): catching up.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<MessageId>,
+        /// 1 to 200, 50 by default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// The user is (or stopped) typing.
+    Typing {
+        /// Request id (typing is never answered).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Typing or not.
+        active: bool,
+    },
+    /// Move the user's read marker.
+    Read {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The conversation.
+        conversation: ConversationId,
+        /// The newest message read.
+        up_to: MessageId,
+    },
+    /// Create a conversation.
+    Create {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// Direct, group or channel.
+        kind: ConversationKind,
+        /// The other members (the creator is added).
+        members: Vec<UserId>,
+        /// An optional title.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+    },
+    /// Add members (owners and admins).
+    Invite {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Users to add.
+        users: Vec<UserId>,
+    },
+    /// Remove a member (owners and admins).
+    Kick {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The conversation.
+        conversation: ConversationId,
+        /// The member to remove.
+        user: UserId,
+    },
+    /// Leave a conversation.
+    Leave {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// The user's conversations, newest activity first.
+    Conversations {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// Page size, 1 to 200, 50 by default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// Only conversations whose last activity id is below this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<MessageId>,
+    },
+    /// Start receiving presence events for users.
+    Watch {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// Users to watch.
+        users: Vec<UserId>,
+    },
+    /// Stop receiving presence events for users.
+    Unwatch {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// Users to stop watching.
+        users: Vec<UserId>,
+    },
+    /// Liveness check.
+    Ping {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+    },
+}
+
+/// Why a decoded frame is still not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The code to answer with.
+    pub code: ErrorCode,
+    /// A human-readable reason.
+    pub message: String,
+}
+
+fn reject(code: ErrorCode, message: impl Into<String>) -> Result<(), Rejection> {
+    Err(Rejection {
+        code,
+        message: message.into(),
+    })
+}
+
+fn check_page_limit(limit: Option<u32>) -> Result<(), Rejection> {
+    match limit {
+        Some(l) if l == 0 || l > limits::MAX_HISTORY_LIMIT => reject(
+            ErrorCode::BadRequest,
+            format!("limit must be 1 to {}", limits::MAX_HISTORY_LIMIT),
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn check_user_list(users: &[UserId], what: &str) -> Result<(), Rejection> {
+    if users.len() > limits::MAX_MEMBERS_PER_REQUEST {
+        return reject(
+            ErrorCode::BadRequest,
+            format!(
+                "{what} may name at most {} users",
+                limits::MAX_MEMBERS_PER_REQUEST
+            ),
+        );
+    }
+    Ok(())
+}
+
+impl ClientFrame {
+    /// The request id, if the client gave one.
+    pub fn req(&self) -> Option<&ReqId> {
+        match self {
+            ClientFrame::Send { req, .. }
+            | ClientFrame::History { req, .. }
+            | ClientFrame::Typing { req, .. }
+            | ClientFrame::Read { req, .. }
+            | ClientFrame::Create { req, .. }
+            | ClientFrame::Invite { req, .. }
+            | ClientFrame::Kick { req, .. }
+            | ClientFrame::Leave { req, .. }
+            | ClientFrame::Conversations { req, .. }
+            | ClientFrame::Watch { req, .. }
+            | ClientFrame::Unwatch { req, .. }
+            | ClientFrame::Ping { req } => req.as_ref(),
+        }
+    }
+
+    /// The frame's wire type name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientFrame::Send { .. } => "send",
+            ClientFrame::History { .. } => "history",
+            ClientFrame::Typing { .. } => "typing",
+            ClientFrame::Read { .. } => "read",
+            ClientFrame::Create { .. } => "create",
+            ClientFrame::Invite { .. } => "invite",
+            ClientFrame::Kick { .. } => "kick",
+            ClientFrame::Leave { .. } => "leave",
+            ClientFrame::Conversations { .. } => "conversations",
+            ClientFrame::Watch { .. } => "watch",
+            ClientFrame::Unwatch { .. } => "unwatch",
+            ClientFrame::Ping { .. } => "ping",
+        }
+    }
+
+    /// Checks what the types alone cannot: sizes and ranges.
+    pub fn validate(&self, limits: &Limits) -> Result<(), Rejection> {
+        match self {
+            ClientFrame::Send { body, .. } if body.len() > limits.max_body_bytes => reject(
+                ErrorCode::TooLarge,
+                format!(
+                    "body is {} bytes, over the limit of {}",
+                    body.len(),
+                    limits.max_body_bytes
+                ),
+            ),
+            ClientFrame::History { limit, .. } | ClientFrame::Conversations { limit, .. } => {
+                check_page_limit(*limit)
+            }
+            ClientFrame::Create {
+                kind,
+                members,
+                title,
+                ..
+            } => {
+                check_user_list(members, "create")?;
+                if *kind == ConversationKind::Direct && members.len() != 1 {
+                    return reject(
+                        ErrorCode::BadRequest,
+                        "a direct conversation takes exactly one other user",
+                    );
+                }
+                if title
+                    .as_ref()
+                    .is_some_and(|t| t.len() > limits::MAX_TITLE_BYTES)
+                {
+                    return reject(
+                        ErrorCode::TooLarge,
+                        format!("title is over {} bytes", limits::MAX_TITLE_BYTES),
+                    );
+                }
+                Ok(())
+            }
+            ClientFrame::Invite { users, .. } => check_user_list(users, "invite"),
+            ClientFrame::Watch { users, .. } | ClientFrame::Unwatch { users, .. } => {
+                check_user_list(users, "watch")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The fields an `ok` reply may carry; which ones depends on the request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OkReply {
+    /// The request this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<ReqId>,
+    /// `send`: the stored message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Message>,
+    /// `history`: the page, ascending by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<Message>>,
+    /// `history`: whether more messages lie beyond the page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub more: Option<bool>,
+    /// `create`, `invite`, `kick`: the conversation as it is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<Conversation>,
+    /// `conversations`: the page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<Vec<ConversationSummary>>,
+    /// `watch`: the current presence of the watched users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<Vec<Presence>>,
+}
+
+/// The kind of a receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKind {
+    /// The user read up to the message.
+    Read,
+}
+
+/// A frame from the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// A request succeeded.
+    Ok(OkReply),
+    /// A request (or the connection) failed.
+    Error {
+        /// The request this answers, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// What went wrong.
+        code: ErrorCode,
+        /// A human-readable reason.
+        message: String,
+        /// With `rate_limited`: when to try again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+    /// A new message in one of the user's conversations.
+    Message {
+        /// The message.
+        message: Message,
+    },
+    /// A member started or stopped typing.
+    Typing {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Who.
+        user: UserId,
+        /// Typing or stopped.
+        active: bool,
+    },
+    /// A member moved its read marker.
+    Receipt {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Who.
+        user: UserId,
+        /// The newest message read.
+        up_to: MessageId,
+        /// Always `read` for now.
+        kind: ReceiptKind,
+    },
+    /// A watched user's presence changed.
+    Presence(Presence),
+    /// A conversation the user is (or was) in was created or changed members.
+    Conversation {
+        /// The conversation as it is now.
+        conversation: Conversation,
+    },
+}
+
+impl ServerFrame {
+    /// An `ok` with only the `req`.
+    pub fn ok(req: Option<ReqId>) -> Self {
+        ServerFrame::Ok(OkReply {
+            req,
+            ..OkReply::default()
+        })
+    }
+
+    /// An `error` frame.
+    pub fn error(req: Option<ReqId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerFrame::Error {
+            req,
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// A server frame shared by many connections (a fan-out event): it is encoded
+/// at most once per codec, however many connections receive it.
+#[derive(Debug)]
+pub struct SharedFrame {
+    frame: ServerFrame,
+    json: OnceLock<Bytes>,
+    msgpack: OnceLock<Bytes>,
+}
+
+impl SharedFrame {
+    /// Wraps a frame.
+    pub fn new(frame: ServerFrame) -> Self {
+        SharedFrame {
+            frame,
+            json: OnceLock::new(),
+            msgpack: OnceLock::new(),
+        }
+    }
+
+    /// The frame.
+    pub fn frame(&self) -> &ServerFrame {
+        &self.frame
+    }
+
+    /// The frame encoded with `codec`, encoding it on first use.
+    pub fn encoded(&self, codec: Codec) -> Result<Bytes, EncodeError> {
+        let cell = match codec {
+            Codec::Json => &self.json,
+            Codec::MsgPack => &self.msgpack,
+        };
+        if let Some(b) = cell.get() {
+            return Ok(b.clone());
+        }
+        let bytes = Bytes::from(codec.encode(&self.frame)?);
+        Ok(cell.get_or_init(|| bytes).clone())
+    }
+}

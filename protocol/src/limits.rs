@@ -1,0 +1,52 @@
+//! The limits a node enforces on clients, with the defaults of the protocol.
+
+use serde::{Deserialize, Serialize};
+
+/// Per-node client limits; every field is configurable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket frame (and message) accepted; larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Largest message body; larger gets `too_large`.
+    pub max_body_bytes: usize,
+    /// Sustained sends per user per second.
+    pub sends_per_second: u32,
+    /// Burst of sends a user may make at once.
+    pub send_burst: u32,
+    /// Connections one user may hold on a node.
+    pub connections_per_user: usize,
+    /// Seconds without any frame from the client before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Frames queued towards one connection before it is closed with 4003.
+    pub outbound_queue: usize,
+    /// Users one connection may watch.
+    pub watch_per_connection: usize,
+    /// Requests one connection may have in flight before the node stops reading it.
+    pub inflight_per_connection: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 64 * 1024,
+            max_body_bytes: 16 * 1024,
+            sends_per_second: 100,
+            send_burst: 1000,
+            connections_per_user: 16,
+            idle_timeout_secs: 60,
+            outbound_queue: 1024,
+            watch_per_connection: 1000,
+            inflight_per_connection: 256,
+        }
+    }
+}
+
+/// Most messages a `history` page returns.
+pub const MAX_HISTORY_LIMIT: u32 = 200;
+/// Messages a `history` page returns when the client gives no limit.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+/// Most members a `create` or `invite` may name at once.
+pub const MAX_MEMBERS_PER_REQUEST: usize = 1000;
+/// Longest conversation title, in bytes.
+pub const MAX_TITLE_BYTES: usize = 256;
