@@ -1,1 +1,113 @@
-fn main() {}
+//! `chat-node`: parses flags, loads the configuration, runs the node until
+//! SIGTERM or Ctrl-C, then drains.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chat_node::Config;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "chat-node", version, about = "A node of the chat cluster")]
+struct Cli {
+    /// Configuration file (TOML); `CHAT__SECTION__KEY` variables override it.
+    #[arg(long, short, env = "CHAT_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP and WebSocket address (overrides listen.http); port 0 picks one.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Data directory (overrides node.data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Node name (overrides node.name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Node id 0-1023 (overrides node.id).
+    #[arg(long)]
+    id: Option<u16>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the default configuration as TOML and exit.
+    DefaultConfig,
+    /// Load and validate the configuration, print it, and exit.
+    CheckConfig,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    if let Some(Command::DefaultConfig) = cli.command {
+        print!("{}", Config::default_toml());
+        return Ok(());
+    }
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(http) = cli.http {
+        config.listen.http = http;
+    }
+    if let Some(dir) = cli.data_dir {
+        config.node.data_dir = dir;
+    }
+    if let Some(name) = cli.name {
+        config.node.name = name;
+    }
+    if let Some(id) = cli.id {
+        config.node.id = id;
+    }
+    config.validate()?;
+    if let Some(Command::CheckConfig) = cli.command {
+        print!("{}", toml::to_string_pretty(&config)?);
+        return Ok(());
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen.http)
+            .await
+            .with_context(|| format!("binding {}", config.listen.http))?;
+        let addr = listener.local_addr()?;
+        let app = chat_node::App::start(config).await?;
+        // Scripts and tests read this line to find the port.
+        println!("chat-node listening on http://{addr}");
+        tracing::info!(%addr, "listening");
+        chat_node::app::serve(app, listener, shutdown_signal()).await?;
+        tracing::info!("drained; exiting");
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; draining");
+}

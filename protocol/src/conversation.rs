@@ -64,7 +64,10 @@ pub struct Conversation {
 impl Conversation {
     /// The role of `user`, if a member.
     pub fn role_of(&self, user: &UserId) -> Option<Role> {
-        self.members.iter().find(|m| &m.user == user).map(|m| m.role)
+        self.members
+            .iter()
+            .find(|m| &m.user == user)
+            .map(|m| m.role)
     }
 }
 

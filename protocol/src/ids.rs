@@ -222,13 +222,15 @@ fn short_string<'de, D: Deserializer<'de>>(d: D) -> Result<Box<str>, D::Error> {
     Ok(s.into())
 }
 
-/// Issues message ids for one node: strictly increasing, never below a floor
-/// the caller raises (a conversation's last id), so ids stay unique and ordered
-/// even when a conversation moves to a node whose clock is behind.
+/// Issues message ids for one node: strictly increasing across every
+/// conversation of the node (so no id is used twice), and above a floor the
+/// caller gives (the conversation's last id), so ids stay ordered even when a
+/// conversation moves to a node whose clock is behind. Lock-free: every
+/// conversation actor of the node shares one generator.
 #[derive(Debug)]
 pub struct IdGenerator {
     node: u64,
-    last: u64,
+    last: std::sync::atomic::AtomicU64,
 }
 
 impl IdGenerator {
@@ -237,25 +239,29 @@ impl IdGenerator {
         assert!(node <= MAX_NODE_ID, "node id over {MAX_NODE_ID}");
         Self {
             node: node as u64,
-            last: 0,
+            last: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// The next id, greater than every id issued before and than `floor`.
-    pub fn next(&mut self, now_unix_ms: u64, floor: MessageId) -> MessageId {
+    pub fn next(&self, now_unix_ms: u64, floor: MessageId) -> MessageId {
+        use std::sync::atomic::Ordering;
         let ms = now_unix_ms.saturating_sub(EPOCH_MS);
         let candidate = (ms << (NODE_BITS + SEQ_BITS)) | (self.node << SEQ_BITS);
-        let min = self.last.max(floor.0) + 1;
-        let id = if candidate >= min {
-            candidate
-        } else {
+        let mut last = self.last.load(Ordering::Relaxed);
+        loop {
             // Same millisecond (or a clock behind the floor): take the next
             // sequence number; past 4096 it borrows from the next millisecond,
             // which keeps ids unique and increasing.
-            min
-        };
-        self.last = id;
-        MessageId(id)
+            let id = candidate.max(last.max(floor.0) + 1);
+            match self
+                .last
+                .compare_exchange_weak(last, id, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return MessageId(id),
+                Err(seen) => last = seen,
+            }
+        }
     }
 }
 
@@ -275,7 +281,7 @@ mod tests {
 
     #[test]
     fn generator_increases_past_floor_and_clock_going_back() {
-        let mut g = IdGenerator::new(3);
+        let g = IdGenerator::new(3);
         let now = EPOCH_MS + 1_000_000;
         let a = g.next(now, MessageId(0));
         let b = g.next(now, MessageId(0));

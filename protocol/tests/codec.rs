@@ -21,7 +21,8 @@ fn json_message_ids_are_strings() {
     let frame = ServerFrame::Message {
         message: msg(u64::MAX),
     };
-    let v: serde_json::Value = serde_json::from_slice(&Codec::Json.encode(&frame).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&Codec::Json.encode(&frame).unwrap()).unwrap();
     assert_eq!(v["type"], "message");
     assert_eq!(v["message"]["id"], "18446744073709551615");
     assert_eq!(v["message"]["reply_to"], "7");
@@ -56,7 +57,9 @@ fn client_frames_decode_from_both_codecs() {
     let json = br#"{"type":"send","req":"a1","conversation":"c1","client_msg_id":"m1","body":"hi","extra":[1,2]}"#;
     let f = Codec::Json.decode_client(json).unwrap();
     match &f {
-        ClientFrame::Send { req, body, kind, .. } => {
+        ClientFrame::Send {
+            req, body, kind, ..
+        } => {
             assert_eq!(req, &Some(ReqId::Str("a1".into())));
             assert_eq!(body, "hi");
             assert_eq!(kind.as_str(), "text");
@@ -69,7 +72,10 @@ fn client_frames_decode_from_both_codecs() {
     let read = br#"{"type":"read","conversation":"c1","up_to":"123"}"#;
     assert!(matches!(
         Codec::Json.decode_client(read).unwrap(),
-        ClientFrame::Read { up_to: MessageId(123), .. }
+        ClientFrame::Read {
+            up_to: MessageId(123),
+            ..
+        }
     ));
 }
 
@@ -87,7 +93,11 @@ fn malformed_input_is_rejected_with_req_when_readable() {
         br#"{"type":"read","conversation":"c1","up_to":"99999999999999999999"}"#,
     ];
     for c in cases {
-        assert!(Codec::Json.decode_client(c).is_err(), "accepted {}", String::from_utf8_lossy(c));
+        assert!(
+            Codec::Json.decode_client(c).is_err(),
+            "accepted {}",
+            String::from_utf8_lossy(c)
+        );
     }
     let err = Codec::Json
         .decode_client(br#"{"type":"nope","req":17}"#)
@@ -109,7 +119,9 @@ fn validation_enforces_limits() {
         kind: MessageKind::default(),
         reply_to: None,
     };
-    assert!(send("x".repeat(limits.max_body_bytes)).validate(&limits).is_ok());
+    assert!(send("x".repeat(limits.max_body_bytes))
+        .validate(&limits)
+        .is_ok());
     let err = send("x".repeat(limits.max_body_bytes + 1))
         .validate(&limits)
         .unwrap_err();
@@ -122,15 +134,24 @@ fn validation_enforces_limits() {
         limit: Some(limit),
     };
     assert!(history(200).validate(&limits).is_ok());
-    assert_eq!(history(0).validate(&limits).unwrap_err().code, ErrorCode::BadRequest);
-    assert_eq!(history(201).validate(&limits).unwrap_err().code, ErrorCode::BadRequest);
+    assert_eq!(
+        history(0).validate(&limits).unwrap_err().code,
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        history(201).validate(&limits).unwrap_err().code,
+        ErrorCode::BadRequest
+    );
     let direct = ClientFrame::Create {
         req: None,
         kind: ConversationKind::Direct,
         members: vec![],
         title: None,
     };
-    assert_eq!(direct.validate(&limits).unwrap_err().code, ErrorCode::BadRequest);
+    assert_eq!(
+        direct.validate(&limits).unwrap_err().code,
+        ErrorCode::BadRequest
+    );
 }
 
 #[test]

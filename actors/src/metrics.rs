@@ -1,0 +1,136 @@
+//! What the actors count, for the node's `/metrics`.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The actors' metrics; the node registers them once.
+pub struct Metrics {
+    /// Messages stored and acknowledged.
+    pub messages_accepted: Counter,
+    /// Sends answered from the dedupe index instead of storing again.
+    pub sends_deduplicated: Counter,
+    /// Message frames queued towards connections.
+    pub messages_delivered: Counter,
+    /// Seconds from a send reaching its conversation to its acknowledgement.
+    pub send_latency: Histogram,
+    /// Messages per store batch.
+    pub store_batch_size: Histogram,
+    /// Seconds per store batch.
+    pub store_batch_latency: Histogram,
+    /// Store operations that failed.
+    pub store_errors: Counter,
+    /// Conversation actors alive.
+    pub conversations_active: Gauge,
+    /// Session actors alive.
+    pub sessions_active: Gauge,
+    /// WebSocket connections open.
+    pub connections_open: Gauge,
+    /// Connections closed because their outbound queue overflowed.
+    pub slow_consumers: Counter,
+    /// Sends refused by the rate limit.
+    pub rate_limited: Counter,
+    /// Presence backend calls that failed.
+    pub presence_errors: Counter,
+    /// Client frames refused as malformed or invalid.
+    pub frames_rejected: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            messages_accepted: Counter::default(),
+            sends_deduplicated: Counter::default(),
+            messages_delivered: Counter::default(),
+            send_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            store_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            store_batch_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            store_errors: Counter::default(),
+            conversations_active: Gauge::default(),
+            sessions_active: Gauge::default(),
+            connections_open: Gauge::default(),
+            slow_consumers: Counter::default(),
+            rate_limited: Counter::default(),
+            presence_errors: Counter::default(),
+            frames_rejected: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `chat` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("chat");
+        r.register(
+            "messages_accepted",
+            "Messages stored and acknowledged",
+            self.messages_accepted.clone(),
+        );
+        r.register(
+            "sends_deduplicated",
+            "Retried sends answered with the first message",
+            self.sends_deduplicated.clone(),
+        );
+        r.register(
+            "messages_delivered",
+            "Message frames queued towards connections",
+            self.messages_delivered.clone(),
+        );
+        r.register(
+            "send_latency_seconds",
+            "From a send reaching its conversation to its acknowledgement",
+            self.send_latency.clone(),
+        );
+        r.register(
+            "store_batch_size",
+            "Messages per store batch",
+            self.store_batch_size.clone(),
+        );
+        r.register(
+            "store_batch_latency_seconds",
+            "Duration of a store batch",
+            self.store_batch_latency.clone(),
+        );
+        r.register(
+            "store_errors",
+            "Store operations that failed",
+            self.store_errors.clone(),
+        );
+        r.register(
+            "conversations_active",
+            "Conversation actors alive",
+            self.conversations_active.clone(),
+        );
+        r.register(
+            "sessions_active",
+            "User session actors alive",
+            self.sessions_active.clone(),
+        );
+        r.register(
+            "connections_open",
+            "WebSocket connections open",
+            self.connections_open.clone(),
+        );
+        r.register(
+            "slow_consumers",
+            "Connections closed because their outbound queue overflowed",
+            self.slow_consumers.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "Sends refused by the rate limit",
+            self.rate_limited.clone(),
+        );
+        r.register(
+            "presence_errors",
+            "Presence backend calls that failed",
+            self.presence_errors.clone(),
+        );
+        r.register(
+            "frames_rejected",
+            "Client frames refused as malformed or invalid",
+            self.frames_rejected.clone(),
+        );
+    }
+}

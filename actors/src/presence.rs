@@ -1,0 +1,244 @@
+//! Who is online, and telling watchers when that changes.
+//!
+//! A user is online while at least one of its connections lives on a live
+//! node. [`Presence`] is the backend: [`MemoryPresence`] for a single node
+//! (the default), Redis for a cluster. Backends publish changes on a bounded
+//! broadcast channel; [`Watchers`] is this node's table of which local sessions
+//! watch which users, and [`Watchers::run`] forwards each change to them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use chat_protocol::{now_ms, Presence as PresenceInfo, ServerFrame, SharedFrame, Status, UserId};
+use ractor::{ActorId, ActorRef};
+use tokio::sync::broadcast;
+
+use crate::session::SessionMsg;
+
+/// A presence backend failed; chat goes on, presence answers degrade.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("presence unavailable: {0}")]
+pub struct PresenceError(pub String);
+
+/// Identifies one connection cluster-wide: the node's name and its local id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// The node's name.
+    pub node: Arc<str>,
+    /// The connection's id on that node.
+    pub conn: u64,
+}
+
+/// A presence backend.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// A connection of `user` opened.
+    async fn connected(&self, user: &UserId, conn: &ConnKey) -> Result<(), PresenceError>;
+    /// A connection of `user` closed.
+    async fn disconnected(&self, user: &UserId, conn: &ConnKey) -> Result<(), PresenceError>;
+    /// The current presence of `users`.
+    async fn query(&self, users: &[UserId]) -> Result<Vec<PresenceInfo>, PresenceError>;
+    /// Changes of every user this node watches. Bounded: a receiver that
+    /// falls behind skips changes (and is told so by `Lagged`).
+    fn changes(&self) -> broadcast::Receiver<PresenceInfo>;
+    /// This node now watches `users` (a backend with pub/sub subscribes).
+    async fn watch(&self, users: &[UserId]) -> Result<(), PresenceError>;
+    /// This node no longer watches `users`.
+    async fn unwatch(&self, users: &[UserId]) -> Result<(), PresenceError>;
+    /// Whether the backend is reachable, with the reason when it is not.
+    async fn ready(&self) -> Result<(), PresenceError>;
+}
+
+#[derive(Default)]
+struct UserPresence {
+    conns: std::collections::HashSet<ConnKey>,
+    last_seen: Option<u64>,
+}
+
+/// Presence of a single node, in memory.
+pub struct MemoryPresence {
+    users: Mutex<HashMap<UserId, UserPresence>>,
+    tx: broadcast::Sender<PresenceInfo>,
+}
+
+impl Default for MemoryPresence {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryPresence {
+    /// An empty table.
+    pub fn new() -> Self {
+        MemoryPresence {
+            users: Mutex::new(HashMap::new()),
+            tx: broadcast::channel(4096).0,
+        }
+    }
+}
+
+#[async_trait]
+impl Presence for MemoryPresence {
+    async fn connected(&self, user: &UserId, conn: &ConnKey) -> Result<(), PresenceError> {
+        let came_online = {
+            let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+            let p = users.entry(user.clone()).or_default();
+            p.conns.insert(conn.clone()) && p.conns.len() == 1
+        };
+        if came_online {
+            let _ = self.tx.send(PresenceInfo {
+                user: user.clone(),
+                status: Status::Online,
+                last_seen: None,
+            });
+        }
+        Ok(())
+    }
+
+    async fn disconnected(&self, user: &UserId, conn: &ConnKey) -> Result<(), PresenceError> {
+        let went_offline = {
+            let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+            match users.get_mut(user) {
+                Some(p) => {
+                    if p.conns.remove(conn) && p.conns.is_empty() {
+                        let now = now_ms();
+                        p.last_seen = Some(now);
+                        Some(now)
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            }
+        };
+        if let Some(ts) = went_offline {
+            let _ = self.tx.send(PresenceInfo {
+                user: user.clone(),
+                status: Status::Offline,
+                last_seen: Some(ts),
+            });
+        }
+        Ok(())
+    }
+
+    async fn query(&self, users: &[UserId]) -> Result<Vec<PresenceInfo>, PresenceError> {
+        let table = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(users
+            .iter()
+            .map(|u| match table.get(u) {
+                Some(p) if !p.conns.is_empty() => PresenceInfo {
+                    user: u.clone(),
+                    status: Status::Online,
+                    last_seen: None,
+                },
+                Some(p) => PresenceInfo {
+                    user: u.clone(),
+                    status: Status::Offline,
+                    last_seen: p.last_seen,
+                },
+                None => PresenceInfo {
+                    user: u.clone(),
+                    status: Status::Offline,
+                    last_seen: None,
+                },
+            })
+            .collect())
+    }
+
+    fn changes(&self) -> broadcast::Receiver<PresenceInfo> {
+        self.tx.subscribe()
+    }
+
+    async fn watch(&self, _users: &[UserId]) -> Result<(), PresenceError> {
+        Ok(())
+    }
+
+    async fn unwatch(&self, _users: &[UserId]) -> Result<(), PresenceError> {
+        Ok(())
+    }
+
+    async fn ready(&self) -> Result<(), PresenceError> {
+        Ok(())
+    }
+}
+
+/// Which local sessions watch which users.
+#[derive(Default)]
+pub struct Watchers {
+    table: Mutex<HashMap<UserId, HashMap<ActorId, ActorRef<SessionMsg>>>>,
+}
+
+impl Watchers {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `session` watches `users`; returns those no local session watched before.
+    pub fn add(&self, session: &ActorRef<SessionMsg>, users: &[UserId]) -> Vec<UserId> {
+        let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut fresh = Vec::new();
+        for u in users {
+            let entry = t.entry(u.clone()).or_default();
+            if entry.is_empty() {
+                fresh.push(u.clone());
+            }
+            entry.insert(session.get_id(), session.clone());
+        }
+        fresh
+    }
+
+    /// `session` stops watching `users`; returns those no local session watches now.
+    pub fn remove(&self, session: ActorId, users: &[UserId]) -> Vec<UserId> {
+        let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut gone = Vec::new();
+        for u in users {
+            if let Some(entry) = t.get_mut(u) {
+                entry.remove(&session);
+                if entry.is_empty() {
+                    t.remove(u);
+                    gone.push(u.clone());
+                }
+            }
+        }
+        gone
+    }
+
+    fn sessions_watching(&self, user: &UserId) -> Vec<ActorRef<SessionMsg>> {
+        let t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        t.get(user)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forwards the backend's changes to the sessions watching, until the
+    /// backend's channel closes.
+    pub async fn run(self: Arc<Self>, mut changes: broadcast::Receiver<PresenceInfo>) {
+        loop {
+            match changes.recv().await {
+                Ok(change) => {
+                    let sessions = self.sessions_watching(&change.user);
+                    if sessions.is_empty() {
+                        continue;
+                    }
+                    let user = change.user.clone();
+                    let frame = Arc::new(SharedFrame::new(ServerFrame::Presence(change)));
+                    for s in sessions {
+                        let _ = s.cast(SessionMsg::Presence {
+                            user: user.clone(),
+                            frame: frame.clone(),
+                        });
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        skipped = n,
+                        "presence changes skipped: watchers fell behind"
+                    );
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! What every actor of a node shares: storage, presence, the id generator,
+//! the interest table, the session directory, limits and metrics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use chat_protocol::{IdGenerator, Limits, UserId};
+use ractor::ActorRef;
+
+use crate::interest::Interest;
+use crate::metrics::Metrics;
+use crate::presence::{Presence, Watchers};
+use crate::session::SessionMsg;
+use crate::store::MessageStore;
+
+/// Knobs of the actors that are not client limits.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// A conversation actor with no activity for this long stops.
+    pub conversation_idle: Duration,
+    /// Recent messages a conversation actor keeps in memory.
+    pub tail: usize,
+    /// A typing indicator ends after this long without a refresh.
+    pub typing_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            conversation_idle: Duration::from_secs(120),
+            tail: 256,
+            typing_timeout: Duration::from_secs(6),
+        }
+    }
+}
+
+/// Local sessions by user.
+#[derive(Default)]
+pub struct Directory {
+    sessions: RwLock<HashMap<UserId, ActorRef<SessionMsg>>>,
+}
+
+impl Directory {
+    /// The session of `user` on this node.
+    pub fn get(&self, user: &UserId) -> Option<ActorRef<SessionMsg>> {
+        self.sessions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(user)
+            .cloned()
+    }
+
+    /// Calls `f` with the session of each of `users` that has one here.
+    pub fn for_each(&self, users: &[UserId], mut f: impl FnMut(&ActorRef<SessionMsg>)) {
+        let map = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
+        for u in users {
+            if let Some(s) = map.get(u) {
+                f(s);
+            }
+        }
+    }
+
+    pub(crate) fn insert(&self, user: UserId, session: ActorRef<SessionMsg>) {
+        self.sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(user, session);
+    }
+
+    pub(crate) fn remove(&self, user: &UserId) {
+        self.sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(user);
+    }
+
+    /// Sessions on this node.
+    pub fn len(&self) -> usize {
+        self.sessions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no session lives here.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Per-user token buckets for sends, shared by WebSocket and HTTP sends.
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<UserId, Bucket>>,
+}
+
+/// Buckets kept before full (idle) ones are dropped, which bounds memory.
+const MAX_BUCKETS: usize = 100_000;
+
+impl RateLimiter {
+    /// `per_second` sustained, bursts up to `burst`.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        RateLimiter {
+            per_second: per_second.max(1) as f64,
+            burst: burst.max(1) as f64,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `user`, or says how long until one is free.
+    pub fn take(&self, user: &UserId) -> Result<(), u64> {
+        self.take_at(user, Instant::now())
+    }
+
+    fn take_at(&self, user: &UserId, now: Instant) -> Result<(), u64> {
+        let mut map = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_BUCKETS && !map.contains_key(user) {
+            let (rate, burst) = (self.per_second, self.burst);
+            map.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+        }
+        let b = map.entry(user.clone()).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        b.tokens =
+            (b.tokens + now.duration_since(b.at).as_secs_f64() * self.per_second).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - b.tokens) / self.per_second) * 1000.0).ceil() as u64)
+        }
+    }
+}
+
+/// Everything the actors of one node share.
+pub struct Services {
+    /// This node's name, unique in the cluster.
+    pub node_name: Arc<str>,
+    /// History, conversations, accounts.
+    pub store: Arc<dyn MessageStore>,
+    /// Who is online.
+    pub presence: Arc<dyn Presence>,
+    /// Message ids of this node.
+    pub ids: IdGenerator,
+    /// Which local users listen to which conversations.
+    pub interest: Interest,
+    /// Which local sessions watch which users' presence.
+    pub watchers: Arc<Watchers>,
+    /// Local sessions by user.
+    pub directory: Directory,
+    /// Client limits.
+    pub limits: Limits,
+    /// Actor knobs.
+    pub tuning: Tuning,
+    /// Counters and histograms.
+    pub metrics: Metrics,
+    /// Send rate per user.
+    pub rate: RateLimiter,
+}
+
+impl Services {
+    /// Assembles a node's services.
+    pub fn new(
+        node_name: &str,
+        node_id: u16,
+        store: Arc<dyn MessageStore>,
+        presence: Arc<dyn Presence>,
+        limits: Limits,
+        tuning: Tuning,
+    ) -> Arc<Self> {
+        Arc::new(Services {
+            node_name: Arc::from(node_name),
+            store,
+            presence,
+            ids: IdGenerator::new(node_id),
+            interest: Interest::new(),
+            watchers: Arc::new(Watchers::new()),
+            directory: Directory::default(),
+            rate: RateLimiter::new(limits.sends_per_second, limits.send_burst),
+            limits,
+            tuning,
+            metrics: Metrics::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_burst_then_refills() {
+        let r = RateLimiter::new(10, 3);
+        let u = UserId::new("u").unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(r.take_at(&u, t0).is_ok());
+        }
+        let wait = r.take_at(&u, t0).unwrap_err();
+        assert_eq!(wait, 100);
+        assert!(r.take_at(&u, t0 + Duration::from_millis(100)).is_ok());
+        assert!(r.take_at(&u, t0 + Duration::from_millis(100)).is_err());
+    }
+}

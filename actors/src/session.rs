@@ -1,0 +1,666 @@
+//! The user session: one actor per user connected to this node.
+//!
+//! ```text
+//!  connection task ──Request──► UserSession ──Route──► Router ──► ConversationActor
+//!        ▲   (awaits its reply port)                                    │
+//!        └────────── outbound queue ◄── Deliver ◄───────────────────────┘
+//! ```
+//!
+//! It owns the user's connections on this node (several devices), each with a
+//! bounded outbound queue: a connection whose queue is full is closed with
+//! 4003 rather than buffered without bound. It applies the send rate limit,
+//! registers the user's interest in its conversations when it starts and
+//! withdraws it when the Router stops it, and keeps each connection's presence
+//! watches.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chat_protocol::{
+    close_code, ClientFrame, ConversationId, ConversationKind, ConversationSummary, OkReply,
+    ServerFrame, SharedFrame, UserId,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::conversation::{direct_id, ConversationMsg, Reply};
+use crate::error::ChatError;
+use crate::presence::ConnKey;
+use crate::router::RouterMsg;
+use crate::services::Services;
+use crate::store::PageQuery;
+
+/// A connection's id, unique on its node.
+pub type ConnId = u64;
+
+/// A frame queued towards a connection.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A reply or error for this connection only.
+    Frame(ServerFrame),
+    /// An event shared with other connections, encoded once per codec.
+    Shared(Arc<SharedFrame>),
+}
+
+/// One event of a fan-out.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The event.
+    pub frame: Arc<SharedFrame>,
+    /// The connection not to send it to (the sender's, which has the `ok`).
+    pub skip_conn: Option<ConnId>,
+}
+
+/// Asks a connection to close with a code; the connection's tasks watch it.
+#[derive(Debug, Default)]
+pub struct Closer {
+    code: AtomicU16,
+    token: CancellationToken,
+}
+
+impl Closer {
+    /// Closes with `code` (the first code asked for wins).
+    pub fn close(&self, code: u16) {
+        let _ = self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.token.cancel();
+    }
+
+    /// The close code asked for, if any.
+    pub fn code(&self) -> Option<u16> {
+        match self.code.load(Ordering::Acquire) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+
+    /// Resolves once a close is asked for.
+    pub async fn closed(&self) {
+        self.token.cancelled().await
+    }
+}
+
+/// The session's handle on one connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Its id.
+    pub id: ConnId,
+    tx: mpsc::Sender<Outbound>,
+    closer: Arc<Closer>,
+}
+
+impl Connection {
+    /// A handle and the receiving end of its outbound queue of `capacity` frames.
+    pub fn new(id: ConnId, capacity: usize) -> (Connection, mpsc::Receiver<Outbound>, Arc<Closer>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let closer = Arc::new(Closer::default());
+        (
+            Connection {
+                id,
+                tx,
+                closer: closer.clone(),
+            },
+            rx,
+            closer,
+        )
+    }
+
+    /// Queues a frame; a full queue closes the connection with 4003, since a
+    /// client that reads this slowly must reconnect and catch up with history.
+    pub fn push(&self, frame: Outbound) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.closer.close(close_code::SLOW_CONSUMER);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the connection to close.
+    pub fn close(&self, code: u16) {
+        self.closer.close(code);
+    }
+}
+
+/// Messages a session handles.
+pub enum SessionMsg {
+    /// A new connection of the user (from the Router).
+    Attach {
+        /// The connection.
+        conn: Connection,
+        /// Answered with the session, or `TooManyConnections`.
+        reply: RpcReplyPort<Result<ActorRef<SessionMsg>, ChatError>>,
+    },
+    /// A connection closed.
+    Detach {
+        /// Which.
+        conn: ConnId,
+    },
+    /// A client request (validated already).
+    Request {
+        /// From which connection.
+        conn: ConnId,
+        /// The request.
+        frame: ClientFrame,
+        /// Where the answer goes.
+        reply: Reply,
+    },
+    /// Events from a conversation.
+    Deliver(Arc<[Delivery]>),
+    /// A watched user's presence changed.
+    Presence {
+        /// Whose.
+        user: UserId,
+        /// The `presence` event.
+        frame: Arc<SharedFrame>,
+    },
+    /// Close every connection of the user with `code`.
+    CloseAll {
+        /// The close code.
+        code: u16,
+    },
+    /// The user's conversation list was read at start; register interest.
+    Joined(Vec<ConversationId>),
+}
+
+/// Starting arguments.
+pub struct SessionArgs {
+    /// Whose session.
+    pub user: UserId,
+    /// The node's services.
+    pub services: Arc<Services>,
+    /// The Router, which owns the session's life.
+    pub router: ActorRef<RouterMsg>,
+}
+
+/// The actor (no data; see [`SessionState`]).
+pub struct UserSession;
+
+struct Attached {
+    conn: Connection,
+    watching: HashSet<UserId>,
+}
+
+/// Everything a session knows.
+pub struct SessionState {
+    user: UserId,
+    services: Arc<Services>,
+    router: ActorRef<RouterMsg>,
+    conns: Vec<Attached>,
+    attaches_seen: u64,
+}
+
+impl Actor for UserSession {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        args.services.metrics.sessions_active.inc();
+        args.services.directory.insert(args.user.clone(), myself);
+        Ok(SessionState {
+            user: args.user,
+            services: args.services,
+            router: args.router,
+            conns: Vec::new(),
+            attaches_seen: 0,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Registered in the directory before the list is read, so a
+        // conversation that adds the user meanwhile sees the session and
+        // registers the interest itself.
+        let store = state.services.store.clone();
+        let user = state.user.clone();
+        tokio::spawn(async move {
+            match store.user_conversations(&user).await {
+                Ok(list) => {
+                    let _ = myself.cast(SessionMsg::Joined(list));
+                }
+                Err(e) => {
+                    tracing::warn!(%user, error = %e, "cannot list conversations; live delivery limited");
+                    let _ = myself.cast(SessionMsg::Joined(Vec::new()));
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        let services = &state.services;
+        services.metrics.sessions_active.dec();
+        if services
+            .directory
+            .get(&state.user)
+            .is_some_and(|s| s.get_id() == myself.get_id())
+        {
+            services.directory.remove(&state.user);
+            services.interest.remove_user(&state.user);
+        }
+        for a in std::mem::take(&mut state.conns) {
+            state.drop_watches(myself.get_id(), &a.watching);
+            a.conn.close(close_code::GOING_AWAY);
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SessionMsg::Attach { conn, reply } => {
+                state.attaches_seen += 1;
+                if state.conns.len() >= state.services.limits.connections_per_user {
+                    let _ = reply.send(Err(ChatError::TooManyConnections));
+                    state.maybe_empty(&myself);
+                    return Ok(());
+                }
+                state.presence_change(conn.id, true);
+                state.conns.push(Attached {
+                    conn,
+                    watching: HashSet::new(),
+                });
+                state.services.metrics.connections_open.inc();
+                let _ = reply.send(Ok(myself.clone()));
+            }
+            SessionMsg::Detach { conn } => {
+                if let Some(pos) = state.conns.iter().position(|a| a.conn.id == conn) {
+                    let a = state.conns.swap_remove(pos);
+                    state.drop_watches(myself.get_id(), &a.watching);
+                    state.presence_change(conn, false);
+                    state.services.metrics.connections_open.dec();
+                }
+                state.maybe_empty(&myself);
+            }
+            SessionMsg::Request { conn, frame, reply } => {
+                state.request(&myself, conn, frame, reply)
+            }
+            SessionMsg::Deliver(deliveries) => {
+                let mut n = 0u64;
+                for a in &state.conns {
+                    for d in deliveries.iter() {
+                        if d.skip_conn != Some(a.conn.id)
+                            && a.conn.push(Outbound::Shared(d.frame.clone()))
+                        {
+                            n += 1;
+                        }
+                    }
+                }
+                if n > 0 {
+                    state.services.metrics.messages_delivered.inc_by(n);
+                }
+            }
+            SessionMsg::Presence { user, frame } => {
+                for a in &state.conns {
+                    if a.watching.contains(&user) {
+                        a.conn.push(Outbound::Shared(frame.clone()));
+                    }
+                }
+            }
+            SessionMsg::CloseAll { code } => {
+                for a in &state.conns {
+                    a.conn.close(code);
+                }
+            }
+            SessionMsg::Joined(list) => {
+                state.services.interest.add(&state.user, &list);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SessionState {
+    fn maybe_empty(&self, myself: &ActorRef<SessionMsg>) {
+        if self.conns.is_empty() {
+            let _ = self.router.cast(RouterMsg::SessionEmpty {
+                user: self.user.clone(),
+                actor: myself.get_id(),
+                seen: self.attaches_seen,
+            });
+        }
+    }
+
+    fn presence_change(&self, conn: ConnId, online: bool) {
+        let services = self.services.clone();
+        let user = self.user.clone();
+        let key = ConnKey {
+            node: services.node_name.clone(),
+            conn,
+        };
+        tokio::spawn(async move {
+            let r = if online {
+                services.presence.connected(&user, &key).await
+            } else {
+                services.presence.disconnected(&user, &key).await
+            };
+            if let Err(e) = r {
+                services.metrics.presence_errors.inc();
+                tracing::warn!(%user, error = %e, "presence update failed");
+            }
+        });
+    }
+
+    fn drop_watches(&self, me: ractor::ActorId, users: &HashSet<UserId>) {
+        if users.is_empty() {
+            return;
+        }
+        // Other connections of this session may still watch some of them.
+        let still: HashSet<&UserId> = self.conns.iter().flat_map(|a| a.watching.iter()).collect();
+        let gone: Vec<UserId> = users
+            .iter()
+            .filter(|u| !still.contains(u))
+            .cloned()
+            .collect();
+        let unwatched = self.services.watchers.remove(me, &gone);
+        if !unwatched.is_empty() {
+            let presence = self.services.presence.clone();
+            tokio::spawn(async move {
+                let _ = presence.unwatch(&unwatched).await;
+            });
+        }
+    }
+
+    fn route(&self, conversation: ConversationId, msg: ConversationMsg) {
+        if let Err(e) = self.router.cast(RouterMsg::Route { conversation, msg }) {
+            if let ractor::MessagingErr::SendErr(RouterMsg::Route { msg, .. }) = e {
+                msg.fail(ChatError::Unavailable("node is shutting down".into()));
+            }
+        }
+    }
+
+    fn request(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        conn: ConnId,
+        frame: ClientFrame,
+        reply: Reply,
+    ) {
+        let user = self.user.clone();
+        match frame {
+            ClientFrame::Send {
+                conversation,
+                client_msg_id,
+                body,
+                kind,
+                reply_to,
+                ..
+            } => {
+                if let Err(retry_after_ms) = self.services.rate.take(&user) {
+                    self.services.metrics.rate_limited.inc();
+                    let _ = reply.send(Err(ChatError::RateLimited { retry_after_ms }));
+                    return;
+                }
+                self.route(
+                    conversation,
+                    ConversationMsg::Send {
+                        sender: user,
+                        client_msg_id,
+                        body,
+                        kind,
+                        reply_to,
+                        origin: Some(conn),
+                        received: Instant::now(),
+                        reply,
+                    },
+                );
+            }
+            ClientFrame::History {
+                conversation,
+                before,
+                after,
+                limit,
+                ..
+            } => self.route(
+                conversation,
+                ConversationMsg::History {
+                    reader: user,
+                    query: PageQuery {
+                        before,
+                        after,
+                        limit: limit.unwrap_or(chat_protocol::limits::DEFAULT_HISTORY_LIMIT)
+                            as usize,
+                    },
+                    reply,
+                },
+            ),
+            ClientFrame::Typing {
+                conversation,
+                active,
+                ..
+            } => {
+                let _ = reply.send(Ok(OkReply::default()));
+                self.route(conversation, ConversationMsg::Typing { user, active });
+            }
+            ClientFrame::Read {
+                conversation,
+                up_to,
+                ..
+            } => self.route(conversation, ConversationMsg::Read { user, up_to, reply }),
+            ClientFrame::Create {
+                kind,
+                members,
+                title,
+                ..
+            } => {
+                let id = match kind {
+                    ConversationKind::Direct => {
+                        let Some(other) = members.first() else {
+                            let _ = reply
+                                .send(Err(ChatError::BadRequest("direct needs a user".into())));
+                            return;
+                        };
+                        if *other == user {
+                            let _ = reply.send(Err(ChatError::BadRequest(
+                                "a direct conversation is with another user".into(),
+                            )));
+                            return;
+                        }
+                        direct_id(&user, other)
+                    }
+                    _ => {
+                        let unique = self
+                            .services
+                            .ids
+                            .next(chat_protocol::now_ms(), Default::default());
+                        match ConversationId::new(&format!("g:{unique}")) {
+                            Ok(id) => id,
+                            Err(e) => {
+                                return drop(reply.send(Err(ChatError::Internal(e.to_string()))))
+                            }
+                        }
+                    }
+                };
+                self.route(
+                    id,
+                    ConversationMsg::Create {
+                        creator: user,
+                        kind,
+                        members,
+                        title,
+                        reply,
+                    },
+                );
+            }
+            ClientFrame::Invite {
+                conversation,
+                users,
+                ..
+            } => self.route(
+                conversation,
+                ConversationMsg::Invite {
+                    by: user,
+                    users,
+                    reply,
+                },
+            ),
+            ClientFrame::Kick {
+                conversation,
+                user: target,
+                ..
+            } => self.route(
+                conversation,
+                ConversationMsg::Kick {
+                    by: user,
+                    user: target,
+                    reply,
+                },
+            ),
+            ClientFrame::Leave { conversation, .. } => {
+                self.route(conversation, ConversationMsg::Leave { user, reply })
+            }
+            ClientFrame::Conversations { limit, before, .. } => {
+                let services = self.services.clone();
+                tokio::spawn(async move {
+                    let limit =
+                        limit.unwrap_or(chat_protocol::limits::DEFAULT_HISTORY_LIMIT) as usize;
+                    let r = list_conversations(&services, &user, limit, before).await;
+                    let _ = reply.send(r.map(|conversations| OkReply {
+                        conversations: Some(conversations),
+                        ..OkReply::default()
+                    }));
+                });
+            }
+            ClientFrame::Watch { users, .. } => self.watch(myself, conn, users, reply),
+            ClientFrame::Unwatch { users, .. } => {
+                let me = myself.get_id();
+                if let Some(pos) = self.conns.iter().position(|a| a.conn.id == conn) {
+                    let removed: HashSet<UserId> = users
+                        .iter()
+                        .filter(|u| self.conns[pos].watching.remove(*u))
+                        .cloned()
+                        .collect();
+                    self.drop_watches(me, &removed);
+                }
+                let _ = reply.send(Ok(OkReply::default()));
+            }
+            ClientFrame::Ping { .. } => {
+                let _ = reply.send(Ok(OkReply::default()));
+            }
+        }
+    }
+
+    fn watch(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        conn: ConnId,
+        users: Vec<UserId>,
+        reply: Reply,
+    ) {
+        let limit = self.services.limits.watch_per_connection;
+        let Some(attached) = self.conns.iter_mut().find(|a| a.conn.id == conn) else {
+            let _ = reply.send(Err(ChatError::BadRequest("connection is closing".into())));
+            return;
+        };
+        let new: HashSet<&UserId> = users
+            .iter()
+            .filter(|u| !attached.watching.contains(*u))
+            .collect();
+        if attached.watching.len() + new.len() > limit {
+            let _ = reply.send(Err(ChatError::BadRequest(format!(
+                "a connection may watch at most {limit} users"
+            ))));
+            return;
+        }
+        attached.watching.extend(new.into_iter().cloned());
+        let fresh = self.services.watchers.add(myself, &users);
+        let services = self.services.clone();
+        tokio::spawn(async move {
+            if !fresh.is_empty() {
+                if let Err(e) = services.presence.watch(&fresh).await {
+                    services.metrics.presence_errors.inc();
+                    tracing::warn!(error = %e, "presence watch failed");
+                }
+            }
+            let r = services
+                .presence
+                .query(&users)
+                .await
+                .map(|presence| OkReply {
+                    presence: Some(presence),
+                    ..OkReply::default()
+                })
+                .map_err(|e| {
+                    services.metrics.presence_errors.inc();
+                    ChatError::Unavailable(e.to_string())
+                });
+            let _ = reply.send(r);
+        });
+    }
+}
+
+/// Upper bound on the unread count reported per conversation; counting
+/// further would make a long-absent user's list slow to load.
+const UNREAD_CAP: u64 = 9_999;
+
+/// The user's conversations, newest activity first, each with its last
+/// message and unread count. Reads the store directly: everything it shows is
+/// durable, so it needs no actor.
+pub async fn list_conversations(
+    services: &Services,
+    user: &UserId,
+    limit: usize,
+    before: Option<chat_protocol::MessageId>,
+) -> Result<Vec<ConversationSummary>, ChatError> {
+    let store = &services.store;
+    let mut entries = Vec::new();
+    for id in store.user_conversations(user).await? {
+        let Some(conversation) = store.conversation(&id).await? else {
+            continue;
+        };
+        let last_message = store.last_message(&id).await?;
+        let activity = last_message
+            .as_ref()
+            .map(|m| m.id)
+            .unwrap_or_else(|| chat_protocol::MessageId::floor_at(conversation.created_at));
+        if before.is_some_and(|b| activity >= b) {
+            continue;
+        }
+        entries.push((activity, conversation, last_message));
+    }
+    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.truncate(limit);
+    let mut out = Vec::with_capacity(entries.len());
+    for (_, conversation, last_message) in entries {
+        let marker = store
+            .read_marker(&conversation.id, user)
+            .await?
+            .unwrap_or_default();
+        let unread = match &last_message {
+            Some(m) if m.id > marker => {
+                store
+                    .count_unread(&conversation.id, user, marker, UNREAD_CAP)
+                    .await?
+            }
+            _ => 0,
+        };
+        out.push(ConversationSummary {
+            conversation,
+            last_message,
+            unread,
+        });
+    }
+    Ok(out)
+}

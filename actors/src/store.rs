@@ -1,0 +1,216 @@
+//! Durable storage of history, conversations, read markers and accounts.
+//!
+//! [`MessageStore`] is what the actors and the node need from storage. Two
+//! backends implement it: [`embedded::EmbeddedStore`] (fjall, an LSM tree on
+//! local disk: the default for one machine and for tests) and, later, ScyllaDB.
+//! Both lay data out the same way: messages keyed by
+//! `(conversation, bucket, id)` where `bucket` is a fixed window of the id's
+//! timestamp, so no partition grows without bound; both pass the one
+//! conformance suite in [`conformance`].
+//!
+//! The conversation actor is the single writer of its conversation's messages,
+//! members and read markers; the store does not arbitrate between writers,
+//! except for what the auth code needs atomically (usernames, refresh-token
+//! rotation).
+
+use async_trait::async_trait;
+use chat_protocol::{
+    ClientMsgId, Conversation, ConversationId, Member, Message, MessageId, UserId,
+};
+use serde::{Deserialize, Serialize};
+
+pub mod conformance;
+pub mod embedded;
+
+/// Width of a history bucket: 7 days of message-id time. A page reads one or
+/// two buckets; a conversation's busiest week bounds a partition.
+pub const BUCKET_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// The bucket a message id falls in.
+pub fn bucket_of(id: MessageId) -> u32 {
+    (id.timestamp_ms() / BUCKET_MS) as u32
+}
+
+/// What can go wrong in a store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or refused the write; nothing was stored.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Stored bytes could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// A unique key (a username) is already taken.
+    #[error("already exists")]
+    Conflict,
+}
+
+/// Which page of history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageQuery {
+    /// Only ids strictly below.
+    pub before: Option<MessageId>,
+    /// Only ids strictly above.
+    pub after: Option<MessageId>,
+    /// Most messages to return (at least 1).
+    pub limit: usize,
+}
+
+/// A page of history.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Page {
+    /// Ascending by id. With `after` (and no `before`) these are the oldest
+    /// messages above `after`; otherwise the newest messages in range.
+    pub messages: Vec<Message>,
+    /// Whether more messages lie in the range beyond this page.
+    pub more: bool,
+}
+
+/// A change to a conversation's record: its metadata and some members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationChange {
+    /// The conversation as it is after the change; its `members` field is
+    /// ignored, `upsert` and `remove` say what changes.
+    pub conversation: Conversation,
+    /// Members added or whose role changed.
+    pub upsert: Vec<Member>,
+    /// Members removed.
+    pub remove: Vec<UserId>,
+}
+
+/// A user account. Users that authenticate with an outside identity provider
+/// get a record without a password the first time they connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The id (the JWT `sub`), which is also the login name.
+    pub id: UserId,
+    /// argon2 PHC string; `None` for users from an outside identity provider.
+    pub password_hash: Option<String>,
+    /// Shown instead of the id when set.
+    pub display_name: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: u64,
+}
+
+/// A refresh token, stored by the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    /// Hex SHA-256 of the token.
+    pub token_hash: String,
+    /// Whose it is.
+    pub user: UserId,
+    /// All tokens rotated from one login share a family; reuse of a rotated
+    /// token revokes the whole family.
+    pub family: String,
+    /// Unix milliseconds.
+    pub expires_at: u64,
+}
+
+/// The result of presenting a refresh token for rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The old token is now used up and the new one stored.
+    Rotated {
+        /// The token's user.
+        user: UserId,
+    },
+    /// Unknown, expired, or its family is revoked.
+    Invalid,
+    /// It had been rotated already: the family is revoked now.
+    Reused,
+}
+
+/// Storage the actors and the node need.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Appends messages (of one or several conversations) atomically and,
+    /// with the default durability, durably: when this returns `Ok`, the
+    /// messages survive a crash of the process and of the machine. Each
+    /// message's `client_msg_id` index entry is written in the same batch.
+    async fn append(&self, messages: &[Message]) -> Result<(), StoreError>;
+
+    /// A page of a conversation's history.
+    async fn page(
+        &self,
+        conversation: &ConversationId,
+        query: PageQuery,
+    ) -> Result<Page, StoreError>;
+
+    /// The newest message of a conversation.
+    async fn last_message(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Option<Message>, StoreError>;
+
+    /// The message a sender stored under `client_msg_id` in a conversation.
+    async fn find_by_client_msg_id(
+        &self,
+        conversation: &ConversationId,
+        sender: &UserId,
+        client_msg_id: &ClientMsgId,
+    ) -> Result<Option<Message>, StoreError>;
+
+    /// Messages with an id above `after` sent by anyone but `reader`,
+    /// counted up to `cap`.
+    async fn count_unread(
+        &self,
+        conversation: &ConversationId,
+        reader: &UserId,
+        after: MessageId,
+        cap: u64,
+    ) -> Result<u64, StoreError>;
+
+    /// A conversation with all its members, if it exists.
+    async fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError>;
+
+    /// Writes a conversation's metadata and member changes, and the per-user
+    /// conversation index, atomically and durably.
+    async fn apply_conversation(&self, change: &ConversationChange) -> Result<(), StoreError>;
+
+    /// Ids of the conversations a user is a member of.
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationId>, StoreError>;
+
+    /// Moves a read marker (the caller only ever moves it forward).
+    async fn set_read_marker(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+        up_to: MessageId,
+    ) -> Result<(), StoreError>;
+
+    /// All read markers of a conversation.
+    async fn read_markers(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Vec<(UserId, MessageId)>, StoreError>;
+
+    /// One user's read marker in a conversation.
+    async fn read_marker(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<Option<MessageId>, StoreError>;
+
+    /// Creates a user; [`StoreError::Conflict`] if the id is taken.
+    async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+
+    /// A user by id.
+    async fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Stores a new refresh token.
+    async fn put_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError>;
+
+    /// Atomically uses up the token `old_hash` and stores `new` in its family
+    /// (`new.family` and `new.user` are taken from the old token). `now` decides
+    /// expiry.
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new: &RefreshRecord,
+        now: u64,
+    ) -> Result<Rotation, StoreError>;
+
+    /// Revokes the family of the token `token_hash`; returns its user, if the
+    /// token was known.
+    async fn revoke_refresh_family(&self, token_hash: &str) -> Result<Option<UserId>, StoreError>;
+}

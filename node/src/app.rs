@@ -1,0 +1,161 @@
+//! Starting a node: open the store, start the actors, serve, drain.
+
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_actors::presence::{MemoryPresence, Presence};
+use chat_actors::router::{Router, RouterMsg};
+use chat_actors::store::embedded::EmbeddedStore;
+use chat_actors::store::MessageStore;
+use chat_actors::{Services, Tuning};
+use prometheus_client::registry::Registry;
+use ractor::{Actor, ActorRef};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Auth, AuthError};
+use crate::config::{Config, ConfigError, PresenceBackend, StorageBackend};
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Auth could not be set up.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The store could not be opened.
+    #[error("storage: {0}")]
+    Store(#[from] chat_actors::store::StoreError),
+    /// An actor could not be started.
+    #[error("actor: {0}")]
+    Actor(String),
+    /// Serving failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything request handlers share.
+pub struct App {
+    /// The configuration in force.
+    pub config: Config,
+    /// The actors' services.
+    pub services: Arc<Services>,
+    /// The node's Router.
+    pub router: ActorRef<RouterMsg>,
+    /// Token checks and accounts.
+    pub auth: Auth,
+    /// Metrics for `/metrics`.
+    pub registry: Registry,
+    /// Cancelled when the node starts draining.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks, so draining can wait for them.
+    pub connections: TaskTracker,
+    /// Next connection id.
+    pub next_conn: AtomicU64,
+    /// Store kept by its concrete type for closing.
+    store: Arc<EmbeddedStore>,
+}
+
+impl App {
+    /// Opens the store, starts the Router, and sets up auth.
+    pub async fn start(config: Config) -> Result<Arc<App>, NodeError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.node.data_dir)?;
+        let store = match config.storage.backend {
+            StorageBackend::Embedded => Arc::new(EmbeddedStore::open(
+                &config.node.data_dir.join("store"),
+                config.storage.durability,
+            )?),
+        };
+        let presence: Arc<dyn Presence> = match config.presence.backend {
+            PresenceBackend::Memory => Arc::new(MemoryPresence::new()),
+        };
+        let auth = Auth::from_config(&config.auth, &config.node.data_dir)?;
+        let tuning = Tuning {
+            conversation_idle: Duration::from_secs(config.actors.conversation_idle_secs),
+            tail: config.actors.tail,
+            ..Tuning::default()
+        };
+        let services = Services::new(
+            &config.node.name,
+            config.node.id,
+            store.clone() as Arc<dyn MessageStore>,
+            presence.clone(),
+            config.limits.clone(),
+            tuning,
+        );
+        tokio::spawn(services.watchers.clone().run(presence.changes()));
+        let (router, _) = Actor::spawn(None, Router, services.clone())
+            .await
+            .map_err(|e| NodeError::Actor(e.to_string()))?;
+        let mut registry = Registry::default();
+        services.metrics.register(&mut registry);
+        Ok(Arc::new(App {
+            config,
+            services,
+            router,
+            auth,
+            registry,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            next_conn: AtomicU64::new(1),
+            store,
+        }))
+    }
+
+    /// Drains: closes connections with 1001, waits for them (bounded by the
+    /// drain timeout), lets conversation actors finish their batches, then
+    /// flushes the store.
+    pub async fn drain(&self) {
+        self.shutdown.cancel();
+        self.connections.close();
+        let deadline = Duration::from_secs(self.config.shutdown.drain_timeout_secs);
+        if tokio::time::timeout(deadline, self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open at the drain deadline");
+        }
+        let drained = ractor::call!(self.router, |reply| RouterMsg::Drain { reply });
+        if let Err(e) = drained {
+            tracing::warn!(error = %e, "router drain failed");
+        }
+        self.router.stop(None);
+        self.store.close().await;
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let app = App::start(config).await?;
+    serve(app, listener, shutdown).await
+}
+
+/// Serves an already started node.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let routes = crate::http::routes(app.clone());
+    let token = app.shutdown.clone();
+    let trigger = app.shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    axum::serve(listener, routes)
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await?;
+    app.drain().await;
+    Ok(())
+}

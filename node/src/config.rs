@@ -1,0 +1,344 @@
+//! The node's configuration: `cluster.toml`, then `CHAT__SECTION__KEY`
+//! environment variables, then command-line flags; each field has a default,
+//! unknown keys are rejected, and [`Config::validate`] checks what types cannot.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chat_actors::store::embedded::Durability;
+use chat_protocol::Limits;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthConfig;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML (file or environment) does not fit the schema.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// `[node]`: who this node is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Unique name in the cluster; also the node's Router name.
+    pub name: String,
+    /// Unique number 0..=1023, part of every message id this node issues.
+    pub id: u16,
+    /// Directory for the embedded store and generated secrets.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            name: "node-1".into(),
+            id: 1,
+            data_dir: PathBuf::from("data/node-1"),
+        }
+    }
+}
+
+/// `[listen]`: where the node accepts connections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenSection {
+    /// HTTP and WebSocket (`/v1/ws`) on one port. Port 0 picks a free one.
+    pub http: SocketAddr,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        ListenSection {
+            http: ([127, 0, 0, 1], 8080).into(),
+        }
+    }
+}
+
+/// Which history backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageBackend {
+    /// fjall on local disk, in `node.data_dir`.
+    Embedded,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// The backend.
+    pub backend: StorageBackend,
+    /// `sync`: each batch is fsynced before it is acknowledged (survives a
+    /// machine crash); `buffered`: written, fsynced in the background
+    /// (survives a process crash).
+    pub durability: Durability,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            backend: StorageBackend::Embedded,
+            durability: Durability::Sync,
+        }
+    }
+}
+
+/// Which presence backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceBackend {
+    /// In this process: one node only.
+    Memory,
+}
+
+/// `[presence]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceSection {
+    /// The backend.
+    pub backend: PresenceBackend,
+}
+
+impl Default for PresenceSection {
+    fn default() -> Self {
+        PresenceSection {
+            backend: PresenceBackend::Memory,
+        }
+    }
+}
+
+/// `[actors]`: tuning of the actors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActorsSection {
+    /// Seconds without activity after which a conversation actor stops.
+    pub conversation_idle_secs: u64,
+    /// Recent messages each conversation actor keeps in memory.
+    pub tail: usize,
+}
+
+impl Default for ActorsSection {
+    fn default() -> Self {
+        ActorsSection {
+            conversation_idle_secs: 120,
+            tail: 256,
+        }
+    }
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSection {
+    /// Seconds a drain may take before the node exits anyway.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ShutdownSection {
+    fn default() -> Self {
+        ShutdownSection {
+            drain_timeout_secs: 20,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Who this node is.
+    pub node: NodeSection,
+    /// Where it listens.
+    pub listen: ListenSection,
+    /// History backend.
+    pub storage: StorageSection,
+    /// Presence backend.
+    pub presence: PresenceSection,
+    /// Tokens and accounts.
+    pub auth: AuthConfig,
+    /// Client limits.
+    pub limits: Limits,
+    /// Actor tuning.
+    pub actors: ActorsSection,
+    /// Drain.
+    pub shutdown: ShutdownSection,
+}
+
+/// Prefix of environment overrides: `CHAT__LIMITS__MAX_BODY_BYTES=1024`.
+pub const ENV_PREFIX: &str = "CHAT__";
+
+impl Config {
+    /// Reads `path` (if given) and applies the environment `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?
+            }
+            None => toml::Table::new(),
+        };
+        let overrides: BTreeMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        for (key, value) in overrides {
+            let path: Vec<String> = key[ENV_PREFIX.len()..]
+                .split("__")
+                .map(|s| s.to_ascii_lowercase())
+                .collect();
+            set_path(&mut table, &path, parse_env_value(&value))
+                .map_err(|e| ConfigError::Parse(format!("{key}: {e}")))?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Checks ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.node.id > chat_protocol::ids::MAX_NODE_ID {
+            return bad(format!(
+                "node.id must be at most {}",
+                chat_protocol::ids::MAX_NODE_ID
+            ));
+        }
+        if chat_protocol::UserId::new(&self.node.name).is_err() {
+            return bad("node.name must be 1-64 bytes of [A-Za-z0-9_.:-]".into());
+        }
+        let l = &self.limits;
+        if l.max_frame_bytes < 1024 {
+            return bad("limits.max_frame_bytes must be at least 1024".into());
+        }
+        if l.max_body_bytes == 0 || l.max_body_bytes >= l.max_frame_bytes {
+            return bad("limits.max_body_bytes must be above 0 and below max_frame_bytes".into());
+        }
+        if l.outbound_queue == 0 || l.connections_per_user == 0 || l.inflight_per_connection == 0 {
+            return bad("limits.outbound_queue, connections_per_user and inflight_per_connection must be above 0".into());
+        }
+        if l.sends_per_second == 0 || l.send_burst == 0 {
+            return bad("limits.sends_per_second and send_burst must be above 0".into());
+        }
+        if l.idle_timeout_secs == 0 {
+            return bad("limits.idle_timeout_secs must be above 0".into());
+        }
+        if self.actors.tail == 0 {
+            return bad("actors.tail must be above 0".into());
+        }
+        Ok(())
+    }
+
+    /// The default configuration as commented TOML.
+    pub fn default_toml() -> String {
+        toml::to_string_pretty(&Config::default()).unwrap_or_default()
+    }
+}
+
+/// An environment value is TOML when it parses as one (`42`, `true`,
+/// `"x"`), else a plain string.
+fn parse_env_value(v: &str) -> toml::Value {
+    format!("x = {v}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("x"))
+        .unwrap_or_else(|| toml::Value::String(v.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty key".into()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => Err(format!("{first} is not a section")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let text = Config::default_toml();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn environment_overrides_file_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[limits]\nmax_body_bytes = 100\n[node]\nname = \"a\"\n",
+        )
+        .unwrap();
+        let env = vec![
+            (
+                "CHAT__LIMITS__MAX_BODY_BYTES".to_string(),
+                "200".to_string(),
+            ),
+            ("CHAT__NODE__NAME".to_string(), "b".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(Some(&path), env).unwrap();
+        assert_eq!(c.limits.max_body_bytes, 200);
+        assert_eq!(c.node.name, "b");
+
+        std::fs::write(&path, "[limits]\nmax_bdy_bytes = 100\n").unwrap();
+        let err = Config::load(Some(&path), vec![]).unwrap_err();
+        assert!(err.to_string().contains("max_bdy_bytes"), "{err}");
+    }
+
+    #[test]
+    fn validate_rejects_out_of_range() {
+        let mut c = Config::default();
+        c.limits.max_body_bytes = c.limits.max_frame_bytes;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.node.id = 5000;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn shipped_cluster_toml_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster.toml");
+        let c = Config::load(Some(&path), vec![]).unwrap();
+        c.validate().unwrap();
+    }
+}

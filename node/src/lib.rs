@@ -1,0 +1,24 @@
+//! The chat node: one process of the cluster.
+//!
+//! ```text
+//!  TCP ─► axum ─┬─ /v1/ws ──────► ws: one task pair per connection ─► UserSession
+//!               ├─ /v1/auth/* ──► auth (argon2, JWT, rotating refresh tokens)
+//!               ├─ /v1/conversations/{id}/messages ─► Router ─► ConversationActor
+//!               └─ /healthz /readyz /metrics
+//! ```
+//!
+//! `main.rs` only parses flags and loads the configuration; [`run`] does the
+//! rest, so tests start real nodes in-process on port 0 as easily as the
+//! binary does. Shutdown drains: stop accepting, close every WebSocket with
+//! 1001, let conversation actors finish their batches, flush the store, return.
+#![deny(missing_docs, unreachable_pub, unsafe_code)]
+#![warn(clippy::mod_module_files)]
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod ws;
+
+pub use app::{run, App, NodeError};
+pub use config::Config;
