@@ -1,0 +1,473 @@
+//! Test harness: real nodes on free loopback ports, real HTTP and WebSocket
+//! clients over real sockets. Waits are on conditions with deadlines, never
+//! bare sleeps.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_node::{App, Config};
+use chat_protocol::{ClientFrame, Codec, ReqId, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected event may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A node running in this process.
+pub struct TestNode {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    pub dir: Option<tempfile::TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A config for tests: a fresh data dir, a fixed secret, free port.
+pub fn test_config(dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.node.data_dir = dir.to_path_buf();
+    c.listen.http = "127.0.0.1:0".parse().unwrap();
+    c.auth.jwt_secret = Some("test-secret-test-secret-test-secret!".into());
+    c
+}
+
+impl TestNode {
+    pub async fn start() -> TestNode {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let mut node = Self::start_config(config).await;
+        node.dir = Some(dir);
+        node
+    }
+
+    pub async fn start_config(config: Config) -> TestNode {
+        let listener = tokio::net::TcpListener::bind(config.listen.http)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = App::start(config).await.expect("node starts");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = app.clone();
+        let task = tokio::spawn(async move {
+            chat_node::app::serve(serving, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestNode {
+            addr,
+            app,
+            dir: None,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Drains the node and waits until it has stopped.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("node drains in time")
+                .unwrap();
+        }
+    }
+
+    pub async fn user(&self, name: &str) -> TestUser {
+        register(self.addr, name).await
+    }
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// A name unique in this test process.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        UNIQUE.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A registered user.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+pub async fn register(addr: SocketAddr, name: &str) -> TestUser {
+    let body = serde_json::json!({"username": name, "password": "correct horse battery"});
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/v1/auth/register",
+        None,
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(status, 201, "register {name}: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    TestUser {
+        id: v["user"]["id"].as_str().unwrap().to_string(),
+        access: v["access_token"].as_str().unwrap().to_string(),
+        refresh: v["refresh_token"].as_str().unwrap().to_string(),
+    }
+}
+
+/// A minimal HTTP/1.1 client over a real socket: (status, body).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let (status, _, body) = http_full(addr, method, path, token, body).await;
+    (status, body)
+}
+
+/// Like [`http`], with the response headers (lower-cased names).
+pub async fn http_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("http response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, headers, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n..];
+        s = s.strip_prefix("\r\n").unwrap_or(s);
+    }
+    out
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client speaking the protocol with one codec.
+pub struct Client {
+    pub ws: Ws,
+    pub codec: Codec,
+    /// Events (non-replies) received while waiting for replies.
+    pub events: VecDeque<ServerFrame>,
+    next_req: i64,
+    /// The close frame, once the server closed.
+    pub closed: Option<Option<CloseFrame>>,
+}
+
+/// Connects; panics unless the upgrade succeeds.
+pub async fn connect(addr: SocketAddr, token: &str, codec: Codec) -> Client {
+    try_connect(addr, Some(token), codec)
+        .await
+        .expect("websocket upgrade")
+}
+
+/// Connects, returning the HTTP status on a refused upgrade.
+pub async fn try_connect(
+    addr: SocketAddr,
+    token: Option<&str>,
+    codec: Codec,
+) -> Result<Client, u16> {
+    let mut req = format!("ws://{addr}/v1/ws").into_client_request().unwrap();
+    if let Some(t) = token {
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        codec.subprotocol().parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, resp)) => {
+            let picked = resp
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            assert_eq!(
+                picked.as_deref(),
+                Some(codec.subprotocol()),
+                "server picks the offered subprotocol"
+            );
+            Ok(Client {
+                ws,
+                codec,
+                events: VecDeque::new(),
+                next_req: 1,
+                closed: None,
+            })
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("connect failed: {e}"),
+    }
+}
+
+impl Client {
+    /// Sends a frame as-is.
+    pub async fn send_frame(&mut self, frame: &ClientFrame) {
+        let bytes = self.codec.encode(frame).unwrap();
+        self.send_raw(bytes).await;
+    }
+
+    /// Sends raw bytes in the codec's frame type.
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        let msg = if self.codec.is_binary() {
+            WsMessage::Binary(bytes.into())
+        } else {
+            WsMessage::Text(String::from_utf8(bytes).expect("utf8").into())
+        };
+        self.ws.send(msg).await.unwrap();
+    }
+
+    /// The next frame from the server (reply or event), or None when closed.
+    pub async fn recv(&mut self) -> Option<ServerFrame> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time");
+            match msg {
+                Some(Ok(WsMessage::Text(t))) => {
+                    assert_eq!(
+                        self.codec,
+                        Codec::Json,
+                        "text frame on a msgpack connection"
+                    );
+                    return Some(self.codec.decode(t.as_bytes()).expect("valid server frame"));
+                }
+                Some(Ok(WsMessage::Binary(b))) => {
+                    assert_eq!(
+                        self.codec,
+                        Codec::MsgPack,
+                        "binary frame on a json connection"
+                    );
+                    return Some(self.codec.decode(&b).expect("valid server frame"));
+                }
+                Some(Ok(WsMessage::Close(f))) => {
+                    self.closed = Some(f);
+                    return None;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => {
+                    if self.closed.is_none() {
+                        self.closed = Some(None);
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Sends a request with a fresh `req` and returns its reply, keeping
+    /// events that arrive meanwhile.
+    pub async fn request(&mut self, frame: ClientFrame) -> ServerFrame {
+        let req = ReqId::Int(self.next_req);
+        self.next_req += 1;
+        let frame = with_req(frame, req.clone());
+        self.send_frame(&frame).await;
+        self.reply_to(&req).await
+    }
+
+    /// Waits for the reply to `req`.
+    pub async fn reply_to(&mut self, req: &ReqId) -> ServerFrame {
+        loop {
+            let f = self
+                .recv()
+                .await
+                .expect("connection open while waiting for a reply");
+            match &f {
+                ServerFrame::Ok(ok) if ok.req.as_ref() == Some(req) => return f,
+                ServerFrame::Error { req: Some(r), .. } if r == req => return f,
+                _ => self.events.push_back(f),
+            }
+        }
+    }
+
+    /// The next event matching `pred` (earlier non-matching events are kept).
+    pub async fn event(&mut self, pred: impl Fn(&ServerFrame) -> bool) -> ServerFrame {
+        if let Some(pos) = self.events.iter().position(&pred) {
+            return self.events.remove(pos).unwrap();
+        }
+        loop {
+            let f = self
+                .recv()
+                .await
+                .expect("connection open while waiting for an event");
+            if pred(&f) {
+                return f;
+            }
+            self.events.push_back(f);
+        }
+    }
+
+    /// Waits until the server closes the connection; returns the close code.
+    pub async fn closed_with(&mut self) -> Option<u16> {
+        while self.closed.is_none() {
+            let _ = self.recv().await;
+        }
+        self.closed.clone().flatten().map(|f| u16::from(f.code))
+    }
+}
+
+/// Returns `frame` with its `req` set.
+pub fn with_req(frame: ClientFrame, r: ReqId) -> ClientFrame {
+    use ClientFrame::*;
+    let mut frame = frame;
+    match &mut frame {
+        Send { req, .. }
+        | History { req, .. }
+        | Typing { req, .. }
+        | Read { req, .. }
+        | Create { req, .. }
+        | Invite { req, .. }
+        | Kick { req, .. }
+        | Leave { req, .. }
+        | Conversations { req, .. }
+        | Watch { req, .. }
+        | Unwatch { req, .. }
+        | Ping { req } => *req = Some(r),
+    }
+    frame
+}
+
+/// The `ok` payload, or a panic naming the error.
+pub fn ok(frame: ServerFrame) -> chat_protocol::OkReply {
+    match frame {
+        ServerFrame::Ok(ok) => ok,
+        other => panic!("expected ok, got {other:?}"),
+    }
+}
+
+/// The error code of an `error` frame, or a panic.
+pub fn err_code(frame: &ServerFrame) -> chat_protocol::ErrorCode {
+    match frame {
+        ServerFrame::Error { code, .. } => *code,
+        other => panic!("expected error, got {other:?}"),
+    }
+}
+
+pub mod frames {
+    //! Builders for client frames.
+    use chat_protocol::*;
+
+    pub fn conv(id: &str) -> ConversationId {
+        ConversationId::new(id).unwrap()
+    }
+    pub fn user(id: &str) -> UserId {
+        UserId::new(id).unwrap()
+    }
+    pub fn send(c: &ConversationId, cmid: &str, body: &str) -> ClientFrame {
+        ClientFrame::Send {
+            req: None,
+            conversation: c.clone(),
+            client_msg_id: ClientMsgId::new(cmid).unwrap(),
+            body: body.into(),
+            kind: MessageKind::default(),
+            reply_to: None,
+        }
+    }
+    pub fn history(
+        c: &ConversationId,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: Option<u32>,
+    ) -> ClientFrame {
+        ClientFrame::History {
+            req: None,
+            conversation: c.clone(),
+            before: before.map(MessageId),
+            after: after.map(MessageId),
+            limit,
+        }
+    }
+    pub fn create(kind: ConversationKind, members: &[&str], title: Option<&str>) -> ClientFrame {
+        ClientFrame::Create {
+            req: None,
+            kind,
+            members: members.iter().map(|m| user(m)).collect(),
+            title: title.map(str::to_string),
+        }
+    }
+}
+
+/// Creates a group of `owner` with `members`; returns its id.
+pub async fn group(owner: &mut Client, members: &[&str]) -> chat_protocol::ConversationId {
+    let reply = ok(owner
+        .request(frames::create(
+            chat_protocol::ConversationKind::Group,
+            members,
+            Some("g"),
+        ))
+        .await);
+    reply.conversation.expect("conversation in reply").id
+}
+
+/// Path of the built `chat-node` binary.
+pub fn node_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_chat-node"))
+}
