@@ -39,10 +39,18 @@ pub type ConnId = u64;
 /// A frame queued towards a connection.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A reply or error for this connection only.
-    Frame(ServerFrame),
+    /// A reply or error for this connection only (boxed: queue slots stay
+    /// small, and an idle connection's queue costs little).
+    Frame(Box<ServerFrame>),
     /// An event shared with other connections, encoded once per codec.
     Shared(Arc<SharedFrame>),
+}
+
+impl Outbound {
+    /// A frame for this connection only.
+    pub fn frame(frame: ServerFrame) -> Self {
+        Outbound::Frame(Box::new(frame))
+    }
 }
 
 /// One event of a fan-out.
@@ -384,10 +392,10 @@ impl SessionState {
     }
 
     fn route(&self, conversation: ConversationId, msg: ConversationMsg) {
-        if let Err(e) = self.router.cast(RouterMsg::Route { conversation, msg }) {
-            if let ractor::MessagingErr::SendErr(RouterMsg::Route { msg, .. }) = e {
-                msg.fail(ChatError::Unavailable("node is shutting down".into()));
-            }
+        if let Err(ractor::MessagingErr::SendErr(RouterMsg::Route { msg, .. })) =
+            self.router.cast(RouterMsg::Route { conversation, msg })
+        {
+            msg.fail(ChatError::Unavailable("node is shutting down".into()));
         }
     }
 
@@ -640,7 +648,7 @@ pub async fn list_conversations(
         }
         entries.push((activity, conversation, last_message));
     }
-    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
     entries.truncate(limit);
     let mut out = Vec::with_capacity(entries.len());
     for (_, conversation, last_message) in entries {

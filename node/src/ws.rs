@@ -185,7 +185,7 @@ fn is_too_big(e: &axum::Error) -> bool {
 }
 
 fn error_frame(req: Option<ReqId>, code: ErrorCode, message: String) -> Outbound {
-    Outbound::Frame(ServerFrame::error(req, code, message))
+    Outbound::frame(ServerFrame::error(req, code, message))
 }
 
 /// Decodes and checks one frame; returns the future of its reply when an
@@ -217,7 +217,7 @@ fn handle_frame(
         return None;
     }
     if let ClientFrame::Ping { .. } = frame {
-        conn.push(Outbound::Frame(ServerFrame::ok(req)));
+        conn.push(Outbound::frame(ServerFrame::ok(req)));
         return None;
     }
     let silent = matches!(frame, ClientFrame::Typing { .. });
@@ -245,16 +245,16 @@ fn handle_frame(
             Ok(_) if silent => None,
             Ok(mut ok) => {
                 ok.req = req;
-                Some(Outbound::Frame(ServerFrame::Ok(ok)))
+                Some(Outbound::frame(ServerFrame::Ok(ok)))
             }
-            Err(e) => Some(Outbound::Frame(e.to_frame(req))),
+            Err(e) => Some(Outbound::frame(e.to_frame(req))),
         }
     }))
 }
 
 fn encode(codec: Codec, out: &Outbound) -> Option<WsMessage> {
     let bytes = match out {
-        Outbound::Frame(f) => Bytes::from(codec.encode(f).ok()?),
+        Outbound::Frame(f) => Bytes::from(codec.encode(f.as_ref()).ok()?),
         Outbound::Shared(s) => s.encoded(codec).ok()?,
     };
     Some(if codec.is_binary() {
