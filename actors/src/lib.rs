@@ -24,6 +24,7 @@ pub mod conversation;
 pub mod error;
 pub mod interest;
 pub mod metrics;
+pub mod placement;
 pub mod presence;
 pub mod router;
 pub mod services;

@@ -16,6 +16,8 @@ use tokio::sync::broadcast;
 
 use crate::session::SessionMsg;
 
+pub mod redis;
+
 /// A presence backend failed; chat goes on, presence answers degrade.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("presence unavailable: {0}")]
