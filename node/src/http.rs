@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -92,10 +93,24 @@ impl IntoResponse for HttpError {
 
 type HttpResult<T> = Result<T, HttpError>;
 
-/// Parses a JSON body with our error format (axum's own rejections are text).
-fn json_body<T: DeserializeOwned>(body: &Bytes) -> HttpResult<T> {
-    serde_json::from_slice(body)
+/// Parses a JSON body with our error format (axum's own rejections are text,
+/// so handlers take them as `Result`s and turn them into ours here).
+fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> HttpResult<T> {
+    let body = body.map_err(|e| {
+        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ErrorCode::TooLarge
+        } else {
+            ErrorCode::BadRequest
+        };
+        HttpError::new(code, e.body_text())
+    })?;
+    serde_json::from_slice(&body)
         .map_err(|e| HttpError::new(ErrorCode::BadRequest, format!("invalid body: {e}")))
+}
+
+/// A path or query rejection as our JSON 400.
+fn bad_request(e: impl std::fmt::Display) -> HttpError {
+    HttpError::new(ErrorCode::BadRequest, e.to_string())
 }
 
 /// The bearer token of a request: the `Authorization` header, else the
@@ -159,14 +174,20 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .with_state(app)
 }
 
-async fn register(State(app): State<Arc<App>>, body: Bytes) -> HttpResult<Response> {
-    let req: RegisterRequest = json_body(&body)?;
+async fn register(
+    State(app): State<Arc<App>>,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult<Response> {
+    let req: RegisterRequest = json_body(body)?;
     let tokens = app.auth.register(app.services.store.as_ref(), &req).await?;
     Ok((StatusCode::CREATED, Json(tokens)).into_response())
 }
 
-async fn login(State(app): State<Arc<App>>, body: Bytes) -> HttpResult<Response> {
-    let req: LoginRequest = json_body(&body)?;
+async fn login(
+    State(app): State<Arc<App>>,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult<Response> {
+    let req: LoginRequest = json_body(body)?;
     let tokens = app.auth.login(app.services.store.as_ref(), &req).await?;
     Ok(Json(tokens).into_response())
 }
@@ -176,8 +197,11 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-async fn refresh(State(app): State<Arc<App>>, body: Bytes) -> HttpResult<Response> {
-    let req: RefreshBody = json_body(&body)?;
+async fn refresh(
+    State(app): State<Arc<App>>,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult<Response> {
+    let req: RefreshBody = json_body(body)?;
     let tokens = app
         .auth
         .refresh(app.services.store.as_ref(), &req.refresh_token)
@@ -185,8 +209,11 @@ async fn refresh(State(app): State<Arc<App>>, body: Bytes) -> HttpResult<Respons
     Ok(Json(tokens).into_response())
 }
 
-async fn logout(State(app): State<Arc<App>>, body: Bytes) -> HttpResult<StatusCode> {
-    let req: RefreshBody = json_body(&body)?;
+async fn logout(
+    State(app): State<Arc<App>>,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult<StatusCode> {
+    let req: RefreshBody = json_body(body)?;
     app.auth
         .logout(app.services.store.as_ref(), &req.refresh_token)
         .await?;
@@ -240,10 +267,12 @@ async fn ask(
 
 async fn history(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-    Query(params): Query<HistoryParams>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HistoryParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> HttpResult<Response> {
+    let Path(id) = path.map_err(bad_request)?;
+    let Query(params) = query.map_err(bad_request)?;
     let claims = authenticate(&app, &headers, params.access_token.as_deref())?;
     let conversation = conversation_id(&id)?;
     let limit = params.limit.unwrap_or(limits::DEFAULT_HISTORY_LIMIT);
@@ -283,14 +312,15 @@ struct SendBody {
 
 async fn send(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> HttpResult<Response> {
     let received = Instant::now();
+    let Path(id) = path.map_err(bad_request)?;
     let claims = authenticate(&app, &headers, None)?;
     let conversation = conversation_id(&id)?;
-    let req: SendBody = json_body(&body)?;
+    let req: SendBody = json_body(body)?;
     let max = app.config.limits.max_body_bytes;
     if req.body.len() > max {
         return Err(HttpError::new(
