@@ -12,12 +12,16 @@
 //! full the connection is closed with 4003 instead of growing. Frames over
 //! `max_frame_bytes` close with 1009, an expired token with 4001, a node
 //! shutting down with 1001. The reader stops reading while too many requests
-//! are in flight, which pushes back on the client through TCP.
+//! are in flight or have replies not yet written to the socket, which pushes
+//! back on the client through TCP: a client that pipelines requests without
+//! reading the replies stalls instead of growing the node's memory, and its
+//! replies alone never overflow the queue (only events can, which is what
+//! 4003 is for).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +37,7 @@ use chat_protocol::{close_code, ClientFrame, Codec, ErrorCode, ReqId, ServerFram
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use ractor::ActorRef;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::app::App;
 use crate::auth::Claims;
@@ -75,7 +79,13 @@ pub async fn upgrade(
         // them for larger frames as needed.
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .max_write_buffer_size(limits.max_frame_bytes * 4);
+        // No cap of its own: the writer hands tungstenite one frame at a time
+        // and waits until it is written before the next (`feed` polls
+        // `poll_ready`, which flushes), so the buffer never holds more than
+        // one frame and a control frame. A cap would have to exceed the
+        // largest reply, a history page of 200 messages of up to
+        // `max_body_bytes` each, escaped: frames above it fail to send.
+        .max_write_buffer_size(usize::MAX);
     let tracker = app.connections.clone();
     ws.on_upgrade(move |socket| {
         tracker.track_future(async move { serve(app, socket, claims, codec).await })
@@ -83,6 +93,51 @@ pub async fn upgrade(
 }
 
 type ReplyFuture = Pin<Box<dyn Future<Output = Option<Outbound>> + Send>>;
+
+/// The replies (and errors) of one connection that are queued but not yet
+/// written to the socket. The reader counts them with the requests in
+/// flight, so a client that does not read its replies stops being read.
+///
+/// Only replies travel as [`Outbound::Frame`]; events are
+/// [`Outbound::Shared`] and do not count.
+#[derive(Debug, Default)]
+struct ReplyWindow {
+    unwritten: AtomicUsize,
+    written: Notify,
+}
+
+impl ReplyWindow {
+    /// Most requests in flight plus unwritten replies: at most half the
+    /// outbound queue, so that replies never fill it and events always have
+    /// room until the client stops reading.
+    fn size(limits: &chat_protocol::Limits) -> usize {
+        limits
+            .inflight_per_connection
+            .min(limits.outbound_queue / 2)
+            .max(1)
+    }
+
+    fn unwritten(&self) -> usize {
+        self.unwritten.load(Ordering::Acquire)
+    }
+
+    /// Queues a reply for the writer.
+    fn push(&self, conn: &Connection, reply: Outbound) {
+        // Counted before it is queued: the writer may write it at once.
+        self.unwritten.fetch_add(1, Ordering::AcqRel);
+        if !conn.push(reply) {
+            self.written_one();
+        }
+    }
+
+    /// The writer wrote (or dropped) a reply.
+    fn written_one(&self) {
+        let _ = self
+            .unwritten
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.written.notify_one();
+    }
+}
 
 /// Runs one connection until it closes.
 pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Codec) {
@@ -103,32 +158,62 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
                 &mut sink,
                 close_code::TOO_MANY_CONNECTIONS,
                 "too many connections",
+                CLOSE_TIMEOUT,
             )
             .await;
             return;
         }
         Ok(Err(e)) => {
-            let _ = close(&mut sink, 1011, &e.to_string()).await;
+            let _ = close(&mut sink, 1011, &e.to_string(), CLOSE_TIMEOUT).await;
             return;
         }
         Err(_) => {
-            let _ = close(&mut sink, close_code::GOING_AWAY, "node is shutting down").await;
+            let _ = close(
+                &mut sink,
+                close_code::GOING_AWAY,
+                "node is shutting down",
+                CLOSE_TIMEOUT,
+            )
+            .await;
             return;
         }
     };
 
     let ping_every = Duration::from_secs(limits.idle_timeout_secs.max(2) / 2);
-    let writer = tokio::spawn(write_loop(sink, rx, closer.clone(), codec, ping_every));
-
     let idle = Duration::from_secs(limits.idle_timeout_secs);
-    let token_deadline = deadline_of(claims.exp);
+    let window = Arc::new(ReplyWindow::default());
+    let window_size = ReplyWindow::size(&limits);
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        closer.clone(),
+        window.clone(),
+        codec,
+        ping_every,
+        idle,
+    ));
+
+    // The same leeway the upgrade allowed, or a reconnect with this token
+    // would be accepted and cut again at once.
+    let token_deadline = deadline_of(claims.exp + app.config.auth.leeway_secs);
     let mut last_heard = Instant::now();
     let mut pending: FuturesUnordered<ReplyFuture> = FuturesUnordered::new();
     loop {
         let idle_at = tokio::time::Instant::from_std(last_heard + idle);
+        let room = pending.len() + window.unwritten() < window_size;
         tokio::select! {
             _ = closer.closed() => break,
             _ = app.shutdown.cancelled() => {
+                // Answer what was already read before saying goodbye: those
+                // requests may be stored, and an answer spares a retry.
+                let answered = async {
+                    while let Some(out) = pending.next().await {
+                        if let Some(frame) = out {
+                            window.push(&conn, frame);
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(SHUTDOWN_ANSWER_TIMEOUT, answered).await;
                 closer.close(close_code::GOING_AWAY);
                 break;
             }
@@ -137,15 +222,17 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
                 break;
             }
             _ = tokio::time::sleep_until(idle_at) => {
-                closer.close(close_code::GOING_AWAY);
+                closer.close(IDLE_CLOSE);
                 break;
             }
             Some(out) = pending.next(), if !pending.is_empty() => {
                 if let Some(frame) = out {
-                    conn.push(frame);
+                    window.push(&conn, frame);
                 }
             }
-            incoming = stream.next(), if pending.len() < limits.inflight_per_connection => {
+            // Full: wait for the writer to make room.
+            _ = window.written.notified(), if !room => {}
+            incoming = stream.next(), if room => {
                 last_heard = Instant::now();
                 let bytes: Bytes = match incoming {
                     Some(Ok(WsMessage::Text(t))) => Bytes::from(t),
@@ -159,13 +246,18 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
                         break;
                     }
                 };
-                if let Some(fut) = handle_frame(&app, &session, &conn, &limits, codec, &bytes) {
+                if let Some(fut) =
+                    handle_frame(&app, &session, &conn, &window, &limits, codec, &bytes)
+                {
                     pending.push(fut);
                 }
             }
         }
     }
     let _ = session.cast(SessionMsg::Detach { conn: id });
+    if closer.code() == Some(close_code::SLOW_CONSUMER) {
+        app.services.metrics.slow_consumers.inc();
+    }
     // The writer sends the close frame (if one was asked for) and stops.
     if closer.code().is_none() {
         closer.close(1000);
@@ -194,6 +286,7 @@ fn handle_frame(
     app: &App,
     session: &ActorRef<SessionMsg>,
     conn: &Connection,
+    window: &ReplyWindow,
     limits: &chat_protocol::Limits,
     codec: Codec,
     bytes: &[u8],
@@ -202,22 +295,25 @@ fn handle_frame(
         Ok(f) => f,
         Err(e) => {
             app.services.metrics.frames_rejected.inc();
-            conn.push(error_frame(
-                e.req,
-                ErrorCode::BadRequest,
-                format!("invalid frame: {}", e.reason),
-            ));
+            window.push(
+                conn,
+                error_frame(
+                    e.req,
+                    ErrorCode::BadRequest,
+                    format!("invalid frame: {}", e.reason),
+                ),
+            );
             return None;
         }
     };
     let req = frame.req().cloned();
     if let Err(r) = frame.validate(limits) {
         app.services.metrics.frames_rejected.inc();
-        conn.push(error_frame(req, r.code, r.message));
+        window.push(conn, error_frame(req, r.code, r.message));
         return None;
     }
     if let ClientFrame::Ping { .. } = frame {
-        conn.push(Outbound::frame(ServerFrame::ok(req)));
+        window.push(conn, Outbound::frame(ServerFrame::ok(req)));
         return None;
     }
     let silent = matches!(frame, ClientFrame::Typing { .. });
@@ -230,11 +326,14 @@ fn handle_frame(
         })
         .is_err()
     {
-        conn.push(error_frame(
-            req,
-            ErrorCode::Unavailable,
-            "session closed; reconnect".into(),
-        ));
+        window.push(
+            conn,
+            error_frame(
+                req,
+                ErrorCode::Unavailable,
+                "session closed; reconnect".into(),
+            ),
+        );
         return None;
     }
     Some(Box::pin(async move {
@@ -264,7 +363,22 @@ fn encode(codec: Codec, out: &Outbound) -> Option<WsMessage> {
     })
 }
 
-async fn close<S>(sink: &mut S, code: u16, reason: &str) -> Result<(), axum::Error>
+/// How long a close frame may take to go out, except after 4003.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a draining node waits for the answers of requests already read.
+const SHUTDOWN_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Closing a client that stopped answering pings: a normal closure, since
+/// 1001 tells clients the node is going away.
+const IDLE_CLOSE: u16 = 1000;
+
+async fn close<S>(
+    sink: &mut S,
+    code: u16,
+    reason: &str,
+    within: Duration,
+) -> Result<(), axum::Error>
 where
     S: futures_util::Sink<WsMessage, Error = axum::Error> + Unpin,
 {
@@ -272,29 +386,32 @@ where
         code,
         reason: Utf8Bytes::from(reason.to_string()),
     };
-    tokio::time::timeout(
-        Duration::from_secs(1),
-        sink.send(WsMessage::Close(Some(frame))),
-    )
-    .await
-    .unwrap_or(Ok(()))
+    tokio::time::timeout(within, sink.send(WsMessage::Close(Some(frame))))
+        .await
+        .unwrap_or(Ok(()))
 }
 
 /// Most frames written before one flush: batching writes into fewer
 /// syscalls pays under fan-out bursts.
 const WRITE_BATCH: usize = 64;
 
+/// Writes the outbound queue to the socket until the connection closes,
+/// then sends the close frame. `close_grace` bounds how long a client cut
+/// with 4003 has to read its backlog and so learn why it was cut.
 async fn write_loop<S>(
     mut sink: S,
     mut rx: mpsc::Receiver<Outbound>,
     closer: Arc<Closer>,
+    window: Arc<ReplyWindow>,
     codec: Codec,
     ping_every: Duration,
+    close_grace: Duration,
 ) where
     S: futures_util::Sink<WsMessage, Error = axum::Error> + Unpin,
 {
     let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
+    let mut failed = false;
     'outer: loop {
         tokio::select! {
             biased;
@@ -310,39 +427,77 @@ async fn write_loop<S>(
                     }
                 }
                 for out in &batch {
-                    let Some(msg) = encode(codec, out) else { continue };
-                    // A client that stops reading must not pin this task:
-                    // a close request interrupts a blocked write.
-                    tokio::select! {
-                        r = sink.feed(msg) => if r.is_err() { break 'outer },
-                        _ = closer.closed() => break 'outer,
+                    if let Some(msg) = encode(codec, out) {
+                        // A client that stops reading must not pin this
+                        // task: a close request interrupts a blocked write.
+                        tokio::select! {
+                            r = sink.feed(msg) => if r.is_err() {
+                                failed = true;
+                                break 'outer;
+                            },
+                            _ = closer.closed() => break 'outer,
+                        }
+                    }
+                    if matches!(out, Outbound::Frame(_)) {
+                        window.written_one();
                     }
                 }
                 tokio::select! {
-                    r = sink.flush() => if r.is_err() { break },
+                    r = sink.flush() => if r.is_err() {
+                        failed = true;
+                        break;
+                    },
                     _ = closer.closed() => break,
                 }
             }
             _ = ping.tick() => {
                 tokio::select! {
-                    r = sink.send(WsMessage::Ping(Bytes::new())) => if r.is_err() { break },
+                    r = sink.send(WsMessage::Ping(Bytes::new())) => if r.is_err() {
+                        failed = true;
+                        break;
+                    },
                     _ = closer.closed() => break,
                 }
             }
         }
     }
-    if let Some(code) = closer.code() {
-        let reason = match code {
-            close_code::GOING_AWAY => "going away",
-            close_code::TOO_BIG => "frame too big",
-            close_code::TOKEN_EXPIRED => "token expired",
-            close_code::TOO_MANY_CONNECTIONS => "too many connections",
-            close_code::SLOW_CONSUMER => {
-                "outbound queue overflowed; reconnect and catch up with history"
+    // A node going away first writes what is queued (the answers the reader
+    // just collected), within a bound.
+    if !failed && closer.code() == Some(close_code::GOING_AWAY) {
+        let flushed = async {
+            while let Ok(out) = rx.try_recv() {
+                if let Some(msg) = encode(codec, &out) {
+                    sink.feed(msg).await?;
+                }
             }
-            _ => "",
+            sink.flush().await
         };
-        let _ = close(&mut sink, code, reason).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, flushed).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    // Nothing more will be written: free what is queued now rather than
+    // after the close, and make the reader stop if the socket failed.
+    rx.close();
+    drop(rx);
+    if failed {
+        closer.close(1011);
+    }
+    if let Some(code) = closer.code() {
+        let (reason, within) = match code {
+            close_code::GOING_AWAY => ("going away", CLOSE_TIMEOUT),
+            close_code::TOO_BIG => ("frame too big", CLOSE_TIMEOUT),
+            close_code::TOKEN_EXPIRED => ("token expired", CLOSE_TIMEOUT),
+            close_code::TOO_MANY_CONNECTIONS => ("too many connections", CLOSE_TIMEOUT),
+            // The close frame queues behind what the socket already holds:
+            // a slow reader sees it once it has read that, and a reader
+            // that does not read for as long as an idle client is dead.
+            close_code::SLOW_CONSUMER => (
+                "outbound queue overflowed; reconnect and catch up with history",
+                close_grace,
+            ),
+            IDLE_CLOSE => ("idle timeout", CLOSE_TIMEOUT),
+            _ => ("", CLOSE_TIMEOUT),
+        };
+        let _ = close(&mut sink, code, reason, within).await;
+    }
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
 }

@@ -33,10 +33,38 @@ pub struct DecodeError {
 #[error("encoding failed: {0}")]
 pub struct EncodeError(String);
 
-#[derive(Deserialize)]
+/// The `req` of a frame that failed to decode. Only a map has one: serde's
+/// derived structs also accept arrays, and `[7]` must not be taken for a
+/// request 7 (the client would get two answers to its real request 7).
 struct ReqOnly {
-    #[serde(default)]
     req: Option<ReqId>,
+}
+
+impl<'de> Deserialize<'de> for ReqOnly {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MapOnly;
+        impl<'de> serde::de::Visitor<'de> for MapOnly {
+            type Value = ReqOnly;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ReqOnly, A::Error> {
+                let mut req = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "req" {
+                        req = map.next_value::<Option<ReqId>>()?;
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(ReqOnly { req })
+            }
+        }
+        d.deserialize_map(MapOnly)
+    }
 }
 
 impl Codec {

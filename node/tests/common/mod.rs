@@ -471,3 +471,35 @@ pub async fn group(owner: &mut Client, members: &[&str]) -> chat_protocol::Conve
 pub fn node_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_chat-node"))
 }
+
+impl Client {
+    /// Wraps a WebSocket that was upgraded some other way (a custom request
+    /// or socket).
+    pub fn from_ws(ws: WebSocketStream<MaybeTlsStream<TcpStream>>, codec: Codec) -> Client {
+        Client {
+            ws,
+            codec,
+            events: VecDeque::new(),
+            next_req: 1,
+            closed: None,
+        }
+    }
+}
+
+/// Connects with the token in the `access_token` query parameter (as
+/// browsers do) instead of the `Authorization` header; returns the HTTP
+/// status on a refused upgrade.
+pub async fn try_connect_query(addr: SocketAddr, token: &str, codec: Codec) -> Result<Client, u16> {
+    let mut req = format!("ws://{addr}/v1/ws?access_token={token}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        codec.subprotocol().parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(Client::from_ws(ws, codec)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("connect failed: {e}"),
+    }
+}
