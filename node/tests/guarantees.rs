@@ -14,8 +14,11 @@ use common::*;
 async fn messages(c: &mut Client, conv: &chat_protocol::ConversationId, n: usize) -> Vec<Message> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
-        if let ServerFrame::Message { message } =
-            c.event(|f| matches!(f, ServerFrame::Message { message } if &message.conversation == conv)).await
+        if let ServerFrame::Message { message } = c
+            .event(
+                |f| matches!(f, ServerFrame::Message { message } if &message.conversation == conv),
+            )
+            .await
         {
             out.push(message);
         }
@@ -37,7 +40,10 @@ async fn pipelined_burst_arrives_complete_and_in_id_order_at_every_member() {
     let g = group(&mut ca, &[&b.id, &c.id]).await;
 
     for i in 0..N {
-        let f = with_req(send(&g, &format!("m{i}"), &format!("body {i}")), ReqId::Int(i as i64 + 1_000_000));
+        let f = with_req(
+            send(&g, &format!("m{i}"), &format!("body {i}")),
+            ReqId::Int(i as i64 + 1_000_000),
+        );
         ca.send_frame(&f).await;
     }
     let mut acked = Vec::with_capacity(N);
@@ -47,7 +53,12 @@ async fn pipelined_burst_arrives_complete_and_in_id_order_at_every_member() {
     }
     // Acceptance order is send order, so ids increase with it.
     for w in acked.windows(2) {
-        assert!(w[0].id < w[1].id, "ids out of order: {:?} then {:?}", w[0].id, w[1].id);
+        assert!(
+            w[0].id < w[1].id,
+            "ids out of order: {:?} then {:?}",
+            w[0].id,
+            w[1].id
+        );
     }
     for (i, m) in acked.iter().enumerate() {
         assert_eq!(m.body, format!("body {i}"));
@@ -60,7 +71,9 @@ async fn pipelined_burst_arrives_complete_and_in_id_order_at_every_member() {
     }
     ok(ca.request(ClientFrame::Ping { req: None }).await);
     assert!(
-        !ca.events.iter().any(|f| matches!(f, ServerFrame::Message { .. })),
+        !ca.events
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Message { .. })),
         "the sending connection must not get its own message as an event"
     );
 }
@@ -77,22 +90,34 @@ async fn a_retried_send_is_stored_and_delivered_once() {
     // Retries pipelined behind the first (still in flight), and later ones
     // from another connection of the same user.
     for r in 1..=3 {
-        ca.send_frame(&with_req(send(&g, "same", "once"), ReqId::Int(r))).await;
+        ca.send_frame(&with_req(send(&g, "same", "once"), ReqId::Int(r)))
+            .await;
     }
     let mut ids = HashSet::new();
     for r in 1..=3 {
         ids.insert(ok(ca.reply_to(&ReqId::Int(r)).await).message.unwrap().id);
     }
     let mut ca2 = connect(node.addr, &a.access, Codec::MsgPack).await;
-    ids.insert(ok(ca2.request(send(&g, "same", "changed body is ignored")).await).message.unwrap().id);
+    ids.insert(
+        ok(ca2
+            .request(send(&g, "same", "changed body is ignored"))
+            .await)
+        .message
+        .unwrap()
+        .id,
+    );
     assert_eq!(ids.len(), 1, "every retry returns the first message");
     let first = *ids.iter().next().unwrap();
 
     // Another sender may use the same client_msg_id: it is theirs.
-    let theirs = ok(cb.request(send(&g, "same", "b's own")).await).message.unwrap();
+    let theirs = ok(cb.request(send(&g, "same", "b's own")).await)
+        .message
+        .unwrap();
     assert_ne!(theirs.id, first);
 
-    let h = ok(cb.request(history(&g, None, None, None)).await).messages.unwrap();
+    let h = ok(cb.request(history(&g, None, None, None)).await)
+        .messages
+        .unwrap();
     assert_eq!(h.iter().filter(|m| m.id == first).count(), 1);
     assert_eq!(h.len(), 2);
     let got = messages(&mut cb, &g, 1).await;
@@ -116,14 +141,20 @@ async fn history_paging_walks_exactly_the_stored_messages() {
     let g = group(&mut ca, &[&b.id]).await;
     let mut stored = Vec::new();
     for i in 0..N {
-        stored.push(ok(ca.request(send(&g, &format!("p{i}"), &i.to_string())).await).message.unwrap());
+        stored.push(
+            ok(ca.request(send(&g, &format!("p{i}"), &i.to_string())).await)
+                .message
+                .unwrap(),
+        );
     }
 
     // Backwards from the newest with `before`.
     let mut back: Vec<Message> = Vec::new();
     let mut before: Option<MessageId> = None;
     loop {
-        let page = ok(ca.request(history(&g, before.map(|b| b.0), None, Some(50))).await);
+        let page = ok(ca
+            .request(history(&g, before.map(|b| b.0), None, Some(50)))
+            .await);
         let msgs = page.messages.unwrap();
         assert!(msgs.windows(2).all(|w| w[0].id < w[1].id), "page ascending");
         if let Some(first) = msgs.first() {
@@ -175,18 +206,26 @@ async fn a_member_that_reconnects_catches_up_with_history_after() {
     let mut ca = connect(node.addr, &a.access, Codec::Json).await;
     let g = group(&mut ca, &[&b.id]).await;
     let mut cb = connect(node.addr, &b.access, Codec::Json).await;
-    let seen = ok(ca.request(send(&g, "before", "seen live")).await).message.unwrap();
+    let seen = ok(ca.request(send(&g, "before", "seen live")).await)
+        .message
+        .unwrap();
     messages(&mut cb, &g, 1).await;
     cb.ws.close(None).await.unwrap();
     let mut missed = Vec::new();
     for i in 0..5 {
-        missed.push(ok(ca.request(send(&g, &format!("gap{i}"), "missed")).await).message.unwrap());
+        missed.push(
+            ok(ca.request(send(&g, &format!("gap{i}"), "missed")).await)
+                .message
+                .unwrap(),
+        );
     }
     let mut cb = connect(node.addr, &b.access, Codec::MsgPack).await;
     let page = ok(cb.request(history(&g, None, Some(seen.id.0), None)).await);
     assert_eq!(page.messages.unwrap(), missed);
     // And live delivery resumes on the new connection.
-    let live = ok(ca.request(send(&g, "after", "live again")).await).message.unwrap();
+    let live = ok(ca.request(send(&g, "after", "live again")).await)
+        .message
+        .unwrap();
     assert_eq!(messages(&mut cb, &g, 1).await, vec![live]);
 }
 
@@ -201,23 +240,51 @@ async fn unread_counts_and_conversation_order() {
     let g2 = group(&mut ca, &[&b.id]).await;
     let mut last = None;
     for i in 0..3 {
-        last = Some(ok(ca.request(send(&g1, &format!("x{i}"), "x")).await).message.unwrap());
+        last = Some(
+            ok(ca.request(send(&g1, &format!("x{i}"), "x")).await)
+                .message
+                .unwrap(),
+        );
     }
     ok(ca.request(send(&g2, "y", "y")).await);
-    let list = ok(cb.request(ClientFrame::Conversations { req: None, limit: None, before: None }).await)
-        .conversations
-        .unwrap();
+    let list = ok(cb
+        .request(ClientFrame::Conversations {
+            req: None,
+            limit: None,
+            before: None,
+        })
+        .await)
+    .conversations
+    .unwrap();
     let ids: Vec<_> = list.iter().map(|s| s.conversation.id.clone()).collect();
     assert_eq!(ids, vec![g2.clone(), g1.clone()], "newest activity first");
     assert_eq!(list[0].unread, 1);
     assert_eq!(list[1].unread, 3);
-    ok(cb.request(ClientFrame::Read { req: None, conversation: g1.clone(), up_to: last.unwrap().id }).await);
-    let list = ok(cb.request(ClientFrame::Conversations { req: None, limit: Some(1), before: None }).await)
-        .conversations
-        .unwrap();
+    ok(cb
+        .request(ClientFrame::Read {
+            req: None,
+            conversation: g1.clone(),
+            up_to: last.unwrap().id,
+        })
+        .await);
+    let list = ok(cb
+        .request(ClientFrame::Conversations {
+            req: None,
+            limit: Some(1),
+            before: None,
+        })
+        .await)
+    .conversations
+    .unwrap();
     assert_eq!(list.len(), 1, "limit applies");
-    let list = ok(cb.request(ClientFrame::Conversations { req: None, limit: None, before: None }).await)
-        .conversations
-        .unwrap();
+    let list = ok(cb
+        .request(ClientFrame::Conversations {
+            req: None,
+            limit: None,
+            before: None,
+        })
+        .await)
+    .conversations
+    .unwrap();
     assert_eq!(list[1].unread, 0);
 }
