@@ -262,7 +262,20 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
     if closer.code().is_none() {
         closer.close(1000);
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // Keep reading (and discarding) while the close frame goes out: closing a
+    // socket with unread input makes the kernel send a reset, and the client
+    // would lose the close frame and the last replies with it.
+    let discard = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, WsMessage::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(5), writer),
+        tokio::time::timeout(Duration::from_secs(2), discard),
+    );
 }
 
 fn deadline_of(exp_unix_secs: u64) -> tokio::time::Instant {
