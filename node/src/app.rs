@@ -5,7 +5,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_actors::presence::{MemoryPresence, Presence};
+use chat_actors::presence::redis::{RedisPresence, RedisPresenceConfig};
+use chat_actors::presence::{MemoryPresence, Presence, PresenceError};
 use chat_actors::router::{Router, RouterMsg};
 use chat_actors::store::embedded::EmbeddedStore;
 use chat_actors::store::MessageStore;
@@ -31,6 +32,10 @@ pub enum NodeError {
     /// The store could not be opened.
     #[error("storage: {0}")]
     Store(#[from] chat_actors::store::StoreError),
+    /// The presence backend could not be set up (a bad Redis URL; an
+    /// unreachable Redis does not stop the node).
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
     /// An actor could not be started.
     #[error("actor: {0}")]
     Actor(String),
@@ -74,6 +79,16 @@ impl App {
         };
         let presence: Arc<dyn Presence> = match config.presence.backend {
             PresenceBackend::Memory => Arc::new(MemoryPresence::new()),
+            PresenceBackend::Redis => Arc::new(
+                RedisPresence::connect(
+                    RedisPresenceConfig::new(
+                        config.presence.redis_url.clone(),
+                        config.node.name.as_str(),
+                    )
+                    .with_ttl(Duration::from_secs(config.presence.ttl_secs)),
+                )
+                .await?,
+            ),
         };
         let auth = Auth::from_config(&config.auth, &config.node.data_dir)?;
         let tuning = Tuning {

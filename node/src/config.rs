@@ -104,6 +104,8 @@ impl Default for StorageSection {
 pub enum PresenceBackend {
     /// In this process: one node only.
     Memory,
+    /// Redis, shared by the nodes: required as soon as there are two.
+    Redis,
 }
 
 /// `[presence]`.
@@ -112,12 +114,19 @@ pub enum PresenceBackend {
 pub struct PresenceSection {
     /// The backend.
     pub backend: PresenceBackend,
+    /// `redis://[user:password@]host:port[/db]`, for `backend = "redis"`.
+    pub redis_url: String,
+    /// With Redis: the longest a dead node's users still show online.
+    /// Each node refreshes its entries every third of it.
+    pub ttl_secs: u64,
 }
 
 impl Default for PresenceSection {
     fn default() -> Self {
         PresenceSection {
             backend: PresenceBackend::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            ttl_secs: 30,
         }
     }
 }
@@ -244,6 +253,12 @@ impl Config {
         }
         if l.idle_timeout_secs == 0 {
             return bad("limits.idle_timeout_secs must be above 0".into());
+        }
+        if self.presence.ttl_secs == 0 {
+            return bad("presence.ttl_secs must be above 0".into());
+        }
+        if self.presence.backend == PresenceBackend::Redis && self.presence.redis_url.is_empty() {
+            return bad("presence.redis_url is required with backend = \"redis\"".into());
         }
         if self.actors.tail == 0 {
             return bad("actors.tail must be above 0".into());

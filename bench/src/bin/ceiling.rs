@@ -1,0 +1,57 @@
+//! `ceiling-server`: the minimal fan-out server the chat node is measured
+//! against (see `chat_bench::ceiling`).
+//!
+//!     ceiling-server --listen 127.0.0.1:9100
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "ceiling-server",
+    version,
+    about = "Minimal protocol-v1 fan-out server: no actors, no auth, no storage"
+)]
+struct Args {
+    /// Address to listen on (port 0 picks a free one and prints it).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    listen: std::net::SocketAddr,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    rt.build()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        println!(
+            "READY listen={} pid={}",
+            listener.local_addr()?,
+            std::process::id()
+        );
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        chat_bench::ceiling::serve(listener, async {
+            tokio::select! { _ = stop => {}, _ = term => {} }
+        })
+        .await
+        .context("serving")
+    })
+}

@@ -1,0 +1,273 @@
+//! Command-line options of a run, usable from code too
+//! (`RunArgs::try_parse_from`), which is how the smoke test drives the
+//! harness.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+/// Which kind of server the clients talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// chat-node: protocol v1 over `/v1/ws`, JWT auth.
+    Chat,
+    /// Socket.IO v4 (Engine.IO v4 over WebSocket), e.g. bench/baselines/socketio.
+    Socketio,
+    /// `ceiling-server`: protocol v1's wire format, no auth, no storage.
+    Ceiling,
+}
+
+impl Target {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Chat => "chat",
+            Target::Socketio => "socketio",
+            Target::Ceiling => "ceiling",
+        }
+    }
+}
+
+/// What load to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScenarioKind {
+    /// Hold `--connections` idle connections; memory per connection from `--pid`'s RSS.
+    Idle,
+    /// `--users` in group conversations of `--group-size`, each sending `--rate` msgs/s.
+    Rooms,
+    /// Like rooms with 1:1 conversations.
+    Direct,
+    /// One hot conversation with all `--users` in it.
+    Burst,
+    /// Pages of history per second and their latency.
+    History,
+    /// Rooms traffic, then every client drops at once and comes back.
+    Reconnect,
+}
+
+impl ScenarioKind {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScenarioKind::Idle => "idle",
+            ScenarioKind::Rooms => "rooms",
+            ScenarioKind::Direct => "direct",
+            ScenarioKind::Burst => "burst",
+            ScenarioKind::History => "history",
+            ScenarioKind::Reconnect => "reconnect",
+        }
+    }
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(
+    name = "chat-bench",
+    version,
+    about = "Load generator for the chat cluster and its baselines"
+)]
+pub struct RunArgs {
+    /// Server kind: chat, socketio or ceiling.
+    #[arg(long, value_enum, default_value = "chat")]
+    pub target: Target,
+    /// Scenario to run.
+    #[arg(long, value_enum, default_value = "rooms")]
+    pub scenario: ScenarioKind,
+    /// Comma-separated node addresses; clients are spread round-robin over them.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    pub nodes: Vec<String>,
+    /// Users (one connection each) for rooms, direct, burst, history, reconnect.
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Members per group conversation (rooms, history, reconnect).
+    #[arg(long, default_value_t = 10)]
+    pub group_size: usize,
+    /// Messages per second each user sends (the first step when ramping).
+    #[arg(long, default_value_t = 1.0)]
+    pub rate: f64,
+    /// Seconds measured (per run, and for the half-peak run of a ramp; idle: seconds held).
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 5.0)]
+    pub warmup: f64,
+    /// Idle connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Idle: connect every user once and disconnect before the RSS baseline,
+    /// so the first-time creation of users (store writes, caches) is not
+    /// counted as connection memory.
+    #[arg(long)]
+    pub prewarm: bool,
+    /// Idle: connections per user (the node allows 16 per user by default).
+    #[arg(long, default_value_t = 1)]
+    pub conns_per_user: usize,
+    /// Local addresses to bind client sockets to, round-robin, e.g.
+    /// 127.0.0.1,127.0.0.2: each gives another ~28k ephemeral ports.
+    #[arg(long, value_delimiter = ',')]
+    pub source_ips: Vec<IpAddr>,
+    /// Write the result as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Server process id, to read its RSS from /proc (idle: memory per connection).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// chat target: mint HS256 tokens with the node's `auth.jwt_secret`
+    /// instead of registering every user over HTTP (argon2 makes that slow).
+    #[arg(long, env = "CHAT_BENCH_JWT_SECRET", hide_env_values = true)]
+    #[serde(skip)]
+    pub jwt_secret: Option<String>,
+    /// Bytes of each message body (the send timestamp plus padding).
+    #[arg(long, default_value_t = 32)]
+    pub body_bytes: usize,
+    /// Ramp steps: raise the rate by --ramp-factor each --step seconds until a
+    /// step cannot keep up; 0 runs one fixed-rate window.
+    #[arg(long, default_value_t = 0)]
+    pub ramp: usize,
+    /// Rate multiplier between ramp steps.
+    #[arg(long, default_value_t = 1.5)]
+    pub ramp_factor: f64,
+    /// Seconds per ramp step.
+    #[arg(long, default_value_t = 5.0)]
+    pub step: f64,
+    /// A ramp step keeps up only if its end-to-end p99 is at most this.
+    #[arg(long, default_value_t = 50.0)]
+    pub slo_ms: f64,
+    /// After a ramp, skip the run at half the peak rate.
+    #[arg(long)]
+    pub no_half_peak: bool,
+    /// Connection attempts in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Seconds allowed for connecting and creating conversations.
+    #[arg(long, default_value_t = 120.0)]
+    pub setup_timeout: f64,
+    /// History: messages per page.
+    #[arg(long, default_value_t = 50)]
+    pub page_size: u32,
+    /// History: messages stored in each conversation before measuring.
+    #[arg(long, default_value_t = 500)]
+    pub prefill: usize,
+    /// Cores the server may use, for per-core figures (default: the
+    /// machine's; 1 when scripts/bench.sh pins the server to one core).
+    #[arg(long)]
+    pub server_cores: Option<usize>,
+    /// Free text stored with the result (e.g. "socket.io 2 procs, redis adapter").
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Worker threads of the harness (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    /// Checks values that clap cannot.
+    pub fn validate(&self) -> Result<()> {
+        if self.nodes.is_empty() {
+            bail!("--nodes needs at least one address");
+        }
+        if !(self.rate.is_finite() && self.rate >= 0.0) {
+            bail!("--rate must be a non-negative number");
+        }
+        if !(self.duration > 0.0 && self.warmup >= 0.0 && self.step > 0.0) {
+            bail!("--duration and --step must be positive, --warmup non-negative");
+        }
+        if self.ramp > 0 && self.ramp_factor <= 1.0 {
+            bail!("--ramp-factor must be above 1");
+        }
+        let needs_users = self.scenario != ScenarioKind::Idle;
+        if needs_users && self.users < 2 {
+            bail!("--users must be at least 2");
+        }
+        if self.group_size < 2 {
+            bail!("--group-size must be at least 2");
+        }
+        if self.scenario == ScenarioKind::Idle
+            && (self.connections == 0 || self.conns_per_user == 0)
+        {
+            bail!("--connections and --conns-per-user must be positive");
+        }
+        if self.body_bytes < 24 || self.body_bytes > 16 * 1024 {
+            bail!("--body-bytes must be 24 to 16384 (the node's max_body_bytes)");
+        }
+        if self.page_size == 0 || self.page_size > chat_protocol::limits::MAX_HISTORY_LIMIT {
+            bail!(
+                "--page-size must be 1 to {}",
+                chat_protocol::limits::MAX_HISTORY_LIMIT
+            );
+        }
+        if self.connect_concurrency == 0 {
+            bail!("--connect-concurrency must be positive");
+        }
+        let history_like = matches!(
+            self.scenario,
+            ScenarioKind::History | ScenarioKind::Reconnect
+        );
+        if history_like && self.target != Target::Chat {
+            bail!(
+                "scenario {} needs stored history, which only the chat target has \
+                 (the baselines keep none)",
+                self.scenario.name()
+            );
+        }
+        Ok(())
+    }
+
+    /// The node addresses, resolved.
+    pub fn endpoints(&self) -> Result<Vec<SocketAddr>> {
+        self.nodes.iter().map(|n| parse_endpoint(n)).collect()
+    }
+}
+
+/// `http://host:port`, `ws://host:port/...` or `host:port` to a socket address.
+pub fn parse_endpoint(s: &str) -> Result<SocketAddr> {
+    let rest = s
+        .trim()
+        .trim_start_matches("http://")
+        .trim_start_matches("ws://");
+    if s.starts_with("https://") || s.starts_with("wss://") {
+        bail!("{s}: TLS endpoints are not supported by the harness; use http:// or ws://");
+    }
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    hostport
+        .to_socket_addrs()
+        .with_context(|| format!("node address {s:?} is not host:port"))?
+        .next()
+        .with_context(|| format!("node address {s:?} resolves to nothing"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse() {
+        let a = parse_endpoint("http://127.0.0.1:8080").unwrap();
+        assert_eq!(a.port(), 8080);
+        assert_eq!(parse_endpoint("ws://127.0.0.2:9/v1/ws").unwrap().port(), 9);
+        assert_eq!(parse_endpoint("127.0.0.1:7").unwrap().port(), 7);
+        assert!(parse_endpoint("wss://x:1").is_err());
+        assert!(parse_endpoint("nonsense").is_err());
+    }
+
+    #[test]
+    fn history_needs_chat() {
+        let a = RunArgs::try_parse_from([
+            "chat-bench",
+            "--target",
+            "socketio",
+            "--scenario",
+            "history",
+        ])
+        .unwrap();
+        assert!(a.validate().is_err());
+    }
+}

@@ -1,0 +1,303 @@
+//! A client of protocol v1 (JSON codec): chat-node and the ceiling server.
+//!
+//! Requests are built from chat-protocol's [`ClientFrame`] and rare replies
+//! decoded into its [`ServerFrame`], so the harness breaks when the contract
+//! does. The two frames that make up nearly all traffic, `message` events and
+//! the `ok` of a `send`, are read through borrowed views that pick out only
+//! the fields the harness needs: the harness shares the machine's cores with
+//! the server it measures, and every microsecond it spends decoding is one the
+//! server does not get.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::{anyhow, bail, Context, Result};
+use chat_protocol::{
+    ClientFrame, ClientMsgId, Codec, ConversationId, ConversationKind, MessageId, MessageKind,
+    OkReply, ReqId, ServerFrame, UserId,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::conn::Incoming;
+use crate::net::{ws_connect, Ws};
+
+/// A protocol v1 connection.
+pub struct ChatConn {
+    ws: Ws,
+    /// The one control request (create, history) awaiting its reply: its
+    /// `ok` is decoded in full, every other `ok` is a send's.
+    control: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    #[serde(default)]
+    req: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct MessageEvent<'a> {
+    #[serde(borrow)]
+    message: LiteMessage<'a>,
+}
+
+#[derive(Deserialize)]
+struct LiteMessage<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    body: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct SendOk<'a> {
+    #[serde(default, borrow)]
+    message: Option<LiteId<'a>>,
+}
+
+#[derive(Deserialize)]
+struct LiteId<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+}
+
+/// The send time a sender wrote at the start of a body (`<micros>:<padding>`).
+pub fn body_sent_us(body: &str) -> Option<u64> {
+    let digits = body.split(':').next()?;
+    digits.parse().ok()
+}
+
+impl ChatConn {
+    /// Connects to `/v1/ws` with a bearer token, offering the JSON codec.
+    pub async fn connect(addr: SocketAddr, token: &str, source: Option<IpAddr>) -> Result<Self> {
+        let headers = [
+            ("authorization", format!("Bearer {token}")),
+            ("sec-websocket-protocol", Codec::JSON_PROTOCOL.to_string()),
+        ];
+        let (ws, proto) = ws_connect(addr, "/v1/ws", &headers, source).await?;
+        if let Some(p) = proto {
+            if p != Codec::JSON_PROTOCOL {
+                bail!(
+                    "{addr} picked subprotocol {p:?}, not {}",
+                    Codec::JSON_PROTOCOL
+                );
+            }
+        }
+        Ok(ChatConn { ws, control: None })
+    }
+
+    async fn send_frame(&mut self, frame: &ClientFrame) -> Result<()> {
+        let bytes = Codec::Json.encode(frame).map_err(|e| anyhow!("{e}"))?;
+        let text = String::from_utf8(bytes).context("JSON is UTF-8")?;
+        self.ws
+            .send(WsMessage::Text(text.into()))
+            .await
+            .context("writing to the server")
+    }
+
+    /// Sends a message; its `ok` comes back as [`Incoming::Ack`] with `req`.
+    pub async fn send_message(&mut self, conversation: &str, req: u64, body: String) -> Result<()> {
+        let frame = ClientFrame::Send {
+            req: Some(ReqId::UInt(req)),
+            conversation: ConversationId::new(conversation)?,
+            client_msg_id: ClientMsgId::new(&format!("m{req}"))?,
+            body,
+            kind: MessageKind::default(),
+            reply_to: None,
+        };
+        self.send_frame(&frame).await
+    }
+
+    /// Creates a conversation; its `ok` comes back as [`Incoming::Reply`].
+    pub async fn create(
+        &mut self,
+        req: u64,
+        kind: ConversationKind,
+        members: &[String],
+    ) -> Result<()> {
+        let members = members
+            .iter()
+            .map(|m| UserId::new(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.control = Some(req);
+        self.send_frame(&ClientFrame::Create {
+            req: Some(ReqId::UInt(req)),
+            kind,
+            members,
+            title: None,
+        })
+        .await
+    }
+
+    /// Adds members to a conversation (creates may name at most 1000).
+    pub async fn invite(&mut self, req: u64, conversation: &str, users: &[String]) -> Result<()> {
+        let users = users
+            .iter()
+            .map(|m| UserId::new(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.control = Some(req);
+        self.send_frame(&ClientFrame::Invite {
+            req: Some(ReqId::UInt(req)),
+            conversation: ConversationId::new(conversation)?,
+            users,
+        })
+        .await
+    }
+
+    /// Asks for a page of history; the answer comes as [`Incoming::Reply`].
+    pub async fn history(
+        &mut self,
+        req: u64,
+        conversation: &str,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<()> {
+        self.control = Some(req);
+        self.send_frame(&ClientFrame::History {
+            req: Some(ReqId::UInt(req)),
+            conversation: ConversationId::new(conversation)?,
+            before: before.map(MessageId),
+            after: after.map(MessageId),
+            limit: Some(limit),
+        })
+        .await
+    }
+
+    /// The next frame from the server; `None` once the connection closed.
+    pub async fn next(&mut self) -> Result<Option<Incoming>> {
+        loop {
+            let msg = match self.ws.next().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(anyhow!("reading from the server: {e}")),
+                Some(Ok(m)) => m,
+            };
+            match msg {
+                WsMessage::Text(t) => return Ok(Some(self.decode(t.as_str()))),
+                WsMessage::Close(f) => {
+                    let why = f
+                        .map(|f| format!("{} {}", u16::from(f.code), f.reason))
+                        .unwrap_or_else(|| "no close frame".into());
+                    return Err(anyhow!("server closed the connection: {why}"));
+                }
+                WsMessage::Binary(_) => {
+                    return Ok(Some(Incoming::Other(
+                        "binary frame on a JSON connection".into(),
+                    )))
+                }
+                // tungstenite queues the pong itself and sends it with the
+                // next read or write.
+                _ => continue,
+            }
+        }
+    }
+
+    fn decode(&mut self, text: &str) -> Incoming {
+        let head: Head = match serde_json::from_str(text) {
+            Ok(h) => h,
+            Err(e) => return Incoming::Other(format!("undecodable frame ({e}): {text:.200}")),
+        };
+        match head.ty.as_ref() {
+            "message" => match serde_json::from_str::<MessageEvent>(text) {
+                Ok(ev) => Incoming::Delivery {
+                    id: ev.message.id.parse().ok(),
+                    sent_us: body_sent_us(&ev.message.body),
+                },
+                Err(e) => Incoming::Other(format!("bad message event ({e})")),
+            },
+            "ok" if head.req.is_some() && head.req != self.control => {
+                let id = serde_json::from_str::<SendOk>(text)
+                    .ok()
+                    .and_then(|ok| ok.message)
+                    .and_then(|m| m.id.parse().ok());
+                Incoming::Ack {
+                    req: head.req.unwrap_or(0),
+                    id,
+                }
+            }
+            _ => self.decode_full(text),
+        }
+    }
+
+    fn decode_full(&mut self, text: &str) -> Incoming {
+        let frame: ServerFrame = match Codec::Json.decode(text.as_bytes()) {
+            Ok(f) => f,
+            Err(e) => return Incoming::Other(format!("undecodable frame ({e}): {text:.200}")),
+        };
+        match frame {
+            ServerFrame::Ok(ok) => {
+                let req = req_u64(ok.req.as_ref());
+                if req.is_some() && req == self.control {
+                    self.control = None;
+                }
+                Incoming::Reply {
+                    req: req.unwrap_or(0),
+                    ok: Box::new(ok),
+                }
+            }
+            ServerFrame::Error {
+                req,
+                code,
+                message,
+                retry_after_ms,
+            } => {
+                let req = req_u64(req.as_ref());
+                if req.is_some() && req == self.control {
+                    self.control = None;
+                }
+                Incoming::Error {
+                    req,
+                    code: code.as_str().to_string(),
+                    message: match retry_after_ms {
+                        Some(ms) => format!("{message} (retry after {ms} ms)"),
+                        None => message,
+                    },
+                }
+            }
+            ServerFrame::Conversation { conversation } => Incoming::Joined {
+                conversation: conversation.id.to_string(),
+            },
+            ServerFrame::Message { message } => Incoming::Delivery {
+                id: Some(message.id.0),
+                sent_us: body_sent_us(&message.body),
+            },
+            _ => Incoming::Other(String::new()),
+        }
+    }
+
+    /// Closes politely, without waiting long for the server.
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.ws.close(None)).await;
+    }
+}
+
+fn req_u64(req: Option<&ReqId>) -> Option<u64> {
+    match req? {
+        ReqId::Int(i) => u64::try_from(*i).ok(),
+        ReqId::UInt(u) => Some(*u),
+        ReqId::Str(_) => None,
+    }
+}
+
+/// The conversation id in a `create` reply.
+pub fn created_id(ok: &OkReply) -> Result<String> {
+    ok.conversation
+        .as_ref()
+        .map(|c| c.id.to_string())
+        .ok_or_else(|| anyhow!("create answered without a conversation"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_carries_send_time() {
+        assert_eq!(body_sent_us("12345:xxxx"), Some(12345));
+        assert_eq!(body_sent_us("hello"), None);
+    }
+}

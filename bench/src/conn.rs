@@ -1,0 +1,237 @@
+//! One client connection to any target, and what it reads: scenarios are
+//! written once against [`Conn`] and run unchanged against chat-node, the
+//! ceiling server (same wire format) and Socket.IO.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::{anyhow, bail, Result};
+use chat_protocol::{ConversationKind, OkReply};
+
+use crate::cli::Target;
+use crate::client::{created_id, ChatConn};
+use crate::socketio::SioConn;
+
+/// A frame from the server, as far as the harness cares.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A send (or join) succeeded; `id` is the stored message's id when known.
+    Ack {
+        /// The request it answers.
+        req: u64,
+        /// Message id.
+        id: Option<u64>,
+    },
+    /// A control request (create, invite, history) succeeded.
+    Reply {
+        /// The request it answers.
+        req: u64,
+        /// The reply.
+        ok: Box<OkReply>,
+    },
+    /// A request (or the connection) failed.
+    Error {
+        /// The request it answers, if any.
+        req: Option<u64>,
+        /// The protocol's error code (or the baseline's).
+        code: String,
+        /// Details.
+        message: String,
+    },
+    /// A message from another member.
+    Delivery {
+        /// Message id (protocol v1 only).
+        id: Option<u64>,
+        /// The send time its sender wrote in the body.
+        sent_us: Option<u64>,
+    },
+    /// The user was added to a conversation.
+    Joined {
+        /// Its id.
+        conversation: String,
+    },
+    /// Anything else (typing, presence, ...), with a note when unexpected.
+    Other(String),
+}
+
+/// What a client needs to know about its conversation to join it.
+#[derive(Debug)]
+pub struct GroupPlan {
+    /// Index of the group in the run.
+    pub index: usize,
+    /// Direct or group.
+    pub kind: ConversationKind,
+    /// Members; the first one creates it.
+    pub members: Vec<String>,
+    /// Room name for Socket.IO (protocol v1 servers choose their own ids).
+    pub room: String,
+    /// The id the server gave the conversation, once created. Members learn
+    /// it from here rather than only from the `conversation` event, which a
+    /// server sends only to members whose connection it has already
+    /// attached: a member whose upgrade finished a moment before the create
+    /// may never see it.
+    pub created: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl GroupPlan {
+    /// A conversation of `members` (the first creates it).
+    pub fn new(index: usize, kind: ConversationKind, members: Vec<String>, room: String) -> Self {
+        GroupPlan {
+            index,
+            kind,
+            members,
+            room,
+            created: tokio::sync::watch::channel(None).0,
+        }
+    }
+}
+
+/// A connection to some target.
+pub enum Conn {
+    /// chat-node or ceiling-server.
+    Chat(ChatConn),
+    /// Socket.IO.
+    Sio(SioConn),
+}
+
+/// Largest member list of one `create` or `invite`.
+const MEMBERS_PER_REQUEST: usize = chat_protocol::limits::MAX_MEMBERS_PER_REQUEST;
+
+impl Conn {
+    /// Connects as the user `token` stands for.
+    pub async fn connect(
+        target: Target,
+        addr: SocketAddr,
+        token: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Conn> {
+        Ok(match target {
+            Target::Chat | Target::Ceiling => {
+                Conn::Chat(ChatConn::connect(addr, token, source).await?)
+            }
+            Target::Socketio => Conn::Sio(SioConn::connect(addr, token, source).await?),
+        })
+    }
+
+    /// The next frame; `None` once the server closed the connection.
+    pub async fn next(&mut self) -> Result<Option<Incoming>> {
+        match self {
+            Conn::Chat(c) => c.next().await,
+            Conn::Sio(c) => c.next().await,
+        }
+    }
+
+    /// Sends a message carrying `body`; answered by an `Ack` or `Error` with `req`.
+    pub async fn send_message(&mut self, conversation: &str, req: u64, body: String) -> Result<()> {
+        match self {
+            Conn::Chat(c) => c.send_message(conversation, req, body).await,
+            Conn::Sio(c) => c.send_message(conversation, req, &body).await,
+        }
+    }
+
+    /// Joins `group` as `me` and returns the conversation id. Protocol v1:
+    /// the first member creates it and the others wait for the `conversation`
+    /// event (so every member must be connected before the first creates);
+    /// Socket.IO: each member joins the room by name. `next_req` gives
+    /// request ids. Frames other than the awaited one are dropped: nothing
+    /// else is expected before the conversation exists.
+    pub async fn join(
+        &mut self,
+        me: &str,
+        group: &GroupPlan,
+        next_req: &mut impl FnMut() -> u64,
+    ) -> Result<String> {
+        match self {
+            Conn::Sio(c) => {
+                let req = next_req();
+                c.join(req, &group.room).await?;
+                loop {
+                    match c.next().await? {
+                        Some(Incoming::Ack { req: r, .. }) if r == req => {
+                            return Ok(group.room.clone())
+                        }
+                        Some(Incoming::Error {
+                            req: Some(r),
+                            code,
+                            message,
+                        }) if r == req => {
+                            bail!("join {} refused: {code}: {message}", group.room)
+                        }
+                        Some(_) => {}
+                        None => bail!("server closed the connection while joining"),
+                    }
+                }
+            }
+            Conn::Chat(c) => {
+                let owner = group.members.first().map(String::as_str) == Some(me);
+                if !owner {
+                    let mut created = group.created.subscribe();
+                    loop {
+                        tokio::select! {
+                            ev = c.next() => match ev? {
+                                Some(Incoming::Joined { conversation }) => return Ok(conversation),
+                                Some(Incoming::Error { code, message, .. }) => {
+                                    bail!("while waiting to be added: {code}: {message}")
+                                }
+                                Some(_) => {}
+                                None => bail!("server closed the connection while waiting to be added"),
+                            },
+                            id = created.wait_for(Option::is_some) => {
+                                if let Ok(id) = id {
+                                    if let Some(id) = id.as_ref() {
+                                        return Ok(id.clone());
+                                    }
+                                }
+                                bail!("the member creating the conversation is gone");
+                            }
+                        }
+                    }
+                }
+                let others: Vec<String> = group.members[1..].to_vec();
+                let (first, rest) = others.split_at(others.len().min(MEMBERS_PER_REQUEST));
+                let req = next_req();
+                c.create(req, group.kind, first).await?;
+                let id = created_id(&await_reply(c, req, "create").await?)?;
+                for chunk in rest.chunks(MEMBERS_PER_REQUEST) {
+                    let req = next_req();
+                    c.invite(req, &id, chunk).await?;
+                    await_reply(c, req, "invite").await?;
+                }
+                group.created.send_replace(Some(id.clone()));
+                Ok(id)
+            }
+        }
+    }
+
+    /// Closes politely, without waiting long.
+    pub async fn close(self) {
+        match self {
+            Conn::Chat(c) => c.close().await,
+            Conn::Sio(c) => c.close().await,
+        }
+    }
+
+    /// The protocol v1 connection, for requests only it has (history).
+    pub fn chat(&mut self) -> Result<&mut ChatConn> {
+        match self {
+            Conn::Chat(c) => Ok(c),
+            Conn::Sio(_) => Err(anyhow!("Socket.IO has no such request")),
+        }
+    }
+}
+
+async fn await_reply(c: &mut ChatConn, req: u64, what: &str) -> Result<OkReply> {
+    loop {
+        match c.next().await? {
+            Some(Incoming::Reply { req: r, ok }) if r == req => return Ok(*ok),
+            Some(Incoming::Error {
+                req: Some(r),
+                code,
+                message,
+            }) if r == req => {
+                bail!("{what} refused: {code}: {message}")
+            }
+            Some(_) => {}
+            None => bail!("server closed the connection during {what}"),
+        }
+    }
+}

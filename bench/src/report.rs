@@ -1,0 +1,696 @@
+//! Results: one [`RunReport`] per run (a human table on stdout, JSON in a
+//! file), and the [`Summary`] of a set of runs that sets ours against the
+//! baselines as ratios and checks the project's targets.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::RunArgs;
+use crate::stats::{Latency, Window};
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Harness name and version.
+    pub harness: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// Target name: chat, socketio or ceiling.
+    pub target: String,
+    /// Free text from `--label`.
+    #[serde(default)]
+    pub label: String,
+    /// Node addresses.
+    pub nodes: Vec<String>,
+    /// The options of the run.
+    pub params: serde_json::Value,
+    /// Cores the harness ran on.
+    pub cores: usize,
+    /// Cores the server could use (for per-core figures).
+    #[serde(default)]
+    pub server_cores: usize,
+    /// When it started, Unix milliseconds.
+    pub started_unix_ms: u64,
+    /// How long it took, seconds.
+    pub wall_s: f64,
+    /// Connecting the clients.
+    pub connect: Option<ConnectReport>,
+    /// Measured windows, in order (several when ramping).
+    #[serde(default)]
+    pub steps: Vec<StepReport>,
+    /// The step with the most deliveries per second among those that kept up.
+    pub peak: Option<StepReport>,
+    /// A run at half the peak's rate.
+    pub half_peak: Option<StepReport>,
+    /// `idle`: the server's memory.
+    pub memory: Option<MemoryReport>,
+    /// `history`: pages.
+    pub history: Option<HistoryReport>,
+    /// `reconnect`: the storm.
+    pub reconnect: Option<ReconnectReport>,
+    /// Errors by code over the whole run.
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
+    /// The first error, with details.
+    pub first_error: Option<String>,
+    /// Caveats.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// Connecting the clients.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectReport {
+    /// Connections attempted.
+    pub requested: usize,
+    /// Connections established.
+    pub established: usize,
+    /// Clients that failed.
+    pub failed: usize,
+    /// Established per second.
+    pub per_s: f64,
+    /// Seconds it took.
+    pub secs: f64,
+    /// Time of one connect (TCP + upgrade [+ Socket.IO handshake]).
+    pub connect_ms: Latency,
+}
+
+/// One measured window of messaging.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Messages per second each user was asked to send.
+    pub rate_per_user: f64,
+    /// Users sending.
+    pub senders: usize,
+    /// Messages per second asked of the whole run.
+    pub offered_msgs_per_s: f64,
+    /// Length of the window, seconds.
+    pub window_s: f64,
+    /// Messages sent in the window.
+    pub sent: u64,
+    /// Of those, acknowledged.
+    pub accepted: u64,
+    /// Acknowledged per second.
+    pub accepted_per_s: f64,
+    /// Deliveries of those messages to other members.
+    pub deliveries: u64,
+    /// Deliveries per second.
+    pub deliveries_per_s: f64,
+    /// Deliveries the accepted messages should have caused.
+    pub expected_deliveries: u64,
+    /// deliveries / expected.
+    pub delivery_ratio: f64,
+    /// Error replies.
+    pub errors: u64,
+    /// Of those, `rate_limited`.
+    pub rate_limited: u64,
+    /// Sends skipped because 128 of the client's sends were unanswered.
+    pub backpressured: u64,
+    /// Send to each receiver.
+    pub latency_ms: Latency,
+    /// Send to the sender's acknowledgement.
+    pub ack_ms: Latency,
+    /// Accepted ≥ 95% of offered, ≥ 99% delivered, no errors, p99 within the SLO.
+    pub kept_up: bool,
+}
+
+impl StepReport {
+    /// A step from a window, judged against `slo_ms`.
+    pub fn from_window(w: &Window, rate: f64, senders: usize, slo_ms: f64) -> StepReport {
+        let secs = w.secs.max(1e-9);
+        let offered = rate * senders as f64;
+        let ratio = if w.expected > 0 {
+            w.delivered as f64 / w.expected as f64
+        } else {
+            0.0
+        };
+        let latency = Latency::of(&w.latency);
+        let accepted_per_s = w.acked as f64 / secs;
+        let kept_up = accepted_per_s >= 0.95 * offered
+            && ratio >= 0.99
+            && w.errors == 0
+            && latency.count > 0
+            && latency.p99 <= slo_ms;
+        StepReport {
+            rate_per_user: rate,
+            senders,
+            offered_msgs_per_s: offered,
+            window_s: w.secs,
+            sent: w.sent,
+            accepted: w.acked,
+            accepted_per_s,
+            deliveries: w.delivered,
+            deliveries_per_s: w.delivered as f64 / secs,
+            expected_deliveries: w.expected,
+            delivery_ratio: ratio,
+            errors: w.errors,
+            rate_limited: w.rate_limited,
+            backpressured: w.backpressured,
+            latency_ms: latency,
+            ack_ms: Latency::of(&w.ack),
+            kept_up,
+        }
+    }
+}
+
+/// `idle`: what holding the connections cost the server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemoryReport {
+    /// Server process.
+    pub pid: u32,
+    /// Connections held when measured.
+    pub connections: usize,
+    /// RSS before any connection, bytes.
+    pub rss_before: u64,
+    /// RSS with every connection open and settled, bytes.
+    pub rss_after: u64,
+    /// RSS at the end of the hold, bytes.
+    pub rss_end: u64,
+    /// (after − before) / connections, bytes.
+    pub bytes_per_connection: f64,
+    /// The same in KiB.
+    pub kib_per_connection: f64,
+    /// Connections that dropped during the hold.
+    pub dropped: u64,
+}
+
+/// `history`: pages read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HistoryReport {
+    /// Readers (one request in flight each).
+    pub readers: usize,
+    /// Messages stored per conversation before measuring.
+    pub prefill: usize,
+    /// Messages per page asked.
+    pub page_size: u32,
+    /// Window, seconds.
+    pub window_s: f64,
+    /// Pages read.
+    pub pages: u64,
+    /// Pages per second.
+    pub pages_per_s: f64,
+    /// Messages per second in those pages.
+    pub messages_per_s: f64,
+    /// Errors.
+    pub errors: u64,
+    /// Request to page.
+    pub latency_ms: Latency,
+}
+
+/// `reconnect`: every client drops at once and comes back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReconnectReport {
+    /// Clients dropped.
+    pub clients: usize,
+    /// Clients that reconnected and caught up.
+    pub caught_up: usize,
+    /// Clients that failed to.
+    pub failed: usize,
+    /// From the drop until the last client caught up, seconds.
+    pub all_caught_up_s: f64,
+    /// Per client: drop to caught up.
+    pub catch_up_ms: Latency,
+    /// Messages fetched with `history after` while catching up.
+    pub recovered_messages: u64,
+}
+
+impl RunReport {
+    /// An empty report for `args`.
+    pub fn new(args: &RunArgs, nodes: &[SocketAddr]) -> RunReport {
+        RunReport {
+            harness: format!("chat-bench {}", env!("CARGO_PKG_VERSION")),
+            scenario: args.scenario.name().into(),
+            target: args.target.name().into(),
+            label: args.label.clone().unwrap_or_default(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            params: serde_json::to_value(args).unwrap_or_default(),
+            cores: crate::sys::cores(),
+            server_cores: args.server_cores.unwrap_or_else(crate::sys::machine_cores),
+            started_unix_ms: 0,
+            wall_s: 0.0,
+            connect: None,
+            steps: Vec::new(),
+            peak: None,
+            half_peak: None,
+            memory: None,
+            history: None,
+            reconnect: None,
+            errors: BTreeMap::new(),
+            first_error: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Writes the JSON file.
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        write_json(path, self)
+    }
+
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let label = if self.label.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.label)
+        };
+        let _ = writeln!(
+            s,
+            "== {} against {}{label} on {} [server on {} cores, harness on {}]",
+            self.scenario,
+            self.target,
+            self.nodes.join(","),
+            self.server_cores,
+            self.cores
+        );
+        if let Some(c) = &self.connect {
+            let _ = writeln!(
+                s,
+                "connections  {}/{} established, {} failed, {:.0}/s; connect p50 {:.1} ms p99 {:.1} ms",
+                c.established, c.requested, c.failed, c.per_s, c.connect_ms.p50, c.connect_ms.p99
+            );
+        }
+        if !self.steps.is_empty() {
+            let _ = writeln!(
+                s,
+                "{:>9} {:>10} {:>10} {:>12} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>5}",
+                "rate/user",
+                "offered/s",
+                "accepted/s",
+                "deliveries/s",
+                "deliv%",
+                "p50 ms",
+                "p99 ms",
+                "p999 ms",
+                "max ms",
+                "ack p99",
+                "errors",
+                "ok"
+            );
+            let rows = self
+                .steps
+                .iter()
+                .map(|st| ("", st))
+                .chain(self.half_peak.iter().map(|h| ("half-peak", h)));
+            for (tag, st) in rows {
+                let _ = writeln!(
+                    s,
+                    "{:>9.2} {:>10.0} {:>10.0} {:>12.0} {:>6.1}% {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>8.2} {:>6} {:>5} {tag}",
+                    st.rate_per_user,
+                    st.offered_msgs_per_s,
+                    st.accepted_per_s,
+                    st.deliveries_per_s,
+                    st.delivery_ratio * 100.0,
+                    st.latency_ms.p50,
+                    st.latency_ms.p99,
+                    st.latency_ms.p999,
+                    st.latency_ms.max,
+                    st.ack_ms.p99,
+                    st.errors,
+                    if st.kept_up { "yes" } else { "NO" }
+                );
+            }
+            if let Some(p) = &self.peak {
+                let _ = writeln!(
+                    s,
+                    "peak         {:.0} deliveries/s, {:.0} accepted/s at p99 {:.2} ms",
+                    p.deliveries_per_s, p.accepted_per_s, p.latency_ms.p99
+                );
+            }
+        }
+        if let Some(m) = &self.memory {
+            let _ = writeln!(
+                s,
+                "memory       RSS {:.1} MiB -> {:.1} MiB for {} connections: {:.2} KiB per connection (end of hold {:.1} MiB, {} dropped)",
+                m.rss_before as f64 / 1048576.0,
+                m.rss_after as f64 / 1048576.0,
+                m.connections,
+                m.kib_per_connection,
+                m.rss_end as f64 / 1048576.0,
+                m.dropped
+            );
+        }
+        if let Some(h) = &self.history {
+            let _ = writeln!(
+                s,
+                "history      {:.0} pages/s ({:.0} messages/s) of {} by {} readers; p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms; {} errors",
+                h.pages_per_s,
+                h.messages_per_s,
+                h.page_size,
+                h.readers,
+                h.latency_ms.p50,
+                h.latency_ms.p99,
+                h.latency_ms.p999,
+                h.errors
+            );
+        }
+        if let Some(r) = &self.reconnect {
+            let _ = writeln!(
+                s,
+                "reconnect    {}/{} caught up in {:.2} s ({} failed); per client p50 {:.0} ms p99 {:.0} ms; {} messages recovered with history",
+                r.caught_up,
+                r.clients,
+                r.all_caught_up_s,
+                r.failed,
+                r.catch_up_ms.p50,
+                r.catch_up_ms.p99,
+                r.recovered_messages
+            );
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(s, "errors       {:?}", self.errors);
+        }
+        if let Some(e) = &self.first_error {
+            let _ = writeln!(s, "first error  {e}");
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "note         {n}");
+        }
+        s
+    }
+
+    /// The step a comparison uses: the peak, else the only/last step.
+    pub fn headline(&self) -> Option<&StepReport> {
+        self.peak.as_ref().or(self.steps.last())
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// One line of the comparison: a number of ours, the baselines' and ratios.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Comparison {
+    /// What is compared.
+    pub metric: String,
+    /// Ours.
+    pub chat: Option<f64>,
+    /// Socket.IO baseline.
+    pub socketio: Option<f64>,
+    /// Ceiling.
+    pub ceiling: Option<f64>,
+    /// chat / socketio.
+    pub vs_socketio: Option<f64>,
+    /// chat / ceiling.
+    pub vs_ceiling: Option<f64>,
+}
+
+/// A target of the issue and whether this set of runs meets it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Check {
+    /// The target.
+    pub target: String,
+    /// What was measured.
+    pub measured: String,
+    /// Met, missed, or not measured (None).
+    pub met: Option<bool>,
+}
+
+/// A set of runs, compared.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// When the summary was made, Unix milliseconds.
+    pub generated_unix_ms: u64,
+    /// Cores of the machine.
+    pub cores: usize,
+    /// Ours against the baselines.
+    pub comparisons: Vec<Comparison>,
+    /// The issue's targets.
+    pub checks: Vec<Check>,
+    /// Caveats of the comparison (e.g. a peak that is only a lower bound).
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// Every run, in full.
+    pub runs: Vec<RunReport>,
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+impl Summary {
+    /// Compares `runs` (any order; the last run of a scenario and target wins).
+    pub fn of(runs: Vec<RunReport>) -> Summary {
+        let find = |scenario: &str, target: &str| {
+            runs.iter()
+                .rev()
+                .find(|r| r.scenario == scenario && r.target == target)
+        };
+        let mut comparisons = Vec::new();
+        let mut checks = Vec::new();
+        let mut notes = Vec::new();
+        for r in &runs {
+            let ramped = r.steps.len() > 1 || r.half_peak.is_some();
+            if ramped && r.steps.last().is_some_and(|s| s.kept_up) {
+                notes.push(format!(
+                    "{} against {}: every ramp step kept up, so its peak is a lower bound \
+                     (ramp further for a ratio that means something)",
+                    r.scenario, r.target
+                ));
+            }
+            if r.peak.is_none() && !r.steps.is_empty() {
+                notes.push(format!(
+                    "{} against {}: no step kept up; its last step is shown",
+                    r.scenario, r.target
+                ));
+            }
+        }
+        for scenario in ["rooms", "direct", "burst"] {
+            let head = |t: &str| find(scenario, t).and_then(|r| r.headline());
+            let (c, s, x) = (head("chat"), head("socketio"), head("ceiling"));
+            if c.is_none() && s.is_none() && x.is_none() {
+                continue;
+            }
+            let line = |metric: &str, f: &dyn Fn(&StepReport) -> f64| {
+                let (c, s, x) = (c.map(f), s.map(f), x.map(f));
+                Comparison {
+                    metric: format!("{scenario}: {metric}"),
+                    chat: c,
+                    socketio: s,
+                    ceiling: x,
+                    vs_socketio: ratio(c, s),
+                    vs_ceiling: ratio(c, x),
+                }
+            };
+            comparisons.push(line("peak deliveries/s", &|st| st.deliveries_per_s));
+            comparisons.push(line("accepted msgs/s at peak", &|st| st.accepted_per_s));
+            comparisons.push(line("p50 ms at peak (lower is better)", &|st| {
+                st.latency_ms.p50
+            }));
+            comparisons.push(line("p99 ms at peak (lower is better)", &|st| {
+                st.latency_ms.p99
+            }));
+            comparisons.push(line("p999 ms at peak (lower is better)", &|st| {
+                st.latency_ms.p999
+            }));
+            if scenario == "rooms" {
+                let (cd, sd, xd) = (
+                    c.map(|s| s.deliveries_per_s),
+                    s.map(|s| s.deliveries_per_s),
+                    x.map(|s| s.deliveries_per_s),
+                );
+                let (cp, sp) = (c.map(|s| s.latency_ms.p99), s.map(|s| s.latency_ms.p99));
+                let vs = ratio(cd, sd);
+                checks.push(Check {
+                    target: "rooms, one node: >= 5x Socket.IO's deliveries/s at equal or lower p99"
+                        .into(),
+                    measured: match (vs, cp, sp) {
+                        (Some(v), Some(cp), Some(sp)) => {
+                            format!("{v:.2}x, p99 {cp:.2} ms vs {sp:.2} ms")
+                        }
+                        _ => "not measured".into(),
+                    },
+                    met: vs.zip(cp.zip(sp)).map(|(v, (cp, sp))| v >= 5.0 && cp <= sp),
+                });
+                let vc = ratio(cd, xd);
+                checks.push(Check {
+                    target: "rooms, one node: >= 60% of the ceiling's deliveries/s".into(),
+                    measured: vc
+                        .map(|v| format!("{:.0}%", v * 100.0))
+                        .unwrap_or_else(|| "not measured".into()),
+                    met: vc.map(|v| v >= 0.6),
+                });
+                let half = find("rooms", "chat").and_then(|r| r.half_peak.as_ref());
+                checks.push(Check {
+                    target: "rooms: p99 end-to-end < 10 ms at half the node's peak rate".into(),
+                    measured: half
+                        .map(|h| {
+                            format!(
+                                "p99 {:.2} ms at {:.0} deliveries/s",
+                                h.latency_ms.p99, h.deliveries_per_s
+                            )
+                        })
+                        .unwrap_or_else(|| "not measured".into()),
+                    met: half.map(|h| h.latency_ms.p99 < 10.0 && h.kept_up),
+                });
+                let cores = find("rooms", "chat")
+                    .map(|r| r.server_cores)
+                    .unwrap_or(1)
+                    .max(1);
+                checks.push(Check {
+                    target: "stretch: 125k deliveries/s per CPU core with durable history".into(),
+                    measured: cd
+                        .map(|d| {
+                            format!(
+                                "{:.0} per server core ({cores} server cores)",
+                                d / cores as f64
+                            )
+                        })
+                        .unwrap_or_else(|| "not measured".into()),
+                    met: cd.map(|d| d / cores as f64 >= 125_000.0),
+                });
+            }
+        }
+        let idle_kib = |t: &str| {
+            find("idle", t)
+                .and_then(|r| r.memory.as_ref())
+                .map(|m| m.kib_per_connection)
+        };
+        if ["chat", "socketio", "ceiling"]
+            .iter()
+            .any(|t| idle_kib(t).is_some())
+        {
+            let (c, s, x) = (idle_kib("chat"), idle_kib("socketio"), idle_kib("ceiling"));
+            comparisons.push(Comparison {
+                metric: "idle: KiB per connection (lower is better)".into(),
+                chat: c,
+                socketio: s,
+                ceiling: x,
+                vs_socketio: ratio(c, s),
+                vs_ceiling: ratio(c, x),
+            });
+        }
+        if let Some(r) = find("idle", "chat") {
+            let m = r.memory.as_ref();
+            let held = m.map(|m| m.connections).unwrap_or(0);
+            checks.push(Check {
+                target: "idle: <= 16 KiB of node memory per idle connection".into(),
+                measured: m
+                    .map(|m| format!("{:.2} KiB at {} connections", m.kib_per_connection, held))
+                    .unwrap_or_else(|| "not measured (no --pid)".into()),
+                met: m.map(|m| m.kib_per_connection <= 16.0),
+            });
+            checks.push(Check {
+                target: "stretch: <= 8 KiB per idle connection".into(),
+                measured: m
+                    .map(|m| format!("{:.2} KiB", m.kib_per_connection))
+                    .unwrap_or_else(|| "not measured".into()),
+                met: m.map(|m| m.kib_per_connection <= 8.0),
+            });
+            checks.push(Check {
+                target: "idle: 50,000 connections held on one node".into(),
+                measured: format!("{held} held in this run"),
+                met: if held >= 50_000 { Some(true) } else { None },
+            });
+        }
+        let only_chat = |scenario: &str, metric: &str, v: Option<f64>| Comparison {
+            metric: format!("{scenario}: {metric}"),
+            chat: v,
+            socketio: None,
+            ceiling: None,
+            vs_socketio: None,
+            vs_ceiling: None,
+        };
+        if let Some(h) = find("history", "chat").and_then(|r| r.history.as_ref()) {
+            comparisons.push(only_chat("history", "pages/s", Some(h.pages_per_s)));
+            comparisons.push(only_chat(
+                "history",
+                "p99 ms (lower is better)",
+                Some(h.latency_ms.p99),
+            ));
+        }
+        if let Some(r) = find("reconnect", "chat").and_then(|r| r.reconnect.as_ref()) {
+            comparisons.push(only_chat(
+                "reconnect",
+                "s until all caught up",
+                Some(r.all_caught_up_s),
+            ));
+        }
+        Summary {
+            generated_unix_ms: chat_protocol::now_ms(),
+            cores: crate::sys::machine_cores(),
+            comparisons,
+            checks,
+            notes,
+            runs,
+        }
+    }
+
+    /// Writes the JSON file.
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        write_json(path, self)
+    }
+
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let num = |v: Option<f64>| match v {
+            Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
+            Some(v) => format!("{v:.2}"),
+            None => "-".into(),
+        };
+        let x = |v: Option<f64>| v.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            s,
+            "== chat vs baselines (one {}-core machine runs the harness and the servers)",
+            self.cores
+        );
+        let _ = writeln!(
+            s,
+            "{:<52} {:>11} {:>11} {:>11} {:>10} {:>10}",
+            "metric", "chat", "socketio", "ceiling", "vs sio", "vs ceiling"
+        );
+        for c in &self.comparisons {
+            let _ = writeln!(
+                s,
+                "{:<52} {:>11} {:>11} {:>11} {:>10} {:>10}",
+                c.metric,
+                num(c.chat),
+                num(c.socketio),
+                num(c.ceiling),
+                x(c.vs_socketio),
+                x(c.vs_ceiling)
+            );
+        }
+        let _ = writeln!(s, "\n== targets");
+        for c in &self.checks {
+            let verdict = match c.met {
+                Some(true) => "MET   ",
+                Some(false) => "MISSED",
+                None => "n/a   ",
+            };
+            let _ = writeln!(s, "{verdict} {:<72} {}", c.target, c.measured);
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "note: {n}");
+        }
+        s
+    }
+}
+
+/// Reads run reports written with `--json`.
+pub fn read_runs(paths: &[impl AsRef<Path>]) -> Result<Vec<RunReport>> {
+    paths
+        .iter()
+        .map(|p| {
+            let p = p.as_ref();
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a run report", p.display()))
+        })
+        .collect()
+}

@@ -1,0 +1,228 @@
+//! `history`: conversations are filled with `--prefill` messages, then every
+//! user reads pages of `--page-size` in a closed loop (one request in flight
+//! each), scrolling back from the newest message to the oldest and starting
+//! over, as a client opening a conversation and scrolling does. The newest
+//! pages come from the conversation actor's tail, older ones from the store.
+//! Measured: pages per second and the latency of a page.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use super::rooms::{padding, plan_groups, wait_phase, Inflight, Traffic, MAX_INFLIGHT};
+use super::{base_report, finish, members, user_names, Member, Phase, Shared};
+use crate::cli::{RunArgs, ScenarioKind};
+use crate::conn::{Conn, Incoming};
+use crate::progress::Progress;
+use crate::report::{HistoryReport, RunReport};
+use crate::stats::{now_us, Latency};
+
+/// Sends of the prefill in flight per client: a pipelined burst, well under
+/// the node's per-connection in-flight limit.
+const PREFILL_INFLIGHT: u64 = 64;
+
+async fn client(m: Member, sh: Arc<Shared>, args: Arc<RunArgs>, pad: Arc<str>) {
+    if let Err(e) = client_inner(&m, &sh, &args, pad).await {
+        sh.fail(&m.user, &e);
+    }
+}
+
+async fn client_inner(m: &Member, sh: &Shared, args: &RunArgs, pad: Arc<str>) -> Result<()> {
+    let mut phase = sh.phase.subscribe();
+    let mut conn = sh.connect(m).await?;
+    sh.connected.fetch_add(1, Ordering::SeqCst);
+    if wait_phase(&mut conn, &mut phase, |p| p != Phase::Connect).await? == Phase::Stop {
+        return Ok(());
+    }
+    let mut req = 1u64;
+    let conv = conn
+        .join(&m.user, &m.group, &mut || {
+            req += 1;
+            req - 1
+        })
+        .await?;
+    let mut t = Traffic::new(m, conv, req, pad);
+    prefill(&mut conn, &mut t, m, args).await?;
+    sh.ready.fetch_add(1, Ordering::SeqCst);
+    if wait_phase(&mut conn, &mut phase, |p| {
+        matches!(p, Phase::Run { .. } | Phase::Stop)
+    })
+    .await?
+        == Phase::Stop
+    {
+        return Ok(());
+    }
+    let mut before: Option<u64> = None;
+    loop {
+        tokio::select! {
+            changed = phase.changed() => {
+                if changed.is_err() || *phase.borrow_and_update() == Phase::Stop {
+                    break;
+                }
+            }
+            page = read_page(&mut conn, &mut t, before, args.page_size, sh) => {
+                let (first, n, more) = page?;
+                before = if more { first } else { None };
+                if n == 0 {
+                    before = None;
+                }
+            }
+        }
+    }
+    conn.close().await;
+    Ok(())
+}
+
+/// This member's share of the prefill, pipelined; waits for every answer.
+async fn prefill(conn: &mut Conn, t: &mut Traffic, m: &Member, args: &RunArgs) -> Result<()> {
+    let size = m.group.members.len();
+    let pos = m
+        .group
+        .members
+        .iter()
+        .position(|u| *u == m.user)
+        .unwrap_or(0);
+    let share = args.prefill / size + usize::from(pos < args.prefill % size);
+    let mut inflight = Inflight::new();
+    let (mut sent, mut answered) = (0usize, 0usize);
+    while answered < share {
+        while sent < share && (sent - answered) < PREFILL_INFLIGHT.min(MAX_INFLIGHT as u64) as usize
+        {
+            let req = t.take_req();
+            let now = now_us();
+            conn.send_message(&t.conv, req, format!("{now}:{}", t.pad))
+                .await?;
+            inflight.put(req, now);
+            sent += 1;
+        }
+        match conn.next().await? {
+            Some(Incoming::Ack { req, .. }) => {
+                if inflight.take(req).is_some() {
+                    answered += 1;
+                }
+            }
+            Some(Incoming::Error {
+                req: Some(r),
+                code,
+                message,
+            }) if inflight.take(r).is_some() => {
+                bail!(
+                    "prefill send refused: {code}: {message} (a rate limit? lower --prefill or raise \
+                     the node's limits.sends_per_second / send_burst)"
+                )
+            }
+            Some(_) => {}
+            None => bail!("the server closed the connection during the prefill"),
+        }
+    }
+    Ok(())
+}
+
+/// One page: (first id, messages, more).
+async fn read_page(
+    conn: &mut Conn,
+    t: &mut Traffic,
+    before: Option<u64>,
+    limit: u32,
+    sh: &Shared,
+) -> Result<(Option<u64>, usize, bool)> {
+    let req = t.take_req();
+    let started = now_us();
+    conn.chat()?
+        .history(req, &t.conv, before, None, limit)
+        .await?;
+    loop {
+        match conn.next().await? {
+            Some(Incoming::Reply { req: r, ok }) if r == req => {
+                let messages = ok.messages.unwrap_or_default();
+                sh.stats
+                    .op(t.shard, started, now_us(), messages.len() as u64);
+                let first = messages.first().map(|m| m.id.0);
+                return Ok((first, messages.len(), ok.more.unwrap_or(false)));
+            }
+            Some(Incoming::Error {
+                req: Some(r),
+                code,
+                message,
+            }) if r == req => {
+                sh.stats.error(&code, &message, started);
+                return Ok((None, 0, false));
+            }
+            // Deliveries of other readers' prefill, late: nothing to do.
+            Some(_) => {}
+            None => bail!("the server closed the connection"),
+        }
+    }
+}
+
+/// Runs `history`.
+pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunReport> {
+    crate::sys::check_open_files(args.users)?;
+    let users = user_names(args.users);
+    let groups = plan_groups(ScenarioKind::Rooms, &users, args.group_size);
+    let tokens = crate::auth::tokens(
+        args.target,
+        &users,
+        args.jwt_secret.as_deref(),
+        nodes,
+        args.quiet,
+    )
+    .await?;
+    let sh = Shared::new(args, users.len());
+    let ms = members(args, nodes, &users, &tokens, |i| {
+        groups[i / args.group_size].clone()
+    });
+    let progress = Progress::start(
+        sh.clone(),
+        format!("history/{}", args.target.name()),
+        args.quiet,
+    );
+    let shared_args = Arc::new(args.clone());
+    let pad = padding(args.body_bytes);
+    let t0 = std::time::Instant::now();
+    let handles: Vec<_> = ms
+        .into_iter()
+        .map(|m| tokio::spawn(client(m, sh.clone(), shared_args.clone(), pad.clone())))
+        .collect();
+    let mut report = base_report(args, nodes);
+    let result = async {
+        sh.wait_all(&sh.connected, "connected", args.setup_timeout)
+            .await?;
+        report.connect = Some(sh.connect_report(t0.elapsed().as_secs_f64()));
+        sh.set_phase(Phase::Setup);
+        sh.wait_all(&sh.ready, "joined and prefilled", args.setup_timeout)
+            .await?;
+        sh.set_phase(Phase::Run { rate: 0.0 });
+        tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+        sh.stats.open_window();
+        tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+        sh.stats.close_window();
+        // Pages requested inside the window and answered after it count.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let w = sh.stats.take_window();
+        let secs = w.secs.max(1e-9);
+        report.history = Some(HistoryReport {
+            readers: users.len(),
+            prefill: args.prefill,
+            page_size: args.page_size,
+            window_s: w.secs,
+            pages: w.ops,
+            pages_per_s: w.ops as f64 / secs,
+            messages_per_s: w.items as f64 / secs,
+            errors: w.errors,
+            latency_ms: Latency::of(&w.latency),
+        });
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    sh.set_phase(Phase::Stop);
+    finish(handles).await;
+    progress.stop();
+    result?;
+    report.errors = sh.stats.errors_by_code();
+    report.first_error = sh.stats.first_error();
+    Ok(report)
+}

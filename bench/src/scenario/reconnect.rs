@@ -1,0 +1,211 @@
+//! `reconnect`: rooms traffic for a measured window, then every client drops
+//! its connection at the same instant (a node restart or a network blip, as
+//! clients see it) and comes back at once: reconnect, fetch what it missed
+//! with `history after` the last message it had, page by page, then resume
+//! sending. Clients that are back early keep talking, so the late ones have
+//! more to catch up, as in real life. Measured: the time from the drop until
+//! the last client has caught up, and per client.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+
+use super::rooms::{measure, padding, plan_groups, traffic, wait_phase, Exit, Traffic};
+use super::{base_report, finish, members, user_names, Member, Phase, Shared};
+use crate::cli::{RunArgs, ScenarioKind};
+use crate::conn::{Conn, Incoming};
+use crate::progress::Progress;
+use crate::report::{ReconnectReport, RunReport};
+use crate::stats::{now_us, Latency};
+
+/// Connect attempts per client after the storm: a node flooded with
+/// reconnects may time some out.
+const RECONNECT_ATTEMPTS: u32 = 5;
+/// Longest the coordinator waits for everyone to catch up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Messages per catch-up page (the protocol's maximum).
+const CATCH_UP_PAGE: u32 = chat_protocol::limits::MAX_HISTORY_LIMIT;
+
+async fn client(m: Member, sh: Arc<Shared>, pad: Arc<str>, storm_at: Arc<AtomicU64>) {
+    if let Err(e) = client_inner(&m, &sh, pad, &storm_at).await {
+        sh.fail(&m.user, &e);
+    }
+}
+
+async fn client_inner(m: &Member, sh: &Shared, pad: Arc<str>, storm_at: &AtomicU64) -> Result<()> {
+    let mut phase = sh.phase.subscribe();
+    let mut conn = sh.connect(m).await?;
+    sh.connected.fetch_add(1, Ordering::SeqCst);
+    if wait_phase(&mut conn, &mut phase, |p| p != Phase::Connect).await? == Phase::Stop {
+        return Ok(());
+    }
+    let mut req = 1u64;
+    let conv = conn
+        .join(&m.user, &m.group, &mut || {
+            req += 1;
+            req - 1
+        })
+        .await?;
+    sh.ready.fetch_add(1, Ordering::SeqCst);
+    let mut t = Traffic::new(m, conv, req, pad);
+    loop {
+        match traffic(&mut conn, &mut phase, &mut t, sh).await? {
+            Exit::Stop => break,
+            Exit::Storm => {
+                // Dropped without a close handshake, as a lost network is.
+                drop(conn);
+                t.inflight.clear();
+                conn = reconnect(m, sh).await?;
+                catch_up(&mut conn, &mut t, sh).await?;
+                let since = now_us().saturating_sub(storm_at.load(Ordering::SeqCst));
+                sh.stats.aux(since);
+                sh.caught_up.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    conn.close().await;
+    Ok(())
+}
+
+async fn reconnect(m: &Member, sh: &Shared) -> Result<Conn> {
+    let mut last = None;
+    for attempt in 0..RECONNECT_ATTEMPTS {
+        match sh.connect(m).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow!("no attempt made")))
+}
+
+/// Pages through `history after` the last delivered message until nothing
+/// is left, accounting for live deliveries that arrive meanwhile.
+async fn catch_up(conn: &mut Conn, t: &mut Traffic, sh: &Shared) -> Result<()> {
+    let mut after = (t.last_delivered > 0).then_some(t.last_delivered);
+    loop {
+        let req = t.take_req();
+        conn.chat()?
+            .history(req, &t.conv, None, after, CATCH_UP_PAGE)
+            .await?;
+        let (messages, more) = loop {
+            match conn.next().await? {
+                Some(Incoming::Reply { req: r, ok }) if r == req => {
+                    break (ok.messages.unwrap_or_default(), ok.more.unwrap_or(false));
+                }
+                Some(Incoming::Error {
+                    req: Some(r),
+                    code,
+                    message,
+                }) if r == req => bail!("catching up: {code}: {message}"),
+                Some(ev) => t.handle(ev, sh),
+                None => bail!("the server closed the connection while catching up"),
+            }
+        };
+        sh.recovered
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        if let Some(last) = messages.last() {
+            t.fetched_upto = t.fetched_upto.max(last.id.0);
+            t.last_delivered = t.last_delivered.max(last.id.0);
+            after = Some(last.id.0);
+        }
+        // Without a starting point the newest page is all there is to fetch.
+        if !more || after.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+/// Runs `reconnect`.
+pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunReport> {
+    crate::sys::check_open_files(args.users)?;
+    let users = user_names(args.users);
+    let groups = plan_groups(ScenarioKind::Rooms, &users, args.group_size);
+    let tokens = crate::auth::tokens(
+        args.target,
+        &users,
+        args.jwt_secret.as_deref(),
+        nodes,
+        args.quiet,
+    )
+    .await?;
+    let sh = Shared::new(args, users.len());
+    let ms = members(args, nodes, &users, &tokens, |i| {
+        groups[i / args.group_size].clone()
+    });
+    let progress = Progress::start(
+        sh.clone(),
+        format!("reconnect/{}", args.target.name()),
+        args.quiet,
+    );
+    let pad = padding(args.body_bytes);
+    let storm_at = Arc::new(AtomicU64::new(0));
+    let t0 = std::time::Instant::now();
+    let handles: Vec<_> = ms
+        .into_iter()
+        .map(|m| tokio::spawn(client(m, sh.clone(), pad.clone(), storm_at.clone())))
+        .collect();
+    let mut report = base_report(args, nodes);
+    let result = async {
+        sh.wait_all(&sh.connected, "connected", args.setup_timeout)
+            .await?;
+        report.connect = Some(sh.connect_report(t0.elapsed().as_secs_f64()));
+        sh.set_phase(Phase::Setup);
+        sh.wait_all(&sh.ready, "joined their conversations", args.setup_timeout)
+            .await?;
+        let step = measure(
+            &sh,
+            args.rate,
+            args.warmup,
+            args.duration,
+            users.len(),
+            args.slo_ms,
+        )
+        .await;
+        report.peak = Some(step.clone());
+        report.steps.push(step);
+        // Traffic again, so there is something to miss.
+        sh.set_phase(Phase::Run { rate: args.rate });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let failed_before = sh.failed.load(Ordering::SeqCst);
+        sh.stats.take_aux();
+        storm_at.store(now_us(), Ordering::SeqCst);
+        let storm = std::time::Instant::now();
+        sh.set_phase(Phase::Storm);
+        let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+        loop {
+            let done = sh.caught_up.load(Ordering::SeqCst);
+            let failed = sh.failed.load(Ordering::SeqCst) - failed_before;
+            if done + failed >= users.len() || tokio::time::Instant::now() >= deadline {
+                report.reconnect = Some(ReconnectReport {
+                    clients: users.len(),
+                    caught_up: done,
+                    failed,
+                    all_caught_up_s: storm.elapsed().as_secs_f64(),
+                    catch_up_ms: Latency::of(&sh.stats.take_aux()),
+                    recovered_messages: sh.recovered.load(Ordering::Relaxed),
+                });
+                if done < users.len() {
+                    report.notes.push(format!(
+                        "only {done} of {} clients caught up ({failed} failed)",
+                        users.len()
+                    ));
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    sh.set_phase(Phase::Stop);
+    finish(handles).await;
+    progress.stop();
+    result?;
+    report.errors = sh.stats.errors_by_code();
+    report.first_error = sh.stats.first_error();
+    Ok(report)
+}

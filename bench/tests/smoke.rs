@@ -1,0 +1,101 @@
+//! Smoke test: real servers in this process on port 0 (the ceiling server and
+//! a chat node), a tiny `rooms` run against each through the library API, and
+//! checks that messages were delivered and their latency recorded.
+
+use std::time::Duration;
+
+use chat_bench::RunArgs;
+use clap::Parser;
+
+const SECRET: &str = "smoke-test-secret-smoke-test-secret!";
+
+fn tiny_rooms(target: &str, node: std::net::SocketAddr) -> RunArgs {
+    let node = format!("http://{node}");
+    RunArgs::try_parse_from([
+        "chat-bench",
+        "--target",
+        target,
+        "--scenario",
+        "rooms",
+        "--nodes",
+        &node,
+        "--users",
+        "12",
+        "--group-size",
+        "4",
+        "--rate",
+        "5",
+        "--warmup",
+        "0.3",
+        "--duration",
+        "1",
+        "--quiet",
+        "--jwt-secret",
+        SECRET,
+    ])
+    .expect("valid arguments")
+}
+
+fn assert_delivered(report: &chat_bench::RunReport) {
+    let step = report.peak.as_ref().expect("a measured window");
+    assert!(step.accepted > 0, "no send accepted: {}", report.table());
+    assert!(step.deliveries > 0, "nothing delivered: {}", report.table());
+    assert!(
+        step.latency_ms.count > 0 && step.latency_ms.p50 > 0.0,
+        "no latency: {}",
+        report.table()
+    );
+    assert_eq!(step.errors, 0, "errors: {}", report.table());
+    assert!(report.table().contains("deliveries/s"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_against_the_ceiling_server() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(chat_bench::ceiling::serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        chat_bench::run(&tiny_rooms("ceiling", addr)),
+    )
+    .await
+    .expect("run ends in time")
+    .expect("run succeeds");
+    assert_delivered(&report);
+    let json = serde_json::to_string(&report).unwrap();
+    let back: chat_bench::RunReport = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.target, "ceiling");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_against_a_chat_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = chat_node::Config::default();
+    config.node.data_dir = dir.path().to_path_buf();
+    config.listen.http = "127.0.0.1:0".parse().unwrap();
+    config.auth.jwt_secret = Some(SECRET.into());
+    let listener = tokio::net::TcpListener::bind(config.listen.http)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = chat_node::App::start(config).await.expect("node starts");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(chat_node::app::serve(app, listener, async {
+        let _ = stopped.await;
+    }));
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        chat_bench::run(&tiny_rooms("chat", addr)),
+    )
+    .await
+    .expect("run ends in time")
+    .expect("run succeeds");
+    assert_delivered(&report);
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
+}

@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# Runs the standard benchmark set and prints our numbers against the two
+# baselines as ratios (bench/README.md explains what each number means):
+#
+#   rooms    against chat-node, the Socket.IO + Redis baseline and the
+#            ceiling server, identical parameters, ramped to each one's peak
+#            and then run at half of it
+#   idle     against chat-node: memory per idle connection
+#   burst    against chat-node: one hot conversation
+#   history  against chat-node: pages per second
+#
+# About 5 minutes on a 2-core machine once built. Everything runs on
+# loopback; every server it starts is stopped on exit. Results:
+# bench/results/latest.json (every run in full, plus the comparison).
+#
+#   scripts/bench.sh                 the standard set
+#   BENCH_QUICK=1 scripts/bench.sh   a one-minute pass that checks the wiring
+#
+# Knobs (environment): ROOMS_USERS, ROOMS_GROUP, ROOMS_RATE, ROOMS_STEPS,
+# IDLE_CONNECTIONS, BENCH_PIN=0 (do not pin servers and harness to separate
+# cores), SIO_PROCS (Socket.IO processes sharing rooms through Redis).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+log() { printf '\n== %s\n' "$*" >&2; }
+die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
+
+QUICK=${BENCH_QUICK:-0}
+CORES=$(nproc 2>/dev/null || echo 1)
+if [ "$QUICK" = 1 ]; then
+  ROOMS_USERS=${ROOMS_USERS:-200}; ROOMS_STEPS=${ROOMS_STEPS:-2}; STEP_S=2; HALF_S=3
+  IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}; SHORT_S=3
+else
+  ROOMS_USERS=${ROOMS_USERS:-1000}; ROOMS_STEPS=${ROOMS_STEPS:-12}; STEP_S=4; HALF_S=10
+  IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}; SHORT_S=10
+fi
+ROOMS_GROUP=${ROOMS_GROUP:-10}
+ROOMS_RATE=${ROOMS_RATE:-0.5}
+SIO_PROCS=${SIO_PROCS:-1}
+JWT_SECRET="bench-secret-$(date +%s)-$RANDOM-$RANDOM-$RANDOM"
+
+# With two cores or more, the server under test gets core 0 and the harness
+# the others, so neither steals the other's CPU and every server is measured
+# on the same single core: deliveries per core, Node.js's one thread against
+# ours. BENCH_PIN=0 lets the servers use every core (and share with the harness).
+PIN=${BENCH_PIN:-1}
+if [ "$PIN" = 1 ] && [ "$CORES" -ge 2 ] && command -v taskset >/dev/null; then
+  SERVER_CPUS=0
+  HARNESS_CPUS=1
+  [ "$CORES" -gt 2 ] && HARNESS_CPUS=1-$((CORES - 1))
+  # taskset execs the command: $! of a background launch is the server's pid.
+  ON_SERVER=(taskset -c "$SERVER_CPUS")
+  ON_HARNESS=(taskset -c "$HARNESS_CPUS")
+  PIN_NOTE="server pinned to cpu $SERVER_CPUS, harness to cpu $HARNESS_CPUS"
+  SERVER_CORES=1
+else
+  ON_SERVER=()
+  ON_HARNESS=()
+  PIN_NOTE="no pinning: servers and harness share $CORES cores"
+  SERVER_CORES=$CORES
+fi
+
+RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-bench.XXXXXX")
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  rm -rf "$RUN_DIR/data"
+  echo "bench.sh: logs of this run in $RUN_DIR" >&2
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Each idle connection is a file on both ends.
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" -ge $((IDLE_CONNECTIONS + 1000)) ] ||
+  echo "warning: ulimit -n is $(ulimit -n); idle with $IDLE_CONNECTIONS connections may fail" >&2
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
+    echo $((20000 + RANDOM % 20000))
+}
+
+wait_port() { # port seconds what
+  local i
+  for i in $(seq $(($2 * 10))); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  die "$3 did not listen on 127.0.0.1:$1 within $2 s (log in $RUN_DIR)"
+}
+
+stop() { # pid
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || return 1
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  $sudo apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+log "build (release)"
+cargo build --release -p chat-node -p chat-bench
+BIN=$ROOT/target/release
+BENCH=("${ON_HARNESS[@]}" "$BIN/chat-bench")
+
+log "baseline dependencies"
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt_install nodejs npm || die "Node.js and npm are needed for the Socket.IO baseline"
+fi
+SIO_DIR=$ROOT/bench/baselines/socketio
+if [ ! -d "$SIO_DIR/node_modules/socket.io" ] || [ "$SIO_DIR/package-lock.json" -nt "$SIO_DIR/node_modules" ]; then
+  (cd "$SIO_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if ! command -v redis-server >/dev/null; then
+  apt_install redis-server || echo "warning: could not install redis-server" >&2
+fi
+
+# --- servers ---------------------------------------------------------------
+CHAT_PID=""
+start_chat() {
+  CHAT_PORT=$(free_port)
+  mkdir -p "$RUN_DIR/data"
+  local dir
+  dir=$(mktemp -d "$RUN_DIR/data/node.XXXXXX")
+  # Fresh data dir, default durability (sync). The per-user send limit is
+  # raised so ramps measure the node's capacity, not its rate limiter.
+  CHAT__AUTH__JWT_SECRET=$JWT_SECRET \
+    CHAT__LIMITS__SENDS_PER_SECOND=10000 CHAT__LIMITS__SEND_BURST=10000 \
+    RUST_LOG=${RUST_LOG:-warn} \
+    "${ON_SERVER[@]}" "$BIN/chat-node" --http "127.0.0.1:$CHAT_PORT" --data-dir "$dir" \
+    >>"$RUN_DIR/chat-node.log" 2>&1 &
+  CHAT_PID=$!
+  PIDS+=("$CHAT_PID")
+  wait_port "$CHAT_PORT" 60 chat-node
+}
+
+REDIS_PORT=""
+if command -v redis-server >/dev/null; then
+  REDIS_PORT=$(free_port)
+  "${ON_SERVER[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    >"$RUN_DIR/redis.log" 2>&1 &
+  PIDS+=("$!")
+  wait_port "$REDIS_PORT" 20 redis-server
+fi
+
+SIO_PORTS=()
+SIO_PIDS=()
+start_socketio() {
+  local i port
+  for i in $(seq "$SIO_PROCS"); do
+    port=$(free_port)
+    PORT=$port REDIS_URL=${REDIS_PORT:+redis://127.0.0.1:$REDIS_PORT} \
+      "${ON_SERVER[@]}" node "$SIO_DIR/server.js" >>"$RUN_DIR/socketio-$i.log" 2>&1 &
+    PIDS+=("$!")
+    SIO_PIDS+=("$!")
+    SIO_PORTS+=("$port")
+    wait_port "$port" 30 "socket.io baseline"
+  done
+  sleep 0.5
+  SIO_ADAPTER=$(grep -ho 'adapter=[a-z]*' "$RUN_DIR"/socketio-*.log | sort -u | tr '\n' ' ')
+  if grep -q 'adapter=memory' "$RUN_DIR"/socketio-*.log; then
+    echo "WARNING: the Socket.IO baseline runs WITHOUT the Redis adapter (see $RUN_DIR/socketio-1.log)" >&2
+  fi
+}
+
+CEIL_PID=""
+start_ceiling() {
+  CEIL_PORT=$(free_port)
+  "${ON_SERVER[@]}" "$BIN/ceiling-server" --listen "127.0.0.1:$CEIL_PORT" >"$RUN_DIR/ceiling.log" 2>&1 &
+  CEIL_PID=$!
+  PIDS+=("$CEIL_PID")
+  wait_port "$CEIL_PORT" 20 ceiling-server
+}
+
+nodes_of() { local IFS=,; echo "$*"; }
+csv_urls() { local p out=(); for p in "$@"; do out+=("http://127.0.0.1:$p"); done; nodes_of "${out[@]}"; }
+
+ROOMS=(--scenario rooms --users "$ROOMS_USERS" --group-size "$ROOMS_GROUP" --rate "$ROOMS_RATE"
+  --ramp "$ROOMS_STEPS" --ramp-factor 1.4 --step "$STEP_S" --warmup 2 --duration "$HALF_S"
+  --slo-ms 50 --source-ips 127.0.0.1,127.0.0.2)
+JSONS=()
+FAILED=()
+bench() { # name args...: a failed run is reported, the others still run
+  local name=$1; shift
+  log "$name"
+  if "${BENCH[@]}" "$@" --json "$RUN_DIR/$name.json" --server-cores "$SERVER_CORES" --label "$PIN_NOTE${EXTRA_LABEL:+; $EXTRA_LABEL}"; then
+    JSONS+=("$RUN_DIR/$name.json")
+  else
+    FAILED+=("$name")
+  fi
+}
+
+T0=$(date +%s)
+
+# idle first, on a fresh node, so its RSS baseline is a node that has done nothing.
+start_chat
+bench idle-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --scenario idle \
+  --connections "$IDLE_CONNECTIONS" --duration 3 --pid "$CHAT_PID" --prewarm \
+  --jwt-secret "$JWT_SECRET" --source-ips 127.0.0.1,127.0.0.2
+stop "$CHAT_PID"
+
+start_chat
+bench rooms-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" "${ROOMS[@]}"
+bench burst-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" \
+  --scenario burst --users 100 --rate 2 --warmup 2 --duration "$SHORT_S"
+bench history-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" \
+  --scenario history --users 50 --group-size 5 --prefill 1000 --page-size 50 --warmup 2 \
+  --duration "$SHORT_S"
+stop "$CHAT_PID"
+
+IDLE=(--scenario idle --connections "$IDLE_CONNECTIONS" --duration 3 --prewarm --source-ips 127.0.0.1,127.0.0.2)
+start_ceiling
+bench idle-ceiling --target ceiling --nodes "http://127.0.0.1:$CEIL_PORT" --pid "$CEIL_PID" "${IDLE[@]}"
+stop "$CEIL_PID"
+
+start_ceiling
+bench rooms-ceiling --target ceiling --nodes "http://127.0.0.1:$CEIL_PORT" "${ROOMS[@]}"
+stop "$CEIL_PID"
+
+# A fresh process for idle too: a V8 heap grown by an earlier run would hide
+# the cost of new connections.
+SIO_PROCS_WANTED=$SIO_PROCS
+SIO_PROCS=1 start_socketio
+EXTRA_LABEL="1 socket.io process, $SIO_ADAPTER" \
+  bench idle-socketio --target socketio --nodes "http://127.0.0.1:${SIO_PORTS[0]}" \
+  --pid "${SIO_PIDS[0]}" "${IDLE[@]}"
+for pid in "${SIO_PIDS[@]}"; do stop "$pid"; done
+SIO_PORTS=()
+SIO_PIDS=()
+
+SIO_PROCS=$SIO_PROCS_WANTED start_socketio
+EXTRA_LABEL="$SIO_PROCS socket.io process(es), $SIO_ADAPTER" \
+  bench rooms-socketio --target socketio --nodes "$(csv_urls "${SIO_PORTS[@]}")" "${ROOMS[@]}"
+for pid in "${SIO_PIDS[@]}"; do stop "$pid"; done
+
+log "summary (runs took $(($(date +%s) - T0)) s)"
+mkdir -p bench/results
+[ "${#JSONS[@]}" -gt 0 ] || die "every run failed"
+"$BIN/chat-bench" summary --out bench/results/latest.json "${JSONS[@]}"
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  die "these runs failed (see above): ${FAILED[*]}"
+fi
