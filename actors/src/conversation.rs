@@ -25,6 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chat_protocol::peer::{Audience, PeerDelivery};
 use chat_protocol::{
     now_ms, ClientMsgId, Conversation, ConversationId, ConversationKind, Member, Message,
     MessageId, MessageKind, OkReply, ReceiptKind, Role, ServerFrame, SharedFrame, UserId,
@@ -160,6 +161,9 @@ pub enum ConversationMsg {
     },
     /// Time to check whether the actor is idle.
     IdleCheck,
+    /// Another node owns the conversation now: finish the writes in flight,
+    /// then stop. The Router sends nothing more.
+    Retire,
 }
 
 impl ConversationMsg {
@@ -173,6 +177,7 @@ impl ConversationMsg {
                 | ConversationMsg::ReadStored { .. }
                 | ConversationMsg::TypingExpired { .. }
                 | ConversationMsg::IdleCheck
+                | ConversationMsg::Retire
         )
     }
 
@@ -241,6 +246,7 @@ pub struct ConversationState {
     typing: HashMap<UserId, u64>,
     typing_seq: u64,
     reads_in_flight: usize,
+    retiring: bool,
     handled: u64,
     last_activity: Instant,
 }
@@ -273,6 +279,7 @@ impl Actor for ConversationActor {
             typing: HashMap::new(),
             typing_seq: 0,
             reads_in_flight: 0,
+            retiring: false,
             handled: 0,
             last_activity: Instant::now(),
         })
@@ -391,6 +398,14 @@ impl Actor for ConversationActor {
                     });
                 }
             }
+            ConversationMsg::Retire => state.retiring = true,
+        }
+        if state.retiring
+            && state.in_flight.is_none()
+            && state.pending.is_empty()
+            && state.reads_in_flight == 0
+        {
+            myself.stop(Some("moved to another node".into()));
         }
         Ok(())
     }
@@ -618,9 +633,13 @@ impl ConversationState {
         }
     }
 
-    /// Sends `deliveries` to the sessions of the members listening on this
-    /// node, skipping `skip_user`.
+    /// Sends `deliveries` to the sessions of the members listening, on this
+    /// node and (one message per node) on the others, skipping `skip_user`.
     fn fan_out(&self, deliveries: Arc<[Delivery]>, skip_user: Option<&UserId>) {
+        let to = Audience::Listeners {
+            except: skip_user.cloned(),
+        };
+        self.deliver_remote(&deliveries, to, &[], &[]);
         let Some(listeners) = self.services.interest.listeners(&self.id) else {
             return;
         };
@@ -632,6 +651,30 @@ impl ConversationState {
             .collect();
         self.services.directory.for_each(&members, |session| {
             let _ = session.cast(SessionMsg::Deliver(deliveries.clone()));
+        });
+    }
+
+    /// The same events for the sessions on other nodes: one message per node.
+    fn deliver_remote(
+        &self,
+        deliveries: &[Delivery],
+        to: Audience,
+        listen: &[UserId],
+        unlisten: &[UserId],
+    ) {
+        let cluster = &self.services.cluster;
+        if !cluster.has_peers() {
+            return;
+        }
+        cluster.deliver(PeerDelivery {
+            conversation: self.id.clone(),
+            to,
+            listen: listen.to_vec(),
+            unlisten: unlisten.to_vec(),
+            events: deliveries
+                .iter()
+                .map(|d| (d.frame.frame().clone(), d.skip_conn))
+                .collect(),
         });
     }
 
@@ -927,6 +970,7 @@ impl ConversationState {
         directory.for_each(&targets, |s| {
             let _ = s.cast(SessionMsg::Deliver(frame.clone()));
         });
+        self.deliver_remote(&frame, Audience::Users(targets), members, removed);
     }
 
     async fn invite(&mut self, by: UserId, users: Vec<UserId>, reply: Reply) {
@@ -1030,6 +1074,10 @@ impl ConversationState {
         let _ = reply.send(result.map(|_| ok()));
     }
 }
+
+// Local only: peers never get a stand-in for a conversation actor (DESIGN.md,
+// "Traps"), so the message has no wire form.
+impl ractor::Message for ConversationMsg {}
 
 #[cfg(test)]
 mod tests {

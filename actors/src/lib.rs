@@ -10,7 +10,8 @@
 //! - [`conversation`]: the single writer of a conversation (ids, dedupe,
 //!   batches, fan-out).
 //! - [`session`]: a user's connections on this node and their bounded queues.
-//! - [`router`]: finds or starts actors; the seam for cluster routing.
+//! - [`router`]: finds or starts actors, and forwards to the owner node.
+//! - [`cluster`]: this node's view of the cluster and the wire forms of requests.
 //! - [`store`]: the `MessageStore` trait and the embedded (fjall) backend.
 //! - [`presence`]: the `Presence` trait, the in-memory backend, watchers.
 //! - [`interest`]: which local users listen to which conversations.
@@ -20,6 +21,7 @@
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 #![warn(clippy::mod_module_files)]
 
+pub mod cluster;
 pub mod conversation;
 pub mod error;
 pub mod interest;

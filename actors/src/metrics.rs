@@ -35,6 +35,14 @@ pub struct Metrics {
     pub presence_errors: Counter,
     /// Client frames refused as malformed or invalid.
     pub frames_rejected: Counter,
+    /// Serving nodes in this node's view.
+    pub cluster_members: Gauge,
+    /// Requests forwarded to the owner on another node.
+    pub peer_requests: Counter,
+    /// Requests refused because too many were in flight to their owner.
+    pub peer_rejected: Counter,
+    /// Peers dropped for missing heartbeats or replication acks.
+    pub peers_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -54,6 +62,10 @@ impl Default for Metrics {
             rate_limited: Counter::default(),
             presence_errors: Counter::default(),
             frames_rejected: Counter::default(),
+            cluster_members: Gauge::default(),
+            peer_requests: Counter::default(),
+            peer_rejected: Counter::default(),
+            peers_dropped: Counter::default(),
         }
     }
 }
@@ -131,6 +143,26 @@ impl Metrics {
             "frames_rejected",
             "Client frames refused as malformed or invalid",
             self.frames_rejected.clone(),
+        );
+        r.register(
+            "cluster_members",
+            "Nodes serving conversations, as this node sees it",
+            self.cluster_members.clone(),
+        );
+        r.register(
+            "peer_requests",
+            "Requests forwarded to the owning node",
+            self.peer_requests.clone(),
+        );
+        r.register(
+            "peer_rejected",
+            "Requests refused because too many were in flight to their owner",
+            self.peer_rejected.clone(),
+        );
+        r.register(
+            "peers_dropped",
+            "Peers dropped for missed heartbeats or replication acks",
+            self.peers_dropped.clone(),
         );
     }
 }

@@ -12,19 +12,54 @@
 //! reports how many routed messages it has handled, and the Router stops it
 //! only if that equals what it has forwarded, so nothing is ever left in a
 //! stopping actor's mailbox. Requests for an actor that died are re-routed to
-//! a fresh one. This is the seam where the cluster plugs in: a conversation
-//! owned by another node is forwarded to that node's Router.
+//! a fresh one.
+//!
+//! In a cluster the Router is also the node's only remotable actor
+//! (`router@<node>`): a request for a conversation owned by another node goes
+//! to that node's Router and its answer comes back here ([`crate::cluster`]);
+//! deliveries, heartbeats, store replication and anti-entropy travel the same
+//! way. Only the `Peer`/`Wire` variants have a wire form (MessagePack, see
+//! `chat_protocol::peer`); everything else is local.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chat_protocol::{ConversationId, UserId};
+use chat_protocol::peer::{Audience, PeerDelivery, PeerMsg, PeerOp};
+use chat_protocol::{ConversationId, OkReply, SharedFrame, UserId};
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use crate::cluster::{self, ClusterEvent, Owner, View, NODES_GROUP, ROUTERS_GROUP};
 use crate::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
 use crate::error::ChatError;
+use crate::placement::Placement;
 use crate::services::Services;
-use crate::session::{Connection, SessionArgs, SessionMsg, UserSession};
+use crate::session::{Connection, Delivery, SessionArgs, SessionMsg, UserSession};
+use crate::store::replicated::ReplicatedOp;
+use crate::store::StoreError;
+
+/// Peer messages that could not be decoded (ractor_cluster drops them).
+pub static PEER_DECODE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// How often heartbeats go out and deadlines are checked.
+const TICK: Duration = Duration::from_millis(500);
+/// A peer silent this long is dropped.
+const PEER_DEADLINE: Duration = Duration::from_secs(5);
+/// A request at a remote owner answered after this is answered `unavailable`.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// A replicated write not acknowledged by a peer within this drops the peer.
+const REPLICATION_DEADLINE: Duration = Duration::from_secs(5);
+/// Requests in flight to one peer; past this, new ones fail at once rather
+/// than queue in ractor_cluster's unbounded channels.
+const MAX_IN_FLIGHT_PER_PEER: usize = 20_000;
+/// Anti-entropy with each peer this often, to repair anything a dropped
+/// link lost.
+const RESYNC_EVERY: Duration = Duration::from_secs(10);
+/// Ops per anti-entropy chunk, and about how many bytes.
+const SYNC_CHUNK_OPS: usize = 512;
+const SYNC_CHUNK_BYTES: usize = 2 << 20;
 
 /// Messages the Router handles.
 pub enum RouterMsg {
@@ -68,6 +103,113 @@ pub enum RouterMsg {
         /// Answered when done.
         reply: RpcReplyPort<()>,
     },
+    /// A message from another node.
+    Peer(PeerMsg),
+    /// A message for another node, encoded once however many nodes get it.
+    Wire(Arc<[u8]>),
+    /// Heartbeats, deadlines and periodic anti-entropy.
+    Tick,
+    /// Make a local store write durable on every connected node.
+    Replicate {
+        /// The write.
+        op: ReplicatedOp,
+        /// Answered when every connected node has it (or was dropped).
+        reply: RpcReplyPort<Result<(), StoreError>>,
+    },
+    /// Start owning conversations once caught up with every connected node;
+    /// answered then.
+    Serve {
+        /// Answered when serving.
+        reply: RpcReplyPort<()>,
+    },
+    /// An anti-entropy chunk from `peer` was applied.
+    Pulled {
+        /// From whom.
+        peer: Arc<str>,
+        /// Whether to pull again.
+        more: bool,
+        /// Whether every op of the chunk was applied.
+        ok: bool,
+    },
+    /// What this node sees of the cluster.
+    Status {
+        /// Answered with the status.
+        reply: RpcReplyPort<ClusterStatus>,
+    },
+}
+
+/// What a node sees of the cluster, for operators and tests.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterStatus {
+    /// This node.
+    pub node: String,
+    /// Whether it is part of a cluster.
+    pub clustered: bool,
+    /// Whether it owns conversations.
+    pub serving: bool,
+    /// The serving nodes (placement is computed over these).
+    pub serving_nodes: Vec<String>,
+    /// Connected nodes.
+    pub peers: Vec<PeerStatus>,
+    /// Conversation actors running here.
+    pub conversations: usize,
+    /// Sessions here.
+    pub sessions: usize,
+}
+
+/// One connected node.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerStatus {
+    /// Its name.
+    pub name: String,
+    /// Its numeric id, once heard.
+    pub node_id: Option<u16>,
+    /// Whether it serves.
+    pub serving: bool,
+    /// Whether this node has caught up with it.
+    pub synced: bool,
+    /// Milliseconds since its last heartbeat.
+    pub heard_ms_ago: Option<u64>,
+}
+
+impl ractor::Message for RouterMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        let args = match self {
+            RouterMsg::Wire(bytes) => bytes.to_vec(),
+            RouterMsg::Peer(msg) => {
+                chat_protocol::peer::encode(&msg).map_err(|_| BoxedDowncastErr)?
+            }
+            // Everything else carries ports or actor refs: local only.
+            _ => return Err(BoxedDowncastErr),
+        };
+        Ok(SerializedMessage::Cast {
+            variant: "peer".into(),
+            args,
+            metadata: None,
+        })
+    }
+
+    fn deserialize(msg: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        match msg {
+            SerializedMessage::Cast { variant, args, .. } if variant == "peer" => {
+                chat_protocol::peer::decode(&args)
+                    .map(RouterMsg::Peer)
+                    .map_err(|e| {
+                        PEER_DECODE_FAILURES.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "undecodable message from a peer");
+                        BoxedDowncastErr
+                    })
+            }
+            _ => {
+                PEER_DECODE_FAILURES.fetch_add(1, Ordering::Relaxed);
+                Err(BoxedDowncastErr)
+            }
+        }
+    }
 }
 
 struct Entry<M> {
@@ -84,6 +226,39 @@ pub struct RouterState {
     conversations: HashMap<ConversationId, Entry<ConversationMsg>>,
     sessions: HashMap<UserId, Entry<SessionMsg>>,
     draining: bool,
+    serving: bool,
+    serve_waiters: Vec<RpcReplyPort<()>>,
+    peers: HashMap<Arc<str>, Peer>,
+    /// Requests waiting for a remote owner's answer, by id.
+    remote: HashMap<u64, RemoteRequest>,
+    next_request: u64,
+    /// Local writes waiting for peers' acks, by (origin, seq).
+    replication: HashMap<(String, u64), Replication>,
+}
+
+struct Peer {
+    router: ActorRef<RouterMsg>,
+    since: Instant,
+    heard: Option<Instant>,
+    node_id: Option<u16>,
+    serving: bool,
+    synced: bool,
+    pulling: bool,
+    last_pull: Instant,
+    in_flight: usize,
+    reported_stale: Option<Instant>,
+}
+
+struct RemoteRequest {
+    reply: crate::conversation::Reply,
+    peer: Arc<str>,
+    deadline: Instant,
+}
+
+struct Replication {
+    waiting: HashSet<Arc<str>>,
+    reply: RpcReplyPort<Result<(), StoreError>>,
+    deadline: Instant,
 }
 
 impl Actor for Router {
@@ -97,11 +272,34 @@ impl Actor for Router {
         services: Arc<Services>,
     ) -> Result<RouterState, ActorProcessingErr> {
         Ok(RouterState {
+            serving: !services.cluster.enabled(),
             services,
             conversations: HashMap::new(),
             sessions: HashMap::new(),
             draining: false,
+            serve_waiters: Vec::new(),
+            peers: HashMap::new(),
+            remote: HashMap::new(),
+            next_request: 1,
+            replication: HashMap::new(),
         })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<RouterMsg>,
+        state: &mut RouterState,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.services.cluster.enabled() {
+            // Connected nodes replicate to us from now on; we own nothing
+            // until Serve finds us caught up.
+            ractor::pg::monitor(NODES_GROUP.into(), myself.get_cell());
+            ractor::pg::monitor(ROUTERS_GROUP.into(), myself.get_cell());
+            ractor::pg::join(NODES_GROUP.into(), vec![myself.get_cell()]);
+            myself.send_interval(TICK, || RouterMsg::Tick);
+            state.refresh_view(&myself);
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -116,7 +314,14 @@ impl Actor for Router {
                     msg.fail(ChatError::Unavailable("node is shutting down".into()));
                     return Ok(());
                 }
-                state.route(&myself, conversation, msg).await;
+                match state.services.cluster.owner(&conversation) {
+                    Owner::Local => state.route(&myself, conversation, msg).await,
+                    Owner::Remote(node, router) => {
+                        state
+                            .forward(&myself, node, router, conversation, msg)
+                            .await
+                    }
+                }
             }
             RouterMsg::ConversationIdle {
                 conversation,
@@ -149,6 +354,10 @@ impl Actor for Router {
             }
             RouterMsg::Drain { reply } => {
                 state.draining = true;
+                if state.services.cluster.enabled() {
+                    // Others take our conversations over while we finish.
+                    ractor::pg::leave(ROUTERS_GROUP.into(), vec![myself.get_cell()]);
+                }
                 let sessions: Vec<_> = state.sessions.drain().map(|(_, e)| e.actor).collect();
                 for s in sessions {
                     let _ = s.stop_and_wait(Some("node draining".into()), None).await;
@@ -163,13 +372,36 @@ impl Actor for Router {
                 }
                 let _ = reply.send(());
             }
+            RouterMsg::Wire(bytes) => match chat_protocol::peer::decode(&bytes) {
+                Ok(msg) => state.peer(&myself, msg).await,
+                Err(e) => tracing::warn!(error = %e, "undecodable local peer message"),
+            },
+            RouterMsg::Peer(msg) => state.peer(&myself, msg).await,
+            RouterMsg::Tick => state.tick(&myself),
+            RouterMsg::Replicate { op, reply } => state.replicate(op, reply),
+            RouterMsg::Serve { reply } => {
+                state.serve_waiters.push(reply);
+                state.check_serve(&myself);
+            }
+            RouterMsg::Pulled { peer, more, ok } => {
+                if ok && more {
+                    state.pull(&peer);
+                } else if let Some(p) = state.peers.get_mut(&peer) {
+                    p.pulling = false;
+                    p.synced |= ok;
+                }
+                state.check_serve(&myself);
+            }
+            RouterMsg::Status { reply } => {
+                let _ = reply.send(state.status());
+            }
         }
         Ok(())
     }
 
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<RouterMsg>,
+        myself: ActorRef<RouterMsg>,
         evt: SupervisionEvent,
         state: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
@@ -186,6 +418,9 @@ impl Actor for Router {
         if let Some(id) = dead {
             state.conversations.retain(|_, e| e.actor.get_id() != id);
             state.sessions.retain(|_, e| e.actor.get_id() != id);
+        }
+        if let SupervisionEvent::ProcessGroupChanged(_) = evt {
+            state.refresh_view(&myself);
         }
         Ok(())
     }
@@ -313,5 +548,575 @@ impl RouterState {
         let _ = reply.send(Err(ChatError::Unavailable(
             "session unavailable, retry".into(),
         )));
+    }
+}
+
+/// The cluster side of the Router.
+impl RouterState {
+    fn me(&self) -> String {
+        self.services.cluster.name().to_string()
+    }
+
+    /// Sends a request to the owner's Router and remembers where the answer
+    /// goes.
+    async fn forward(
+        &mut self,
+        myself: &ActorRef<RouterMsg>,
+        node: Arc<str>,
+        router: ActorRef<RouterMsg>,
+        conversation: ConversationId,
+        msg: ConversationMsg,
+    ) {
+        let out = match msg.into_peer(conversation.clone()) {
+            Ok(out) => out,
+            // The actor's own messages never come through Route; serve here.
+            Err(msg) => return self.route(myself, conversation, msg).await,
+        };
+        let id = self.next_request;
+        self.next_request += 1;
+        if let Some(reply) = out.reply {
+            let Some(peer) = self.peers.get_mut(&node) else {
+                let _ = reply.send(Err(ChatError::Unavailable(
+                    "owner node unreachable, retry".into(),
+                )));
+                return;
+            };
+            if peer.in_flight >= MAX_IN_FLIGHT_PER_PEER {
+                self.services.metrics.peer_rejected.inc();
+                let _ = reply.send(Err(ChatError::Unavailable(
+                    "owner node overloaded, retry".into(),
+                )));
+                return;
+            }
+            peer.in_flight += 1;
+            self.remote.insert(
+                id,
+                RemoteRequest {
+                    reply,
+                    peer: node.clone(),
+                    deadline: Instant::now() + REQUEST_DEADLINE,
+                },
+            );
+        }
+        let msg = PeerMsg::Request {
+            from: self.me(),
+            id,
+            user: out.user,
+            conn: out.conn,
+            request: out.request,
+        };
+        self.services.metrics.peer_requests.inc();
+        if router.cast(RouterMsg::Peer(msg)).is_err() {
+            self.finish_remote(
+                id,
+                Err(ChatError::Unavailable(
+                    "owner node unreachable, retry".into(),
+                )),
+            );
+        }
+    }
+
+    fn finish_remote(&mut self, id: u64, result: Result<OkReply, ChatError>) {
+        if let Some(r) = self.remote.remove(&id) {
+            if let Some(p) = self.peers.get_mut(&r.peer) {
+                p.in_flight = p.in_flight.saturating_sub(1);
+            }
+            let _ = r.reply.send(result);
+        }
+    }
+
+    async fn peer(&mut self, myself: &ActorRef<RouterMsg>, msg: PeerMsg) {
+        match msg {
+            PeerMsg::Heartbeat {
+                from,
+                node_id,
+                serving,
+            } => {
+                if node_id == self.services.cluster.node_id()
+                    && *from != **self.services.cluster.name()
+                {
+                    self.services.cluster.emit(ClusterEvent::DuplicateId {
+                        name: from.clone(),
+                        node_id,
+                    });
+                }
+                if let Some(p) = self.peers.get_mut(from.as_str()) {
+                    p.heard = Some(Instant::now());
+                    p.node_id = Some(node_id);
+                    p.serving = serving;
+                    p.reported_stale = None;
+                }
+                self.check_serve(myself);
+            }
+            PeerMsg::Request {
+                from,
+                id,
+                user,
+                conn,
+                request,
+            } => {
+                let conversation = request.conversation().clone();
+                let typing = matches!(request, chat_protocol::peer::PeerRequest::Typing { .. });
+                let (tx, rx) = ractor::concurrency::oneshot();
+                let msg = ConversationMsg::from_peer(user, conn, request, tx.into());
+                if self.draining {
+                    msg.fail(ChatError::Unavailable("node is shutting down".into()));
+                } else {
+                    // Served here even if our view names another owner: a
+                    // second hop could loop while views settle.
+                    self.route(myself, conversation, msg).await;
+                }
+                if typing {
+                    return;
+                }
+                let services = self.services.clone();
+                tokio::spawn(async move {
+                    let result = match tokio::time::timeout(REQUEST_DEADLINE, rx).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(_)) => Err(ChatError::Unavailable("request dropped, retry".into())),
+                        Err(_) => Err(ChatError::Unavailable("request timed out, retry".into())),
+                    };
+                    let reply = PeerMsg::Reply {
+                        id,
+                        result: result.map_err(|e| (&e).into()),
+                    };
+                    services.cluster.send(&from, &reply);
+                });
+            }
+            PeerMsg::Reply { id, result } => {
+                self.finish_remote(id, result.map_err(ChatError::from));
+            }
+            PeerMsg::Deliver(d) => self.deliver(*d),
+            PeerMsg::Replicate { from, op } => {
+                let Some(replica) = self.services.replica.clone() else {
+                    return;
+                };
+                let services = self.services.clone();
+                tokio::spawn(async move {
+                    let (origin, seq) = (op.origin.clone(), op.seq);
+                    match replica.apply_remote(op_from_wire(op)).await {
+                        Ok(()) => {
+                            let me = services.cluster.name().to_string();
+                            services.cluster.send(
+                                &from,
+                                &PeerMsg::Ack {
+                                    from: me,
+                                    origin,
+                                    seq,
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            services.metrics.store_errors.inc();
+                            tracing::warn!(%origin, seq, error = %e, "cannot apply a replicated write");
+                        }
+                    }
+                });
+            }
+            PeerMsg::Ack { from, origin, seq } => {
+                let key = (origin, seq);
+                if let Some(r) = self.replication.get_mut(&key) {
+                    r.waiting.remove(from.as_str());
+                    if r.waiting.is_empty() {
+                        if let Some(r) = self.replication.remove(&key) {
+                            let _ = r.reply.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            PeerMsg::Pull { from, vector } => {
+                let Some(replica) = self.services.replica.clone() else {
+                    return;
+                };
+                let services = self.services.clone();
+                tokio::spawn(async move {
+                    let me = services.cluster.name().to_string();
+                    match replica
+                        .ops_after(&vector, SYNC_CHUNK_OPS, SYNC_CHUNK_BYTES)
+                        .await
+                    {
+                        Ok(ops) => {
+                            let more = !ops.is_empty();
+                            let ops = ops.into_iter().map(op_to_wire).collect();
+                            services.cluster.send(
+                                &from,
+                                &PeerMsg::Ops {
+                                    from: me,
+                                    ops,
+                                    more,
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            tracing::warn!(peer = %from, error = %e, "cannot read ops for a peer")
+                        }
+                    }
+                });
+            }
+            PeerMsg::Ops { from, ops, more } => {
+                let Some(replica) = self.services.replica.clone() else {
+                    return;
+                };
+                let me = myself.clone();
+                let peer: Arc<str> = Arc::from(from.as_str());
+                tokio::spawn(async move {
+                    let mut ok = true;
+                    for op in ops {
+                        if let Err(e) = replica.apply_remote(op_from_wire(op)).await {
+                            tracing::warn!(%peer, error = %e, "anti-entropy op not applied");
+                            ok = false;
+                            break;
+                        }
+                    }
+                    let _ = me.cast(RouterMsg::Pulled { peer, more, ok });
+                });
+            }
+        }
+    }
+
+    /// Hands a remote conversation's events to the local sessions.
+    fn deliver(&mut self, d: PeerDelivery) {
+        let services = &self.services;
+        let conv = [d.conversation.clone()];
+        for u in &d.unlisten {
+            services.interest.remove(u, &d.conversation);
+        }
+        for u in &d.listen {
+            if services.directory.get(u).is_some() {
+                services.interest.add(u, &conv);
+            }
+        }
+        let deliveries: Arc<[Delivery]> = d
+            .events
+            .into_iter()
+            .map(|(frame, skip_conn)| Delivery {
+                frame: Arc::new(SharedFrame::new(frame)),
+                skip_conn,
+            })
+            .collect();
+        let targets: Vec<UserId> = match d.to {
+            Audience::Users(users) => users,
+            Audience::Listeners { except } => match services.interest.listeners(&d.conversation) {
+                Some(l) => l
+                    .iter()
+                    .filter(|u| Some(*u) != except.as_ref())
+                    .cloned()
+                    .collect(),
+                None => return,
+            },
+        };
+        services.directory.for_each(&targets, |s| {
+            let _ = s.cast(SessionMsg::Deliver(deliveries.clone()));
+        });
+    }
+
+    fn replicate(&mut self, op: ReplicatedOp, reply: RpcReplyPort<Result<(), StoreError>>) {
+        let waiting: HashSet<Arc<str>> = self.peers.keys().cloned().collect();
+        if waiting.is_empty() {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let key = (op.origin.clone(), op.seq);
+        let msg = PeerMsg::Replicate {
+            from: self.me(),
+            op: op_to_wire(op),
+        };
+        let bytes: Arc<[u8]> = match chat_protocol::peer::encode(&msg) {
+            Ok(b) => Arc::from(b),
+            Err(e) => {
+                let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+                return;
+            }
+        };
+        for p in self.peers.values() {
+            let _ = p.router.cast(RouterMsg::Wire(bytes.clone()));
+        }
+        self.replication.insert(
+            key,
+            Replication {
+                waiting,
+                reply,
+                deadline: Instant::now() + REPLICATION_DEADLINE,
+            },
+        );
+    }
+
+    /// A peer is gone (or dropped): nothing waits on it any more.
+    fn forget_peer(&mut self, node: &Arc<str>) {
+        let failed: Vec<u64> = self
+            .remote
+            .iter()
+            .filter(|(_, r)| r.peer == *node)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            self.finish_remote(
+                id,
+                Err(ChatError::Unavailable("owner node left, retry".into())),
+            );
+        }
+        let done: Vec<(String, u64)> = self
+            .replication
+            .iter_mut()
+            .filter_map(|(k, r)| {
+                r.waiting.remove(node);
+                r.waiting.is_empty().then(|| k.clone())
+            })
+            .collect();
+        for k in done {
+            if let Some(r) = self.replication.remove(&k) {
+                let _ = r.reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn pull(&mut self, node: &Arc<str>) {
+        let Some(replica) = self.services.replica.clone() else {
+            if let Some(p) = self.peers.get_mut(node) {
+                p.synced = true;
+            }
+            return;
+        };
+        if let Some(p) = self.peers.get_mut(node) {
+            p.pulling = true;
+            p.last_pull = Instant::now();
+        }
+        let msg = PeerMsg::Pull {
+            from: self.me(),
+            vector: replica.vector(),
+        };
+        if !self.services.cluster.send(node, &msg) {
+            if let Some(p) = self.peers.get_mut(node) {
+                p.pulling = false;
+            }
+        }
+    }
+
+    fn tick(&mut self, myself: &ActorRef<RouterMsg>) {
+        let now = Instant::now();
+        let heartbeat = PeerMsg::Heartbeat {
+            from: self.me(),
+            node_id: self.services.cluster.node_id(),
+            serving: self.serving,
+        };
+        if let Ok(bytes) = chat_protocol::peer::encode(&heartbeat) {
+            let bytes: Arc<[u8]> = Arc::from(bytes);
+            for p in self.peers.values() {
+                let _ = p.router.cast(RouterMsg::Wire(bytes.clone()));
+            }
+        }
+        // ractor_cluster pings but never times a session out: we do.
+        let mut stale = Vec::new();
+        for (name, p) in self.peers.iter_mut() {
+            let last = p.heard.unwrap_or(p.since);
+            if now.duration_since(last) > PEER_DEADLINE
+                && p.reported_stale
+                    .is_none_or(|t| now.duration_since(t) > PEER_DEADLINE)
+            {
+                p.reported_stale = Some(now);
+                stale.push(name.clone());
+            }
+        }
+        for (_, r) in self.replication.iter() {
+            if r.deadline <= now {
+                stale.extend(r.waiting.iter().cloned());
+            }
+        }
+        stale.sort();
+        stale.dedup();
+        for name in stale {
+            tracing::warn!(peer = %name, "peer is not answering; dropping it");
+            self.services.metrics.peers_dropped.inc();
+            self.services
+                .cluster
+                .emit(ClusterEvent::Stale(name.to_string()));
+            // Writes go on without it; it catches up when it is back.
+            self.forget_peer(&name);
+        }
+        let expired: Vec<u64> = self
+            .remote
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.finish_remote(
+                id,
+                Err(ChatError::Unavailable(
+                    "owner node did not answer, retry".into(),
+                )),
+            );
+        }
+        let due: Vec<Arc<str>> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.pulling && now.duration_since(p.last_pull) > RESYNC_EVERY)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in due {
+            self.pull(&n);
+        }
+        self.check_serve(myself);
+    }
+
+    /// Joins the serving group once every connected node has been heard and
+    /// caught up with.
+    fn check_serve(&mut self, myself: &ActorRef<RouterMsg>) {
+        if self.serving || self.serve_waiters.is_empty() || self.draining {
+            return;
+        }
+        if self
+            .peers
+            .values()
+            .any(|p| p.node_id.is_none() || !p.synced)
+        {
+            return;
+        }
+        self.serving = true;
+        ractor::pg::join(ROUTERS_GROUP.into(), vec![myself.get_cell()]);
+        tracing::info!(peers = self.peers.len(), "caught up; serving conversations");
+        for w in self.serve_waiters.drain(..) {
+            let _ = w.send(());
+        }
+        self.refresh_view(myself);
+    }
+
+    /// Rebuilds the view from the two groups; stops local conversation
+    /// actors whose conversations another node owns now.
+    fn refresh_view(&mut self, myself: &ActorRef<RouterMsg>) {
+        let me = myself.get_id();
+        let mut peers = HashMap::new();
+        for cell in ractor::pg::get_members(&NODES_GROUP.to_string()) {
+            if cell.get_id() == me {
+                continue;
+            }
+            let Some(name) = cell.get_name() else {
+                continue;
+            };
+            let Some(node) = cluster::node_of_router(&name) else {
+                continue;
+            };
+            peers.insert(Arc::<str>::from(node), ActorRef::<RouterMsg>::from(cell));
+        }
+        let mut serving: Vec<Arc<str>> = Vec::new();
+        for cell in ractor::pg::get_members(&ROUTERS_GROUP.to_string()) {
+            if cell.get_id() == me {
+                serving.push(self.services.cluster.name().clone());
+                continue;
+            }
+            if let Some(node) = cell.get_name().as_deref().and_then(cluster::node_of_router) {
+                serving.push(Arc::from(node));
+            }
+        }
+        // Peers that left: fail what waits on them.
+        let gone: Vec<Arc<str>> = self
+            .peers
+            .keys()
+            .filter(|n| !peers.contains_key(*n))
+            .cloned()
+            .collect();
+        for n in gone {
+            tracing::info!(peer = %n, "node left");
+            self.forget_peer(&n);
+            self.peers.remove(&n);
+        }
+        let now = Instant::now();
+        let mut joined = Vec::new();
+        for (n, r) in &peers {
+            match self.peers.get_mut(n) {
+                Some(p) if p.router.get_id() == r.get_id() => {}
+                _ => {
+                    tracing::info!(peer = %n, "node connected");
+                    self.peers.insert(
+                        n.clone(),
+                        Peer {
+                            router: r.clone(),
+                            since: now,
+                            heard: None,
+                            node_id: None,
+                            serving: false,
+                            synced: false,
+                            pulling: false,
+                            last_pull: now,
+                            in_flight: 0,
+                            reported_stale: None,
+                        },
+                    );
+                    joined.push(n.clone());
+                }
+            }
+        }
+        let view = View {
+            placement: Placement::new(serving),
+            peers,
+        };
+        self.services
+            .metrics
+            .cluster_members
+            .set(view.placement.nodes().len() as i64);
+        self.services.cluster.set_view(view);
+        for n in joined {
+            self.pull(&n);
+        }
+        // Conversations that moved: their actors finish what they hold and
+        // stop; new requests already go to the new owner.
+        let moved: Vec<ConversationId> = self
+            .conversations
+            .keys()
+            .filter(|c| matches!(self.services.cluster.owner(c), Owner::Remote(..)))
+            .cloned()
+            .collect();
+        for c in moved {
+            if let Some(e) = self.conversations.remove(&c) {
+                let _ = e.actor.cast(ConversationMsg::Retire);
+            }
+        }
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let view = self.services.cluster.view();
+        let now = Instant::now();
+        let mut peers: Vec<PeerStatus> = self
+            .peers
+            .iter()
+            .map(|(n, p)| PeerStatus {
+                name: n.to_string(),
+                node_id: p.node_id,
+                serving: p.serving,
+                synced: p.synced,
+                heard_ms_ago: p.heard.map(|h| now.duration_since(h).as_millis() as u64),
+            })
+            .collect();
+        peers.sort_by(|a, b| a.name.cmp(&b.name));
+        ClusterStatus {
+            node: self.me(),
+            clustered: self.services.cluster.enabled(),
+            serving: self.serving,
+            serving_nodes: view
+                .placement
+                .nodes()
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
+            peers,
+            conversations: self.conversations.len(),
+            sessions: self.sessions.len(),
+        }
+    }
+}
+
+fn op_to_wire(op: ReplicatedOp) -> PeerOp {
+    PeerOp {
+        origin: op.origin,
+        seq: op.seq,
+        bytes: op.bytes,
+    }
+}
+
+fn op_from_wire(op: PeerOp) -> ReplicatedOp {
+    ReplicatedOp {
+        origin: op.origin,
+        seq: op.seq,
+        bytes: op.bytes,
     }
 }

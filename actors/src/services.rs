@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use chat_protocol::{IdGenerator, Limits, UserId};
 use ractor::ActorRef;
 
+use crate::cluster::Cluster;
 use crate::interest::Interest;
 use crate::metrics::Metrics;
 use crate::presence::{Presence, Watchers};
 use crate::session::SessionMsg;
+use crate::store::replicated::ReplicatedStore;
 use crate::store::MessageStore;
 
 /// Knobs of the actors that are not client limits.
@@ -165,20 +167,28 @@ pub struct Services {
     pub metrics: Metrics,
     /// Send rate per user.
     pub rate: RateLimiter,
+    /// This node's view of the cluster (inert on a single node).
+    pub cluster: Cluster,
+    /// The replicated store behind `store`, when the node is in a cluster
+    /// without a shared database: peers' writes are applied through it.
+    pub replica: Option<Arc<ReplicatedStore>>,
 }
 
 impl Services {
     /// Assembles a node's services.
     pub fn new(
-        node_name: &str,
-        node_id: u16,
+        cluster: Cluster,
         store: Arc<dyn MessageStore>,
+        replica: Option<Arc<ReplicatedStore>>,
         presence: Arc<dyn Presence>,
         limits: Limits,
         tuning: Tuning,
     ) -> Arc<Self> {
+        let node_id = cluster.node_id();
         Arc::new(Services {
-            node_name: Arc::from(node_name),
+            node_name: cluster.name().clone(),
+            cluster,
+            replica,
             store,
             presence,
             ids: IdGenerator::new(node_id),

@@ -672,3 +672,7 @@ pub async fn list_conversations(
     }
     Ok(out)
 }
+
+// Local only, like conversation messages: events reach remote sessions
+// through their node's Router.
+impl ractor::Message for SessionMsg {}

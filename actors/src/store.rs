@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod conformance;
 pub mod embedded;
+pub mod replicated;
 
 /// Width of a history bucket: 7 days of message-id time. A page reads one or
 /// two buckets; a conversation's busiest week bounds a partition.
@@ -170,7 +171,8 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Ids of the conversations a user is a member of.
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationId>, StoreError>;
 
-    /// Moves a read marker (the caller only ever moves it forward).
+    /// Moves a read marker forward; a marker never moves back (an older
+    /// value is ignored), so replicas converge whatever order writes arrive in.
     async fn set_read_marker(
         &self,
         conversation: &ConversationId,

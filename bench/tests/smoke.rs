@@ -37,7 +37,9 @@ fn tiny_rooms(target: &str, node: std::net::SocketAddr) -> RunArgs {
 }
 
 fn assert_delivered(report: &chat_bench::RunReport) {
-    let step = report.peak.as_ref().expect("a measured window");
+    // Not `peak`: on a loaded machine (the whole suite runs at once) a step
+    // may fall behind, which says nothing about whether delivery works.
+    let step = report.headline().expect("a measured window");
     assert!(step.accepted > 0, "no send accepted: {}", report.table());
     assert!(step.deliveries > 0, "nothing delivered: {}", report.table());
     assert!(

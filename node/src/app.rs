@@ -5,10 +5,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_actors::cluster::{Cluster, RouterLink};
 use chat_actors::presence::redis::{RedisPresence, RedisPresenceConfig};
 use chat_actors::presence::{MemoryPresence, Presence, PresenceError};
 use chat_actors::router::{Router, RouterMsg};
 use chat_actors::store::embedded::EmbeddedStore;
+use chat_actors::store::replicated::ReplicatedStore;
 use chat_actors::store::MessageStore;
 use chat_actors::{Services, Tuning};
 use prometheus_client::registry::Registry;
@@ -19,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, AuthError};
 use crate::config::{Config, ConfigError, PresenceBackend, StorageBackend};
+use crate::membership::Membership;
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,9 @@ pub enum NodeError {
     /// An actor could not be started.
     #[error("actor: {0}")]
     Actor(String),
+    /// The node could not join its cluster.
+    #[error("cluster: {0}")]
+    Join(#[from] crate::membership::JoinError),
     /// Serving failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -64,6 +70,8 @@ pub struct App {
     pub next_conn: AtomicU64,
     /// Store kept by its concrete type for closing.
     store: Arc<EmbeddedStore>,
+    /// Cluster membership, when clustered.
+    membership: Option<Membership>,
 }
 
 impl App {
@@ -96,18 +104,55 @@ impl App {
             tail: config.actors.tail,
             ..Tuning::default()
         };
+        let node_id = config.node.id;
+        let name = config.node.name.as_str();
+        let clustered = config.cluster.listen.is_some();
+        let (cluster, replica, events) = if clustered {
+            // Without a shared database every node keeps a full copy: writes
+            // are replicated to all connected nodes before they are acked.
+            let replica = Arc::new(ReplicatedStore::new(store.clone(), name)?);
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (
+                Cluster::clustered(name, config.node.id, tx),
+                Some(replica),
+                Some(rx),
+            )
+        } else {
+            (Cluster::single(name, config.node.id), None, None)
+        };
+        let data: Arc<dyn MessageStore> = match &replica {
+            Some(r) => r.clone(),
+            None => store.clone(),
+        };
         let services = Services::new(
-            &config.node.name,
-            config.node.id,
-            store.clone() as Arc<dyn MessageStore>,
+            cluster,
+            data,
+            replica.clone(),
             presence.clone(),
             config.limits.clone(),
             tuning,
         );
         tokio::spawn(services.watchers.clone().run(presence.changes()));
-        let (router, _) = Actor::spawn(None, Router, services.clone())
+        // Named only in a cluster: names are process-wide, and tests run
+        // several single nodes in one process.
+        let router_name = clustered.then(|| chat_actors::cluster::router_name(name));
+        let (router, _) = Actor::spawn(router_name, Router, services.clone())
             .await
             .map_err(|e| NodeError::Actor(e.to_string()))?;
+        let membership = match (events, &replica) {
+            (Some(events), Some(replica)) => {
+                replica.set_link(Arc::new(RouterLink::new(router.clone())));
+                let mut m = Membership::start(&config.cluster, name, events).await?;
+                if let Err(e) = m.join(&config.cluster, &router).await {
+                    m.stop();
+                    router.stop(None);
+                    store.close().await;
+                    return Err(e.into());
+                }
+                Some(m)
+            }
+            _ => None,
+        };
         let mut registry = Registry::default();
         services.metrics.register(&mut registry);
         Ok(Arc::new(App {
@@ -118,8 +163,11 @@ impl App {
             registry,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
-            next_conn: AtomicU64::new(1),
+            // Connection ids embed the node id, so a connection is named
+            // cluster-wide (a send's own connection is skipped on any node).
+            next_conn: AtomicU64::new((u64::from(node_id) << 48) + 1),
             store,
+            membership,
         }))
     }
 
@@ -141,6 +189,9 @@ impl App {
             tracing::warn!(error = %e, "router drain failed");
         }
         self.router.stop(None);
+        if let Some(m) = &self.membership {
+            m.stop();
+        }
         self.store.close().await;
     }
 }

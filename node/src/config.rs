@@ -166,6 +166,38 @@ impl Default for ShutdownSection {
     }
 }
 
+/// `[cluster]`: joining other nodes. Without `listen` the node is alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Node-to-node port (ractor_cluster). Unset: a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Nodes to dial at start and whenever their link drops ("host:port" of
+    /// their `cluster.listen`); this node's own address may be listed too,
+    /// so every node can share one list.
+    pub seeds: Vec<String>,
+    /// Shared secret that peers must present; required with `listen`.
+    pub cookie: String,
+    /// How long to wait at start for every seed before serving with those
+    /// that answered.
+    pub join_timeout_secs: u64,
+    /// Most time to catch up with the connected nodes' writes before giving up.
+    pub sync_timeout_secs: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            listen: None,
+            seeds: Vec::new(),
+            cookie: String::new(),
+            join_timeout_secs: 5,
+            sync_timeout_secs: 120,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -186,6 +218,8 @@ pub struct Config {
     pub actors: ActorsSection,
     /// Drain.
     pub shutdown: ShutdownSection,
+    /// Other nodes.
+    pub cluster: ClusterSection,
 }
 
 /// Prefix of environment overrides: `CHAT__LIMITS__MAX_BODY_BYTES=1024`.
@@ -259,6 +293,24 @@ impl Config {
         }
         if self.presence.backend == PresenceBackend::Redis && self.presence.redis_url.is_empty() {
             return bad("presence.redis_url is required with backend = \"redis\"".into());
+        }
+        if self.cluster.listen.is_some() {
+            if self.cluster.cookie.len() < 16 {
+                return bad(
+                    "cluster.cookie must be set (16 characters or more) when cluster.listen is set"
+                        .into(),
+                );
+            }
+            if self.presence.backend != PresenceBackend::Redis {
+                return bad("a cluster needs presence.backend = \"redis\" (presence is shared by the nodes)".into());
+            }
+            if self.auth.algorithm == crate::auth::Algorithm::HS256
+                && self.auth.jwt_secret.is_none()
+            {
+                return bad("a cluster needs auth.jwt_secret (HS256): every node must accept the tokens the others issue".into());
+            }
+        } else if !self.cluster.seeds.is_empty() {
+            return bad("cluster.seeds is set but cluster.listen is not".into());
         }
         if self.actors.tail == 0 {
             return bad("actors.tail must be above 0".into());

@@ -170,6 +170,7 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/cluster", get(cluster_status))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(app)
 }
@@ -370,6 +371,15 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
             Json(json!({ "status": "unavailable", "reasons": problems })),
         )
             .into_response()
+    }
+}
+
+/// What this node sees of the cluster: serving nodes, peers with their
+/// last heartbeat and sync state. For operators; no auth, like /metrics.
+async fn cluster_status(State(app): State<Arc<App>>) -> Response {
+    match ractor::call!(app.router, |reply| RouterMsg::Status { reply }) {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => HttpError::new(ErrorCode::Unavailable, e.to_string()).into_response(),
     }
 }
 

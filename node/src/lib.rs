@@ -4,7 +4,8 @@
 //!  TCP ─► axum ─┬─ /v1/ws ──────► ws: one task pair per connection ─► UserSession
 //!               ├─ /v1/auth/* ──► auth (argon2, JWT, rotating refresh tokens)
 //!               ├─ /v1/conversations/{id}/messages ─► Router ─► ConversationActor
-//!               └─ /healthz /readyz /metrics
+//!               └─ /healthz /readyz /metrics /v1/cluster
+//!  cluster port ─► membership (ractor_cluster) ─► Router ◄─► other nodes' Routers
 //! ```
 //!
 //! `main.rs` only parses flags and loads the configuration; [`run`] does the
@@ -18,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod membership;
 pub mod ws;
 
 pub use app::{run, App, NodeError};

@@ -644,7 +644,7 @@ pub async fn check_conversations(store: &dyn MessageStore) {
     );
 }
 
-/// Read markers: set, move, per user and per conversation.
+/// Read markers: set, move forward (never back), per user and per conversation.
 pub async fn check_read_markers(store: &dyn MessageStore) {
     let (conversation, other) = (conversation_id("markers"), conversation_id("markers"));
     let (u1, u2, u3) = (user_id("reader"), user_id("reader"), user_id("reader"));
@@ -683,6 +683,21 @@ pub async fn check_read_markers(store: &dyn MessageStore) {
         store.read_marker(&conversation, &u1).await.expect("marker"),
         Some(at(9)),
         "moved forward"
+    );
+    // A marker never moves back: replicas merge markers by max, and two
+    // sessions of one user may report their positions in either order.
+    store
+        .set_read_marker(&conversation, &u1, at(9))
+        .await
+        .expect("same place");
+    store
+        .set_read_marker(&conversation, &u1, at(3))
+        .await
+        .expect("move back");
+    assert_eq!(
+        store.read_marker(&conversation, &u1).await.expect("marker"),
+        Some(at(9)),
+        "a marker never moves back"
     );
     let markers: BTreeSet<(UserId, MessageId)> = store
         .read_markers(&conversation)

@@ -15,15 +15,28 @@
 //! | `refresh_tokens`     | token hash                            | user, family, expiry, used |
 //! | `refresh_families`   | family                                | revoked flag          |
 //!
+//! Three more keyspaces belong to [`super::replicated`], which keeps its op
+//! log in this database so that a write and its log entry commit in one
+//! batch: `op_log`, `op_marks` and `replica_versions` (their layout is
+//! described there). A store that is never replicated leaves them empty.
+//!
 //! Every string in a key is preceded by its length (u16 BE): without it the
 //! range of conversation `ab` would also hold the keys of conversation `abc`.
 //!
 //! fjall's calls block (and a durable write waits for an fsync), so none of
-//! them runs on the async runtime. Writes of history, conversations and read
-//! markers go to one writer thread that commits everything queued in one
-//! batch with one fsync: a thousand conversations appending at once cost a
-//! few fsyncs, not a thousand. Reads and the rare account writes run on the
-//! blocking pool.
+//! them runs on the async runtime. Every write goes to one writer thread that
+//! commits everything queued in one batch with one fsync: a thousand
+//! conversations appending at once cost a few fsyncs, not a thousand. Reads
+//! run on the blocking pool.
+//!
+//! Some writes depend on what is stored: a read marker never moves back, a
+//! `client_msg_id` keeps pointing at the lowest message id that claimed it, a
+//! user id is taken once, a refresh token is used up once. Those run as an
+//! update ([`Txn`]) on the writer thread, which sees the committed data with
+//! the writes of the batch being built laid over it. The writer is the only
+//! writer of this database, so what an update reads there is exactly what its
+//! writes will land on: no lock, and no read-then-write race between two
+//! callers (two sign-ups of one name, two rotations of one token).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -120,18 +133,15 @@ struct Inner {
     users: Keyspace,
     refresh_tokens: Keyspace,
     refresh_families: Keyspace,
+    op_log: Keyspace,
+    op_marks: Keyspace,
+    replica_versions: Keyspace,
     persist: PersistMode,
     /// Something was written since the last background fsync.
     dirty: AtomicBool,
-    /// Set by `close`, under `auth`: account writes stop with the others.
-    closed: AtomicBool,
-    /// The account operations read, decide and write; two of them on the same
-    /// key must not interleave (two sign-ups of one name, two rotations of one
-    /// token). They are rare, so one lock for all of them costs nothing.
-    auth: Mutex<()>,
 }
 
-/// The keyspaces the writer thread writes.
+/// The keyspaces the writer thread writes (all of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Table {
     Messages,
@@ -140,18 +150,32 @@ enum Table {
     Members,
     UserConversations,
     ReadMarkers,
+    Users,
+    RefreshTokens,
+    RefreshFamilies,
+    Replica(ReplicaTable),
 }
 
-/// One key to write (`Some`) or delete (`None`).
-struct Op {
-    table: Table,
-    key: Vec<u8>,
-    value: Option<Vec<u8>>,
+/// The keyspaces of [`super::replicated`]: it lays out their keys and values
+/// itself, and reads and writes them through [`Txn::replica_get`] and
+/// [`Txn::replica_put`] (or [`EmbeddedStore::replica_keyspace`] to scan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum ReplicaTable {
+    /// `op_log`: every replicated op by origin and seq.
+    OpLog,
+    /// `op_marks`: per origin, how much of its log is held.
+    OpMarks,
+    /// `replica_versions`: the version of each conversation register.
+    Versions,
 }
+
+/// An update: runs on the writer thread, reads through the [`Txn`] and puts
+/// its writes there; they join the batch only if it returns `Ok`.
+type Update = Box<dyn FnOnce(&mut Txn<'_>) -> Result<(), StoreError> + Send>;
 
 enum Job {
-    Write {
-        ops: Vec<Op>,
+    Update {
+        update: Update,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Close {
@@ -174,6 +198,30 @@ struct StoredRefresh {
     family: String,
     expires_at: u64,
     used: bool,
+}
+
+/// A refresh token's record as a write carries it: a new token, or one now
+/// used up. Merged into what is stored (see [`Txn::merge_refresh`]), so it
+/// can be applied twice, late, or before the token's first record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RefreshToken {
+    pub(crate) token_hash: String,
+    pub(crate) user: UserId,
+    pub(crate) family: String,
+    pub(crate) expires_at: u64,
+    pub(crate) used: bool,
+}
+
+/// What a refresh-token operation changed, as opposed to the call that
+/// changed it: applying an effect again, or on a store that has it already,
+/// changes nothing, whereas replaying a rotation on a store where the token is
+/// used up already would revoke its family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum RefreshEffect {
+    /// Merge these records in.
+    Tokens(Vec<RefreshToken>),
+    /// The family is revoked (for good).
+    RevokeFamily(String),
 }
 
 /// What `count_unread` needs of a message: borrowing the sender out of the
@@ -205,10 +253,11 @@ impl EmbeddedStore {
             users: keyspace("users")?,
             refresh_tokens: keyspace("refresh_tokens")?,
             refresh_families: keyspace("refresh_families")?,
+            op_log: keyspace("op_log")?,
+            op_marks: keyspace("op_marks")?,
+            replica_versions: keyspace("replica_versions")?,
             persist: durability.persist_mode(),
             dirty: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            auth: Mutex::new(()),
             db,
         });
         let batches = Arc::new(AtomicU64::new(0));
@@ -259,14 +308,9 @@ impl EmbeddedStore {
     /// the store does the same (blocking).
     pub async fn close(&self) {
         let Some(jobs) = &self.jobs else { return };
-        // Under the lock, so no account write is half done once the flag is
-        // up: the writer's final fsync below then covers every write.
-        let inner = self.inner.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let _guard = inner.lock_auth();
-            inner.closed.store(true, Ordering::Release);
-        })
-        .await;
+        // Every write (account writes included) goes through the writer, so
+        // once it has taken this job and drained its queue nothing else can
+        // be written, and its final fsync covers everything.
         let (reply, done) = oneshot::channel();
         if jobs.send(Job::Close { reply }).await.is_ok() {
             // An error means the writer is gone already, which is what we wait for.
@@ -274,14 +318,45 @@ impl EmbeddedStore {
         }
     }
 
-    async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        let jobs = self.jobs.as_ref().ok_or_else(closed)?;
+    /// Runs `f` on the writer thread against the current state (see
+    /// [`Txn`]) and commits its writes with the next batch; returns what `f`
+    /// returned once that batch is durable (at the store's durability). If
+    /// `f` fails, none of its writes are made and its error is returned.
+    ///
+    /// `f` runs on the one writer thread, between other jobs: it must be
+    /// quick (point reads, a few writes), never block on anything else, and
+    /// never wait for another write of this store.
+    pub(crate) async fn update<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        // `f`'s result waits here until the batch is committed: it is only
+        // worth anything (a seq, a rotation's outcome) if the writes are.
+        let slot = Arc::new(Mutex::new(None));
+        let filled = slot.clone();
+        let update: Update = Box::new(move |txn| {
+            let result = f(txn)?;
+            *filled.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+            Ok(())
+        });
         let (reply, done) = oneshot::channel();
-        jobs.send(Job::Write { ops, reply })
-            .await
-            .map_err(|_| closed())?;
-        // A dropped reply means the writer died (a panic) without answering.
-        done.await.map_err(|_| closed())?
+        self.submit(Job::Update { update, reply }).await?;
+        // A dropped reply means the writer died without answering.
+        done.await.map_err(|_| closed())??;
+        let result = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        result.ok_or_else(|| StoreError::Unavailable("the update lost its result".into()))
+    }
+
+    async fn submit(&self, job: Job) -> Result<(), StoreError> {
+        let jobs = self.jobs.as_ref().ok_or_else(closed)?;
+        jobs.send(job).await.map_err(|_| closed())
+    }
+
+    /// A keyspace of [`super::replicated`], for its scans (which run on the
+    /// blocking pool like every read). Writes go through [`Self::update`].
+    pub(crate) fn replica_keyspace(&self, table: ReplicaTable) -> Keyspace {
+        self.inner.table(Table::Replica(table)).clone()
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -319,10 +394,10 @@ impl Drop for EmbeddedStore {
 fn writer_loop(inner: &Inner, mut queue: mpsc::Receiver<Job>, batches: &AtomicU64) {
     while let Some(first) = queue.blocking_recv() {
         let mut group = Group::default();
-        group.add(first);
+        group.add(first, inner);
         while group.jobs < MAX_GROUP {
             match queue.try_recv() {
-                Ok(job) => group.add(job),
+                Ok(job) => group.add(job, inner),
                 Err(_) => break,
             }
         }
@@ -335,7 +410,7 @@ fn writer_loop(inner: &Inner, mut queue: mpsc::Receiver<Job>, batches: &AtomicU6
         // permit) before `None`.
         queue.close();
         while let Some(job) = queue.blocking_recv() {
-            group.add(job);
+            group.add(job, inner);
         }
         let closing = std::mem::take(&mut group.closing);
         group.commit(inner, batches);
@@ -380,14 +455,35 @@ struct Group {
 }
 
 impl Group {
-    fn add(&mut self, job: Job) {
+    fn add(&mut self, job: Job, inner: &Inner) {
         self.jobs += 1;
         match job {
-            Job::Write { ops, reply } => {
-                for op in ops {
-                    self.writes.insert((op.table, op.key), op.value);
+            Job::Update { update, reply } => {
+                let mut txn = Txn {
+                    inner,
+                    group: &self.writes,
+                    local: BTreeMap::new(),
+                };
+                // A panic in an update (a bug, or a dependency choking on a
+                // peer's bytes) must cost that write, not the writer thread
+                // and with it every later write. Its half-made writes are in
+                // `txn.local` only and are dropped with it.
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| update(&mut txn)))
+                        .unwrap_or_else(|_| {
+                            Err(StoreError::Corrupt("a store update panicked".into()))
+                        });
+                match result {
+                    Ok(()) => {
+                        let local = txn.local;
+                        self.writes.extend(local);
+                        self.replies.push(reply);
+                    }
+                    Err(e) => {
+                        // Nothing of it is written, so it need not wait for the batch.
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                self.replies.push(reply);
             }
             Job::Close { reply } => self.closing.push(reply),
         }
@@ -426,30 +522,13 @@ impl Inner {
             Table::Members => &self.members,
             Table::UserConversations => &self.user_conversations,
             Table::ReadMarkers => &self.read_markers,
+            Table::Users => &self.users,
+            Table::RefreshTokens => &self.refresh_tokens,
+            Table::RefreshFamilies => &self.refresh_families,
+            Table::Replica(ReplicaTable::OpLog) => &self.op_log,
+            Table::Replica(ReplicaTable::OpMarks) => &self.op_marks,
+            Table::Replica(ReplicaTable::Versions) => &self.replica_versions,
         }
-    }
-
-    /// Writes account keys at the store's durability. Callers hold `auth`.
-    fn commit_auth<'a>(
-        &self,
-        writes: impl IntoIterator<Item = (&'a Keyspace, Vec<u8>, Vec<u8>)>,
-    ) -> Result<(), StoreError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(closed());
-        }
-        let mut batch = self.db.batch().durability(Some(self.persist));
-        for (keyspace, key, value) in writes {
-            batch.insert(keyspace, key, value);
-        }
-        batch.commit().map_err(unavailable)?;
-        self.dirty.store(true, Ordering::Release);
-        Ok(())
-    }
-
-    fn lock_auth(&self) -> std::sync::MutexGuard<'_, ()> {
-        // The lock guards no data, so a panic while holding it left nothing
-        // half-updated in memory; fjall batches are atomic on disk.
-        self.auth.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn page(&self, conversation: &ConversationId, query: PageQuery) -> Result<Page, StoreError> {
@@ -628,16 +707,6 @@ impl Inner {
         }
     }
 
-    fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
-        let key = key_of(&[user.id.as_str()]);
-        let value = encode(user)?;
-        let _guard = self.lock_auth();
-        if self.users.contains_key(&key).map_err(unavailable)? {
-            return Err(StoreError::Conflict);
-        }
-        self.commit_auth([(&self.users, key, value)])
-    }
-
     fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
         match self
             .users
@@ -648,83 +717,320 @@ impl Inner {
             None => Ok(None),
         }
     }
+}
 
-    fn put_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError> {
-        let value = encode(&StoredRefresh {
-            user: record.user.clone(),
-            family: record.family.clone(),
-            expires_at: record.expires_at,
-            used: false,
-        })?;
-        let _guard = self.lock_auth();
-        self.commit_auth([(&self.refresh_tokens, key_of(&[&record.token_hash]), value)])
+/// The view an update has on the writer thread: the committed data with the
+/// writes of the batch being built, and then its own writes, laid over it.
+/// Its writes join the batch only if the update returns `Ok`.
+pub(crate) struct Txn<'a> {
+    inner: &'a Inner,
+    /// The writes of the jobs already in this batch.
+    group: &'a BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    /// This update's writes.
+    local: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl Txn<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let pending = (table, key.to_vec());
+        if let Some(value) = self.local.get(&pending) {
+            return Ok(value.clone());
+        }
+        if let Some(value) = self.group.get(&pending) {
+            return Ok(value.clone());
+        }
+        Ok(self
+            .inner
+            .table(table)
+            .get(key)
+            .map_err(unavailable)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn set(&mut self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.local.insert((table, key), value);
+    }
+
+    /// A key of a replication keyspace.
+    pub(crate) fn replica_get(
+        &self,
+        table: ReplicaTable,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(Table::Replica(table), key)
+    }
+
+    /// Writes a key of a replication keyspace.
+    pub(crate) fn replica_put(&mut self, table: ReplicaTable, key: Vec<u8>, value: Vec<u8>) {
+        self.set(Table::Replica(table), key, Some(value));
+    }
+
+    /// Stores messages by id (storing one twice changes nothing), each with
+    /// its `client_msg_id` index entry. When two messages claim one
+    /// (sender, client_msg_id), the entry keeps the lower id whichever came
+    /// first, so every replica ends up pointing at the same message.
+    pub(crate) fn append_messages(&mut self, messages: &[Message]) -> Result<(), StoreError> {
+        for message in messages {
+            let id = message.id;
+            let conversation = key_of(&[message.conversation.as_str()]);
+            self.set(
+                Table::Messages,
+                message_key(&conversation, id),
+                Some(encode(message)?),
+            );
+            let index = key_of(&[
+                message.conversation.as_str(),
+                message.sender.as_str(),
+                message.client_msg_id.as_str(),
+            ]);
+            let lower_held = match self.get(Table::ClientMsgIds, &index)? {
+                Some(held) => decode_u64(&held)? <= id.0,
+                None => false,
+            };
+            if !lower_held {
+                self.set(
+                    Table::ClientMsgIds,
+                    index,
+                    Some(id.0.to_be_bytes().to_vec()),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A read marker as it will be once this batch is written.
+    pub(crate) fn read_marker(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<Option<MessageId>, StoreError> {
+        let key = key_of(&[conversation.as_str(), user.as_str()]);
+        match self.get(Table::ReadMarkers, &key)? {
+            Some(value) => Ok(Some(MessageId(decode_u64(&value)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Moves a read marker to `up_to` unless it is there or beyond already:
+    /// a marker never moves back, so markers set in any order (on one node,
+    /// or on several and then exchanged) end up at the highest.
+    pub(crate) fn raise_read_marker(
+        &mut self,
+        conversation: &ConversationId,
+        user: &UserId,
+        up_to: MessageId,
+    ) -> Result<(), StoreError> {
+        if self.read_marker(conversation, user)? >= Some(up_to) {
+            return Ok(());
+        }
+        self.set(
+            Table::ReadMarkers,
+            key_of(&[conversation.as_str(), user.as_str()]),
+            Some(up_to.0.to_be_bytes().to_vec()),
+        );
+        Ok(())
+    }
+
+    /// Writes a conversation's metadata; its `members` field is ignored.
+    pub(crate) fn put_conversation_meta(
+        &mut self,
+        conversation: &Conversation,
+    ) -> Result<(), StoreError> {
+        let meta = ConversationMeta {
+            id: conversation.id.clone(),
+            kind: conversation.kind,
+            title: conversation.title.clone(),
+            created_at: conversation.created_at,
+        };
+        self.set(
+            Table::Conversations,
+            key_of(&[conversation.id.as_str()]),
+            Some(encode(&meta)?),
+        );
+        Ok(())
+    }
+
+    /// Makes `user` a member with `role`, or (`None`) no member, keeping the
+    /// per-user conversation index in step.
+    pub(crate) fn set_member(
+        &mut self,
+        conversation: &ConversationId,
+        user: &UserId,
+        role: Option<Role>,
+    ) -> Result<(), StoreError> {
+        let (id, user) = (conversation.as_str(), user.as_str());
+        let (member, index) = match role {
+            Some(role) => (Some(encode(&role)?), Some(Vec::new())),
+            None => (None, None),
+        };
+        self.set(Table::Members, key_of(&[id, user]), member);
+        self.set(Table::UserConversations, key_of(&[user, id]), index);
+        Ok(())
+    }
+
+    /// A user as it will be once this batch is written.
+    pub(crate) fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
+        match self.get(Table::Users, &key_of(&[id.as_str()]))? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates a user; [`StoreError::Conflict`] if the id is taken.
+    pub(crate) fn create_user(&mut self, user: &UserRecord) -> Result<(), StoreError> {
+        if self.user(&user.id)?.is_some() {
+            return Err(StoreError::Conflict);
+        }
+        self.set(
+            Table::Users,
+            key_of(&[user.id.as_str()]),
+            Some(encode(user)?),
+        );
+        Ok(())
+    }
+
+    /// Stores a user record, or if the id is taken keeps whichever of the two
+    /// records is smaller by (created_at, password_hash, display_name): a
+    /// total order, so every replica keeps the same record whatever order two
+    /// creations of one id (on two sides of a partition) reach it in.
+    pub(crate) fn merge_user(&mut self, user: &UserRecord) -> Result<(), StoreError> {
+        if let Some(held) = self.user(&user.id)? {
+            let rank = |u: &UserRecord| {
+                (
+                    u.created_at,
+                    u.password_hash.clone(),
+                    u.display_name.clone(),
+                )
+            };
+            if rank(&held) <= rank(user) {
+                return Ok(());
+            }
+        }
+        self.set(
+            Table::Users,
+            key_of(&[user.id.as_str()]),
+            Some(encode(user)?),
+        );
+        Ok(())
     }
 
     fn refresh(&self, token_hash: &str) -> Result<Option<StoredRefresh>, StoreError> {
-        match self
-            .refresh_tokens
-            .get(key_of(&[token_hash]))
-            .map_err(unavailable)?
-        {
+        match self.get(Table::RefreshTokens, &key_of(&[token_hash]))? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
     }
 
     fn family_revoked(&self, family: &str) -> Result<bool, StoreError> {
-        self.refresh_families
-            .contains_key(key_of(&[family]))
-            .map_err(unavailable)
+        Ok(self
+            .get(Table::RefreshFamilies, &key_of(&[family]))?
+            .is_some())
     }
 
-    fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
-        self.commit_auth([(&self.refresh_families, key_of(&[family]), vec![1])])
+    /// Merges a token's record into the stored one: `used` only ever turns
+    /// on (so a late copy of the token's first record cannot make a used-up
+    /// token usable again), and the other fields, which one token's records
+    /// all share, are taken from the smaller record so the merge gives the
+    /// same result in any order even if they did not.
+    fn merge_refresh(&mut self, token: &RefreshToken) -> Result<(), StoreError> {
+        let mut merged = StoredRefresh {
+            user: token.user.clone(),
+            family: token.family.clone(),
+            expires_at: token.expires_at,
+            used: token.used,
+        };
+        if let Some(held) = self.refresh(&token.token_hash)? {
+            merged.used |= held.used;
+            if (&held.user, &held.family, held.expires_at)
+                < (&merged.user, &merged.family, merged.expires_at)
+            {
+                (merged.user, merged.family, merged.expires_at) =
+                    (held.user, held.family, held.expires_at);
+            }
+        }
+        self.set(
+            Table::RefreshTokens,
+            key_of(&[&token.token_hash]),
+            Some(encode(&merged)?),
+        );
+        Ok(())
     }
 
-    fn rotate_refresh(
+    /// Applies a refresh-token effect; applying it again changes nothing.
+    pub(crate) fn apply_refresh_effect(
+        &mut self,
+        effect: &RefreshEffect,
+    ) -> Result<(), StoreError> {
+        match effect {
+            RefreshEffect::Tokens(tokens) => {
+                for token in tokens {
+                    self.merge_refresh(token)?;
+                }
+            }
+            RefreshEffect::RevokeFamily(family) => {
+                self.set(Table::RefreshFamilies, key_of(&[family]), Some(vec![1]));
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides a rotation without writing anything: its outcome and the
+    /// effect that makes it so ([`Self::apply_refresh_effect`]).
+    pub(crate) fn plan_rotation(
         &self,
         old_hash: &str,
         new: &RefreshRecord,
         now: u64,
-    ) -> Result<Rotation, StoreError> {
-        let _guard = self.lock_auth();
-        let Some(mut old) = self.refresh(old_hash)? else {
-            return Ok(Rotation::Invalid);
+    ) -> Result<(Rotation, Option<RefreshEffect>), StoreError> {
+        let Some(old) = self.refresh(old_hash)? else {
+            return Ok((Rotation::Invalid, None));
         };
         if self.family_revoked(&old.family)? || now >= old.expires_at {
-            return Ok(Rotation::Invalid);
+            return Ok((Rotation::Invalid, None));
         }
         if old.used {
             // Two parties hold tokens of this family; we cannot tell which is
             // the thief, so neither keeps a session.
-            self.revoke_family(&old.family)?;
-            return Ok(Rotation::Reused);
+            return Ok((
+                Rotation::Reused,
+                Some(RefreshEffect::RevokeFamily(old.family)),
+            ));
         }
-        old.used = true;
-        let next = StoredRefresh {
+        let used_up = RefreshToken {
+            token_hash: old_hash.to_owned(),
             user: old.user.clone(),
             family: old.family.clone(),
+            expires_at: old.expires_at,
+            used: true,
+        };
+        let next = RefreshToken {
+            token_hash: new.token_hash.clone(),
+            user: old.user.clone(),
+            family: old.family,
             expires_at: new.expires_at,
             used: false,
         };
-        self.commit_auth([
-            (&self.refresh_tokens, key_of(&[old_hash]), encode(&old)?),
-            (
-                &self.refresh_tokens,
-                key_of(&[&new.token_hash]),
-                encode(&next)?,
-            ),
-        ])?;
-        Ok(Rotation::Rotated { user: old.user })
+        Ok((
+            Rotation::Rotated { user: old.user },
+            Some(RefreshEffect::Tokens(vec![used_up, next])),
+        ))
     }
 
-    fn revoke_refresh_family(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
-        let _guard = self.lock_auth();
+    /// Decides a revocation without writing anything: the token's user, and
+    /// the effect unless the family is revoked already.
+    pub(crate) fn plan_revocation(
+        &self,
+        token_hash: &str,
+    ) -> Result<(Option<UserId>, Option<RefreshEffect>), StoreError> {
         let Some(token) = self.refresh(token_hash)? else {
-            return Ok(None);
+            return Ok((None, None));
         };
-        self.revoke_family(&token.family)?;
-        Ok(Some(token.user))
+        let effect = if self.family_revoked(&token.family)? {
+            None
+        } else {
+            Some(RefreshEffect::RevokeFamily(token.family))
+        };
+        Ok((Some(token.user), effect))
     }
 }
 
@@ -734,26 +1040,8 @@ impl MessageStore for EmbeddedStore {
         if messages.is_empty() {
             return Ok(());
         }
-        let mut ops = Vec::with_capacity(messages.len() * 2);
-        for message in messages {
-            let id = message.id;
-            let conversation = key_of(&[message.conversation.as_str()]);
-            ops.push(Op {
-                table: Table::Messages,
-                key: message_key(&conversation, id),
-                value: Some(encode(message)?),
-            });
-            ops.push(Op {
-                table: Table::ClientMsgIds,
-                key: key_of(&[
-                    message.conversation.as_str(),
-                    message.sender.as_str(),
-                    message.client_msg_id.as_str(),
-                ]),
-                value: Some(id.0.to_be_bytes().to_vec()),
-            });
-        }
-        self.write(ops).await
+        let messages = messages.to_vec();
+        self.update(move |txn| txn.append_messages(&messages)).await
     }
 
     async fn page(
@@ -803,49 +1091,21 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn apply_conversation(&self, change: &ConversationChange) -> Result<(), StoreError> {
-        let c = &change.conversation;
-        let id = c.id.as_str();
-        let meta = ConversationMeta {
-            id: c.id.clone(),
-            kind: c.kind,
-            title: c.title.clone(),
-            created_at: c.created_at,
-        };
-        let mut ops = Vec::with_capacity(1 + 2 * (change.upsert.len() + change.remove.len()));
-        ops.push(Op {
-            table: Table::Conversations,
-            key: key_of(&[id]),
-            value: Some(encode(&meta)?),
-        });
-        // Removals after upserts: a user in both lists ends up removed, the
-        // same outcome as applying the two lists one after the other.
-        for member in &change.upsert {
-            let user = member.user.as_str();
-            ops.push(Op {
-                table: Table::Members,
-                key: key_of(&[id, user]),
-                value: Some(encode(&member.role)?),
-            });
-            ops.push(Op {
-                table: Table::UserConversations,
-                key: key_of(&[user, id]),
-                value: Some(Vec::new()),
-            });
-        }
-        for user in &change.remove {
-            let user = user.as_str();
-            ops.push(Op {
-                table: Table::Members,
-                key: key_of(&[id, user]),
-                value: None,
-            });
-            ops.push(Op {
-                table: Table::UserConversations,
-                key: key_of(&[user, id]),
-                value: None,
-            });
-        }
-        self.write(ops).await
+        let change = change.clone();
+        self.update(move |txn| {
+            txn.put_conversation_meta(&change.conversation)?;
+            let id = &change.conversation.id;
+            // Removals after upserts: a user in both lists ends up removed,
+            // the same outcome as applying the two lists one after the other.
+            for member in &change.upsert {
+                txn.set_member(id, &member.user, Some(member.role))?;
+            }
+            for user in &change.remove {
+                txn.set_member(id, user, None)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationId>, StoreError> {
@@ -859,12 +1119,9 @@ impl MessageStore for EmbeddedStore {
         user: &UserId,
         up_to: MessageId,
     ) -> Result<(), StoreError> {
-        self.write(vec![Op {
-            table: Table::ReadMarkers,
-            key: key_of(&[conversation.as_str(), user.as_str()]),
-            value: Some(up_to.0.to_be_bytes().to_vec()),
-        }])
-        .await
+        let (conversation, user) = (conversation.clone(), user.clone());
+        self.update(move |txn| txn.raise_read_marker(&conversation, &user, up_to))
+            .await
     }
 
     async fn read_markers(
@@ -887,7 +1144,7 @@ impl MessageStore for EmbeddedStore {
 
     async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let user = user.clone();
-        self.blocking(move |s| s.create_user(&user)).await
+        self.update(move |txn| txn.create_user(&user)).await
     }
 
     async fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
@@ -896,8 +1153,15 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn put_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError> {
-        let record = record.clone();
-        self.blocking(move |s| s.put_refresh(&record)).await
+        let effect = RefreshEffect::Tokens(vec![RefreshToken {
+            token_hash: record.token_hash.clone(),
+            user: record.user.clone(),
+            family: record.family.clone(),
+            expires_at: record.expires_at,
+            used: false,
+        }]);
+        self.update(move |txn| txn.apply_refresh_effect(&effect))
+            .await
     }
 
     async fn rotate_refresh(
@@ -907,14 +1171,26 @@ impl MessageStore for EmbeddedStore {
         now: u64,
     ) -> Result<Rotation, StoreError> {
         let (old_hash, new) = (old_hash.to_owned(), new.clone());
-        self.blocking(move |s| s.rotate_refresh(&old_hash, &new, now))
-            .await
+        self.update(move |txn| {
+            let (rotation, effect) = txn.plan_rotation(&old_hash, &new, now)?;
+            if let Some(effect) = effect {
+                txn.apply_refresh_effect(&effect)?;
+            }
+            Ok(rotation)
+        })
+        .await
     }
 
     async fn revoke_refresh_family(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
         let token_hash = token_hash.to_owned();
-        self.blocking(move |s| s.revoke_refresh_family(&token_hash))
-            .await
+        self.update(move |txn| {
+            let (user, effect) = txn.plan_revocation(&token_hash)?;
+            if let Some(effect) = effect {
+                txn.apply_refresh_effect(&effect)?;
+            }
+            Ok(user)
+        })
+        .await
     }
 }
 
@@ -926,7 +1202,9 @@ fn push_part(key: &mut Vec<u8>, part: &str) {
     key.extend_from_slice(part.as_bytes());
 }
 
-fn key_of(parts: &[&str]) -> Vec<u8> {
+/// A key of length-prefixed strings (the layout of every key here, and of
+/// the replication keyspaces).
+pub(crate) fn key_of(parts: &[&str]) -> Vec<u8> {
     let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 2).sum::<usize>() + 12);
     for part in parts {
         push_part(&mut key, part);

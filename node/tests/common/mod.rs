@@ -3,6 +3,8 @@
 //! bare sleeps.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod procs;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

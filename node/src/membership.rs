@@ -1,0 +1,365 @@
+//! Cluster membership: the ractor_cluster `NodeServer`, dialing the seeds
+//! again and again until they answer, dropping peers the Router finds silent,
+//! and refusing to start next to a node with the same name or id.
+//!
+//! ```text
+//!  NodeServer ──events (sync callback)──► channel ─┐
+//!  Router ──ClusterEvent (stale, duplicate)────────┼─► membership task ──► dial seeds (backoff)
+//!  tick (250 ms) ──────────────────────────────────┘                  └─► stop a stale session
+//! ```
+//!
+//! ractor_cluster authenticates peers with the cookie and keeps `pg` groups in
+//! step across connected nodes, but it never reconnects and never times a
+//! session out; that is this module's job (DESIGN.md, "ractor_cluster").
+//! Joining happens in two steps: connect to the seeds (or give up on the
+//! missing ones after `join_timeout_secs`), then ask the Router to serve,
+//! which it does once it has caught up with every connected node.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chat_actors::cluster::ClusterEvent;
+use chat_actors::router::RouterMsg;
+use ractor::{Actor, ActorRef};
+use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
+use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::ClusterSection;
+
+/// Why the node cannot join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The node-to-node listener could not start.
+    #[error("cluster listener: {0}")]
+    Listen(String),
+    /// Another node of the cluster has this node's name or id.
+    #[error("{0}")]
+    Duplicate(String),
+    /// Catching up with the other nodes did not finish in time.
+    #[error("could not catch up with the other nodes within {0} s")]
+    SyncTimeout(u64),
+}
+
+enum SessionEvent {
+    Ready(NodeServerSessionInformation),
+    Down(NodeServerSessionInformation),
+}
+
+struct Subscription(mpsc::UnboundedSender<SessionEvent>);
+
+impl NodeEventSubscription for Subscription {
+    fn node_session_opened(&self, _: NodeServerSessionInformation) {}
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.send(SessionEvent::Down(ses));
+    }
+    fn node_session_authenticated(&self, _: NodeServerSessionInformation) {}
+    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.send(SessionEvent::Ready(ses));
+    }
+}
+
+struct Seed {
+    addr: String,
+    /// The node name found at this address, once connected.
+    name: Option<String>,
+    next_try: Instant,
+    backoff: Duration,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The running membership layer.
+pub struct Membership {
+    server: ActorRef<NodeServerMessage>,
+    connected_seeds: watch::Receiver<usize>,
+    seeds: usize,
+    fatal: watch::Receiver<Option<String>>,
+    serving: watch::Sender<bool>,
+}
+
+impl Membership {
+    /// Starts the node-to-node listener and the task that dials the seeds.
+    pub async fn start(
+        config: &ClusterSection,
+        name: &str,
+        events: mpsc::UnboundedReceiver<ClusterEvent>,
+    ) -> Result<Membership, JoinError> {
+        let Some(listen) = config.listen else {
+            return Err(JoinError::Listen("cluster.listen is not set".into()));
+        };
+        let server = NodeServer::new(
+            listen.port(),
+            config.cookie.clone(),
+            name.to_string(),
+            listen.ip().to_string(),
+            None,
+            // Peers tell each other about nodes they know: a full mesh even
+            // when a node lists only some of the others as seeds.
+            Some(NodeConnectionMode::Transitive),
+        )
+        .with_listen_addr(listen.ip());
+        let (server, _) = Actor::spawn(None, server, ())
+            .await
+            .map_err(|e| JoinError::Listen(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        server
+            .cast(NodeServerMessage::SubscribeToEvents {
+                id: "membership".into(),
+                subscription: Box::new(Subscription(tx)),
+            })
+            .map_err(|e| JoinError::Listen(e.to_string()))?;
+        let own: Vec<SocketAddr> = vec![listen];
+        let seeds: Vec<Seed> = config
+            .seeds
+            .iter()
+            .filter(|s| {
+                // Every node may share one seed list: skip our own entry.
+                !s.parse::<SocketAddr>().is_ok_and(|a| own.contains(&a))
+            })
+            .map(|s| Seed {
+                addr: s.clone(),
+                name: None,
+                next_try: Instant::now(),
+                backoff: BACKOFF_MIN,
+            })
+            .collect();
+        let n_seeds = seeds.len();
+        let (connected_tx, connected_rx) = watch::channel(0usize);
+        let (fatal_tx, fatal_rx) = watch::channel(None);
+        let (serving_tx, serving_rx) = watch::channel(false);
+        let task = Task {
+            me: name.to_string(),
+            server: server.clone(),
+            seeds,
+            sessions: HashMap::new(),
+            connected: connected_tx,
+            fatal: fatal_tx,
+            serving: serving_rx,
+        };
+        tokio::spawn(task.run(rx, events));
+        Ok(Membership {
+            server,
+            connected_seeds: connected_rx,
+            seeds: n_seeds,
+            fatal: fatal_rx,
+            serving: serving_tx,
+        })
+    }
+
+    /// Waits for the seeds (up to `join_timeout_secs`), then for the Router
+    /// to catch up with every connected node and start serving.
+    pub async fn join(
+        &mut self,
+        config: &ClusterSection,
+        router: &ActorRef<RouterMsg>,
+    ) -> Result<(), JoinError> {
+        let all_seeds = async {
+            let _ = self.connected_seeds.wait_for(|n| *n >= self.seeds).await;
+        };
+        let _ =
+            tokio::time::timeout(Duration::from_secs(config.join_timeout_secs), all_seeds).await;
+        self.check_fatal()?;
+        let (tx, rx) = ractor::concurrency::oneshot();
+        router
+            .cast(RouterMsg::Serve { reply: tx.into() })
+            .map_err(|e| JoinError::Listen(e.to_string()))?;
+        let mut fatal = self.fatal.clone();
+        tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(config.sync_timeout_secs), rx) => {
+                if r.is_err() {
+                    return Err(JoinError::SyncTimeout(config.sync_timeout_secs));
+                }
+            }
+            _ = fatal.wait_for(|f| f.is_some()) => {}
+        }
+        self.check_fatal()?;
+        let _ = self.serving.send(true);
+        Ok(())
+    }
+
+    fn check_fatal(&self) -> Result<(), JoinError> {
+        match self.fatal.borrow().clone() {
+            Some(m) => Err(JoinError::Duplicate(m)),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the node-to-node listener and every session.
+    pub fn stop(&self) {
+        self.server.stop(Some("node stopping".into()));
+    }
+}
+
+struct Task {
+    me: String,
+    server: ActorRef<NodeServerMessage>,
+    seeds: Vec<Seed>,
+    sessions: HashMap<String, ActorRef<NodeSessionMessage>>,
+    connected: watch::Sender<usize>,
+    fatal: watch::Sender<Option<String>>,
+    serving: watch::Receiver<bool>,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut sessions: mpsc::UnboundedReceiver<SessionEvent>,
+        mut events: mpsc::UnboundedReceiver<ClusterEvent>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                Some(e) = sessions.recv() => self.session(e),
+                Some(e) = events.recv() => self.cluster(e),
+                _ = tick.tick() => self.dial(),
+                else => return,
+            }
+        }
+    }
+
+    fn serving(&self) -> bool {
+        *self.serving.borrow()
+    }
+
+    fn duplicate(&self, what: String) {
+        if self.serving() {
+            // We were here first: the newcomer refuses to start.
+            tracing::error!("{what}; the newer node must change it");
+        } else {
+            let _ = self.fatal.send(Some(what));
+        }
+    }
+
+    fn session(&mut self, e: SessionEvent) {
+        match e {
+            SessionEvent::Ready(info) => {
+                let Some(peer) = info.peer_name.clone() else {
+                    return;
+                };
+                // ractor_cluster names nodes "name@host"; ours is the part
+                // before the '@'.
+                let name = short_name(&peer.name).to_string();
+                if name == self.me {
+                    self.duplicate(format!(
+                        "a node named {name:?} is already in the cluster (at {})",
+                        info.peer_addr
+                    ));
+                    info.actor.stop(Some("duplicate node name".into()));
+                    return;
+                }
+                tracing::info!(peer = %name, addr = %info.peer_addr, "cluster session ready");
+                for s in &mut self.seeds {
+                    // connection_string is the peer's own listen address,
+                    // whichever side dialed.
+                    if addr_matches(&s.addr, &peer.connection_string)
+                        || (!info.is_server && addr_matches(&s.addr, &info.peer_addr))
+                    {
+                        s.name = Some(name.clone());
+                        s.backoff = BACKOFF_MIN;
+                    }
+                }
+                self.sessions.insert(name, info.actor);
+            }
+            SessionEvent::Down(info) => {
+                if let Some(name) = info
+                    .peer_name
+                    .as_ref()
+                    .map(|n| short_name(&n.name).to_string())
+                {
+                    if self
+                        .sessions
+                        .get(&name)
+                        .is_some_and(|a| a.get_id() == info.actor.get_id())
+                    {
+                        tracing::warn!(peer = %name, "cluster session down");
+                        self.sessions.remove(&name);
+                    }
+                }
+            }
+        }
+        let n = self
+            .seeds
+            .iter()
+            .filter(|s| {
+                s.name
+                    .as_ref()
+                    .is_some_and(|n| self.sessions.contains_key(n))
+            })
+            .count();
+        let _ = self.connected.send(n);
+    }
+
+    fn cluster(&mut self, e: ClusterEvent) {
+        match e {
+            ClusterEvent::Stale(name) => {
+                if let Some(s) = self.sessions.remove(&name) {
+                    tracing::warn!(peer = %name, "dropping the session of a silent node");
+                    s.stop(Some("peer silent".into()));
+                }
+            }
+            ClusterEvent::DuplicateId { name, node_id } => self.duplicate(format!(
+                "node {name:?} already uses node id {node_id} (node.id must be unique)"
+            )),
+        }
+    }
+
+    /// Dials every seed that has no live session, with exponential backoff
+    /// and jitter so a restarted cluster does not dial in lockstep.
+    fn dial(&mut self) {
+        let now = Instant::now();
+        for s in &mut self.seeds {
+            if s.name
+                .as_ref()
+                .is_some_and(|n| self.sessions.contains_key(n))
+                || now < s.next_try
+            {
+                continue;
+            }
+            let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+            s.next_try = now + s.backoff + jitter;
+            s.backoff = (s.backoff * 2).min(BACKOFF_MAX);
+            let server = self.server.clone();
+            let addr = s.addr.clone();
+            tokio::spawn(async move {
+                if let Err(e) = ractor_cluster::client_connect(&server, addr.as_str()).await {
+                    tracing::debug!(%addr, error = %e, "seed not reachable");
+                }
+            });
+        }
+    }
+}
+
+fn short_name(full: &str) -> &str {
+    full.split('@').next().unwrap_or(full)
+}
+
+/// Whether a seed's "host:port" is the address a session reached.
+fn addr_matches(seed: &str, peer: &str) -> bool {
+    if seed == peer {
+        return true;
+    }
+    match (seed.parse::<SocketAddr>(), peer.parse::<SocketAddr>()) {
+        (Ok(a), Ok(b)) => a == b,
+        // A host name: compare ports only after resolving would block here;
+        // the port is a good enough key on one machine, and a name is
+        // re-learned at the next connect anyway.
+        _ => seed.rsplit(':').next() == peer.rsplit(':').next(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_addresses_match_sessions() {
+        assert!(addr_matches("127.0.0.1:9001", "127.0.0.1:9001"));
+        assert!(!addr_matches("127.0.0.1:9001", "127.0.0.1:9002"));
+        assert!(addr_matches("node-a:9001", "127.0.0.2:9001"));
+        assert_eq!(short_name("node-1@127.0.0.1"), "node-1");
+    }
+}

@@ -1,0 +1,480 @@
+//! A real cluster: three `chat-node` processes that find each other through
+//! their seeds over ractor_cluster, and a real `redis-server` for presence,
+//! all on loopback ports chosen at run time. Clients are real WebSocket
+//! clients connected to different nodes.
+//!
+//! What is checked: members on three nodes get every message once and in id
+//! order, with typing, receipts and presence crossing nodes; killing the
+//! owner of a busy conversation loses no acknowledged message and repeats no
+//! id; a node that leaves with SIGTERM loses nothing, and when it comes back
+//! it catches up and owns conversations again.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chat_actors::placement::Placement;
+use chat_protocol::{ClientFrame, Codec, ConversationId, Message, ServerFrame, Status};
+use common::procs::*;
+use common::*;
+use serde_json::Value;
+
+/// Shared by every node of a test cluster.
+const SECRET: &str = "cluster-test-secret-0123456789abcdef-0123456789";
+const COOKIE: &str = "cluster-test-cookie-0123456789";
+/// How long a cluster may take to form or re-form.
+const FORM_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Nodes `node-1`..`node-n` with their data and logs in one temp dir.
+struct TestCluster {
+    root: tempfile::TempDir,
+    redis: RedisServer,
+    cluster_ports: Vec<u16>,
+    nodes: Vec<Option<NodeProc>>,
+    starts: usize,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes at once and waits until each serves with all others.
+    async fn start(n: usize) -> TestCluster {
+        let mut c = TestCluster {
+            root: tempfile::tempdir().unwrap(),
+            redis: RedisServer::start(),
+            cluster_ports: (0..n).map(|_| free_port()).collect(),
+            nodes: (0..n).map(|_| None).collect(),
+            starts: 0,
+        };
+        let starts: Vec<_> = (0..n).map(|i| c.spawn(i)).collect();
+        for (i, node) in futures_util::future::join_all(starts)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            c.nodes[i] = Some(node);
+        }
+        c.wait_formed(n).await;
+        c
+    }
+
+    fn name(i: usize) -> String {
+        format!("node-{}", i + 1)
+    }
+
+    fn env(&self, i: usize) -> Vec<(String, String)> {
+        let seeds: Vec<String> = self
+            .cluster_ports
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        vec![
+            ("CHAT__NODE__NAME".into(), Self::name(i)),
+            ("CHAT__NODE__ID".into(), (i + 1).to_string()),
+            (
+                "CHAT__CLUSTER__LISTEN".into(),
+                format!("127.0.0.1:{}", self.cluster_ports[i]),
+            ),
+            (
+                "CHAT__CLUSTER__SEEDS".into(),
+                format!("[{}]", seeds.join(",")),
+            ),
+            ("CHAT__CLUSTER__COOKIE".into(), COOKIE.into()),
+            ("CHAT__CLUSTER__JOIN_TIMEOUT_SECS".into(), "3".into()),
+            ("CHAT__PRESENCE__BACKEND".into(), "redis".into()),
+            ("CHAT__PRESENCE__REDIS_URL".into(), self.redis.url()),
+            ("CHAT__PRESENCE__TTL_SECS".into(), "5".into()),
+            ("CHAT__LIMITS__SENDS_PER_SECOND".into(), "1000000".into()),
+            ("CHAT__LIMITS__SEND_BURST".into(), "1000000".into()),
+        ]
+    }
+
+    /// Starts node `i` on its data directory (a restart keeps its data).
+    fn spawn(&mut self, i: usize) -> impl std::future::Future<Output = NodeProc> + 'static {
+        self.starts += 1;
+        let data = self.root.path().join(Self::name(i));
+        let log = self
+            .root
+            .path()
+            .join(format!("{}-start{}.log", Self::name(i), self.starts));
+        let env = self.env(i);
+        async move {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            NodeProc::start(&data, &log, Some(SECRET), &env).await
+        }
+    }
+
+    async fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node {i} is running");
+        let node = self.spawn(i).await;
+        self.nodes[i] = Some(node);
+    }
+
+    fn node(&self, i: usize) -> &NodeProc {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.node(i).addr
+    }
+
+    /// Waits until every running node serves and sees `serving` serving
+    /// nodes, all heard and caught up with.
+    async fn wait_formed(&self, serving: usize) {
+        let deadline = Instant::now() + FORM_DEADLINE;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(n) = n else { continue };
+            loop {
+                let (status, body) = http(n.addr, "GET", "/v1/cluster", None, None).await;
+                assert_eq!(status, 200, "{body}");
+                let v: Value = serde_json::from_str(&body).unwrap();
+                let peers = v["peers"].as_array().cloned().unwrap_or_default();
+                let formed = v["serving"] == true
+                    && v["serving_nodes"].as_array().map(Vec::len) == Some(serving)
+                    && peers.len() == serving - 1
+                    && peers
+                        .iter()
+                        .all(|p| p["synced"] == true && p["serving"] == true);
+                if formed {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {i} did not see a cluster of {serving} in time: {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Which node (index) owns `conv` while nodes `live` serve.
+    fn owner(conv: &ConversationId, live: &[usize]) -> usize {
+        let p = Placement::new(live.iter().map(|i| Self::name(*i)));
+        let owner = p.owner(conv).expect("an owner").to_string();
+        live.iter()
+            .copied()
+            .find(|i| Self::name(*i) == owner)
+            .expect("owner is live")
+    }
+
+    async fn status(&self, i: usize) -> Value {
+        let (status, body) = http(self.addr(i), "GET", "/v1/cluster", None, None).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+/// Sends one message, retrying with the same `client_msg_id` while the answer
+/// is `unavailable` (the owner moving) or the connection breaks; reconnects
+/// to the next node of `nodes` when it does. Returns the acknowledged message.
+async fn send_retrying(
+    c: &mut Client,
+    nodes: &[SocketAddr],
+    token: &str,
+    conv: &ConversationId,
+    cmid: &str,
+) -> Message {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        assert!(attempt < 200, "send {cmid} never acknowledged");
+        let frame = with_req(
+            frames::send(conv, cmid, &body_of(cmid)),
+            chat_protocol::ReqId::Int(attempt),
+        );
+        if try_send(c, &frame).await {
+            match next_reply(c).await {
+                Some(ServerFrame::Ok(ok)) => return ok.message.expect("message in ok"),
+                Some(ServerFrame::Error { code, message, .. }) => {
+                    assert_eq!(
+                        code,
+                        chat_protocol::ErrorCode::Unavailable,
+                        "send {cmid}: {message}"
+                    );
+                    // A client backs off before retrying; this is that
+                    // back-off, not a wait for a condition.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        // The connection broke: move to another node.
+        *c = reconnect(nodes, token, attempt as usize).await;
+    }
+}
+
+/// The next reply (events are skipped), or None when the connection ends.
+async fn next_reply(c: &mut Client) -> Option<ServerFrame> {
+    loop {
+        let f = tokio::time::timeout(WAIT, c.recv()).await.ok()??;
+        if matches!(f, ServerFrame::Ok(_) | ServerFrame::Error { .. }) {
+            return Some(f);
+        }
+    }
+}
+
+/// Connects to the first node of `nodes` (starting at `start`) that accepts.
+async fn reconnect(nodes: &[SocketAddr], token: &str, start: usize) -> Client {
+    let deadline = Instant::now() + FORM_DEADLINE;
+    let mut i = start;
+    loop {
+        if let Ok(c) = try_connect(nodes[i % nodes.len()], Some(token), Codec::Json).await {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "no node accepts a connection");
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn message_of(f: &ServerFrame) -> Option<&Message> {
+    match f {
+        ServerFrame::Message { message } => Some(message),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_three_nodes_chat_in_a_group() {
+    let cluster = TestCluster::start(3).await;
+    let names = [unique("alice"), unique("bob"), unique("carol")];
+    let mut users = Vec::new();
+    let mut clients = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        // Registered on its own node; tokens and accounts work everywhere.
+        let u = register(cluster.addr(i), name).await;
+        let codec = if i == 1 { Codec::MsgPack } else { Codec::Json };
+        clients.push(connect(cluster.addr((i + 1) % 3), &u.access, codec).await);
+        users.push(u);
+    }
+    let conv = group(&mut clients[0], &[&users[1].id, &users[2].id]).await;
+    for c in clients.iter_mut().skip(1) {
+        c.event(
+            |f| matches!(f, ServerFrame::Conversation { conversation } if conversation.id == conv),
+        )
+        .await;
+    }
+
+    // Everyone sends; each reply is awaited, events are kept meanwhile.
+    const EACH: usize = 30;
+    let mut sent: Vec<Vec<Message>> = vec![Vec::new(); 3];
+    for round in 0..EACH {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let cmid = format!("m{i}-{round}");
+            let reply = ok(c.request(frames::send(&conv, &cmid, &body_of(&cmid))).await);
+            sent[i].push(reply.message.expect("message"));
+        }
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        for _ in 0..2 * EACH {
+            let f = c.event(|f| message_of(f).is_some()).await;
+            got.push(message_of(&f).cloned().unwrap());
+        }
+        for w in got.windows(2) {
+            assert!(w[0].id < w[1].id, "client {i}: events out of id order");
+        }
+        let mut expected: Vec<Message> = sent
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .flat_map(|(_, m)| m.clone())
+            .collect();
+        expected.sort_by_key(|m| m.id);
+        assert_eq!(
+            got, expected,
+            "client {i} got other members' messages once each"
+        );
+        // Nothing more is queued for it: a ping's answer comes after any
+        // duplicate already on its way from the same node.
+        ok(c.request(ClientFrame::Ping { req: None }).await);
+        assert!(
+            !c.events.iter().any(|f| message_of(f).is_some()),
+            "client {i} got a message twice"
+        );
+    }
+
+    // History is the same whichever node it is read from.
+    let mut all: Vec<Message> = sent.concat();
+    all.sort_by_key(|m| m.id);
+    for c in clients.iter_mut() {
+        let history = walk_back(c, &conv).await;
+        check_history(&history, &all);
+        assert_eq!(history, all);
+    }
+
+    // Typing from node 1's client reaches the others.
+    let carol_id = frames::user(&users[2].id);
+    clients[2]
+        .send_frame(&ClientFrame::Typing {
+            req: None,
+            conversation: conv.clone(),
+            active: true,
+        })
+        .await;
+    for c in clients.iter_mut().take(2) {
+        c.event(
+            |f| matches!(f, ServerFrame::Typing { user, active: true, .. } if *user == carol_id),
+        )
+        .await;
+    }
+
+    // A read receipt from Bob reaches Alice and Carol.
+    let last = all.last().unwrap().id;
+    let bob_id = frames::user(&users[1].id);
+    ok(clients[1]
+        .request(ClientFrame::Read {
+            req: None,
+            conversation: conv.clone(),
+            up_to: last,
+        })
+        .await);
+    for i in [0, 2] {
+        clients[i]
+            .event(|f| matches!(f, ServerFrame::Receipt { user, up_to, .. } if *user == bob_id && *up_to == last))
+            .await;
+    }
+
+    // Presence: Alice watches Carol, who is online elsewhere, then leaves.
+    let reply = ok(clients[0]
+        .request(ClientFrame::Watch {
+            req: None,
+            users: vec![carol_id.clone()],
+        })
+        .await);
+    let p = reply.presence.expect("presence");
+    assert_eq!(p[0].status, Status::Online, "{p:?}");
+    let carol = clients.pop().unwrap();
+    drop(carol);
+    clients[0]
+        .event(|f| matches!(f, ServerFrame::Presence(p) if p.user == carol_id && p.status == Status::Offline))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_owner_of_a_busy_conversation_loses_nothing_acknowledged() {
+    let mut cluster = TestCluster::start(3).await;
+    let alice = register(cluster.addr(0), &unique("alice")).await;
+    let bob = register(cluster.addr(0), &unique("bob")).await;
+    let mut a = connect(cluster.addr(0), &alice.access, Codec::Json).await;
+    let conv = group(&mut a, &[&bob.id]).await;
+    let owner = TestCluster::owner(&conv, &[0, 1, 2]);
+    let others: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
+    // Alice sends from a node that survives; Bob reads on the doomed owner.
+    let survivors: Vec<SocketAddr> = others.iter().map(|i| cluster.addr(*i)).collect();
+    let mut a = connect(survivors[0], &alice.access, Codec::Json).await;
+    let mut b = connect(cluster.addr(owner), &bob.access, Codec::MsgPack).await;
+
+    let mut acked = Vec::new();
+    for i in 0..200 {
+        if i == 60 {
+            cluster.nodes[owner].as_mut().unwrap().kill9();
+            cluster.nodes[owner] = None;
+        }
+        let cmid = format!("k-{i}");
+        acked.push(send_retrying(&mut a, &survivors, &alice.access, &conv, &cmid).await);
+    }
+    for w in acked.windows(2) {
+        assert!(w[0].id < w[1].id, "ids increase across the failover");
+    }
+
+    // Bob's connection died with its node; he reconnects elsewhere and
+    // catches up with `history after` the last message he saw.
+    let mut seen = Vec::new();
+    while let Some(f) = b.recv().await {
+        if let Some(m) = message_of(&f) {
+            seen.push(m.clone());
+        }
+    }
+    let mut b = reconnect(&survivors, &bob.access, 1).await;
+    let mut after = seen.last().map(|m| m.id.0).unwrap_or(0);
+    loop {
+        let reply = ok(b
+            .request(frames::history(&conv, None, Some(after), Some(100)))
+            .await);
+        let page = reply.messages.unwrap();
+        if let Some(m) = page.last() {
+            after = m.id.0;
+        }
+        seen.extend(page);
+        if !reply.more.unwrap() {
+            break;
+        }
+    }
+    assert_eq!(
+        seen, acked,
+        "Bob, live then caught up, has every message once"
+    );
+
+    // Both survivors hold every acknowledged message, the same history.
+    let h1 = full_history(cluster.node(others[0]), &mut a, &conv, &alice.access).await;
+    let h2 = full_history(cluster.node(others[1]), &mut b, &conv, &bob.access).await;
+    check_history(&h1, &acked);
+    assert_eq!(h1, h2, "survivors' histories are identical");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_loses_nothing_and_takes_its_share_back_when_it_returns() {
+    let mut cluster = TestCluster::start(3).await;
+    let leaving = 2;
+    let alice = register(cluster.addr(0), &unique("alice")).await;
+    let bob = register(cluster.addr(1), &unique("bob")).await;
+    let mut a = connect(cluster.addr(leaving), &alice.access, Codec::Json).await;
+    // A conversation the leaving node owns.
+    let mut conv = group(&mut a, &[&bob.id]).await;
+    for _ in 0..100 {
+        if TestCluster::owner(&conv, &[0, 1, 2]) == leaving {
+            break;
+        }
+        conv = group(&mut a, &[&bob.id]).await;
+    }
+    assert_eq!(TestCluster::owner(&conv, &[0, 1, 2]), leaving);
+    let others: Vec<SocketAddr> = vec![cluster.addr(0), cluster.addr(1)];
+
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let cmid = format!("before-{i}");
+        acked.push(send_retrying(&mut a, &others, &alice.access, &conv, &cmid).await);
+    }
+
+    // SIGTERM: clients are told to move (1001), the process exits 0.
+    let node = cluster.nodes[leaving].as_mut().unwrap();
+    node.sigterm();
+    assert_eq!(a.closed_with().await, Some(1001));
+    let status = node.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "drained node exits 0: {status:?}");
+    cluster.nodes[leaving] = None;
+    cluster.wait_formed(2).await;
+
+    let mut a = reconnect(&others, &alice.access, 0).await;
+    for i in 0..30 {
+        let cmid = format!("during-{i}");
+        acked.push(send_retrying(&mut a, &others, &alice.access, &conv, &cmid).await);
+    }
+
+    // It comes back on its data, catches up, and owns its conversations again.
+    cluster.restart(leaving).await;
+    cluster.wait_formed(3).await;
+    for i in 0..30 {
+        let cmid = format!("after-{i}");
+        acked.push(send_retrying(&mut a, &others, &alice.access, &conv, &cmid).await);
+    }
+    let status = cluster.status(leaving).await;
+    assert!(
+        status["conversations"].as_u64().unwrap_or(0) >= 1,
+        "the returned node serves the conversation it owns: {status}"
+    );
+    let mut on_returned = connect(cluster.addr(leaving), &alice.access, Codec::Json).await;
+    let h_returned = full_history(
+        cluster.node(leaving),
+        &mut on_returned,
+        &conv,
+        &alice.access,
+    )
+    .await;
+    check_history(&h_returned, &acked);
+    assert_eq!(h_returned, acked, "nothing more, nothing less");
+    let h_other = full_history(cluster.node(0), &mut a, &conv, &alice.access).await;
+    assert_eq!(h_returned, h_other);
+}

@@ -1,0 +1,354 @@
+//! Messages between nodes, carried by ractor_cluster to each node's Router.
+//!
+//! These are not part of the client contract, but they cross a process
+//! boundary, so they live here. They are encoded with MessagePack (rmp-serde,
+//! named fields). Compatibility rule while nodes of two versions may be
+//! connected during a rolling upgrade: add variants and optional fields, never
+//! rename or remove one — the variant name is the wire identity.
+//!
+//! Delivery between two nodes is FIFO but at most once: whatever is queued when
+//! a link drops is lost. Requests therefore carry an id and time out at their
+//! origin, and clients retry sends with the same `client_msg_id`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ClientMsgId, ConversationId, ConversationKind, ErrorCode, MessageId, MessageKind, OkReply,
+    ServerFrame, UserId,
+};
+
+/// A connection, named cluster-wide: conn ids embed their node's id.
+pub type ConnRef = u64;
+
+/// One message from a node to another node's Router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerMsg {
+    /// Sent every second to each connected node; also how nodes learn each
+    /// other's numeric id (duplicates refuse to join).
+    Heartbeat {
+        /// The sender's node name.
+        from: String,
+        /// The sender's node id (the one inside its message ids).
+        node_id: u16,
+        /// Whether the sender serves conversations yet (has joined).
+        serving: bool,
+    },
+    /// A client request for a conversation the receiver owns.
+    Request {
+        /// The origin node, where the reply goes.
+        from: String,
+        /// The origin's id for the pending reply.
+        id: u64,
+        /// The authenticated user making the request.
+        user: UserId,
+        /// The client's connection (skipped in the fan-out of its own send).
+        conn: ConnRef,
+        /// What to do.
+        request: PeerRequest,
+    },
+    /// The answer to a [`PeerMsg::Request`].
+    Reply {
+        /// The request's id at the origin.
+        id: u64,
+        /// The `ok` body, or the error to send to the client.
+        result: Result<OkReply, PeerError>,
+    },
+    /// Events of a conversation for the receiver's local sessions.
+    Deliver(Box<PeerDelivery>),
+    /// A store write accepted by `op.origin`, to be made durable here and
+    /// acknowledged with [`PeerMsg::Ack`].
+    Replicate {
+        /// Who sends it (and gets the ack).
+        from: String,
+        /// The write.
+        op: PeerOp,
+    },
+    /// `op` of `origin` with `seq` is durable on `from`.
+    Ack {
+        /// The acknowledging node.
+        from: String,
+        /// Whose op.
+        origin: String,
+        /// Which op.
+        seq: u64,
+    },
+    /// Anti-entropy: send me the ops I lack; `vector` says what I hold.
+    Pull {
+        /// Who asks.
+        from: String,
+        /// Per origin, the highest seq held with nothing missing below it.
+        vector: BTreeMap<String, u64>,
+    },
+    /// Anti-entropy: a chunk of ops answering a [`PeerMsg::Pull`].
+    Ops {
+        /// Who sends them.
+        from: String,
+        /// The ops, ascending by seq per origin.
+        ops: Vec<PeerOp>,
+        /// Whether more are held beyond this chunk (pull again).
+        more: bool,
+    },
+}
+
+/// One replicated store write: opaque here, decoded by the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerOp {
+    /// The node that accepted the write.
+    pub origin: String,
+    /// Its position in the origin's op log.
+    pub seq: u64,
+    /// The encoded write.
+    #[serde(with = "serde_bytes_compat")]
+    pub bytes: Vec<u8>,
+}
+
+/// A request routed to a conversation's owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// `send`.
+    Send {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// The sender's idempotency key.
+        client_msg_id: ClientMsgId,
+        /// The text.
+        body: String,
+        /// The kind.
+        kind: MessageKind,
+        /// The message answered.
+        reply_to: Option<MessageId>,
+    },
+    /// `history`.
+    History {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// Only ids below.
+        before: Option<MessageId>,
+        /// Only ids above.
+        after: Option<MessageId>,
+        /// Page size.
+        limit: u32,
+    },
+    /// `typing` (no reply).
+    Typing {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// Started or stopped.
+        active: bool,
+    },
+    /// `read`.
+    Read {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// The newest message read.
+        up_to: MessageId,
+    },
+    /// `create`; the id was chosen at the origin.
+    Create {
+        /// The new conversation's id.
+        conversation: ConversationId,
+        /// Its kind.
+        kind: ConversationKind,
+        /// The other members.
+        members: Vec<UserId>,
+        /// Its title.
+        title: Option<String>,
+    },
+    /// `invite`.
+    Invite {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// Who joins.
+        users: Vec<UserId>,
+    },
+    /// `kick`.
+    Kick {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// Who goes.
+        user: UserId,
+    },
+    /// `leave`.
+    Leave {
+        /// Which conversation.
+        conversation: ConversationId,
+    },
+}
+
+impl PeerRequest {
+    /// The conversation it is for.
+    pub fn conversation(&self) -> &ConversationId {
+        match self {
+            PeerRequest::Send { conversation, .. }
+            | PeerRequest::History { conversation, .. }
+            | PeerRequest::Typing { conversation, .. }
+            | PeerRequest::Read { conversation, .. }
+            | PeerRequest::Create { conversation, .. }
+            | PeerRequest::Invite { conversation, .. }
+            | PeerRequest::Kick { conversation, .. }
+            | PeerRequest::Leave { conversation } => conversation,
+        }
+    }
+}
+
+/// An error answered by the owner, as the client will see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerError {
+    /// The protocol code.
+    pub code: ErrorCode,
+    /// The message.
+    pub message: String,
+    /// For `rate_limited`.
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Events of one conversation for the receiving node's sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerDelivery {
+    /// Which conversation.
+    pub conversation: ConversationId,
+    /// Who receives: the node's listeners of the conversation, or exactly
+    /// these users (membership events also reach removed members).
+    pub to: Audience,
+    /// Users that start listening to the conversation on the receiver (new
+    /// members with a session there).
+    pub listen: Vec<UserId>,
+    /// Users that stop listening (removed members).
+    pub unlisten: Vec<UserId>,
+    /// The events, in order, each with the connection that must not get it
+    /// (the sender's, which has the `ok`).
+    pub events: Vec<(ServerFrame, Option<ConnRef>)>,
+}
+
+/// Who a [`PeerDelivery`] is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Audience {
+    /// Every listener of the conversation on the node but this user (the
+    /// typer does not see its own typing).
+    Listeners {
+        /// Skipped.
+        except: Option<UserId>,
+    },
+    /// Exactly these users, if they have a session on the node.
+    Users(Vec<UserId>),
+}
+
+/// Encodes bytes as a MessagePack bin (not an array of ints).
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// Encodes a peer message.
+pub fn encode(msg: &PeerMsg) -> Result<Vec<u8>, crate::codec::EncodeError> {
+    crate::Codec::MsgPack.encode(msg)
+}
+
+/// Decodes a peer message.
+pub fn decode(bytes: &[u8]) -> Result<PeerMsg, crate::DecodeError> {
+    crate::Codec::MsgPack.decode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let msgs = vec![
+            PeerMsg::Heartbeat {
+                from: "a".into(),
+                node_id: 3,
+                serving: true,
+            },
+            PeerMsg::Request {
+                from: "a".into(),
+                id: 7,
+                user: UserId::new("u").unwrap(),
+                conn: 9,
+                request: PeerRequest::Send {
+                    conversation: ConversationId::new("g:1").unwrap(),
+                    client_msg_id: ClientMsgId::new("c1").unwrap(),
+                    body: "hi".into(),
+                    kind: MessageKind::new("text").unwrap(),
+                    reply_to: Some(MessageId(5)),
+                },
+            },
+            PeerMsg::Reply {
+                id: 7,
+                result: Err(PeerError {
+                    code: ErrorCode::Forbidden,
+                    message: "no".into(),
+                    retry_after_ms: None,
+                }),
+            },
+            PeerMsg::Replicate {
+                from: "a".into(),
+                op: PeerOp {
+                    origin: "a".into(),
+                    seq: 1,
+                    bytes: vec![0, 1, 255],
+                },
+            },
+            PeerMsg::Deliver(Box::new(PeerDelivery {
+                conversation: ConversationId::new("g:1").unwrap(),
+                to: Audience::Listeners {
+                    except: Some(UserId::new("u").unwrap()),
+                },
+                listen: vec![],
+                unlisten: vec![UserId::new("v").unwrap()],
+                events: vec![(
+                    ServerFrame::Typing {
+                        conversation: ConversationId::new("g:1").unwrap(),
+                        user: UserId::new("u").unwrap(),
+                        active: true,
+                    },
+                    Some(4),
+                )],
+            })),
+        ];
+        for m in msgs {
+            let bytes = encode(&m).unwrap();
+            assert_eq!(decode(&bytes).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [&b""[..], b"\xc1", b"\x81\xa3Foo\xc0", b"\x92\x01"] {
+            assert!(decode(bytes).is_err());
+        }
+    }
+}

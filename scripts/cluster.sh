@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Runs a local 3-node cluster plus a Redis server, all on loopback, in the
+# foreground; Ctrl-C (or SIGTERM) drains the nodes and stops Redis.
+#
+#   scripts/cluster.sh              # nodes on http://127.0.0.1:8081..8083
+#   NODES=5 scripts/cluster.sh      # any number of nodes
+#   BASE_HTTP=9080 BASE_CLUSTER=9900 REDIS_PORT=6390 scripts/cluster.sh
+#
+# Node N listens for clients on BASE_HTTP+N and for peers on BASE_CLUSTER+N,
+# keeps its data in data/cluster/node-N, and lists every node as a seed. Logs
+# go to data/cluster/node-N.log. Installs redis-server if it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NODES="${NODES:-3}"
+BASE_HTTP="${BASE_HTTP:-8080}"
+BASE_CLUSTER="${BASE_CLUSTER:-9000}"
+REDIS_PORT="${REDIS_PORT:-6390}"
+DATA="${DATA:-data/cluster}"
+# Dev defaults: every node must share these. Set your own outside a laptop.
+COOKIE="${CHAT_CLUSTER_COOKIE:-local-cluster-cookie-change-me}"
+SECRET="${CHAT_JWT_SECRET:-local-cluster-jwt-secret-change-me-0123456789}"
+
+if ! command -v redis-server >/dev/null; then
+  echo "installing redis-server" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server >/dev/null; fi
+fi
+
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p chat-node
+  BIN=target/release/chat-node
+fi
+mkdir -p "$DATA"
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo "stopping: draining nodes" >&2
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  echo "stopped" >&2
+}
+trap stop INT TERM EXIT
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  --daemonize no >"$DATA/redis.log" 2>&1 &
+pids+=($!)
+until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.1; done
+
+seeds=""
+for i in $(seq 1 "$NODES"); do
+  seeds="$seeds\"127.0.0.1:$((BASE_CLUSTER + i))\","
+done
+seeds="[${seeds%,}]"
+
+for i in $(seq 1 "$NODES"); do
+  CHAT__NODE__NAME="node-$i" CHAT__NODE__ID="$i" CHAT__NODE__DATA_DIR="$DATA/node-$i" \
+  CHAT__LISTEN__HTTP="127.0.0.1:$((BASE_HTTP + i))" \
+  CHAT__CLUSTER__LISTEN="127.0.0.1:$((BASE_CLUSTER + i))" \
+  CHAT__CLUSTER__SEEDS="$seeds" CHAT__CLUSTER__COOKIE="$COOKIE" \
+  CHAT__PRESENCE__BACKEND=redis CHAT__PRESENCE__REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+  CHAT__AUTH__JWT_SECRET="$SECRET" \
+    "$BIN" --config cluster.toml >"$DATA/node-$i.log" 2>&1 &
+  pids+=($!)
+done
+
+for i in $(seq 1 "$NODES"); do
+  until curl -fsS "http://127.0.0.1:$((BASE_HTTP + i))/readyz" >/dev/null 2>&1; do
+    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+      echo "node-$i exited; its log:" >&2; tail -20 "$DATA/node-$i.log" >&2; exit 1
+    fi
+    sleep 0.2
+  done
+  echo "node-$i ready: http://127.0.0.1:$((BASE_HTTP + i))  (cluster view: /v1/cluster)"
+done
+echo "cluster of $NODES nodes up; Redis on 127.0.0.1:$REDIS_PORT. Ctrl-C stops it."
+wait -n "${pids[@]}" || true
+echo "a process exited; stopping the cluster" >&2
