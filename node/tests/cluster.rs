@@ -478,3 +478,80 @@ async fn a_node_that_leaves_loses_nothing_and_takes_its_share_back_when_it_retur
     let h_other = full_history(cluster.node(0), &mut a, &conv, &alice.access).await;
     assert_eq!(h_returned, h_other);
 }
+
+/// The presence Bob's connection reports for `user` (watching it).
+async fn watch_status(c: &mut Client, user: &str) -> Result<Status, chat_protocol::ErrorCode> {
+    let f = c
+        .request(ClientFrame::Watch {
+            req: None,
+            users: vec![frames::user(user)],
+        })
+        .await;
+    match f {
+        ServerFrame::Ok(ok) => Ok(ok.presence.expect("presence")[0].status),
+        other => Err(err_code(&other)),
+    }
+}
+
+async fn ready(addr: SocketAddr) -> (u16, String) {
+    http(addr, "GET", "/readyz", None, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_keeps_flowing_while_redis_is_down_and_presence_recovers() {
+    let mut cluster = TestCluster::start(2).await;
+    let alice = register(cluster.addr(0), &unique("alice")).await;
+    let bob = register(cluster.addr(1), &unique("bob")).await;
+    let mut a = connect(cluster.addr(0), &alice.access, Codec::Json).await;
+    let mut b = connect(cluster.addr(1), &bob.access, Codec::Json).await;
+    let conv = group(&mut a, &[&bob.id]).await;
+    b.event(|f| matches!(f, ServerFrame::Conversation { .. }))
+        .await;
+    assert_eq!(watch_status(&mut b, &alice.id).await, Ok(Status::Online));
+
+    cluster.redis.kill();
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let cmid = format!("r-{i}");
+        sent.push(
+            ok(a.request(frames::send(&conv, &cmid, &body_of(&cmid))).await)
+                .message
+                .unwrap(),
+        );
+    }
+    for m in &sent {
+        let f = b.event(|f| message_of(f).is_some()).await;
+        assert_eq!(
+            message_of(&f),
+            Some(m),
+            "delivered across nodes with Redis down"
+        );
+    }
+    // Presence says plainly that it cannot answer, and readiness says why.
+    assert_eq!(
+        watch_status(&mut b, &alice.id).await,
+        Err(chat_protocol::ErrorCode::Unavailable)
+    );
+    let (status, body) = ready(cluster.addr(0)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("presence"), "{body}");
+
+    // Redis comes back empty: the nodes re-register their users.
+    cluster.redis.restart();
+    let deadline = Instant::now() + FORM_DEADLINE;
+    loop {
+        let r0 = ready(cluster.addr(0)).await.0;
+        let r1 = ready(cluster.addr(1)).await.0;
+        let seen = watch_status(&mut b, &alice.id).await;
+        if r0 == 200 && r1 == 200 && seen == Ok(Status::Online) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "presence did not recover: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let history = walk_back(&mut b, &conv).await;
+    assert_eq!(history, sent);
+}
