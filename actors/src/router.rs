@@ -119,6 +119,9 @@ pub enum RouterMsg {
     /// Start owning conversations once caught up with every connected node;
     /// answered then.
     Serve {
+        /// Nodes this node holds a session with: wait for each of them too
+        /// (its Router may not have been announced yet).
+        expect: Vec<String>,
         /// Answered when serving.
         reply: RpcReplyPort<()>,
     },
@@ -228,6 +231,7 @@ pub struct RouterState {
     draining: bool,
     serving: bool,
     serve_waiters: Vec<RpcReplyPort<()>>,
+    serve_expect: HashSet<Arc<str>>,
     peers: HashMap<Arc<str>, Peer>,
     /// Requests waiting for a remote owner's answer, by id.
     remote: HashMap<u64, RemoteRequest>,
@@ -278,6 +282,7 @@ impl Actor for Router {
             sessions: HashMap::new(),
             draining: false,
             serve_waiters: Vec::new(),
+            serve_expect: HashSet::new(),
             peers: HashMap::new(),
             remote: HashMap::new(),
             next_request: 1,
@@ -379,7 +384,10 @@ impl Actor for Router {
             RouterMsg::Peer(msg) => state.peer(&myself, msg).await,
             RouterMsg::Tick => state.tick(&myself),
             RouterMsg::Replicate { op, reply } => state.replicate(op, reply),
-            RouterMsg::Serve { reply } => {
+            RouterMsg::Serve { expect, reply } => {
+                state
+                    .serve_expect
+                    .extend(expect.into_iter().map(Arc::<str>::from));
                 state.serve_waiters.push(reply);
                 state.check_serve(&myself);
             }
@@ -843,6 +851,7 @@ impl RouterState {
 
     /// A peer is gone (or dropped): nothing waits on it any more.
     fn forget_peer(&mut self, node: &Arc<str>) {
+        self.serve_expect.remove(node);
         let failed: Vec<u64> = self
             .remote
             .iter()
@@ -969,6 +978,10 @@ impl RouterState {
             .peers
             .values()
             .any(|p| p.node_id.is_none() || !p.synced)
+            || self
+                .serve_expect
+                .iter()
+                .any(|n| !self.peers.contains_key(n))
         {
             return;
         }

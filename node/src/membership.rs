@@ -68,13 +68,22 @@ struct Seed {
     backoff: Duration,
 }
 
+/// The peers with a ready session.
+#[derive(Debug, Default, Clone)]
+struct Connected {
+    /// How many of the seeds.
+    seeds: usize,
+    /// Their node names.
+    names: Vec<String>,
+}
+
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The running membership layer.
 pub struct Membership {
     server: ActorRef<NodeServerMessage>,
-    connected_seeds: watch::Receiver<usize>,
+    connected: watch::Receiver<Connected>,
     seeds: usize,
     fatal: watch::Receiver<Option<String>>,
     serving: watch::Sender<bool>,
@@ -127,7 +136,7 @@ impl Membership {
             })
             .collect();
         let n_seeds = seeds.len();
-        let (connected_tx, connected_rx) = watch::channel(0usize);
+        let (connected_tx, connected_rx) = watch::channel(Connected::default());
         let (fatal_tx, fatal_rx) = watch::channel(None);
         let (serving_tx, serving_rx) = watch::channel(false);
         let task = Task {
@@ -142,7 +151,7 @@ impl Membership {
         tokio::spawn(task.run(rx, events));
         Ok(Membership {
             server,
-            connected_seeds: connected_rx,
+            connected: connected_rx,
             seeds: n_seeds,
             fatal: fatal_rx,
             serving: serving_tx,
@@ -157,14 +166,20 @@ impl Membership {
         router: &ActorRef<RouterMsg>,
     ) -> Result<(), JoinError> {
         let all_seeds = async {
-            let _ = self.connected_seeds.wait_for(|n| *n >= self.seeds).await;
+            let _ = self.connected.wait_for(|c| c.seeds >= self.seeds).await;
         };
         let _ =
             tokio::time::timeout(Duration::from_secs(config.join_timeout_secs), all_seeds).await;
         self.check_fatal()?;
         let (tx, rx) = ractor::concurrency::oneshot();
+        // The Router must have heard and caught up with every node we hold
+        // a session with, not only those whose Routers it has seen so far.
+        let expect = self.connected.borrow().names.clone();
         router
-            .cast(RouterMsg::Serve { reply: tx.into() })
+            .cast(RouterMsg::Serve {
+                expect,
+                reply: tx.into(),
+            })
             .map_err(|e| JoinError::Listen(e.to_string()))?;
         let mut fatal = self.fatal.clone();
         tokio::select! {
@@ -198,7 +213,7 @@ struct Task {
     server: ActorRef<NodeServerMessage>,
     seeds: Vec<Seed>,
     sessions: HashMap<String, ActorRef<NodeSessionMessage>>,
-    connected: watch::Sender<usize>,
+    connected: watch::Sender<Connected>,
     fatal: watch::Sender<Option<String>>,
     serving: watch::Receiver<bool>,
 }
@@ -270,6 +285,15 @@ impl Task {
                     .as_ref()
                     .map(|n| short_name(&n.name).to_string())
                 {
+                    // A peer with our name: ractor_cluster closes such a
+                    // session before it is ready, so this is where it shows.
+                    if name == self.me {
+                        self.duplicate(format!(
+                            "a node named {name:?} is already in the cluster (at {})",
+                            info.peer_addr
+                        ));
+                        return;
+                    }
                     if self
                         .sessions
                         .get(&name)
@@ -281,7 +305,7 @@ impl Task {
                 }
             }
         }
-        let n = self
+        let seeds = self
             .seeds
             .iter()
             .filter(|s| {
@@ -290,7 +314,8 @@ impl Task {
                     .is_some_and(|n| self.sessions.contains_key(n))
             })
             .count();
-        let _ = self.connected.send(n);
+        let names = self.sessions.keys().cloned().collect();
+        let _ = self.connected.send(Connected { seeds, names });
     }
 
     fn cluster(&mut self, e: ClusterEvent) {

@@ -555,3 +555,69 @@ async fn chat_keeps_flowing_while_redis_is_down_and_presence_recovers() {
     let history = walk_back(&mut b, &conv).await;
     assert_eq!(history, sent);
 }
+
+/// Runs a node expected to refuse to start; returns its exit status and log.
+async fn refused_start(
+    env: Vec<(String, String)>,
+    data: &std::path::Path,
+) -> (std::process::ExitStatus, String) {
+    let log = data.with_extension("log");
+    let mut cmd = std::process::Command::new(node_binary());
+    cmd.args(["--http", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .env("CHAT__AUTH__JWT_SECRET", SECRET)
+        .envs(env);
+    let mut child = cmd.spawn().expect("spawn chat-node");
+    let deadline = Instant::now() + FORM_DEADLINE;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "a duplicate node kept running: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    (status, std::fs::read_to_string(&log).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_name_or_id_is_taken_refuses_to_start() {
+    let cluster = TestCluster::start(2).await;
+    let extra_port = free_port();
+    let with = |key: &str, value: String| {
+        let mut env = cluster.env(1);
+        env.retain(|(k, _)| k != key && k != "CHAT__CLUSTER__LISTEN");
+        env.push((key.to_string(), value));
+        env.push((
+            "CHAT__CLUSTER__LISTEN".into(),
+            format!("127.0.0.1:{extra_port}"),
+        ));
+        env
+    };
+    // Same name as node-2, on another port.
+    let (status, log) = refused_start(
+        with("CHAT__NODE__ID", "7".into()),
+        &cluster.root.path().join("dup-name"),
+    )
+    .await;
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("already in the cluster"), "{log}");
+    // Another name, node-2's id.
+    let (status, log) = refused_start(
+        with("CHAT__NODE__NAME", "node-9".into()),
+        &cluster.root.path().join("dup-id"),
+    )
+    .await;
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("already uses node id 2"), "{log}");
+    // The cluster is unharmed.
+    cluster.wait_formed(2).await;
+}
