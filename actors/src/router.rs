@@ -133,6 +133,9 @@ pub enum RouterMsg {
         more: bool,
         /// Whether every op of the chunk was applied.
         ok: bool,
+        /// Whether it held any op (then cached conversation state may be
+        /// stale).
+        applied: bool,
     },
     /// What this node sees of the cluster.
     Status {
@@ -391,7 +394,19 @@ impl Actor for Router {
                 state.serve_waiters.push(reply);
                 state.check_serve(&myself);
             }
-            RouterMsg::Pulled { peer, more, ok } => {
+            RouterMsg::Pulled {
+                peer,
+                more,
+                ok,
+                applied,
+            } => {
+                if applied {
+                    // Writes from the other side of a partition (or from
+                    // before a restart) landed under running actors whose
+                    // tails and last ids do not have them: restart them from
+                    // the store.
+                    state.retire_all();
+                }
                 if ok && more {
                     state.pull(&peer);
                 } else if let Some(p) = state.peers.get_mut(&peer) {
@@ -767,6 +782,7 @@ impl RouterState {
                 };
                 let me = myself.clone();
                 let peer: Arc<str> = Arc::from(from.as_str());
+                let applied = !ops.is_empty();
                 tokio::spawn(async move {
                     let mut ok = true;
                     for op in ops {
@@ -776,7 +792,12 @@ impl RouterState {
                             break;
                         }
                     }
-                    let _ = me.cast(RouterMsg::Pulled { peer, more, ok });
+                    let _ = me.cast(RouterMsg::Pulled {
+                        peer,
+                        more,
+                        ok,
+                        applied,
+                    });
                 });
             }
         }
@@ -1083,6 +1104,12 @@ impl RouterState {
             if let Some(e) = self.conversations.remove(&c) {
                 let _ = e.actor.cast(ConversationMsg::Retire);
             }
+        }
+    }
+
+    fn retire_all(&mut self) {
+        for (_, e) in self.conversations.drain() {
+            let _ = e.actor.cast(ConversationMsg::Retire);
         }
     }
 

@@ -184,6 +184,22 @@ pub struct ClusterSection {
     pub join_timeout_secs: u64,
     /// Most time to catch up with the connected nodes' writes before giving up.
     pub sync_timeout_secs: u64,
+    /// `transitive`: also connect to the nodes that peers know (a full mesh
+    /// from a partial seed list). `seeds`: connect only to the seeds and to
+    /// whoever dials in, for networks where nodes must not find each other
+    /// on their own (each pair must then be listed on one side).
+    pub mesh: Mesh,
+}
+
+/// How the full mesh of nodes comes about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mesh {
+    /// Peers introduce their peers.
+    #[default]
+    Transitive,
+    /// Only seeds are dialed.
+    Seeds,
 }
 
 impl Default for ClusterSection {
@@ -194,6 +210,7 @@ impl Default for ClusterSection {
             cookie: String::new(),
             join_timeout_secs: 5,
             sync_timeout_secs: 120,
+            mesh: Mesh::Transitive,
         }
     }
 }

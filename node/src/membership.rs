@@ -26,7 +26,7 @@ use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::ClusterSection;
+use crate::config::{ClusterSection, Mesh};
 
 /// Why the node cannot join its cluster.
 #[derive(Debug, thiserror::Error)]
@@ -105,9 +105,12 @@ impl Membership {
             name.to_string(),
             listen.ip().to_string(),
             None,
-            // Peers tell each other about nodes they know: a full mesh even
-            // when a node lists only some of the others as seeds.
-            Some(NodeConnectionMode::Transitive),
+            // Transitive: peers tell each other about nodes they know, a full
+            // mesh even when a node lists only some of the others as seeds.
+            Some(match config.mesh {
+                Mesh::Transitive => NodeConnectionMode::Transitive,
+                Mesh::Seeds => NodeConnectionMode::Isolated,
+            }),
         )
         .with_listen_addr(listen.ip());
         let (server, _) = Actor::spawn(None, server, ())

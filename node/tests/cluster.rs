@@ -33,17 +33,42 @@ struct TestCluster {
     cluster_ports: Vec<u16>,
     nodes: Vec<Option<NodeProc>>,
     starts: usize,
+    /// With `start_cuttable`: `links[k][j]` carries node k's connection to
+    /// node j (j < k), and each node dials only its links.
+    links: Vec<Vec<Link>>,
 }
 
 impl TestCluster {
     /// Starts `n` nodes at once and waits until each serves with all others.
     async fn start(n: usize) -> TestCluster {
+        Self::start_with(n, false).await
+    }
+
+    /// Like `start`, but every pair of nodes talks through its own TCP proxy
+    /// that the test can cut.
+    async fn start_cuttable(n: usize) -> TestCluster {
+        Self::start_with(n, true).await
+    }
+
+    async fn start_with(n: usize, cuttable: bool) -> TestCluster {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut links = Vec::new();
+        if cuttable {
+            for k in 0..n {
+                let mut row = Vec::new();
+                for port in cluster_ports.iter().take(k) {
+                    row.push(Link::start(([127, 0, 0, 1], *port).into()).await);
+                }
+                links.push(row);
+            }
+        }
         let mut c = TestCluster {
             root: tempfile::tempdir().unwrap(),
             redis: RedisServer::start(),
-            cluster_ports: (0..n).map(|_| free_port()).collect(),
+            cluster_ports,
             nodes: (0..n).map(|_| None).collect(),
             starts: 0,
+            links,
         };
         let starts: Vec<_> = (0..n).map(|i| c.spawn(i)).collect();
         for (i, node) in futures_util::future::join_all(starts)
@@ -62,12 +87,24 @@ impl TestCluster {
     }
 
     fn env(&self, i: usize) -> Vec<(String, String)> {
-        let seeds: Vec<String> = self
-            .cluster_ports
-            .iter()
-            .map(|p| format!("\"127.0.0.1:{p}\""))
-            .collect();
+        let seeds: Vec<String> = if self.links.is_empty() {
+            self.cluster_ports
+                .iter()
+                .map(|p| format!("\"127.0.0.1:{p}\""))
+                .collect()
+        } else {
+            self.links[i]
+                .iter()
+                .map(|l| format!("\"{}\"", l.addr))
+                .collect()
+        };
+        let mesh = if self.links.is_empty() {
+            "transitive"
+        } else {
+            "seeds"
+        };
         vec![
+            ("CHAT__CLUSTER__MESH".into(), mesh.into()),
             ("CHAT__NODE__NAME".into(), Self::name(i)),
             ("CHAT__NODE__ID".into(), (i + 1).to_string()),
             (
@@ -161,6 +198,63 @@ impl TestCluster {
         let (status, body) = http(self.addr(i), "GET", "/v1/cluster", None, None).await;
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap()
+    }
+}
+
+/// A TCP proxy between two nodes that can be cut (every connection through
+/// it is closed and new ones are refused) and healed.
+struct Link {
+    addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    async fn start(target: SocketAddr) -> Link {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, k) = (cut.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    continue; // dropped: the dialer sees its connection close
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                k.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Link {
+            addr,
+            cut,
+            conns,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
     }
 }
 
@@ -620,4 +714,104 @@ async fn a_node_whose_name_or_id_is_taken_refuses_to_start() {
     assert!(log.contains("already uses node id 2"), "{log}");
     // The cluster is unharmed.
     cluster.wait_formed(2).await;
+}
+
+/// Waits until node `i` sees exactly `serving` serving nodes.
+async fn wait_view(cluster: &TestCluster, i: usize, serving: usize) {
+    let deadline = Instant::now() + FORM_DEADLINE;
+    loop {
+        let v = cluster.status(i).await;
+        if v["serving_nodes"].as_array().map(Vec::len) == Some(serving) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node {i} view: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_heals_with_every_history_identical_and_nothing_lost() {
+    let mut cluster = TestCluster::start_cuttable(3).await;
+    let mut users = Vec::new();
+    for n in ["alice", "bob", "carol"] {
+        users.push(register(cluster.addr(0), &unique(n)).await);
+    }
+    let mut clients = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        clients.push(connect(cluster.addr(i), &u.access, Codec::Json).await);
+    }
+    let conv = group(&mut clients[0], &[&users[1].id, &users[2].id]).await;
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let cmid = format!("before-{i}");
+        acked.push(
+            ok(clients[0]
+                .request(frames::send(&conv, &cmid, &body_of(&cmid)))
+                .await)
+            .message
+            .unwrap(),
+        );
+    }
+
+    // Cut node 3 (index 2) off from the other two.
+    for l in &cluster.links[2] {
+        l.cut();
+    }
+    wait_view(&cluster, 2, 1).await;
+    wait_view(&cluster, 0, 2).await;
+    wait_view(&cluster, 1, 2).await;
+
+    // Both sides accept writes to the same conversation.
+    let near = [cluster.addr(0), cluster.addr(1)];
+    let far = [cluster.addr(2)];
+    for i in 0..20 {
+        let cmid = format!("majority-{i}");
+        acked.push(send_retrying(&mut clients[0], &near, &users[0].access, &conv, &cmid).await);
+        let cmid = format!("minority-{i}");
+        acked.push(send_retrying(&mut clients[2], &far, &users[2].access, &conv, &cmid).await);
+    }
+
+    for l in &cluster.links[2] {
+        l.heal();
+    }
+    cluster.wait_formed(3).await;
+    for i in 0..10 {
+        let cmid = format!("after-{i}");
+        acked.push(send_retrying(&mut clients[1], &near, &users[1].access, &conv, &cmid).await);
+    }
+
+    // Catching up from before the cut (served from a conversation actor's
+    // recent tail when it can) brings everything written since, both sides.
+    let mut caught_up = Vec::new();
+    let mut after = acked[9].id.0;
+    loop {
+        let reply = ok(clients[0]
+            .request(frames::history(&conv, None, Some(after), Some(200)))
+            .await);
+        let page = reply.messages.unwrap();
+        if let Some(m) = page.last() {
+            after = m.id.0;
+        }
+        caught_up.extend(page);
+        if !reply.more.unwrap() {
+            break;
+        }
+    }
+    assert_eq!(caught_up.len(), acked.len() - 10, "catch-up after the heal");
+
+    // Every reader, on every node, sees the same history with everything.
+    let mut histories = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let h = full_history(cluster.node(i), c, &conv, &users[i].access).await;
+        check_history(&h, &acked);
+        assert_eq!(
+            h.len(),
+            acked.len(),
+            "node {i}: nothing more than was acknowledged"
+        );
+        histories.push(h);
+    }
+    assert_eq!(histories[0], histories[1]);
+    assert_eq!(histories[0], histories[2]);
+    let _ = &mut cluster;
 }
