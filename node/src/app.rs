@@ -219,9 +219,23 @@ pub async fn serve(
         shutdown.await;
         trigger.cancel();
     });
+    let (failed_tx, mut failed_rx) = tokio::sync::watch::channel(None::<String>);
+    if let Some(m) = &app.membership {
+        let fatal = m.fatal();
+        let trigger = app.shutdown.clone();
+        tokio::spawn(async move {
+            let why = fatal.await;
+            tracing::error!("{why}; stopping");
+            let _ = failed_tx.send(Some(why));
+            trigger.cancel();
+        });
+    }
     axum::serve(listener, routes)
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await?;
     app.drain().await;
+    if let Some(why) = failed_rx.borrow_and_update().clone() {
+        return Err(crate::membership::JoinError::Duplicate(why).into());
+    }
     Ok(())
 }

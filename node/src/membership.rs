@@ -150,6 +150,7 @@ impl Membership {
             connected: connected_tx,
             fatal: fatal_tx,
             serving: serving_rx,
+            had_peer: false,
         };
         tokio::spawn(task.run(rx, events));
         Ok(Membership {
@@ -198,6 +199,23 @@ impl Membership {
         Ok(())
     }
 
+    /// Resolves when the node must stop (another node has its name or id),
+    /// with the reason.
+    pub fn fatal(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut rx = self.fatal.clone();
+        async move {
+            let why = match rx.wait_for(|f| f.is_some()).await {
+                Ok(f) => f.clone(),
+                Err(_) => None,
+            };
+            match why {
+                Some(w) => w,
+                // The membership task is gone: never resolve.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     fn check_fatal(&self) -> Result<(), JoinError> {
         match self.fatal.borrow().clone() {
             Some(m) => Err(JoinError::Duplicate(m)),
@@ -219,6 +237,7 @@ struct Task {
     connected: watch::Sender<Connected>,
     fatal: watch::Sender<Option<String>>,
     serving: watch::Receiver<bool>,
+    had_peer: bool,
 }
 
 impl Task {
@@ -244,8 +263,11 @@ impl Task {
     }
 
     fn duplicate(&self, what: String) {
-        if self.serving() {
-            // We were here first: the newcomer refuses to start.
+        // The node that was here first serves and has had peers (its
+        // sessions may be down for a moment: ractor_cluster lets the
+        // newcomer's connection displace it). The newcomer is not serving
+        // yet, or serves alone because no seed answered in time: it stops.
+        if self.serving() && self.had_peer {
             tracing::error!("{what}; the newer node must change it");
         } else {
             let _ = self.fatal.send(Some(what));
@@ -270,6 +292,7 @@ impl Task {
                     return;
                 }
                 tracing::info!(peer = %name, addr = %info.peer_addr, "cluster session ready");
+                self.had_peer = true;
                 for s in &mut self.seeds {
                     // connection_string is the peer's own listen address,
                     // whichever side dialed.

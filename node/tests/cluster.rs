@@ -704,6 +704,7 @@ async fn a_node_whose_name_or_id_is_taken_refuses_to_start() {
     .await;
     assert!(!status.success(), "{log}");
     assert!(log.contains("already in the cluster"), "{log}");
+    cluster.wait_formed(2).await;
     // Another name, node-2's id.
     let (status, log) = refused_start(
         with("CHAT__NODE__NAME", "node-9".into()),
