@@ -21,6 +21,7 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # Real servers the tests start on free loopback ports.
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"
   sudo=""

@@ -189,6 +189,18 @@ pub struct ClusterSection {
     /// whoever dials in, for networks where nodes must not find each other
     /// on their own (each pair must then be listed on one side).
     pub mesh: Mesh,
+    /// Mutual TLS between nodes: this node's certificate chain (PEM). With
+    /// `tls_key` and `tls_ca`; a peer must present a certificate signed by
+    /// `tls_ca`, and the seeds' host (name or IP) must be in their
+    /// certificates. Needs `mesh = "seeds"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA that signs every node's certificate (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// How the full mesh of nodes comes about.
@@ -211,6 +223,9 @@ impl Default for ClusterSection {
             join_timeout_secs: 5,
             sync_timeout_secs: 120,
             mesh: Mesh::Transitive,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     }
 }
@@ -326,6 +341,18 @@ impl Config {
             {
                 return bad("a cluster needs auth.jwt_secret (HS256): every node must accept the tokens the others issue".into());
             }
+            let c = &self.cluster;
+            let tls = [&c.tls_cert, &c.tls_key, &c.tls_ca];
+            let set = tls.iter().filter(|t| t.is_some()).count();
+            if set != 0 && set != 3 {
+                return bad("cluster.tls_cert, tls_key and tls_ca go together".into());
+            }
+            if set == 3 && c.mesh != Mesh::Seeds {
+                // ractor_cluster dials peers' peers without TLS.
+                return bad(
+                    "cluster TLS needs cluster.mesh = \"seeds\" (list every node as a seed)".into(),
+                );
+            }
         } else if !self.cluster.seeds.is_empty() {
             return bad("cluster.seeds is set but cluster.listen is not".into());
         }
@@ -417,6 +444,34 @@ mod tests {
         let mut c = Config::default();
         c.node.id = 5000;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_cluster_needs_its_shared_settings() {
+        let mut c = Config::default();
+        c.cluster.listen = Some(([127, 0, 0, 1], 9001).into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("cookie"), "{err}");
+        c.cluster.cookie = "0123456789abcdef".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("redis"), "{err}");
+        c.presence.backend = PresenceBackend::Redis;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("jwt_secret"), "{err}");
+        c.auth.jwt_secret = Some("s".repeat(32));
+        c.validate().unwrap();
+        c.cluster.tls_cert = Some("c.pem".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("go together"), "{err}");
+        c.cluster.tls_key = Some("k.pem".into());
+        c.cluster.tls_ca = Some("ca.pem".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("mesh"), "{err}");
+        c.cluster.mesh = Mesh::Seeds;
+        c.validate().unwrap();
+        let mut alone = Config::default();
+        alone.cluster.seeds = vec!["127.0.0.1:9001".into()];
+        assert!(alone.validate().is_err(), "seeds without listen");
     }
 
     #[test]

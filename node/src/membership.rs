@@ -17,14 +17,22 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_actors::cluster::ClusterEvent;
 use chat_actors::router::RouterMsg;
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
+use ractor_cluster::IncomingEncryptionMode;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::{ClusterSection, Mesh};
 
@@ -37,6 +45,9 @@ pub enum JoinError {
     /// Another node of the cluster has this node's name or id.
     #[error("{0}")]
     Duplicate(String),
+    /// The TLS files are unusable.
+    #[error("cluster TLS: {0}")]
+    Tls(String),
     /// Catching up with the other nodes did not finish in time.
     #[error("could not catch up with the other nodes within {0} s")]
     SyncTimeout(u64),
@@ -99,12 +110,14 @@ impl Membership {
         let Some(listen) = config.listen else {
             return Err(JoinError::Listen("cluster.listen is not set".into()));
         };
+        let tls = tls_configs(config)?;
         let server = NodeServer::new(
             listen.port(),
             config.cookie.clone(),
             name.to_string(),
             listen.ip().to_string(),
-            None,
+            tls.as_ref()
+                .map(|(acceptor, _)| IncomingEncryptionMode::Tls(acceptor.clone())),
             // Transitive: peers tell each other about nodes they know, a full
             // mesh even when a node lists only some of the others as seeds.
             Some(match config.mesh {
@@ -151,6 +164,7 @@ impl Membership {
             fatal: fatal_tx,
             serving: serving_rx,
             had_peer: false,
+            connector: tls.map(|(_, c)| c),
         };
         tokio::spawn(task.run(rx, events));
         Ok(Membership {
@@ -238,6 +252,7 @@ struct Task {
     fatal: watch::Sender<Option<String>>,
     serving: watch::Receiver<bool>,
     had_peer: bool,
+    connector: Option<TlsConnector>,
 }
 
 impl Task {
@@ -375,13 +390,70 @@ impl Task {
             s.backoff = (s.backoff * 2).min(BACKOFF_MAX);
             let server = self.server.clone();
             let addr = s.addr.clone();
+            let connector = self.connector.clone();
             tokio::spawn(async move {
-                if let Err(e) = ractor_cluster::client_connect(&server, addr.as_str()).await {
+                let r = match connector {
+                    None => ractor_cluster::client_connect(&server, addr.as_str()).await,
+                    Some(c) => {
+                        // The seed's host is what its certificate must name.
+                        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                        let host = host.trim_start_matches('[').trim_end_matches(']');
+                        match ServerName::try_from(host.to_string()) {
+                            Ok(name) => {
+                                ractor_cluster::client_connect_enc(&server, addr.as_str(), c, name)
+                                    .await
+                            }
+                            Err(e) => {
+                                tracing::error!(%addr, error = %e, "seed host is not a valid TLS name");
+                                return;
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = r {
                     tracing::debug!(%addr, error = %e, "seed not reachable");
                 }
             });
         }
     }
+}
+
+/// Mutual TLS from the `[cluster]` PEM files: nodes accept only peers whose
+/// certificate the cluster CA signed, and present their own when dialing.
+fn tls_configs(config: &ClusterSection) -> Result<Option<(TlsAcceptor, TlsConnector)>, JoinError> {
+    let (Some(cert), Some(key), Some(ca)) = (&config.tls_cert, &config.tls_key, &config.tls_ca)
+    else {
+        return Ok(None);
+    };
+    let bad =
+        |what: &Path, e: &dyn std::fmt::Display| JoinError::Tls(format!("{}: {e}", what.display()));
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(cert, &e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| bad(ca, &e))? {
+        roots
+            .add(c.map_err(|e| bad(ca, &e))?)
+            .map_err(|e| bad(ca, &e))?;
+    }
+    let roots = Arc::new(roots);
+    let verifier = WebPkiClientVerifier::builder(roots.clone())
+        .build()
+        .map_err(|e| bad(ca, &e))?;
+    let server = ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(|e| bad(cert, &e))?;
+    let client = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| bad(cert, &e))?;
+    Ok(Some((
+        TlsAcceptor::from(Arc::new(server)),
+        TlsConnector::from(Arc::new(client)),
+    )))
 }
 
 fn short_name(full: &str) -> &str {

@@ -36,6 +36,8 @@ struct TestCluster {
     /// With `start_cuttable`: `links[k][j]` carries node k's connection to
     /// node j (j < k), and each node dials only its links.
     links: Vec<Vec<Link>>,
+    /// With `start_tls`: the PEM files every node uses (cert, key, ca).
+    tls: Option<[std::path::PathBuf; 3]>,
 }
 
 impl TestCluster {
@@ -50,7 +52,17 @@ impl TestCluster {
         Self::start_with(n, true).await
     }
 
+    /// Like `start`, with mutual TLS between the nodes (certificates from a
+    /// CA made for the test by the `openssl` tool).
+    async fn start_tls(n: usize) -> TestCluster {
+        Self::start_with_tls(n, false, true).await
+    }
+
     async fn start_with(n: usize, cuttable: bool) -> TestCluster {
+        Self::start_with_tls(n, cuttable, false).await
+    }
+
+    async fn start_with_tls(n: usize, cuttable: bool, tls: bool) -> TestCluster {
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut links = Vec::new();
         if cuttable {
@@ -69,7 +81,11 @@ impl TestCluster {
             nodes: (0..n).map(|_| None).collect(),
             starts: 0,
             links,
+            tls: None,
         };
+        if tls {
+            c.tls = Some(make_certs(&c.root.path().join("pki"), "cluster-ca"));
+        }
         let starts: Vec<_> = (0..n).map(|i| c.spawn(i)).collect();
         for (i, node) in futures_util::future::join_all(starts)
             .await
@@ -98,31 +114,39 @@ impl TestCluster {
                 .map(|l| format!("\"{}\"", l.addr))
                 .collect()
         };
-        let mesh = if self.links.is_empty() {
+        let mesh = if self.links.is_empty() && self.tls.is_none() {
             "transitive"
         } else {
             "seeds"
         };
-        vec![
-            ("CHAT__CLUSTER__MESH".into(), mesh.into()),
-            ("CHAT__NODE__NAME".into(), Self::name(i)),
-            ("CHAT__NODE__ID".into(), (i + 1).to_string()),
-            (
-                "CHAT__CLUSTER__LISTEN".into(),
-                format!("127.0.0.1:{}", self.cluster_ports[i]),
-            ),
-            (
-                "CHAT__CLUSTER__SEEDS".into(),
-                format!("[{}]", seeds.join(",")),
-            ),
-            ("CHAT__CLUSTER__COOKIE".into(), COOKIE.into()),
-            ("CHAT__CLUSTER__JOIN_TIMEOUT_SECS".into(), "3".into()),
-            ("CHAT__PRESENCE__BACKEND".into(), "redis".into()),
-            ("CHAT__PRESENCE__REDIS_URL".into(), self.redis.url()),
-            ("CHAT__PRESENCE__TTL_SECS".into(), "5".into()),
-            ("CHAT__LIMITS__SENDS_PER_SECOND".into(), "1000000".into()),
-            ("CHAT__LIMITS__SEND_BURST".into(), "1000000".into()),
-        ]
+        let mut tls = Vec::new();
+        if let Some([cert, key, ca]) = &self.tls {
+            for (k, v) in [("CERT", cert), ("KEY", key), ("CA", ca)] {
+                tls.push((format!("CHAT__CLUSTER__TLS_{k}"), v.display().to_string()));
+            }
+        }
+        tls.into_iter()
+            .chain([
+                ("CHAT__CLUSTER__MESH".into(), mesh.into()),
+                ("CHAT__NODE__NAME".into(), Self::name(i)),
+                ("CHAT__NODE__ID".into(), (i + 1).to_string()),
+                (
+                    "CHAT__CLUSTER__LISTEN".into(),
+                    format!("127.0.0.1:{}", self.cluster_ports[i]),
+                ),
+                (
+                    "CHAT__CLUSTER__SEEDS".into(),
+                    format!("[{}]", seeds.join(",")),
+                ),
+                ("CHAT__CLUSTER__COOKIE".into(), COOKIE.into()),
+                ("CHAT__CLUSTER__JOIN_TIMEOUT_SECS".into(), "3".into()),
+                ("CHAT__PRESENCE__BACKEND".into(), "redis".into()),
+                ("CHAT__PRESENCE__REDIS_URL".into(), self.redis.url()),
+                ("CHAT__PRESENCE__TTL_SECS".into(), "5".into()),
+                ("CHAT__LIMITS__SENDS_PER_SECOND".into(), "1000000".into()),
+                ("CHAT__LIMITS__SEND_BURST".into(), "1000000".into()),
+            ])
+            .collect()
     }
 
     /// Starts node `i` on its data directory (a restart keeps its data).
@@ -815,4 +839,107 @@ async fn a_partition_heals_with_every_history_identical_and_nothing_lost() {
     assert_eq!(histories[0], histories[1]);
     assert_eq!(histories[0], histories[2]);
     let _ = &mut cluster;
+}
+
+/// A CA and one certificate for 127.0.0.1 signed by it, made with the
+/// `openssl` tool in `dir`: (cert, key, ca).
+fn make_certs(dir: &std::path::Path, ca_name: &str) -> [std::path::PathBuf; 3] {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let subj = format!("/CN={ca_name}");
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", &subj,
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=node",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "node.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "node.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    [
+        dir.join("node.pem"),
+        dir.join("node.key"),
+        dir.join("ca.pem"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_talk_over_mutual_tls_and_refuse_a_node_of_another_ca() {
+    let mut cluster = TestCluster::start_tls(2).await;
+    let alice = register(cluster.addr(0), &unique("alice")).await;
+    let bob = register(cluster.addr(1), &unique("bob")).await;
+    let mut a = connect(cluster.addr(0), &alice.access, Codec::Json).await;
+    let mut b = connect(cluster.addr(1), &bob.access, Codec::Json).await;
+    let conv = group(&mut a, &[&bob.id]).await;
+    b.event(|f| matches!(f, ServerFrame::Conversation { .. }))
+        .await;
+    let m = ok(a.request(frames::send(&conv, "tls-1", "over tls")).await)
+        .message
+        .unwrap();
+    let f = b.event(|f| message_of(f).is_some()).await;
+    assert_eq!(message_of(&f), Some(&m));
+
+    // A third node whose certificate another CA signed is never let in.
+    let rogue = make_certs(&cluster.root.path().join("rogue-pki"), "rogue-ca");
+    cluster.tls = Some(rogue);
+    cluster.cluster_ports.push(free_port());
+    cluster.nodes.push(None);
+    cluster.restart(2).await;
+    let status = cluster.status(2).await;
+    assert_eq!(
+        status["peers"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
+    for i in 0..2 {
+        let v = cluster.status(i).await;
+        assert_eq!(v["serving_nodes"].as_array().map(Vec::len), Some(2), "{v}");
+    }
 }
