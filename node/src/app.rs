@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, AuthError};
 use crate::config::{Config, ConfigError, PresenceBackend, StorageBackend};
-use crate::membership::Membership;
+use crate::membership::{Membership, NodeClaim};
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +70,9 @@ pub struct App {
     pub next_conn: AtomicU64,
     /// Store kept by its concrete type for closing.
     store: Arc<EmbeddedStore>,
-    /// Cluster membership, when clustered.
-    membership: Option<Membership>,
+    /// Cluster membership and the claim on this node's name and id, when
+    /// clustered.
+    membership: Option<(Membership, NodeClaim)>,
 }
 
 impl App {
@@ -141,6 +142,21 @@ impl App {
             .map_err(|e| NodeError::Actor(e.to_string()))?;
         let membership = match (events, &replica) {
             (Some(events), Some(replica)) => {
+                let claim = match NodeClaim::acquire(
+                    &config.presence.redis_url,
+                    name,
+                    node_id,
+                    &config.node.data_dir,
+                )
+                .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        router.stop(None);
+                        store.close().await;
+                        return Err(e.into());
+                    }
+                };
                 replica.set_link(Arc::new(RouterLink::new(router.clone())));
                 let mut m = Membership::start(&config.cluster, name, events).await?;
                 if let Err(e) = m.join(&config.cluster, &router).await {
@@ -149,7 +165,7 @@ impl App {
                     store.close().await;
                     return Err(e.into());
                 }
-                Some(m)
+                Some((m, claim))
             }
             _ => None,
         };
@@ -189,7 +205,7 @@ impl App {
             tracing::warn!(error = %e, "router drain failed");
         }
         self.router.stop(None);
-        if let Some(m) = &self.membership {
+        if let Some((m, _)) = &self.membership {
             m.stop();
         }
         self.store.close().await;
@@ -220,7 +236,7 @@ pub async fn serve(
         trigger.cancel();
     });
     let (failed_tx, mut failed_rx) = tokio::sync::watch::channel(None::<String>);
-    if let Some(m) = &app.membership {
+    if let Some((m, _)) = &app.membership {
         let fatal = m.fatal();
         let trigger = app.shutdown.clone();
         tokio::spawn(async move {

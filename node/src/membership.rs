@@ -474,6 +474,114 @@ fn addr_matches(seed: &str, peer: &str) -> bool {
     }
 }
 
+/// Claims this node's name and id in Redis (shared by every node of a
+/// cluster) for as long as it runs, so a second process with the same name or
+/// id refuses to start even when ractor_cluster hides it (it drops a
+/// same-named peer's connection before telling either side why).
+///
+/// The claim holds an instance id kept in the data directory: the same node
+/// restarted on its data (after a crash too) takes its claim back at once;
+/// another process must wait until the claim lapses (`CLAIM_TTL` after the
+/// holder stopped refreshing it). Redis unreachable at start: the node starts
+/// anyway (chat does not depend on Redis) and says so.
+pub struct NodeClaim {
+    task: tokio::task::JoinHandle<()>,
+}
+
+const CLAIM_TTL: Duration = Duration::from_secs(10);
+
+/// Claims (or refreshes) every key, or names the first one someone else holds.
+const LUA_CLAIM: &str = r#"
+for _, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if v and v ~= ARGV[1] then return k .. ' (held by instance ' .. v .. ')' end
+end
+for _, k in ipairs(KEYS) do redis.call('SET', k, ARGV[1], 'PX', ARGV[2]) end
+return false
+"#;
+
+impl NodeClaim {
+    /// Claims `name` and `id`; `Err` when another live node holds either.
+    pub async fn acquire(
+        redis_url: &str,
+        name: &str,
+        id: u16,
+        data_dir: &Path,
+    ) -> Result<NodeClaim, JoinError> {
+        use fred::interfaces::{ClientLike, LuaInterface};
+        let instance = instance_id(data_dir)?;
+        let config = fred::prelude::Config::from_url(redis_url)
+            .map_err(|e| JoinError::Listen(format!("redis url: {e}")))?;
+        let client = fred::prelude::Builder::from_config(config)
+            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
+            .set_policy(fred::prelude::ReconnectPolicy::new_exponential(
+                0, 100, 2_000, 2,
+            ))
+            .build()
+            .map_err(|e| JoinError::Listen(format!("redis client: {e}")))?;
+        let _conn = client.connect();
+        let keys = vec![
+            format!("chat:node:name:{name}"),
+            format!("chat:node:id:{id}"),
+        ];
+        let args = vec![instance.clone(), CLAIM_TTL.as_millis().to_string()];
+        let up = tokio::time::timeout(Duration::from_secs(3), client.wait_for_connect()).await;
+        if matches!(up, Ok(Ok(()))) {
+            let held: Option<String> = client
+                .eval(LUA_CLAIM, keys.clone(), args.clone())
+                .await
+                .map_err(|e| JoinError::Listen(format!("redis: {e}")))?;
+            if let Some(key) = held {
+                return Err(JoinError::Duplicate(format!(
+                    "another running node already uses this node's name or id: {key}"
+                )));
+            }
+        } else {
+            tracing::warn!(
+                "Redis unreachable: starting without checking that node name and id are unique"
+            );
+        }
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CLAIM_TTL / 3);
+            loop {
+                tick.tick().await;
+                match client
+                    .eval::<Option<String>, _, _, _>(LUA_CLAIM, keys.clone(), args.clone())
+                    .await
+                {
+                    Ok(None) => {}
+                    Ok(Some(key)) => {
+                        tracing::error!(%key, "another node took this node's name or id")
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot refresh the node claim"),
+                }
+            }
+        });
+        Ok(NodeClaim { task })
+    }
+}
+
+impl Drop for NodeClaim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// This data directory's instance id, made once.
+fn instance_id(data_dir: &Path) -> Result<String, JoinError> {
+    let path = data_dir.join("node_instance");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    std::fs::write(&path, &id)
+        .map_err(|e| JoinError::Listen(format!("{}: {e}", path.display())))?;
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -611,13 +611,10 @@ async fn watch_status(c: &mut Client, user: &str) -> Result<Status, chat_protoco
     }
 }
 
-async fn ready(addr: SocketAddr) -> (u16, String) {
-    http(addr, "GET", "/readyz", None, None).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chat_keeps_flowing_while_redis_is_down_and_presence_recovers() {
-    let mut cluster = TestCluster::start(2).await;
+/// Alice on node 1 and Bob on node 2, connected, in a group Bob has heard of.
+async fn pair_across_nodes(
+    cluster: &TestCluster,
+) -> (TestUser, TestUser, Client, Client, ConversationId) {
     let alice = register(cluster.addr(0), &unique("alice")).await;
     let bob = register(cluster.addr(1), &unique("bob")).await;
     let mut a = connect(cluster.addr(0), &alice.access, Codec::Json).await;
@@ -625,6 +622,17 @@ async fn chat_keeps_flowing_while_redis_is_down_and_presence_recovers() {
     let conv = group(&mut a, &[&bob.id]).await;
     b.event(|f| matches!(f, ServerFrame::Conversation { .. }))
         .await;
+    (alice, bob, a, b, conv)
+}
+
+async fn ready(addr: SocketAddr) -> (u16, String) {
+    http(addr, "GET", "/readyz", None, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_keeps_flowing_while_redis_is_down_and_presence_recovers() {
+    let mut cluster = TestCluster::start(2).await;
+    let (alice, _bob, mut a, mut b, conv) = pair_across_nodes(&cluster).await;
     assert_eq!(watch_status(&mut b, &alice.id).await, Ok(Status::Online));
 
     cluster.redis.kill();
@@ -727,7 +735,7 @@ async fn a_node_whose_name_or_id_is_taken_refuses_to_start() {
     )
     .await;
     assert!(!status.success(), "{log}");
-    assert!(log.contains("already in the cluster"), "{log}");
+    assert!(log.contains("chat:node:name:node-2"), "{log}");
     cluster.wait_formed(2).await;
     // Another name, node-2's id.
     let (status, log) = refused_start(
@@ -736,7 +744,7 @@ async fn a_node_whose_name_or_id_is_taken_refuses_to_start() {
     )
     .await;
     assert!(!status.success(), "{log}");
-    assert!(log.contains("already uses node id 2"), "{log}");
+    assert!(log.contains("chat:node:id:2"), "{log}");
     // The cluster is unharmed.
     cluster.wait_formed(2).await;
 }
@@ -913,13 +921,7 @@ fn make_certs(dir: &std::path::Path, ca_name: &str) -> [std::path::PathBuf; 3] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_talk_over_mutual_tls_and_refuse_a_node_of_another_ca() {
     let mut cluster = TestCluster::start_tls(2).await;
-    let alice = register(cluster.addr(0), &unique("alice")).await;
-    let bob = register(cluster.addr(1), &unique("bob")).await;
-    let mut a = connect(cluster.addr(0), &alice.access, Codec::Json).await;
-    let mut b = connect(cluster.addr(1), &bob.access, Codec::Json).await;
-    let conv = group(&mut a, &[&bob.id]).await;
-    b.event(|f| matches!(f, ServerFrame::Conversation { .. }))
-        .await;
+    let (_alice, _bob, mut a, mut b, conv) = pair_across_nodes(&cluster).await;
     let m = ok(a.request(frames::send(&conv, "tls-1", "over tls")).await)
         .message
         .unwrap();
