@@ -199,6 +199,7 @@ struct Attached {
 pub struct SessionState {
     user: UserId,
     services: Arc<Services>,
+    presence_tx: mpsc::UnboundedSender<(ConnKey, bool)>,
     router: ActorRef<RouterMsg>,
     conns: Vec<Attached>,
     attaches_seen: u64,
@@ -216,7 +217,27 @@ impl Actor for UserSession {
     ) -> Result<SessionState, ActorProcessingErr> {
         args.services.metrics.sessions_active.inc();
         args.services.directory.insert(args.user.clone(), myself);
+        // Unbounded, yet bounded in practice: one entry per attach or detach,
+        // and attaches are limited per user and paced by the WebSocket
+        // handshake.
+        let (presence_tx, mut rx) = mpsc::unbounded_channel::<(ConnKey, bool)>();
+        let (services, user) = (args.services.clone(), args.user.clone());
+        tokio::spawn(async move {
+            // Ends when the session is gone and its last report is made.
+            while let Some((key, online)) = rx.recv().await {
+                let r = if online {
+                    services.presence.connected(&user, &key).await
+                } else {
+                    services.presence.disconnected(&user, &key).await
+                };
+                if let Err(e) = r {
+                    services.metrics.presence_errors.inc();
+                    tracing::warn!(%user, error = %e, "presence update failed");
+                }
+            }
+        });
         Ok(SessionState {
+            presence_tx,
             user: args.user,
             services: args.services,
             router: args.router,
@@ -351,24 +372,15 @@ impl SessionState {
         }
     }
 
+    /// Reports a connection coming or going. The reports of one session go
+    /// through one task, in order: from separate tasks, a quick disconnect
+    /// could reach the backend before its connect and leave a ghost online.
     fn presence_change(&self, conn: ConnId, online: bool) {
-        let services = self.services.clone();
-        let user = self.user.clone();
         let key = ConnKey {
-            node: services.node_name.clone(),
+            node: self.services.node_name.clone(),
             conn,
         };
-        tokio::spawn(async move {
-            let r = if online {
-                services.presence.connected(&user, &key).await
-            } else {
-                services.presence.disconnected(&user, &key).await
-            };
-            if let Err(e) = r {
-                services.metrics.presence_errors.inc();
-                tracing::warn!(%user, error = %e, "presence update failed");
-            }
-        });
+        let _ = self.presence_tx.send((key, online));
     }
 
     fn drop_watches(&self, me: ractor::ActorId, users: &HashSet<UserId>) {
