@@ -857,9 +857,8 @@ impl RouterState {
                 return;
             }
         };
-        for p in self.peers.values() {
-            let _ = p.router.cast(RouterMsg::Wire(bytes.clone()));
-        }
+        // The view's peers are this table's (both come from refresh_view).
+        self.services.cluster.broadcast(&bytes);
         self.replication.insert(
             key,
             Replication {
@@ -931,9 +930,7 @@ impl RouterState {
         };
         if let Ok(bytes) = chat_protocol::peer::encode(&heartbeat) {
             let bytes: Arc<[u8]> = Arc::from(bytes);
-            for p in self.peers.values() {
-                let _ = p.router.cast(RouterMsg::Wire(bytes.clone()));
-            }
+            self.services.cluster.broadcast(&bytes);
         }
         // ractor_cluster pings but never times a session out: we do.
         let mut stale = Vec::new();

@@ -212,6 +212,19 @@ pub(crate) struct RefreshToken {
     pub(crate) used: bool,
 }
 
+impl RefreshToken {
+    /// A newly issued token: not used yet.
+    pub(crate) fn unused(record: &RefreshRecord) -> Self {
+        RefreshToken {
+            token_hash: record.token_hash.clone(),
+            user: record.user.clone(),
+            family: record.family.clone(),
+            expires_at: record.expires_at,
+            used: false,
+        }
+    }
+}
+
 /// What a refresh-token operation changed, as opposed to the call that
 /// changed it: applying an effect again, or on a store that has it already,
 /// changes nothing, whereas replaying a rotation on a store where the token is
@@ -1153,13 +1166,7 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn put_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError> {
-        let effect = RefreshEffect::Tokens(vec![RefreshToken {
-            token_hash: record.token_hash.clone(),
-            user: record.user.clone(),
-            family: record.family.clone(),
-            expires_at: record.expires_at,
-            used: false,
-        }]);
+        let effect = RefreshEffect::Tokens(vec![RefreshToken::unused(record)]);
         self.update(move |txn| txn.apply_refresh_effect(&effect))
             .await
     }

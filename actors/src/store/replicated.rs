@@ -799,13 +799,7 @@ impl MessageStore for ReplicatedStore {
     }
 
     async fn put_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError> {
-        let effect = RefreshEffect::Tokens(vec![RefreshToken {
-            token_hash: record.token_hash.clone(),
-            user: record.user.clone(),
-            family: record.family.clone(),
-            expires_at: record.expires_at,
-            used: false,
-        }]);
+        let effect = RefreshEffect::Tokens(vec![RefreshToken::unused(record)]);
         self.write(move |_| Ok(((), Some(StoreOp::Refresh { effect }))))
             .await
     }
