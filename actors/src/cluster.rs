@@ -14,16 +14,32 @@
 //! [`View`] in step with both groups; everything else reads it through
 //! [`Cluster`] without asking the Router.
 //!
+//! Interest across nodes: a conversation's events go only to the nodes where
+//! a session listens to it. Each node tells the owner when its first session
+//! starts listening to a conversation and when its last one stops
+//! ([`PeerMsg::Interest`]), and after every change of its view it sends each
+//! peer the whole set that peer owns ([`PeerMsg::InterestSync`]). Both are
+//! stamped with the sender's placement fingerprint. The owner filters a
+//! peer's deliveries only while the set it holds for that peer was built
+//! under the owner's own fingerprint; otherwise (a view in flux, a sync not
+//! yet in) it sends the peer everything, as if every conversation were
+//! listened to. So a disagreement costs traffic, never a missed event.
+//! Reports leave with the local interest table locked, so a peer receives
+//! them in the order the changes happened. A starting session reports all
+//! its conversations and waits (briefly) for each owner's ack before its
+//! client is let in: whatever is accepted after that reaches it live.
+//!
 //! Everything here is off on a single node (no `listen.cluster`): the view is
 //! empty and every conversation is local, at no cost on the hot path.
 
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use chat_protocol::peer::{PeerDelivery, PeerError, PeerMsg, PeerRequest};
-use chat_protocol::{ConversationId, ErrorCode, UserId};
+use chat_protocol::peer::{Audience, ConnRef, PeerDelivery, PeerError, PeerMsg, PeerRequest};
+use chat_protocol::{ConversationId, ErrorCode, ServerFrame, UserId};
 use ractor::ActorRef;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::conversation::{ConversationMsg, Reply};
 use crate::error::ChatError;
@@ -68,8 +84,38 @@ pub enum ClusterEvent {
 pub struct View {
     /// The serving nodes, this one included once it serves.
     pub placement: Placement,
+    /// `placement`'s fingerprint.
+    pub fingerprint: u64,
     /// Connected nodes' Routers by node name (never this node).
     pub peers: HashMap<Arc<str>, ActorRef<RouterMsg>>,
+}
+
+impl View {
+    /// A view of `placement` and `peers`.
+    pub fn new(placement: Placement, peers: HashMap<Arc<str>, ActorRef<RouterMsg>>) -> Self {
+        View {
+            fingerprint: placement.fingerprint(),
+            placement,
+            peers,
+        }
+    }
+}
+
+/// Conversation ids per [`PeerMsg::InterestSync`] chunk: about 300 KiB.
+const SYNC_CHUNK: usize = 8192;
+
+/// An interest report waiting for its owner's ack: which owner, whom to tell.
+type PendingAck = (Arc<str>, oneshot::Sender<()>);
+
+/// What a peer listens to among the conversations this node owns.
+#[derive(Default)]
+struct PeerInterest {
+    /// The fingerprint the set was built under; `None` while a sync is
+    /// arriving (or none has).
+    view: Option<u64>,
+    /// The fingerprint of the sync whose chunks are arriving.
+    building: Option<u64>,
+    conversations: HashSet<ConversationId>,
 }
 
 /// Where a conversation's requests go.
@@ -87,6 +133,11 @@ pub struct Cluster {
     enabled: bool,
     view: RwLock<Arc<View>>,
     events: RwLock<Option<mpsc::UnboundedSender<ClusterEvent>>>,
+    interest: Mutex<HashMap<Arc<str>, PeerInterest>>,
+    /// Interest reports waiting for their owner's ack, by id: which owner,
+    /// and whom to tell.
+    acks: Mutex<HashMap<u64, PendingAck>>,
+    next_ack: AtomicU64,
 }
 
 impl Cluster {
@@ -98,6 +149,9 @@ impl Cluster {
             enabled: false,
             view: RwLock::default(),
             events: RwLock::default(),
+            interest: Mutex::default(),
+            acks: Mutex::default(),
+            next_ack: AtomicU64::new(1),
         }
     }
 
@@ -113,6 +167,9 @@ impl Cluster {
             enabled: true,
             view: RwLock::default(),
             events: RwLock::new(Some(events)),
+            interest: Mutex::default(),
+            acks: Mutex::default(),
+            next_ack: AtomicU64::new(1),
         }
     }
 
@@ -183,33 +240,297 @@ impl Cluster {
 
     /// Sends `msg` to node `to`, if connected.
     pub fn send(&self, to: &str, msg: &PeerMsg) -> bool {
-        let Some(r) = self.view().peers.get(to).cloned() else {
-            return false;
+        send_to(self.view().peers.get(to), msg)
+    }
+
+    /// Hands events of a conversation to the other nodes whose sessions
+    /// listen to it: one message per node, whatever the number of members
+    /// there; `events` is called only if some node gets them. Returns how
+    /// many nodes they went to and how many were skipped.
+    pub fn deliver(
+        &self,
+        conversation: &ConversationId,
+        to: Audience,
+        listen: &[UserId],
+        unlisten: &[UserId],
+        events: impl FnOnce() -> Vec<(ServerFrame, Option<ConnRef>)>,
+    ) -> (u64, u64) {
+        if !self.enabled {
+            return (0, 0);
+        }
+        let view = self.view();
+        if view.peers.is_empty() {
+            return (0, 0);
+        }
+        // A conversation this node does not own in its view (an actor
+        // finishing before it retires) is listened to through another owner:
+        // nothing here says who listens, so everyone gets it.
+        let owned = view
+            .placement
+            .owner(conversation)
+            .is_some_and(|o| **o == *self.name);
+        let mut targets = Vec::with_capacity(view.peers.len());
+        let mut skipped = 0;
+        {
+            let mut interest = self.lock_interest();
+            for (name, router) in &view.peers {
+                let held = interest
+                    .get_mut(name)
+                    .filter(|p| owned && p.view == Some(view.fingerprint));
+                match (held, &to) {
+                    (None, _) => targets.push(router),
+                    (Some(p), Audience::Users(_)) => {
+                        // A member added: the peer may have a session of
+                        // theirs. It confirms or withdraws once it applied
+                        // the change (`Interest::confirm`).
+                        if !listen.is_empty() {
+                            p.conversations.insert(conversation.clone());
+                        }
+                        targets.push(router);
+                    }
+                    (Some(p), Audience::Listeners { .. }) => {
+                        if p.conversations.contains(conversation) {
+                            targets.push(router);
+                        } else {
+                            skipped += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if targets.is_empty() {
+            return (0, skipped);
+        }
+        let delivery = PeerDelivery {
+            conversation: conversation.clone(),
+            to,
+            listen: listen.to_vec(),
+            unlisten: unlisten.to_vec(),
+            events: events(),
         };
-        match chat_protocol::peer::encode(msg) {
-            Ok(bytes) => r.cast(RouterMsg::Wire(Arc::from(bytes))).is_ok(),
+        match chat_protocol::peer::encode(&PeerMsg::Deliver(Box::new(delivery))) {
+            Ok(bytes) => {
+                let bytes: Arc<[u8]> = Arc::from(bytes);
+                for r in &targets {
+                    let _ = r.cast(RouterMsg::Wire(bytes.clone()));
+                }
+                (targets.len() as u64, skipped)
+            }
             Err(e) => {
-                tracing::error!(error = %e, "cannot encode a peer message");
-                false
+                tracing::error!(error = %e, "cannot encode a delivery");
+                (0, skipped)
             }
         }
     }
 
-    /// Hands events of a conversation to every other connected node's
-    /// sessions: one message per node, whatever the number of members there.
-    pub fn deliver(&self, delivery: PeerDelivery) {
-        if !self.has_peers() {
+    fn lock_interest(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, PeerInterest>> {
+        // Sets of conversation ids: nothing a panicking writer could
+        // half-break that the next sync does not repair.
+        self.interest.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tells the owners of `conversations` that this node's sessions started
+    /// (`listening`) or stopped listening to them. Called with the local
+    /// interest table locked, so that reports leave in the order of changes.
+    /// With `ack`, each owner answers once it applied the report: the
+    /// receivers end then (or when the owner is gone).
+    pub(crate) fn report_interest(
+        &self,
+        conversations: &[ConversationId],
+        listening: bool,
+        ack: bool,
+    ) -> Vec<oneshot::Receiver<()>> {
+        let mut acked = Vec::new();
+        if !self.enabled || conversations.is_empty() {
+            return acked;
+        }
+        let view = self.view();
+        if view.peers.is_empty() {
+            return acked;
+        }
+        let mut by_owner: HashMap<&Arc<str>, Vec<ConversationId>> = HashMap::new();
+        for c in conversations {
+            if let Some(owner) = view.placement.owner(c) {
+                if view.peers.contains_key(owner) {
+                    by_owner.entry(owner).or_default().push(c.clone());
+                }
+            }
+        }
+        for (owner, conversations) in by_owner {
+            let ack = ack.then(|| {
+                let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                self.lock_acks().insert(id, (owner.clone(), tx));
+                acked.push(rx);
+                id
+            });
+            let sent = send_to(
+                view.peers.get(owner),
+                &PeerMsg::Interest {
+                    from: self.name.to_string(),
+                    view: view.fingerprint,
+                    listening,
+                    conversations,
+                    ack,
+                },
+            );
+            if let (false, Some(id)) = (sent, ack) {
+                self.lock_acks().remove(&id);
+            }
+        }
+        acked
+    }
+
+    fn lock_acks(&self) -> std::sync::MutexGuard<'_, HashMap<u64, PendingAck>> {
+        self.acks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An owner applied the report with ack `id`.
+    pub(crate) fn interest_acked(&self, id: u64) {
+        if let Some((_, tx)) = self.lock_acks().remove(&id) {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Sends peer `to` (or every peer) the conversations of `listened` it
+    /// owns in this node's view. Called with the local interest table locked.
+    pub(crate) fn sync_interest<'a>(
+        &self,
+        to: Option<&str>,
+        listened: impl Iterator<Item = &'a ConversationId>,
+    ) {
+        if !self.enabled {
             return;
         }
-        match chat_protocol::peer::encode(&PeerMsg::Deliver(Box::new(delivery))) {
-            Ok(bytes) => self.broadcast(&Arc::from(bytes)),
-            Err(e) => tracing::error!(error = %e, "cannot encode a delivery"),
+        let view = self.view();
+        let mut by_owner: HashMap<&Arc<str>, Vec<ConversationId>> = view
+            .peers
+            .keys()
+            .filter(|n| to.is_none_or(|t| ***n == *t))
+            .map(|n| (n, Vec::new()))
+            .collect();
+        if by_owner.is_empty() {
+            return;
         }
+        for c in listened {
+            if let Some(list) = view.placement.owner(c).and_then(|o| by_owner.get_mut(o)) {
+                list.push(c.clone());
+            }
+        }
+        for (peer, conversations) in by_owner {
+            let chunks: Vec<&[ConversationId]> = if conversations.is_empty() {
+                vec![&[]]
+            } else {
+                conversations.chunks(SYNC_CHUNK).collect()
+            };
+            let last = chunks.len() - 1;
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                send_to(
+                    view.peers.get(peer),
+                    &PeerMsg::InterestSync {
+                        from: self.name.to_string(),
+                        view: view.fingerprint,
+                        conversations: chunk.to_vec(),
+                        first: i == 0,
+                        last: i == last,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Applies a peer's [`PeerMsg::Interest`]. A report made under another
+    /// view than the peer's last whole sync is dropped: that peer is sent
+    /// everything until a sync under this node's view arrives.
+    pub(crate) fn peer_interest(
+        &self,
+        from: &str,
+        view: u64,
+        listening: bool,
+        conversations: Vec<ConversationId>,
+    ) {
+        let mut interest = self.lock_interest();
+        let Some(p) = interest.get_mut(from).filter(|p| p.view == Some(view)) else {
+            return;
+        };
+        if listening {
+            p.conversations.extend(conversations);
+        } else {
+            for c in &conversations {
+                p.conversations.remove(c);
+            }
+        }
+    }
+
+    /// Applies a chunk of a peer's [`PeerMsg::InterestSync`].
+    pub(crate) fn peer_interest_sync(
+        &self,
+        from: &str,
+        view: u64,
+        conversations: Vec<ConversationId>,
+        first: bool,
+        last: bool,
+    ) {
+        let mut interest = self.lock_interest();
+        let p = interest.entry(Arc::from(from)).or_default();
+        if first {
+            p.view = None;
+            p.building = Some(view);
+            p.conversations.clear();
+        }
+        if p.building != Some(view) {
+            // The rest of a sync whose start was not seen.
+            return;
+        }
+        p.conversations.extend(conversations);
+        if last {
+            p.view = Some(view);
+            p.building = None;
+        }
+    }
+
+    /// Whether deliveries to `peer` are filtered by what it listens to (its
+    /// last sync was made under this node's view).
+    pub fn interest_synced(&self, peer: &str) -> bool {
+        let fingerprint = self.view().fingerprint;
+        self.lock_interest()
+            .get(peer)
+            .is_some_and(|p| p.view == Some(fingerprint))
+    }
+
+    /// How many conversations `peer` listens to, as far as this node knows
+    /// (0 until its sync is whole).
+    pub fn listening(&self, peer: &str) -> usize {
+        self.lock_interest()
+            .get(peer)
+            .filter(|p| p.view.is_some())
+            .map_or(0, |p| p.conversations.len())
+    }
+
+    /// Forgets what a departed peer listened to, and stops waiting for its
+    /// acks.
+    pub(crate) fn forget_interest(&self, peer: &str) {
+        self.lock_interest().remove(peer);
+        self.lock_acks().retain(|_, (owner, _)| **owner != *peer);
     }
 
     /// Whether any other node is connected (fan-out across nodes is needed).
     pub fn has_peers(&self) -> bool {
         self.enabled && !self.view().peers.is_empty()
+    }
+}
+
+/// Encodes `msg` for one peer's Router, if connected.
+fn send_to(router: Option<&ActorRef<RouterMsg>>, msg: &PeerMsg) -> bool {
+    let Some(r) = router else {
+        return false;
+    };
+    match chat_protocol::peer::encode(msg) {
+        Ok(bytes) => r.cast(RouterMsg::Wire(Arc::from(bytes))).is_ok(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a peer message");
+            false
+        }
     }
 }
 
@@ -446,5 +767,230 @@ impl ReplicaLink for RouterLink {
             .map_err(|_| StoreError::Unavailable("node is stopping".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("node is stopping".into()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::{Actor, ActorProcessingErr};
+    use std::time::Duration;
+
+    /// Stands in for a peer's Router: hands every wire message to a channel.
+    struct Peer;
+
+    impl Actor for Peer {
+        type Msg = RouterMsg;
+        type State = mpsc::UnboundedSender<PeerMsg>;
+        type Arguments = mpsc::UnboundedSender<PeerMsg>;
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<RouterMsg>,
+            tx: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(tx)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<RouterMsg>,
+            msg: RouterMsg,
+            tx: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            if let RouterMsg::Wire(bytes) = msg {
+                let _ = tx.send(chat_protocol::peer::decode(&bytes).expect("valid"));
+            }
+            Ok(())
+        }
+    }
+
+    struct Fixture {
+        cluster: Cluster,
+        rx: HashMap<&'static str, mpsc::UnboundedReceiver<PeerMsg>>,
+    }
+
+    /// Node "a" with peers "b" and "c", all serving.
+    async fn fixture() -> Fixture {
+        let (events, _) = mpsc::unbounded_channel();
+        let cluster = Cluster::clustered("a", 1, events);
+        let mut peers = HashMap::new();
+        let mut rx = HashMap::new();
+        for name in ["b", "c"] {
+            let (tx, r) = mpsc::unbounded_channel();
+            let (actor, _) = Actor::spawn(None, Peer, tx).await.unwrap();
+            peers.insert(Arc::from(name), actor);
+            rx.insert(name, r);
+        }
+        cluster.set_view(View::new(Placement::new(["a", "b", "c"]), peers));
+        Fixture { cluster, rx }
+    }
+
+    /// A conversation `owner` owns among a, b and c.
+    fn owned_by(owner: &str, skip: usize) -> ConversationId {
+        let p = Placement::new(["a", "b", "c"]);
+        (0..)
+            .map(|i| ConversationId::new(&format!("g:{i}")).unwrap())
+            .filter(|c| **p.owner(c).unwrap() == *owner)
+            .nth(skip)
+            .unwrap()
+    }
+
+    impl Fixture {
+        fn fingerprint(&self) -> u64 {
+            self.cluster.view().fingerprint
+        }
+
+        /// Who got a `Listeners` delivery of `conv` (sorted).
+        async fn deliver(&mut self, conv: &ConversationId) -> Vec<&'static str> {
+            self.deliver_to(conv, Audience::Listeners { except: None }, &[])
+                .await
+        }
+
+        async fn deliver_to(
+            &mut self,
+            conv: &ConversationId,
+            to: Audience,
+            listen: &[UserId],
+        ) -> Vec<&'static str> {
+            let (sent, skipped) = self.cluster.deliver(conv, to, listen, &[], Vec::new);
+            assert_eq!(sent + skipped, 2);
+            // Exactly `sent` peers were cast to: collect that many.
+            let mut got = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while (got.len() as u64) < sent {
+                assert!(tokio::time::Instant::now() < deadline, "got only {got:?}");
+                for (name, rx) in self.rx.iter_mut() {
+                    if let Ok(PeerMsg::Deliver(d)) = rx.try_recv() {
+                        assert_eq!(d.conversation, *conv);
+                        got.push(*name);
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            got.sort();
+            assert_eq!(got.len() as u64, sent);
+            got
+        }
+
+        fn sync(&self, from: &str, view: u64, conversations: &[ConversationId]) {
+            self.cluster
+                .peer_interest_sync(from, view, conversations.to_vec(), true, true);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_gets_everything_until_its_interest_is_known() {
+        let mut f = fixture().await;
+        let conv = owned_by("a", 0);
+        assert_eq!(f.deliver(&conv).await, ["b", "c"]);
+        assert!(!f.cluster.interest_synced("b"));
+    }
+
+    #[tokio::test]
+    async fn after_a_sync_only_listening_peers_get_deliveries() {
+        let mut f = fixture().await;
+        let (x, y) = (owned_by("a", 0), owned_by("a", 1));
+        let fp = f.fingerprint();
+        f.sync("b", fp, std::slice::from_ref(&x));
+        f.sync("c", fp, &[]);
+        assert!(f.cluster.interest_synced("b") && f.cluster.interest_synced("c"));
+        assert_eq!(f.deliver(&x).await, ["b"]);
+        assert!(f.deliver(&y).await.is_empty());
+        // c starts listening to y, b stops listening to x.
+        f.cluster.peer_interest("c", fp, true, vec![y.clone()]);
+        f.cluster.peer_interest("b", fp, false, vec![x.clone()]);
+        assert!(f.deliver(&x).await.is_empty());
+        assert_eq!(f.deliver(&y).await, ["c"]);
+        assert_eq!(f.cluster.listening("c"), 1);
+    }
+
+    #[tokio::test]
+    async fn interest_under_another_view_is_not_trusted() {
+        let mut f = fixture().await;
+        let x = owned_by("a", 0);
+        let fp = f.fingerprint();
+        // b's sync was made while b saw another set of nodes.
+        f.sync("b", fp ^ 1, &[]);
+        f.sync("c", fp, &[]);
+        assert_eq!(f.deliver(&x).await, ["b"]);
+        // A report under another view than its sync is dropped.
+        f.cluster.peer_interest("c", fp ^ 1, true, vec![x.clone()]);
+        assert_eq!(f.deliver(&x).await, ["b"]);
+    }
+
+    #[tokio::test]
+    async fn a_sync_counts_only_when_whole() {
+        let mut f = fixture().await;
+        let x = owned_by("a", 0);
+        let fp = f.fingerprint();
+        f.sync("c", fp, &[]);
+        f.cluster.peer_interest_sync("b", fp, vec![], true, false);
+        assert_eq!(f.deliver(&x).await, ["b"], "half a sync");
+        f.cluster
+            .peer_interest_sync("b", fp, vec![x.clone()], false, true);
+        assert_eq!(f.deliver(&x).await, ["b"]);
+        // A chunk whose first was never seen does not complete anything.
+        f.cluster.forget_interest("b");
+        f.cluster.peer_interest_sync("b", fp, vec![], false, true);
+        assert!(!f.cluster.interest_synced("b"));
+    }
+
+    #[tokio::test]
+    async fn a_member_added_makes_every_peer_listen_until_it_says_otherwise() {
+        let mut f = fixture().await;
+        let x = owned_by("a", 0);
+        let fp = f.fingerprint();
+        f.sync("b", fp, &[]);
+        f.sync("c", fp, &[]);
+        let dave = UserId::new("dave").unwrap();
+        let to = Audience::Users(vec![dave.clone()]);
+        assert_eq!(f.deliver_to(&x, to, &[dave]).await, ["b", "c"]);
+        assert_eq!(f.deliver(&x).await, ["b", "c"]);
+        f.cluster.peer_interest("b", fp, false, vec![x.clone()]);
+        assert_eq!(f.deliver(&x).await, ["c"]);
+    }
+
+    #[tokio::test]
+    async fn a_conversation_owned_elsewhere_goes_to_everyone() {
+        let mut f = fixture().await;
+        let fp = f.fingerprint();
+        f.sync("b", fp, &[]);
+        f.sync("c", fp, &[]);
+        // An actor finishing writes after its conversation moved to b.
+        assert_eq!(f.deliver(&owned_by("b", 0)).await, ["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn reports_go_to_owners_and_acks_end_the_wait() {
+        let mut f = fixture().await;
+        let (x, y, z) = (owned_by("b", 0), owned_by("c", 0), owned_by("a", 0));
+        let acks = f
+            .cluster
+            .report_interest(&[x.clone(), y.clone(), z.clone()], true, true);
+        assert_eq!(acks.len(), 2, "one per remote owner; none for this node");
+        for (name, conv) in [("b", &x), ("c", &y)] {
+            match f.rx.get_mut(name).unwrap().recv().await {
+                Some(PeerMsg::Interest {
+                    conversations,
+                    listening: true,
+                    ack: Some(id),
+                    view,
+                    ..
+                }) => {
+                    assert_eq!(conversations, std::slice::from_ref(conv));
+                    assert_eq!(view, f.fingerprint());
+                    f.cluster.interest_acked(id);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        for ack in acks {
+            ack.await.expect("acked");
+        }
+        // A departed owner's acks end too, unanswered.
+        let acks = f.cluster.report_interest(&[x], true, true);
+        f.cluster.forget_interest("b");
+        assert!(acks.into_iter().next().unwrap().await.is_err());
     }
 }

@@ -25,7 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_protocol::peer::{Audience, PeerDelivery};
+use chat_protocol::peer::Audience;
 use chat_protocol::{
     now_ms, ClientMsgId, Conversation, ConversationId, ConversationKind, Member, Message,
     MessageId, MessageKind, OkReply, ReceiptKind, Role, ServerFrame, SharedFrame, UserId,
@@ -666,16 +666,15 @@ impl ConversationState {
         if !cluster.has_peers() {
             return;
         }
-        cluster.deliver(PeerDelivery {
-            conversation: self.id.clone(),
-            to,
-            listen: listen.to_vec(),
-            unlisten: unlisten.to_vec(),
-            events: deliveries
+        let (sent, skipped) = cluster.deliver(&self.id, to, listen, unlisten, || {
+            deliveries
                 .iter()
                 .map(|d| (d.frame.frame().clone(), d.skip_conn))
-                .collect(),
+                .collect()
         });
+        let metrics = &self.services.metrics;
+        metrics.peer_deliveries_sent.inc_by(sent);
+        metrics.peer_deliveries_skipped.inc_by(skipped);
     }
 
     fn history(&self, reader: UserId, query: PageQuery, reply: Reply) {
@@ -953,7 +952,7 @@ impl ConversationState {
         let interest = &self.services.interest;
         let conv_list = [self.id.clone()];
         for u in removed {
-            interest.remove(u, &self.id);
+            interest.remove(u, &self.id, &self.services.cluster);
         }
         let frame: Arc<[Delivery]> = Arc::from([Delivery {
             frame: Arc::new(SharedFrame::new(ServerFrame::Conversation { conversation })),
@@ -962,7 +961,7 @@ impl ConversationState {
         let directory = &self.services.directory;
         for u in members {
             if directory.get(u).is_some() {
-                interest.add(u, &conv_list);
+                interest.add(u, &conv_list, &self.services.cluster);
             }
         }
         let mut targets: Vec<UserId> = members.to_vec();

@@ -43,6 +43,14 @@ pub struct Metrics {
     pub peer_rejected: Counter,
     /// Peers dropped for missing heartbeats or replication acks.
     pub peers_dropped: Counter,
+    /// Batches of a conversation's events sent to another node.
+    pub peer_deliveries_sent: Counter,
+    /// Batches not sent to a node because none of its sessions listens.
+    pub peer_deliveries_skipped: Counter,
+    /// Batches received from other nodes.
+    pub peer_deliveries_received: Counter,
+    /// Batches received for which no local session listened.
+    pub peer_deliveries_unheard: Counter,
 }
 
 impl Default for Metrics {
@@ -66,6 +74,10 @@ impl Default for Metrics {
             peer_requests: Counter::default(),
             peer_rejected: Counter::default(),
             peers_dropped: Counter::default(),
+            peer_deliveries_sent: Counter::default(),
+            peer_deliveries_skipped: Counter::default(),
+            peer_deliveries_received: Counter::default(),
+            peer_deliveries_unheard: Counter::default(),
         }
     }
 }
@@ -163,6 +175,26 @@ impl Metrics {
             "peers_dropped",
             "Peers dropped for missed heartbeats or replication acks",
             self.peers_dropped.clone(),
+        );
+        r.register(
+            "peer_deliveries_sent",
+            "Batches of conversation events sent to another node",
+            self.peer_deliveries_sent.clone(),
+        );
+        r.register(
+            "peer_deliveries_skipped",
+            "Batches not sent to a node where no session listens",
+            self.peer_deliveries_skipped.clone(),
+        );
+        r.register(
+            "peer_deliveries_received",
+            "Batches of conversation events received from other nodes",
+            self.peer_deliveries_received.clone(),
+        );
+        r.register(
+            "peer_deliveries_unheard",
+            "Batches received from other nodes that no local session listened to",
+            self.peer_deliveries_unheard.clone(),
         );
     }
 }

@@ -54,6 +54,18 @@ impl Placement {
             .max_by_key(|n| (weight(n, conversation.as_str()), Arc::clone(n)))
     }
 
+    /// A digest of the node set: two nodes with the same fingerprint agree on
+    /// every owner. Stable across processes, like [`weight`].
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = Sha256::new();
+        for n in self.nodes.iter() {
+            h.update(n.as_bytes());
+            h.update([0u8]);
+        }
+        let d = h.finalize();
+        u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+    }
+
     /// The nodes in order of preference for `conversation`: the owner first,
     /// then the node that would own it if the owner left, and so on.
     pub fn preference(&self, conversation: &ConversationId) -> Vec<Arc<str>> {
@@ -81,6 +93,18 @@ mod tests {
         // of a running cluster during a rolling upgrade.
         // Computed independently: sha256(b"node-1\x00g:1")[..8], big-endian.
         assert_eq!(weight("node-1", "g:1"), 0x41ba_2b32_c735_02cc);
+    }
+
+    #[test]
+    fn fingerprints_name_the_set_not_its_order() {
+        let a = Placement::new(["n1", "n2", "n3"]).fingerprint();
+        assert_eq!(a, Placement::new(["n3", "n1", "n2", "n1"]).fingerprint());
+        assert_ne!(a, Placement::new(["n1", "n2"]).fingerprint());
+        // Names are delimited: ["ab", "c"] is not ["a", "bc"].
+        assert_ne!(
+            Placement::new(["ab", "c"]).fingerprint(),
+            Placement::new(["a", "bc"]).fingerprint()
+        );
     }
 
     #[test]

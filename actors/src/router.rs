@@ -57,6 +57,10 @@ const MAX_IN_FLIGHT_PER_PEER: usize = 20_000;
 /// Anti-entropy with each peer this often, to repair anything a dropped
 /// link lost.
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
+/// How often a peer is asked for its interest while this node does not hold
+/// it under its own view.
+const INTEREST_ASK_EVERY: Duration = Duration::from_secs(2);
+
 /// Ops per anti-entropy chunk, and about how many bytes.
 const SYNC_CHUNK_OPS: usize = 512;
 const SYNC_CHUNK_BYTES: usize = 2 << 20;
@@ -176,6 +180,12 @@ pub struct PeerStatus {
     pub synced: bool,
     /// Milliseconds since its last heartbeat.
     pub heard_ms_ago: Option<u64>,
+    /// Whether deliveries to it are filtered by what its sessions listen to
+    /// (it has sent its interest under this node's view).
+    pub interest_synced: bool,
+    /// How many of the conversations this node owns its sessions listen to
+    /// (0 until synced).
+    pub listening: usize,
 }
 
 impl ractor::Message for RouterMsg {
@@ -254,6 +264,8 @@ struct Peer {
     last_pull: Instant,
     in_flight: usize,
     reported_stale: Option<Instant>,
+    /// When this node last asked it for its interest.
+    interest_asked: Option<Instant>,
 }
 
 struct RemoteRequest {
@@ -776,6 +788,35 @@ impl RouterState {
                     }
                 });
             }
+            PeerMsg::Interest {
+                from,
+                view,
+                listening,
+                conversations,
+                ack,
+            } => {
+                let cluster = &self.services.cluster;
+                cluster.peer_interest(&from, view, listening, conversations);
+                if let Some(id) = ack {
+                    cluster.send(&from, &PeerMsg::InterestAck { id });
+                }
+            }
+            PeerMsg::InterestAck { id } => self.services.cluster.interest_acked(id),
+            PeerMsg::InterestSync {
+                from,
+                view,
+                conversations,
+                first,
+                last,
+            } => {
+                self.services
+                    .cluster
+                    .peer_interest_sync(&from, view, conversations, first, last);
+            }
+            PeerMsg::InterestAsk { from } => {
+                let services = &self.services;
+                services.interest.sync(Some(&from), &services.cluster);
+            }
             PeerMsg::Ops { from, ops, more } => {
                 let Some(replica) = self.services.replica.clone() else {
                     return;
@@ -806,14 +847,22 @@ impl RouterState {
     /// Hands a remote conversation's events to the local sessions.
     fn deliver(&mut self, d: PeerDelivery) {
         let services = &self.services;
+        services.metrics.peer_deliveries_received.inc();
         let conv = [d.conversation.clone()];
         for u in &d.unlisten {
-            services.interest.remove(u, &d.conversation);
+            services
+                .interest
+                .remove(u, &d.conversation, &services.cluster);
         }
         for u in &d.listen {
             if services.directory.get(u).is_some() {
-                services.interest.add(u, &conv);
+                services.interest.add(u, &conv, &services.cluster);
             }
+        }
+        if !d.listen.is_empty() {
+            services
+                .interest
+                .confirm(&d.conversation, &services.cluster);
         }
         let deliveries: Arc<[Delivery]> = d
             .events
@@ -831,7 +880,10 @@ impl RouterState {
                     .filter(|u| Some(*u) != except.as_ref())
                     .cloned()
                     .collect(),
-                None => return,
+                None => {
+                    services.metrics.peer_deliveries_unheard.inc();
+                    return;
+                }
             },
         };
         services.directory.for_each(&targets, |s| {
@@ -983,7 +1035,26 @@ impl RouterState {
         for n in due {
             self.pull(&n);
         }
+        self.ask_interest(now);
         self.check_serve(myself);
+    }
+
+    /// Asks each peer whose interest this node does not hold under its view
+    /// (a sync lost, or sent while views differed) to send it again; until
+    /// then the peer gets every delivery.
+    fn ask_interest(&mut self, now: Instant) {
+        let cluster = &self.services.cluster;
+        let me = self.me();
+        for (name, p) in self.peers.iter_mut() {
+            let due = p
+                .interest_asked
+                .is_none_or(|t| now.duration_since(t) >= INTEREST_ASK_EVERY);
+            if p.heard.is_none() || !due || cluster.interest_synced(name) {
+                continue;
+            }
+            p.interest_asked = Some(now);
+            cluster.send(name, &PeerMsg::InterestAsk { from: me.clone() });
+        }
     }
 
     /// Joins the serving group once every connected node has been heard and
@@ -1050,6 +1121,7 @@ impl RouterState {
             tracing::info!(peer = %n, "node left");
             self.forget_peer(&n);
             self.peers.remove(&n);
+            self.services.cluster.forget_interest(&n);
         }
         let now = Instant::now();
         let mut joined = Vec::new();
@@ -1071,21 +1143,32 @@ impl RouterState {
                             last_pull: now,
                             in_flight: 0,
                             reported_stale: None,
+                            interest_asked: None,
                         },
                     );
                     joined.push(n.clone());
                 }
             }
         }
-        let view = View {
-            placement: Placement::new(serving),
-            peers,
-        };
+        let view = View::new(Placement::new(serving), peers);
         self.services
             .metrics
             .cluster_members
             .set(view.placement.nodes().len() as i64);
+        let old = self.services.cluster.view();
+        let changed = old.fingerprint != view.fingerprint
+            || old.peers.len() != view.peers.len()
+            || old
+                .peers
+                .iter()
+                .any(|(n, r)| view.peers.get(n).is_none_or(|v| v.get_id() != r.get_id()));
         self.services.cluster.set_view(view);
+        if changed {
+            // Every owner may have changed: each peer learns what it owns
+            // that sessions here listen to.
+            let services = &self.services;
+            services.interest.sync(None, &services.cluster);
+        }
         for n in joined {
             self.pull(&n);
         }
@@ -1122,6 +1205,8 @@ impl RouterState {
                 serving: p.serving,
                 synced: p.synced,
                 heard_ms_ago: p.heard.map(|h| now.duration_since(h).as_millis() as u64),
+                interest_synced: self.services.cluster.interest_synced(n),
+                listening: self.services.cluster.listening(n),
             })
             .collect();
         peers.sort_by(|a, b| a.name.cmp(&b.name));

@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chat_protocol::{
     close_code, ClientFrame, ConversationId, ConversationKind, ConversationSummary, OkReply,
@@ -173,8 +173,6 @@ pub enum SessionMsg {
         /// The close code.
         code: u16,
     },
-    /// The user's conversation list was read at start; register interest.
-    Joined(Vec<ConversationId>),
 }
 
 /// Starting arguments.
@@ -248,25 +246,39 @@ impl Actor for UserSession {
 
     async fn post_start(
         &self,
-        myself: ActorRef<SessionMsg>,
+        _myself: ActorRef<SessionMsg>,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         // Registered in the directory before the list is read, so a
         // conversation that adds the user meanwhile sees the session and
-        // registers the interest itself.
-        let store = state.services.store.clone();
-        let user = state.user.clone();
-        tokio::spawn(async move {
-            match store.user_conversations(&user).await {
-                Ok(list) => {
-                    let _ = myself.cast(SessionMsg::Joined(list));
-                }
-                Err(e) => {
-                    tracing::warn!(%user, error = %e, "cannot list conversations; live delivery limited");
-                    let _ = myself.cast(SessionMsg::Joined(Vec::new()));
+        // registers the interest itself. Read before the first attach is
+        // handled: once a client is told it is connected, everything sent
+        // to its conversations reaches it live, on this node or from the
+        // owners the interest was just reported to.
+        let services = &state.services;
+        match services.store.user_conversations(&state.user).await {
+            Ok(list) => {
+                let acks = services
+                    .interest
+                    .join(&state.user, &list, &services.cluster);
+                let all = async {
+                    for ack in acks {
+                        let _ = ack.await;
+                    }
+                };
+                if tokio::time::timeout(INTEREST_ACK_DEADLINE, all)
+                    .await
+                    .is_err()
+                {
+                    // Live delivery from that owner starts when it gets the
+                    // report; the client's catch-up covers the gap.
+                    tracing::warn!(user = %state.user, "an owner did not acknowledge interest in time");
                 }
             }
-        });
+            Err(e) => {
+                tracing::warn!(user = %state.user, error = %e, "cannot list conversations; live delivery limited");
+            }
+        }
         Ok(())
     }
 
@@ -283,7 +295,9 @@ impl Actor for UserSession {
             .is_some_and(|s| s.get_id() == myself.get_id())
         {
             services.directory.remove(&state.user);
-            services.interest.remove_user(&state.user);
+            services
+                .interest
+                .remove_user(&state.user, &services.cluster);
         }
         for a in std::mem::take(&mut state.conns) {
             state.drop_watches(myself.get_id(), &a.watching);
@@ -352,9 +366,6 @@ impl Actor for UserSession {
                 for a in &state.conns {
                     a.conn.close(code);
                 }
-            }
-            SessionMsg::Joined(list) => {
-                state.services.interest.add(&state.user, &list);
             }
         }
         Ok(())
@@ -634,6 +645,10 @@ impl SessionState {
 /// Upper bound on the unread count reported per conversation; counting
 /// further would make a long-absent user's list slow to load.
 const UNREAD_CAP: u64 = 9_999;
+
+/// How long a starting session waits for the owners of its conversations
+/// to acknowledge its interest before it lets the client in anyway.
+const INTEREST_ACK_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The user's conversations, newest activity first, each with its last
 /// message and unread count. Reads the store directly: everything it shows is

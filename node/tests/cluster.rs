@@ -7,7 +7,9 @@
 //! order, with typing, receipts and presence crossing nodes; killing the
 //! owner of a busy conversation loses no acknowledged message and repeats no
 //! id; a node that leaves with SIGTERM loses nothing, and when it comes back
-//! it catches up and owns conversations again.
+//! it catches up and owns conversations again; a conversation's messages go
+//! only to the nodes where a member is connected, and that follows members
+//! connecting, leaving and being invited, and the owner moving away and back.
 
 mod common;
 
@@ -193,9 +195,9 @@ impl TestCluster {
                 let formed = v["serving"] == true
                     && v["serving_nodes"].as_array().map(Vec::len) == Some(serving)
                     && peers.len() == serving - 1
-                    && peers
-                        .iter()
-                        .all(|p| p["synced"] == true && p["serving"] == true);
+                    && peers.iter().all(|p| {
+                        p["synced"] == true && p["serving"] == true && p["interest_synced"] == true
+                    });
                 if formed {
                     break;
                 }
@@ -944,4 +946,133 @@ async fn nodes_talk_over_mutual_tls_and_refuse_a_node_of_another_ca() {
         let v = cluster.status(i).await;
         assert_eq!(v["serving_nodes"].as_array().map(Vec::len), Some(2), "{v}");
     }
+}
+
+/// Waits until `name` on `addr` reaches `at_least`.
+async fn wait_metric(addr: SocketAddr, name: &str, at_least: f64) {
+    let deadline = Instant::now() + FORM_DEADLINE;
+    loop {
+        let v = metric(addr, name).await;
+        if v >= at_least {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} stays at {v} < {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until node `i` holds that `peer`'s sessions listen to `n` of the
+/// conversations `i` owns.
+async fn wait_listening(cluster: &TestCluster, i: usize, peer: usize, n: u64) {
+    let deadline = Instant::now() + FORM_DEADLINE;
+    let name = TestCluster::name(peer);
+    loop {
+        let v = cluster.status(i).await;
+        let p = v["peers"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name.as_str()).cloned());
+        if p.is_some_and(|p| p["interest_synced"] == true && p["listening"] == n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node {i} on {name}: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const RECEIVED: &str = "chat_peer_deliveries_received_total";
+const SKIPPED: &str = "chat_peer_deliveries_skipped_total";
+
+/// `a` sends `n` messages, one at a time; `b` gets each.
+async fn send_and_see(a: &mut Client, b: &mut Client, conv: &ConversationId, tag: &str, n: usize) {
+    for k in 0..n {
+        let cmid = format!("{tag}-{k}");
+        let m = ok(a.request(frames::send(conv, &cmid, &body_of(&cmid))).await)
+            .message
+            .expect("message");
+        b.event(|f| message_of(f).is_some_and(|x| x.id == m.id))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_goes_only_to_nodes_where_a_member_listens() {
+    let mut cluster = TestCluster::start(3).await;
+    let alice = register(cluster.addr(0), &unique("alice")).await;
+    let bob = register(cluster.addr(1), &unique("bob")).await;
+    let carol = register(cluster.addr(2), &unique("carol")).await;
+    let mut a = connect(cluster.addr(0), &alice.access, Codec::Json).await;
+    let mut b = connect(cluster.addr(1), &bob.access, Codec::Json).await;
+    // A group node 1 owns; Carol, whose node is node 3, is offline.
+    let mut conv = group(&mut a, &[&bob.id, &carol.id]).await;
+    for _ in 0..100 {
+        if TestCluster::owner(&conv, &[0, 1, 2]) == 0 {
+            break;
+        }
+        conv = group(&mut a, &[&bob.id, &carol.id]).await;
+    }
+    assert_eq!(TestCluster::owner(&conv, &[0, 1, 2]), 0);
+    b.event(|f| matches!(f, ServerFrame::Conversation { conversation } if conversation.id == conv))
+        .await;
+
+    // Node 3 hears nothing of it; node 2 hears each message once.
+    let received_3 = metric(cluster.addr(2), RECEIVED).await;
+    let received_2 = metric(cluster.addr(1), RECEIVED).await;
+    let skipped = metric(cluster.addr(0), SKIPPED).await;
+    send_and_see(&mut a, &mut b, &conv, "quiet", 20).await;
+    wait_metric(cluster.addr(0), SKIPPED, skipped + 20.0).await;
+    assert_eq!(metric(cluster.addr(1), RECEIVED).await, received_2 + 20.0);
+    assert_eq!(
+        metric(cluster.addr(2), RECEIVED).await,
+        received_3,
+        "a node without a member online gets nothing"
+    );
+
+    // Carol connects on node 3: the next message reaches her live, with no
+    // wait in between (her session's interest is acknowledged first).
+    let mut c = connect(cluster.addr(2), &carol.access, Codec::MsgPack).await;
+    send_and_see(&mut a, &mut c, &conv, "hello-carol", 1).await;
+
+    // She leaves: node 1 learns it, and node 3 hears nothing again.
+    drop(c);
+    wait_listening(&cluster, 0, 2, 0).await;
+    let received_3 = metric(cluster.addr(2), RECEIVED).await;
+    let skipped = metric(cluster.addr(0), SKIPPED).await;
+    send_and_see(&mut a, &mut b, &conv, "after-carol", 10).await;
+    wait_metric(cluster.addr(0), SKIPPED, skipped + 10.0).await;
+    assert_eq!(metric(cluster.addr(2), RECEIVED).await, received_3);
+
+    // Dave, online on node 3 but not a member, is invited: the owner sends
+    // to node 3 from that moment, without waiting to hear that he listens.
+    let dave = register(cluster.addr(2), &unique("dave")).await;
+    let mut d = connect(cluster.addr(2), &dave.access, Codec::Json).await;
+    ok(a.request(ClientFrame::Invite {
+        req: None,
+        conversation: conv.clone(),
+        users: vec![frames::user(&dave.id)],
+    })
+    .await);
+    send_and_see(&mut a, &mut d, &conv, "hello-dave", 1).await;
+    drop(d);
+    wait_listening(&cluster, 0, 2, 0).await;
+
+    // The owner leaves and comes back: the conversation moves away and
+    // back, and Bob's node re-registers with each owner in turn.
+    let node = cluster.nodes[0].as_mut().unwrap();
+    node.sigterm();
+    assert_eq!(a.closed_with().await, Some(1001));
+    assert!(node.wait_exit(Duration::from_secs(30)).await.success());
+    cluster.nodes[0] = None;
+    cluster.wait_formed(2).await;
+    let mut a = connect(cluster.addr(2), &alice.access, Codec::Json).await;
+    send_and_see(&mut a, &mut b, &conv, "moved", 5).await;
+    cluster.restart(0).await;
+    cluster.wait_formed(3).await;
+    // Node 1 owns it again, with no session of its own: it learnt that
+    // Bob listens on node 2 and Alice on node 3.
+    wait_listening(&cluster, 0, 1, 1).await;
+    wait_listening(&cluster, 0, 2, 1).await;
+    send_and_see(&mut a, &mut b, &conv, "back", 5).await;
 }

@@ -848,11 +848,3 @@ async fn metrics(addr: SocketAddr) -> (Vec<(String, String)>, String) {
     assert_eq!(status, 200, "{text}");
     (headers, text)
 }
-
-/// The value of an unlabelled sample in Prometheus text.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse().expect("a number"))
-    })
-}

@@ -90,6 +90,50 @@ pub enum PeerMsg {
         /// Whether more are held beyond this chunk (pull again).
         more: bool,
     },
+    /// The sender's sessions started (`listening`) or stopped listening to
+    /// `conversations`, which the receiver owns in the sender's view `view`.
+    /// Sent on a change from no local listener to some, or back, and when a
+    /// session starts (with `ack`).
+    Interest {
+        /// Who listens.
+        from: String,
+        /// The fingerprint of the sender's placement.
+        view: u64,
+        /// Whether it listens now.
+        listening: bool,
+        /// Which conversations.
+        conversations: Vec<ConversationId>,
+        /// Answer with [`PeerMsg::InterestAck`] of this id once applied.
+        #[serde(default)]
+        ack: Option<u64>,
+    },
+    /// The [`PeerMsg::Interest`] with this `ack` id has been applied: what
+    /// the receiver's owner sends from now on reaches those sessions.
+    InterestAck {
+        /// The id.
+        id: u64,
+    },
+    /// Everything the sender listens to among the conversations the receiver
+    /// owns in the sender's view `view`, replacing what the receiver held;
+    /// sent after each change of the sender's view, in chunks.
+    InterestSync {
+        /// Who listens.
+        from: String,
+        /// The fingerprint of the sender's placement.
+        view: u64,
+        /// A chunk of the conversations.
+        conversations: Vec<ConversationId>,
+        /// The first chunk: forget what was held.
+        first: bool,
+        /// The last chunk: the set is whole.
+        last: bool,
+    },
+    /// Send me an [`PeerMsg::InterestSync`]: what I hold of yours does not
+    /// match my view (a sync was missed, or our views differed when it left).
+    InterestAsk {
+        /// Who asks.
+        from: String,
+    },
 }
 
 /// One replicated store write: opaque here, decoded by the store.
@@ -338,6 +382,22 @@ mod tests {
                     Some(4),
                 )],
             })),
+            PeerMsg::Interest {
+                from: "a".into(),
+                view: u64::MAX,
+                listening: false,
+                conversations: vec![ConversationId::new("g:1").unwrap()],
+                ack: Some(3),
+            },
+            PeerMsg::InterestAck { id: 3 },
+            PeerMsg::InterestSync {
+                from: "a".into(),
+                view: 1,
+                conversations: vec![],
+                first: true,
+                last: true,
+            },
+            PeerMsg::InterestAsk { from: "b".into() },
         ];
         for m in msgs {
             let bytes = encode(&m).unwrap();

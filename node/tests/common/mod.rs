@@ -505,3 +505,18 @@ pub async fn try_connect_query(addr: SocketAddr, token: &str, codec: Codec) -> R
         Err(e) => panic!("connect failed: {e}"),
     }
 }
+
+/// The value of an unlabelled sample in Prometheus text.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().expect("a number"))
+    })
+}
+
+/// An unlabelled sample of a node's `/metrics` (0 when absent).
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (status, text) = http(addr, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200, "{text}");
+    sample(&text, name).unwrap_or(0.0)
+}
