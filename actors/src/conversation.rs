@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use crate::error::ChatError;
 use crate::router::RouterMsg;
 use crate::services::Services;
-use crate::session::{ConnId, Delivery, SessionMsg};
+use crate::session::{ConnId, Delivery};
 use crate::store::{ConversationChange, PageQuery, StoreError};
 
 /// Where a request's answer goes.
@@ -140,7 +140,7 @@ pub enum ConversationMsg {
         reply: Reply,
     },
     /// The store finished the batch in flight.
-    BatchWritten(Result<(), StoreError>),
+    BatchWritten(Result<Vec<Option<Message>>, StoreError>),
     /// The store finished writing a read marker.
     ReadStored {
         /// Whose.
@@ -491,27 +491,9 @@ impl ConversationState {
                 self.waiters.entry(*id).or_default().push(reply);
                 return;
             }
+            // Older than the tail, or never sent: the store decides, in the
+            // batch that writes it (`append_new`), without a lookup here.
             None => {}
-        }
-        match self
-            .services
-            .store
-            .find_by_client_msg_id(&self.id, &key.0, &key.1)
-            .await
-        {
-            Ok(Some(m)) => {
-                self.services.metrics.sends_deduplicated.inc();
-                let _ = reply.send(Ok(OkReply {
-                    message: Some(m),
-                    ..ok()
-                }));
-                return;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                self.services.metrics.store_errors.inc();
-                return drop(reply.send(Err(e.into())));
-            }
         }
         let now = now_ms();
         let id = self.services.ids.next(now, self.last_id);
@@ -556,7 +538,7 @@ impl ConversationState {
         let store = self.services.store.clone();
         let me = myself.clone();
         tokio::spawn(async move {
-            let result = store.append(&messages).await;
+            let result = store.append_new(&messages).await;
             let _ = me.cast(ConversationMsg::BatchWritten(result));
         });
     }
@@ -564,7 +546,7 @@ impl ConversationState {
     fn batch_written(
         &mut self,
         myself: &ActorRef<ConversationMsg>,
-        result: Result<(), StoreError>,
+        result: Result<Vec<Option<Message>>, StoreError>,
     ) {
         let Some(InFlight { batch, started }) = self.in_flight.take() else {
             return;
@@ -575,9 +557,26 @@ impl ConversationState {
             .store_batch_latency
             .observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(()) => {
+            Ok(held) => {
                 let mut deliveries = Vec::with_capacity(batch.len());
-                for p in batch {
+                for (p, held) in batch.into_iter().zip(held) {
+                    if let Some(first) = held {
+                        // A retry of a send stored before the tail began.
+                        metrics.sends_deduplicated.inc();
+                        let reply_body = OkReply {
+                            message: Some(first.clone()),
+                            ..ok()
+                        };
+                        for w in self.waiters.remove(&p.message.id).into_iter().flatten() {
+                            let _ = w.send(Ok(reply_body.clone()));
+                        }
+                        let _ = p.reply.send(Ok(reply_body));
+                        // Not kept in `known`, which only covers the tail:
+                        // retries of old sends must not grow it.
+                        self.known
+                            .remove(&(first.sender.clone(), first.client_msg_id.clone()));
+                        continue;
+                    }
                     let m = p.message;
                     metrics.messages_accepted.inc();
                     metrics
@@ -649,9 +648,8 @@ impl ConversationState {
             .filter(|u| self.roles.contains_key(*u) && Some(*u) != skip_user)
             .cloned()
             .collect();
-        self.services.directory.for_each(&members, |session| {
-            let _ = session.cast(SessionMsg::Deliver(deliveries.clone()));
-        });
+        let n = self.services.directory.deliver(&members, &deliveries);
+        self.services.metrics.messages_delivered.inc_by(n);
     }
 
     /// The same events for the sessions on other nodes: one message per node.
@@ -966,9 +964,8 @@ impl ConversationState {
         }
         let mut targets: Vec<UserId> = members.to_vec();
         targets.extend(removed.iter().cloned());
-        directory.for_each(&targets, |s| {
-            let _ = s.cast(SessionMsg::Deliver(frame.clone()));
-        });
+        let n = directory.deliver(&targets, &frame);
+        self.services.metrics.messages_delivered.inc_by(n);
         self.deliver_remote(&frame, Audience::Users(targets), members, removed);
     }
 

@@ -886,9 +886,8 @@ impl RouterState {
                 }
             },
         };
-        services.directory.for_each(&targets, |s| {
-            let _ = s.cast(SessionMsg::Deliver(deliveries.clone()));
-        });
+        let n = services.directory.deliver(&targets, &deliveries);
+        services.metrics.messages_delivered.inc_by(n);
     }
 
     fn replicate(&mut self, op: ReplicatedOp, reply: RpcReplyPort<Result<(), StoreError>>) {

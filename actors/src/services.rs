@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use chat_protocol::{IdGenerator, Limits, UserId};
-use ractor::ActorRef;
+use ractor::{ActorId, ActorRef};
 
 use crate::cluster::Cluster;
 use crate::interest::Interest;
 use crate::metrics::Metrics;
 use crate::presence::{Presence, Watchers};
-use crate::session::SessionMsg;
+use crate::session::{Connection, Delivery, Outbound, SessionMsg};
 use crate::store::replicated::ReplicatedStore;
 use crate::store::MessageStore;
 
@@ -37,52 +37,82 @@ impl Default for Tuning {
     }
 }
 
-/// Local sessions by user.
+/// Local sessions by user, with their connections.
+///
+/// Events are pushed from here straight into the connections' outbound
+/// queues, not through the session actor: a fan-out to G members costs G
+/// queue pushes, not G actor messages and G more task wake-ups. The session
+/// keeps the list in step as connections attach and detach.
 #[derive(Default)]
 pub struct Directory {
-    sessions: RwLock<HashMap<UserId, ActorRef<SessionMsg>>>,
+    sessions: RwLock<HashMap<UserId, Local>>,
+}
+
+struct Local {
+    session: ActorRef<SessionMsg>,
+    conns: Arc<[Connection]>,
 }
 
 impl Directory {
-    /// The session of `user` on this node.
-    pub fn get(&self, user: &UserId) -> Option<ActorRef<SessionMsg>> {
-        self.sessions
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(user)
-            .cloned()
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<UserId, Local>> {
+        self.sessions.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Calls `f` with the session of each of `users` that has one here.
-    pub fn for_each(&self, users: &[UserId], mut f: impl FnMut(&ActorRef<SessionMsg>)) {
-        let map = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<UserId, Local>> {
+        self.sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The session of `user` on this node.
+    pub fn get(&self, user: &UserId) -> Option<ActorRef<SessionMsg>> {
+        self.read().get(user).map(|l| l.session.clone())
+    }
+
+    /// Queues `events` on every connection of each of `users` here, except
+    /// an event's `skip_conn`; returns how many frames were queued.
+    pub fn deliver(&self, users: &[UserId], events: &[Delivery]) -> u64 {
+        let map = self.read();
+        let mut n = 0;
         for u in users {
-            if let Some(s) = map.get(u) {
-                f(s);
+            let Some(local) = map.get(u) else { continue };
+            for c in local.conns.iter() {
+                for d in events {
+                    if d.skip_conn != Some(c.id) && c.push(Outbound::Shared(d.frame.clone())) {
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    pub(crate) fn insert(&self, user: UserId, session: ActorRef<SessionMsg>) {
+        self.write().insert(
+            user,
+            Local {
+                session,
+                conns: Arc::from([]),
+            },
+        );
+    }
+
+    /// The connections of `user`'s session `session` are now `conns`.
+    pub(crate) fn set_conns(&self, user: &UserId, session: ActorId, conns: Arc<[Connection]>) {
+        if let Some(l) = self.write().get_mut(user) {
+            if l.session.get_id() == session {
+                l.conns = conns;
             }
         }
     }
 
-    pub(crate) fn insert(&self, user: UserId, session: ActorRef<SessionMsg>) {
-        self.sessions
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(user, session);
-    }
-
     pub(crate) fn remove(&self, user: &UserId) {
-        self.sessions
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(user);
+        self.write().remove(user);
     }
 
     /// Sessions on this node.
     pub fn len(&self) -> usize {
-        self.sessions
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.read().len()
     }
 
     /// Whether no session lives here.

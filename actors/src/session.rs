@@ -159,8 +159,6 @@ pub enum SessionMsg {
         /// Where the answer goes.
         reply: Reply,
     },
-    /// Events from a conversation.
-    Deliver(Arc<[Delivery]>),
     /// A watched user's presence changed.
     Presence {
         /// Whose.
@@ -325,12 +323,14 @@ impl Actor for UserSession {
                     conn,
                     watching: HashSet::new(),
                 });
+                state.publish_conns(&myself);
                 state.services.metrics.connections_open.inc();
                 let _ = reply.send(Ok(myself.clone()));
             }
             SessionMsg::Detach { conn } => {
                 if let Some(pos) = state.conns.iter().position(|a| a.conn.id == conn) {
                     let a = state.conns.swap_remove(pos);
+                    state.publish_conns(&myself);
                     state.drop_watches(myself.get_id(), &a.watching);
                     state.presence_change(conn, false);
                     state.services.metrics.connections_open.dec();
@@ -339,21 +339,6 @@ impl Actor for UserSession {
             }
             SessionMsg::Request { conn, frame, reply } => {
                 state.request(&myself, conn, frame, reply)
-            }
-            SessionMsg::Deliver(deliveries) => {
-                let mut n = 0u64;
-                for a in &state.conns {
-                    for d in deliveries.iter() {
-                        if d.skip_conn != Some(a.conn.id)
-                            && a.conn.push(Outbound::Shared(d.frame.clone()))
-                        {
-                            n += 1;
-                        }
-                    }
-                }
-                if n > 0 {
-                    state.services.metrics.messages_delivered.inc_by(n);
-                }
             }
             SessionMsg::Presence { user, frame } => {
                 for a in &state.conns {
@@ -373,6 +358,14 @@ impl Actor for UserSession {
 }
 
 impl SessionState {
+    /// Events reach the connections through the directory.
+    fn publish_conns(&self, myself: &ActorRef<SessionMsg>) {
+        let conns: Arc<[Connection]> = self.conns.iter().map(|a| a.conn.clone()).collect();
+        self.services
+            .directory
+            .set_conns(&self.user, myself.get_id(), conns);
+    }
+
     fn maybe_empty(&self, myself: &ActorRef<SessionMsg>) {
         if self.conns.is_empty() {
             let _ = self.router.cast(RouterMsg::SessionEmpty {

@@ -130,6 +130,28 @@ pub trait MessageStore: Send + Sync + 'static {
     /// message's `client_msg_id` index entry is written in the same batch.
     async fn append(&self, messages: &[Message]) -> Result<(), StoreError>;
 
+    /// Appends the messages whose `(conversation, sender, client_msg_id)`
+    /// has no message yet, as [`MessageStore::append`] does; for each of
+    /// `messages`, `None` when it was stored, or the message stored earlier
+    /// under its key. How a conversation turns retried sends into one message
+    /// without a lookup of its own per send. The keys within one call must be
+    /// distinct.
+    async fn append_new(&self, messages: &[Message]) -> Result<Vec<Option<Message>>, StoreError> {
+        let mut held = Vec::with_capacity(messages.len());
+        let mut fresh = Vec::new();
+        for m in messages {
+            let found = self
+                .find_by_client_msg_id(&m.conversation, &m.sender, &m.client_msg_id)
+                .await?;
+            if found.is_none() {
+                fresh.push(m.clone());
+            }
+            held.push(found);
+        }
+        self.append(&fresh).await?;
+        Ok(held)
+    }
+
     /// A page of a conversation's history.
     async fn page(
         &self,

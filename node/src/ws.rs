@@ -78,11 +78,14 @@ pub async fn upgrade(
         // Small buffers keep an idle connection cheap; tungstenite grows
         // them for larger frames as needed.
         .read_buffer_size(4096)
-        .write_buffer_size(0)
-        // No cap of its own: the writer hands tungstenite one frame at a time
-        // and waits until it is written before the next (`feed` polls
-        // `poll_ready`, which flushes), so the buffer never holds more than
-        // one frame and a control frame. A cap would have to exceed the
+        // Frames gather in the write buffer until the writer flushes at the
+        // end of a batch (or this much is buffered): one syscall per batch,
+        // not per frame, which is what a busy connection's fan-out needs.
+        // The buffer only grows to what a batch holds.
+        .write_buffer_size(WRITE_BUFFER)
+        // No cap of its own beyond that: the writer waits for each frame to
+        // be accepted before the next, so the buffer holds at most
+        // `WRITE_BUFFER` and one frame. A cap would have to exceed the
         // largest reply, a history page of 200 messages of up to
         // `max_body_bytes` each, escaped: frames above it fail to send.
         .max_write_buffer_size(usize::MAX);
@@ -407,6 +410,9 @@ where
 /// Most frames written before one flush: batching writes into fewer
 /// syscalls pays under fan-out bursts.
 const WRITE_BATCH: usize = 64;
+
+/// Bytes buffered before a write happens even within a batch.
+const WRITE_BUFFER: usize = 32 * 1024;
 
 /// Writes the outbound queue to the socket until the connection closes,
 /// then sends the close frame. `close_grace` bounds how long a client cut

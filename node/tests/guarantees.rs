@@ -132,6 +132,47 @@ async fn a_retried_send_is_stored_and_delivered_once() {
 }
 
 #[tokio::test]
+async fn a_retry_older_than_the_tail_returns_the_first_message() {
+    // The actor remembers keys of its last 4 messages only; older retries
+    // are caught by the store in the batch that would have written them.
+    let node = TestNode::start_with(|c| c.actors.tail = 4).await;
+    let a = node.user(&unique("a")).await;
+    let b = node.user(&unique("b")).await;
+    let mut ca = connect(node.addr, &a.access, Codec::Json).await;
+    let mut cb = connect(node.addr, &b.access, Codec::Json).await;
+    let g = group(&mut ca, &[&b.id]).await;
+    let mut sent = Vec::new();
+    for i in 0..12 {
+        let cmid = format!("m{i}");
+        sent.push(
+            ok(ca.request(send(&g, &cmid, &cmid)).await)
+                .message
+                .unwrap(),
+        );
+    }
+    messages(&mut cb, &g, sent.len()).await;
+    // Retries of the oldest, twice in one batch's reach, and a new message.
+    for r in 1..=2 {
+        ca.send_frame(&with_req(send(&g, "m0", "again"), ReqId::Int(r)))
+            .await;
+    }
+    for r in 1..=2 {
+        let m = ok(ca.reply_to(&ReqId::Int(r)).await).message.unwrap();
+        assert_eq!(m, sent[0], "a retry gets the first message back");
+    }
+    let fresh = ok(ca.request(send(&g, "m12", "m12")).await)
+        .message
+        .unwrap();
+    let got = messages(&mut cb, &g, 1).await;
+    assert_eq!(got[0].id, fresh.id, "the retries were not delivered");
+    sent.push(fresh);
+    let h = ok(cb.request(history(&g, None, None, None)).await)
+        .messages
+        .unwrap();
+    assert_eq!(h, sent, "nothing stored twice");
+}
+
+#[tokio::test]
 async fn history_paging_walks_exactly_the_stored_messages() {
     const N: usize = 237;
     let node = TestNode::start_with(|c| c.actors.tail = 16).await;

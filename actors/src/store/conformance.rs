@@ -24,6 +24,7 @@ pub async fn run_all(store: &dyn MessageStore) {
     check_history_paging(store).await;
     check_page_bounds(store).await;
     check_last_message_and_client_msg_ids(store).await;
+    check_append_new(store).await;
     check_prefix_isolation(store).await;
     check_count_unread(store).await;
     check_conversations(store).await;
@@ -327,6 +328,49 @@ pub async fn check_last_message_and_client_msg_ids(store: &dyn MessageStore) {
             .expect("find");
         assert_eq!(found, None, "{sender} has no {key} in {c}");
     }
+}
+
+/// `append_new` stores a message only if its sender has not used its
+/// `client_msg_id` in the conversation, and otherwise returns the first.
+pub async fn check_append_new(store: &dyn MessageStore) {
+    let conversation = conversation_id("append-new");
+    let (alice, bob) = (user_id("alice"), user_id("bob"));
+    let all = two_bucket_history(&conversation, &[&alice], 6);
+    let first = &all[..3];
+    let held = store.append_new(first).await.expect("append_new");
+    assert_eq!(held, vec![None, None, None], "all new");
+
+    // A retry of first[1] under a new id, bob using alice's key, and a new one.
+    let mut retry = all[3].clone();
+    retry.client_msg_id = first[1].client_msg_id.clone();
+    let mut bobs = all[4].clone();
+    bobs.sender = bob.clone();
+    bobs.client_msg_id = first[0].client_msg_id.clone();
+    let held = store
+        .append_new(&[retry.clone(), bobs.clone(), all[5].clone()])
+        .await
+        .expect("append_new");
+    assert_eq!(held, vec![Some(first[1].clone()), None, None]);
+
+    let history = page(store, &conversation, None, None, 50).await;
+    let expected = vec![
+        first[0].clone(),
+        first[1].clone(),
+        first[2].clone(),
+        bobs.clone(),
+        all[5].clone(),
+    ];
+    assert_eq!(history.messages, expected, "the retry was not stored");
+    let found = store
+        .find_by_client_msg_id(&conversation, &alice, &first[1].client_msg_id)
+        .await
+        .expect("find");
+    assert_eq!(
+        found.as_ref(),
+        Some(&first[1]),
+        "the index still names the first"
+    );
+    assert_eq!(store.append_new(&[]).await.expect("empty"), vec![]);
 }
 
 /// A conversation whose id is a prefix of another's (`x` and `x0`, users `u`

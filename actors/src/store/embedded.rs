@@ -782,6 +782,44 @@ impl Txn<'_> {
     /// its `client_msg_id` index entry. When two messages claim one
     /// (sender, client_msg_id), the entry keeps the lower id whichever came
     /// first, so every replica ends up pointing at the same message.
+    /// For each of `messages`, `None` or the message already held under its
+    /// `client_msg_id` key; and those with none, to append.
+    pub(crate) fn new_messages(
+        &self,
+        messages: &[Message],
+    ) -> Result<(Vec<Option<Message>>, Vec<Message>), StoreError> {
+        let mut held = Vec::with_capacity(messages.len());
+        let mut fresh = Vec::with_capacity(messages.len());
+        for m in messages {
+            let index = key_of(&[
+                m.conversation.as_str(),
+                m.sender.as_str(),
+                m.client_msg_id.as_str(),
+            ]);
+            let found = match self.get(Table::ClientMsgIds, &index)? {
+                Some(id) => {
+                    let id = MessageId(decode_u64(&id)?);
+                    let conversation = key_of(&[m.conversation.as_str()]);
+                    match self.get(Table::Messages, &message_key(&conversation, id))? {
+                        Some(bytes) => Some(decode::<Message>(&bytes)?),
+                        None => {
+                            return Err(StoreError::Corrupt(format!(
+                                "client_msg_id index names missing message {}",
+                                id.0
+                            )))
+                        }
+                    }
+                }
+                None => None,
+            };
+            if found.is_none() {
+                fresh.push(m.clone());
+            }
+            held.push(found);
+        }
+        Ok((held, fresh))
+    }
+
     pub(crate) fn append_messages(&mut self, messages: &[Message]) -> Result<(), StoreError> {
         for message in messages {
             let id = message.id;
@@ -1055,6 +1093,19 @@ impl MessageStore for EmbeddedStore {
         }
         let messages = messages.to_vec();
         self.update(move |txn| txn.append_messages(&messages)).await
+    }
+
+    async fn append_new(&self, messages: &[Message]) -> Result<Vec<Option<Message>>, StoreError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let messages = messages.to_vec();
+        self.update(move |txn| {
+            let (held, fresh) = txn.new_messages(&messages)?;
+            txn.append_messages(&fresh)?;
+            Ok(held)
+        })
+        .await
     }
 
     async fn page(

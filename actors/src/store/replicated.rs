@@ -678,6 +678,21 @@ impl MessageStore for ReplicatedStore {
             .await
     }
 
+    async fn append_new(&self, messages: &[Message]) -> Result<Vec<Option<Message>>, StoreError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let messages = messages.to_vec();
+        self.write(move |txn| {
+            // Decided in the batch: only the new messages are logged (and
+            // appended, by applying the op).
+            let (held, fresh) = txn.new_messages(&messages)?;
+            let op = (!fresh.is_empty()).then_some(StoreOp::Append { messages: fresh });
+            Ok((held, op))
+        })
+        .await
+    }
+
     async fn page(
         &self,
         conversation: &ConversationId,
