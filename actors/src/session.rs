@@ -1,17 +1,22 @@
 //! The user session: one actor per user connected to this node.
 //!
 //! ```text
-//!  connection task ──Request──► UserSession ──Route──► Router ──► ConversationActor
-//!        ▲   (awaits its reply port)                                    │
-//!        └────────── outbound queue ◄── Deliver ◄───────────────────────┘
+//!  connection task ──Route (route_request)──► Router ──► ConversationActor
+//!        │ ▲ (awaits its reply port)                          │
+//!        │ └──── outbound queue ◄── Directory::deliver ◄──────┘
+//!        └──Request (watches, list)──► UserSession
 //! ```
 //!
 //! It owns the user's connections on this node (several devices), each with a
 //! bounded outbound queue: a connection whose queue is full is closed with
-//! 4003 rather than buffered without bound. It applies the send rate limit,
-//! registers the user's interest in its conversations when it starts and
-//! withdraws it when the Router stops it, and keeps each connection's presence
-//! watches.
+//! 4003 rather than buffered without bound. It publishes them in the
+//! [`crate::services::Directory`], through which conversations push events
+//! straight into the queues. It registers the user's interest in its
+//! conversations when it starts and withdraws it when the Router stops it,
+//! and keeps each connection's presence watches. Requests to conversations
+//! (sends, with the rate limit, history, typing, receipts, membership) need
+//! none of its state: [`route_request`] sends them from the connection's task
+//! to the Router directly.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -407,14 +412,6 @@ impl SessionState {
         }
     }
 
-    fn route(&self, conversation: ConversationId, msg: ConversationMsg) {
-        if let Err(ractor::MessagingErr::SendErr(RouterMsg::Route { msg, .. })) =
-            self.router.cast(RouterMsg::Route { conversation, msg })
-        {
-            msg.fail(ChatError::Unavailable("node is shutting down".into()));
-        }
-    }
-
     fn request(
         &mut self,
         myself: &ActorRef<SessionMsg>,
@@ -422,139 +419,13 @@ impl SessionState {
         frame: ClientFrame,
         reply: Reply,
     ) {
+        let Some((frame, reply)) =
+            route_request(&self.services, &self.router, &self.user, conn, frame, reply)
+        else {
+            return;
+        };
         let user = self.user.clone();
         match frame {
-            ClientFrame::Send {
-                conversation,
-                client_msg_id,
-                body,
-                kind,
-                reply_to,
-                ..
-            } => {
-                if let Err(retry_after_ms) = self.services.rate.take(&user) {
-                    self.services.metrics.rate_limited.inc();
-                    let _ = reply.send(Err(ChatError::RateLimited { retry_after_ms }));
-                    return;
-                }
-                self.route(
-                    conversation,
-                    ConversationMsg::Send {
-                        sender: user,
-                        client_msg_id,
-                        body,
-                        kind,
-                        reply_to,
-                        origin: Some(conn),
-                        received: Instant::now(),
-                        reply,
-                    },
-                );
-            }
-            ClientFrame::History {
-                conversation,
-                before,
-                after,
-                limit,
-                ..
-            } => self.route(
-                conversation,
-                ConversationMsg::History {
-                    reader: user,
-                    query: PageQuery {
-                        before,
-                        after,
-                        limit: limit.unwrap_or(chat_protocol::limits::DEFAULT_HISTORY_LIMIT)
-                            as usize,
-                    },
-                    reply,
-                },
-            ),
-            ClientFrame::Typing {
-                conversation,
-                active,
-                ..
-            } => {
-                let _ = reply.send(Ok(OkReply::default()));
-                self.route(conversation, ConversationMsg::Typing { user, active });
-            }
-            ClientFrame::Read {
-                conversation,
-                up_to,
-                ..
-            } => self.route(conversation, ConversationMsg::Read { user, up_to, reply }),
-            ClientFrame::Create {
-                kind,
-                members,
-                title,
-                ..
-            } => {
-                let id = match kind {
-                    ConversationKind::Direct => {
-                        let Some(other) = members.first() else {
-                            let _ = reply
-                                .send(Err(ChatError::BadRequest("direct needs a user".into())));
-                            return;
-                        };
-                        if *other == user {
-                            let _ = reply.send(Err(ChatError::BadRequest(
-                                "a direct conversation is with another user".into(),
-                            )));
-                            return;
-                        }
-                        direct_id(&user, other)
-                    }
-                    _ => {
-                        let unique = self
-                            .services
-                            .ids
-                            .next(chat_protocol::now_ms(), Default::default());
-                        match ConversationId::new(&format!("g:{unique}")) {
-                            Ok(id) => id,
-                            Err(e) => {
-                                return drop(reply.send(Err(ChatError::Internal(e.to_string()))))
-                            }
-                        }
-                    }
-                };
-                self.route(
-                    id,
-                    ConversationMsg::Create {
-                        creator: user,
-                        kind,
-                        members,
-                        title,
-                        reply,
-                    },
-                );
-            }
-            ClientFrame::Invite {
-                conversation,
-                users,
-                ..
-            } => self.route(
-                conversation,
-                ConversationMsg::Invite {
-                    by: user,
-                    users,
-                    reply,
-                },
-            ),
-            ClientFrame::Kick {
-                conversation,
-                user: target,
-                ..
-            } => self.route(
-                conversation,
-                ConversationMsg::Kick {
-                    by: user,
-                    user: target,
-                    reply,
-                },
-            ),
-            ClientFrame::Leave { conversation, .. } => {
-                self.route(conversation, ConversationMsg::Leave { user, reply })
-            }
             ClientFrame::Conversations { limit, before, .. } => {
                 let services = self.services.clone();
                 tokio::spawn(async move {
@@ -583,6 +454,8 @@ impl SessionState {
             ClientFrame::Ping { .. } => {
                 let _ = reply.send(Ok(OkReply::default()));
             }
+            // Routed above.
+            _ => {}
         }
     }
 
@@ -632,6 +505,177 @@ impl SessionState {
                 });
             let _ = reply.send(r);
         });
+    }
+}
+
+/// Routes `frame` of `user` to its conversation through the Router, if it is
+/// a request to a conversation (all but watches, the conversation list and
+/// pings); otherwise hands it back. These need nothing of the session's
+/// state, so a connection's reader calls this itself and spares each of them
+/// a pass through the session actor.
+pub fn route_request(
+    services: &Services,
+    router: &ActorRef<RouterMsg>,
+    user: &UserId,
+    conn: ConnId,
+    frame: ClientFrame,
+    reply: Reply,
+) -> Option<(ClientFrame, Reply)> {
+    let user = user.clone();
+    match frame {
+        ClientFrame::Send {
+            conversation,
+            client_msg_id,
+            body,
+            kind,
+            reply_to,
+            ..
+        } => {
+            if let Err(retry_after_ms) = services.rate.take(&user) {
+                services.metrics.rate_limited.inc();
+                let _ = reply.send(Err(ChatError::RateLimited { retry_after_ms }));
+                return None;
+            }
+            route(
+                router,
+                conversation,
+                ConversationMsg::Send {
+                    sender: user,
+                    client_msg_id,
+                    body,
+                    kind,
+                    reply_to,
+                    origin: Some(conn),
+                    received: Instant::now(),
+                    reply,
+                },
+            );
+        }
+        ClientFrame::History {
+            conversation,
+            before,
+            after,
+            limit,
+            ..
+        } => route(
+            router,
+            conversation,
+            ConversationMsg::History {
+                reader: user,
+                query: PageQuery {
+                    before,
+                    after,
+                    limit: limit.unwrap_or(chat_protocol::limits::DEFAULT_HISTORY_LIMIT) as usize,
+                },
+                reply,
+            },
+        ),
+        ClientFrame::Typing {
+            conversation,
+            active,
+            ..
+        } => {
+            let _ = reply.send(Ok(OkReply::default()));
+            route(
+                router,
+                conversation,
+                ConversationMsg::Typing { user, active },
+            );
+        }
+        ClientFrame::Read {
+            conversation,
+            up_to,
+            ..
+        } => route(
+            router,
+            conversation,
+            ConversationMsg::Read { user, up_to, reply },
+        ),
+        ClientFrame::Create {
+            kind,
+            members,
+            title,
+            ..
+        } => {
+            let id = match kind {
+                ConversationKind::Direct => {
+                    let Some(other) = members.first() else {
+                        let _ =
+                            reply.send(Err(ChatError::BadRequest("direct needs a user".into())));
+                        return None;
+                    };
+                    if *other == user {
+                        let _ = reply.send(Err(ChatError::BadRequest(
+                            "a direct conversation is with another user".into(),
+                        )));
+                        return None;
+                    }
+                    direct_id(&user, other)
+                }
+                _ => {
+                    let unique = services
+                        .ids
+                        .next(chat_protocol::now_ms(), Default::default());
+                    match ConversationId::new(&format!("g:{unique}")) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            let _ = reply.send(Err(ChatError::Internal(e.to_string())));
+                            return None;
+                        }
+                    }
+                }
+            };
+            route(
+                router,
+                id,
+                ConversationMsg::Create {
+                    creator: user,
+                    kind,
+                    members,
+                    title,
+                    reply,
+                },
+            );
+        }
+        ClientFrame::Invite {
+            conversation,
+            users,
+            ..
+        } => route(
+            router,
+            conversation,
+            ConversationMsg::Invite {
+                by: user,
+                users,
+                reply,
+            },
+        ),
+        ClientFrame::Kick {
+            conversation,
+            user: target,
+            ..
+        } => route(
+            router,
+            conversation,
+            ConversationMsg::Kick {
+                by: user,
+                user: target,
+                reply,
+            },
+        ),
+        ClientFrame::Leave { conversation, .. } => {
+            route(router, conversation, ConversationMsg::Leave { user, reply })
+        }
+        other => return Some((other, reply)),
+    }
+    None
+}
+
+fn route(router: &ActorRef<RouterMsg>, conversation: ConversationId, msg: ConversationMsg) {
+    if let Err(ractor::MessagingErr::SendErr(RouterMsg::Route { msg, .. })) =
+        router.cast(RouterMsg::Route { conversation, msg })
+    {
+        msg.fail(ChatError::Unavailable("node is shutting down".into()));
     }
 }
 

@@ -31,9 +31,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chat_actors::router::RouterMsg;
-use chat_actors::session::{Closer, Connection, Outbound, SessionMsg};
+use chat_actors::session::{route_request, Closer, Connection, Outbound, SessionMsg};
 use chat_actors::ChatError;
-use chat_protocol::{close_code, ClientFrame, Codec, ErrorCode, ReqId, ServerFrame};
+use chat_protocol::{close_code, ClientFrame, Codec, ErrorCode, ReqId, ServerFrame, UserId};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use ractor::ActorRef;
@@ -250,7 +250,7 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
                     }
                 };
                 if let Some(fut) =
-                    handle_frame(&app, &session, &conn, &window, &limits, codec, &bytes)
+                    handle_frame(&app, &session, &conn, &claims.sub, &window, codec, &bytes)
                 {
                     pending.push(fut);
                 }
@@ -302,11 +302,12 @@ fn handle_frame(
     app: &App,
     session: &ActorRef<SessionMsg>,
     conn: &Connection,
+    user: &UserId,
     window: &ReplyWindow,
-    limits: &chat_protocol::Limits,
     codec: Codec,
     bytes: &[u8],
 ) -> Option<ReplyFuture> {
+    let limits = &app.config.limits;
     let frame = match codec.decode_client(bytes) {
         Ok(f) => f,
         Err(e) => {
@@ -334,23 +335,28 @@ fn handle_frame(
     }
     let silent = matches!(frame, ClientFrame::Typing { .. });
     let (tx, rx) = ractor::concurrency::oneshot();
-    if session
-        .cast(SessionMsg::Request {
-            conn: conn.id,
-            frame,
-            reply: tx.into(),
-        })
-        .is_err()
-    {
-        window.push(
-            conn,
-            error_frame(
-                req,
-                ErrorCode::Unavailable,
-                "session closed; reconnect".into(),
-            ),
-        );
-        return None;
+    // Requests to conversations go to the Router from here; watches and the
+    // conversation list need the session.
+    let rest = route_request(&app.services, &app.router, user, conn.id, frame, tx.into());
+    if let Some((frame, reply)) = rest {
+        if session
+            .cast(SessionMsg::Request {
+                conn: conn.id,
+                frame,
+                reply,
+            })
+            .is_err()
+        {
+            window.push(
+                conn,
+                error_frame(
+                    req,
+                    ErrorCode::Unavailable,
+                    "session closed; reconnect".into(),
+                ),
+            );
+            return None;
+        }
     }
     Some(Box::pin(async move {
         let result = rx
