@@ -28,7 +28,7 @@ use chat_protocol::{
     ServerFrame, SharedFrame, UserId,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::conversation::{direct_id, ConversationMsg, Reply};
@@ -200,7 +200,10 @@ struct Attached {
 pub struct SessionState {
     user: UserId,
     services: Arc<Services>,
-    presence_tx: mpsc::UnboundedSender<(ConnKey, bool)>,
+    /// Ends when the last presence report made is done: each report waits
+    /// for the one before, so a quick disconnect never overtakes its
+    /// connect. Nothing is held between reports but this small handle.
+    presence_done: Option<oneshot::Receiver<()>>,
     router: ActorRef<RouterMsg>,
     conns: Vec<Attached>,
     attaches_seen: u64,
@@ -218,27 +221,8 @@ impl Actor for UserSession {
     ) -> Result<SessionState, ActorProcessingErr> {
         args.services.metrics.sessions_active.inc();
         args.services.directory.insert(args.user.clone(), myself);
-        // Unbounded, yet bounded in practice: one entry per attach or detach,
-        // and attaches are limited per user and paced by the WebSocket
-        // handshake.
-        let (presence_tx, mut rx) = mpsc::unbounded_channel::<(ConnKey, bool)>();
-        let (services, user) = (args.services.clone(), args.user.clone());
-        tokio::spawn(async move {
-            // Ends when the session is gone and its last report is made.
-            while let Some((key, online)) = rx.recv().await {
-                let r = if online {
-                    services.presence.connected(&user, &key).await
-                } else {
-                    services.presence.disconnected(&user, &key).await
-                };
-                if let Err(e) = r {
-                    services.metrics.presence_errors.inc();
-                    tracing::warn!(%user, error = %e, "presence update failed");
-                }
-            }
-        });
         Ok(SessionState {
-            presence_tx,
+            presence_done: None,
             user: args.user,
             services: args.services,
             router: args.router,
@@ -384,12 +368,31 @@ impl SessionState {
     /// Reports a connection coming or going. The reports of one session go
     /// through one task, in order: from separate tasks, a quick disconnect
     /// could reach the backend before its connect and leave a ghost online.
-    fn presence_change(&self, conn: ConnId, online: bool) {
+    fn presence_change(&mut self, conn: ConnId, online: bool) {
         let key = ConnKey {
             node: self.services.node_name.clone(),
             conn,
         };
-        let _ = self.presence_tx.send((key, online));
+        let before = self.presence_done.take();
+        let (done, after) = oneshot::channel();
+        self.presence_done = Some(after);
+        let (services, user) = (self.services.clone(), self.user.clone());
+        tokio::spawn(async move {
+            if let Some(before) = before {
+                // Err: the previous report's task is gone; go on.
+                let _ = before.await;
+            }
+            let r = if online {
+                services.presence.connected(&user, &key).await
+            } else {
+                services.presence.disconnected(&user, &key).await
+            };
+            if let Err(e) = r {
+                services.metrics.presence_errors.inc();
+                tracing::warn!(%user, error = %e, "presence update failed");
+            }
+            let _ = done.send(());
+        });
     }
 
     fn drop_watches(&self, me: ractor::ActorId, users: &HashSet<UserId>) {
