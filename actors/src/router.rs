@@ -7,12 +7,14 @@
 //!            └───────────────────────────────────────────────┘
 //! ```
 //!
-//! It is the only sender of requests to conversation actors and of new
-//! connections to sessions, which makes stopping idle actors safe: an actor
-//! reports how many routed messages it has handled, and the Router stops it
-//! only if that equals what it has forwarded, so nothing is ever left in a
-//! stopping actor's mailbox. Requests for an actor that died are re-routed to
-//! a fresh one.
+//! It alone starts and stops conversation actors and sessions. Requests reach
+//! a running conversation actor straight from a connection's task through
+//! [`crate::services::Conversations`], which counts every cast; the Router
+//! handles the rest (starting the actor, or forwarding to the owner). That
+//! count keeps stopping idle actors safe: an actor reports how many routed
+//! messages it has handled, and the Router stops it only if that equals what
+//! was cast to it, so nothing is ever left in a stopping actor's mailbox.
+//! Requests for an actor that died are re-routed to a fresh one.
 //!
 //! In a cluster the Router is also the node's only remotable actor
 //! (`router@<node>`): a request for a conversation owned by another node goes
@@ -239,7 +241,6 @@ pub struct Router;
 /// Everything the Router knows.
 pub struct RouterState {
     services: Arc<Services>,
-    conversations: HashMap<ConversationId, Entry<ConversationMsg>>,
     sessions: HashMap<UserId, Entry<SessionMsg>>,
     draining: bool,
     serving: bool,
@@ -293,7 +294,6 @@ impl Actor for Router {
         Ok(RouterState {
             serving: !services.cluster.enabled(),
             services,
-            conversations: HashMap::new(),
             sessions: HashMap::new(),
             draining: false,
             serve_waiters: Vec::new(),
@@ -348,12 +348,9 @@ impl Actor for Router {
                 actor,
                 handled,
             } => {
-                if let Some(e) = state.conversations.get(&conversation) {
-                    if e.actor.get_id() == actor && e.forwarded == handled {
-                        if let Some(e) = state.conversations.remove(&conversation) {
-                            e.actor.stop(Some("idle".into()));
-                        }
-                    }
+                let running = &state.services.conversations;
+                if let Some(a) = running.remove_if_idle(&conversation, actor, handled) {
+                    a.stop(Some("idle".into()));
                 }
             }
             RouterMsg::Connect { user, conn, reply } => {
@@ -384,7 +381,7 @@ impl Actor for Router {
                 }
                 // drain_and_wait lets every queued message (and so every
                 // batch in flight) be handled before the actor stops.
-                let convs: Vec<_> = state.conversations.drain().map(|(_, e)| e.actor).collect();
+                let convs = state.services.conversations.drain();
                 for c in convs {
                     let _ = c
                         .drain_and_wait(Some(std::time::Duration::from_secs(10)))
@@ -451,7 +448,7 @@ impl Actor for Router {
             _ => None,
         };
         if let Some(id) = dead {
-            state.conversations.retain(|_, e| e.actor.get_id() != id);
+            state.services.conversations.remove_actor(id);
             state.sessions.retain(|_, e| e.actor.get_id() != id);
         }
         if let SupervisionEvent::ProcessGroupChanged(_) = evt {
@@ -469,19 +466,12 @@ impl RouterState {
         msg: ConversationMsg,
     ) {
         let mut msg = msg;
+        let running = &self.services.conversations;
         // Two tries: the actor found may have died since its last report.
         for _ in 0..2 {
-            if !self.conversations.contains_key(&conversation) {
+            if !running.contains(&conversation) {
                 match self.spawn_conversation(myself, &conversation).await {
-                    Ok(actor) => {
-                        self.conversations.insert(
-                            conversation.clone(),
-                            Entry {
-                                actor,
-                                forwarded: 0,
-                            },
-                        );
-                    }
+                    Ok(actor) => running.insert(conversation.clone(), actor),
                     Err(e) => {
                         msg.fail(ChatError::Internal(format!(
                             "cannot start conversation: {e}"
@@ -490,21 +480,11 @@ impl RouterState {
                     }
                 }
             }
-            let Some(entry) = self.conversations.get_mut(&conversation) else {
-                break;
-            };
-            match entry.actor.cast(msg) {
-                Ok(()) => {
-                    entry.forwarded += 1;
-                    return;
-                }
-                Err(ractor::MessagingErr::SendErr(back)) => {
-                    self.conversations.remove(&conversation);
+            match running.cast(&conversation, msg) {
+                Ok(()) => return,
+                Err(back) => {
+                    running.remove(&conversation);
                     msg = back;
-                }
-                Err(_) => {
-                    self.conversations.remove(&conversation);
-                    return;
                 }
             }
         }
@@ -1173,22 +1153,22 @@ impl RouterState {
         }
         // Conversations that moved: their actors finish what they hold and
         // stop; new requests already go to the new owner.
-        let moved: Vec<ConversationId> = self
-            .conversations
-            .keys()
+        let running = &self.services.conversations;
+        let moved: Vec<ConversationId> = running
+            .ids()
+            .into_iter()
             .filter(|c| matches!(self.services.cluster.owner(c), Owner::Remote(..)))
-            .cloned()
             .collect();
         for c in moved {
-            if let Some(e) = self.conversations.remove(&c) {
-                let _ = e.actor.cast(ConversationMsg::Retire);
+            if let Some(a) = running.remove(&c) {
+                let _ = a.cast(ConversationMsg::Retire);
             }
         }
     }
 
     fn retire_all(&mut self) {
-        for (_, e) in self.conversations.drain() {
-            let _ = e.actor.cast(ConversationMsg::Retire);
+        for a in self.services.conversations.drain() {
+            let _ = a.cast(ConversationMsg::Retire);
         }
     }
 
@@ -1220,7 +1200,7 @@ impl RouterState {
                 .map(|n| n.to_string())
                 .collect(),
             peers,
-            conversations: self.conversations.len(),
+            conversations: self.services.conversations.len(),
             sessions: self.sessions.len(),
         }
     }

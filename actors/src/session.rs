@@ -1,7 +1,7 @@
 //! The user session: one actor per user connected to this node.
 //!
 //! ```text
-//!  connection task ──Route (route_request)──► Router ──► ConversationActor
+//!  connection task ──(route_request)──► ConversationActor (or Router: start / forward)
 //!        │ ▲ (awaits its reply port)                          │
 //!        │ └──── outbound queue ◄── Directory::deliver ◄──────┘
 //!        └──Request (watches, list)──► UserSession
@@ -540,6 +540,7 @@ pub fn route_request(
                 return None;
             }
             route(
+                services,
                 router,
                 conversation,
                 ConversationMsg::Send {
@@ -561,6 +562,7 @@ pub fn route_request(
             limit,
             ..
         } => route(
+            services,
             router,
             conversation,
             ConversationMsg::History {
@@ -580,6 +582,7 @@ pub fn route_request(
         } => {
             let _ = reply.send(Ok(OkReply::default()));
             route(
+                services,
                 router,
                 conversation,
                 ConversationMsg::Typing { user, active },
@@ -590,6 +593,7 @@ pub fn route_request(
             up_to,
             ..
         } => route(
+            services,
             router,
             conversation,
             ConversationMsg::Read { user, up_to, reply },
@@ -629,6 +633,7 @@ pub fn route_request(
                 }
             };
             route(
+                services,
                 router,
                 id,
                 ConversationMsg::Create {
@@ -645,6 +650,7 @@ pub fn route_request(
             users,
             ..
         } => route(
+            services,
             router,
             conversation,
             ConversationMsg::Invite {
@@ -658,6 +664,7 @@ pub fn route_request(
             user: target,
             ..
         } => route(
+            services,
             router,
             conversation,
             ConversationMsg::Kick {
@@ -666,15 +673,28 @@ pub fn route_request(
                 reply,
             },
         ),
-        ClientFrame::Leave { conversation, .. } => {
-            route(router, conversation, ConversationMsg::Leave { user, reply })
-        }
+        ClientFrame::Leave { conversation, .. } => route(
+            services,
+            router,
+            conversation,
+            ConversationMsg::Leave { user, reply },
+        ),
         other => return Some((other, reply)),
     }
     None
 }
 
-fn route(router: &ActorRef<RouterMsg>, conversation: ConversationId, msg: ConversationMsg) {
+/// To the conversation's actor if it runs here, else through the Router
+/// (which starts it, or forwards to the owner on another node).
+fn route(
+    services: &Services,
+    router: &ActorRef<RouterMsg>,
+    conversation: ConversationId,
+    msg: ConversationMsg,
+) {
+    let Err(msg) = services.conversations.cast(&conversation, msg) else {
+        return;
+    };
     if let Err(ractor::MessagingErr::SendErr(RouterMsg::Route { msg, .. })) =
         router.cast(RouterMsg::Route { conversation, msg })
     {
