@@ -77,7 +77,7 @@ pub async fn upgrade(
         .max_message_size(limits.max_frame_bytes)
         // Small buffers keep an idle connection cheap; tungstenite grows
         // them for larger frames as needed.
-        .read_buffer_size(4096)
+        .read_buffer_size(READ_BUFFER)
         // Frames gather in the write buffer until the writer flushes at the
         // end of a batch (or this much is buffered): one syscall per batch,
         // not per frame, which is what a busy connection's fan-out needs.
@@ -419,6 +419,12 @@ const WRITE_BATCH: usize = 64;
 
 /// Bytes buffered before a write happens even within a batch.
 const WRITE_BUFFER: usize = 32 * 1024;
+
+/// Bytes the read buffer starts with, and reads at most at once: client
+/// frames are small (a send is a few hundred bytes), and every connection
+/// holds this much while idle. Larger frames grow it (up to
+/// `max_frame_bytes`).
+const READ_BUFFER: usize = 1024;
 
 /// Writes the outbound queue to the socket until the connection closes,
 /// then sends the close frame. `close_grace` bounds how long a client cut
