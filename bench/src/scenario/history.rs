@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use super::rooms::{padding, plan_groups, wait_phase, Inflight, Traffic, MAX_INFLIGHT};
-use super::{base_report, finish, members, user_names, Member, Phase, Shared};
+use super::rooms::{
+    connect_and_join, padding, start_groups, wait_phase, Groups, InGroup, Inflight, Traffic,
+    MAX_INFLIGHT,
+};
+use super::{base_report, finish, Member, Phase, Shared};
 use crate::cli::{RunArgs, ScenarioKind};
 use crate::conn::{Conn, Incoming};
-use crate::progress::Progress;
 use crate::report::{HistoryReport, RunReport};
 use crate::stats::{now_us, Latency};
 
@@ -31,20 +33,14 @@ async fn client(m: Member, sh: Arc<Shared>, args: Arc<RunArgs>, pad: Arc<str>) {
 }
 
 async fn client_inner(m: &Member, sh: &Shared, args: &RunArgs, pad: Arc<str>) -> Result<()> {
-    let mut phase = sh.phase.subscribe();
-    let mut conn = sh.connect(m).await?;
-    sh.connected.fetch_add(1, Ordering::SeqCst);
-    if wait_phase(&mut conn, &mut phase, |p| p != Phase::Connect).await? == Phase::Stop {
+    let Some(InGroup {
+        mut conn,
+        mut phase,
+        traffic: mut t,
+    }) = connect_and_join(m, sh, pad).await?
+    else {
         return Ok(());
-    }
-    let mut req = 1u64;
-    let conv = conn
-        .join(&m.user, &m.group, &mut || {
-            req += 1;
-            req - 1
-        })
-        .await?;
-    let mut t = Traffic::new(m, conv, req, pad);
+    };
     prefill(&mut conn, &mut t, m, args).await?;
     sh.ready.fetch_add(1, Ordering::SeqCst);
     if wait_phase(&mut conn, &mut phase, |p| {
@@ -160,26 +156,12 @@ async fn read_page(
 
 /// Runs `history`.
 pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunReport> {
-    crate::sys::check_open_files(args.users)?;
-    let users = user_names(args.users);
-    let groups = plan_groups(ScenarioKind::Rooms, &users, args.group_size);
-    let tokens = crate::auth::tokens(
-        args.target,
-        &users,
-        args.jwt_secret.as_deref(),
-        nodes,
-        args.quiet,
-    )
-    .await?;
-    let sh = Shared::new(args, users.len());
-    let ms = members(args, nodes, &users, &tokens, |i| {
-        groups[i / args.group_size].clone()
-    });
-    let progress = Progress::start(
-        sh.clone(),
-        format!("history/{}", args.target.name()),
-        args.quiet,
-    );
+    let Groups {
+        members: ms,
+        shared: sh,
+        progress,
+        ..
+    } = start_groups(args, nodes, ScenarioKind::Rooms).await?;
     let shared_args = Arc::new(args.clone());
     let pad = padding(args.body_bytes);
     let t0 = std::time::Instant::now();
@@ -205,7 +187,7 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
         let w = sh.stats.take_window();
         let secs = w.secs.max(1e-9);
         report.history = Some(HistoryReport {
-            readers: users.len(),
+            readers: args.users,
             prefill: args.prefill,
             page_size: args.page_size,
             window_s: w.secs,

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 
-use super::rooms::{measure, padding, plan_groups, traffic, wait_phase, Exit, Traffic};
-use super::{base_report, finish, members, user_names, Member, Phase, Shared};
+use super::rooms::{
+    connect_and_join, measure, padding, start_groups, traffic, Exit, Groups, InGroup, Traffic,
+};
+use super::{base_report, finish, Member, Phase, Shared};
 use crate::cli::{RunArgs, ScenarioKind};
 use crate::conn::{Conn, Incoming};
-use crate::progress::Progress;
 use crate::report::{ReconnectReport, RunReport};
 use crate::stats::{now_us, Latency};
 
@@ -36,21 +37,15 @@ async fn client(m: Member, sh: Arc<Shared>, pad: Arc<str>, storm_at: Arc<AtomicU
 }
 
 async fn client_inner(m: &Member, sh: &Shared, pad: Arc<str>, storm_at: &AtomicU64) -> Result<()> {
-    let mut phase = sh.phase.subscribe();
-    let mut conn = sh.connect(m).await?;
-    sh.connected.fetch_add(1, Ordering::SeqCst);
-    if wait_phase(&mut conn, &mut phase, |p| p != Phase::Connect).await? == Phase::Stop {
+    let Some(InGroup {
+        mut conn,
+        mut phase,
+        traffic: mut t,
+    }) = connect_and_join(m, sh, pad).await?
+    else {
         return Ok(());
-    }
-    let mut req = 1u64;
-    let conv = conn
-        .join(&m.user, &m.group, &mut || {
-            req += 1;
-            req - 1
-        })
-        .await?;
+    };
     sh.ready.fetch_add(1, Ordering::SeqCst);
-    let mut t = Traffic::new(m, conv, req, pad);
     loop {
         match traffic(&mut conn, &mut phase, &mut t, sh).await? {
             Exit::Stop => break,
@@ -121,26 +116,12 @@ async fn catch_up(conn: &mut Conn, t: &mut Traffic, sh: &Shared) -> Result<()> {
 
 /// Runs `reconnect`.
 pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunReport> {
-    crate::sys::check_open_files(args.users)?;
-    let users = user_names(args.users);
-    let groups = plan_groups(ScenarioKind::Rooms, &users, args.group_size);
-    let tokens = crate::auth::tokens(
-        args.target,
-        &users,
-        args.jwt_secret.as_deref(),
-        nodes,
-        args.quiet,
-    )
-    .await?;
-    let sh = Shared::new(args, users.len());
-    let ms = members(args, nodes, &users, &tokens, |i| {
-        groups[i / args.group_size].clone()
-    });
-    let progress = Progress::start(
-        sh.clone(),
-        format!("reconnect/{}", args.target.name()),
-        args.quiet,
-    );
+    let Groups {
+        members: ms,
+        shared: sh,
+        progress,
+        ..
+    } = start_groups(args, nodes, ScenarioKind::Rooms).await?;
     let pad = padding(args.body_bytes);
     let storm_at = Arc::new(AtomicU64::new(0));
     let t0 = std::time::Instant::now();
@@ -161,7 +142,7 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
             args.rate,
             args.warmup,
             args.duration,
-            users.len(),
+            args.users,
             args.slo_ms,
         )
         .await;
@@ -179,19 +160,19 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
         loop {
             let done = sh.caught_up.load(Ordering::SeqCst);
             let failed = sh.failed.load(Ordering::SeqCst) - failed_before;
-            if done + failed >= users.len() || tokio::time::Instant::now() >= deadline {
+            if done + failed >= args.users || tokio::time::Instant::now() >= deadline {
                 report.reconnect = Some(ReconnectReport {
-                    clients: users.len(),
+                    clients: args.users,
                     caught_up: done,
                     failed,
                     all_caught_up_s: storm.elapsed().as_secs_f64(),
                     catch_up_ms: Latency::of(&sh.stats.take_aux()),
                     recovered_messages: sh.recovered.load(Ordering::Relaxed),
                 });
-                if done < users.len() {
+                if done < args.users {
                     report.notes.push(format!(
                         "only {done} of {} clients caught up ({failed} failed)",
-                        users.len()
+                        args.users
                     ));
                 }
                 break;

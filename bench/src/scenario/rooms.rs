@@ -279,12 +279,26 @@ async fn client(m: Member, sh: Arc<Shared>, pad: Arc<str>) {
     }
 }
 
-async fn client_inner(m: &Member, sh: &Shared, pad: Arc<str>) -> Result<()> {
+/// A member connected and in its group: its connection, its phase watch and
+/// its traffic state.
+pub(crate) struct InGroup {
+    pub(crate) conn: Conn,
+    pub(crate) phase: watch::Receiver<Phase>,
+    pub(crate) traffic: Traffic,
+}
+
+/// Connects `m`, waits for the setup phase and joins its group; `None` when
+/// the run stops first.
+pub(crate) async fn connect_and_join(
+    m: &Member,
+    sh: &Shared,
+    pad: Arc<str>,
+) -> Result<Option<InGroup>> {
     let mut phase = sh.phase.subscribe();
     let mut conn = sh.connect(m).await?;
     sh.connected.fetch_add(1, Ordering::SeqCst);
     if wait_phase(&mut conn, &mut phase, |p| p != Phase::Connect).await? == Phase::Stop {
-        return Ok(());
+        return Ok(None);
     }
     let mut req = 1u64;
     let conv = conn
@@ -293,8 +307,75 @@ async fn client_inner(m: &Member, sh: &Shared, pad: Arc<str>) -> Result<()> {
             req - 1
         })
         .await?;
+    Ok(Some(InGroup {
+        conn,
+        phase,
+        traffic: Traffic::new(m, conv, req, pad),
+    }))
+}
+
+/// A run of group conversations (rooms, direct, burst, history, reconnect)
+/// about to start.
+pub(crate) struct Groups {
+    /// The members, with their tokens and groups.
+    pub(crate) members: Vec<Member>,
+    /// The counters they share.
+    pub(crate) shared: Arc<Shared>,
+    /// The progress line, running.
+    pub(crate) progress: Progress,
+    /// "U users in N conversations of G (kind)", for the report's notes.
+    pub(crate) plan: String,
+}
+
+/// Plans the groups, gets the tokens and starts the progress line.
+pub(crate) async fn start_groups(
+    args: &RunArgs,
+    nodes: &[SocketAddr],
+    kind: ScenarioKind,
+) -> Result<Groups> {
+    crate::sys::check_open_files(args.users)?;
+    let users = user_names(args.users);
+    let groups = plan_groups(kind, &users, args.group_size);
+    let group_size = groups.first().map(|g| g.members.len()).unwrap_or(0);
+    let tokens = crate::auth::tokens(
+        args.target,
+        &users,
+        args.jwt_secret.as_deref(),
+        nodes,
+        args.quiet,
+    )
+    .await?;
+    let sh = Shared::new(args, users.len());
+    let ms = members(args, nodes, &users, &tokens, |i| {
+        groups[i / group_size].clone()
+    });
+    let title = format!("{}/{}", args.scenario.name(), args.target.name());
+    let progress = Progress::start(sh.clone(), title, args.quiet);
+    let plan = format!(
+        "{} users in {} conversations of {} ({:?})",
+        users.len(),
+        groups.len(),
+        group_size,
+        groups[0].kind,
+    );
+    Ok(Groups {
+        members: ms,
+        shared: sh,
+        progress,
+        plan,
+    })
+}
+
+async fn client_inner(m: &Member, sh: &Shared, pad: Arc<str>) -> Result<()> {
+    let Some(InGroup {
+        mut conn,
+        mut phase,
+        traffic: mut t,
+    }) = connect_and_join(m, sh, pad).await?
+    else {
+        return Ok(());
+    };
     sh.ready.fetch_add(1, Ordering::SeqCst);
-    let mut t = Traffic::new(m, conv, req, pad);
     if let Phase::Run { rate } = *phase.borrow_and_update() {
         t.rate = rate;
     }
@@ -418,24 +499,12 @@ pub(crate) async fn drive(sh: &Shared, args: &RunArgs, report: &mut RunReport) {
 
 /// Runs `rooms`, `direct` or `burst`.
 pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunReport> {
-    crate::sys::check_open_files(args.users)?;
-    let users = user_names(args.users);
-    let groups = plan_groups(args.scenario, &users, args.group_size);
-    let group_size = groups.first().map(|g| g.members.len()).unwrap_or(0);
-    let tokens = crate::auth::tokens(
-        args.target,
-        &users,
-        args.jwt_secret.as_deref(),
-        nodes,
-        args.quiet,
-    )
-    .await?;
-    let sh = Shared::new(args, users.len());
-    let ms = members(args, nodes, &users, &tokens, |i| {
-        groups[i / group_size].clone()
-    });
-    let title = format!("{}/{}", args.scenario.name(), args.target.name());
-    let progress = Progress::start(sh.clone(), title, args.quiet);
+    let Groups {
+        members: ms,
+        shared: sh,
+        progress,
+        plan,
+    } = start_groups(args, nodes, args.scenario).await?;
     let pad = padding(args.body_bytes);
     let t0 = std::time::Instant::now();
     let handles: Vec<_> = ms
@@ -461,14 +530,9 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
     setup?;
     report.errors = sh.stats.errors_by_code();
     report.first_error = sh.stats.first_error();
-    report.notes.push(format!(
-        "{} users in {} conversations of {} ({:?}); body {} bytes",
-        users.len(),
-        groups.len(),
-        group_size,
-        groups[0].kind,
-        args.body_bytes
-    ));
+    report
+        .notes
+        .push(format!("{plan}; body {} bytes", args.body_bytes));
     Ok(report)
 }
 
