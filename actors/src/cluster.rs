@@ -513,11 +513,6 @@ impl Cluster {
         self.lock_interest().remove(peer);
         self.lock_acks().retain(|_, (owner, _)| **owner != *peer);
     }
-
-    /// Whether any other node is connected (fan-out across nodes is needed).
-    pub fn has_peers(&self) -> bool {
-        self.enabled && !self.view().peers.is_empty()
-    }
 }
 
 /// Encodes `msg` for one peer's Router, if connected.

@@ -648,8 +648,7 @@ impl ConversationState {
             .filter(|u| self.roles.contains_key(*u) && Some(*u) != skip_user)
             .cloned()
             .collect();
-        let n = self.services.directory.deliver(&members, &deliveries);
-        self.services.metrics.messages_delivered.inc_by(n);
+        self.services.deliver_local(&members, &deliveries);
     }
 
     /// The same events for the sessions on other nodes: one message per node.
@@ -661,18 +660,18 @@ impl ConversationState {
         unlisten: &[UserId],
     ) {
         let cluster = &self.services.cluster;
-        if !cluster.has_peers() {
-            return;
-        }
         let (sent, skipped) = cluster.deliver(&self.id, to, listen, unlisten, || {
             deliveries
                 .iter()
                 .map(|d| (d.frame.frame().clone(), d.skip_conn))
                 .collect()
         });
-        let metrics = &self.services.metrics;
-        metrics.peer_deliveries_sent.inc_by(sent);
-        metrics.peer_deliveries_skipped.inc_by(skipped);
+        // Nothing to count on a single node, the common case.
+        if sent + skipped > 0 {
+            let metrics = &self.services.metrics;
+            metrics.peer_deliveries_sent.inc_by(sent);
+            metrics.peer_deliveries_skipped.inc_by(skipped);
+        }
     }
 
     fn history(&self, reader: UserId, query: PageQuery, reply: Reply) {
@@ -964,8 +963,7 @@ impl ConversationState {
         }
         let mut targets: Vec<UserId> = members.to_vec();
         targets.extend(removed.iter().cloned());
-        let n = directory.deliver(&targets, &frame);
-        self.services.metrics.messages_delivered.inc_by(n);
+        self.services.deliver_local(&targets, &frame);
         self.deliver_remote(&frame, Audience::Users(targets), members, removed);
     }
 

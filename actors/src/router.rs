@@ -866,8 +866,7 @@ impl RouterState {
                 }
             },
         };
-        let n = services.directory.deliver(&targets, &deliveries);
-        services.metrics.messages_delivered.inc_by(n);
+        services.deliver_local(&targets, &deliveries);
     }
 
     fn replicate(&mut self, op: ReplicatedOp, reply: RpcReplyPort<Result<(), StoreError>>) {

@@ -324,6 +324,13 @@ pub struct Services {
 }
 
 impl Services {
+    /// Queues `events` on the connections of `users` here (see
+    /// [`Directory::deliver`]) and counts the frames queued.
+    pub fn deliver_local(&self, users: &[UserId], events: &[Delivery]) {
+        let n = self.directory.deliver(users, events);
+        self.metrics.messages_delivered.inc_by(n);
+    }
+
     /// Assembles a node's services.
     pub fn new(
         cluster: Cluster,

@@ -13,8 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use super::rooms::{
-    connect_and_join, padding, start_groups, wait_phase, Groups, InGroup, Inflight, Traffic,
-    MAX_INFLIGHT,
+    connect_and_join, padding, start_groups, wait_phase, Groups, Inflight, Traffic, MAX_INFLIGHT,
 };
 use super::{base_report, finish, Member, Phase, Shared};
 use crate::cli::{RunArgs, ScenarioKind};
@@ -33,12 +32,7 @@ async fn client(m: Member, sh: Arc<Shared>, args: Arc<RunArgs>, pad: Arc<str>) {
 }
 
 async fn client_inner(m: &Member, sh: &Shared, args: &RunArgs, pad: Arc<str>) -> Result<()> {
-    let Some(InGroup {
-        mut conn,
-        mut phase,
-        traffic: mut t,
-    }) = connect_and_join(m, sh, pad).await?
-    else {
+    let Some((mut conn, mut phase, mut t)) = connect_and_join(m, sh, pad).await? else {
         return Ok(());
     };
     prefill(&mut conn, &mut t, m, args).await?;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 
 use super::rooms::{
-    connect_and_join, measure, padding, start_groups, traffic, Exit, Groups, InGroup, Traffic,
+    connect_and_join, measure, padding, start_groups, traffic, Exit, Groups, Traffic,
 };
 use super::{base_report, finish, Member, Phase, Shared};
 use crate::cli::{RunArgs, ScenarioKind};
@@ -37,12 +37,7 @@ async fn client(m: Member, sh: Arc<Shared>, pad: Arc<str>, storm_at: Arc<AtomicU
 }
 
 async fn client_inner(m: &Member, sh: &Shared, pad: Arc<str>, storm_at: &AtomicU64) -> Result<()> {
-    let Some(InGroup {
-        mut conn,
-        mut phase,
-        traffic: mut t,
-    }) = connect_and_join(m, sh, pad).await?
-    else {
+    let Some((mut conn, mut phase, mut t)) = connect_and_join(m, sh, pad).await? else {
         return Ok(());
     };
     sh.ready.fetch_add(1, Ordering::SeqCst);

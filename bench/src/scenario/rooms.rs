@@ -279,21 +279,14 @@ async fn client(m: Member, sh: Arc<Shared>, pad: Arc<str>) {
     }
 }
 
-/// A member connected and in its group: its connection, its phase watch and
-/// its traffic state.
-pub(crate) struct InGroup {
-    pub(crate) conn: Conn,
-    pub(crate) phase: watch::Receiver<Phase>,
-    pub(crate) traffic: Traffic,
-}
-
-/// Connects `m`, waits for the setup phase and joins its group; `None` when
-/// the run stops first.
+/// Connects `m`, waits for the setup phase and joins its group: its
+/// connection, phase watch and traffic state, or `None` when the run stops
+/// first.
 pub(crate) async fn connect_and_join(
     m: &Member,
     sh: &Shared,
     pad: Arc<str>,
-) -> Result<Option<InGroup>> {
+) -> Result<Option<(Conn, watch::Receiver<Phase>, Traffic)>> {
     let mut phase = sh.phase.subscribe();
     let mut conn = sh.connect(m).await?;
     sh.connected.fetch_add(1, Ordering::SeqCst);
@@ -307,11 +300,7 @@ pub(crate) async fn connect_and_join(
             req - 1
         })
         .await?;
-    Ok(Some(InGroup {
-        conn,
-        phase,
-        traffic: Traffic::new(m, conv, req, pad),
-    }))
+    Ok(Some((conn, phase, Traffic::new(m, conv, req, pad))))
 }
 
 /// A run of group conversations (rooms, direct, burst, history, reconnect)
@@ -367,12 +356,7 @@ pub(crate) async fn start_groups(
 }
 
 async fn client_inner(m: &Member, sh: &Shared, pad: Arc<str>) -> Result<()> {
-    let Some(InGroup {
-        mut conn,
-        mut phase,
-        traffic: mut t,
-    }) = connect_and_join(m, sh, pad).await?
-    else {
+    let Some((mut conn, mut phase, mut t)) = connect_and_join(m, sh, pad).await? else {
         return Ok(());
     };
     sh.ready.fetch_add(1, Ordering::SeqCst);
