@@ -201,12 +201,18 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
     let token_deadline = deadline_of(claims.exp + app.config.auth.leeway_secs);
     let mut last_heard = Instant::now();
     let mut pending: FuturesUnordered<ReplyFuture> = FuturesUnordered::new();
+    // Made once, not per frame: re-arming timers and re-registering waiters
+    // on every frame read cost more than the frame's routing.
+    let closed = closer.closed();
+    let shutdown = app.shutdown.cancelled();
+    let token_expired = tokio::time::sleep_until(token_deadline);
+    let idle_timer = tokio::time::sleep_until(tokio::time::Instant::from_std(last_heard + idle));
+    tokio::pin!(closed, shutdown, token_expired, idle_timer);
     loop {
-        let idle_at = tokio::time::Instant::from_std(last_heard + idle);
         let room = pending.len() + window.unwritten() < window_size;
         tokio::select! {
-            _ = closer.closed() => break,
-            _ = app.shutdown.cancelled() => {
+            _ = &mut closed => break,
+            _ = &mut shutdown => {
                 // Answer what was already read before saying goodbye: those
                 // requests may be stored, and an answer spares a retry.
                 let answered = async {
@@ -220,11 +226,18 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
                 closer.close(close_code::GOING_AWAY);
                 break;
             }
-            _ = tokio::time::sleep_until(token_deadline) => {
+            _ = &mut token_expired => {
                 closer.close(close_code::TOKEN_EXPIRED);
                 break;
             }
-            _ = tokio::time::sleep_until(idle_at) => {
+            _ = &mut idle_timer => {
+                // The timer is pushed back only when it fires, not on every
+                // frame heard.
+                let idle_at = last_heard + idle;
+                if idle_at > Instant::now() {
+                    idle_timer.as_mut().reset(tokio::time::Instant::from_std(idle_at));
+                    continue;
+                }
                 closer.close(IDLE_CLOSE);
                 break;
             }
@@ -443,51 +456,57 @@ async fn write_loop<S>(
     let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
     let mut failed = false;
+    // Made once: a waiter registered per frame costs a lock each time.
+    let closed = closer.closed();
+    tokio::pin!(closed);
     'outer: loop {
         tokio::select! {
             biased;
-            _ = closer.closed() => break,
+            _ = &mut closed => break,
             item = rx.recv() => {
-                let Some(first) = item else { break };
-                let mut batch = Vec::with_capacity(8);
-                batch.push(first);
-                while batch.len() < WRITE_BATCH {
-                    match rx.try_recv() {
-                        Ok(o) => batch.push(o),
-                        Err(_) => break,
-                    }
+                let mut next = item;
+                if next.is_none() {
+                    break;
                 }
-                for out in &batch {
-                    if let Some(msg) = encode(codec, out) {
+                let mut fed = 0;
+                while let Some(out) = next.take() {
+                    if let Some(msg) = encode(codec, &out) {
                         // A client that stops reading must not pin this
                         // task: a close request interrupts a blocked write.
                         tokio::select! {
+                            biased;
                             r = sink.feed(msg) => if r.is_err() {
                                 failed = true;
                                 break 'outer;
                             },
-                            _ = closer.closed() => break 'outer,
+                            _ = &mut closed => break 'outer,
                         }
                     }
                     if matches!(out, Outbound::Frame(_)) {
                         window.written_one();
                     }
+                    fed += 1;
+                    if fed < WRITE_BATCH {
+                        next = rx.try_recv().ok();
+                    }
                 }
                 tokio::select! {
+                    biased;
                     r = sink.flush() => if r.is_err() {
                         failed = true;
                         break;
                     },
-                    _ = closer.closed() => break,
+                    _ = &mut closed => break,
                 }
             }
             _ = ping.tick() => {
                 tokio::select! {
+                    biased;
                     r = sink.send(WsMessage::Ping(Bytes::new())) => if r.is_err() {
                         failed = true;
                         break;
                     },
-                    _ = closer.closed() => break,
+                    _ = &mut closed => break,
                 }
             }
         }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use chat_protocol::{ClientFrame, Codec, ErrorCode, MessageId, ReqId, ServerFrame};
 use common::frames::*;
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -868,6 +868,54 @@ async fn third_connection_of_a_user_is_closed_with_4002() {
     let mut again = connect(node.addr, &alice.access, Codec::Json).await;
     assert_alive(&mut again).await;
     assert_alive(&mut second).await;
+    panics.assert_none();
+}
+
+// ------------------------------------------------------ 6b. dead clients
+
+/// A client that stops answering pings is closed once the idle timeout
+/// passes, and its slot is freed; one that keeps answering them (and sends
+/// nothing else) stays, however long it is quiet.
+#[tokio::test]
+async fn a_client_that_stops_answering_pings_is_closed_and_a_quiet_one_is_kept() {
+    let panics = PanicWatch::start();
+    let node = TestNode::start_with(|c| c.limits.idle_timeout_secs = 2).await;
+    let alice = node.user(&unique("alice")).await;
+    let bob = node.user(&unique("bob")).await;
+    let mut quiet = connect(node.addr, &alice.access, Codec::Json).await;
+    let mut dead = connect(node.addr, &bob.access, Codec::Json).await;
+    let open = || node.app.services.metrics.connections_open.get();
+    until("both connections to be open", || open() == 2).await;
+
+    // `quiet` reads (so its client answers the pings) and sends nothing;
+    // `dead` reads nothing until the node has given up on it.
+    let opened = Instant::now();
+    let reading = async {
+        loop {
+            match quiet.ws.next().await {
+                Some(Ok(WsMessage::Ping(_))) => {}
+                other => panic!("the quiet client got {other:?}"),
+            }
+        }
+    };
+    tokio::select! {
+        _ = reading => unreachable!(),
+        _ = until("the dead client to be dropped", || open() == 1) => {}
+    }
+    assert!(
+        opened.elapsed() >= Duration::from_secs(2),
+        "closed after {:?}, before the idle timeout",
+        opened.elapsed()
+    );
+    assert_eq!(dead.closed_with().await, Some(1000));
+    assert_eq!(
+        dead.closed.clone().flatten().map(|f| f.reason.to_string()),
+        Some("idle timeout".to_string())
+    );
+
+    // Past its own idle deadline, the quiet one still works.
+    assert_alive(&mut quiet).await;
+    assert_eq!(open(), 1);
     panics.assert_none();
 }
 
