@@ -778,10 +778,23 @@ impl Txn<'_> {
         self.set(Table::Replica(table), key, Some(value));
     }
 
-    /// Stores messages by id (storing one twice changes nothing), each with
-    /// its `client_msg_id` index entry. When two messages claim one
-    /// (sender, client_msg_id), the entry keeps the lower id whichever came
-    /// first, so every replica ends up pointing at the same message.
+    /// The message already held under `m`'s `client_msg_id` index entry
+    /// `index`, if any.
+    fn held(&self, m: &Message, index: &[u8]) -> Result<Option<Message>, StoreError> {
+        let Some(id) = self.get(Table::ClientMsgIds, index)? else {
+            return Ok(None);
+        };
+        let id = MessageId(decode_u64(&id)?);
+        let conversation = key_of(&[m.conversation.as_str()]);
+        match self.get(Table::Messages, &message_key(&conversation, id))? {
+            Some(bytes) => Ok(Some(decode::<Message>(&bytes)?)),
+            None => Err(StoreError::Corrupt(format!(
+                "client_msg_id index names missing message {}",
+                id.0
+            ))),
+        }
+    }
+
     /// For each of `messages`, `None` or the message already held under its
     /// `client_msg_id` key; and those with none, to append.
     pub(crate) fn new_messages(
@@ -791,27 +804,7 @@ impl Txn<'_> {
         let mut held = Vec::with_capacity(messages.len());
         let mut fresh = Vec::with_capacity(messages.len());
         for m in messages {
-            let index = key_of(&[
-                m.conversation.as_str(),
-                m.sender.as_str(),
-                m.client_msg_id.as_str(),
-            ]);
-            let found = match self.get(Table::ClientMsgIds, &index)? {
-                Some(id) => {
-                    let id = MessageId(decode_u64(&id)?);
-                    let conversation = key_of(&[m.conversation.as_str()]);
-                    match self.get(Table::Messages, &message_key(&conversation, id))? {
-                        Some(bytes) => Some(decode::<Message>(&bytes)?),
-                        None => {
-                            return Err(StoreError::Corrupt(format!(
-                                "client_msg_id index names missing message {}",
-                                id.0
-                            )))
-                        }
-                    }
-                }
-                None => None,
-            };
+            let found = self.held(m, &client_msg_index(m))?;
             if found.is_none() {
                 fresh.push(m.clone());
             }
@@ -820,6 +813,40 @@ impl Txn<'_> {
         Ok((held, fresh))
     }
 
+    /// What [`Self::new_messages`] and then [`Self::append_messages`] of the
+    /// new ones do, with one index lookup per message instead of two: the
+    /// entry found missing is the one written. The keys must be distinct
+    /// (see [`MessageStore::append_new`]).
+    pub(crate) fn append_new_messages(
+        &mut self,
+        messages: &[Message],
+    ) -> Result<Vec<Option<Message>>, StoreError> {
+        let mut held = Vec::with_capacity(messages.len());
+        for m in messages {
+            let index = client_msg_index(m);
+            let found = self.held(m, &index)?;
+            if found.is_none() {
+                let conversation = key_of(&[m.conversation.as_str()]);
+                self.set(
+                    Table::Messages,
+                    message_key(&conversation, m.id),
+                    Some(encode(m)?),
+                );
+                self.set(
+                    Table::ClientMsgIds,
+                    index,
+                    Some(m.id.0.to_be_bytes().to_vec()),
+                );
+            }
+            held.push(found);
+        }
+        Ok(held)
+    }
+
+    /// Stores messages by id (storing one twice changes nothing), each with
+    /// its `client_msg_id` index entry. When two messages claim one
+    /// (sender, client_msg_id), the entry keeps the lower id whichever came
+    /// first, so every replica ends up pointing at the same message.
     pub(crate) fn append_messages(&mut self, messages: &[Message]) -> Result<(), StoreError> {
         for message in messages {
             let id = message.id;
@@ -829,11 +856,7 @@ impl Txn<'_> {
                 message_key(&conversation, id),
                 Some(encode(message)?),
             );
-            let index = key_of(&[
-                message.conversation.as_str(),
-                message.sender.as_str(),
-                message.client_msg_id.as_str(),
-            ]);
+            let index = client_msg_index(message);
             let lower_held = match self.get(Table::ClientMsgIds, &index)? {
                 Some(held) => decode_u64(&held)? <= id.0,
                 None => false,
@@ -1100,12 +1123,8 @@ impl MessageStore for EmbeddedStore {
             return Ok(Vec::new());
         }
         let messages = messages.to_vec();
-        self.update(move |txn| {
-            let (held, fresh) = txn.new_messages(&messages)?;
-            txn.append_messages(&fresh)?;
-            Ok(held)
-        })
-        .await
+        self.update(move |txn| txn.append_new_messages(&messages))
+            .await
     }
 
     async fn page(
@@ -1268,6 +1287,15 @@ pub(crate) fn key_of(parts: &[&str]) -> Vec<u8> {
         push_part(&mut key, part);
     }
     key
+}
+
+/// The key of a message's `client_msg_id` index entry.
+fn client_msg_index(m: &Message) -> Vec<u8> {
+    key_of(&[
+        m.conversation.as_str(),
+        m.sender.as_str(),
+        m.client_msg_id.as_str(),
+    ])
 }
 
 /// `prefix` is the conversation's key part.
