@@ -882,6 +882,8 @@ async fn a_client_that_stops_answering_pings_is_closed_and_a_quiet_one_is_kept()
     let node = TestNode::start_with(|c| c.limits.idle_timeout_secs = 2).await;
     let alice = node.user(&unique("alice")).await;
     let bob = node.user(&unique("bob")).await;
+    // Before the connects: the node's idle clock starts after them.
+    let opened = Instant::now();
     let mut quiet = connect(node.addr, &alice.access, Codec::Json).await;
     let mut dead = connect(node.addr, &bob.access, Codec::Json).await;
     let open = || node.app.services.metrics.connections_open.get();
@@ -889,7 +891,6 @@ async fn a_client_that_stops_answering_pings_is_closed_and_a_quiet_one_is_kept()
 
     // `quiet` reads (so its client answers the pings) and sends nothing;
     // `dead` reads nothing until the node has given up on it.
-    let opened = Instant::now();
     let reading = async {
         loop {
             match quiet.ws.next().await {
