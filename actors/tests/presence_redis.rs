@@ -184,6 +184,30 @@ async fn node(redis: &RedisServer, name: &str, ttl: Duration) -> RedisPresence {
 }
 
 /// The next change about one of `users`, skipping changes about others.
+/// Nodes `a` and `b` on `redis`; alice connects to `a` while `b` watches
+/// her, and `b`'s changes have said she is online.
+async fn alice_online_on_a_seen_from_b(
+    redis: &RedisServer,
+    ttl: Duration,
+) -> (
+    RedisPresence,
+    RedisPresence,
+    broadcast::Receiver<PresenceInfo>,
+) {
+    let a = node(redis, "a", ttl).await;
+    let b = node(redis, "b", ttl).await;
+    let mut changes = b.changes();
+    b.watch(&[user("alice")]).await.expect("watch");
+    a.connected(&user("alice"), &conn("a", 1))
+        .await
+        .expect("connected");
+    assert_eq!(
+        next_for(&mut changes, &["alice"]).await.status,
+        Status::Online
+    );
+    (a, b, changes)
+}
+
 async fn next_for(rx: &mut broadcast::Receiver<PresenceInfo>, users: &[&str]) -> PresenceInfo {
     let wanted: Vec<UserId> = users.iter().map(|u| user(u)).collect();
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -345,17 +369,7 @@ async fn a_user_on_two_nodes_stays_online_until_both_are_gone() {
 async fn a_dead_nodes_users_go_offline_within_the_ttl() {
     let redis = RedisServer::start();
     let ttl = Duration::from_secs(1);
-    let a = node(&redis, "a", ttl).await;
-    let b = node(&redis, "b", ttl).await;
-    let mut changes = b.changes();
-    b.watch(&[user("alice")]).await.expect("watch");
-    a.connected(&user("alice"), &conn("a", 1))
-        .await
-        .expect("connected");
-    assert_eq!(
-        next_for(&mut changes, &["alice"]).await.status,
-        Status::Online
-    );
+    let (a, b, mut changes) = alice_online_on_a_seen_from_b(&redis, ttl).await;
 
     // A live node keeps its users online well past the TTL.
     tokio::time::sleep(ttl * 3).await;
@@ -487,17 +501,7 @@ async fn a_frozen_redis_times_out_and_the_disconnect_lands_later() {
     let redis = RedisServer::start();
     // Long TTL: the offline below cannot come from expiry.
     let ttl = Duration::from_secs(30);
-    let a = node(&redis, "a", ttl).await;
-    let b = node(&redis, "b", ttl).await;
-    let mut changes = b.changes();
-    b.watch(&[user("alice")]).await.expect("watch");
-    a.connected(&user("alice"), &conn("a", 1))
-        .await
-        .expect("connected");
-    assert_eq!(
-        next_for(&mut changes, &["alice"]).await.status,
-        Status::Online
-    );
+    let (a, b, mut changes) = alice_online_on_a_seen_from_b(&redis, ttl).await;
 
     redis.signal("-STOP");
     let left_at = now_ms();
@@ -611,17 +615,7 @@ async fn a_disconnect_made_while_redis_is_away_is_replayed() {
     let mut redis = RedisServer::start_persistent();
     // Long TTL: the offline below cannot come from expiry.
     let ttl = Duration::from_secs(30);
-    let a = node(&redis, "a", ttl).await;
-    let b = node(&redis, "b", ttl).await;
-    let mut changes = b.changes();
-    b.watch(&[user("alice")]).await.expect("watch");
-    a.connected(&user("alice"), &conn("a", 1))
-        .await
-        .expect("connected");
-    assert_eq!(
-        next_for(&mut changes, &["alice"]).await.status,
-        Status::Online
-    );
+    let (a, b, mut changes) = alice_online_on_a_seen_from_b(&redis, ttl).await;
     redis.save();
     redis.kill();
 

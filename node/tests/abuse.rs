@@ -946,11 +946,13 @@ async fn slow_consumer() {
         c.limits.idle_timeout_secs = 600;
     })
     .await;
-    let sender = node.user(&unique("sender")).await;
-    let slow = node.user(&unique("slow")).await;
-    let mut s = connect(node.addr, &sender.access, Codec::Json).await;
-    let mut l = connect(node.addr, &slow.access, Codec::Json).await;
-    let conv = group(&mut s, &[&slow.id]).await;
+    let Pair {
+        b: slow,
+        ca: mut s,
+        cb: mut l,
+        conv,
+        ..
+    } = pair_in_group(&node, "sender", "slow").await;
     // The slow member's session knows the conversation; from now on it
     // never reads.
     l.event(|f| matches!(f, ServerFrame::Conversation { .. }))

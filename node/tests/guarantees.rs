@@ -81,11 +81,13 @@ async fn pipelined_burst_arrives_complete_and_in_id_order_at_every_member() {
 #[tokio::test]
 async fn a_retried_send_is_stored_and_delivered_once() {
     let node = TestNode::start().await;
-    let a = node.user(&unique("a")).await;
-    let b = node.user(&unique("b")).await;
-    let mut ca = connect(node.addr, &a.access, Codec::Json).await;
-    let mut cb = connect(node.addr, &b.access, Codec::Json).await;
-    let g = group(&mut ca, &[&b.id]).await;
+    let Pair {
+        a,
+        mut ca,
+        mut cb,
+        conv: g,
+        ..
+    } = pair_in_group(&node, "a", "b").await;
 
     // Retries pipelined behind the first (still in flight), and later ones
     // from another connection of the same user.
@@ -136,11 +138,12 @@ async fn a_retry_older_than_the_tail_returns_the_first_message() {
     // The actor remembers keys of its last 4 messages only; older retries
     // are caught by the store in the batch that would have written them.
     let node = TestNode::start_with(|c| c.actors.tail = 4).await;
-    let a = node.user(&unique("a")).await;
-    let b = node.user(&unique("b")).await;
-    let mut ca = connect(node.addr, &a.access, Codec::Json).await;
-    let mut cb = connect(node.addr, &b.access, Codec::Json).await;
-    let g = group(&mut ca, &[&b.id]).await;
+    let Pair {
+        mut ca,
+        mut cb,
+        conv: g,
+        ..
+    } = pair_in_group(&node, "a", "b").await;
     let mut sent = Vec::new();
     for i in 0..12 {
         let cmid = format!("m{i}");
@@ -273,11 +276,13 @@ async fn a_member_that_reconnects_catches_up_with_history_after() {
 #[tokio::test]
 async fn unread_counts_and_conversation_order() {
     let node = TestNode::start().await;
-    let a = node.user(&unique("a")).await;
-    let b = node.user(&unique("b")).await;
-    let mut ca = connect(node.addr, &a.access, Codec::Json).await;
-    let mut cb = connect(node.addr, &b.access, Codec::Json).await;
-    let g1 = group(&mut ca, &[&b.id]).await;
+    let Pair {
+        b,
+        mut ca,
+        mut cb,
+        conv: g1,
+        ..
+    } = pair_in_group(&node, "a", "b").await;
     let g2 = group(&mut ca, &[&b.id]).await;
     let mut last = None;
     for i in 0..3 {

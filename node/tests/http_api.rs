@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use chat_protocol::{Codec, ConversationId, ServerFrame};
+use chat_protocol::{ConversationId, ServerFrame};
 use common::*;
 use serde_json::{json, Value};
 
@@ -134,11 +134,13 @@ struct Group {
 }
 
 async fn group_of_two(node: &TestNode) -> Group {
-    let alice = node.user(&unique("alice")).await;
-    let bob = node.user(&unique("bob")).await;
-    let mut a = connect(node.addr, &alice.access, Codec::Json).await;
-    let mut b = connect(node.addr, &bob.access, Codec::Json).await;
-    let conv = group(&mut a, &[&bob.id]).await;
+    let Pair {
+        a: alice,
+        b: bob,
+        ca: a,
+        cb: mut b,
+        conv,
+    } = pair_in_group(node, "alice", "bob").await;
     b.event(|f| matches!(f, ServerFrame::Conversation { conversation } if conversation.id == conv))
         .await;
     Group {

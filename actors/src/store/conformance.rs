@@ -142,56 +142,72 @@ pub async fn check_history_paging(store: &dyn MessageStore) {
     }
 
     for limit in [1, 37, 150, 299, 300, 1000] {
-        let mut walked: Vec<Message> = Vec::new();
-        let mut before = None;
-        loop {
-            let p = page(store, &conversation, before, None, limit).await;
-            assert!(p.messages.len() <= limit, "page over its limit");
-            assert!(
-                p.messages.windows(2).all(|w| w[0].id < w[1].id),
-                "page not ascending"
-            );
-            if p.more {
-                assert_eq!(p.messages.len(), limit, "a short page must be the last");
-            }
-            let Some(first) = p.messages.first() else {
-                assert!(!p.more, "an empty page cannot have more");
-                break;
-            };
-            before = Some(first.id);
-            let mut page_messages = p.messages;
-            page_messages.append(&mut walked);
-            walked = page_messages;
-            if !p.more {
-                break;
-            }
-        }
+        let walked = walk(store, &conversation, Walk::Back, limit).await;
         assert_eq!(walked, stored, "walking back with limit {limit}");
-
-        let mut walked: Vec<Message> = Vec::new();
-        let mut after = Some(MessageId(0));
-        loop {
-            let p = page(store, &conversation, None, after, limit).await;
-            assert!(p.messages.len() <= limit, "page over its limit");
-            assert!(
-                p.messages.windows(2).all(|w| w[0].id < w[1].id),
-                "page not ascending"
-            );
-            if p.more {
-                assert_eq!(p.messages.len(), limit, "a short page must be the last");
-            }
-            let Some(last) = p.messages.last() else {
-                assert!(!p.more, "an empty page cannot have more");
-                break;
-            };
-            after = Some(last.id);
-            walked.extend(p.messages);
-            if !p.more {
-                break;
-            }
-        }
+        let walked = walk(store, &conversation, Walk::Forward, limit).await;
         assert_eq!(walked, stored, "walking forward with limit {limit}");
     }
+}
+
+/// Which way [`walk`] pages.
+#[derive(Clone, Copy)]
+enum Walk {
+    /// Newest first, with `before`.
+    Back,
+    /// Oldest first, with `after`.
+    Forward,
+}
+
+/// Pages through a whole conversation `limit` at a time, checking each page
+/// (within its limit, ascending, short only when last); returns every
+/// message met, oldest first.
+async fn walk(
+    store: &dyn MessageStore,
+    conversation: &ConversationId,
+    way: Walk,
+    limit: usize,
+) -> Vec<Message> {
+    let mut walked: Vec<Message> = Vec::new();
+    let mut bound = match way {
+        Walk::Back => None,
+        Walk::Forward => Some(MessageId(0)),
+    };
+    loop {
+        let (before, after) = match way {
+            Walk::Back => (bound, None),
+            Walk::Forward => (None, bound),
+        };
+        let p = page(store, conversation, before, after, limit).await;
+        assert!(p.messages.len() <= limit, "page over its limit");
+        assert!(
+            p.messages.windows(2).all(|w| w[0].id < w[1].id),
+            "page not ascending"
+        );
+        if p.more {
+            assert_eq!(p.messages.len(), limit, "a short page must be the last");
+        }
+        let edge = match way {
+            Walk::Back => p.messages.first(),
+            Walk::Forward => p.messages.last(),
+        };
+        let Some(edge) = edge.map(|m| m.id) else {
+            assert!(!p.more, "an empty page cannot have more");
+            break;
+        };
+        bound = Some(edge);
+        match way {
+            Walk::Back => {
+                let mut older = p.messages;
+                older.append(&mut walked);
+                walked = older;
+            }
+            Walk::Forward => walked.extend(p.messages),
+        }
+        if !p.more {
+            break;
+        }
+    }
+    walked
 }
 
 /// `before` and `after` together, bounds that are not stored ids, bounds at

@@ -520,3 +520,23 @@ pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
     assert_eq!(status, 200, "{text}");
     sample(&text, name).unwrap_or(0.0)
 }
+
+/// Two users on one node, each with a JSON connection, in a group the
+/// first created.
+pub struct Pair {
+    pub a: TestUser,
+    pub b: TestUser,
+    pub ca: Client,
+    pub cb: Client,
+    pub conv: chat_protocol::ConversationId,
+}
+
+/// A [`Pair`] of fresh users named after `a` and `b` on `node`.
+pub async fn pair_in_group(node: &TestNode, a: &str, b: &str) -> Pair {
+    let a = node.user(&unique(a)).await;
+    let b = node.user(&unique(b)).await;
+    let mut ca = connect(node.addr, &a.access, Codec::Json).await;
+    let cb = connect(node.addr, &b.access, Codec::Json).await;
+    let conv = group(&mut ca, &[&b.id]).await;
+    Pair { a, b, ca, cb, conv }
+}
