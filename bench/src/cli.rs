@@ -135,6 +135,12 @@ pub struct RunArgs {
     /// Seconds per ramp step.
     #[arg(long, default_value_t = 5.0)]
     pub step: f64,
+    /// Times a ramp step is measured before the ramp stops at it: one
+    /// stall of the machine (an fsync held up by a shared disk, a noisy
+    /// neighbour) should not end a ramp that the server keeps up with. Every
+    /// try is reported.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub step_tries: u32,
     /// A ramp step keeps up only if its end-to-end p99 is at most this.
     #[arg(long, default_value_t = 50.0)]
     pub slo_ms: f64,

@@ -5,7 +5,8 @@
 //! each receiver.
 //!
 //! With `--ramp N` the rate rises step by step until a step cannot keep up
-//! (see [`StepReport::from_window`]); the best step is the peak, and a last
+//! (see [`StepReport::from_window`]) in `--step-tries` tries at its rate;
+//! the best step is the peak, and a last
 //! window runs at half the peak's rate, where the latency target applies.
 //! Senders pause between windows so each window's stragglers drain before
 //! it is judged.
@@ -441,9 +442,16 @@ pub(crate) async fn drive(sh: &Shared, args: &RunArgs, report: &mut RunReport) {
         } else {
             STEP_SETTLE
         };
-        let step = measure(sh, rate, settle, args.step, senders, args.slo_ms).await;
-        let kept_up = step.kept_up;
-        report.steps.push(step);
+        let mut kept_up = false;
+        for try_ in 0..args.step_tries {
+            let settle = if try_ == 0 { settle } else { STEP_SETTLE };
+            let step = measure(sh, rate, settle, args.step, senders, args.slo_ms).await;
+            kept_up = step.kept_up;
+            report.steps.push(step);
+            if kept_up {
+                break;
+            }
+        }
         if !kept_up {
             break;
         }
