@@ -56,6 +56,10 @@ const REPLICATION_DEADLINE: Duration = Duration::from_secs(5);
 /// Requests in flight to one peer; past this, new ones fail at once rather
 /// than queue in ractor_cluster's unbounded channels.
 const MAX_IN_FLIGHT_PER_PEER: usize = 20_000;
+/// The same, in bytes ([`chat_protocol::peer::PeerRequest::weight`]): 20,000 sends of the largest
+/// body would otherwise hold hundreds of MiB for a peer that stopped
+/// answering.
+const MAX_IN_FLIGHT_BYTES_PER_PEER: usize = 32 << 20;
 /// Anti-entropy with each peer this often, to repair anything a dropped
 /// link lost.
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
@@ -263,7 +267,7 @@ struct Peer {
     synced: bool,
     pulling: bool,
     last_pull: Instant,
-    in_flight: usize,
+    in_flight: InFlight,
     reported_stale: Option<Instant>,
     /// When this node last asked it for its interest.
     interest_asked: Option<Instant>,
@@ -273,6 +277,36 @@ struct RemoteRequest {
     reply: crate::conversation::Reply,
     peer: Arc<str>,
     deadline: Instant,
+    /// Its [`chat_protocol::peer::PeerRequest::weight`], given back to the peer's budget.
+    weight: usize,
+}
+
+/// Requests sent to one peer and not answered yet, bounded in number and
+/// in bytes.
+#[derive(Debug, Default)]
+struct InFlight {
+    requests: usize,
+    bytes: usize,
+}
+
+impl InFlight {
+    /// Counts a request of `weight` bytes in, if it fits.
+    fn admit(&mut self, weight: usize) -> bool {
+        if self.requests >= MAX_IN_FLIGHT_PER_PEER
+            || self.bytes.saturating_add(weight) > MAX_IN_FLIGHT_BYTES_PER_PEER
+        {
+            return false;
+        }
+        self.requests += 1;
+        self.bytes += weight;
+        true
+    }
+
+    /// An admitted request of `weight` bytes was answered or gave up.
+    fn release(&mut self, weight: usize) {
+        self.requests = self.requests.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(weight);
+    }
 }
 
 struct Replication {
@@ -596,20 +630,21 @@ impl RouterState {
                 )));
                 return;
             };
-            if peer.in_flight >= MAX_IN_FLIGHT_PER_PEER {
+            let weight = out.request.weight();
+            if !peer.in_flight.admit(weight) {
                 self.services.metrics.peer_rejected.inc();
                 let _ = reply.send(Err(ChatError::Unavailable(
                     "owner node overloaded, retry".into(),
                 )));
                 return;
             }
-            peer.in_flight += 1;
             self.remote.insert(
                 id,
                 RemoteRequest {
                     reply,
                     peer: node.clone(),
                     deadline: Instant::now() + REQUEST_DEADLINE,
+                    weight,
                 },
             );
         }
@@ -634,7 +669,7 @@ impl RouterState {
     fn finish_remote(&mut self, id: u64, result: Result<OkReply, ChatError>) {
         if let Some(r) = self.remote.remove(&id) {
             if let Some(p) = self.peers.get_mut(&r.peer) {
-                p.in_flight = p.in_flight.saturating_sub(1);
+                p.in_flight.release(r.weight);
             }
             let _ = r.reply.send(result);
         }
@@ -1119,7 +1154,7 @@ impl RouterState {
                             synced: false,
                             pulling: false,
                             last_pull: now,
-                            in_flight: 0,
+                            in_flight: InFlight::default(),
                             reported_stale: None,
                             interest_asked: None,
                         },
@@ -1218,5 +1253,34 @@ fn op_from_wire(op: PeerOp) -> ReplicatedOp {
         origin: op.origin,
         seq: op.seq,
         bytes: op.bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_budget_bounds_requests_in_number_and_in_bytes() {
+        // Few large requests: the bytes run out long before the count.
+        let mut f = InFlight::default();
+        let big = MAX_IN_FLIGHT_BYTES_PER_PEER / 4;
+        for _ in 0..4 {
+            assert!(f.admit(big));
+        }
+        assert!(!f.admit(1), "admitted past the byte budget");
+        assert_eq!(f.requests, 4, "a refused request is not counted");
+        f.release(big);
+        assert!(f.admit(big), "an answer gives its bytes back");
+        assert!(!f.admit(1));
+
+        // Many small ones: the count runs out first.
+        let mut f = InFlight::default();
+        for _ in 0..MAX_IN_FLIGHT_PER_PEER {
+            assert!(f.admit(64));
+        }
+        assert!(!f.admit(64), "admitted past the request budget");
+        f.release(64);
+        assert!(f.admit(64));
     }
 }

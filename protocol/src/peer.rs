@@ -235,6 +235,47 @@ impl PeerRequest {
             | PeerRequest::Leave { conversation } => conversation,
         }
     }
+
+    /// About how many bytes it takes on the wire and in a queue: its
+    /// strings plus a fixed allowance for the rest. What a node's budget of
+    /// requests in flight to one peer counts, so that large bodies weigh
+    /// more than small ones.
+    pub fn weight(&self) -> usize {
+        const FIXED: usize = 64;
+        let strings = match self {
+            PeerRequest::Send {
+                conversation,
+                client_msg_id,
+                body,
+                ..
+            } => conversation.as_str().len() + client_msg_id.as_str().len() + body.len(),
+            PeerRequest::Create {
+                conversation,
+                members,
+                title,
+                ..
+            } => {
+                conversation.as_str().len()
+                    + members.iter().map(|m| m.as_str().len() + 8).sum::<usize>()
+                    + title.as_ref().map_or(0, String::len)
+            }
+            PeerRequest::Invite {
+                conversation,
+                users,
+            } => {
+                conversation.as_str().len()
+                    + users.iter().map(|u| u.as_str().len() + 8).sum::<usize>()
+            }
+            PeerRequest::Kick { conversation, user } => {
+                conversation.as_str().len() + user.as_str().len()
+            }
+            PeerRequest::History { conversation, .. }
+            | PeerRequest::Typing { conversation, .. }
+            | PeerRequest::Read { conversation, .. }
+            | PeerRequest::Leave { conversation } => conversation.as_str().len(),
+        };
+        FIXED + strings
+    }
 }
 
 /// An error answered by the owner, as the client will see it.
@@ -402,6 +443,36 @@ mod tests {
         for m in msgs {
             let bytes = encode(&m).unwrap();
             assert_eq!(decode(&bytes).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn a_requests_weight_follows_its_encoded_size() {
+        for n in [0, 100, 10_000, 100_000] {
+            let send = PeerRequest::Send {
+                conversation: ConversationId::new("g:1").unwrap(),
+                client_msg_id: ClientMsgId::new("c1").unwrap(),
+                body: "x".repeat(n),
+                kind: MessageKind::default(),
+                reply_to: Some(MessageId(9)),
+            };
+            let members = (0..n / 100)
+                .map(|i| UserId::new(&format!("user-{i}")).unwrap())
+                .collect();
+            let create = PeerRequest::Create {
+                conversation: ConversationId::new("g:1").unwrap(),
+                kind: ConversationKind::Group,
+                members,
+                title: Some("t".repeat(n / 10)),
+            };
+            for r in [send, create] {
+                let encoded = rmp_serde::to_vec(&r).unwrap().len();
+                let weight = r.weight();
+                assert!(
+                    weight >= encoded && weight <= encoded + 128 + n / 100 * 8,
+                    "weight {weight} for {encoded} bytes encoded"
+                );
+            }
         }
     }
 
