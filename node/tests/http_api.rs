@@ -519,7 +519,8 @@ async fn history_over_http() {
         Some("unauthorized"),
         "bad token",
     );
-    for q in [
+    // Bad queries and ids: 400 each, whatever is wrong.
+    let queries = [
         "limit=0",
         "limit=201",
         "limit=-1",
@@ -527,47 +528,20 @@ async fn history_over_http() {
         "limit=99999999999",
         "before=abc",
         "after=-5",
-    ] {
+    ]
+    .map(|q| (format!("{path}?{q}"), q));
+    let ids = [
+        (messages_path("bad%20id"), "invalid conversation id"),
+        (messages_path("%FF"), "conversation id that is not UTF-8"),
+    ];
+    for (bad, what) in queries.into_iter().chain(ids) {
         assert_error(
-            call(
-                node.addr,
-                "GET",
-                &format!("{path}?{q}"),
-                Some(&g.bob.access),
-                None,
-            )
-            .await,
+            call(node.addr, "GET", &bad, Some(&g.bob.access), None).await,
             400,
             Some("bad_request"),
-            q,
+            what,
         );
     }
-    assert_error(
-        call(
-            node.addr,
-            "GET",
-            &messages_path("bad%20id"),
-            Some(&g.bob.access),
-            None,
-        )
-        .await,
-        400,
-        Some("bad_request"),
-        "invalid conversation id",
-    );
-    assert_error(
-        call(
-            node.addr,
-            "GET",
-            &messages_path("%FF"),
-            Some(&g.bob.access),
-            None,
-        )
-        .await,
-        400,
-        Some("bad_request"),
-        "conversation id that is not UTF-8",
-    );
 }
 
 #[tokio::test]
