@@ -190,6 +190,23 @@ impl Shared {
         }
     }
 
+    /// Waits for every client to connect and puts how that went in
+    /// `report` (`t0`: when the clients were started), then starts their
+    /// setup and waits for every one to finish it (`ready`, described as
+    /// `what`).
+    pub async fn connect_then_set_up(
+        &self,
+        report: &mut RunReport,
+        t0: std::time::Instant,
+        what: &str,
+        timeout: f64,
+    ) -> Result<()> {
+        self.wait_all(&self.connected, "connected", timeout).await?;
+        report.connect = Some(self.connect_report(t0.elapsed().as_secs_f64()));
+        self.set_phase(Phase::Setup);
+        self.wait_all(&self.ready, what, timeout).await
+    }
+
     /// Waits until every client has either reached `counter` or failed;
     /// fails (after that) when some failed or `timeout` passed.
     pub async fn wait_settled(

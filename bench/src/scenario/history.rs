@@ -165,11 +165,7 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
         .collect();
     let mut report = base_report(args, nodes);
     let result = async {
-        sh.wait_all(&sh.connected, "connected", args.setup_timeout)
-            .await?;
-        report.connect = Some(sh.connect_report(t0.elapsed().as_secs_f64()));
-        sh.set_phase(Phase::Setup);
-        sh.wait_all(&sh.ready, "joined and prefilled", args.setup_timeout)
+        sh.connect_then_set_up(&mut report, t0, "joined and prefilled", args.setup_timeout)
             .await?;
         sh.set_phase(Phase::Run { rate: 0.0 });
         tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;

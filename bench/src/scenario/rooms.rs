@@ -505,12 +505,13 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
         .collect();
     let mut report = base_report(args, nodes);
     let setup = async {
-        sh.wait_all(&sh.connected, "connected", args.setup_timeout)
-            .await?;
-        report.connect = Some(sh.connect_report(t0.elapsed().as_secs_f64()));
-        sh.set_phase(Phase::Setup);
-        sh.wait_all(&sh.ready, "joined their conversations", args.setup_timeout)
-            .await
+        sh.connect_then_set_up(
+            &mut report,
+            t0,
+            "joined their conversations",
+            args.setup_timeout,
+        )
+        .await
     };
     let setup = setup.await;
     if setup.is_ok() {
