@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::cli::Target;
+use crate::cli::{RunArgs, Target};
 
 /// Registrations in flight at once: argon2 runs on the node's blocking pool,
 /// more would only queue there.
@@ -60,18 +60,13 @@ pub fn mint(secret: &str, user: &str) -> Result<String> {
     .context("minting a token")
 }
 
-/// Tokens for `users`, in order. Registration goes to the nodes round-robin.
-pub async fn tokens(
-    target: Target,
-    users: &[String],
-    jwt_secret: Option<&str>,
-    nodes: &[SocketAddr],
-    quiet: bool,
-) -> Result<Vec<String>> {
-    match (target, jwt_secret) {
+/// Tokens for `users` of a run against `args.target`, in order: minted
+/// with `--jwt-secret`, or registered at the nodes round-robin.
+pub async fn tokens(args: &RunArgs, users: &[String], nodes: &[SocketAddr]) -> Result<Vec<String>> {
+    match (args.target, args.jwt_secret.as_deref()) {
         (Target::Socketio | Target::Ceiling, _) => Ok(users.to_vec()),
         (Target::Chat, Some(secret)) => users.iter().map(|u| mint(secret, u)).collect(),
-        (Target::Chat, None) => register_all(users, nodes, quiet).await,
+        (Target::Chat, None) => register_all(users, nodes, args.quiet).await,
     }
 }
 

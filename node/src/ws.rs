@@ -464,10 +464,8 @@ async fn write_loop<S>(
             biased;
             _ = &mut closed => break,
             item = rx.recv() => {
-                let mut next = item;
-                if next.is_none() {
-                    break;
-                }
+                let Some(first) = item else { break };
+                let mut next = Some(first);
                 let mut fed = 0;
                 while let Some(out) = next.take() {
                     if let Some(msg) = encode(codec, &out) {

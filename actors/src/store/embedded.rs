@@ -826,17 +826,8 @@ impl Txn<'_> {
             let index = client_msg_index(m);
             let found = self.held(m, &index)?;
             if found.is_none() {
-                let conversation = key_of(&[m.conversation.as_str()]);
-                self.set(
-                    Table::Messages,
-                    message_key(&conversation, m.id),
-                    Some(encode(m)?),
-                );
-                self.set(
-                    Table::ClientMsgIds,
-                    index,
-                    Some(m.id.0.to_be_bytes().to_vec()),
-                );
+                self.put_message(m)?;
+                self.put_index(index, m.id);
             }
             held.push(found);
         }
@@ -849,27 +840,37 @@ impl Txn<'_> {
     /// first, so every replica ends up pointing at the same message.
     pub(crate) fn append_messages(&mut self, messages: &[Message]) -> Result<(), StoreError> {
         for message in messages {
-            let id = message.id;
-            let conversation = key_of(&[message.conversation.as_str()]);
-            self.set(
-                Table::Messages,
-                message_key(&conversation, id),
-                Some(encode(message)?),
-            );
+            self.put_message(message)?;
             let index = client_msg_index(message);
             let lower_held = match self.get(Table::ClientMsgIds, &index)? {
-                Some(held) => decode_u64(&held)? <= id.0,
+                Some(held) => decode_u64(&held)? <= message.id.0,
                 None => false,
             };
             if !lower_held {
-                self.set(
-                    Table::ClientMsgIds,
-                    index,
-                    Some(id.0.to_be_bytes().to_vec()),
-                );
+                self.put_index(index, message.id);
             }
         }
         Ok(())
+    }
+
+    /// Writes `m` under its conversation and id.
+    fn put_message(&mut self, m: &Message) -> Result<(), StoreError> {
+        let conversation = key_of(&[m.conversation.as_str()]);
+        self.set(
+            Table::Messages,
+            message_key(&conversation, m.id),
+            Some(encode(m)?),
+        );
+        Ok(())
+    }
+
+    /// Points the `client_msg_id` index entry `index` at message `id`.
+    fn put_index(&mut self, index: Vec<u8>, id: MessageId) {
+        self.set(
+            Table::ClientMsgIds,
+            index,
+            Some(id.0.to_be_bytes().to_vec()),
+        );
     }
 
     /// A read marker as it will be once this batch is written.

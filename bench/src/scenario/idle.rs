@@ -93,14 +93,7 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
     crate::sys::check_open_files(n)?;
     let user_count = n.div_ceil(args.conns_per_user);
     let users = super::user_names(user_count);
-    let tokens = crate::auth::tokens(
-        args.target,
-        &users,
-        args.jwt_secret.as_deref(),
-        nodes,
-        args.quiet,
-    )
-    .await?;
+    let tokens = crate::auth::tokens(args, &users, nodes).await?;
     if args.prewarm {
         prewarm(args, nodes, &tokens).await?;
     }

@@ -6,8 +6,8 @@
 //!
 //! With `--ramp N` the rate rises step by step until a step cannot keep up
 //! (see [`StepReport::from_window`]) in `--step-tries` tries at its rate;
-//! the best step is the peak, and a last
-//! window runs at half the peak's rate, where the latency target applies.
+//! the best step is the peak, and a last window runs at half the peak's
+//! rate, where the latency target applies.
 //! Senders pause between windows so each window's stragglers drain before
 //! it is judged.
 
@@ -327,14 +327,7 @@ pub(crate) async fn start_groups(
     let users = user_names(args.users);
     let groups = plan_groups(kind, &users, args.group_size);
     let group_size = groups.first().map(|g| g.members.len()).unwrap_or(0);
-    let tokens = crate::auth::tokens(
-        args.target,
-        &users,
-        args.jwt_secret.as_deref(),
-        nodes,
-        args.quiet,
-    )
-    .await?;
+    let tokens = crate::auth::tokens(args, &users, nodes).await?;
     let sh = Shared::new(args, users.len());
     let ms = members(args, nodes, &users, &tokens, |i| {
         groups[i / group_size].clone()
@@ -437,14 +430,14 @@ pub(crate) async fn drive(sh: &Shared, args: &RunArgs, report: &mut RunReport) {
     }
     let mut rate = args.rate;
     for i in 0..args.ramp {
-        let settle = if i == 0 {
-            args.warmup.max(STEP_SETTLE)
-        } else {
-            STEP_SETTLE
-        };
         let mut kept_up = false;
         for try_ in 0..args.step_tries {
-            let settle = if try_ == 0 { settle } else { STEP_SETTLE };
+            // The run's first window also covers the warmup.
+            let settle = if i == 0 && try_ == 0 {
+                args.warmup.max(STEP_SETTLE)
+            } else {
+                STEP_SETTLE
+            };
             let step = measure(sh, rate, settle, args.step, senders, args.slo_ms).await;
             kept_up = step.kept_up;
             report.steps.push(step);
@@ -504,16 +497,14 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
         .map(|m| tokio::spawn(client(m, sh.clone(), pad.clone())))
         .collect();
     let mut report = base_report(args, nodes);
-    let setup = async {
-        sh.connect_then_set_up(
+    let setup = sh
+        .connect_then_set_up(
             &mut report,
             t0,
             "joined their conversations",
             args.setup_timeout,
         )
-        .await
-    };
-    let setup = setup.await;
+        .await;
     if setup.is_ok() {
         drive(&sh, args, &mut report).await;
     }
