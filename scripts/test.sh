@@ -35,6 +35,8 @@ if [ "$#" -eq 0 ]; then
   cargo fmt --all -- --check
   log "cargo clippy --all-targets -- -D warnings"
   cargo clippy --workspace --all-targets -- -D warnings
+  log "module layers (scripts/layers.sh)"
+  bash scripts/layers.sh
 fi
 
 if [ -z "${SCYLLA_NODES:-}" ]; then

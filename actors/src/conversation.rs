@@ -1,10 +1,10 @@
 //! The conversation actor: the single writer of one conversation.
 //!
 //! ```text
-//!  session ──Route──► Router ──► ConversationActor ──append──► store (group commit)
-//!                                     │   ▲ BatchWritten
-//!                                     │   └──────────────────────┘
-//!                                     └──Deliver──► local sessions listening (interest)
+//!  dispatch / Router ──Request──► ConversationActor ──append_new──► store (group commit)
+//!                                     │   ▲ BatchWritten               │
+//!                                     │   └────────────────────────────┘
+//!                                     └──Fanout──► members' connections, here and on other nodes
 //! ```
 //!
 //! Guarantees it keeps:
@@ -19,192 +19,74 @@
 //!
 //! The actor keeps a bounded tail of recent messages, asks the Router to stop
 //! it after an idle period, and loads its state from the store when it starts,
-//! so any node can take a conversation over.
+//! so any node can take a conversation over. Membership changes are in
+//! [`members`], read markers and typing in [`signals`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_protocol::peer::Audience;
+use chat_protocol::peer::ConversationRequest;
 use chat_protocol::{
-    now_ms, ClientMsgId, Conversation, ConversationId, ConversationKind, Member, Message,
-    MessageId, MessageKind, OkReply, ReceiptKind, Role, ServerFrame, SharedFrame, UserId,
+    now_ms, ClientMsgId, Conversation, ConversationId, ConversationKind, IdGenerator, Message,
+    MessageId, MessageKind, OkReply, Role, ServerFrame, SharedFrame, UserId,
 };
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use sha2::{Digest, Sha256};
+use chat_storage::{MessageStore, PageQuery, StoreError};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::conn::{ConnId, Delivery};
 use crate::error::ChatError;
-use crate::router::RouterMsg;
-use crate::services::Services;
-use crate::session::{ConnId, Delivery};
-use crate::store::{ConversationChange, PageQuery, StoreError};
+use crate::fanout::Fanout;
+use crate::metrics::Metrics;
+use crate::msg::{ConversationMsg, Reply, Request, RouterMsg};
 
-/// Where a request's answer goes.
-pub type Reply = RpcReplyPort<Result<OkReply, ChatError>>;
+mod members;
+mod signals;
+#[cfg(test)]
+mod tests;
 
-/// The id of the direct conversation between two users: the same whoever
-/// creates it, so the one actor owning it decides whether it exists.
-pub fn direct_id(a: &UserId, b: &UserId) -> ConversationId {
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    let mut h = Sha256::new();
-    h.update(lo.as_str().as_bytes());
-    h.update([0u8]);
-    h.update(hi.as_str().as_bytes());
-    let digest = h.finalize();
-    let id = format!("d:{}", hex::encode(&digest[..16]));
-    ConversationId::new(&id).unwrap_or_else(|_| unreachable!("hex ids are valid"))
+/// Knobs of the conversation actors that are not client limits.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// A conversation actor with no activity for this long stops.
+    pub conversation_idle: Duration,
+    /// Recent messages a conversation actor keeps in memory.
+    pub tail: usize,
+    /// A typing indicator ends after this long without a refresh.
+    pub typing_timeout: Duration,
 }
 
-/// Messages a conversation actor handles.
-pub enum ConversationMsg {
-    /// Store and deliver a message.
-    Send {
-        /// Who sends.
-        sender: UserId,
-        /// The sender's idempotency key.
-        client_msg_id: ClientMsgId,
-        /// The text.
-        body: String,
-        /// The kind.
-        kind: MessageKind,
-        /// The message answered.
-        reply_to: Option<MessageId>,
-        /// The connection that sent it (it gets the `ok`, not the event).
-        origin: Option<ConnId>,
-        /// When the node received it, for the latency histogram.
-        received: Instant,
-        /// Answered with `message`.
-        reply: Reply,
-    },
-    /// A page of history.
-    History {
-        /// Who reads.
-        reader: UserId,
-        /// Which page.
-        query: PageQuery,
-        /// Answered with `messages` and `more`.
-        reply: Reply,
-    },
-    /// A member started or stopped typing.
-    Typing {
-        /// Who.
-        user: UserId,
-        /// Started or stopped.
-        active: bool,
-    },
-    /// Move a read marker forward.
-    Read {
-        /// Whose.
-        user: UserId,
-        /// The newest message read.
-        up_to: MessageId,
-        /// Answered empty.
-        reply: Reply,
-    },
-    /// Create this conversation.
-    Create {
-        /// Becomes owner (of groups and channels).
-        creator: UserId,
-        /// Direct, group or channel.
-        kind: ConversationKind,
-        /// The other members.
-        members: Vec<UserId>,
-        /// An optional title.
-        title: Option<String>,
-        /// Answered with `conversation`.
-        reply: Reply,
-    },
-    /// Add members.
-    Invite {
-        /// Who asks (owner or admin).
-        by: UserId,
-        /// Who joins.
-        users: Vec<UserId>,
-        /// Answered with `conversation`.
-        reply: Reply,
-    },
-    /// Remove a member.
-    Kick {
-        /// Who asks (owner or admin).
-        by: UserId,
-        /// Who is removed.
-        user: UserId,
-        /// Answered with `conversation`.
-        reply: Reply,
-    },
-    /// A member leaves.
-    Leave {
-        /// Who leaves.
-        user: UserId,
-        /// Answered empty.
-        reply: Reply,
-    },
-    /// The store finished the batch in flight.
-    BatchWritten(Result<Vec<Option<Message>>, StoreError>),
-    /// The store finished writing a read marker.
-    ReadStored {
-        /// Whose.
-        user: UserId,
-        /// The marker written.
-        up_to: MessageId,
-        /// Whether it was stored.
-        result: Result<(), StoreError>,
-        /// The request to answer.
-        reply: Reply,
-    },
-    /// A typing indicator was not refreshed in time.
-    TypingExpired {
-        /// Whose.
-        user: UserId,
-        /// Which refresh it was armed by.
-        token: u64,
-    },
-    /// Time to check whether the actor is idle.
-    IdleCheck,
-    /// Another node owns the conversation now: finish the writes in flight,
-    /// then stop. The Router sends nothing more.
-    Retire,
-}
-
-impl ConversationMsg {
-    /// Whether the message comes from outside (through the Router), as
-    /// opposed to one the actor sends itself; the Router's idle handshake
-    /// counts only those.
-    pub fn is_routed(&self) -> bool {
-        !matches!(
-            self,
-            ConversationMsg::BatchWritten(_)
-                | ConversationMsg::ReadStored { .. }
-                | ConversationMsg::TypingExpired { .. }
-                | ConversationMsg::IdleCheck
-                | ConversationMsg::Retire
-        )
-    }
-
-    /// Answers the request (if it is one) with `err`.
-    pub fn fail(self, err: ChatError) {
-        match self {
-            ConversationMsg::Send { reply, .. }
-            | ConversationMsg::History { reply, .. }
-            | ConversationMsg::Read { reply, .. }
-            | ConversationMsg::Create { reply, .. }
-            | ConversationMsg::Invite { reply, .. }
-            | ConversationMsg::Kick { reply, .. }
-            | ConversationMsg::Leave { reply, .. } => {
-                let _ = reply.send(Err(err));
-            }
-            _ => {}
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            conversation_idle: Duration::from_secs(120),
+            tail: 256,
+            typing_timeout: Duration::from_secs(6),
         }
     }
+}
+
+/// What every conversation actor of a node uses, shared by all of them.
+pub struct ConversationDeps {
+    /// History and conversation records.
+    pub store: Arc<dyn MessageStore>,
+    /// This node's message ids.
+    pub ids: Arc<IdGenerator>,
+    /// Where events go.
+    pub fanout: Arc<dyn Fanout>,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// Knobs.
+    pub tuning: Tuning,
 }
 
 /// Starting arguments.
 pub struct ConversationArgs {
     /// Which conversation.
     pub id: ConversationId,
-    /// The node's services.
-    pub services: Arc<Services>,
-    /// The Router that routes to it and decides when it stops.
+    /// What it uses.
+    pub deps: Arc<ConversationDeps>,
+    /// The Router, which decides when it stops.
     pub router: ActorRef<RouterMsg>,
 }
 
@@ -220,7 +102,7 @@ struct Pending {
     message: Message,
     origin: Option<ConnId>,
     received: Instant,
-    reply: Reply,
+    reply: Option<Reply>,
 }
 
 struct InFlight {
@@ -231,7 +113,7 @@ struct InFlight {
 /// Everything a conversation actor knows.
 pub struct ConversationState {
     id: ConversationId,
-    services: Arc<Services>,
+    deps: Arc<ConversationDeps>,
     router: ActorRef<RouterMsg>,
     loaded: bool,
     conversation: Option<Conversation>,
@@ -248,7 +130,8 @@ pub struct ConversationState {
     reads_in_flight: usize,
     retiring: bool,
     handled: u64,
-    last_activity: Instant,
+    /// Tokio's clock, so that tests can pause it.
+    last_activity: tokio::time::Instant,
 }
 
 impl Actor for ConversationActor {
@@ -261,10 +144,10 @@ impl Actor for ConversationActor {
         _myself: ActorRef<Self::Msg>,
         args: ConversationArgs,
     ) -> Result<ConversationState, ActorProcessingErr> {
-        args.services.metrics.conversations_active.inc();
+        args.deps.metrics.conversations_active.inc();
         Ok(ConversationState {
             id: args.id,
-            services: args.services,
+            deps: args.deps,
             router: args.router,
             loaded: false,
             conversation: None,
@@ -281,7 +164,7 @@ impl Actor for ConversationActor {
             reads_in_flight: 0,
             retiring: false,
             handled: 0,
-            last_activity: Instant::now(),
+            last_activity: tokio::time::Instant::now(),
         })
     }
 
@@ -295,7 +178,7 @@ impl Actor for ConversationActor {
         if let Err(e) = state.load().await {
             tracing::warn!(conversation = %state.id, error = %e, "loading conversation failed; will retry");
         }
-        let period = state.services.tuning.conversation_idle / 2;
+        let period = state.deps.tuning.conversation_idle / 2;
         myself.send_interval(period.max(Duration::from_millis(10)), || {
             ConversationMsg::IdleCheck
         });
@@ -307,7 +190,7 @@ impl Actor for ConversationActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut ConversationState,
     ) -> Result<(), ActorProcessingErr> {
-        state.services.metrics.conversations_active.dec();
+        state.deps.metrics.conversations_active.dec();
         Ok(())
     }
 
@@ -317,94 +200,20 @@ impl Actor for ConversationActor {
         msg: ConversationMsg,
         state: &mut ConversationState,
     ) -> Result<(), ActorProcessingErr> {
-        if msg.is_routed() {
-            state.handled += 1;
-            state.last_activity = Instant::now();
-            if !state.loaded {
-                if let Err(e) = state.load().await {
-                    msg.fail(e);
-                    return Ok(());
-                }
-            }
-        }
         match msg {
-            ConversationMsg::Send {
-                sender,
-                client_msg_id,
-                body,
-                kind,
-                reply_to,
-                origin,
-                received,
-                reply,
-            } => {
-                state
-                    .send(
-                        &myself,
-                        sender,
-                        client_msg_id,
-                        body,
-                        kind,
-                        reply_to,
-                        origin,
-                        received,
-                        reply,
-                    )
-                    .await
-            }
+            ConversationMsg::Request(request) => state.request(&myself, request).await,
             ConversationMsg::BatchWritten(result) => state.batch_written(&myself, result),
-            ConversationMsg::History {
-                reader,
-                query,
-                reply,
-            } => state.history(reader, query, reply),
-            ConversationMsg::Typing { user, active } => state.typing(&myself, user, active),
-            ConversationMsg::TypingExpired { user, token } => {
-                if state.typing.get(&user) == Some(&token) {
-                    state.typing.remove(&user);
-                    state.broadcast_typing(&user, false);
-                }
-            }
-            ConversationMsg::Read { user, up_to, reply } => state.read(&myself, user, up_to, reply),
+            ConversationMsg::TypingExpired { user, token } => state.typing_expired(user, token),
             ConversationMsg::ReadStored {
                 user,
                 up_to,
                 result,
                 reply,
             } => state.read_stored(user, up_to, result, reply),
-            ConversationMsg::Create {
-                creator,
-                kind,
-                members,
-                title,
-                reply,
-            } => state.create(creator, kind, members, title, reply).await,
-            ConversationMsg::Invite { by, users, reply } => state.invite(by, users, reply).await,
-            ConversationMsg::Kick { by, user, reply } => state.kick(by, user, reply).await,
-            ConversationMsg::Leave { user, reply } => state.leave(user, reply).await,
-            ConversationMsg::IdleCheck => {
-                let quiet =
-                    state.last_activity.elapsed() >= state.services.tuning.conversation_idle;
-                if quiet
-                    && state.in_flight.is_none()
-                    && state.pending.is_empty()
-                    && state.reads_in_flight == 0
-                    && state.typing.is_empty()
-                {
-                    let _ = state.router.cast(RouterMsg::ConversationIdle {
-                        conversation: state.id.clone(),
-                        actor: myself.get_id(),
-                        handled: state.handled,
-                    });
-                }
-            }
+            ConversationMsg::IdleCheck => state.idle_check(&myself),
             ConversationMsg::Retire => state.retiring = true,
         }
-        if state.retiring
-            && state.in_flight.is_none()
-            && state.pending.is_empty()
-            && state.reads_in_flight == 0
-        {
+        if state.retiring && state.is_settled() {
             myself.stop(Some("moved to another node".into()));
         }
         Ok(())
@@ -415,9 +224,92 @@ fn ok() -> OkReply {
     OkReply::default()
 }
 
+/// Answers `reply`, if there is one.
+fn answer(reply: Option<Reply>, result: Result<OkReply, ChatError>) {
+    if let Some(reply) = reply {
+        let _ = reply.send(result);
+    }
+}
+
 impl ConversationState {
+    /// One client request: the dispatcher of the actor.
+    async fn request(&mut self, myself: &ActorRef<ConversationMsg>, request: Request) {
+        self.handled += 1;
+        self.last_activity = tokio::time::Instant::now();
+        if !self.loaded {
+            if let Err(e) = self.load().await {
+                return request.fail(e);
+            }
+        }
+        let Request {
+            user,
+            conn,
+            received,
+            body,
+            reply,
+        } = request;
+        match body {
+            ConversationRequest::Send {
+                client_msg_id,
+                body,
+                kind,
+                reply_to,
+                ..
+            } => {
+                let draft = Draft {
+                    sender: user,
+                    client_msg_id,
+                    body,
+                    kind,
+                    reply_to,
+                };
+                self.send(myself, draft, conn, received, reply)
+            }
+            ConversationRequest::History {
+                before,
+                after,
+                limit,
+                ..
+            } => {
+                let query = PageQuery {
+                    before,
+                    after,
+                    limit: limit as usize,
+                };
+                self.history(user, query, reply)
+            }
+            ConversationRequest::Typing { active, .. } => self.typing(myself, user, active),
+            ConversationRequest::Read { up_to, .. } => self.read(myself, user, up_to, reply),
+            ConversationRequest::Create {
+                kind,
+                members,
+                title,
+                ..
+            } => self.create(user, kind, members, title, reply).await,
+            ConversationRequest::Invite { users, .. } => self.invite(user, users, reply).await,
+            ConversationRequest::Kick { user: target, .. } => self.kick(user, target, reply).await,
+            ConversationRequest::Leave { .. } => self.leave(user, reply).await,
+        }
+    }
+
+    /// Nothing in flight: no batch, no pending send, no marker being written.
+    fn is_settled(&self) -> bool {
+        self.in_flight.is_none() && self.pending.is_empty() && self.reads_in_flight == 0
+    }
+
+    fn idle_check(&self, myself: &ActorRef<ConversationMsg>) {
+        let quiet = self.last_activity.elapsed() >= self.deps.tuning.conversation_idle;
+        if quiet && self.is_settled() && self.typing.is_empty() {
+            let _ = self.router.cast(RouterMsg::ConversationIdle {
+                conversation: self.id.clone(),
+                actor: myself.get_id(),
+                handled: self.handled,
+            });
+        }
+    }
+
     async fn load(&mut self) -> Result<(), ChatError> {
-        let store = &self.services.store;
+        let store = &self.deps.store;
         let conversation = store.conversation(&self.id).await?;
         if conversation.is_some() {
             if let Some(last) = store.last_message(&self.id).await? {
@@ -452,43 +344,109 @@ impl ConversationState {
             .ok_or_else(|| ChatError::Forbidden(format!("not a member of {}", self.id)))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn send(
+    /// Sends `events` to the members listening, here and on other nodes,
+    /// skipping `skip_user`.
+    fn fan_out(&self, events: &[Delivery], skip_user: Option<&UserId>) {
+        let roles = &self.roles;
+        self.deps
+            .fanout
+            .to_listeners(&self.id, events, skip_user, &|u| roles.contains_key(u));
+    }
+
+    fn history(&self, reader: UserId, query: PageQuery, reply: Option<Reply>) {
+        if let Err(e) = self.member_role(&reader) {
+            return answer(reply, Err(e));
+        }
+        // Catching up from a recent point is served from the tail, without
+        // touching the store: every message above `after` is in it.
+        if let (Some(after), None, Some(first)) = (query.after, query.before, self.tail.front()) {
+            if after >= first.id {
+                let mut messages: Vec<Message> = self
+                    .tail
+                    .iter()
+                    .filter(|m| m.id > after)
+                    .take(query.limit + 1)
+                    .cloned()
+                    .collect();
+                let more = messages.len() > query.limit;
+                messages.truncate(query.limit);
+                return answer(
+                    reply,
+                    Ok(OkReply {
+                        messages: Some(messages),
+                        more: Some(more),
+                        ..ok()
+                    }),
+                );
+            }
+        }
+        let store = self.deps.store.clone();
+        let id = self.id.clone();
+        tokio::spawn(async move {
+            let result = store
+                .page(&id, query)
+                .await
+                .map(|p| OkReply {
+                    messages: Some(p.messages),
+                    more: Some(p.more),
+                    ..ok()
+                })
+                .map_err(ChatError::from);
+            answer(reply, result);
+        });
+    }
+}
+
+/// A message as its sender asked for it, before it has an id.
+struct Draft {
+    sender: UserId,
+    client_msg_id: ClientMsgId,
+    body: String,
+    kind: MessageKind,
+    reply_to: Option<MessageId>,
+}
+
+/// Sends: ids, dedupe of retried `client_msg_id`s, group commit, and the
+/// fan-out of what was stored.
+impl ConversationState {
+    fn send(
         &mut self,
         myself: &ActorRef<ConversationMsg>,
-        sender: UserId,
-        client_msg_id: ClientMsgId,
-        body: String,
-        kind: MessageKind,
-        reply_to: Option<MessageId>,
+        draft: Draft,
         origin: Option<ConnId>,
         received: Instant,
-        reply: Reply,
+        reply: Option<Reply>,
     ) {
-        let role = match self.member_role(&sender) {
+        let role = match self.member_role(&draft.sender) {
             Ok(r) => r,
-            Err(e) => return drop(reply.send(Err(e))),
+            Err(e) => return answer(reply, Err(e)),
         };
         let kind_of = self.conversation.as_ref().map(|c| c.kind);
         if kind_of == Some(ConversationKind::Channel) && !role.moderates() {
-            let _ = reply.send(Err(ChatError::Forbidden(
-                "only owners and admins write to a channel".into(),
-            )));
-            return;
+            return answer(
+                reply,
+                Err(ChatError::Forbidden(
+                    "only owners and admins write to a channel".into(),
+                )),
+            );
         }
-        let key = (sender, client_msg_id);
+        let key = (draft.sender, draft.client_msg_id);
         match self.known.get(&key) {
             Some(Known::Acked(m)) => {
-                self.services.metrics.sends_deduplicated.inc();
-                let _ = reply.send(Ok(OkReply {
-                    message: Some(m.clone()),
-                    ..ok()
-                }));
-                return;
+                self.deps.metrics.sends_deduplicated.inc();
+                return answer(
+                    reply,
+                    Ok(OkReply {
+                        message: Some(m.clone()),
+                        ..ok()
+                    }),
+                );
             }
             Some(Known::Pending(id)) => {
-                self.services.metrics.sends_deduplicated.inc();
-                self.waiters.entry(*id).or_default().push(reply);
+                self.deps.metrics.sends_deduplicated.inc();
+                if let Some(reply) = reply {
+                    self.waiters.entry(*id).or_default().push(reply);
+                }
                 return;
             }
             // Older than the tail, or never sent: the store decides, in the
@@ -496,18 +454,18 @@ impl ConversationState {
             None => {}
         }
         let now = now_ms();
-        let id = self.services.ids.next(now, self.last_id);
+        let id = self.deps.ids.next(now, self.last_id);
         self.last_id = id;
         let (sender, client_msg_id) = key;
         let message = Message {
             id,
             conversation: self.id.clone(),
             sender: sender.clone(),
-            body,
-            kind,
+            body: draft.body,
+            kind: draft.kind,
             ts: now,
             client_msg_id: client_msg_id.clone(),
-            reply_to,
+            reply_to: draft.reply_to,
         };
         self.known
             .insert((sender, client_msg_id), Known::Pending(id));
@@ -527,7 +485,7 @@ impl ConversationState {
     fn start_batch(&mut self, myself: &ActorRef<ConversationMsg>) {
         let batch = std::mem::take(&mut self.pending);
         let messages: Vec<Message> = batch.iter().map(|p| p.message.clone()).collect();
-        self.services
+        self.deps
             .metrics
             .store_batch_size
             .observe(messages.len() as f64);
@@ -535,7 +493,7 @@ impl ConversationState {
             batch,
             started: Instant::now(),
         });
-        let store = self.services.store.clone();
+        let store = self.deps.store.clone();
         let me = myself.clone();
         tokio::spawn(async move {
             let result = store.append_new(&messages).await;
@@ -551,8 +509,8 @@ impl ConversationState {
         let Some(InFlight { batch, started }) = self.in_flight.take() else {
             return;
         };
-        let services = self.services.clone();
-        let metrics = &services.metrics;
+        let deps = self.deps.clone();
+        let metrics = &deps.metrics;
         metrics
             .store_batch_latency
             .observe(started.elapsed().as_secs_f64());
@@ -563,14 +521,7 @@ impl ConversationState {
                     if let Some(first) = held {
                         // A retry of a send stored before the tail began.
                         metrics.sends_deduplicated.inc();
-                        let reply_body = OkReply {
-                            message: Some(first.clone()),
-                            ..ok()
-                        };
-                        for w in self.waiters.remove(&p.message.id).into_iter().flatten() {
-                            let _ = w.send(Ok(reply_body.clone()));
-                        }
-                        let _ = p.reply.send(Ok(reply_body));
+                        self.acknowledge(p.message.id, p.reply, &first);
                         // Not kept in `known`, which only covers the tail:
                         // retries of old sends must not grow it.
                         self.known
@@ -582,14 +533,7 @@ impl ConversationState {
                     metrics
                         .send_latency
                         .observe(p.received.elapsed().as_secs_f64());
-                    let reply_body = OkReply {
-                        message: Some(m.clone()),
-                        ..ok()
-                    };
-                    for w in self.waiters.remove(&m.id).into_iter().flatten() {
-                        let _ = w.send(Ok(reply_body.clone()));
-                    }
-                    let _ = p.reply.send(Ok(reply_body));
+                    self.acknowledge(m.id, p.reply, &m);
                     self.known.insert(
                         (m.sender.clone(), m.client_msg_id.clone()),
                         Known::Acked(m.clone()),
@@ -602,7 +546,7 @@ impl ConversationState {
                     });
                     self.push_tail(m);
                 }
-                self.fan_out(deliveries.into(), None);
+                self.fan_out(&deliveries, None);
             }
             Err(e) => {
                 metrics.store_errors.inc();
@@ -614,7 +558,7 @@ impl ConversationState {
                     for w in self.waiters.remove(&p.message.id).into_iter().flatten() {
                         let _ = w.send(Err(err.clone()));
                     }
-                    let _ = p.reply.send(Err(err.clone()));
+                    answer(p.reply, Err(err.clone()));
                 }
             }
         }
@@ -623,466 +567,25 @@ impl ConversationState {
         }
     }
 
+    /// Answers the send given id `id`, and every retry of it that waited,
+    /// with `message`.
+    fn acknowledge(&mut self, id: MessageId, reply: Option<Reply>, message: &Message) {
+        let body = OkReply {
+            message: Some(message.clone()),
+            ..ok()
+        };
+        for w in self.waiters.remove(&id).into_iter().flatten() {
+            let _ = w.send(Ok(body.clone()));
+        }
+        answer(reply, Ok(body));
+    }
+
     fn push_tail(&mut self, m: Message) {
         self.tail.push_back(m);
-        while self.tail.len() > self.services.tuning.tail {
+        while self.tail.len() > self.deps.tuning.tail {
             if let Some(old) = self.tail.pop_front() {
                 self.known.remove(&(old.sender, old.client_msg_id));
             }
         }
-    }
-
-    /// Sends `deliveries` to the sessions of the members listening, on this
-    /// node and (one message per node) on the others, skipping `skip_user`.
-    fn fan_out(&self, deliveries: Arc<[Delivery]>, skip_user: Option<&UserId>) {
-        let to = Audience::Listeners {
-            except: skip_user.cloned(),
-        };
-        self.deliver_remote(&deliveries, to, &[], &[]);
-        let Some(listeners) = self.services.interest.listeners(&self.id) else {
-            return;
-        };
-        // Interest may name a user removed a moment ago: only members receive.
-        let members: Vec<UserId> = listeners
-            .iter()
-            .filter(|u| self.roles.contains_key(*u) && Some(*u) != skip_user)
-            .cloned()
-            .collect();
-        self.services.deliver_local(&members, &deliveries);
-    }
-
-    /// The same events for the sessions on other nodes: one message per node.
-    fn deliver_remote(
-        &self,
-        deliveries: &[Delivery],
-        to: Audience,
-        listen: &[UserId],
-        unlisten: &[UserId],
-    ) {
-        let cluster = &self.services.cluster;
-        let (sent, skipped) = cluster.deliver(&self.id, to, listen, unlisten, || {
-            deliveries
-                .iter()
-                .map(|d| (d.frame.frame().clone(), d.skip_conn))
-                .collect()
-        });
-        // Nothing to count on a single node, the common case.
-        if sent + skipped > 0 {
-            let metrics = &self.services.metrics;
-            metrics.peer_deliveries_sent.inc_by(sent);
-            metrics.peer_deliveries_skipped.inc_by(skipped);
-        }
-    }
-
-    fn history(&self, reader: UserId, query: PageQuery, reply: Reply) {
-        if let Err(e) = self.member_role(&reader) {
-            return drop(reply.send(Err(e)));
-        }
-        // Catching up from a recent point is served from the tail, without
-        // touching the store: every message above `after` is in it.
-        if let (Some(after), None, Some(first)) = (query.after, query.before, self.tail.front()) {
-            if after >= first.id {
-                let mut messages: Vec<Message> = self
-                    .tail
-                    .iter()
-                    .filter(|m| m.id > after)
-                    .take(query.limit + 1)
-                    .cloned()
-                    .collect();
-                let more = messages.len() > query.limit;
-                messages.truncate(query.limit);
-                let _ = reply.send(Ok(OkReply {
-                    messages: Some(messages),
-                    more: Some(more),
-                    ..ok()
-                }));
-                return;
-            }
-        }
-        let store = self.services.store.clone();
-        let id = self.id.clone();
-        tokio::spawn(async move {
-            let result = store
-                .page(&id, query)
-                .await
-                .map(|p| OkReply {
-                    messages: Some(p.messages),
-                    more: Some(p.more),
-                    ..ok()
-                })
-                .map_err(ChatError::from);
-            let _ = reply.send(result);
-        });
-    }
-
-    fn typing(&mut self, myself: &ActorRef<ConversationMsg>, user: UserId, active: bool) {
-        if self.member_role(&user).is_err() {
-            return;
-        }
-        if active {
-            self.typing_seq += 1;
-            let token = self.typing_seq;
-            let was = self.typing.insert(user.clone(), token).is_some();
-            let u = user.clone();
-            myself.send_after(self.services.tuning.typing_timeout, move || {
-                ConversationMsg::TypingExpired { user: u, token }
-            });
-            if !was {
-                self.broadcast_typing(&user, true);
-            }
-        } else if self.typing.remove(&user).is_some() {
-            self.broadcast_typing(&user, false);
-        }
-    }
-
-    fn broadcast_typing(&self, user: &UserId, active: bool) {
-        let frame = ServerFrame::Typing {
-            conversation: self.id.clone(),
-            user: user.clone(),
-            active,
-        };
-        self.fan_out(
-            Arc::from([Delivery {
-                frame: Arc::new(SharedFrame::new(frame)),
-                skip_conn: None,
-            }]),
-            Some(user),
-        );
-    }
-
-    fn read(
-        &mut self,
-        myself: &ActorRef<ConversationMsg>,
-        user: UserId,
-        up_to: MessageId,
-        reply: Reply,
-    ) {
-        if let Err(e) = self.member_role(&user) {
-            return drop(reply.send(Err(e)));
-        }
-        // A marker past the newest message would mark future messages read.
-        let up_to = up_to.min(self.last_id);
-        let current = self.markers.get(&user).copied().unwrap_or_default();
-        if up_to <= current {
-            return drop(reply.send(Ok(ok())));
-        }
-        self.markers.insert(user.clone(), up_to);
-        self.reads_in_flight += 1;
-        let store = self.services.store.clone();
-        let id = self.id.clone();
-        let me = myself.clone();
-        tokio::spawn(async move {
-            let result = store.set_read_marker(&id, &user, up_to).await;
-            let _ = me.cast(ConversationMsg::ReadStored {
-                user,
-                up_to,
-                result,
-                reply,
-            });
-        });
-    }
-
-    fn read_stored(
-        &mut self,
-        user: UserId,
-        up_to: MessageId,
-        result: Result<(), StoreError>,
-        reply: Reply,
-    ) {
-        self.reads_in_flight -= 1;
-        match result {
-            Ok(()) => {
-                let _ = reply.send(Ok(ok()));
-                let frame = ServerFrame::Receipt {
-                    conversation: self.id.clone(),
-                    user,
-                    up_to,
-                    kind: ReceiptKind::Read,
-                };
-                self.fan_out(
-                    Arc::from([Delivery {
-                        frame: Arc::new(SharedFrame::new(frame)),
-                        skip_conn: None,
-                    }]),
-                    None,
-                );
-            }
-            Err(e) => {
-                self.services.metrics.store_errors.inc();
-                // Forget the optimistic marker only if nothing newer replaced it.
-                if self.markers.get(&user) == Some(&up_to) {
-                    self.markers.remove(&user);
-                }
-                let _ = reply.send(Err(e.into()));
-            }
-        }
-    }
-
-    async fn check_users_exist(&self, users: &[UserId]) -> Result<(), ChatError> {
-        for u in users {
-            if self.services.store.user(u).await?.is_none() {
-                return Err(ChatError::NotFound(format!("no user {u}")));
-            }
-        }
-        Ok(())
-    }
-
-    async fn create(
-        &mut self,
-        creator: UserId,
-        kind: ConversationKind,
-        members: Vec<UserId>,
-        title: Option<String>,
-        reply: Reply,
-    ) {
-        if let Some(existing) = &self.conversation {
-            // Only a direct conversation's id can be asked for twice.
-            let result =
-                if existing.kind == ConversationKind::Direct && self.roles.contains_key(&creator) {
-                    Ok(OkReply {
-                        conversation: Some(existing.clone()),
-                        ..ok()
-                    })
-                } else {
-                    Err(ChatError::BadRequest(format!(
-                        "conversation {} exists",
-                        self.id
-                    )))
-                };
-            return drop(reply.send(result));
-        }
-        let mut list: Vec<Member> = Vec::with_capacity(members.len() + 1);
-        let creator_role = if kind == ConversationKind::Direct {
-            Role::Member
-        } else {
-            Role::Owner
-        };
-        list.push(Member {
-            user: creator.clone(),
-            role: creator_role,
-        });
-        for u in members {
-            if !list.iter().any(|m| m.user == u) {
-                list.push(Member {
-                    user: u,
-                    role: Role::Member,
-                });
-            }
-        }
-        if kind == ConversationKind::Direct && list.len() != 2 {
-            return drop(reply.send(Err(ChatError::BadRequest(
-                "a direct conversation takes exactly one other user".into(),
-            ))));
-        }
-        let others: Vec<UserId> = list.iter().skip(1).map(|m| m.user.clone()).collect();
-        if let Err(e) = self.check_users_exist(&others).await {
-            return drop(reply.send(Err(e)));
-        }
-        let conversation = Conversation {
-            id: self.id.clone(),
-            kind,
-            title,
-            members: list.clone(),
-            created_at: now_ms(),
-        };
-        let change = ConversationChange {
-            conversation: conversation.clone(),
-            upsert: list,
-            remove: vec![],
-        };
-        if let Err(e) = self.services.store.apply_conversation(&change).await {
-            self.services.metrics.store_errors.inc();
-            return drop(reply.send(Err(e.into())));
-        }
-        self.set_conversation(Some(conversation.clone()));
-        let all: Vec<UserId> = conversation
-            .members
-            .iter()
-            .map(|m| m.user.clone())
-            .collect();
-        self.announce(&all, &[]);
-        let _ = reply.send(Ok(OkReply {
-            conversation: Some(conversation),
-            ..ok()
-        }));
-    }
-
-    /// Stores a membership change and tells everyone concerned.
-    async fn commit_members(
-        &mut self,
-        mut next: Conversation,
-        upsert: Vec<Member>,
-        remove: Vec<UserId>,
-    ) -> Result<Conversation, ChatError> {
-        next.members.retain(|m| !remove.contains(&m.user));
-        for m in &upsert {
-            match next.members.iter_mut().find(|x| x.user == m.user) {
-                Some(x) => x.role = m.role,
-                None => next.members.push(m.clone()),
-            }
-        }
-        let change = ConversationChange {
-            conversation: next.clone(),
-            upsert,
-            remove: remove.clone(),
-        };
-        self.services
-            .store
-            .apply_conversation(&change)
-            .await
-            .inspect_err(|_| {
-                self.services.metrics.store_errors.inc();
-            })?;
-        self.set_conversation(Some(next.clone()));
-        let everyone: Vec<UserId> = next.members.iter().map(|m| m.user.clone()).collect();
-        self.announce(&everyone, &remove);
-        Ok(next)
-    }
-
-    /// Sends the `conversation` event to current members and to `removed`,
-    /// and keeps the interest table in step: new members with a session here
-    /// start listening, removed ones stop.
-    fn announce(&self, members: &[UserId], removed: &[UserId]) {
-        let Some(conversation) = self.conversation.clone() else {
-            return;
-        };
-        let interest = &self.services.interest;
-        let conv_list = [self.id.clone()];
-        for u in removed {
-            interest.remove(u, &self.id, &self.services.cluster);
-        }
-        let frame: Arc<[Delivery]> = Arc::from([Delivery {
-            frame: Arc::new(SharedFrame::new(ServerFrame::Conversation { conversation })),
-            skip_conn: None,
-        }]);
-        let directory = &self.services.directory;
-        for u in members {
-            if directory.get(u).is_some() {
-                interest.add(u, &conv_list, &self.services.cluster);
-            }
-        }
-        let mut targets: Vec<UserId> = members.to_vec();
-        targets.extend(removed.iter().cloned());
-        self.services.deliver_local(&targets, &frame);
-        self.deliver_remote(&frame, Audience::Users(targets), members, removed);
-    }
-
-    async fn invite(&mut self, by: UserId, users: Vec<UserId>, reply: Reply) {
-        let result = async {
-            let role = self.member_role(&by)?;
-            let conv = self.existing()?.clone();
-            if conv.kind == ConversationKind::Direct {
-                return Err(ChatError::Forbidden(
-                    "a direct conversation has two members".into(),
-                ));
-            }
-            if !role.moderates() {
-                return Err(ChatError::Forbidden("only owners and admins invite".into()));
-            }
-            let fresh: Vec<UserId> = users
-                .into_iter()
-                .filter(|u| !self.roles.contains_key(u))
-                .collect();
-            if fresh.is_empty() {
-                return Ok(conv);
-            }
-            self.check_users_exist(&fresh).await?;
-            let upsert = fresh
-                .into_iter()
-                .map(|user| Member {
-                    user,
-                    role: Role::Member,
-                })
-                .collect();
-            self.commit_members(conv, upsert, vec![]).await
-        }
-        .await;
-        let _ = reply.send(result.map(|c| OkReply {
-            conversation: Some(c),
-            ..ok()
-        }));
-    }
-
-    async fn kick(&mut self, by: UserId, user: UserId, reply: Reply) {
-        let result = async {
-            let role = self.member_role(&by)?;
-            let conv = self.existing()?.clone();
-            if conv.kind == ConversationKind::Direct || !role.moderates() {
-                return Err(ChatError::Forbidden("only owners and admins kick".into()));
-            }
-            let target = self
-                .roles
-                .get(&user)
-                .copied()
-                .ok_or_else(|| ChatError::NotFound(format!("{user} is not a member")))?;
-            if user == by {
-                return Err(ChatError::BadRequest("use leave to leave".into()));
-            }
-            if target == Role::Owner || (target == Role::Admin && role != Role::Owner) {
-                return Err(ChatError::Forbidden(
-                    "cannot kick an owner or, unless owner, an admin".into(),
-                ));
-            }
-            self.commit_members(conv, vec![], vec![user]).await
-        }
-        .await;
-        let _ = reply.send(result.map(|c| OkReply {
-            conversation: Some(c),
-            ..ok()
-        }));
-    }
-
-    async fn leave(&mut self, user: UserId, reply: Reply) {
-        let result = async {
-            let role = self.member_role(&user)?;
-            let conv = self.existing()?.clone();
-            if conv.kind == ConversationKind::Direct {
-                return Err(ChatError::Forbidden(
-                    "a direct conversation cannot be left".into(),
-                ));
-            }
-            // A group keeps an owner: the longest-standing admin, else member.
-            let mut upsert = vec![];
-            if role == Role::Owner
-                && !conv
-                    .members
-                    .iter()
-                    .any(|m| m.role == Role::Owner && m.user != user)
-            {
-                let heir = conv
-                    .members
-                    .iter()
-                    .filter(|m| m.user != user)
-                    .min_by_key(|m| m.role)
-                    .map(|m| m.user.clone());
-                if let Some(heir) = heir {
-                    upsert.push(Member {
-                        user: heir,
-                        role: Role::Owner,
-                    });
-                }
-            }
-            self.commit_members(conv, upsert, vec![user]).await
-        }
-        .await;
-        let _ = reply.send(result.map(|_| ok()));
-    }
-}
-
-// Local only: peers never get a stand-in for a conversation actor (DESIGN.md,
-// "Traps"), so the message has no wire form.
-impl ractor::Message for ConversationMsg {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn direct_ids_ignore_order_and_are_valid() {
-        let a = UserId::new("alice").unwrap();
-        let b = UserId::new("bob").unwrap();
-        assert_eq!(direct_id(&a, &b), direct_id(&b, &a));
-        assert_ne!(direct_id(&a, &b), direct_id(&a, &a));
-        assert!(direct_id(&a, &b).as_str().starts_with("d:"));
     }
 }

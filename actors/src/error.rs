@@ -2,7 +2,7 @@
 
 use chat_protocol::{ErrorCode, ReqId, ServerFrame};
 
-use crate::store::StoreError;
+use chat_storage::StoreError;
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

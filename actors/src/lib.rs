@@ -1,20 +1,28 @@
-//! The actors of the chat cluster and the storage and presence they depend on.
+//! The actors of one chat node, and the tables they share.
 //!
 //! ```text
-//!  node (connection tasks, HTTP) ──► Router ──► ConversationActor (one per live conversation)
-//!                                      │            │ append (group commit)      ▲
-//!                                      │            ▼                            │ interest
-//!                                      └──► UserSession (one per user here) ◄── Deliver
+//!  node (ws, http) ─► dispatch ─► ConversationActor (one per live conversation)
+//!                        │  ▲          │ append_new (group commit) ─► chat-storage
+//!                        │  │          └─ Fanout ─► Directory ─► connections' queues
+//!                        ▼  │                    └► Cluster ─► other nodes' Routers
+//!                      Router (starts actors; forwards to owner nodes)
+//!                        └─► UserSession (one per user here) ─► chat-presence
 //! ```
 //!
-//! - [`conversation`]: the single writer of a conversation (ids, dedupe,
-//!   batches, fan-out).
-//! - [`session`]: a user's connections on this node and their bounded queues.
-//! - [`router`]: finds or starts actors, and forwards to the owner node.
-//! - [`cluster`]: this node's view of the cluster and the wire forms of requests.
-//! - [`store`]: the `MessageStore` trait and the embedded (fjall) backend.
-//! - [`presence`]: the `Presence` trait, the in-memory backend, watchers.
-//! - [`interest`]: which local users listen to which conversations.
+//! Modules form layers; each imports only the layers below it (checked by
+//! `scripts/layers.sh`):
+//!
+//! 1. leaves: [`error`], [`placement`], [`metrics`], [`rate`];
+//! 2. [`conn`]: handles on client connections;
+//! 3. [`msg`]: every actor's messages and their wire forms;
+//! 4. shared tables: [`cluster`] (this node's view), [`running`]
+//!    (conversation actors here), [`watchers`] (presence watches);
+//! 5. [`interest`]: which local users listen to which conversations;
+//! 6. [`fanout`]: delivering a conversation's events, and the directory of
+//!    local sessions and their connections it delivers through;
+//! 7. the actors [`conversation`] and [`session`], and [`dispatch`];
+//! 8. [`services`]: the composition;
+//! 9. [`router`]: starts the actors, and the node's side of the cluster.
 //!
 //! No sockets here: the node crate owns I/O, so everything in this crate can be
 //! driven by tests through channels.
@@ -22,16 +30,25 @@
 #![warn(clippy::mod_module_files)]
 
 pub mod cluster;
+pub mod conn;
 pub mod conversation;
+pub mod dispatch;
 pub mod error;
+pub mod fanout;
 pub mod interest;
 pub mod metrics;
+pub mod msg;
 pub mod placement;
-pub mod presence;
+pub mod rate;
 pub mod router;
+pub mod running;
 pub mod services;
 pub mod session;
-pub mod store;
+pub mod watchers;
 
+#[cfg(test)]
+mod testing;
+
+pub use conversation::Tuning;
 pub use error::ChatError;
-pub use services::{Services, Tuning};
+pub use services::Services;

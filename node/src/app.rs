@@ -5,16 +5,19 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use chat_actors::cluster::{Cluster, RouterLink};
-use chat_actors::presence::redis::{RedisPresence, RedisPresenceConfig};
-use chat_actors::presence::{MemoryPresence, Presence, PresenceError};
-use chat_actors::router::{Router, RouterMsg};
-use chat_actors::store::embedded::EmbeddedStore;
-use chat_actors::store::replicated::ReplicatedStore;
-use chat_actors::store::MessageStore;
+use chat_actors::msg::RouterMsg;
+use chat_actors::router::Router;
 use chat_actors::{Services, Tuning};
+use chat_presence::redis::{RedisPresence, RedisPresenceConfig};
+use chat_presence::{MemoryPresence, Presence, PresenceError};
+use chat_storage::embedded::EmbeddedStore;
+use chat_storage::replicated::ReplicatedStore;
+use chat_storage::MessageStore;
 use prometheus_client::registry::Registry;
-use ractor::{Actor, ActorRef};
+use ractor::Actor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +25,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Auth, AuthError};
 use crate::config::{Config, ConfigError, PresenceBackend, StorageBackend};
 use crate::membership::{Membership, NodeClaim};
+pub use crate::state::App;
+use crate::{http, ws};
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +39,7 @@ pub enum NodeError {
     Auth(#[from] AuthError),
     /// The store could not be opened.
     #[error("storage: {0}")]
-    Store(#[from] chat_actors::store::StoreError),
+    Store(#[from] chat_storage::StoreError),
     /// The presence backend could not be set up (a bad Redis URL; an
     /// unreachable Redis does not stop the node).
     #[error(transparent)]
@@ -48,31 +53,6 @@ pub enum NodeError {
     /// Serving failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Everything request handlers share.
-pub struct App {
-    /// The configuration in force.
-    pub config: Config,
-    /// The actors' services.
-    pub services: Arc<Services>,
-    /// The node's Router.
-    pub router: ActorRef<RouterMsg>,
-    /// Token checks and accounts.
-    pub auth: Auth,
-    /// Metrics for `/metrics`.
-    pub registry: Registry,
-    /// Cancelled when the node starts draining.
-    pub shutdown: CancellationToken,
-    /// Tracks connection tasks, so draining can wait for them.
-    pub connections: TaskTracker,
-    /// Next connection id.
-    pub next_conn: AtomicU64,
-    /// Store kept by its concrete type for closing.
-    store: Arc<EmbeddedStore>,
-    /// Cluster membership and the claim on this node's name and id, when
-    /// clustered.
-    membership: Option<(Membership, NodeClaim)>,
 }
 
 impl App {
@@ -171,10 +151,12 @@ impl App {
         };
         let mut registry = Registry::default();
         services.metrics.register(&mut registry);
+        let dispatch = services.dispatch(router.clone());
         Ok(Arc::new(App {
             config,
             services,
             router,
+            dispatch,
             auth,
             registry,
             shutdown: CancellationToken::new(),
@@ -212,6 +194,27 @@ impl App {
     }
 }
 
+/// The node's routes.
+pub fn routes(app: Arc<App>) -> axum::Router {
+    let body_limit = app.config.limits.max_frame_bytes;
+    axum::Router::new()
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/auth/register", post(http::register))
+        .route("/v1/auth/login", post(http::login))
+        .route("/v1/auth/refresh", post(http::refresh))
+        .route("/v1/auth/logout", post(http::logout))
+        .route(
+            "/v1/conversations/{id}/messages",
+            get(http::history).post(http::send),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(http::readyz))
+        .route("/metrics", get(http::metrics))
+        .route("/v1/cluster", get(http::cluster_status))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(app)
+}
+
 /// Serves on `listener` until `shutdown` resolves, then drains.
 pub async fn run(
     config: Config,
@@ -228,7 +231,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    let routes = crate::http::routes(app.clone());
+    let routes = routes(app.clone());
     let token = app.shutdown.clone();
     let trigger = app.shutdown.clone();
     tokio::spawn(async move {

@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
-use chat_actors::store::{MessageStore, RefreshRecord, Rotation, StoreError, UserRecord};
+use axum::http::{header, HeaderMap};
 use chat_protocol::{now_ms, ErrorCode, UserId};
+use chat_storage::{MessageStore, RefreshRecord, Rotation, StoreError, UserRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -166,6 +167,9 @@ pub struct Claims {
 /// Why authentication failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// The request carries no access token.
+    #[error("missing bearer token")]
+    MissingToken,
     /// The token is malformed, badly signed, for someone else, or (refresh
     /// tokens) unknown, used or revoked.
     #[error("invalid token: {0}")]
@@ -200,9 +204,10 @@ impl AuthError {
     /// The protocol error code for this error.
     pub fn code(&self) -> ErrorCode {
         match self {
-            AuthError::InvalidToken(_) | AuthError::Expired | AuthError::BadCredentials => {
-                ErrorCode::Unauthorized
-            }
+            AuthError::MissingToken
+            | AuthError::InvalidToken(_)
+            | AuthError::Expired
+            | AuthError::BadCredentials => ErrorCode::Unauthorized,
             AuthError::UsernameTaken | AuthError::InvalidInput(_) => ErrorCode::BadRequest,
             AuthError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
             AuthError::CannotIssue
@@ -471,6 +476,18 @@ impl Auth {
             exp: data.claims.exp,
             sid,
         })
+    }
+
+    /// Checks the access token of a request: the `Authorization` header,
+    /// else the `access_token` query parameter (browsers cannot set headers
+    /// on WebSockets).
+    pub fn verify_request(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<Claims, AuthError> {
+        let token = bearer(headers, query_token).ok_or(AuthError::MissingToken)?;
+        self.verify(&token)
     }
 
     /// Signs an access token for `user`, bound to the refresh family `sid`
@@ -899,14 +916,46 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.sync_all()
 }
 
+/// The bearer token of a request: the `Authorization` header, else the
+/// `access_token` query parameter.
+pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_string())
+        .or_else(|| query_token.map(str::to_string))
+}
+
+/// Makes sure a user known by token has a record, so others can find it
+/// (users of an outside identity provider never register here).
+pub async fn ensure_user(store: &dyn MessageStore, user: &UserId) -> Result<(), StoreError> {
+    if store.user(user).await?.is_none() {
+        let record = UserRecord {
+            id: user.clone(),
+            password_hash: None,
+            display_name: None,
+            created_at: now_ms(),
+        };
+        match store.create_user(&record).await {
+            Ok(()) | Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{HashMap, HashSet};
     use std::sync::Mutex;
 
     use async_trait::async_trait;
-    use chat_actors::store::{ConversationChange, Page, PageQuery};
     use chat_protocol::{ClientMsgId, Conversation, ConversationId, Message, MessageId};
+    use chat_storage::{ConversationChange, Page, PageQuery};
 
     use super::*;
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use chat_actors::store::embedded::Durability;
 use chat_protocol::Limits;
+use chat_storage::embedded::Durability;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;

@@ -2,94 +2,26 @@
 //! Errors are JSON `{"code","message"}` with the status of their code.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Json;
-use chat_actors::conversation::ConversationMsg;
-use chat_actors::router::RouterMsg;
-use chat_actors::store::PageQuery;
-use chat_actors::ChatError;
+use chat_actors::dispatch::Caller;
+use chat_actors::msg::RouterMsg;
 use chat_protocol::{
-    limits, ClientMsgId, ConversationId, ErrorCode, MessageId, MessageKind, OkReply, UserId,
+    limits, ClientFrame, ClientMsgId, ConversationId, ErrorCode, MessageId, MessageKind, OkReply,
+    UserId,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::App;
-use crate::auth::{AuthError, Claims, LoginRequest, RegisterRequest};
-
-/// An error answered over HTTP.
-#[derive(Debug)]
-pub struct HttpError {
-    status: StatusCode,
-    code: ErrorCode,
-    message: String,
-    retry_after_ms: Option<u64>,
-}
-
-impl HttpError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        HttpError {
-            status: StatusCode::from_u16(code.http_status())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            code,
-            message: message.into(),
-            retry_after_ms: None,
-        }
-    }
-}
-
-impl From<ChatError> for HttpError {
-    fn from(e: ChatError) -> Self {
-        let mut h = HttpError::new(e.code(), e.to_string());
-        if let ChatError::RateLimited { retry_after_ms } = e {
-            h.retry_after_ms = Some(retry_after_ms);
-        }
-        h
-    }
-}
-
-impl From<AuthError> for HttpError {
-    fn from(e: AuthError) -> Self {
-        HttpError {
-            status: StatusCode::from_u16(e.http_status())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            code: e.code(),
-            message: e.to_string(),
-            retry_after_ms: None,
-        }
-    }
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let mut body = json!({ "code": self.code, "message": self.message });
-        let mut resp = match self.retry_after_ms {
-            Some(ms) => {
-                body["retry_after_ms"] = json!(ms);
-                let secs = ms.div_ceil(1000).max(1);
-                let mut r = (self.status, Json(body)).into_response();
-                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                    r.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                r
-            }
-            None => (self.status, Json(body)).into_response(),
-        };
-        if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        resp
-    }
-}
+use crate::auth::{Claims, LoginRequest, RegisterRequest};
+use crate::error::HttpError;
+use crate::state::App;
 
 type HttpResult<T> = Result<T, HttpError>;
 
@@ -113,69 +45,16 @@ fn bad_request(e: impl std::fmt::Display) -> HttpError {
     HttpError::new(ErrorCode::BadRequest, e.to_string())
 }
 
-/// The bearer token of a request: the `Authorization` header, else the
-/// `access_token` query parameter (browsers cannot set headers on WebSockets).
-pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|t| t.trim().to_string())
-        .or_else(|| query_token.map(str::to_string))
-}
-
 /// Verifies the request's token.
-pub fn authenticate(
+pub(crate) fn authenticate(
     app: &App,
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> HttpResult<Claims> {
-    let token = bearer(headers, query_token)
-        .ok_or_else(|| HttpError::new(ErrorCode::Unauthorized, "missing bearer token"))?;
-    Ok(app.auth.verify(&token)?)
+    Ok(app.auth.verify_request(headers, query_token)?)
 }
 
-/// Makes sure a user known by token has a record, so others can find it
-/// (users of an outside identity provider never register here).
-pub async fn ensure_user(app: &App, user: &UserId) -> Result<(), ChatError> {
-    let store = &app.services.store;
-    if store.user(user).await?.is_none() {
-        let record = chat_actors::store::UserRecord {
-            id: user.clone(),
-            password_hash: None,
-            display_name: None,
-            created_at: chat_protocol::now_ms(),
-        };
-        match store.create_user(&record).await {
-            Ok(()) | Err(chat_actors::store::StoreError::Conflict) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-/// The node's routes.
-pub fn routes(app: Arc<App>) -> axum::Router {
-    let body_limit = app.config.limits.max_frame_bytes;
-    axum::Router::new()
-        .route("/v1/ws", get(crate::ws::upgrade))
-        .route("/v1/auth/register", post(register))
-        .route("/v1/auth/login", post(login))
-        .route("/v1/auth/refresh", post(refresh))
-        .route("/v1/auth/logout", post(logout))
-        .route("/v1/conversations/{id}/messages", get(history).post(send))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/cluster", get(cluster_status))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(app)
-}
-
-async fn register(
+pub(crate) async fn register(
     State(app): State<Arc<App>>,
     body: Result<Bytes, BytesRejection>,
 ) -> HttpResult<Response> {
@@ -184,7 +63,7 @@ async fn register(
     Ok((StatusCode::CREATED, Json(tokens)).into_response())
 }
 
-async fn login(
+pub(crate) async fn login(
     State(app): State<Arc<App>>,
     body: Result<Bytes, BytesRejection>,
 ) -> HttpResult<Response> {
@@ -198,7 +77,7 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-async fn refresh(
+pub(crate) async fn refresh(
     State(app): State<Arc<App>>,
     body: Result<Bytes, BytesRejection>,
 ) -> HttpResult<Response> {
@@ -210,7 +89,7 @@ async fn refresh(
     Ok(Json(tokens).into_response())
 }
 
-async fn logout(
+pub(crate) async fn logout(
     State(app): State<Arc<App>>,
     body: Result<Bytes, BytesRejection>,
 ) -> HttpResult<StatusCode> {
@@ -222,7 +101,7 @@ async fn logout(
 }
 
 #[derive(Deserialize)]
-struct HistoryParams {
+pub(crate) struct HistoryParams {
     before: Option<String>,
     after: Option<String>,
     limit: Option<u32>,
@@ -247,16 +126,15 @@ fn conversation_id(raw: &str) -> HttpResult<ConversationId> {
         .map_err(|e| HttpError::new(ErrorCode::BadRequest, format!("conversation: {e}")))
 }
 
-async fn ask(
-    app: &App,
-    conversation: ConversationId,
-    make: impl FnOnce(chat_actors::conversation::Reply) -> ConversationMsg,
-) -> HttpResult<OkReply> {
+/// Asks a conversation through the dispatcher, as a WebSocket frame would.
+async fn ask(app: &App, user: UserId, frame: ClientFrame) -> HttpResult<OkReply> {
     let (tx, rx) = ractor::concurrency::oneshot();
-    let msg = make(tx.into());
-    app.router
-        .cast(RouterMsg::Route { conversation, msg })
-        .map_err(|_| HttpError::new(ErrorCode::Unavailable, "node is shutting down"))?;
+    let caller = Caller {
+        user,
+        conn: None,
+        session: None,
+    };
+    app.dispatch.dispatch(&caller, frame, tx.into());
     match rx.await {
         Ok(r) => Ok(r?),
         Err(_) => Err(HttpError::new(
@@ -266,7 +144,7 @@ async fn ask(
     }
 }
 
-async fn history(
+pub(crate) async fn history(
     State(app): State<Arc<App>>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<HistoryParams>, QueryRejection>,
@@ -283,17 +161,14 @@ async fn history(
             format!("limit must be 1 to {}", limits::MAX_HISTORY_LIMIT),
         ));
     }
-    let query = PageQuery {
+    let frame = ClientFrame::History {
+        req: None,
+        conversation,
         before: parse_id(params.before.as_deref(), "before")?,
         after: parse_id(params.after.as_deref(), "after")?,
-        limit: limit as usize,
+        limit: Some(limit),
     };
-    let reply = ask(&app, conversation, |reply| ConversationMsg::History {
-        reader: claims.sub,
-        query,
-        reply,
-    })
-    .await?;
+    let reply = ask(&app, claims.sub, frame).await?;
     Ok(Json(json!({
         "messages": reply.messages.unwrap_or_default(),
         "more": reply.more.unwrap_or(false),
@@ -311,13 +186,12 @@ struct SendBody {
     reply_to: Option<MessageId>,
 }
 
-async fn send(
+pub(crate) async fn send(
     State(app): State<Arc<App>>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> HttpResult<Response> {
-    let received = Instant::now();
     let Path(id) = path.map_err(bad_request)?;
     let claims = authenticate(&app, &headers, None)?;
     let conversation = conversation_id(&id)?;
@@ -329,21 +203,15 @@ async fn send(
             format!("body is {} bytes, over the limit of {max}", req.body.len()),
         ));
     }
-    if let Err(retry_after_ms) = app.services.rate.take(&claims.sub) {
-        app.services.metrics.rate_limited.inc();
-        return Err(ChatError::RateLimited { retry_after_ms }.into());
-    }
-    let reply = ask(&app, conversation, |reply| ConversationMsg::Send {
-        sender: claims.sub,
+    let frame = ClientFrame::Send {
+        req: None,
+        conversation,
         client_msg_id: req.client_msg_id,
         body: req.body,
         kind: req.kind,
         reply_to: req.reply_to,
-        origin: None,
-        received,
-        reply,
-    })
-    .await?;
+    };
+    let reply = ask(&app, claims.sub, frame).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "message": reply.message })),
@@ -351,7 +219,7 @@ async fn send(
         .into_response())
 }
 
-async fn readyz(State(app): State<Arc<App>>) -> Response {
+pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
     let mut problems = Vec::new();
     let probe = UserId::new("readyz.probe").unwrap_or_else(|_| unreachable!("valid id"));
     if let Err(e) = app.services.store.user(&probe).await {
@@ -376,14 +244,14 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 /// What this node sees of the cluster: serving nodes, peers with their
 /// last heartbeat and sync state. For operators; no auth, like /metrics.
-async fn cluster_status(State(app): State<Arc<App>>) -> Response {
+pub(crate) async fn cluster_status(State(app): State<Arc<App>>) -> Response {
     match ractor::call!(app.router, |reply| RouterMsg::Status { reply }) {
         Ok(status) => Json(status).into_response(),
         Err(e) => HttpError::new(ErrorCode::Unavailable, e.to_string()).into_response(),
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut out = String::new();
     match prometheus_client::encoding::text::encode(&mut out, &app.registry) {
         Ok(()) => (

@@ -1,9 +1,9 @@
 //! The chat node: one process of the cluster.
 //!
 //! ```text
-//!  TCP ─► axum ─┬─ /v1/ws ──────► ws: one task pair per connection ─► UserSession
+//!  TCP ─► axum ─┬─ /v1/ws ──────► ws: one task pair per connection ─► Dispatch ─► actors
 //!               ├─ /v1/auth/* ──► auth (argon2, JWT, rotating refresh tokens)
-//!               ├─ /v1/conversations/{id}/messages ─► Router ─► ConversationActor
+//!               ├─ /v1/conversations/{id}/messages ─► Dispatch ─► ConversationActor
 //!               └─ /healthz /readyz /metrics /v1/cluster
 //!  cluster port ─► membership (ractor_cluster) ─► Router ◄─► other nodes' Routers
 //! ```
@@ -18,8 +18,10 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod membership;
+pub mod state;
 pub mod ws;
 
 pub use app::{run, App, NodeError};

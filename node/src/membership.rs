@@ -10,7 +10,7 @@
 //!
 //! ractor_cluster authenticates peers with the cookie and keeps `pg` groups in
 //! step across connected nodes, but it never reconnects and never times a
-//! session out; that is this module's job (DESIGN.md, "ractor_cluster").
+//! session out; that is this module's job (docs/design.md, "ractor_cluster").
 //! Joining happens in two steps: connect to the seeds (or give up on the
 //! missing ones after `join_timeout_secs`), then ask the Router to serve,
 //! which it does once it has caught up with every connected node.
@@ -21,8 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_actors::cluster::ClusterEvent;
-use chat_actors::router::RouterMsg;
+use chat_actors::msg::{ClusterEvent, RouterMsg};
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
 use ractor_cluster::IncomingEncryptionMode;

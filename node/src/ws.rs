@@ -2,10 +2,10 @@
 //! by subprotocol, and the two tasks of each connection.
 //!
 //! ```text
-//!  socket ─► reader task: decode, validate ─► UserSession (Request + reply port)
+//!  socket ─► reader task: decode, validate ─► Dispatch (frame + reply port) ─► actors
 //!               │ awaits replies (bounded in flight), pushes them ─┐
 //!               ▼                                                  ▼
-//!  socket ◄─ writer task ◄──────────── bounded outbound queue ◄── Deliver
+//!  socket ◄─ writer task ◄──────────── bounded outbound queue ◄── fan-out (events)
 //! ```
 //!
 //! Every frame towards the client goes through one bounded queue; when it is
@@ -30,18 +30,19 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use chat_actors::router::RouterMsg;
-use chat_actors::session::{route_request, Closer, Connection, Outbound, SessionMsg};
+use chat_actors::conn::{Closer, Connection, Outbound};
+use chat_actors::dispatch::Caller;
+use chat_actors::msg::{RouterMsg, SessionMsg};
 use chat_actors::ChatError;
-use chat_protocol::{close_code, ClientFrame, Codec, ErrorCode, ReqId, ServerFrame, UserId};
+use chat_protocol::{close_code, ClientFrame, Codec, ErrorCode, ReqId, ServerFrame};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use ractor::ActorRef;
 use tokio::sync::{mpsc, Notify};
 
-use crate::app::App;
-use crate::auth::Claims;
-use crate::http::{authenticate, ensure_user, HttpError};
+use crate::auth::{ensure_user, Claims};
+use crate::error::HttpError;
+use crate::state::App;
 
 /// `GET /v1/ws`.
 pub async fn upgrade(
@@ -50,19 +51,18 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let claims = match authenticate(
-        &app,
-        &headers,
-        params.get("access_token").map(String::as_str),
-    ) {
+    let claims = match app
+        .auth
+        .verify_request(&headers, params.get("access_token").map(String::as_str))
+    {
         Ok(c) => c,
-        Err(e) => return e.into_response(),
+        Err(e) => return HttpError::from(e).into_response(),
     };
     if app.shutdown.is_cancelled() {
         return HttpError::from(ChatError::Unavailable("node is shutting down".into()))
             .into_response();
     }
-    if let Err(e) = ensure_user(&app, &claims.sub).await {
+    if let Err(e) = ensure_user(app.services.store.as_ref(), &claims.sub).await {
         return HttpError::from(e).into_response();
     }
     let ws = ws.protocols([Codec::JSON_PROTOCOL, Codec::MSGPACK_PROTOCOL]);
@@ -182,6 +182,11 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
         }
     };
 
+    let caller = Caller {
+        user: claims.sub.clone(),
+        conn: Some(id),
+        session: Some(session.clone()),
+    };
     let ping_every = Duration::from_secs(limits.idle_timeout_secs.max(2) / 2);
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     let window = Arc::new(ReplyWindow::default());
@@ -262,9 +267,7 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
                         break;
                     }
                 };
-                if let Some(fut) =
-                    handle_frame(&app, &session, &conn, &claims.sub, &window, codec, &bytes)
-                {
+                if let Some(fut) = handle_frame(&app, &caller, &conn, &window, codec, &bytes) {
                     pending.push(fut);
                 }
             }
@@ -313,9 +316,8 @@ fn error_frame(req: Option<ReqId>, code: ErrorCode, message: String) -> Outbound
 /// actor answers it.
 fn handle_frame(
     app: &App,
-    session: &ActorRef<SessionMsg>,
+    caller: &Caller,
     conn: &Connection,
-    user: &UserId,
     window: &ReplyWindow,
     codec: Codec,
     bytes: &[u8],
@@ -348,29 +350,7 @@ fn handle_frame(
     }
     let silent = matches!(frame, ClientFrame::Typing { .. });
     let (tx, rx) = ractor::concurrency::oneshot();
-    // Requests to conversations go to the Router from here; watches and the
-    // conversation list need the session.
-    let rest = route_request(&app.services, &app.router, user, conn.id, frame, tx.into());
-    if let Some((frame, reply)) = rest {
-        if session
-            .cast(SessionMsg::Request {
-                conn: conn.id,
-                frame,
-                reply,
-            })
-            .is_err()
-        {
-            window.push(
-                conn,
-                error_frame(
-                    req,
-                    ErrorCode::Unavailable,
-                    "session closed; reconnect".into(),
-                ),
-            );
-            return None;
-        }
-    }
+    app.dispatch.dispatch(caller, frame, tx.into());
     Some(Box::pin(async move {
         let result = rx
             .await

@@ -284,16 +284,6 @@ fn now_secs() -> u64 {
     chat_protocol::now_ms() / 1000
 }
 
-/// Waits until `cond` holds, checking every few milliseconds, for at most
-/// the harness's deadline.
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 // ---------------------------------------------------- 1. malformed frames
 
 /// One bad frame: what to send and the `req` the error must carry.

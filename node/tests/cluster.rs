@@ -14,7 +14,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chat_actors::placement::Placement;
 use chat_protocol::{ClientFrame, Codec, ConversationId, Message, ServerFrame, Status};
@@ -184,10 +184,10 @@ impl TestCluster {
     /// Waits until every running node serves and sees `serving` serving
     /// nodes, all heard and caught up with.
     async fn wait_formed(&self, serving: usize) {
-        let deadline = Instant::now() + FORM_DEADLINE;
         for (i, n) in self.nodes.iter().enumerate() {
             let Some(n) = n else { continue };
-            loop {
+            let what = format!("node {i} sees a cluster of {serving}");
+            eventually_within(&what, FORM_DEADLINE, || async {
                 let (status, body) = http(n.addr, "GET", "/v1/cluster", None, None).await;
                 assert_eq!(status, 200, "{body}");
                 let v: Value = serde_json::from_str(&body).unwrap();
@@ -198,15 +198,9 @@ impl TestCluster {
                     && peers.iter().all(|p| {
                         p["synced"] == true && p["serving"] == true && p["interest_synced"] == true
                     });
-                if formed {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "node {i} did not see a cluster of {serving} in time: {body}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+                formed.then_some(()).ok_or(body)
+            })
+            .await;
         }
     }
 
@@ -336,16 +330,17 @@ async fn next_reply(c: &mut Client) -> Option<ServerFrame> {
 
 /// Connects to the first node of `nodes` (starting at `start`) that accepts.
 async fn reconnect(nodes: &[SocketAddr], token: &str, start: usize) -> Client {
-    let deadline = Instant::now() + FORM_DEADLINE;
-    let mut i = start;
-    loop {
-        if let Ok(c) = try_connect(nodes[i % nodes.len()], Some(token), Codec::Json).await {
-            return c;
+    let next = std::cell::Cell::new(start);
+    eventually_within("a node accepts a connection", FORM_DEADLINE, || {
+        let addr = nodes[next.get() % nodes.len()];
+        next.set(next.get() + 1);
+        async move {
+            try_connect(addr, Some(token), Codec::Json)
+                .await
+                .map_err(|code| format!("{addr} refused: {code:?}"))
         }
-        assert!(Instant::now() < deadline, "no node accepts a connection");
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 fn message_of(f: &ServerFrame) -> Option<&Message> {
@@ -666,20 +661,19 @@ async fn chat_keeps_flowing_while_redis_is_down_and_presence_recovers() {
 
     // Redis comes back empty: the nodes re-register their users.
     cluster.redis.restart();
-    let deadline = Instant::now() + FORM_DEADLINE;
-    loop {
+    let b = tokio::sync::Mutex::new(b);
+    eventually_within("presence recovers", FORM_DEADLINE, || async {
         let r0 = ready(cluster.addr(0)).await.0;
         let r1 = ready(cluster.addr(1)).await.0;
-        let seen = watch_status(&mut b, &alice.id).await;
+        let seen = watch_status(&mut *b.lock().await, &alice.id).await;
         if r0 == 200 && r1 == 200 && seen == Ok(Status::Online) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("readyz {r0} {r1}, alice {seen:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "presence did not recover: {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    let mut b = b.into_inner();
     let history = walk_back(&mut b, &conv).await;
     assert_eq!(history, sent);
 }
@@ -699,20 +693,19 @@ async fn refused_start(
         .env("CHAT__AUTH__JWT_SECRET", SECRET)
         .envs(env);
     let mut child = cmd.spawn().expect("spawn chat-node");
-    let deadline = Instant::now() + FORM_DEADLINE;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
+    // Killed on drop, should the wait fail.
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "a duplicate node kept running: {}",
-                std::fs::read_to_string(&log).unwrap()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
+    let child = std::sync::Mutex::new(Kill(&mut child));
+    let status = eventually_within("the duplicate node exits", FORM_DEADLINE, || async {
+        let exited = child.lock().unwrap().0.try_wait().unwrap();
+        exited.ok_or_else(|| std::fs::read_to_string(&log).unwrap())
+    })
+    .await;
     (status, std::fs::read_to_string(&log).unwrap())
 }
 
@@ -753,15 +746,13 @@ async fn a_node_whose_name_or_id_is_taken_refuses_to_start() {
 
 /// Waits until node `i` sees exactly `serving` serving nodes.
 async fn wait_view(cluster: &TestCluster, i: usize, serving: usize) {
-    let deadline = Instant::now() + FORM_DEADLINE;
-    loop {
+    let what = format!("node {i} sees {serving} serving");
+    eventually_within(&what, FORM_DEADLINE, || async {
         let v = cluster.status(i).await;
-        if v["serving_nodes"].as_array().map(Vec::len) == Some(serving) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "node {i} view: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let n = v["serving_nodes"].as_array().map(Vec::len);
+        (n == Some(serving)).then_some(()).ok_or(v.to_string())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -950,36 +941,28 @@ async fn nodes_talk_over_mutual_tls_and_refuse_a_node_of_another_ca() {
 
 /// Waits until `name` on `addr` reaches `at_least`.
 async fn wait_metric(addr: SocketAddr, name: &str, at_least: f64) {
-    let deadline = Instant::now() + FORM_DEADLINE;
-    loop {
+    let what = format!("{name} reaches {at_least}");
+    eventually_within(&what, FORM_DEADLINE, || async {
         let v = metric(addr, name).await;
-        if v >= at_least {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} stays at {v} < {at_least}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (v >= at_least).then_some(()).ok_or(format!("{v}"))
+    })
+    .await;
 }
 
 /// Waits until node `i` holds that `peer`'s sessions listen to `n` of the
 /// conversations `i` owns.
 async fn wait_listening(cluster: &TestCluster, i: usize, peer: usize, n: u64) {
-    let deadline = Instant::now() + FORM_DEADLINE;
     let name = TestCluster::name(peer);
-    loop {
+    let what = format!("node {i} holds {name} listening to {n}");
+    eventually_within(&what, FORM_DEADLINE, || async {
         let v = cluster.status(i).await;
         let p = v["peers"]
             .as_array()
             .and_then(|ps| ps.iter().find(|p| p["name"] == name.as_str()).cloned());
-        if p.is_some_and(|p| p["interest_synced"] == true && p["listening"] == n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "node {i} on {name}: {v}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        let held = p.is_some_and(|p| p["interest_synced"] == true && p["listening"] == n);
+        held.then_some(()).ok_or(v.to_string())
+    })
+    .await;
 }
 
 const RECEIVED: &str = "chat_peer_deliveries_received_total";

@@ -1,4 +1,4 @@
-//! The guarantees of PROTOCOL.md on one node: ordering of a pipelined burst,
+//! The guarantees of docs/protocol.md on one node: ordering of a pipelined burst,
 //! at-most-once delivery of retried sends, and history paging that walks
 //! exactly what was stored.
 

@@ -1,4 +1,4 @@
-//! Every HTTP route of PROTOCOL.md on in-process nodes, over real sockets:
+//! Every HTTP route of docs/protocol.md on in-process nodes, over real sockets:
 //! auth (register, login, refresh, logout), history and sending over HTTP,
 //! health, readiness and metrics. Errors must be JSON `{"code","message"}`
 //! with the status of their code.

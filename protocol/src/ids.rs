@@ -109,6 +109,23 @@ string_id!(
     ClientMsgId
 );
 
+impl ConversationId {
+    /// The id of the direct conversation between two users: the same whoever
+    /// creates it and on whichever node, so the one actor owning it decides
+    /// whether it exists. Part of the stored data: never change the formula.
+    pub fn direct(a: &UserId, b: &UserId) -> ConversationId {
+        use sha2::{Digest, Sha256};
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let mut h = Sha256::new();
+        h.update(lo.as_str().as_bytes());
+        h.update([0u8]);
+        h.update(hi.as_str().as_bytes());
+        let digest = h.finalize();
+        let id = format!("d:{}", hex::encode(&digest[..16]));
+        ConversationId::new(&id).unwrap_or_else(|_| unreachable!("hex ids are valid"))
+    }
+}
+
 /// A message id: milliseconds since [`EPOCH_MS`] (41 bits), the issuing
 /// node's id (10 bits) and a sequence (12 bits).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -268,6 +285,25 @@ impl IdGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_ids_ignore_order_and_are_valid() {
+        let a = UserId::new("alice").unwrap();
+        let b = UserId::new("bob").unwrap();
+        assert_eq!(
+            ConversationId::direct(&a, &b),
+            ConversationId::direct(&b, &a)
+        );
+        assert_ne!(
+            ConversationId::direct(&a, &b),
+            ConversationId::direct(&a, &a)
+        );
+        // Pinned: a node computing another id would split a pair's history.
+        assert_eq!(
+            ConversationId::direct(&a, &b).as_str(),
+            "d:141a4cd242b67e82edf4a78bb418d40a"
+        );
+    }
 
     #[test]
     fn ids_validate_length_and_charset() {

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ClientMsgId, ConversationId, ConversationKind, ErrorCode, MessageId, MessageKind, OkReply,
-    ServerFrame, UserId,
+    limits, ClientFrame, ClientMsgId, ConversationId, ConversationKind, ErrorCode, MessageId,
+    MessageKind, OkReply, ServerFrame, UserId,
 };
 
 /// A connection, named cluster-wide: conn ids embed their node's id.
@@ -46,7 +46,7 @@ pub enum PeerMsg {
         /// The client's connection (skipped in the fan-out of its own send).
         conn: ConnRef,
         /// What to do.
-        request: PeerRequest,
+        request: ConversationRequest,
     },
     /// The answer to a [`PeerMsg::Request`].
     Reply {
@@ -148,9 +148,11 @@ pub struct PeerOp {
     pub bytes: Vec<u8>,
 }
 
-/// A request routed to a conversation's owner.
+/// A client's request to one conversation: what the node that reads the
+/// frame hands to the conversation's actor, on this node or, in this form on
+/// the wire, on the owner node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum PeerRequest {
+pub enum ConversationRequest {
     /// `send`.
     Send {
         /// Which conversation.
@@ -221,18 +223,87 @@ pub enum PeerRequest {
     },
 }
 
-impl PeerRequest {
+impl ConversationRequest {
+    /// The request a client frame makes of an existing conversation; the
+    /// frame back for those that are not for one (`create` names no
+    /// conversation until the node picks its id; lists, watches, pings).
+    #[allow(clippy::result_large_err)] // moved, not copied: Err hands the frame back
+    pub fn from_frame(frame: ClientFrame) -> Result<Self, ClientFrame> {
+        Ok(match frame {
+            ClientFrame::Send {
+                conversation,
+                client_msg_id,
+                body,
+                kind,
+                reply_to,
+                ..
+            } => ConversationRequest::Send {
+                conversation,
+                client_msg_id,
+                body,
+                kind,
+                reply_to,
+            },
+            ClientFrame::History {
+                conversation,
+                before,
+                after,
+                limit,
+                ..
+            } => ConversationRequest::History {
+                conversation,
+                before,
+                after,
+                limit: limit.unwrap_or(limits::DEFAULT_HISTORY_LIMIT),
+            },
+            ClientFrame::Typing {
+                conversation,
+                active,
+                ..
+            } => ConversationRequest::Typing {
+                conversation,
+                active,
+            },
+            ClientFrame::Read {
+                conversation,
+                up_to,
+                ..
+            } => ConversationRequest::Read {
+                conversation,
+                up_to,
+            },
+            ClientFrame::Invite {
+                conversation,
+                users,
+                ..
+            } => ConversationRequest::Invite {
+                conversation,
+                users,
+            },
+            ClientFrame::Kick {
+                conversation, user, ..
+            } => ConversationRequest::Kick { conversation, user },
+            ClientFrame::Leave { conversation, .. } => ConversationRequest::Leave { conversation },
+            other => return Err(other),
+        })
+    }
+
+    /// Whether the request is answered (all but typing).
+    pub fn expects_reply(&self) -> bool {
+        !matches!(self, ConversationRequest::Typing { .. })
+    }
+
     /// The conversation it is for.
     pub fn conversation(&self) -> &ConversationId {
         match self {
-            PeerRequest::Send { conversation, .. }
-            | PeerRequest::History { conversation, .. }
-            | PeerRequest::Typing { conversation, .. }
-            | PeerRequest::Read { conversation, .. }
-            | PeerRequest::Create { conversation, .. }
-            | PeerRequest::Invite { conversation, .. }
-            | PeerRequest::Kick { conversation, .. }
-            | PeerRequest::Leave { conversation } => conversation,
+            ConversationRequest::Send { conversation, .. }
+            | ConversationRequest::History { conversation, .. }
+            | ConversationRequest::Typing { conversation, .. }
+            | ConversationRequest::Read { conversation, .. }
+            | ConversationRequest::Create { conversation, .. }
+            | ConversationRequest::Invite { conversation, .. }
+            | ConversationRequest::Kick { conversation, .. }
+            | ConversationRequest::Leave { conversation } => conversation,
         }
     }
 
@@ -243,13 +314,13 @@ impl PeerRequest {
     pub fn weight(&self) -> usize {
         const FIXED: usize = 64;
         let strings = match self {
-            PeerRequest::Send {
+            ConversationRequest::Send {
                 conversation,
                 client_msg_id,
                 body,
                 ..
             } => conversation.as_str().len() + client_msg_id.as_str().len() + body.len(),
-            PeerRequest::Create {
+            ConversationRequest::Create {
                 conversation,
                 members,
                 title,
@@ -259,20 +330,20 @@ impl PeerRequest {
                     + members.iter().map(|m| m.as_str().len() + 8).sum::<usize>()
                     + title.as_ref().map_or(0, String::len)
             }
-            PeerRequest::Invite {
+            ConversationRequest::Invite {
                 conversation,
                 users,
             } => {
                 conversation.as_str().len()
                     + users.iter().map(|u| u.as_str().len() + 8).sum::<usize>()
             }
-            PeerRequest::Kick { conversation, user } => {
+            ConversationRequest::Kick { conversation, user } => {
                 conversation.as_str().len() + user.as_str().len()
             }
-            PeerRequest::History { conversation, .. }
-            | PeerRequest::Typing { conversation, .. }
-            | PeerRequest::Read { conversation, .. }
-            | PeerRequest::Leave { conversation } => conversation.as_str().len(),
+            ConversationRequest::History { conversation, .. }
+            | ConversationRequest::Typing { conversation, .. }
+            | ConversationRequest::Read { conversation, .. }
+            | ConversationRequest::Leave { conversation } => conversation.as_str().len(),
         };
         FIXED + strings
     }
@@ -383,7 +454,7 @@ mod tests {
                 id: 7,
                 user: UserId::new("u").unwrap(),
                 conn: 9,
-                request: PeerRequest::Send {
+                request: ConversationRequest::Send {
                     conversation: ConversationId::new("g:1").unwrap(),
                     client_msg_id: ClientMsgId::new("c1").unwrap(),
                     body: "hi".into(),
@@ -449,7 +520,7 @@ mod tests {
     #[test]
     fn a_requests_weight_follows_its_encoded_size() {
         for n in [0, 100, 10_000, 100_000] {
-            let send = PeerRequest::Send {
+            let send = ConversationRequest::Send {
                 conversation: ConversationId::new("g:1").unwrap(),
                 client_msg_id: ClientMsgId::new("c1").unwrap(),
                 body: "x".repeat(n),
@@ -459,7 +530,7 @@ mod tests {
             let members = (0..n / 100)
                 .map(|i| UserId::new(&format!("user-{i}")).unwrap())
                 .collect();
-            let create = PeerRequest::Create {
+            let create = ConversationRequest::Create {
                 conversation: ConversationId::new("g:1").unwrap(),
                 kind: ConversationKind::Group,
                 members,

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use chat_node::{App, Config};
 use chat_protocol::{ClientFrame, Codec, ReqId, ServerFrame};
+// Not every test binary waits for each kind of condition.
+#[allow(unused_imports)]
+pub use chat_testkit::{eventually, eventually_within, until};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -6,12 +6,20 @@
 //! Both lay data out the same way: messages keyed by
 //! `(conversation, bucket, id)` where `bucket` is a fixed window of the id's
 //! timestamp, so no partition grows without bound; both pass the one
-//! conformance suite in [`conformance`].
+//! conformance suite (the `conformance` module, behind the feature of that
+//! name, so that it is not part of the release library).
+//!
+//! This crate sits below the actors: it knows the protocol's types and
+//! nothing of actors, sessions or the cluster. The replicated store reaches
+//! other nodes only through the [`replicated::ReplicaLink`] trait, which the
+//! actors implement.
 //!
 //! The conversation actor is the single writer of its conversation's messages,
 //! members and read markers; the store does not arbitrate between writers,
 //! except for what the auth code needs atomically (usernames, refresh-token
 //! rotation).
+#![deny(missing_docs, unreachable_pub, unsafe_code)]
+#![warn(clippy::mod_module_files)]
 
 use async_trait::async_trait;
 use chat_protocol::{
@@ -19,6 +27,7 @@ use chat_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod embedded;
 pub mod replicated;

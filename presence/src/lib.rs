@@ -2,19 +2,21 @@
 //!
 //! A user is online while at least one of its connections lives on a live
 //! node. [`Presence`] is the backend: [`MemoryPresence`] for a single node
-//! (the default), Redis for a cluster. Backends publish changes on a bounded
-//! broadcast channel; [`Watchers`] is this node's table of which local sessions
-//! watch which users, and [`Watchers::run`] forwards each change to them.
+//! (the default), Redis for a cluster ([`redis`]). Backends publish changes on
+//! a bounded broadcast channel; the actors keep the table of which local
+//! sessions watch which users and forward each change to them.
+//!
+//! This crate sits below the actors and knows nothing of them: a backend
+//! hears of connections by [`ConnKey`] and of watches by user id.
+#![deny(missing_docs, unreachable_pub, unsafe_code)]
+#![warn(clippy::mod_module_files)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use chat_protocol::{now_ms, Presence as PresenceInfo, ServerFrame, SharedFrame, Status, UserId};
-use ractor::{ActorId, ActorRef};
+use chat_protocol::{now_ms, Presence as PresenceInfo, Status, UserId};
 use tokio::sync::broadcast;
-
-use crate::session::SessionMsg;
 
 pub mod redis;
 
@@ -162,85 +164,5 @@ impl Presence for MemoryPresence {
 
     async fn ready(&self) -> Result<(), PresenceError> {
         Ok(())
-    }
-}
-
-/// Which local sessions watch which users.
-#[derive(Default)]
-pub struct Watchers {
-    table: Mutex<HashMap<UserId, HashMap<ActorId, ActorRef<SessionMsg>>>>,
-}
-
-impl Watchers {
-    /// An empty table.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// `session` watches `users`; returns those no local session watched before.
-    pub fn add(&self, session: &ActorRef<SessionMsg>, users: &[UserId]) -> Vec<UserId> {
-        let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut fresh = Vec::new();
-        for u in users {
-            let entry = t.entry(u.clone()).or_default();
-            if entry.is_empty() {
-                fresh.push(u.clone());
-            }
-            entry.insert(session.get_id(), session.clone());
-        }
-        fresh
-    }
-
-    /// `session` stops watching `users`; returns those no local session watches now.
-    pub fn remove(&self, session: ActorId, users: &[UserId]) -> Vec<UserId> {
-        let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut gone = Vec::new();
-        for u in users {
-            if let Some(entry) = t.get_mut(u) {
-                entry.remove(&session);
-                if entry.is_empty() {
-                    t.remove(u);
-                    gone.push(u.clone());
-                }
-            }
-        }
-        gone
-    }
-
-    fn sessions_watching(&self, user: &UserId) -> Vec<ActorRef<SessionMsg>> {
-        let t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        t.get(user)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Forwards the backend's changes to the sessions watching, until the
-    /// backend's channel closes.
-    pub async fn run(self: Arc<Self>, mut changes: broadcast::Receiver<PresenceInfo>) {
-        loop {
-            match changes.recv().await {
-                Ok(change) => {
-                    let sessions = self.sessions_watching(&change.user);
-                    if sessions.is_empty() {
-                        continue;
-                    }
-                    let user = change.user.clone();
-                    let frame = Arc::new(SharedFrame::new(ServerFrame::Presence(change)));
-                    for s in sessions {
-                        let _ = s.cast(SessionMsg::Presence {
-                            user: user.clone(),
-                            frame: frame.clone(),
-                        });
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(
-                        skipped = n,
-                        "presence changes skipped: watchers fell behind"
-                    );
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
     }
 }

@@ -10,9 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_actors::presence::redis::{RedisPresence, RedisPresenceConfig};
-use chat_actors::presence::{ConnKey, Presence};
+use chat_presence::redis::{RedisPresence, RedisPresenceConfig};
+use chat_presence::{ConnKey, Presence};
 use chat_protocol::{now_ms, Presence as PresenceInfo, Status, UserId};
+use chat_testkit::eventually;
 use tokio::sync::broadcast;
 
 /// Generous bound on anything that should happen "soon".
@@ -232,23 +233,6 @@ async fn until(rx: &mut broadcast::Receiver<PresenceInfo>, name: &str, status: S
 async fn status_of(p: &RedisPresence, name: &str) -> Result<PresenceInfo, String> {
     let mut answer = p.query(&[user(name)]).await.map_err(|e| e.to_string())?;
     answer.pop().ok_or_else(|| "empty answer".to_string())
-}
-
-/// Polls `check` until it holds, failing after [`DEADLINE`] with the last value.
-async fn eventually<T: std::fmt::Debug, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let last = check().await;
-        match last {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!("{what}: still not true: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
 }
 
 async fn quickly<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {

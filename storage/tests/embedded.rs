@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use chat_actors::store::embedded::{Durability, EmbeddedStore};
-use chat_actors::store::{
-    conformance, ConversationChange, MessageStore, PageQuery, RefreshRecord, Rotation, StoreError,
-    UserRecord,
-};
 use chat_protocol::{
     ClientMsgId, Conversation, ConversationId, ConversationKind, Member, Message, MessageId,
     MessageKind, Role, UserId,
+};
+use chat_storage::embedded::{Durability, EmbeddedStore};
+use chat_storage::{
+    conformance, ConversationChange, MessageStore, PageQuery, RefreshRecord, Rotation, StoreError,
+    UserRecord,
 };
 
 fn conversation(s: &str) -> ConversationId {

@@ -9,15 +9,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chat_actors::store::embedded::{Durability, EmbeddedStore};
-use chat_actors::store::replicated::{ReplicaLink, ReplicatedOp, ReplicatedStore};
-use chat_actors::store::{
-    conformance, ConversationChange, MessageStore, Page, PageQuery, RefreshRecord, Rotation,
-    StoreError, UserRecord,
-};
 use chat_protocol::{
     ClientMsgId, Conversation, ConversationId, ConversationKind, Member, Message, MessageId,
     MessageKind, Role, UserId,
+};
+use chat_storage::embedded::{Durability, EmbeddedStore};
+use chat_storage::replicated::{ReplicaLink, ReplicatedOp, ReplicatedStore};
+use chat_storage::{
+    conformance, ConversationChange, MessageStore, Page, PageQuery, RefreshRecord, Rotation,
+    StoreError, UserRecord,
 };
 use tempfile::TempDir;
 

@@ -1,0 +1,266 @@
+//! Membership: creating a conversation, invites, kicks, leaving. Each
+//! change is stored before it is answered, then announced to everyone it
+//! concerns.
+
+use std::sync::Arc;
+
+use chat_protocol::{
+    now_ms, Conversation, ConversationKind, Member, OkReply, Role, ServerFrame, SharedFrame, UserId,
+};
+use chat_storage::ConversationChange;
+
+use super::{answer, ok, ConversationState};
+use crate::conn::Delivery;
+use crate::error::ChatError;
+use crate::msg::Reply;
+
+impl ConversationState {
+    async fn check_users_exist(&self, users: &[UserId]) -> Result<(), ChatError> {
+        for u in users {
+            if self.deps.store.user(u).await?.is_none() {
+                return Err(ChatError::NotFound(format!("no user {u}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn create(
+        &mut self,
+        creator: UserId,
+        kind: ConversationKind,
+        members: Vec<UserId>,
+        title: Option<String>,
+        reply: Option<Reply>,
+    ) {
+        if let Some(existing) = &self.conversation {
+            // Only a direct conversation's id can be asked for twice.
+            let result =
+                if existing.kind == ConversationKind::Direct && self.roles.contains_key(&creator) {
+                    Ok(OkReply {
+                        conversation: Some(existing.clone()),
+                        ..ok()
+                    })
+                } else {
+                    Err(ChatError::BadRequest(format!(
+                        "conversation {} exists",
+                        self.id
+                    )))
+                };
+            return answer(reply, result);
+        }
+        let mut list: Vec<Member> = Vec::with_capacity(members.len() + 1);
+        let creator_role = if kind == ConversationKind::Direct {
+            Role::Member
+        } else {
+            Role::Owner
+        };
+        list.push(Member {
+            user: creator.clone(),
+            role: creator_role,
+        });
+        for u in members {
+            if !list.iter().any(|m| m.user == u) {
+                list.push(Member {
+                    user: u,
+                    role: Role::Member,
+                });
+            }
+        }
+        if kind == ConversationKind::Direct && list.len() != 2 {
+            return answer(
+                reply,
+                Err(ChatError::BadRequest(
+                    "a direct conversation takes exactly one other user".into(),
+                )),
+            );
+        }
+        let others: Vec<UserId> = list.iter().skip(1).map(|m| m.user.clone()).collect();
+        if let Err(e) = self.check_users_exist(&others).await {
+            return answer(reply, Err(e));
+        }
+        let conversation = Conversation {
+            id: self.id.clone(),
+            kind,
+            title,
+            members: list.clone(),
+            created_at: now_ms(),
+        };
+        let change = ConversationChange {
+            conversation: conversation.clone(),
+            upsert: list,
+            remove: vec![],
+        };
+        if let Err(e) = self.deps.store.apply_conversation(&change).await {
+            self.deps.metrics.store_errors.inc();
+            return answer(reply, Err(e.into()));
+        }
+        self.set_conversation(Some(conversation.clone()));
+        let all: Vec<UserId> = conversation
+            .members
+            .iter()
+            .map(|m| m.user.clone())
+            .collect();
+        self.announce(&all, &[]);
+        answer(
+            reply,
+            Ok(OkReply {
+                conversation: Some(conversation),
+                ..ok()
+            }),
+        );
+    }
+
+    /// Stores a membership change and tells everyone concerned.
+    async fn commit_members(
+        &mut self,
+        mut next: Conversation,
+        upsert: Vec<Member>,
+        remove: Vec<UserId>,
+    ) -> Result<Conversation, ChatError> {
+        next.members.retain(|m| !remove.contains(&m.user));
+        for m in &upsert {
+            match next.members.iter_mut().find(|x| x.user == m.user) {
+                Some(x) => x.role = m.role,
+                None => next.members.push(m.clone()),
+            }
+        }
+        let change = ConversationChange {
+            conversation: next.clone(),
+            upsert,
+            remove: remove.clone(),
+        };
+        self.deps
+            .store
+            .apply_conversation(&change)
+            .await
+            .inspect_err(|_| {
+                self.deps.metrics.store_errors.inc();
+            })?;
+        self.set_conversation(Some(next.clone()));
+        let everyone: Vec<UserId> = next.members.iter().map(|m| m.user.clone()).collect();
+        self.announce(&everyone, &remove);
+        Ok(next)
+    }
+
+    /// Sends the `conversation` event to current members and to `removed`;
+    /// the fan-out keeps interest in step.
+    fn announce(&self, members: &[UserId], removed: &[UserId]) {
+        let Some(conversation) = self.conversation.clone() else {
+            return;
+        };
+        let events = [Delivery {
+            frame: Arc::new(SharedFrame::new(ServerFrame::Conversation { conversation })),
+            skip_conn: None,
+        }];
+        self.deps
+            .fanout
+            .to_members(&self.id, &events, members, removed);
+    }
+
+    pub(super) async fn invite(&mut self, by: UserId, users: Vec<UserId>, reply: Option<Reply>) {
+        let result = async {
+            let role = self.member_role(&by)?;
+            let conv = self.existing()?.clone();
+            if conv.kind == ConversationKind::Direct {
+                return Err(ChatError::Forbidden(
+                    "a direct conversation has two members".into(),
+                ));
+            }
+            if !role.moderates() {
+                return Err(ChatError::Forbidden("only owners and admins invite".into()));
+            }
+            let fresh: Vec<UserId> = users
+                .into_iter()
+                .filter(|u| !self.roles.contains_key(u))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(conv);
+            }
+            self.check_users_exist(&fresh).await?;
+            let upsert = fresh
+                .into_iter()
+                .map(|user| Member {
+                    user,
+                    role: Role::Member,
+                })
+                .collect();
+            self.commit_members(conv, upsert, vec![]).await
+        }
+        .await;
+        answer(
+            reply,
+            result.map(|c| OkReply {
+                conversation: Some(c),
+                ..ok()
+            }),
+        );
+    }
+
+    pub(super) async fn kick(&mut self, by: UserId, user: UserId, reply: Option<Reply>) {
+        let result = async {
+            let role = self.member_role(&by)?;
+            let conv = self.existing()?.clone();
+            if conv.kind == ConversationKind::Direct || !role.moderates() {
+                return Err(ChatError::Forbidden("only owners and admins kick".into()));
+            }
+            let target = self
+                .roles
+                .get(&user)
+                .copied()
+                .ok_or_else(|| ChatError::NotFound(format!("{user} is not a member")))?;
+            if user == by {
+                return Err(ChatError::BadRequest("use leave to leave".into()));
+            }
+            if target == Role::Owner || (target == Role::Admin && role != Role::Owner) {
+                return Err(ChatError::Forbidden(
+                    "cannot kick an owner or, unless owner, an admin".into(),
+                ));
+            }
+            self.commit_members(conv, vec![], vec![user]).await
+        }
+        .await;
+        answer(
+            reply,
+            result.map(|c| OkReply {
+                conversation: Some(c),
+                ..ok()
+            }),
+        );
+    }
+
+    pub(super) async fn leave(&mut self, user: UserId, reply: Option<Reply>) {
+        let result = async {
+            let role = self.member_role(&user)?;
+            let conv = self.existing()?.clone();
+            if conv.kind == ConversationKind::Direct {
+                return Err(ChatError::Forbidden(
+                    "a direct conversation cannot be left".into(),
+                ));
+            }
+            // A group keeps an owner: the longest-standing admin, else member.
+            let mut upsert = vec![];
+            if role == Role::Owner
+                && !conv
+                    .members
+                    .iter()
+                    .any(|m| m.role == Role::Owner && m.user != user)
+            {
+                let heir = conv
+                    .members
+                    .iter()
+                    .filter(|m| m.user != user)
+                    .min_by_key(|m| m.role)
+                    .map(|m| m.user.clone());
+                if let Some(heir) = heir {
+                    upsert.push(Member {
+                        user: heir,
+                        role: Role::Owner,
+                    });
+                }
+            }
+            self.commit_members(conv, upsert, vec![user]).await
+        }
+        .await;
+        answer(reply, result.map(|_| ok()));
+    }
+}

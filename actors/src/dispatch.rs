@@ -1,0 +1,126 @@
+//! The dispatcher: a client's frame to the handler of its kind. It runs on
+//! the connection's task (or the HTTP handler's), not in an actor: most
+//! requests go straight to their conversation's actor.
+//!
+//! ```text
+//!  ws / http ──frame──► Dispatch::dispatch ─┬─ send, history, typing, read,  ──► ConversationActor running here
+//!                                           │  invite, kick, leave, create       (else Router: start it or forward)
+//!                                           ├─ conversations ──► store (everything listed is durable)
+//!                                           └─ watch, unwatch ──► UserSession
+//! ```
+//!
+//! Sends and the other requests to an existing conversation are routed
+//! here; the kinds that need more have a file each: [`create`] (the new
+//! conversation's id), [`conversations`] (the list), [`watch`] (presence
+//! watches).
+
+use std::sync::Arc;
+
+use chat_protocol::peer::ConversationRequest;
+use chat_protocol::{ClientFrame, IdGenerator, OkReply, UserId};
+use chat_storage::MessageStore;
+use ractor::ActorRef;
+
+use crate::conn::ConnId;
+use crate::error::ChatError;
+use crate::metrics::Metrics;
+use crate::msg::{Reply, Request, RouterMsg, SessionMsg};
+use crate::rate::RateLimiter;
+use crate::running::Conversations;
+
+mod conversations;
+mod create;
+mod watch;
+
+/// Who a request comes from.
+pub struct Caller {
+    /// The authenticated user.
+    pub user: UserId,
+    /// The connection, for WebSocket requests.
+    pub conn: Option<ConnId>,
+    /// The user's session on this node, for WebSocket requests.
+    pub session: Option<ActorRef<SessionMsg>>,
+}
+
+/// What the dispatcher reaches.
+pub struct Dispatch {
+    running: Arc<Conversations>,
+    router: ActorRef<RouterMsg>,
+    rate: Arc<RateLimiter>,
+    ids: Arc<IdGenerator>,
+    store: Arc<dyn MessageStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Dispatch {
+    /// A dispatcher over the node's running conversations and its Router.
+    pub fn new(
+        running: Arc<Conversations>,
+        router: ActorRef<RouterMsg>,
+        rate: Arc<RateLimiter>,
+        ids: Arc<IdGenerator>,
+        store: Arc<dyn MessageStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Dispatch {
+            running,
+            router,
+            rate,
+            ids,
+            store,
+            metrics,
+        }
+    }
+
+    /// Handles one validated frame; the answer goes to `reply`.
+    pub fn dispatch(&self, caller: &Caller, frame: ClientFrame, reply: Reply) {
+        match frame {
+            ClientFrame::Send { .. } => self.send(caller, frame, reply),
+            ClientFrame::Create { .. } => create::create(self, caller, frame, reply),
+            ClientFrame::Conversations { .. } => conversations::list(self, caller, frame, reply),
+            ClientFrame::Watch { users, .. } => watch::watch(caller, users, reply),
+            ClientFrame::Unwatch { users, .. } => watch::unwatch(caller, users, reply),
+            ClientFrame::Ping { .. } => drop(reply.send(Ok(OkReply::default()))),
+            _ => self.to_conversation(caller, frame, reply),
+        }
+    }
+
+    /// `send`: the sender's rate, then the conversation.
+    fn send(&self, caller: &Caller, frame: ClientFrame, reply: Reply) {
+        if let Err(retry_after_ms) = self.rate.take(&caller.user) {
+            self.metrics.rate_limited.inc();
+            let _ = reply.send(Err(ChatError::RateLimited { retry_after_ms }));
+            return;
+        }
+        self.to_conversation(caller, frame, reply);
+    }
+
+    /// A request to an existing conversation: typing is answered at once
+    /// (and never again); the rest by the conversation's actor.
+    fn to_conversation(&self, caller: &Caller, frame: ClientFrame, reply: Reply) {
+        let body = match ConversationRequest::from_frame(frame) {
+            Ok(body) => body,
+            Err(_) => return drop(reply.send(Err(ChatError::Internal("not routable".into())))),
+        };
+        let reply = if body.expects_reply() {
+            Some(reply)
+        } else {
+            let _ = reply.send(Ok(OkReply::default()));
+            None
+        };
+        self.route(Request::new(caller.user.clone(), caller.conn, body, reply));
+    }
+
+    /// To the conversation's actor if it runs here, else through the Router
+    /// (which starts it, or forwards to the owner on another node).
+    fn route(&self, request: Request) {
+        let Err(request) = self.running.cast(request) else {
+            return;
+        };
+        if let Err(ractor::MessagingErr::SendErr(RouterMsg::Route(request))) =
+            self.router.cast(RouterMsg::Route(request))
+        {
+            request.fail(ChatError::Unavailable("node is shutting down".into()));
+        }
+    }
+}

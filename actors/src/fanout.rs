@@ -1,0 +1,281 @@
+//! Fan-out: handing a conversation's events to the connections of the
+//! members who listen, here and on other nodes.
+//!
+//! ```text
+//!  ConversationActor ──Fanout──► Directory (local connections' queues)
+//!                          └───► Cluster::deliver (one message per listening node)
+//!  peer's Router ──PeerDelivery──► NodeFanout::from_peer ──► Directory
+//! ```
+//!
+//! The conversation actor sees only the [`Fanout`] trait, so its unit tests
+//! drive it with a recording stand-in; [`NodeFanout`] is the node's, over
+//! the interest table, the [`Directory`] of local sessions and the cluster.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use chat_protocol::peer::{Audience, PeerDelivery};
+use chat_protocol::{ConversationId, SharedFrame, UserId};
+use ractor::{ActorId, ActorRef};
+
+use crate::cluster::Cluster;
+use crate::conn::{Connection, Delivery, Outbound};
+use crate::interest::Interest;
+use crate::metrics::Metrics;
+use crate::msg::SessionMsg;
+
+/// Local sessions by user, with their connections.
+///
+/// Events are pushed from here straight into the connections' outbound
+/// queues, not through the session actor: a fan-out to G members costs G
+/// queue pushes, not G actor messages and G more task wake-ups. The session
+/// keeps the list in step as connections attach and detach.
+#[derive(Default)]
+pub struct Directory {
+    sessions: RwLock<HashMap<UserId, Local>>,
+}
+
+struct Local {
+    session: ActorRef<SessionMsg>,
+    conns: Arc<[Connection]>,
+}
+
+impl Directory {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<UserId, Local>> {
+        self.sessions.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<UserId, Local>> {
+        self.sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The session of `user` on this node.
+    pub fn get(&self, user: &UserId) -> Option<ActorRef<SessionMsg>> {
+        self.read().get(user).map(|l| l.session.clone())
+    }
+
+    /// Queues `events` on every connection of each of `users` here, except
+    /// an event's `skip_conn`; returns how many frames were queued.
+    pub fn deliver(&self, users: &[UserId], events: &[Delivery]) -> u64 {
+        let map = self.read();
+        let mut n = 0;
+        for u in users {
+            let Some(local) = map.get(u) else { continue };
+            for c in local.conns.iter() {
+                for d in events {
+                    if d.skip_conn != Some(c.id) && c.push(Outbound::Shared(d.frame.clone())) {
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    pub(crate) fn insert(&self, user: UserId, session: ActorRef<SessionMsg>) {
+        self.write().insert(
+            user,
+            Local {
+                session,
+                conns: Arc::from([]),
+            },
+        );
+    }
+
+    /// The connections of `user`'s session `session` are now `conns`.
+    pub(crate) fn set_conns(&self, user: &UserId, session: ActorId, conns: Arc<[Connection]>) {
+        if let Some(l) = self.write().get_mut(user) {
+            if l.session.get_id() == session {
+                l.conns = conns;
+            }
+        }
+    }
+
+    pub(crate) fn remove(&self, user: &UserId) {
+        self.write().remove(user);
+    }
+
+    /// Sessions on this node.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether no session lives here.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where a conversation's events go.
+pub trait Fanout: Send + Sync + 'static {
+    /// Hands `events` to the members listening to `conversation`, on this
+    /// node and on the others, except `skip`. Interest may still name a user
+    /// removed a moment ago: only those `is_member` accepts get them here.
+    fn to_listeners(
+        &self,
+        conversation: &ConversationId,
+        events: &[Delivery],
+        skip: Option<&UserId>,
+        is_member: &dyn Fn(&UserId) -> bool,
+    );
+
+    /// Hands `events` to `members` and `removed` wherever they are connected,
+    /// after a membership change, and keeps interest in step with it: the
+    /// members with a session start listening, the removed stop.
+    fn to_members(
+        &self,
+        conversation: &ConversationId,
+        events: &[Delivery],
+        members: &[UserId],
+        removed: &[UserId],
+    );
+}
+
+/// The node's fan-out.
+pub struct NodeFanout {
+    interest: Arc<Interest>,
+    directory: Arc<Directory>,
+    cluster: Arc<Cluster>,
+    metrics: Arc<Metrics>,
+}
+
+impl NodeFanout {
+    /// Over the node's tables.
+    pub fn new(
+        interest: Arc<Interest>,
+        directory: Arc<Directory>,
+        cluster: Arc<Cluster>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        NodeFanout {
+            interest,
+            directory,
+            cluster,
+            metrics,
+        }
+    }
+
+    /// Queues `events` on the connections of `users` here and counts them.
+    fn local(&self, users: &[UserId], events: &[Delivery]) {
+        let n = self.directory.deliver(users, events);
+        self.metrics.messages_delivered.inc_by(n);
+    }
+
+    /// The same events for the sessions on other nodes: one message per node.
+    fn remote(
+        &self,
+        conversation: &ConversationId,
+        events: &[Delivery],
+        to: Audience,
+        listen: &[UserId],
+        unlisten: &[UserId],
+    ) {
+        let (sent, skipped) = self
+            .cluster
+            .deliver(conversation, to, listen, unlisten, || {
+                events
+                    .iter()
+                    .map(|d| (d.frame.frame().clone(), d.skip_conn))
+                    .collect()
+            });
+        // Nothing to count on a single node, the common case.
+        if sent + skipped > 0 {
+            self.metrics.peer_deliveries_sent.inc_by(sent);
+            self.metrics.peer_deliveries_skipped.inc_by(skipped);
+        }
+    }
+
+    /// Hands a remote conversation's events to the local sessions.
+    pub fn from_peer(&self, d: PeerDelivery) {
+        self.metrics.peer_deliveries_received.inc();
+        let conv = [d.conversation.clone()];
+        for u in &d.unlisten {
+            self.interest.remove(u, &d.conversation, &self.cluster);
+        }
+        for u in &d.listen {
+            if self.directory.get(u).is_some() {
+                self.interest.add(u, &conv, &self.cluster);
+            }
+        }
+        if !d.listen.is_empty() {
+            self.interest.confirm(&d.conversation, &self.cluster);
+        }
+        let deliveries: Vec<Delivery> = d
+            .events
+            .into_iter()
+            .map(|(frame, skip_conn)| Delivery {
+                frame: Arc::new(SharedFrame::new(frame)),
+                skip_conn,
+            })
+            .collect();
+        let targets: Vec<UserId> = match d.to {
+            Audience::Users(users) => users,
+            Audience::Listeners { except } => match self.interest.listeners(&d.conversation) {
+                Some(l) => l
+                    .iter()
+                    .filter(|u| Some(*u) != except.as_ref())
+                    .cloned()
+                    .collect(),
+                None => {
+                    self.metrics.peer_deliveries_unheard.inc();
+                    return;
+                }
+            },
+        };
+        self.local(&targets, &deliveries);
+    }
+}
+
+impl Fanout for NodeFanout {
+    fn to_listeners(
+        &self,
+        conversation: &ConversationId,
+        events: &[Delivery],
+        skip: Option<&UserId>,
+        is_member: &dyn Fn(&UserId) -> bool,
+    ) {
+        let to = Audience::Listeners {
+            except: skip.cloned(),
+        };
+        self.remote(conversation, events, to, &[], &[]);
+        let Some(listeners) = self.interest.listeners(conversation) else {
+            return;
+        };
+        let members: Vec<UserId> = listeners
+            .iter()
+            .filter(|u| is_member(u) && Some(*u) != skip)
+            .cloned()
+            .collect();
+        self.local(&members, events);
+    }
+
+    fn to_members(
+        &self,
+        conversation: &ConversationId,
+        events: &[Delivery],
+        members: &[UserId],
+        removed: &[UserId],
+    ) {
+        for u in removed {
+            self.interest.remove(u, conversation, &self.cluster);
+        }
+        let conv_list = std::slice::from_ref(conversation);
+        for u in members {
+            if self.directory.get(u).is_some() {
+                self.interest.add(u, conv_list, &self.cluster);
+            }
+        }
+        let mut targets: Vec<UserId> = members.to_vec();
+        targets.extend(removed.iter().cloned());
+        self.local(&targets, events);
+        self.remote(
+            conversation,
+            events,
+            Audience::Users(targets),
+            members,
+            removed,
+        );
+    }
+}

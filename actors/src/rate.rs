@@ -1,0 +1,79 @@
+//! Per-user send rates: token buckets shared by WebSocket and HTTP sends.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use chat_protocol::UserId;
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Per-user token buckets for sends, shared by WebSocket and HTTP sends.
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<UserId, Bucket>>,
+}
+
+/// Buckets kept before full (idle) ones are dropped, which bounds memory.
+const MAX_BUCKETS: usize = 100_000;
+
+impl RateLimiter {
+    /// `per_second` sustained, bursts up to `burst`.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        RateLimiter {
+            per_second: per_second.max(1) as f64,
+            burst: burst.max(1) as f64,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `user`, or says how long until one is free.
+    pub fn take(&self, user: &UserId) -> Result<(), u64> {
+        self.take_at(user, Instant::now())
+    }
+
+    fn take_at(&self, user: &UserId, now: Instant) -> Result<(), u64> {
+        let mut map = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_BUCKETS && !map.contains_key(user) {
+            let (rate, burst) = (self.per_second, self.burst);
+            map.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+        }
+        let b = map.entry(user.clone()).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        b.tokens =
+            (b.tokens + now.duration_since(b.at).as_secs_f64() * self.per_second).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - b.tokens) / self.per_second) * 1000.0).ceil() as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bucket_allows_burst_then_refills() {
+        let r = RateLimiter::new(10, 3);
+        let u = UserId::new("u").unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(r.take_at(&u, t0).is_ok());
+        }
+        let wait = r.take_at(&u, t0).unwrap_err();
+        assert_eq!(wait, 100);
+        assert!(r.take_at(&u, t0 + Duration::from_millis(100)).is_ok());
+        assert!(r.take_at(&u, t0 + Duration::from_millis(100)).is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! The Router's own tests, against stand-ins.
+
+use super::*;
+
+#[test]
+fn a_peers_budget_bounds_requests_in_number_and_in_bytes() {
+    // Few large requests: the bytes run out long before the count.
+    let mut f = InFlight::default();
+    let big = MAX_IN_FLIGHT_BYTES_PER_PEER / 4;
+    for _ in 0..4 {
+        assert!(f.admit(big));
+    }
+    assert!(!f.admit(1), "admitted past the byte budget");
+    assert_eq!(f.requests, 4, "a refused request is not counted");
+    f.release(big);
+    assert!(f.admit(big), "an answer gives its bytes back");
+    assert!(!f.admit(1));
+
+    // Many small ones: the count runs out first.
+    let mut f = InFlight::default();
+    for _ in 0..MAX_IN_FLIGHT_PER_PEER {
+        assert!(f.admit(64));
+    }
+    assert!(!f.admit(64), "admitted past the request budget");
+    f.release(64);
+    assert!(f.admit(64));
+}
+
+mod actors {
+    use std::time::Duration;
+
+    use chat_presence::MemoryPresence;
+    use chat_protocol::peer::ConversationRequest;
+    use chat_protocol::{ClientMsgId, ConversationKind, Limits, MessageKind, OkReply};
+
+    use super::*;
+    use crate::cluster::Cluster;
+    use crate::conversation::Tuning;
+    use crate::testing::{answer, conversation, request, user, TestConn, TestStore};
+
+    struct Fixture {
+        router: ActorRef<RouterMsg>,
+        services: Arc<Services>,
+        store: TestStore,
+    }
+
+    /// A single node's Router whose conversation actors stop after `idle`.
+    async fn start(idle: Duration) -> Fixture {
+        let store = TestStore::with_users(&["ann", "bob"]).await;
+        let services = Services::new(
+            Cluster::single("n1", 1),
+            store.dyn_store(),
+            None,
+            Arc::new(MemoryPresence::new()),
+            Limits::default(),
+            Tuning {
+                conversation_idle: idle,
+                ..Tuning::default()
+            },
+        );
+        let (router, _) = Actor::spawn(None, Router, services.clone())
+            .await
+            .expect("router");
+        Fixture {
+            router,
+            services,
+            store,
+        }
+    }
+
+    impl Fixture {
+        async fn route(&self, from: &str, body: ConversationRequest) -> Result<OkReply, ChatError> {
+            let (r, rx) = request(from, None, body);
+            self.router.cast(RouterMsg::Route(r)).expect("router runs");
+            answer(rx).await
+        }
+
+        async fn connect(&self, conn: &TestConn) -> Result<ActorRef<SessionMsg>, ChatError> {
+            ractor::call!(self.router, |reply| RouterMsg::Connect {
+                user: user("ann"),
+                conn: conn.conn.clone(),
+                reply,
+            })
+            .expect("router answers")
+        }
+    }
+
+    fn create(id: &str) -> ConversationRequest {
+        ConversationRequest::Create {
+            conversation: conversation(id),
+            kind: ConversationKind::Group,
+            members: vec![user("bob")],
+            title: None,
+        }
+    }
+
+    fn send(id: &str, key: &str) -> ConversationRequest {
+        ConversationRequest::Send {
+            conversation: conversation(id),
+            client_msg_id: ClientMsgId::new(key).expect("key"),
+            body: key.into(),
+            kind: MessageKind::default(),
+            reply_to: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_starts_its_actor_an_idle_actor_stops_and_the_next_reloads_it() {
+        let f = start(Duration::from_millis(100)).await;
+        f.route("ann", create("g:1")).await.expect("created");
+        assert_eq!(f.services.conversations.len(), 1);
+        f.route("bob", send("g:1", "k1")).await.expect("sent");
+        chat_testkit::until("idle actor stopped", || f.services.conversations.is_empty()).await;
+
+        // A fresh actor loads the conversation and its history.
+        let page = f
+            .route(
+                "bob",
+                ConversationRequest::History {
+                    conversation: conversation("g:1"),
+                    before: None,
+                    after: None,
+                    limit: 10,
+                },
+            )
+            .await
+            .expect("history");
+        assert_eq!(page.messages.expect("messages").len(), 1);
+        let again = f.route("bob", send("g:1", "k1")).await.expect("retry");
+        assert_eq!(again.message.expect("message").body, "k1");
+        let stored = f.store.history(&conversation("g:1")).await;
+        assert_eq!(stored.len(), 1, "the retry stored nothing");
+    }
+
+    #[tokio::test]
+    async fn one_session_per_user_stopped_when_its_last_connection_goes() {
+        let f = start(Duration::from_secs(60)).await;
+        let (a, b) = (TestConn::new(1), TestConn::new(2));
+        let first = f.connect(&a).await.expect("attached");
+        let second = f.connect(&b).await.expect("attached");
+        assert_eq!(first.get_id(), second.get_id());
+        assert_eq!(f.services.directory.len(), 1);
+        for conn in [1, 2] {
+            first.cast(SessionMsg::Detach { conn }).expect("runs");
+        }
+        chat_testkit::until("session stopped", || f.services.directory.is_empty()).await;
+        // A new connection gets a new session.
+        let c = TestConn::new(3);
+        let third = f.connect(&c).await.expect("attached");
+        assert_ne!(third.get_id(), first.get_id());
+    }
+
+    #[tokio::test]
+    async fn draining_answers_what_was_accepted_then_refuses() {
+        let f = start(Duration::from_secs(60)).await;
+        f.route("ann", create("g:2")).await.expect("created");
+        let mut answers = Vec::new();
+        for i in 0..20 {
+            let (r, rx) = request("bob", None, send("g:2", &format!("d{i}")));
+            f.router.cast(RouterMsg::Route(r)).expect("runs");
+            answers.push(rx);
+        }
+        ractor::call!(f.router, |reply| RouterMsg::Drain { reply }).expect("drained");
+        for rx in answers {
+            answer(rx).await.expect("accepted before the drain");
+        }
+        assert!(f.services.conversations.is_empty());
+        let late = f.route("bob", send("g:2", "late")).await;
+        assert!(matches!(late, Err(ChatError::Unavailable(_))), "{late:?}");
+    }
+}

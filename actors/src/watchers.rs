@@ -1,0 +1,91 @@
+//! Which local sessions watch which users' presence, and forwarding each
+//! change the presence backend reports to them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chat_protocol::{Presence as PresenceInfo, ServerFrame, SharedFrame, UserId};
+use ractor::{ActorId, ActorRef};
+use tokio::sync::broadcast;
+
+use crate::msg::SessionMsg;
+
+/// Which local sessions watch which users.
+#[derive(Default)]
+pub struct Watchers {
+    table: Mutex<HashMap<UserId, HashMap<ActorId, ActorRef<SessionMsg>>>>,
+}
+
+impl Watchers {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `session` watches `users`; returns those no local session watched before.
+    pub fn add(&self, session: &ActorRef<SessionMsg>, users: &[UserId]) -> Vec<UserId> {
+        let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut fresh = Vec::new();
+        for u in users {
+            let entry = t.entry(u.clone()).or_default();
+            if entry.is_empty() {
+                fresh.push(u.clone());
+            }
+            entry.insert(session.get_id(), session.clone());
+        }
+        fresh
+    }
+
+    /// `session` stops watching `users`; returns those no local session watches now.
+    pub fn remove(&self, session: ActorId, users: &[UserId]) -> Vec<UserId> {
+        let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut gone = Vec::new();
+        for u in users {
+            if let Some(entry) = t.get_mut(u) {
+                entry.remove(&session);
+                if entry.is_empty() {
+                    t.remove(u);
+                    gone.push(u.clone());
+                }
+            }
+        }
+        gone
+    }
+
+    fn sessions_watching(&self, user: &UserId) -> Vec<ActorRef<SessionMsg>> {
+        let t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        t.get(user)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forwards the backend's changes to the sessions watching, until the
+    /// backend's channel closes.
+    pub async fn run(self: Arc<Self>, mut changes: broadcast::Receiver<PresenceInfo>) {
+        loop {
+            match changes.recv().await {
+                Ok(change) => {
+                    let sessions = self.sessions_watching(&change.user);
+                    if sessions.is_empty() {
+                        continue;
+                    }
+                    let user = change.user.clone();
+                    let frame = Arc::new(SharedFrame::new(ServerFrame::Presence(change)));
+                    for s in sessions {
+                        let _ = s.cast(SessionMsg::PresenceChanged {
+                            user: user.clone(),
+                            frame: frame.clone(),
+                        });
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        skipped = n,
+                        "presence changes skipped: watchers fell behind"
+                    );
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}

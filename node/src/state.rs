@@ -1,0 +1,45 @@
+//! What every request handler shares: the node's state, built by
+//! [`crate::app`].
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use chat_actors::dispatch::Dispatch;
+use chat_actors::msg::RouterMsg;
+use chat_actors::Services;
+use chat_storage::embedded::EmbeddedStore;
+use prometheus_client::registry::Registry;
+use ractor::ActorRef;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::membership::{Membership, NodeClaim};
+
+/// Everything request handlers share.
+pub struct App {
+    /// The configuration in force.
+    pub config: Config,
+    /// The actors' services.
+    pub services: Arc<Services>,
+    /// The node's Router.
+    pub router: ActorRef<RouterMsg>,
+    /// Client frames to their handlers.
+    pub dispatch: Dispatch,
+    /// Token checks and accounts.
+    pub auth: Auth,
+    /// Metrics for `/metrics`.
+    pub registry: Registry,
+    /// Cancelled when the node starts draining.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks, so draining can wait for them.
+    pub connections: TaskTracker,
+    /// Next connection id.
+    pub next_conn: AtomicU64,
+    /// Store kept by its concrete type for closing.
+    pub(crate) store: Arc<EmbeddedStore>,
+    /// Cluster membership and the claim on this node's name and id, when
+    /// clustered.
+    pub(crate) membership: Option<(Membership, NodeClaim)>,
+}
