@@ -33,7 +33,7 @@ rooms() {
 }
 
 echo "== one node" >&2
-CHAT__AUTH__JWT_SECRET=$SECRET target/release/chat-node --config cluster.toml \
+CHAT__AUTH__JWT_SECRET=$SECRET CHAT__LISTEN__MAX_CONNECTIONS_PER_IP=0 CHAT__AUTH__REQUIRE_SESSION=false target/release/chat-node --config cluster.toml \
   --http 127.0.0.1:18190 --data-dir "$tmp/single" >"$tmp/single.log" 2>&1 &
 single=$!
 until curl -fsS http://127.0.0.1:18190/readyz >/dev/null 2>&1; do sleep 0.1; done
@@ -42,7 +42,8 @@ kill -TERM "$single"; wait "$single" || true
 
 echo "== three nodes" >&2
 BIN=target/release/chat-node DATA="$tmp/cluster" BASE_HTTP=18180 BASE_CLUSTER=19180 \
-  REDIS_PORT=16390 CHAT_JWT_SECRET=$SECRET scripts/cluster.sh >"$tmp/cluster.out" 2>&1 &
+  REDIS_PORT=16390 CHAT_JWT_SECRET=$SECRET CHAT__AUTH__REQUIRE_SESSION=false \
+  CHAT__LISTEN__MAX_CONNECTIONS_PER_IP=0 scripts/cluster.sh >"$tmp/cluster.out" 2>&1 &
 pids+=($!)
 until grep -q "cluster of 3 nodes up" "$tmp/cluster.out" 2>/dev/null; do
   kill -0 "${pids[0]}" 2>/dev/null || { cat "$tmp/cluster.out" >&2; exit 1; }

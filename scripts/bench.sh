@@ -136,9 +136,12 @@ start_chat() {
   local dir
   dir=$(mktemp -d "$RUN_DIR/data/node.XXXXXX")
   # Fresh data dir, default durability (sync). The per-user send limit is
-  # raised so ramps measure the node's capacity, not its rate limiter.
+  # raised so ramps measure the node's capacity, not its rate limiter; the
+  # harness holds every connection from two addresses and mints its users'
+  # tokens (naming no login).
   CHAT__AUTH__JWT_SECRET=$JWT_SECRET \
     CHAT__LIMITS__SENDS_PER_SECOND=10000 CHAT__LIMITS__SEND_BURST=10000 \
+    CHAT__LISTEN__MAX_CONNECTIONS_PER_IP=0 CHAT__AUTH__REQUIRE_SESSION=false \
     RUST_LOG=${RUST_LOG:-warn} \
     "${ON_SERVER[@]}" "$BIN/chat-node" --http "127.0.0.1:$CHAT_PORT" --data-dir "$dir" \
     >>"$RUN_DIR/chat-node.log" 2>&1 &

@@ -79,7 +79,7 @@ check actors \
 check node \
   "auth" \
   "config" \
-  "membership error" \
+  "membership error listener" \
   "state" \
   "http ws" \
   "app"

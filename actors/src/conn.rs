@@ -1,33 +1,25 @@
 //! Handles on client connections: what actors hold to push frames to a
 //! connection and to ask it to close. The connection's own tasks (in the
 //! node crate) own the socket and the other end of the queue.
+//!
+//! Everything queued towards a connection is counted in bytes, as encoded
+//! for the connection's codec (an event is encoded once per codec, however
+//! many connections get it). Its reader stops taking requests while the
+//! bytes not yet written pass a soft limit, so replies alone can never pile
+//! up; events, which cannot wait, are refused past a hard limit (twice the
+//! soft one), and the connection is then closed with 4003: a client that
+//! reads this slowly must reconnect and catch up with history.
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use chat_protocol::{close_code, ServerFrame, SharedFrame};
-use tokio::sync::mpsc;
+use bytes::Bytes;
+use chat_protocol::{close_code, Codec, SharedFrame};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// A connection's id, unique on its node.
 pub type ConnId = u64;
-
-/// A frame queued towards a connection.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A reply or error for this connection only (boxed: queue slots stay
-    /// small, and an idle connection's queue costs little).
-    Frame(Box<ServerFrame>),
-    /// An event shared with other connections, encoded once per codec.
-    Shared(Arc<SharedFrame>),
-}
-
-impl Outbound {
-    /// A frame for this connection only.
-    pub fn frame(frame: ServerFrame) -> Self {
-        Outbound::Frame(Box::new(frame))
-    }
-}
 
 /// One event of a fan-out.
 #[derive(Debug)]
@@ -68,46 +60,235 @@ impl Closer {
     }
 }
 
+/// The bytes queued towards one connection and not yet written to its
+/// socket, shared by whoever queues (fan-out, the reader's replies) and the
+/// writer that drains them.
+#[derive(Debug)]
+pub struct Budget {
+    queued: AtomicUsize,
+    soft: usize,
+    written: Notify,
+}
+
+impl Budget {
+    /// A budget whose reader stops past `soft` bytes (events are refused
+    /// past twice that).
+    pub fn new(soft: usize) -> Self {
+        Budget {
+            queued: AtomicUsize::new(0),
+            soft: soft.max(1),
+            written: Notify::new(),
+        }
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Past this, the reader takes no new request.
+    pub fn soft(&self) -> usize {
+        self.soft
+    }
+
+    fn hard(&self) -> usize {
+        self.soft.saturating_mul(2)
+    }
+
+    fn add(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// `n` bytes left the queue (written, or dropped with the connection).
+    pub fn written(&self, n: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(n))
+            });
+        // One waiter (the connection's reader), and a wake-up is kept for
+        // it if it is not waiting yet: none is lost between its check and
+        // its wait.
+        self.written.notify_one();
+    }
+
+    /// Resolves at the next [`Budget::written`] (or at once if one came
+    /// since the last wait).
+    pub async fn wait_written(&self) {
+        self.written.notified().await
+    }
+}
+
 /// The session's handle on one connection.
 #[derive(Debug, Clone)]
 pub struct Connection {
     /// Its id.
     pub id: ConnId,
-    tx: mpsc::Sender<Outbound>,
+    /// The login its token named (`sid`), if any.
+    login: Option<Arc<str>>,
+    codec: Codec,
+    tx: mpsc::Sender<Bytes>,
     closer: Arc<Closer>,
+    budget: Arc<Budget>,
+}
+
+/// The connection's own end: the queue to write from, and its controls.
+pub struct ConnectionEnd {
+    /// Encoded frames, in the order they were queued.
+    pub rx: mpsc::Receiver<Bytes>,
+    /// Asks for a close.
+    pub closer: Arc<Closer>,
+    /// The bytes queued.
+    pub budget: Arc<Budget>,
 }
 
 impl Connection {
-    /// A handle and the receiving end of its outbound queue of `capacity` frames.
-    pub fn new(id: ConnId, capacity: usize) -> (Connection, mpsc::Receiver<Outbound>, Arc<Closer>) {
+    /// A handle and the connection's end, with a queue of `capacity` frames
+    /// and a soft budget of `soft_bytes`.
+    pub fn new(
+        id: ConnId,
+        codec: Codec,
+        capacity: usize,
+        soft_bytes: usize,
+    ) -> (Connection, ConnectionEnd) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let closer = Arc::new(Closer::default());
-        (
-            Connection {
-                id,
-                tx,
-                closer: closer.clone(),
-            },
-            rx,
-            closer,
-        )
+        let budget = Arc::new(Budget::new(soft_bytes));
+        let conn = Connection {
+            id,
+            login: None,
+            codec,
+            tx,
+            closer: closer.clone(),
+            budget: budget.clone(),
+        };
+        (conn, ConnectionEnd { rx, closer, budget })
     }
 
-    /// Queues a frame; a full queue closes the connection with 4003, since a
-    /// client that reads this slowly must reconnect and catch up with history.
-    pub fn push(&self, frame: Outbound) -> bool {
-        match self.tx.try_send(frame) {
+    /// The same connection, signed in with `login`: revoking that login
+    /// closes it.
+    pub fn signed_in(mut self, login: Option<Arc<str>>) -> Self {
+        self.login = login;
+        self
+    }
+
+    /// The login its token named.
+    pub fn login(&self) -> Option<&str> {
+        self.login.as_deref()
+    }
+
+    /// The codec the connection speaks.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// Frames queued and not yet taken by the writer.
+    pub fn queued_frames(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Queues an event. A full queue, or one whose bytes pass the hard
+    /// limit, closes the connection with 4003 and refuses the event.
+    pub fn push_event(&self, frame: &SharedFrame) -> bool {
+        let bytes = match frame.encoded(self.codec) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an event");
+                return false;
+            }
+        };
+        if self.budget.queued() + bytes.len() > self.budget.hard() {
+            self.closer.close(close_code::SLOW_CONSUMER);
+            return false;
+        }
+        self.queue(bytes)
+    }
+
+    /// Queues a reply, already encoded for this connection. Not refused for
+    /// its size: the reader holds back requests while the queue is over
+    /// its soft limit, so replies are bounded where they are asked for.
+    pub fn push_reply(&self, bytes: Bytes) -> bool {
+        self.queue(bytes)
+    }
+
+    fn queue(&self, bytes: Bytes) -> bool {
+        let n = bytes.len();
+        // Counted before it is queued: the writer may write it at once.
+        self.budget.add(n);
+        match self.tx.try_send(bytes) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.budget.written(n);
                 self.closer.close(close_code::SLOW_CONSUMER);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.budget.written(n);
+                false
+            }
         }
     }
 
     /// Asks the connection to close.
     pub fn close(&self, code: u16) {
         self.closer.close(code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_protocol::{Message, MessageId, ServerFrame};
+
+    use super::*;
+
+    fn event(body_len: usize) -> SharedFrame {
+        let message = Message {
+            id: MessageId(1),
+            conversation: chat_protocol::ConversationId::new("g:1").unwrap(),
+            sender: chat_protocol::UserId::new("ann").unwrap(),
+            body: "x".repeat(body_len),
+            kind: Default::default(),
+            ts: 1,
+            client_msg_id: chat_protocol::ClientMsgId::new("k").unwrap(),
+            reply_to: None,
+        };
+        SharedFrame::new(ServerFrame::Message { message })
+    }
+
+    #[test]
+    fn events_past_twice_the_budget_close_the_connection_replies_do_not() {
+        let (conn, mut end) = Connection::new(1, Codec::Json, 1000, 20_000);
+        let big = event(3_000);
+        let mut queued = 0;
+        while conn.push_event(&big) {
+            queued += 1;
+            assert!(queued < 100, "never refused");
+        }
+        let size = big.encoded(Codec::Json).unwrap().len();
+        assert_eq!(queued, 40_000 / size, "as many as twice the budget holds");
+        assert_eq!(end.closer.code(), Some(close_code::SLOW_CONSUMER));
+        assert!(end.budget.queued() <= 40_000);
+
+        // The writer's side gives the bytes back as it writes.
+        let first = end.rx.try_recv().unwrap();
+        end.budget.written(first.len());
+        assert_eq!(end.budget.queued(), (queued - 1) * first.len());
+
+        // A reply is queued whatever the bytes: the reader bounds replies.
+        let (conn, end) = Connection::new(2, Codec::Json, 1000, 10);
+        assert!(conn.push_reply(Bytes::from(vec![b'{'; 1_000])));
+        assert_eq!(end.budget.queued(), 1_000);
+        assert_eq!(end.closer.code(), None);
+    }
+
+    #[test]
+    fn a_full_queue_closes_and_gives_the_bytes_back() {
+        let (conn, end) = Connection::new(1, Codec::MsgPack, 2, 1 << 20);
+        let e = event(10);
+        assert!(conn.push_event(&e) && conn.push_event(&e));
+        let two = end.budget.queued();
+        assert!(!conn.push_event(&e), "the queue holds two frames");
+        assert_eq!(end.budget.queued(), two, "the refused one is not counted");
+        assert_eq!(end.closer.code(), Some(close_code::SLOW_CONSUMER));
     }
 }

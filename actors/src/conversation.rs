@@ -220,6 +220,10 @@ impl Actor for ConversationActor {
     }
 }
 
+/// About what a message takes as stored besides its body (ids, sender,
+/// key, timestamps), for cutting a page from the tail where the store would.
+const STORED_OVERHEAD: usize = 128;
+
 fn ok() -> OkReply {
     OkReply::default()
 }
@@ -256,6 +260,11 @@ impl ConversationState {
                 reply_to,
                 ..
             } => {
+                if let Some(target) = reply_to {
+                    if let Err(e) = self.check_reply_to(&user, target).await {
+                        return answer(reply, Err(e));
+                    }
+                }
                 let draft = Draft {
                     sender: user,
                     client_msg_id,
@@ -272,9 +281,8 @@ impl ConversationState {
                 ..
             } => {
                 let query = PageQuery {
-                    before,
-                    after,
-                    limit: limit as usize,
+                    max_bytes: chat_protocol::limits::MAX_PAGE_BYTES,
+                    ..PageQuery::new(before, after, limit as usize)
                 };
                 self.history(user, query, reply)
             }
@@ -289,6 +297,30 @@ impl ConversationState {
             ConversationRequest::Invite { users, .. } => self.invite(user, users, reply).await,
             ConversationRequest::Kick { user: target, .. } => self.kick(user, target, reply).await,
             ConversationRequest::Leave { .. } => self.leave(user, reply).await,
+        }
+    }
+
+    /// A reply must answer a message of this conversation (checked for
+    /// members only, so that outsiders learn nothing of its messages).
+    async fn check_reply_to(&self, sender: &UserId, target: MessageId) -> Result<(), ChatError> {
+        self.member_role(sender)?;
+        let missing = || ChatError::BadRequest(format!("reply_to: no message {} here", target.0));
+        if self.tail.iter().any(|m| m.id == target) {
+            return Ok(());
+        }
+        if self.tail.front().is_some_and(|first| target > first.id) {
+            // Newer than the oldest message in the tail, yet not in it.
+            return Err(missing());
+        }
+        let around = PageQuery::new(
+            Some(MessageId(target.0.saturating_add(1))),
+            Some(MessageId(target.0.saturating_sub(1))),
+            1,
+        );
+        let page = self.deps.store.page(&self.id, around).await?;
+        match page.messages.first() {
+            Some(m) if m.id == target => Ok(()),
+            _ => Err(missing()),
         }
     }
 
@@ -361,15 +393,21 @@ impl ConversationState {
         // touching the store: every message above `after` is in it.
         if let (Some(after), None, Some(first)) = (query.after, query.before, self.tail.front()) {
             if after >= first.id {
-                let mut messages: Vec<Message> = self
-                    .tail
-                    .iter()
-                    .filter(|m| m.id > after)
-                    .take(query.limit + 1)
-                    .cloned()
-                    .collect();
-                let more = messages.len() > query.limit;
-                messages.truncate(query.limit);
+                // The same page the store would give: up to `limit`
+                // messages, stopping past `max_bytes` (the first always).
+                let mut bytes = 0usize;
+                let mut messages = Vec::new();
+                let mut more = false;
+                for m in self.tail.iter().filter(|m| m.id > after) {
+                    bytes = bytes.saturating_add(m.body.len() + STORED_OVERHEAD);
+                    if messages.len() == query.limit
+                        || (bytes > query.max_bytes && !messages.is_empty())
+                    {
+                        more = true;
+                        break;
+                    }
+                    messages.push(m.clone());
+                }
                 return answer(
                     reply,
                     Ok(OkReply {

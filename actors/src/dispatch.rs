@@ -32,6 +32,8 @@ mod conversations;
 mod create;
 mod watch;
 
+pub use watch::Visibility;
+
 /// Who a request comes from.
 pub struct Caller {
     /// The authenticated user.
@@ -50,6 +52,7 @@ pub struct Dispatch {
     ids: Arc<IdGenerator>,
     store: Arc<dyn MessageStore>,
     metrics: Arc<Metrics>,
+    visibility: Visibility,
 }
 
 impl Dispatch {
@@ -61,6 +64,7 @@ impl Dispatch {
         ids: Arc<IdGenerator>,
         store: Arc<dyn MessageStore>,
         metrics: Arc<Metrics>,
+        visibility: Visibility,
     ) -> Self {
         Dispatch {
             running,
@@ -69,6 +73,7 @@ impl Dispatch {
             ids,
             store,
             metrics,
+            visibility,
         }
     }
 
@@ -78,7 +83,7 @@ impl Dispatch {
             ClientFrame::Send { .. } => self.send(caller, frame, reply),
             ClientFrame::Create { .. } => create::create(self, caller, frame, reply),
             ClientFrame::Conversations { .. } => conversations::list(self, caller, frame, reply),
-            ClientFrame::Watch { users, .. } => watch::watch(caller, users, reply),
+            ClientFrame::Watch { users, .. } => watch::watch(self, caller, users, reply),
             ClientFrame::Unwatch { users, .. } => watch::unwatch(caller, users, reply),
             ClientFrame::Ping { .. } => drop(reply.send(Ok(OkReply::default()))),
             _ => self.to_conversation(caller, frame, reply),

@@ -19,7 +19,7 @@ use chat_protocol::{ConversationId, SharedFrame, UserId};
 use ractor::{ActorId, ActorRef};
 
 use crate::cluster::Cluster;
-use crate::conn::{Connection, Delivery, Outbound};
+use crate::conn::{Connection, Delivery};
 use crate::interest::Interest;
 use crate::metrics::Metrics;
 use crate::msg::SessionMsg;
@@ -65,7 +65,7 @@ impl Directory {
             let Some(local) = map.get(u) else { continue };
             for c in local.conns.iter() {
                 for d in events {
-                    if d.skip_conn != Some(c.id) && c.push(Outbound::Shared(d.frame.clone())) {
+                    if d.skip_conn != Some(c.id) && c.push_event(&d.frame) {
                         n += 1;
                     }
                 }

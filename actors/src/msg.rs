@@ -175,6 +175,11 @@ pub enum SessionMsg {
         /// The close code.
         code: u16,
     },
+    /// A login of the user was revoked: close its connections with 4001.
+    LoginRevoked {
+        /// The login (the access tokens' `sid`).
+        login: Arc<str>,
+    },
 }
 
 // Local only, like conversation messages: events reach remote sessions
@@ -252,6 +257,14 @@ pub enum RouterMsg {
         /// Whether it held any op (then cached conversation state may be
         /// stale).
         applied: bool,
+    },
+    /// A login was revoked: close its connections here and on every
+    /// other node.
+    LoginRevoked {
+        /// Whose.
+        user: UserId,
+        /// The login (the access tokens' `sid`).
+        login: String,
     },
     /// What this node sees of the cluster.
     Status {

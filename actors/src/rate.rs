@@ -1,8 +1,10 @@
-//! Per-user send rates: token buckets shared by WebSocket and HTTP sends.
+//! Token buckets by key: a user's sends (shared by WebSocket and HTTP), an
+//! address's logins and registrations.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chat_protocol::UserId;
 
@@ -11,38 +13,44 @@ struct Bucket {
     at: Instant,
 }
 
-/// Per-user token buckets for sends, shared by WebSocket and HTTP sends.
-pub struct RateLimiter {
+/// Token buckets, one per key, bounded in number.
+pub struct RateLimiter<K = UserId> {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<UserId, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 /// Buckets kept before full (idle) ones are dropped, which bounds memory.
 const MAX_BUCKETS: usize = 100_000;
 
-impl RateLimiter {
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// `per_second` sustained, bursts up to `burst`.
     pub fn new(per_second: u32, burst: u32) -> Self {
+        Self::per_period(per_second, Duration::from_secs(1), burst)
+    }
+
+    /// `count` per `period` sustained, bursts up to `burst`.
+    pub fn per_period(count: u32, period: Duration, burst: u32) -> Self {
         RateLimiter {
-            per_second: per_second.max(1) as f64,
+            per_second: count.max(1) as f64 / period.as_secs_f64().max(1e-3),
             burst: burst.max(1) as f64,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes one token for `user`, or says how long until one is free.
-    pub fn take(&self, user: &UserId) -> Result<(), u64> {
-        self.take_at(user, Instant::now())
+    /// Takes one token for `key`, or says how many milliseconds until one
+    /// is free.
+    pub fn take(&self, key: &K) -> Result<(), u64> {
+        self.take_at(key, Instant::now())
     }
 
-    fn take_at(&self, user: &UserId, now: Instant) -> Result<(), u64> {
+    fn take_at(&self, key: &K, now: Instant) -> Result<(), u64> {
         let mut map = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= MAX_BUCKETS && !map.contains_key(user) {
+        if map.len() >= MAX_BUCKETS && !map.contains_key(key) {
             let (rate, burst) = (self.per_second, self.burst);
             map.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
         }
-        let b = map.entry(user.clone()).or_insert(Bucket {
+        let b = map.entry(key.clone()).or_insert(Bucket {
             tokens: self.burst,
             at: now,
         });
@@ -61,11 +69,10 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn bucket_allows_burst_then_refills() {
-        let r = RateLimiter::new(10, 3);
+        let r: RateLimiter = RateLimiter::new(10, 3);
         let u = UserId::new("u").unwrap();
         let t0 = Instant::now();
         for _ in 0..3 {

@@ -27,6 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chat_protocol::peer::PeerMsg;
 use chat_protocol::{ConversationId, UserId};
 use chat_storage::StoreError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -297,6 +298,16 @@ impl Actor for Router {
                 }
                 state.check_serve(&myself);
             }
+            RouterMsg::LoginRevoked { user, login } => {
+                let msg = PeerMsg::LoginRevoked {
+                    user: user.clone(),
+                    login: login.clone(),
+                };
+                if let Ok(bytes) = chat_protocol::peer::encode(&msg) {
+                    state.services.cluster.broadcast(&Arc::from(bytes));
+                }
+                state.login_revoked(&user, login);
+            }
             RouterMsg::Status { reply } => {
                 let _ = reply.send(state.status());
             }
@@ -434,6 +445,15 @@ impl RouterState {
         let _ = reply.send(Err(ChatError::Unavailable(
             "session unavailable, retry".into(),
         )));
+    }
+
+    /// Closes the connections here that signed in with `login`.
+    fn login_revoked(&self, user: &UserId, login: String) {
+        if let Some(e) = self.sessions.get(user) {
+            let _ = e.actor.cast(SessionMsg::LoginRevoked {
+                login: Arc::from(login),
+            });
+        }
     }
 
     fn retire_all(&mut self) {

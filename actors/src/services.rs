@@ -13,7 +13,7 @@ use ractor::ActorRef;
 
 use crate::cluster::Cluster;
 use crate::conversation::{ConversationDeps, Tuning};
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, Visibility};
 use crate::fanout::Directory;
 use crate::fanout::NodeFanout;
 use crate::interest::Interest;
@@ -119,8 +119,9 @@ impl Services {
         })
     }
 
-    /// The dispatcher of client frames, once the Router runs.
-    pub fn dispatch(&self, router: ActorRef<RouterMsg>) -> Dispatch {
+    /// The dispatcher of client frames, once the Router runs; presence
+    /// shown as `visibility` says.
+    pub fn dispatch(&self, router: ActorRef<RouterMsg>, visibility: Visibility) -> Dispatch {
         Dispatch::new(
             self.conversations.clone(),
             router,
@@ -128,6 +129,7 @@ impl Services {
             self.ids.clone(),
             self.store.clone(),
             self.metrics.clone(),
+            visibility,
         )
     }
 }

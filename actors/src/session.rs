@@ -199,12 +199,21 @@ impl Actor for UserSession {
             }
             SessionMsg::PresenceChanged { user, frame } => {
                 for a in state.conns.iter().filter(|a| a.watching.contains(&user)) {
-                    a.conn.push(crate::conn::Outbound::Shared(frame.clone()));
+                    a.conn.push_event(&frame);
                 }
             }
             SessionMsg::CloseAll { code } => {
                 for a in &state.conns {
                     a.conn.close(code);
+                }
+            }
+            SessionMsg::LoginRevoked { login } => {
+                for a in state
+                    .conns
+                    .iter()
+                    .filter(|a| a.conn.login() == Some(&*login))
+                {
+                    a.conn.close(close_code::TOKEN_EXPIRED);
                 }
             }
         }

@@ -6,13 +6,13 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chat_protocol::peer::ConversationRequest;
-use chat_protocol::{now_ms, ConversationId, Message, OkReply, ServerFrame, UserId};
+use chat_protocol::{now_ms, Codec, ConversationId, Message, OkReply, ServerFrame, UserId};
 use chat_storage::embedded::{Durability, EmbeddedStore};
 use chat_storage::{MessageStore, PageQuery, UserRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 
-use crate::conn::{Closer, ConnId, Connection, Delivery, Outbound};
+use crate::conn::{ConnId, Connection, ConnectionEnd, Delivery};
 use crate::error::ChatError;
 use crate::fanout::Fanout;
 use crate::msg::{Request, RouterMsg};
@@ -56,11 +56,7 @@ impl TestStore {
 
     /// What the store holds of a conversation's history (its newest 200).
     pub(crate) async fn history(&self, id: &ConversationId) -> Vec<Message> {
-        let newest = PageQuery {
-            before: None,
-            after: None,
-            limit: 200,
-        };
+        let newest = PageQuery::new(None, None, 200);
         self.store.page(id, newest).await.expect("page").messages
     }
 }
@@ -195,24 +191,21 @@ pub(crate) async fn answer(
 /// A connection whose queue the test reads.
 pub(crate) struct TestConn {
     pub(crate) conn: Connection,
-    pub(crate) rx: mpsc::Receiver<Outbound>,
-    pub(crate) closer: Arc<Closer>,
+    pub(crate) end: ConnectionEnd,
 }
 
 impl TestConn {
     pub(crate) fn new(id: ConnId) -> TestConn {
-        let (conn, rx, closer) = Connection::new(id, 64);
-        TestConn { conn, rx, closer }
+        let (conn, end) = Connection::new(id, Codec::Json, 64, 1 << 20);
+        TestConn { conn, end }
     }
 
     /// The frames queued so far.
     pub(crate) fn drain(&mut self) -> Vec<ServerFrame> {
         let mut out = Vec::new();
-        while let Ok(o) = self.rx.try_recv() {
-            out.push(match o {
-                Outbound::Frame(f) => *f,
-                Outbound::Shared(s) => s.frame().clone(),
-            });
+        while let Ok(bytes) = self.end.rx.try_recv() {
+            self.end.budget.written(bytes.len());
+            out.push(serde_json::from_slice(&bytes).expect("a server frame"));
         }
         out
     }

@@ -26,7 +26,7 @@ use crate::auth::{Auth, AuthError};
 use crate::config::{Config, ConfigError, PresenceBackend, StorageBackend};
 use crate::membership::{Membership, NodeClaim};
 pub use crate::state::App;
-use crate::{http, ws};
+use crate::{http, listener, ws};
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +151,11 @@ impl App {
         };
         let mut registry = Registry::default();
         services.metrics.register(&mut registry);
-        let dispatch = services.dispatch(router.clone());
+        let dispatch = services.dispatch(router.clone(), config.presence.visible_to.into());
+        let revoked = router.clone();
+        auth.on_login_revoked(move |user, login| {
+            let _ = revoked.cast(RouterMsg::LoginRevoked { user, login });
+        });
         Ok(Arc::new(App {
             config,
             services,
@@ -211,6 +215,8 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .route("/v1/cluster", get(http::cluster_status))
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(app)
 }
@@ -228,7 +234,7 @@ pub async fn run(
 /// Serves an already started node.
 pub async fn serve(
     app: Arc<App>,
-    listener: TcpListener,
+    tcp: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let routes = routes(app.clone());
@@ -249,9 +255,11 @@ pub async fn serve(
             trigger.cancel();
         });
     }
-    axum::serve(listener, routes)
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await?;
+    let bounds = listener::Bounds {
+        header_read_timeout: Duration::from_secs(app.config.listen.header_read_timeout_secs),
+        max_connections_per_ip: app.config.listen.max_connections_per_ip,
+    };
+    listener::serve(tcp, routes, bounds, token).await?;
     app.drain().await;
     if let Some(why) = failed_rx.borrow_and_update().clone() {
         return Err(crate::membership::JoinError::Duplicate(why).into());

@@ -20,15 +20,23 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use axum::http::{header, HeaderMap};
 use chat_protocol::{now_ms, ErrorCode, UserId};
-use chat_storage::{MessageStore, RefreshRecord, Rotation, StoreError, UserRecord};
+use chat_storage::{LoginState, MessageStore, RefreshRecord, Rotation, StoreError, UserRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+mod passwords;
+mod throttle;
+
+use passwords::Passwords;
+use throttle::Throttle;
+pub use throttle::ThrottleConfig;
 
 /// Shortest accepted password, in bytes.
 pub const MIN_PASSWORD_BYTES: usize = 8;
@@ -111,8 +119,24 @@ pub struct AuthConfig {
     pub access_ttl_secs: u64,
     /// Lifetime of a refresh token, in seconds; each rotation starts a new one.
     pub refresh_ttl_secs: u64,
-    /// Clock skew tolerated when checking `exp`, in seconds.
+    /// Clock skew tolerated when checking `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
+    /// Longest lifetime accepted in a token (`exp` minus `iat`, or minus now
+    /// without `iat`), in seconds: a leaked long-lived token is refused.
+    pub max_token_lifetime_secs: u64,
+    /// Threads hashing passwords (argon2id, 19 MiB each while it runs); 0
+    /// for one per core.
+    pub password_threads: usize,
+    /// Logins and registrations waiting for a hashing thread; past it they
+    /// are answered 503 with `Retry-After` at once.
+    pub password_queue: usize,
+    /// Whether an access token must name a live login (`sid`): logging out
+    /// then ends it at once. Turn off to accept tokens minted elsewhere
+    /// (an identity provider, a backend holding the secret) that name none;
+    /// a token that names one is always checked.
+    pub require_session: bool,
+    /// Limits on logins and registrations.
+    pub throttle: ThrottleConfig,
 }
 
 impl Default for AuthConfig {
@@ -127,6 +151,11 @@ impl Default for AuthConfig {
             access_ttl_secs: 900,
             refresh_ttl_secs: 30 * 24 * 3600,
             leeway_secs: 5,
+            max_token_lifetime_secs: 24 * 3600,
+            password_threads: 0,
+            password_queue: 64,
+            require_session: true,
+            throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -148,6 +177,11 @@ impl fmt::Debug for AuthConfig {
             .field("access_ttl_secs", &self.access_ttl_secs)
             .field("refresh_ttl_secs", &self.refresh_ttl_secs)
             .field("leeway_secs", &self.leeway_secs)
+            .field("max_token_lifetime_secs", &self.max_token_lifetime_secs)
+            .field("password_threads", &self.password_threads)
+            .field("password_queue", &self.password_queue)
+            .field("require_session", &self.require_session)
+            .field("throttle", &self.throttle)
             .finish()
     }
 }
@@ -189,6 +223,15 @@ pub enum AuthError {
     /// The node only verifies tokens: it has no key to sign them with.
     #[error("this node does not issue tokens (no signing key configured)")]
     CannotIssue,
+    /// Every password hashing thread is busy and the queue full: retry.
+    #[error("too many logins at once; retry shortly")]
+    Busy,
+    /// Too many attempts from this address, or on this account.
+    #[error("too many attempts; retry in {retry_after_ms} ms")]
+    RateLimited {
+        /// When to retry.
+        retry_after_ms: u64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -208,8 +251,12 @@ impl AuthError {
             | AuthError::InvalidToken(_)
             | AuthError::Expired
             | AuthError::BadCredentials => ErrorCode::Unauthorized,
-            AuthError::UsernameTaken | AuthError::InvalidInput(_) => ErrorCode::BadRequest,
-            AuthError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
+            AuthError::UsernameTaken => ErrorCode::Conflict,
+            AuthError::InvalidInput(_) => ErrorCode::BadRequest,
+            AuthError::RateLimited { .. } => ErrorCode::RateLimited,
+            AuthError::Busy | AuthError::Store(StoreError::Unavailable(_)) => {
+                ErrorCode::Unavailable
+            }
             AuthError::CannotIssue
             | AuthError::Store(_)
             | AuthError::Config(_)
@@ -217,12 +264,17 @@ impl AuthError {
         }
     }
 
-    /// The HTTP status for this error: that of [`Self::code`], except 409 for
-    /// a taken username, which tells a client more than a plain 400.
+    /// The HTTP status for this error: that of [`Self::code`].
     pub fn http_status(&self) -> u16 {
+        self.code().http_status()
+    }
+
+    /// When a client may retry, for the errors that say so.
+    pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            AuthError::UsernameTaken => 409,
-            other => other.code().http_status(),
+            AuthError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
+            AuthError::Busy => Some(1000),
+            _ => None,
         }
     }
 }
@@ -334,6 +386,8 @@ struct ReceivedClaims {
     sub: String,
     exp: u64,
     #[serde(default)]
+    iat: Option<u64>,
+    #[serde(default)]
     sid: Option<serde_json::Value>,
 }
 
@@ -348,6 +402,13 @@ pub struct Auth {
     audience: Option<String>,
     access_ttl_secs: u64,
     refresh_ttl_secs: u64,
+    leeway_secs: u64,
+    max_lifetime_secs: u64,
+    require_session: bool,
+    passwords: Passwords,
+    throttle: Throttle,
+    /// Told of every login revoked, to close its connections.
+    on_revoked: OnceLock<Box<dyn Fn(UserId, String) + Send + Sync>>,
 }
 
 impl fmt::Debug for Auth {
@@ -392,8 +453,14 @@ impl Auth {
             Algorithm::RS256 | Algorithm::EdDSA => pem_keys(cfg)?,
         };
 
+        if cfg.max_token_lifetime_secs < cfg.access_ttl_secs {
+            return Err(AuthError::Config(
+                "max_token_lifetime_secs must be at least access_ttl_secs".into(),
+            ));
+        }
         let mut validation = jsonwebtoken::Validation::new(cfg.algorithm.to_jwt());
         validation.leeway = cfg.leeway_secs;
+        validation.validate_nbf = true;
         let mut required = vec!["exp", "sub"];
         if let Some(issuer) = &cfg.issuer {
             validation.set_issuer(&[issuer]);
@@ -421,6 +488,18 @@ impl Auth {
             audience: cfg.audience.clone(),
             access_ttl_secs: cfg.access_ttl_secs,
             refresh_ttl_secs: cfg.refresh_ttl_secs,
+            leeway_secs: cfg.leeway_secs,
+            max_lifetime_secs: cfg.max_token_lifetime_secs,
+            require_session: cfg.require_session,
+            on_revoked: OnceLock::new(),
+            passwords: Passwords::start(
+                match cfg.password_threads {
+                    0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    n => n,
+                },
+                cfg.password_queue,
+            )?,
+            throttle: Throttle::new(&cfg.throttle),
         };
         // A private key that does not match the public key would only show
         // up as every login's token being rejected; fail at startup instead.
@@ -463,10 +542,21 @@ impl Auth {
         let data = jsonwebtoken::decode::<ReceivedClaims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::InvalidToken(e.to_string()),
+                kind => AuthError::InvalidToken(token_problem(kind).into()),
             })?;
+        let now = now_ms() / 1000;
+        let issued = data.claims.iat.unwrap_or(now);
+        if issued > now + self.leeway_secs {
+            return Err(AuthError::InvalidToken("issued in the future".into()));
+        }
+        if data.claims.exp.saturating_sub(issued.min(now)) > self.max_lifetime_secs {
+            return Err(AuthError::InvalidToken(format!(
+                "lives longer than {} s",
+                self.max_lifetime_secs
+            )));
+        }
         let sub = UserId::new(&data.claims.sub)
-            .map_err(|e| AuthError::InvalidToken(format!("sub is not a valid user id: {e}")))?;
+            .map_err(|_| AuthError::InvalidToken("sub is not a valid user id".into()))?;
         let sid = match data.claims.sid {
             Some(serde_json::Value::String(s)) => Some(s),
             _ => None,
@@ -488,6 +578,54 @@ impl Auth {
     ) -> Result<Claims, AuthError> {
         let token = bearer(headers, query_token).ok_or(AuthError::MissingToken)?;
         self.verify(&token)
+    }
+
+    /// Checks a request's access token, then what only the store knows:
+    /// that the login it names is live, and that its user exists. A login
+    /// is this node's, so its user must exist; a token that names none
+    /// (accepted only without `require_session`) comes from an outside
+    /// issuer the operator trusts, and its user's first token creates the
+    /// user's record.
+    pub async fn authorize(
+        &self,
+        store: &dyn MessageStore,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<Claims, AuthError> {
+        let claims = self.verify_request(headers, query_token)?;
+        match &claims.sid {
+            Some(login) => match store.login_state(login).await? {
+                Some(LoginState::Active) => {}
+                Some(LoginState::Revoked) => {
+                    return Err(AuthError::InvalidToken("this login was revoked".into()))
+                }
+                None => return Err(AuthError::InvalidToken("no such login".into())),
+            },
+            None if self.require_session => {
+                return Err(AuthError::InvalidToken("the token names no login".into()))
+            }
+            None => {}
+        }
+        if claims.sid.is_some() {
+            if store.user(&claims.sub).await?.is_none() {
+                return Err(AuthError::InvalidToken("no such user".into()));
+            }
+        } else {
+            ensure_user(store, &claims.sub).await?;
+        }
+        Ok(claims)
+    }
+
+    /// Calls `hook` with the user and login of every login revoked from now
+    /// on (once set, it stays).
+    pub fn on_login_revoked(&self, hook: impl Fn(UserId, String) + Send + Sync + 'static) {
+        let _ = self.on_revoked.set(Box::new(hook));
+    }
+
+    fn revoked(&self, user: UserId, login: String) {
+        if let Some(hook) = self.on_revoked.get() {
+            hook(user, login);
+        }
     }
 
     /// Signs an access token for `user`, bound to the refresh family `sid`
@@ -519,19 +657,25 @@ impl Auth {
         &self,
         store: &dyn MessageStore,
         req: &RegisterRequest,
+        from: IpAddr,
     ) -> Result<TokenSet, AuthError> {
         // Checked first so that a verify-only node does not create accounts
         // nobody can log in to.
         self.signing_key()?;
         let id = parse_username(&req.username)?;
         check_password(&req.password)?;
-        let display_name = check_display_name(req.display_name.as_deref())?;
+        let display_name = check_display_name(req.display_name.as_deref())?
+            // The name as typed, when its case differs from the id's.
+            .or_else(|| (req.username != id.as_str()).then(|| req.username.clone()));
+        self.throttle
+            .registration(from)
+            .map_err(|retry_after_ms| AuthError::RateLimited { retry_after_ms })?;
         // Not authoritative (create_user is), but spares the hashing work for
         // the common case of a name that is plainly taken.
         if store.user(&id).await?.is_some() {
             return Err(AuthError::UsernameTaken);
         }
-        let password_hash = hash_password(req.password.clone()).await?;
+        let password_hash = self.passwords.hash(req.password.clone()).await?;
         let record = UserRecord {
             id,
             password_hash: Some(password_hash),
@@ -551,18 +695,37 @@ impl Auth {
         &self,
         store: &dyn MessageStore,
         req: &LoginRequest,
+        from: IpAddr,
     ) -> Result<TokenSet, AuthError> {
         self.signing_key()?;
         // The rules are public, so refusing a malformed name or password
         // reveals nothing about accounts, and it bounds the hashing work.
         let id = parse_username(&req.username)?;
         check_password(&req.password)?;
-        let user = store.user(&id).await?;
+        let limited = |retry_after_ms| AuthError::RateLimited { retry_after_ms };
+        self.throttle.login(from).map_err(limited)?;
+        self.throttle.may_try(&id).map_err(limited)?;
+        let mut user = store.user(&id).await?;
+        if user.is_none() && req.username != id.as_str() {
+            // An account made before names were case-insensitive.
+            if let Ok(exact) = UserId::new(&req.username) {
+                user = store.user(&exact).await?;
+            }
+        }
         let stored_hash = user.as_ref().and_then(|u| u.password_hash.clone());
-        let password_ok = verify_password(req.password.clone(), stored_hash).await?;
+        let password_ok = self
+            .passwords
+            .verify(req.password.clone(), stored_hash)
+            .await?;
         match user {
-            Some(user) if password_ok => self.start_session(store, &user).await,
-            _ => Err(AuthError::BadCredentials),
+            Some(user) if password_ok => {
+                self.throttle.succeeded(&id);
+                self.start_session(store, &user).await
+            }
+            _ => {
+                self.throttle.failed(&id);
+                Err(AuthError::BadCredentials)
+            }
         }
     }
 
@@ -606,6 +769,7 @@ impl Auth {
                     user = %user,
                     "a rotated refresh token was presented again; revoked its family"
                 );
+                self.revoked(user, family.to_string());
                 Err(AuthError::InvalidToken(
                     "refresh token already used; this login is revoked".into(),
                 ))
@@ -625,12 +789,15 @@ impl Auth {
         refresh_token: &str,
     ) -> Result<(), AuthError> {
         // Every token we issue parses; anything else cannot be in the store.
-        if parse_refresh_token(refresh_token).is_none() {
+        let Some((_, family)) = parse_refresh_token(refresh_token) else {
             return Ok(());
-        }
-        store
+        };
+        let owner = store
             .revoke_refresh_family(&hash_token(refresh_token))
             .await?;
+        if let Some(user) = owner {
+            self.revoked(user, family.to_string());
+        }
         Ok(())
     }
 
@@ -703,8 +870,24 @@ fn parse_refresh_token(token: &str) -> Option<(UserId, &str)> {
     Some((UserId::new(user).ok()?, family))
 }
 
+/// Usernames are case-insensitive: the id is the name in lower case.
 fn parse_username(username: &str) -> Result<UserId, AuthError> {
-    UserId::new(username).map_err(|e| AuthError::InvalidInput(format!("username: {e}")))
+    UserId::new(&username.to_ascii_lowercase())
+        .map_err(|e| AuthError::InvalidInput(format!("username: {e}")))
+}
+
+/// What is wrong with a token, in words that name no library internals.
+fn token_problem(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match kind {
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::ImmatureSignature => "not valid yet (nbf)",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "wrong algorithm",
+        ErrorKind::MissingRequiredClaim(_) => "a required claim is missing",
+        _ => "malformed",
+    }
 }
 
 fn check_password(password: &str) -> Result<(), AuthError> {
@@ -737,34 +920,6 @@ fn check_display_name(name: Option<&str>) -> Result<Option<String>, AuthError> {
 
 /// argon2id with the crate's defaults; on the blocking pool because it takes
 /// tens of milliseconds of CPU and would stall the async workers.
-async fn hash_password(password: String) -> Result<String, AuthError> {
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|hash| hash.to_string())
-    })
-    .await
-    .map_err(|e| AuthError::Internal(format!("password hashing task: {e}")))?
-    .map_err(|e| AuthError::Internal(format!("password hashing: {e}")))
-}
-
-/// Whether `password` matches `stored`. Without a stored hash it still
-/// verifies against [`DUMMY_PHC`], spending the same time, and answers no.
-async fn verify_password(password: String, stored: Option<String>) -> Result<bool, AuthError> {
-    tokio::task::spawn_blocking(move || {
-        let phc = stored.as_deref().unwrap_or(DUMMY_PHC);
-        let parsed = PasswordHash::new(phc)
-            .map_err(|e| AuthError::Internal(format!("stored password hash: {e}")))?;
-        match Argon2::default().verify_password(password.as_bytes(), &parsed) {
-            Ok(()) => Ok(stored.is_some()),
-            Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
-            Err(e) => Err(AuthError::Internal(format!("password verification: {e}"))),
-        }
-    })
-    .await
-    .map_err(|e| AuthError::Internal(format!("password verification task: {e}")))?
-}
-
 type KeyPair = (jsonwebtoken::DecodingKey, Option<jsonwebtoken::EncodingKey>);
 
 fn hmac_keys(cfg: &AuthConfig, data_dir: &Path) -> Result<KeyPair, AuthError> {
@@ -950,12 +1105,7 @@ pub async fn ensure_user(store: &dyn MessageStore, user: &UserId) -> Result<(), 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{HashMap, HashSet};
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
-    use chat_protocol::{ClientMsgId, Conversation, ConversationId, Message, MessageId};
-    use chat_storage::{ConversationChange, Page, PageQuery};
+    use chat_storage::embedded::{Durability, EmbeddedStore};
 
     use super::*;
 
@@ -1169,9 +1319,9 @@ MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
             verify_only.issue_access(&uid("alice"), None),
             Err(AuthError::CannotIssue)
         ));
-        let store = MemStore::default();
+        let (_dir, store) = test_store();
         let err = verify_only
-            .register(&store, &register_req("alice", "password1"))
+            .register(&store, &register_req("alice", "password1"), LOCAL)
             .await
             .unwrap_err();
         assert!(matches!(err, AuthError::CannotIssue));
@@ -1368,8 +1518,16 @@ MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
             AuthError::InvalidToken("x".into()).code(),
             ErrorCode::Unauthorized
         );
-        assert_eq!(AuthError::UsernameTaken.code(), ErrorCode::BadRequest);
+        // The code agrees with the status: a taken name is a conflict.
+        assert_eq!(AuthError::UsernameTaken.code(), ErrorCode::Conflict);
         assert_eq!(AuthError::UsernameTaken.http_status(), 409);
+        assert_eq!(AuthError::Busy.http_status(), 503);
+        assert_eq!(AuthError::Busy.retry_after_ms(), Some(1000));
+        let limited = AuthError::RateLimited {
+            retry_after_ms: 2500,
+        };
+        assert_eq!(limited.http_status(), 429);
+        assert_eq!(limited.retry_after_ms(), Some(2500));
         assert_eq!(AuthError::InvalidInput("x".into()).http_status(), 400);
         let unavailable = AuthError::Store(StoreError::Unavailable("down".into()));
         assert_eq!(unavailable.code(), ErrorCode::Unavailable);
@@ -1383,7 +1541,7 @@ MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
 
     #[test]
     fn dummy_hash_costs_what_a_real_one_does() {
-        let parsed = PasswordHash::new(DUMMY_PHC).unwrap();
+        let parsed = argon2::PasswordHash::new(DUMMY_PHC).unwrap();
         let params = argon2::Params::try_from(&parsed).unwrap();
         let default = argon2::Params::default();
         assert_eq!(
@@ -1408,138 +1566,16 @@ MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
         }
     }
 
-    // ---- register, login, refresh, logout over an in-memory store ----
+    // ---- register, login, refresh, logout over a real store ----
 
-    #[derive(Default)]
-    struct Mem {
-        users: HashMap<UserId, UserRecord>,
-        /// Token hash to (record, already rotated).
-        refresh: HashMap<String, (RefreshRecord, bool)>,
-        revoked: HashSet<String>,
+    /// A real embedded store in a directory removed with the guard.
+    fn test_store() -> (tempfile::TempDir, EmbeddedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("store"), Durability::Sync).unwrap();
+        (dir, store)
     }
 
-    #[derive(Default)]
-    struct MemStore(Mutex<Mem>);
-
-    #[async_trait]
-    impl MessageStore for MemStore {
-        async fn append(&self, _: &[Message]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn page(&self, _: &ConversationId, _: PageQuery) -> Result<Page, StoreError> {
-            Ok(Page::default())
-        }
-        async fn last_message(&self, _: &ConversationId) -> Result<Option<Message>, StoreError> {
-            Ok(None)
-        }
-        async fn find_by_client_msg_id(
-            &self,
-            _: &ConversationId,
-            _: &UserId,
-            _: &ClientMsgId,
-        ) -> Result<Option<Message>, StoreError> {
-            Ok(None)
-        }
-        async fn count_unread(
-            &self,
-            _: &ConversationId,
-            _: &UserId,
-            _: MessageId,
-            _: u64,
-        ) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-        async fn conversation(
-            &self,
-            _: &ConversationId,
-        ) -> Result<Option<Conversation>, StoreError> {
-            Ok(None)
-        }
-        async fn apply_conversation(&self, _: &ConversationChange) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn user_conversations(&self, _: &UserId) -> Result<Vec<ConversationId>, StoreError> {
-            Ok(Vec::new())
-        }
-        async fn set_read_marker(
-            &self,
-            _: &ConversationId,
-            _: &UserId,
-            _: MessageId,
-        ) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn read_markers(
-            &self,
-            _: &ConversationId,
-        ) -> Result<Vec<(UserId, MessageId)>, StoreError> {
-            Ok(Vec::new())
-        }
-        async fn read_marker(
-            &self,
-            _: &ConversationId,
-            _: &UserId,
-        ) -> Result<Option<MessageId>, StoreError> {
-            Ok(None)
-        }
-        async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
-            let mut mem = self.0.lock().unwrap();
-            if mem.users.contains_key(&user.id) {
-                return Err(StoreError::Conflict);
-            }
-            mem.users.insert(user.id.clone(), user.clone());
-            Ok(())
-        }
-        async fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
-            Ok(self.0.lock().unwrap().users.get(id).cloned())
-        }
-        async fn put_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError> {
-            let mut mem = self.0.lock().unwrap();
-            mem.refresh
-                .insert(record.token_hash.clone(), (record.clone(), false));
-            Ok(())
-        }
-        async fn rotate_refresh(
-            &self,
-            old_hash: &str,
-            new: &RefreshRecord,
-            now: u64,
-        ) -> Result<Rotation, StoreError> {
-            let mut mem = self.0.lock().unwrap();
-            let Some((old, used)) = mem.refresh.get(old_hash).cloned() else {
-                return Ok(Rotation::Invalid);
-            };
-            if mem.revoked.contains(&old.family) || old.expires_at <= now {
-                return Ok(Rotation::Invalid);
-            }
-            if used {
-                mem.revoked.insert(old.family);
-                return Ok(Rotation::Reused);
-            }
-            if let Some(entry) = mem.refresh.get_mut(old_hash) {
-                entry.1 = true;
-            }
-            let stored = RefreshRecord {
-                user: old.user.clone(),
-                family: old.family.clone(),
-                ..new.clone()
-            };
-            mem.refresh
-                .insert(stored.token_hash.clone(), (stored, false));
-            Ok(Rotation::Rotated { user: old.user })
-        }
-        async fn revoke_refresh_family(
-            &self,
-            token_hash: &str,
-        ) -> Result<Option<UserId>, StoreError> {
-            let mut mem = self.0.lock().unwrap();
-            let Some((record, _)) = mem.refresh.get(token_hash).cloned() else {
-                return Ok(None);
-            };
-            mem.revoked.insert(record.family);
-            Ok(Some(record.user))
-        }
-    }
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn register_req(username: &str, password: &str) -> RegisterRequest {
         RegisterRequest {
@@ -1559,7 +1595,7 @@ MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
     #[tokio::test]
     async fn register_then_login() {
         let auth = auth(&hs256(SECRET));
-        let store = MemStore::default();
+        let (_dir, store) = test_store();
         let registered = auth
             .register(
                 &store,
@@ -1567,6 +1603,7 @@ MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
                     display_name: Some("  Alice A.  ".into()),
                     ..register_req("alice", "correct horse")
                 },
+                LOCAL,
             )
             .await
             .unwrap();
@@ -1585,16 +1622,29 @@ MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
         let phc = stored.password_hash.unwrap();
         assert!(phc.starts_with("$argon2id$"));
         assert!(!phc.contains("correct horse"));
-        {
-            let mem = store.0.lock().unwrap();
-            let (record, _) = &mem.refresh[&hash_token(&registered.refresh_token)];
-            assert_eq!(record.family, family);
-            let ttl_ms = record.expires_at - now_ms();
-            assert!(ttl_ms > 30 * 24 * 3600 * 1000 - 60_000);
-        }
+        // The refresh token lives refresh_ttl_secs (30 days): the store
+        // refuses it a minute after, and rotates it a minute before.
+        let presented = hash_token(&registered.refresh_token);
+        let next = RefreshRecord {
+            token_hash: hash_token("the next token"),
+            user: uid("alice"),
+            family: family.clone(),
+            expires_at: u64::MAX,
+        };
+        let ttl_ms = 30 * 24 * 3600 * 1000;
+        let late = store
+            .rotate_refresh(&presented, &next, now_ms() + ttl_ms + 60_000)
+            .await
+            .unwrap();
+        assert_eq!(late, Rotation::Invalid);
+        let in_time = store
+            .rotate_refresh(&presented, &next, now_ms() + ttl_ms - 60_000)
+            .await
+            .unwrap();
+        assert_eq!(in_time, Rotation::Rotated { user: uid("alice") });
 
         let logged_in = auth
-            .login(&store, &login_req("alice", "correct horse"))
+            .login(&store, &login_req("alice", "correct horse"), LOCAL)
             .await
             .unwrap();
         assert_eq!(logged_in.user, registered.user);
@@ -1610,8 +1660,8 @@ MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
     #[tokio::test]
     async fn wrong_password_unknown_user_and_passwordless_user_fail_alike() {
         let auth = auth(&hs256(SECRET));
-        let store = MemStore::default();
-        auth.register(&store, &register_req("alice", "correct horse"))
+        let (_dir, store) = test_store();
+        auth.register(&store, &register_req("alice", "correct horse"), LOCAL)
             .await
             .unwrap();
         store
@@ -1631,23 +1681,22 @@ MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
             ("idp-user", "dummy password that no one has"),
         ] {
             let err = auth
-                .login(&store, &login_req(user, password))
+                .login(&store, &login_req(user, password), LOCAL)
                 .await
                 .unwrap_err();
             assert!(matches!(err, AuthError::BadCredentials), "{user}: {err}");
         }
-        assert!(store.0.lock().unwrap().refresh.len() == 1);
     }
 
     #[tokio::test]
     async fn duplicate_username_and_invalid_input() {
         let auth = auth(&hs256(SECRET));
-        let store = MemStore::default();
-        auth.register(&store, &register_req("alice", "password1"))
+        let (_dir, store) = test_store();
+        auth.register(&store, &register_req("alice", "password1"), LOCAL)
             .await
             .unwrap();
         let err = auth
-            .register(&store, &register_req("alice", "password2"))
+            .register(&store, &register_req("alice", "password2"), LOCAL)
             .await
             .unwrap_err();
         assert!(matches!(err, AuthError::UsernameTaken));
@@ -1670,12 +1719,12 @@ MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
             },
         ];
         for req in bad {
-            let err = auth.register(&store, &req).await.unwrap_err();
+            let err = auth.register(&store, &req, LOCAL).await.unwrap_err();
             assert!(matches!(err, AuthError::InvalidInput(_)), "{req:?}: {err}");
         }
         assert!(store.user(&uid("bob")).await.unwrap().is_none());
         let err = auth
-            .login(&store, &login_req("bad name", "password1"))
+            .login(&store, &login_req("bad name", "password1"), LOCAL)
             .await
             .unwrap_err();
         assert!(matches!(err, AuthError::InvalidInput(_)));
@@ -1684,9 +1733,9 @@ MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
     #[tokio::test]
     async fn refresh_rotates_and_reuse_revokes_the_family() {
         let auth = auth(&hs256(SECRET));
-        let store = MemStore::default();
+        let (_dir, store) = test_store();
         let first = auth
-            .register(&store, &register_req("alice", "password1"))
+            .register(&store, &register_req("alice", "password1"), LOCAL)
             .await
             .unwrap();
         let family = auth.verify(&first.access_token).unwrap().sid;
@@ -1715,7 +1764,7 @@ MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
 
         // Another login of the same user is unaffected.
         let other = auth
-            .login(&store, &login_req("alice", "password1"))
+            .login(&store, &login_req("alice", "password1"), LOCAL)
             .await
             .unwrap();
         auth.refresh(&store, &other.refresh_token).await.unwrap();
@@ -1729,9 +1778,9 @@ MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
     #[tokio::test]
     async fn logout_revokes_and_is_idempotent() {
         let auth = auth(&hs256(SECRET));
-        let store = MemStore::default();
+        let (_dir, store) = test_store();
         let session = auth
-            .register(&store, &register_req("alice", "password1"))
+            .register(&store, &register_req("alice", "password1"), LOCAL)
             .await
             .unwrap();
         let rotated = auth.refresh(&store, &session.refresh_token).await.unwrap();

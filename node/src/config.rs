@@ -59,12 +59,24 @@ impl Default for NodeSection {
 pub struct ListenSection {
     /// HTTP and WebSocket (`/v1/ws`) on one port. Port 0 picks a free one.
     pub http: SocketAddr,
+    /// A request's headers must arrive within this many seconds; it is also
+    /// how long a connection may stay idle before a request (or the
+    /// WebSocket upgrade).
+    pub header_read_timeout_secs: u64,
+    /// A request's body must arrive within this many seconds.
+    pub body_read_timeout_secs: u64,
+    /// Connections one source address may hold open (0: no cap; behind a
+    /// proxy every client has the proxy's address).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ListenSection {
     fn default() -> Self {
         ListenSection {
             http: ([127, 0, 0, 1], 8080).into(),
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 10,
+            max_connections_per_ip: 1024,
         }
     }
 }
@@ -119,6 +131,29 @@ pub struct PresenceSection {
     /// With Redis: the longest a dead node's users still show online.
     /// Each node refreshes its entries every third of it.
     pub ttl_secs: u64,
+    /// Whose presence a user may watch: `"contacts"` (those who share a
+    /// conversation with them) or `"everyone"`.
+    pub visible_to: VisibleTo,
+}
+
+/// Whose presence a user may watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VisibleTo {
+    /// Users who share a conversation with them.
+    #[default]
+    Contacts,
+    /// Anyone.
+    Everyone,
+}
+
+impl From<VisibleTo> for chat_actors::dispatch::Visibility {
+    fn from(v: VisibleTo) -> Self {
+        match v {
+            VisibleTo::Contacts => chat_actors::dispatch::Visibility::Contacts,
+            VisibleTo::Everyone => chat_actors::dispatch::Visibility::Everyone,
+        }
+    }
 }
 
 impl Default for PresenceSection {
@@ -127,6 +162,7 @@ impl Default for PresenceSection {
             backend: PresenceBackend::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
             ttl_secs: 30,
+            visible_to: VisibleTo::Contacts,
         }
     }
 }
@@ -311,6 +347,9 @@ impl Config {
         if l.max_body_bytes == 0 || l.max_body_bytes >= l.max_frame_bytes {
             return bad("limits.max_body_bytes must be above 0 and below max_frame_bytes".into());
         }
+        if l.outbound_bytes < 64 * 1024 {
+            return bad("limits.outbound_bytes must be at least 65536".into());
+        }
         if l.outbound_queue == 0 || l.connections_per_user == 0 || l.inflight_per_connection == 0 {
             return bad("limits.outbound_queue, connections_per_user and inflight_per_connection must be above 0".into());
         }
@@ -322,6 +361,11 @@ impl Config {
         }
         if self.presence.ttl_secs == 0 {
             return bad("presence.ttl_secs must be above 0".into());
+        }
+        if self.listen.header_read_timeout_secs == 0 || self.listen.body_read_timeout_secs == 0 {
+            return bad(
+                "listen.header_read_timeout_secs and body_read_timeout_secs must be above 0".into(),
+            );
         }
         if self.presence.backend == PresenceBackend::Redis && self.presence.redis_url.is_empty() {
             return bad("presence.redis_url is required with backend = \"redis\"".into());

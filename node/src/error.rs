@@ -49,7 +49,7 @@ impl From<AuthError> for HttpError {
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             code: e.code(),
             message: e.to_string(),
-            retry_after_ms: None,
+            retry_after_ms: e.retry_after_ms(),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! HTTP routes: auth, history and sending over plain HTTP, health, metrics.
 //! Errors are JSON `{"code","message"}` with the status of their code.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -25,50 +27,109 @@ use crate::state::App;
 
 type HttpResult<T> = Result<T, HttpError>;
 
-/// Parses a JSON body with our error format (axum's own rejections are text,
-/// so handlers take them as `Result`s and turn them into ours here).
-fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> HttpResult<T> {
-    let body = body.map_err(|e| {
-        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ErrorCode::TooLarge
-        } else {
-            ErrorCode::BadRequest
-        };
-        HttpError::new(code, e.body_text())
-    })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| HttpError::new(ErrorCode::BadRequest, format!("invalid body: {e}")))
+/// Reads and parses a JSON body, with our error format, within the body
+/// deadline: a client that sends its headers and then withholds or trickles
+/// the body is cut off instead of holding the connection.
+async fn json_body<T: DeserializeOwned>(app: &App, body: Body) -> HttpResult<T> {
+    let limit = app.config.limits.max_frame_bytes;
+    let secs = app.config.listen.body_read_timeout_secs;
+    let read = axum::body::to_bytes(body, limit);
+    let bytes = match tokio::time::timeout(Duration::from_secs(secs), read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) if is_over_limit(&e) => {
+            return Err(HttpError::new(
+                ErrorCode::TooLarge,
+                format!("request body over {limit} bytes"),
+            ))
+        }
+        Ok(Err(_)) => {
+            return Err(HttpError::new(
+                ErrorCode::BadRequest,
+                "request body could not be read",
+            ))
+        }
+        Err(_) => {
+            return Err(HttpError::new(
+                ErrorCode::BadRequest,
+                format!("request body not received within {secs} s"),
+            ))
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| HttpError::new(ErrorCode::BadRequest, json_error(&e)))
 }
+
+fn is_over_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// What was wrong with a JSON body, in words for the client: without the
+/// parser's line and column or the server's type names.
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => "invalid body: not valid JSON".into(),
+        Category::Data => {
+            let text = e.to_string();
+            let text = text.split(" at line ").next().unwrap_or(&text);
+            let text = STRUCT_NAME
+                .iter()
+                .fold(text.to_string(), |t, name| t.replace(name, "an object"));
+            format!("invalid body: {text}")
+        }
+    }
+}
+
+/// serde names the Rust type it expected ("struct LoginRequest"): not the
+/// client's business.
+const STRUCT_NAME: [&str; 4] = [
+    "struct RegisterRequest",
+    "struct LoginRequest",
+    "struct RefreshBody",
+    "struct SendBody",
+];
 
 /// A path or query rejection as our JSON 400.
 fn bad_request(e: impl std::fmt::Display) -> HttpError {
     HttpError::new(ErrorCode::BadRequest, e.to_string())
 }
 
-/// Verifies the request's token.
-pub(crate) fn authenticate(
+/// Verifies the request's token, its login and its user.
+pub(crate) async fn authenticate(
     app: &App,
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> HttpResult<Claims> {
-    Ok(app.auth.verify_request(headers, query_token)?)
+    let store = app.services.store.as_ref();
+    Ok(app.auth.authorize(store, headers, query_token).await?)
 }
 
 pub(crate) async fn register(
     State(app): State<Arc<App>>,
-    body: Result<Bytes, BytesRejection>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
 ) -> HttpResult<Response> {
-    let req: RegisterRequest = json_body(body)?;
-    let tokens = app.auth.register(app.services.store.as_ref(), &req).await?;
+    let req: RegisterRequest = json_body(&app, body).await?;
+    let store = app.services.store.as_ref();
+    let tokens = app.auth.register(store, &req, peer.ip()).await?;
     Ok((StatusCode::CREATED, Json(tokens)).into_response())
 }
 
 pub(crate) async fn login(
     State(app): State<Arc<App>>,
-    body: Result<Bytes, BytesRejection>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
 ) -> HttpResult<Response> {
-    let req: LoginRequest = json_body(body)?;
-    let tokens = app.auth.login(app.services.store.as_ref(), &req).await?;
+    let req: LoginRequest = json_body(&app, body).await?;
+    let store = app.services.store.as_ref();
+    let tokens = app.auth.login(store, &req, peer.ip()).await?;
     Ok(Json(tokens).into_response())
 }
 
@@ -77,11 +138,8 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-pub(crate) async fn refresh(
-    State(app): State<Arc<App>>,
-    body: Result<Bytes, BytesRejection>,
-) -> HttpResult<Response> {
-    let req: RefreshBody = json_body(body)?;
+pub(crate) async fn refresh(State(app): State<Arc<App>>, body: Body) -> HttpResult<Response> {
+    let req: RefreshBody = json_body(&app, body).await?;
     let tokens = app
         .auth
         .refresh(app.services.store.as_ref(), &req.refresh_token)
@@ -89,11 +147,8 @@ pub(crate) async fn refresh(
     Ok(Json(tokens).into_response())
 }
 
-pub(crate) async fn logout(
-    State(app): State<Arc<App>>,
-    body: Result<Bytes, BytesRejection>,
-) -> HttpResult<StatusCode> {
-    let req: RefreshBody = json_body(body)?;
+pub(crate) async fn logout(State(app): State<Arc<App>>, body: Body) -> HttpResult<StatusCode> {
+    let req: RefreshBody = json_body(&app, body).await?;
     app.auth
         .logout(app.services.store.as_ref(), &req.refresh_token)
         .await?;
@@ -152,7 +207,7 @@ pub(crate) async fn history(
 ) -> HttpResult<Response> {
     let Path(id) = path.map_err(bad_request)?;
     let Query(params) = query.map_err(bad_request)?;
-    let claims = authenticate(&app, &headers, params.access_token.as_deref())?;
+    let claims = authenticate(&app, &headers, params.access_token.as_deref()).await?;
     let conversation = conversation_id(&id)?;
     let limit = params.limit.unwrap_or(limits::DEFAULT_HISTORY_LIMIT);
     if limit == 0 || limit > limits::MAX_HISTORY_LIMIT {
@@ -190,12 +245,12 @@ pub(crate) async fn send(
     State(app): State<Arc<App>>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> HttpResult<Response> {
     let Path(id) = path.map_err(bad_request)?;
-    let claims = authenticate(&app, &headers, None)?;
+    let claims = authenticate(&app, &headers, None).await?;
     let conversation = conversation_id(&id)?;
-    let req: SendBody = json_body(body)?;
+    let req: SendBody = json_body(&app, body).await?;
     let max = app.config.limits.max_body_bytes;
     if req.body.len() > max {
         return Err(HttpError::new(
@@ -264,4 +319,16 @@ pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
             .into_response(),
         Err(e) => HttpError::new(ErrorCode::Internal, e.to_string()).into_response(),
     }
+}
+
+/// Any path the node does not serve.
+pub(crate) async fn not_found() -> HttpError {
+    HttpError::new(ErrorCode::NotFound, "no such route")
+}
+
+/// A route the node serves, with a method it does not take.
+pub(crate) async fn method_not_allowed() -> Response {
+    let mut r = HttpError::new(ErrorCode::BadRequest, "method not allowed").into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
 }

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod listener;
 pub mod membership;
 pub mod state;
 pub mod ws;

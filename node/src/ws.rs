@@ -8,15 +8,18 @@
 //!  socket ◄─ writer task ◄──────────── bounded outbound queue ◄── fan-out (events)
 //! ```
 //!
-//! Every frame towards the client goes through one bounded queue; when it is
-//! full the connection is closed with 4003 instead of growing. Frames over
-//! `max_frame_bytes` close with 1009, an expired token with 4001, a node
-//! shutting down with 1001. The reader stops reading while too many requests
-//! are in flight or have replies not yet written to the socket, which pushes
-//! back on the client through TCP: a client that pipelines requests without
-//! reading the replies stalls instead of growing the node's memory, and its
-//! replies alone never overflow the queue (only events can, which is what
-//! 4003 is for).
+//! Every frame towards the client goes through one queue, bounded in frames
+//! and in bytes ([`chat_actors::conn`]). The reader takes a new request only
+//! while what is queued, what the requests in flight may answer with (a
+//! reservation per request) and the pongs owed stay under the connection's
+//! byte budget, and while the queue has room for every reply in flight: a
+//! client that pipelines requests (or pings) without reading stalls, pushed
+//! back through TCP, instead of growing the node's memory, and its replies
+//! alone never overflow the queue. Events can, and then the connection is
+//! closed with 4003; so is one whose socket accepts nothing for the idle
+//! timeout. Frames over `max_frame_bytes` close with 1009, broken WebSocket
+//! framing with 1002, text that is not UTF-8 with 1007, an expired token
+//! with 4001, a node shutting down with 1001.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,17 +33,17 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use chat_actors::conn::{Closer, Connection, Outbound};
+use chat_actors::conn::{Budget, Closer, Connection, ConnectionEnd};
 use chat_actors::dispatch::Caller;
 use chat_actors::msg::{RouterMsg, SessionMsg};
 use chat_actors::ChatError;
-use chat_protocol::{close_code, ClientFrame, Codec, ErrorCode, ReqId, ServerFrame};
+use chat_protocol::{close_code, ClientFrame, Codec, ErrorCode, ServerFrame};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use ractor::ActorRef;
 use tokio::sync::{mpsc, Notify};
 
-use crate::auth::{ensure_user, Claims};
+use crate::auth::Claims;
 use crate::error::HttpError;
 use crate::state::App;
 
@@ -51,20 +54,16 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let claims = match app
-        .auth
-        .verify_request(&headers, params.get("access_token").map(String::as_str))
-    {
-        Ok(c) => c,
-        Err(e) => return HttpError::from(e).into_response(),
-    };
     if app.shutdown.is_cancelled() {
         return HttpError::from(ChatError::Unavailable("node is shutting down".into()))
             .into_response();
     }
-    if let Err(e) = ensure_user(app.services.store.as_ref(), &claims.sub).await {
-        return HttpError::from(e).into_response();
-    }
+    let token = params.get("access_token").map(String::as_str);
+    let store = app.services.store.as_ref();
+    let claims = match app.auth.authorize(store, &headers, token).await {
+        Ok(c) => c,
+        Err(e) => return HttpError::from(e).into_response(),
+    };
     let ws = ws.protocols([Codec::JSON_PROTOCOL, Codec::MSGPACK_PROTOCOL]);
     let codec = ws
         .selected_protocol()
@@ -83,62 +82,42 @@ pub async fn upgrade(
         // not per frame, which is what a busy connection's fan-out needs.
         // The buffer only grows to what a batch holds.
         .write_buffer_size(WRITE_BUFFER)
-        // No cap of its own beyond that: the writer waits for each frame to
-        // be accepted before the next, so the buffer holds at most
-        // `WRITE_BUFFER` and one frame. A cap would have to exceed the
-        // largest reply, a history page of 200 messages of up to
-        // `max_body_bytes` each, escaped: frames above it fail to send.
-        .max_write_buffer_size(usize::MAX);
+        // The writer waits for each frame to be accepted before the next,
+        // so the buffer holds at most `WRITE_BUFFER` and one frame, plus
+        // the pongs tungstenite answers pings with (which the reader also
+        // bounds). The cap must exceed the largest frame: a history page
+        // stops at `MAX_PAGE_BYTES` of stored messages, which JSON escaping
+        // can make at most six times larger.
+        .max_write_buffer_size(MAX_WRITE_BUFFER);
     let tracker = app.connections.clone();
     ws.on_upgrade(move |socket| {
         tracker.track_future(async move { serve(app, socket, claims, codec).await })
     })
 }
 
-type ReplyFuture = Pin<Box<dyn Future<Output = Option<Outbound>> + Send>>;
+/// The future of one request's reply: its encoded frame (none for typing
+/// without a `req`) and the bytes reserved for it.
+type ReplyFuture = Pin<Box<dyn Future<Output = (Option<Bytes>, usize)> + Send>>;
 
-/// The replies (and errors) of one connection that are queued but not yet
-/// written to the socket. The reader counts them with the requests in
-/// flight, so a client that does not read its replies stops being read.
-///
-/// Only replies travel as [`Outbound::Frame`]; events are
-/// [`Outbound::Shared`] and do not count.
+/// Pongs the connection owes: tungstenite answers every ping read with a
+/// pong in its write buffer. The reader counts them against the budget, and
+/// the writer flushes them (and then forgets them), so a client that floods
+/// pings without reading stops being read.
 #[derive(Debug, Default)]
-struct ReplyWindow {
-    unwritten: AtomicUsize,
-    written: Notify,
+struct Pongs {
+    owed: AtomicUsize,
+    flush: Notify,
 }
 
-impl ReplyWindow {
-    /// Most requests in flight plus unwritten replies: at most half the
-    /// outbound queue, so that replies never fill it and events always have
-    /// room until the client stops reading.
-    fn size(limits: &chat_protocol::Limits) -> usize {
-        limits
-            .inflight_per_connection
-            .min(limits.outbound_queue / 2)
-            .max(1)
+impl Pongs {
+    fn owe(&self, ping_len: usize) {
+        // A pong repeats the ping's payload behind a header of 2 to 6 bytes.
+        self.owed.fetch_add(ping_len + 6, Ordering::AcqRel);
+        self.flush.notify_one();
     }
 
-    fn unwritten(&self) -> usize {
-        self.unwritten.load(Ordering::Acquire)
-    }
-
-    /// Queues a reply for the writer.
-    fn push(&self, conn: &Connection, reply: Outbound) {
-        // Counted before it is queued: the writer may write it at once.
-        self.unwritten.fetch_add(1, Ordering::AcqRel);
-        if !conn.push(reply) {
-            self.written_one();
-        }
-    }
-
-    /// The writer wrote (or dropped) a reply.
-    fn written_one(&self) {
-        let _ = self
-            .unwritten
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        self.written.notify_one();
+    fn owed(&self) -> usize {
+        self.owed.load(Ordering::Acquire)
     }
 }
 
@@ -146,7 +125,9 @@ impl ReplyWindow {
 pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Codec) {
     let limits = app.config.limits.clone();
     let id = app.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (conn, rx, closer) = Connection::new(id, limits.outbound_queue);
+    let (conn, end) = Connection::new(id, codec, limits.outbound_queue, limits.outbound_bytes);
+    let conn = conn.signed_in(claims.sid.as_deref().map(Arc::from));
+    let ConnectionEnd { rx, closer, budget } = end;
     let (mut sink, mut stream) = socket.split();
 
     let attached = ractor::call!(app.router, |reply| RouterMsg::Connect {
@@ -181,7 +162,6 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
             return;
         }
     };
-
     let caller = Caller {
         user: claims.sub.clone(),
         conn: Some(id),
@@ -189,23 +169,33 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
     };
     let ping_every = Duration::from_secs(limits.idle_timeout_secs.max(2) / 2);
     let idle = Duration::from_secs(limits.idle_timeout_secs);
-    let window = Arc::new(ReplyWindow::default());
-    let window_size = ReplyWindow::size(&limits);
+    let pongs = Arc::new(Pongs::default());
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
-        closer.clone(),
-        window.clone(),
+        Control {
+            closer: closer.clone(),
+            budget: budget.clone(),
+            pongs: pongs.clone(),
+        },
         codec,
         ping_every,
         idle,
     ));
 
+    // Replies in flight plus frames queued stay under half the queue, so
+    // that replies never fill it and events always have room until the
+    // client stops reading.
+    let window = limits
+        .inflight_per_connection
+        .min(limits.outbound_queue / 2)
+        .max(1);
     // The same leeway the upgrade allowed, or a reconnect with this token
     // would be accepted and cut again at once.
     let token_deadline = deadline_of(claims.exp + app.config.auth.leeway_secs);
     let mut last_heard = Instant::now();
     let mut pending: FuturesUnordered<ReplyFuture> = FuturesUnordered::new();
+    let mut reserved = 0usize;
     // Made once, not per frame: re-arming timers and re-registering waiters
     // on every frame read cost more than the frame's routing.
     let closed = closer.closed();
@@ -214,16 +204,17 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
     let idle_timer = tokio::time::sleep_until(tokio::time::Instant::from_std(last_heard + idle));
     tokio::pin!(closed, shutdown, token_expired, idle_timer);
     loop {
-        let room = pending.len() + window.unwritten() < window_size;
+        let room = pending.len() + conn.queued_frames() < window
+            && budget.queued() + reserved + pongs.owed() < budget.soft();
         tokio::select! {
             _ = &mut closed => break,
             _ = &mut shutdown => {
                 // Answer what was already read before saying goodbye: those
                 // requests may be stored, and an answer spares a retry.
                 let answered = async {
-                    while let Some(out) = pending.next().await {
-                        if let Some(frame) = out {
-                            window.push(&conn, frame);
+                    while let Some((out, _)) = pending.next().await {
+                        if let Some(bytes) = out {
+                            conn.push_reply(bytes);
                         }
                     }
                 };
@@ -246,29 +237,40 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
                 closer.close(IDLE_CLOSE);
                 break;
             }
-            Some(out) = pending.next(), if !pending.is_empty() => {
-                if let Some(frame) = out {
-                    window.push(&conn, frame);
+            Some((out, reservation)) = pending.next(), if !pending.is_empty() => {
+                reserved -= reservation;
+                if let Some(bytes) = out {
+                    conn.push_reply(bytes);
                 }
             }
-            // Full: wait for the writer to make room.
-            _ = window.written.notified(), if !room => {}
+            // Over budget: wait for the writer to make room.
+            _ = budget.wait_written(), if !room => {}
             incoming = stream.next(), if room => {
                 last_heard = Instant::now();
                 let bytes: Bytes = match incoming {
                     Some(Ok(WsMessage::Text(t))) => Bytes::from(t),
                     Some(Ok(WsMessage::Binary(b))) => b,
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    Some(Ok(WsMessage::Ping(p))) => {
+                        pongs.owe(p.len());
+                        continue;
+                    }
+                    Some(Ok(WsMessage::Pong(_))) => continue,
                     Some(Ok(WsMessage::Close(_))) | None => break,
                     Some(Err(e)) => {
-                        if is_too_big(&e) {
-                            closer.close(close_code::TOO_BIG);
+                        if let Some(code) = close_code_of(&e) {
+                            closer.close(code);
                         }
                         break;
                     }
                 };
-                if let Some(fut) = handle_frame(&app, &caller, &conn, &window, codec, &bytes) {
-                    pending.push(fut);
+                match handle_frame(&app, &caller, &conn, codec, &bytes) {
+                    Handled::Answered(reply) => {
+                        conn.push_reply(reply);
+                    }
+                    Handled::Pending(fut, reservation) => {
+                        reserved += reservation;
+                        pending.push(fut);
+                    }
                 }
             }
         }
@@ -303,74 +305,116 @@ fn deadline_of(exp_unix_secs: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(left.min(10 * 365 * 24 * 3600))
 }
 
-fn is_too_big(e: &axum::Error) -> bool {
-    let text = format!("{e:?}");
-    text.contains("Capacity") || text.contains("too long") || text.contains("too big")
+/// The close code a read error calls for: 1009 for a frame over the limit,
+/// 1002 for broken WebSocket framing, 1007 for text that is not UTF-8; none
+/// for a socket that failed (nobody would read it).
+fn close_code_of(e: &axum::Error) -> Option<u16> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = std::error::Error::source(e)?.downcast_ref::<WsError>()?;
+    match inner {
+        WsError::Capacity(_) => Some(close_code::TOO_BIG),
+        WsError::Protocol(_) => Some(close_code::PROTOCOL_ERROR),
+        WsError::Utf8(_) => Some(close_code::INVALID_DATA),
+        _ => None,
+    }
 }
 
-fn error_frame(req: Option<ReqId>, code: ErrorCode, message: String) -> Outbound {
-    Outbound::frame(ServerFrame::error(req, code, message))
+/// What became of one frame read.
+enum Handled {
+    /// Answered at once (an error, or a ping): the encoded reply.
+    Answered(Bytes),
+    /// Sent on: its reply's future, and the bytes reserved for that reply.
+    Pending(ReplyFuture, usize),
 }
 
-/// Decodes and checks one frame; returns the future of its reply when an
-/// actor answers it.
+/// Bytes reserved for the reply of a request in flight: a page of history
+/// or of conversations may take up to a page's worth; a send's `ok` echoes
+/// its message; anything else is small.
+fn reservation(frame: &ClientFrame) -> usize {
+    const SMALL: usize = 512;
+    match frame {
+        ClientFrame::History { .. } | ClientFrame::Conversations { .. } => {
+            chat_protocol::limits::MAX_PAGE_BYTES
+        }
+        ClientFrame::Send { body, .. } => body.len() + SMALL,
+        _ => SMALL,
+    }
+}
+
+fn encode_reply(codec: Codec, frame: &ServerFrame) -> Bytes {
+    match codec.encode(frame) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a reply");
+            let fallback = ServerFrame::error(None, ErrorCode::Internal, "reply not encodable");
+            Bytes::from(codec.encode(&fallback).unwrap_or_default())
+        }
+    }
+}
+
+/// Decodes and checks one frame, and hands it to the dispatcher.
 fn handle_frame(
     app: &App,
     caller: &Caller,
     conn: &Connection,
-    window: &ReplyWindow,
     codec: Codec,
     bytes: &[u8],
-) -> Option<ReplyFuture> {
+) -> Handled {
     let limits = &app.config.limits;
+    let error = |req, code, message| {
+        app.services.metrics.frames_rejected.inc();
+        Handled::Answered(encode_reply(codec, &ServerFrame::error(req, code, message)))
+    };
     let frame = match codec.decode_client(bytes) {
         Ok(f) => f,
         Err(e) => {
-            app.services.metrics.frames_rejected.inc();
-            window.push(
-                conn,
-                error_frame(
-                    e.req,
-                    ErrorCode::BadRequest,
-                    format!("invalid frame: {}", e.reason),
-                ),
-            );
-            return None;
+            return error(
+                e.req,
+                ErrorCode::BadRequest,
+                format!("invalid frame: {}", e.reason),
+            )
         }
     };
     let req = frame.req().cloned();
     if let Err(r) = frame.validate(limits) {
-        app.services.metrics.frames_rejected.inc();
-        window.push(conn, error_frame(req, r.code, r.message));
-        return None;
+        return error(req, r.code, r.message);
     }
     if let ClientFrame::Ping { .. } = frame {
-        window.push(conn, Outbound::frame(ServerFrame::ok(req)));
-        return None;
+        return Handled::Answered(encode_reply(codec, &ServerFrame::ok(req)));
     }
-    let silent = matches!(frame, ClientFrame::Typing { .. });
+    // Typing is answered only when the client asked for an answer.
+    let silent = matches!(frame, ClientFrame::Typing { .. }) && req.is_none();
+    let reserved = reservation(&frame);
     let (tx, rx) = ractor::concurrency::oneshot();
     app.dispatch.dispatch(caller, frame, tx.into());
-    Some(Box::pin(async move {
-        let result = rx
-            .await
-            .unwrap_or_else(|_| Err(ChatError::Unavailable("request lost; retry".into())));
-        match result {
-            Ok(_) if silent => None,
-            Ok(mut ok) => {
-                ok.req = req;
-                Some(Outbound::frame(ServerFrame::Ok(ok)))
-            }
-            Err(e) => Some(Outbound::frame(e.to_frame(req))),
-        }
-    }))
+    let codec = conn.codec();
+    Handled::Pending(
+        Box::pin(async move {
+            let result = rx
+                .await
+                .unwrap_or_else(|_| Err(ChatError::Unavailable("request lost; retry".into())));
+            let out = match result {
+                Ok(_) if silent => None,
+                Ok(mut ok) => {
+                    ok.req = req;
+                    Some(encode_reply(codec, &ServerFrame::Ok(ok)))
+                }
+                Err(e) => Some(encode_reply(codec, &e.to_frame(req))),
+            };
+            (out, reserved)
+        }),
+        reserved,
+    )
 }
 
-fn encode(codec: Codec, out: &Outbound) -> Option<WsMessage> {
-    let bytes = match out {
-        Outbound::Frame(f) => Bytes::from(codec.encode(f.as_ref()).ok()?),
-        Outbound::Shared(s) => s.encoded(codec).ok()?,
-    };
+/// What the writer shares with the rest of the connection.
+struct Control {
+    closer: Arc<Closer>,
+    budget: Arc<Budget>,
+    pongs: Arc<Pongs>,
+}
+
+fn message_of(codec: Codec, bytes: Bytes) -> Option<WsMessage> {
     Some(if codec.is_binary() {
         WsMessage::Binary(bytes)
     } else {
@@ -419,73 +463,111 @@ const WRITE_BUFFER: usize = 32 * 1024;
 /// `max_frame_bytes`).
 const READ_BUFFER: usize = 1024;
 
+/// The largest write buffer tungstenite may hold: above the largest frame
+/// the node writes (a history page of `MAX_PAGE_BYTES` stored bytes, which
+/// JSON escaping can make up to six times larger) plus a batch.
+const MAX_WRITE_BUFFER: usize = 6 * chat_protocol::limits::MAX_PAGE_BYTES + 2 * WRITE_BUFFER;
+
 /// Writes the outbound queue to the socket until the connection closes,
-/// then sends the close frame. `close_grace` bounds how long a client cut
-/// with 4003 has to read its backlog and so learn why it was cut.
+/// then sends the close frame. A write the socket does not take within
+/// `stall` (the idle timeout) closes the connection with 4003: its client
+/// stopped reading. `stall` also bounds how long a client cut with 4003 has
+/// to read its backlog and so learn why it was cut.
 async fn write_loop<S>(
     mut sink: S,
-    mut rx: mpsc::Receiver<Outbound>,
-    closer: Arc<Closer>,
-    window: Arc<ReplyWindow>,
+    mut rx: mpsc::Receiver<Bytes>,
+    control: Control,
     codec: Codec,
     ping_every: Duration,
-    close_grace: Duration,
+    stall: Duration,
 ) where
     S: futures_util::Sink<WsMessage, Error = axum::Error> + Unpin,
 {
+    let Control {
+        closer,
+        budget,
+        pongs,
+    } = control;
     let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
     let mut failed = false;
     // Made once: a waiter registered per frame costs a lock each time.
     let closed = closer.closed();
     tokio::pin!(closed);
+    /// What happened to one write.
+    enum Wrote {
+        Done,
+        Failed,
+        Closed,
+        Stalled,
+    }
+    // One write, raced against a close request (a client that stops reading
+    // must not pin this task) and against the stall deadline.
+    macro_rules! write {
+        ($op:expr) => {
+            tokio::select! {
+                biased;
+                r = $op => if r.is_err() { Wrote::Failed } else { Wrote::Done },
+                _ = &mut closed => Wrote::Closed,
+                _ = tokio::time::sleep(stall) => Wrote::Stalled,
+            }
+        };
+    }
     'outer: loop {
-        tokio::select! {
+        let wrote = tokio::select! {
             biased;
             _ = &mut closed => break,
             item = rx.recv() => {
                 let Some(first) = item else { break };
                 let mut next = Some(first);
                 let mut fed = 0;
-                while let Some(out) = next.take() {
-                    if let Some(msg) = encode(codec, &out) {
-                        // A client that stops reading must not pin this
-                        // task: a close request interrupts a blocked write.
-                        tokio::select! {
-                            biased;
-                            r = sink.feed(msg) => if r.is_err() {
-                                failed = true;
+                while let Some(bytes) = next.take() {
+                    let n = bytes.len();
+                    if let Some(msg) = message_of(codec, bytes) {
+                        match write!(sink.feed(msg)) {
+                            Wrote::Done => {}
+                            other => {
+                                budget.written(n);
+                                match other {
+                                    Wrote::Failed => failed = true,
+                                    Wrote::Stalled => closer.close(close_code::SLOW_CONSUMER),
+                                    _ => {}
+                                }
                                 break 'outer;
-                            },
-                            _ = &mut closed => break 'outer,
+                            }
                         }
                     }
-                    if matches!(out, Outbound::Frame(_)) {
-                        window.written_one();
-                    }
+                    budget.written(n);
                     fed += 1;
                     if fed < WRITE_BATCH {
                         next = rx.try_recv().ok();
                     }
                 }
-                tokio::select! {
-                    biased;
-                    r = sink.flush() => if r.is_err() {
-                        failed = true;
-                        break;
-                    },
-                    _ = &mut closed => break,
-                }
+                write!(sink.flush())
             }
-            _ = ping.tick() => {
-                tokio::select! {
-                    biased;
-                    r = sink.send(WsMessage::Ping(Bytes::new())) => if r.is_err() {
-                        failed = true;
-                        break;
-                    },
-                    _ = &mut closed => break,
+            _ = ping.tick() => write!(sink.send(WsMessage::Ping(Bytes::new()))),
+            // Pongs tungstenite buffered for pings the reader took: out they
+            // go, and the reader may read again.
+            _ = pongs.flush.notified(), if pongs.owed() > 0 => {
+                let owed = pongs.owed();
+                let wrote = write!(sink.flush());
+                if let Wrote::Done = wrote {
+                    pongs.owed.fetch_sub(owed, Ordering::AcqRel);
+                    budget.written(0);
                 }
+                wrote
+            }
+        };
+        match wrote {
+            Wrote::Done => {}
+            Wrote::Failed => {
+                failed = true;
+                break;
+            }
+            Wrote::Closed => break,
+            Wrote::Stalled => {
+                closer.close(close_code::SLOW_CONSUMER);
+                break;
             }
         }
     }
@@ -493,8 +575,8 @@ async fn write_loop<S>(
     // just collected), within a bound.
     if !failed && closer.code() == Some(close_code::GOING_AWAY) {
         let flushed = async {
-            while let Ok(out) = rx.try_recv() {
-                if let Some(msg) = encode(codec, &out) {
+            while let Ok(bytes) = rx.try_recv() {
+                if let Some(msg) = message_of(codec, bytes) {
                     sink.feed(msg).await?;
                 }
             }
@@ -505,7 +587,9 @@ async fn write_loop<S>(
     // Nothing more will be written: free what is queued now rather than
     // after the close, and make the reader stop if the socket failed.
     rx.close();
-    drop(rx);
+    while let Ok(bytes) = rx.try_recv() {
+        budget.written(bytes.len());
+    }
     if failed {
         closer.close(1011);
     }
@@ -513,6 +597,8 @@ async fn write_loop<S>(
         let (reason, within) = match code {
             close_code::GOING_AWAY => ("going away", CLOSE_TIMEOUT),
             close_code::TOO_BIG => ("frame too big", CLOSE_TIMEOUT),
+            close_code::PROTOCOL_ERROR => ("websocket protocol error", CLOSE_TIMEOUT),
+            close_code::INVALID_DATA => ("text frame is not utf-8", CLOSE_TIMEOUT),
             close_code::TOKEN_EXPIRED => ("token expired", CLOSE_TIMEOUT),
             close_code::TOO_MANY_CONNECTIONS => ("too many connections", CLOSE_TIMEOUT),
             // The close frame queues behind what the socket already holds:
@@ -520,7 +606,7 @@ async fn write_loop<S>(
             // that does not read for as long as an idle client is dead.
             close_code::SLOW_CONSUMER => (
                 "outbound queue overflowed; reconnect and catch up with history",
-                close_grace,
+                stall,
             ),
             IDLE_CLOSE => ("idle timeout", CLOSE_TIMEOUT),
             _ => ("", CLOSE_TIMEOUT),

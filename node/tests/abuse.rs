@@ -12,7 +12,7 @@ use std::sync::{Mutex, Once};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use chat_protocol::{ClientFrame, Codec, ErrorCode, MessageId, ReqId, ServerFrame};
+use chat_protocol::{ClientFrame, Codec, ErrorCode, Message, MessageId, ReqId, ServerFrame};
 use common::frames::*;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -271,7 +271,7 @@ fn peak_rss() -> u64 {
 
 /// Signs a token with `secret` the way the node does (HS256, `sub`, `exp`).
 fn token(secret: &str, sub: &str, exp: u64) -> String {
-    let claims = json!({ "sub": sub, "exp": exp, "iat": exp.saturating_sub(60) });
+    let claims = json!({ "sub": sub, "exp": exp, "iat": now_secs().min(exp) });
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
@@ -617,10 +617,12 @@ async fn too_large_body_and_page_limits_msgpack() {
     too_large_body_and_page_limits(Codec::MsgPack).await;
 }
 
-/// Replies may be far larger than a client's frames: a full page of the
-/// largest messages (200 x 16 KiB) still reaches the client.
+/// Replies may be far larger than a client's frames, but a page stops at
+/// about `MAX_PAGE_BYTES` (1 MiB) of messages and says `more`: a page of
+/// 200 of the largest messages (3.3 MB) comes in parts, and paging with
+/// `before` gets every message, in order.
 #[tokio::test]
-async fn full_page_of_largest_messages_is_delivered() {
+async fn a_page_of_the_largest_messages_comes_in_parts_of_at_most_a_mebibyte() {
     let panics = PanicWatch::start();
     let node = TestNode::start().await;
     let alice = node.user(&unique("alice")).await;
@@ -638,12 +640,30 @@ async fn full_page_of_largest_messages_is_delivered() {
         for (_, f) in replies(&mut a, 200).await {
             ok(f);
         }
-        // ~3.3 MB in one frame, 50 times the client's frame limit.
-        let page = ok(a.request(history(&conv, None, None, Some(200))).await)
-            .messages
-            .unwrap();
-        assert_eq!(page.len(), 200);
-        assert!(page.iter().all(|m| m.body.len() == max));
+        // 16 times the client's frame limit in one frame, and no more.
+        let mut all: Vec<Message> = Vec::new();
+        let mut before = None;
+        loop {
+            let page = ok(a.request(history(&conv, before, None, Some(200))).await);
+            let messages = page.messages.unwrap();
+            let bytes: usize = messages.iter().map(|m| m.body.len()).sum();
+            assert!(bytes <= chat_protocol::limits::MAX_PAGE_BYTES, "{bytes}");
+            if page.more.unwrap() {
+                assert!(
+                    messages.len() >= 60,
+                    "{} messages of 16 KiB",
+                    messages.len()
+                );
+            }
+            before = messages.first().map(|m| m.id.0);
+            all.splice(0..0, messages);
+            if !page.more.unwrap() {
+                break;
+            }
+        }
+        assert_eq!(all.len(), 200);
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+        assert!(all.iter().all(|m| m.body.len() == max));
         let list = ok(a
             .request(ClientFrame::Conversations {
                 req: None,
@@ -733,7 +753,8 @@ async fn frame_over_max_frame_bytes_closes_with_1009_msgpack() {
 #[tokio::test]
 async fn upgrade_without_a_valid_token_is_refused_with_401() {
     let panics = PanicWatch::start();
-    let node = TestNode::start().await;
+    // Tokens minted here name no login: accepted only with this off.
+    let node = TestNode::start_with(|c| c.auth.require_session = false).await;
     let alice = node.user(&unique("alice")).await;
     let future = now_secs() + 600;
     // Leeway is 5 s by default: an hour ago is expired for sure.
@@ -1116,7 +1137,12 @@ async fn http_sends_over_the_rate_get_429_with_retry_after() {
 #[tokio::test]
 async fn watch_limit_membership_and_missing_conversations() {
     let panics = PanicWatch::start();
-    let node = TestNode::start().await;
+    // The watch limit counts watches held; presence of strangers is shown
+    // (and held) only where the node shows everyone's.
+    let node = TestNode::start_with(|c| {
+        c.presence.visible_to = chat_node::config::VisibleTo::Everyone;
+    })
+    .await;
     let alice = node.user(&unique("alice")).await;
     let bob = node.user(&unique("bob")).await;
     let eve = node.user(&unique("eve")).await;

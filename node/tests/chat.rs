@@ -224,7 +224,10 @@ async fn presence_watch_and_unwatch() {
     let node = TestNode::start().await;
     let a = node.user(&unique("watcher")).await;
     let b = node.user(&unique("watched")).await;
+    let c = node.user(&unique("other")).await;
     let mut ca = connect(node.addr, &a.access, Codec::Json).await;
+    // Presence is shown to those who share a conversation.
+    group(&mut ca, &[&b.id, &c.id]).await;
     let w = ok(ca
         .request(ClientFrame::Watch {
             req: None,
@@ -251,7 +254,6 @@ async fn presence_watch_and_unwatch() {
         .await);
     let _cb2 = connect(node.addr, &b.access, Codec::Json).await;
     // A later change of another watched user proves the unwatched one was skipped.
-    let c = node.user(&unique("other")).await;
     ok(ca
         .request(ClientFrame::Watch {
             req: None,

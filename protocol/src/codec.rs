@@ -109,7 +109,7 @@ impl Codec {
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, DecodeError> {
         let result = match self {
             Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-            Codec::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+            Codec::MsgPack => decode_msgpack_map(bytes),
         };
         result.map_err(|reason| DecodeError {
             req: self.recover_req(bytes),
@@ -129,4 +129,22 @@ impl Codec {
         };
         parsed.and_then(|r| r.req)
     }
+}
+
+/// One MessagePack map and nothing after it, as the JSON decoder accepts
+/// one object and nothing after it: rmp-serde alone would also take a
+/// struct written as an array, and ignore trailing bytes.
+fn decode_msgpack_map<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    // fixmap, map 16, map 32.
+    if !matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf)) {
+        return Err("a frame must be a map".into());
+    }
+    let mut rest = bytes;
+    let mut de = rmp_serde::Deserializer::new(&mut rest);
+    let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+    drop(de);
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the frame", rest.len()));
+    }
+    Ok(value)
 }

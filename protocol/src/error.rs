@@ -16,6 +16,8 @@ pub enum ErrorCode {
     NotFound,
     /// Body over `max_body_bytes`.
     TooLarge,
+    /// The name asked for is taken (registration).
+    Conflict,
     /// Over the sender's rate; the frame carries `retry_after_ms`.
     RateLimited,
     /// A dependency is down; nothing was stored; retry.
@@ -33,6 +35,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::TooLarge => 413,
+            ErrorCode::Conflict => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
@@ -47,6 +50,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::TooLarge => "too_large",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -58,6 +62,11 @@ impl ErrorCode {
 pub mod close_code {
     /// The node is shutting down: reconnect to another node.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol (reserved bits, an unmasked
+    /// or orphan frame, a bad opcode).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// A frame over `max_frame_bytes`.
     pub const TOO_BIG: u16 = 1009;
     /// The token expired or was revoked.

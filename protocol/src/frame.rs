@@ -238,6 +238,10 @@ impl ClientFrame {
                     limits.max_body_bytes
                 ),
             ),
+            ClientFrame::Send { kind, .. } if kind.is_reserved() => reject(
+                ErrorCode::BadRequest,
+                format!("kind {} is the server's", kind.as_str()),
+            ),
             ClientFrame::History { limit, .. } | ClientFrame::Conversations { limit, .. } => {
                 check_page_limit(*limit)
             }
@@ -261,6 +265,15 @@ impl ClientFrame {
                     return reject(
                         ErrorCode::TooLarge,
                         format!("title is over {} bytes", limits::MAX_TITLE_BYTES),
+                    );
+                }
+                if title
+                    .as_ref()
+                    .is_some_and(|t| t.chars().any(char::is_control))
+                {
+                    return reject(
+                        ErrorCode::BadRequest,
+                        "title may not hold control characters",
                     );
                 }
                 Ok(())

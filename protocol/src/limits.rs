@@ -20,6 +20,10 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Frames queued towards one connection before it is closed with 4003.
     pub outbound_queue: usize,
+    /// Bytes queued towards one connection (and reserved for the replies
+    /// of its requests in flight) past which the node reads no more of its
+    /// requests; events past twice this close it with 4003.
+    pub outbound_bytes: usize,
     /// Users one connection may watch.
     pub watch_per_connection: usize,
     /// Requests one connection may have in flight before the node stops reading it.
@@ -36,6 +40,7 @@ impl Default for Limits {
             connections_per_user: 16,
             idle_timeout_secs: 60,
             outbound_queue: 1024,
+            outbound_bytes: 2 << 20,
             watch_per_connection: 1000,
             inflight_per_connection: 256,
         }
@@ -44,6 +49,10 @@ impl Default for Limits {
 
 /// Most messages a `history` page returns.
 pub const MAX_HISTORY_LIMIT: u32 = 200;
+/// A `history` page stops once its messages take about this many bytes
+/// (`more` is then true): a reply stays small enough to hold and write
+/// whatever the limit asked.
+pub const MAX_PAGE_BYTES: usize = 1 << 20;
 /// Messages a `history` page returns when the client gives no limit.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 /// Most members a `create` or `invite` may name at once.

@@ -47,6 +47,11 @@ impl MessageKind {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Kinds only the server writes (clients may not send them).
+    pub fn is_reserved(&self) -> bool {
+        &*self.0 == "system"
+    }
 }
 
 impl Default for MessageKind {

@@ -134,6 +134,14 @@ pub enum PeerMsg {
         /// Who asks.
         from: String,
     },
+    /// A login was revoked (logout, or a refresh token used twice): close
+    /// the connections that signed in with it.
+    LoginRevoked {
+        /// Whose.
+        user: UserId,
+        /// The login (refresh family, the access tokens' `sid`).
+        login: String,
+    },
 }
 
 /// One replicated store write: opaque here, decoded by the store.

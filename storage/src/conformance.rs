@@ -15,14 +15,15 @@ use chat_protocol::{
 };
 
 use super::{
-    bucket_of, ConversationChange, MessageStore, PageQuery, RefreshRecord, Rotation, StoreError,
-    UserRecord, BUCKET_MS,
+    bucket_of, ConversationChange, LoginState, MessageStore, PageQuery, RefreshRecord, Rotation,
+    StoreError, UserRecord, BUCKET_MS,
 };
 
 /// Runs every check of this module.
 pub async fn run_all(store: &dyn MessageStore) {
     check_history_paging(store).await;
     check_page_bounds(store).await;
+    check_page_byte_cap(store).await;
     check_last_message_and_client_msg_ids(store).await;
     check_append_new(store).await;
     check_prefix_isolation(store).await;
@@ -32,6 +33,7 @@ pub async fn run_all(store: &dyn MessageStore) {
     check_users(store).await;
     check_refresh_rotation(store).await;
     check_refresh_revocation(store).await;
+    check_login_state(store).await;
 }
 
 /// A string no other run of the suite (in this process or another, now or
@@ -108,14 +110,7 @@ async fn page(
     limit: usize,
 ) -> super::Page {
     store
-        .page(
-            conversation,
-            PageQuery {
-                before,
-                after,
-                limit,
-            },
-        )
+        .page(conversation, PageQuery::new(before, after, limit))
         .await
         .expect("page")
 }
@@ -293,6 +288,57 @@ pub async fn check_page_bounds(store: &dyn MessageStore) {
     );
     let p = page(store, &empty, None, Some(MessageId(0)), 10).await;
     assert!(p.messages.is_empty() && !p.more);
+}
+
+/// A page stops once its messages pass `max_bytes` (as stored), in both
+/// directions, keeping the messages nearest the cursor and saying `more`;
+/// the first message comes even when it alone is larger.
+pub async fn check_page_byte_cap(store: &dyn MessageStore) {
+    let conversation = conversation_id("bytecap");
+    let alice = user_id("alice");
+    let mut stored = two_bucket_history(&conversation, &[&alice], 40);
+    for m in &mut stored {
+        m.body = "x".repeat(1000);
+    }
+    let all = ids(&stored);
+    store.append(&stored).await.expect("append");
+    let capped = |before, after, max_bytes| PageQuery {
+        max_bytes,
+        ..PageQuery::new(before, after, 40)
+    };
+    // About five messages' worth.
+    let newest = store
+        .page(&conversation, capped(None, None, 5_500))
+        .await
+        .expect("page");
+    let n = newest.messages.len();
+    assert!((3..=6).contains(&n), "{n} messages of ~1 KB under 5.5 KB");
+    assert_eq!(
+        ids(&newest.messages),
+        all[40 - n..],
+        "the newest, ascending"
+    );
+    assert!(newest.more);
+    let oldest = store
+        .page(&conversation, capped(None, Some(all[0]), 5_500))
+        .await
+        .expect("page");
+    assert_eq!(
+        ids(&oldest.messages),
+        all[1..=oldest.messages.len()],
+        "right after the cursor"
+    );
+    assert!(oldest.more);
+    let one = store
+        .page(&conversation, capped(None, None, 1))
+        .await
+        .expect("page");
+    assert_eq!(
+        ids(&one.messages),
+        all[39..],
+        "one message even over the cap"
+    );
+    assert!(one.more);
 }
 
 /// The newest message, and the lookup of a message by its sender's
@@ -1040,5 +1086,47 @@ pub async fn check_refresh_revocation(store: &dyn MessageStore) {
             .await
             .expect("revoke"),
         None
+    );
+}
+
+/// A login (refresh family) is recorded active with its first token, stays
+/// active across rotations, and once revoked stays revoked, even when a
+/// token of it is stored after the revocation (replicas may apply writes in
+/// either order); a family never stored is unknown.
+pub async fn check_login_state(store: &dyn MessageStore) {
+    let user = user_id("holder");
+    let family = unique("login");
+    assert_eq!(store.login_state(&family).await.expect("read"), None);
+    let t1 = refresh(&user, &family, NOW + HOUR);
+    store.put_refresh(&t1).await.expect("put");
+    assert_eq!(
+        store.login_state(&family).await.expect("read"),
+        Some(LoginState::Active)
+    );
+    let t2 = refresh(&user, &family, NOW + 2 * HOUR);
+    store
+        .rotate_refresh(&t1.token_hash, &t2, NOW)
+        .await
+        .expect("rotate");
+    assert_eq!(
+        store.login_state(&family).await.expect("read"),
+        Some(LoginState::Active)
+    );
+    store
+        .revoke_refresh_family(&t2.token_hash)
+        .await
+        .expect("revoke");
+    assert_eq!(
+        store.login_state(&family).await.expect("read"),
+        Some(LoginState::Revoked)
+    );
+    store
+        .put_refresh(&refresh(&user, &family, NOW + HOUR))
+        .await
+        .expect("a late token");
+    assert_eq!(
+        store.login_state(&family).await.expect("read"),
+        Some(LoginState::Revoked),
+        "revoked for good"
     );
 }

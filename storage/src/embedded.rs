@@ -13,7 +13,7 @@
 //! | `read_markers`       | conversation, user                    | id (u64 BE)           |
 //! | `users`              | user                                  | the user record       |
 //! | `refresh_tokens`     | token hash                            | user, family, expiry, used |
-//! | `refresh_families`   | family                                | revoked flag          |
+//! | `refresh_families`   | family                                | active 0 / revoked 1  |
 //!
 //! Three more keyspaces belong to [`super::replicated`], which keeps its op
 //! log in this database so that a write and its log entry commit in one
@@ -58,8 +58,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    bucket_of, ConversationChange, MessageStore, Page, PageQuery, RefreshRecord, Rotation,
-    StoreError, UserRecord,
+    bucket_of, ConversationChange, LoginState, MessageStore, Page, PageQuery, RefreshRecord,
+    Rotation, StoreError, UserRecord,
 };
 
 /// How far a write has gone when the store acknowledges it.
@@ -111,7 +111,14 @@ pub struct EmbeddedStore {
     /// ends it.
     syncer: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
     batches: Arc<AtomicU64>,
+    /// Reads running at once on the blocking pool: a burst of reads (a
+    /// page, a login's user lookup) waits here rather than starting a
+    /// thread, and an allocator arena, per read.
+    reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Reads on the blocking pool at once.
+const MAX_READS: usize = 16;
 
 impl fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -303,6 +310,7 @@ impl EmbeddedStore {
             writer: Some(writer),
             syncer,
             batches,
+            reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS)),
         })
     }
 
@@ -377,6 +385,11 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
     {
+        let _running = self
+            .reads
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner))
             .await
@@ -566,13 +579,20 @@ impl Inner {
         let oldest_first = query.after.is_some() && query.before.is_none();
         let mut messages = Vec::with_capacity(limit.min(256));
         let mut more = false;
+        let mut bytes = 0usize;
         let mut take = |guard: fjall::Guard| -> Result<bool, StoreError> {
             if messages.len() == limit {
                 // One more in range is all `more` needs: no need to decode it.
                 more = true;
                 return Ok(false);
             }
-            messages.push(decode::<Message>(&guard.value().map_err(unavailable)?)?);
+            let value = guard.value().map_err(unavailable)?;
+            bytes = bytes.saturating_add(value.len());
+            if bytes > query.max_bytes && !messages.is_empty() {
+                more = true;
+                return Ok(false);
+            }
+            messages.push(decode::<Message>(&value)?);
             Ok(true)
         };
         if oldest_first {
@@ -997,9 +1017,16 @@ impl Txn<'_> {
     }
 
     fn family_revoked(&self, family: &str) -> Result<bool, StoreError> {
+        Ok(self.login(family)? == Some(LoginState::Revoked))
+    }
+
+    /// A family's record: written active with its first token, revoked for
+    /// good (a revocation applied before the token, as replication may
+    /// order them, stays).
+    fn login(&self, family: &str) -> Result<Option<LoginState>, StoreError> {
         Ok(self
             .get(Table::RefreshFamilies, &key_of(&[family]))?
-            .is_some())
+            .map(|v| login_of(&v)))
     }
 
     /// Merges a token's record into the stored one: `used` only ever turns
@@ -1040,10 +1067,18 @@ impl Txn<'_> {
             RefreshEffect::Tokens(tokens) => {
                 for token in tokens {
                     self.merge_refresh(token)?;
+                    let family = key_of(&[&token.family]);
+                    if self.get(Table::RefreshFamilies, &family)?.is_none() {
+                        self.set(Table::RefreshFamilies, family, Some(vec![ACTIVE]));
+                    }
                 }
             }
             RefreshEffect::RevokeFamily(family) => {
-                self.set(Table::RefreshFamilies, key_of(&[family]), Some(vec![1]));
+                self.set(
+                    Table::RefreshFamilies,
+                    key_of(&[family]),
+                    Some(vec![REVOKED]),
+                );
             }
         }
         Ok(())
@@ -1269,6 +1304,30 @@ impl MessageStore for EmbeddedStore {
             Ok(user)
         })
         .await
+    }
+
+    async fn login_state(&self, family: &str) -> Result<Option<LoginState>, StoreError> {
+        let key = key_of(&[family]);
+        self.blocking(move |s| {
+            Ok(s.refresh_families
+                .get(&key)
+                .map_err(unavailable)?
+                .map(|v| login_of(&v)))
+        })
+        .await
+    }
+}
+
+/// A family's record: active (its tokens rotate) or revoked (for good).
+const ACTIVE: u8 = 0;
+const REVOKED: u8 = 1;
+
+fn login_of(value: &[u8]) -> LoginState {
+    // Anything but an active record is revoked: a record written before
+    // families were recorded active was a revocation.
+    match value {
+        [ACTIVE] => LoginState::Active,
+        _ => LoginState::Revoked,
     }
 }
 

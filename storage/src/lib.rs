@@ -64,6 +64,22 @@ pub struct PageQuery {
     pub after: Option<MessageId>,
     /// Most messages to return (at least 1).
     pub limit: usize,
+    /// Stop once the page's messages take this many bytes as stored (the
+    /// first message is always returned), so that a page of large messages
+    /// is cut short (`more` tells) rather than held whole in memory.
+    pub max_bytes: usize,
+}
+
+impl PageQuery {
+    /// Up to `limit` messages in the range, however large.
+    pub fn new(before: Option<MessageId>, after: Option<MessageId>, limit: usize) -> Self {
+        PageQuery {
+            before,
+            after,
+            limit,
+            max_bytes: usize::MAX,
+        }
+    }
 }
 
 /// A page of history.
@@ -114,6 +130,16 @@ pub struct RefreshRecord {
     pub family: String,
     /// Unix milliseconds.
     pub expires_at: u64,
+}
+
+/// A login: the family of refresh tokens rotated from one sign-in, which
+/// access tokens name in `sid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginState {
+    /// Its tokens rotate; access tokens naming it are good.
+    Active,
+    /// Logged out, or a rotated token was presented again: for good.
+    Revoked,
 }
 
 /// The result of presenting a refresh token for rotation.
@@ -246,4 +272,7 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Revokes the family of the token `token_hash`; returns its user, if the
     /// token was known.
     async fn revoke_refresh_family(&self, token_hash: &str) -> Result<Option<UserId>, StoreError>;
+
+    /// The state of a login (refresh family), if it was ever stored.
+    async fn login_state(&self, family: &str) -> Result<Option<LoginState>, StoreError>;
 }

@@ -104,8 +104,8 @@ use serde::{Deserialize, Serialize};
 
 use super::embedded::{key_of, EmbeddedStore, RefreshEffect, RefreshToken, ReplicaTable, Txn};
 use super::{
-    ConversationChange, MessageStore, Page, PageQuery, RefreshRecord, Rotation, StoreError,
-    UserRecord,
+    ConversationChange, LoginState, MessageStore, Page, PageQuery, RefreshRecord, Rotation,
+    StoreError, UserRecord,
 };
 
 /// Longest origin (node name) an op may carry: it is part of keys.
@@ -840,6 +840,10 @@ impl MessageStore for ReplicatedStore {
             Ok((user, effect.map(|effect| StoreOp::Refresh { effect })))
         })
         .await
+    }
+
+    async fn login_state(&self, family: &str) -> Result<Option<LoginState>, StoreError> {
+        self.local.login_state(family).await
     }
 }
 

@@ -36,11 +36,7 @@ fn message(conv: &ConversationId, sender: &UserId, n: u64) -> Message {
 }
 
 fn all(limit: usize) -> PageQuery {
-    PageQuery {
-        before: None,
-        after: None,
-        limit,
-    }
+    PageQuery::new(None, None, limit)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

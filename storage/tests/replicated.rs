@@ -16,8 +16,8 @@ use chat_protocol::{
 use chat_storage::embedded::{Durability, EmbeddedStore};
 use chat_storage::replicated::{ReplicaLink, ReplicatedOp, ReplicatedStore};
 use chat_storage::{
-    conformance, ConversationChange, MessageStore, Page, PageQuery, RefreshRecord, Rotation,
-    StoreError, UserRecord,
+    conformance, ConversationChange, LoginState, MessageStore, Page, PageQuery, RefreshRecord,
+    Rotation, StoreError, UserRecord,
 };
 use tempfile::TempDir;
 
@@ -314,6 +314,10 @@ impl MessageStore for Recorder {
         });
         self.store.revoke_refresh_family(token_hash).await
     }
+
+    async fn login_state(&self, family: &str) -> Result<Option<LoginState>, StoreError> {
+        self.store.login_state(family).await
+    }
 }
 
 /// Everything a node answers about what was seen, in a comparable form.
@@ -349,11 +353,7 @@ async fn state(store: &dyn MessageStore, seen: &Mutex<Seen>) -> State {
         users: Vec::new(),
     };
     for id in conversations {
-        let all = PageQuery {
-            before: None,
-            after: None,
-            limit: 1_000_000,
-        };
+        let all = PageQuery::new(None, None, 1_000_000);
         let page = store.page(&id, all).await.expect("page");
         assert!(!page.more);
         let mut record = store.conversation(&id).await.expect("conversation");
@@ -737,14 +737,7 @@ async fn a_healed_partition_converges() {
             .expect("find");
         assert_eq!(found, Some(dup_b.clone()), "the lower id keeps the key");
         let history = store
-            .page(
-                &room,
-                PageQuery {
-                    before: None,
-                    after: None,
-                    limit: 100,
-                },
-            )
+            .page(&room, PageQuery::new(None, None, 100))
             .await
             .expect("page");
         assert_eq!(

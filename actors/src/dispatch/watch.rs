@@ -1,18 +1,94 @@
 //! `watch` and `unwatch`: presence watches belong to the connection, so the
-//! session that holds the connection keeps them.
+//! session that holds the connection keeps them. Unless the node shows
+//! presence to everyone, a user's presence is shown only to those who share
+//! a conversation with them: the others are answered `offline`, with no
+//! `last_seen`, and get no events, so presence is no directory of who uses
+//! the service and when.
 
-use chat_protocol::UserId;
+use std::collections::HashSet;
 
-use super::Caller;
+use chat_protocol::{Presence, Status, UserId};
+use chat_storage::MessageStore;
+
+use super::{Caller, Dispatch};
 use crate::error::ChatError;
 use crate::msg::{Reply, SessionMsg};
 
-pub(super) fn watch(caller: &Caller, users: Vec<UserId>, reply: Reply) {
-    to_session(caller, reply, |conn, reply| SessionMsg::Watch {
-        conn,
-        users,
-        reply,
+/// Whose presence a user may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Visibility {
+    /// Users who share a conversation with them (and themselves).
+    #[default]
+    Contacts,
+    /// Anyone.
+    Everyone,
+}
+
+pub(super) fn watch(d: &Dispatch, caller: &Caller, users: Vec<UserId>, reply: Reply) {
+    if d.visibility == Visibility::Everyone {
+        return to_session(caller, reply, |conn, reply| SessionMsg::Watch {
+            conn,
+            users,
+            reply,
+        });
+    }
+    let (Some(session), Some(conn)) = (caller.session.clone(), caller.conn) else {
+        return drop(reply.send(Err(no_connection())));
+    };
+    let (store, viewer) = (d.store.clone(), caller.user.clone());
+    tokio::spawn(async move {
+        let (visible, hidden) = match visible_to(store.as_ref(), &viewer, users).await {
+            Ok(split) => split,
+            Err(e) => return drop(reply.send(Err(e))),
+        };
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let watch = SessionMsg::Watch {
+            conn,
+            users: visible,
+            reply: tx.into(),
+        };
+        if session.cast(watch).is_err() {
+            return drop(reply.send(Err(session_closed())));
+        }
+        let answer = rx.await.unwrap_or_else(|_| Err(session_closed()));
+        let _ = reply.send(answer.map(|mut ok| {
+            let shown = ok.presence.get_or_insert_with(Vec::new);
+            shown.extend(hidden.into_iter().map(|user| Presence {
+                user,
+                status: Status::Offline,
+                last_seen: None,
+            }));
+            ok
+        }));
     });
+}
+
+/// `users` split into those `viewer` may watch and the others.
+async fn visible_to(
+    store: &dyn MessageStore,
+    viewer: &UserId,
+    users: Vec<UserId>,
+) -> Result<(Vec<UserId>, Vec<UserId>), ChatError> {
+    let mine: HashSet<_> = store
+        .user_conversations(viewer)
+        .await?
+        .into_iter()
+        .collect();
+    let (mut visible, mut hidden) = (Vec::new(), Vec::new());
+    for user in users {
+        let shares = user == *viewer
+            || store
+                .user_conversations(&user)
+                .await?
+                .iter()
+                .any(|c| mine.contains(c));
+        if shares {
+            visible.push(user);
+        } else {
+            hidden.push(user);
+        }
+    }
+    Ok((visible, hidden))
 }
 
 pub(super) fn unwatch(caller: &Caller, users: Vec<UserId>, reply: Reply) {
@@ -25,17 +101,20 @@ pub(super) fn unwatch(caller: &Caller, users: Vec<UserId>, reply: Reply) {
 
 fn to_session(caller: &Caller, reply: Reply, msg: impl FnOnce(u64, Reply) -> SessionMsg) {
     let (Some(session), Some(conn)) = (&caller.session, caller.conn) else {
-        let _ = reply.send(Err(ChatError::BadRequest(
-            "presence watches need a WebSocket connection".into(),
-        )));
-        return;
+        return drop(reply.send(Err(no_connection())));
     };
     if let Err(ractor::MessagingErr::SendErr(
         SessionMsg::Watch { reply, .. } | SessionMsg::Unwatch { reply, .. },
     )) = session.cast(msg(conn, reply))
     {
-        let _ = reply.send(Err(ChatError::Unavailable(
-            "session closed; reconnect".into(),
-        )));
+        let _ = reply.send(Err(session_closed()));
     }
+}
+
+fn no_connection() -> ChatError {
+    ChatError::BadRequest("presence watches need a WebSocket connection".into())
+}
+
+fn session_closed() -> ChatError {
+    ChatError::Unavailable("session closed; reconnect".into())
 }

@@ -147,6 +147,7 @@ impl RouterState {
                 let services = &self.services;
                 services.interest.sync(Some(&from), &services.cluster);
             }
+            PeerMsg::LoginRevoked { user, login } => self.login_revoked(&user, login),
         }
     }
 

@@ -239,5 +239,5 @@ async fn stopping_withdraws_the_session_and_closes_its_connections() {
         f.deps.directory.is_empty() && f.deps.interest.is_empty()
     })
     .await;
-    assert_eq!(c.closer.code(), Some(close_code::GOING_AWAY));
+    assert_eq!(c.end.closer.code(), Some(close_code::GOING_AWAY));
 }

@@ -44,8 +44,25 @@ pub fn test_config(dir: &Path) -> Config {
     c.node.data_dir = dir.to_path_buf();
     c.listen.http = "127.0.0.1:0".parse().unwrap();
     c.auth.jwt_secret = Some("test-secret-test-secret-test-secret!".into());
+    // Tests register and log in many users from one address: the limits on
+    // that are out of the way unless a test is about them.
+    c.auth.throttle = chat_node::auth::ThrottleConfig {
+        logins_per_minute: 1_000_000,
+        login_burst: 1_000_000,
+        registrations_per_hour: 1_000_000,
+        registration_burst: 1_000_000,
+        ..Default::default()
+    };
     c
 }
+
+/// The same as environment overrides, for nodes run as processes.
+pub const UNTHROTTLED_ENV: [(&str, &str); 4] = [
+    ("CHAT__AUTH__THROTTLE__LOGINS_PER_MINUTE", "1000000"),
+    ("CHAT__AUTH__THROTTLE__LOGIN_BURST", "1000000"),
+    ("CHAT__AUTH__THROTTLE__REGISTRATIONS_PER_HOUR", "1000000"),
+    ("CHAT__AUTH__THROTTLE__REGISTRATION_BURST", "1000000"),
+];
 
 impl TestNode {
     pub async fn start() -> TestNode {

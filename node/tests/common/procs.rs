@@ -76,6 +76,7 @@ impl NodeProc {
             }
         }
         cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+        cmd.envs(UNTHROTTLED_ENV);
         if let Some(s) = secret {
             cmd.env("CHAT__AUTH__JWT_SECRET", s);
         }
@@ -112,7 +113,13 @@ impl NodeProc {
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = node.child.as_mut().and_then(|c| c.wait().ok());
-                    panic!("chat-node exited before listening: {status:?}")
+                    let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    panic!(
+                        "chat-node exited before listening: {status:?}; its log ends:\n{}",
+                        tail.join("\n")
+                    )
                 }
             }
         }
