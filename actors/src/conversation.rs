@@ -54,6 +54,10 @@ pub struct Tuning {
     pub tail: usize,
     /// A typing indicator ends after this long without a refresh.
     pub typing_timeout: Duration,
+    /// Most members of a group.
+    pub max_group_members: usize,
+    /// Most members of a channel.
+    pub max_channel_members: usize,
 }
 
 impl Default for Tuning {
@@ -62,6 +66,8 @@ impl Default for Tuning {
             conversation_idle: Duration::from_secs(120),
             tail: 256,
             typing_timeout: Duration::from_secs(6),
+            max_group_members: 1_000,
+            max_channel_members: 10_000,
         }
     }
 }
@@ -297,6 +303,9 @@ impl ConversationState {
             ConversationRequest::Invite { users, .. } => self.invite(user, users, reply).await,
             ConversationRequest::Kick { user: target, .. } => self.kick(user, target, reply).await,
             ConversationRequest::Leave { .. } => self.leave(user, reply).await,
+            ConversationRequest::Members { after, limit, .. } => {
+                self.members_page(&user, after, limit, reply)
+            }
         }
     }
 

@@ -137,6 +137,7 @@ impl State {
                             },
                         })
                         .collect(),
+                    member_count: None,
                     created_at: chat_protocol::now_ms(),
                 };
                 let members: Arc<[UserId]> = all.into();

@@ -83,6 +83,8 @@ impl App {
         let tuning = Tuning {
             conversation_idle: Duration::from_secs(config.actors.conversation_idle_secs),
             tail: config.actors.tail,
+            max_group_members: config.limits.max_group_members,
+            max_channel_members: config.limits.max_channel_members,
             ..Tuning::default()
         };
         let node_id = config.node.id;

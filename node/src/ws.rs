@@ -337,6 +337,10 @@ fn reservation(frame: &ClientFrame) -> usize {
             chat_protocol::limits::MAX_PAGE_BYTES
         }
         ClientFrame::Send { body, .. } => body.len() + SMALL,
+        // A member is an id of at most 64 bytes and a role.
+        ClientFrame::Members { limit, .. } => {
+            limit.unwrap_or(chat_protocol::peer::DEFAULT_MEMBERS_PAGE) as usize * 96 + SMALL
+        }
         _ => SMALL,
     }
 }

@@ -758,3 +758,126 @@ async fn presence_is_shown_only_to_those_who_share_a_conversation() {
         |f| matches!(f, chat_protocol::ServerFrame::Presence(p) if p.user.as_str() == stranger.id)
     ));
 }
+
+// ------------------------------------------------------------ group size
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_capped_and_large_ones_announce_changes_not_lists() {
+    let t = Target::start(&[
+        ("CHAT__AUTH__REQUIRE_SESSION", "false"),
+        ("CHAT__LIMITS__MAX_GROUP_MEMBERS", "150"),
+    ])
+    .await;
+    let addr = t.addr();
+    let now = chat_protocol::now_ms() / 1000;
+    let token = |id: &str| mint(json!({"sub": id, "exp": now + 600, "iat": now}));
+    // 160 users, made by their first token (no password hashing).
+    let prefix = unique("m");
+    let ids: Vec<String> = (0..160).map(|i| format!("{prefix}-{i:03}")).collect();
+    for id in &ids {
+        let (status, _) = http(
+            addr,
+            "GET",
+            "/v1/conversations/none/messages",
+            Some(&token(id)),
+            None,
+        )
+        .await;
+        assert_ne!(status, 401, "{id}");
+    }
+    let mut owner = connect(addr, &token(&ids[0]), Codec::Json).await;
+    let mut member = connect(addr, &token(&ids[1]), Codec::Json).await;
+    let mut joiner = connect(addr, &token(&ids[100]), Codec::Json).await;
+    let first: Vec<&str> = ids[1..100].iter().map(String::as_str).collect();
+    let created = ok(owner
+        .request(frames::create(
+            chat_protocol::ConversationKind::Group,
+            &first,
+            Some("big"),
+        ))
+        .await)
+    .conversation
+    .unwrap();
+    assert_eq!(created.member_count, Some(100));
+    assert_eq!(created.members.len(), 100);
+    let conv = created.id.clone();
+    member
+        .event(|f| matches!(f, chat_protocol::ServerFrame::Conversation { .. }))
+        .await;
+
+    // 20 more: the conversation object lists the first 100 and counts all.
+    let invite = |users: &[String]| ClientFrame::Invite {
+        req: None,
+        conversation: conv.clone(),
+        users: users.iter().map(|u| user(u)).collect(),
+    };
+    let grown = ok(owner.request(invite(&ids[100..120])).await)
+        .conversation
+        .unwrap();
+    assert_eq!((grown.members.len(), grown.member_count), (100, Some(120)));
+    // A member is told the change alone.
+    let change = member
+        .event(|f| matches!(f, chat_protocol::ServerFrame::Membership { .. }))
+        .await;
+    match &change {
+        chat_protocol::ServerFrame::Membership {
+            added,
+            removed,
+            member_count,
+            ..
+        } => {
+            assert_eq!(added.len(), 20);
+            assert!(removed.is_empty());
+            assert_eq!(*member_count, 120);
+        }
+        _ => unreachable!(),
+    }
+    assert!(
+        serde_json::to_vec(&change).unwrap().len() < 4_000,
+        "the change, not the list"
+    );
+    assert!(!member
+        .events
+        .iter()
+        .any(|f| matches!(f, chat_protocol::ServerFrame::Conversation { .. })));
+    // One who joined learns of the conversation itself.
+    joiner
+        .event(|f| matches!(f, chat_protocol::ServerFrame::Conversation { conversation } if conversation.id == conv))
+        .await;
+
+    // Past the cap: refused, nothing changes.
+    let over = owner.request(invite(&ids[120..151])).await;
+    assert_eq!(err_code(&over), chat_protocol::ErrorCode::Forbidden);
+
+    // The whole list, by pages ordered by id.
+    let mut listed: Vec<String> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ok(member
+            .request(ClientFrame::Members {
+                req: None,
+                conversation: conv.clone(),
+                after: after.clone(),
+                limit: Some(50),
+            })
+            .await);
+        let members = page.members.unwrap();
+        after = members.last().map(|m| m.user.clone());
+        listed.extend(members.into_iter().map(|m| m.user.as_str().to_string()));
+        if !page.more.unwrap() {
+            break;
+        }
+    }
+    assert_eq!(listed, ids[..120].to_vec());
+    // Outsiders get no page.
+    let mut outsider = connect(addr, &token(&ids[150]), Codec::Json).await;
+    let refused = outsider
+        .request(ClientFrame::Members {
+            req: None,
+            conversation: conv.clone(),
+            after: None,
+            limit: None,
+        })
+        .await;
+    assert_eq!(err_code(&refused), chat_protocol::ErrorCode::Forbidden);
+}

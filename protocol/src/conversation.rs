@@ -55,13 +55,37 @@ pub struct Conversation {
     /// An optional title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    /// Every member with its role.
+    /// Every member with its role, or, in a conversation of more than
+    /// [`INLINE_MEMBERS`] members, the first of them (page through the
+    /// rest with the `members` request).
     pub members: Vec<Member>,
+    /// How many members it has (in what clients are shown; see
+    /// [`Conversation::for_clients`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_count: Option<u32>,
     /// Creation time, Unix milliseconds.
     pub created_at: u64,
 }
 
+/// Members a conversation object lists inline; a larger conversation lists
+/// its first ones and its count, so that an object (and every event that
+/// carries one) stays small whatever the conversation's size.
+pub const INLINE_MEMBERS: usize = 100;
+
 impl Conversation {
+    /// The conversation as clients are shown it: at most [`INLINE_MEMBERS`]
+    /// members, and their count.
+    pub fn for_clients(&self) -> Conversation {
+        Conversation {
+            id: self.id.clone(),
+            kind: self.kind,
+            title: self.title.clone(),
+            members: self.members.iter().take(INLINE_MEMBERS).cloned().collect(),
+            member_count: Some(self.members.len().min(u32::MAX as usize) as u32),
+            created_at: self.created_at,
+        }
+    }
+
     /// The role of `user`, if a member.
     pub fn role_of(&self, user: &UserId) -> Option<Role> {
         self.members

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{Codec, EncodeError};
-use crate::conversation::{Conversation, ConversationKind, ConversationSummary};
+use crate::conversation::{Conversation, ConversationKind, ConversationSummary, Member};
 use crate::error::ErrorCode;
 use crate::ids::{ClientMsgId, ConversationId, MessageId, ReqId, UserId};
 use crate::limits::{self, Limits};
@@ -143,6 +143,20 @@ pub enum ClientFrame {
         /// Users to stop watching.
         users: Vec<UserId>,
     },
+    /// A page of a conversation's members, ordered by user id.
+    Members {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Only members whose id sorts after this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<UserId>,
+        /// 1 to 1000, 100 by default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
     /// Liveness check.
     Ping {
         /// Request id.
@@ -205,6 +219,7 @@ impl ClientFrame {
             | ClientFrame::Conversations { req, .. }
             | ClientFrame::Watch { req, .. }
             | ClientFrame::Unwatch { req, .. }
+            | ClientFrame::Members { req, .. }
             | ClientFrame::Ping { req } => req.as_ref(),
         }
     }
@@ -223,6 +238,7 @@ impl ClientFrame {
             ClientFrame::Conversations { .. } => "conversations",
             ClientFrame::Watch { .. } => "watch",
             ClientFrame::Unwatch { .. } => "unwatch",
+            ClientFrame::Members { .. } => "members",
             ClientFrame::Ping { .. } => "ping",
         }
     }
@@ -279,6 +295,13 @@ impl ClientFrame {
                 Ok(())
             }
             ClientFrame::Invite { users, .. } => check_user_list(users, "invite"),
+            ClientFrame::Members { limit, .. } => match limit {
+                Some(l) if *l == 0 || *l as usize > limits::MAX_MEMBERS_PER_REQUEST => reject(
+                    ErrorCode::BadRequest,
+                    format!("limit must be 1 to {}", limits::MAX_MEMBERS_PER_REQUEST),
+                ),
+                _ => Ok(()),
+            },
             ClientFrame::Watch { users, .. } | ClientFrame::Unwatch { users, .. } => {
                 check_user_list(users, "watch")
             }
@@ -299,12 +322,15 @@ pub struct OkReply {
     /// `history`: the page, ascending by id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<Message>>,
-    /// `history`: whether more messages lie beyond the page.
+    /// `history`, `members`: whether more lie beyond the page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub more: Option<bool>,
     /// `create`, `invite`, `kick`: the conversation as it is now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<Conversation>,
+    /// `members`: the page, ordered by user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<Member>>,
     /// `conversations`: the page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversations: Option<Vec<ConversationSummary>>,
@@ -322,6 +348,9 @@ pub enum ReceiptKind {
 }
 
 /// A frame from the node.
+// An `ok` is built once per reply and encoded at once (queues hold encoded
+// bytes), so its size costs nothing held.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
@@ -371,6 +400,20 @@ pub enum ServerFrame {
     Conversation {
         /// The conversation as it is now.
         conversation: Conversation,
+    },
+    /// The members of a conversation of more than
+    /// [`crate::conversation::INLINE_MEMBERS`] changed: the change alone,
+    /// not the whole list (which would cost every member the whole list
+    /// per change).
+    Membership {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// Members who joined or whose role changed.
+        added: Vec<Member>,
+        /// Members who left or were removed.
+        removed: Vec<UserId>,
+        /// How many members it has now.
+        member_count: u32,
     },
 }
 

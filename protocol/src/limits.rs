@@ -28,6 +28,10 @@ pub struct Limits {
     pub watch_per_connection: usize,
     /// Requests one connection may have in flight before the node stops reading it.
     pub inflight_per_connection: usize,
+    /// Most members of a group.
+    pub max_group_members: usize,
+    /// Most members of a channel.
+    pub max_channel_members: usize,
 }
 
 impl Default for Limits {
@@ -43,6 +47,8 @@ impl Default for Limits {
             outbound_bytes: 2 << 20,
             watch_per_connection: 1000,
             inflight_per_connection: 256,
+            max_group_members: 1_000,
+            max_channel_members: 10_000,
         }
     }
 }

@@ -156,6 +156,9 @@ pub struct PeerOp {
     pub bytes: Vec<u8>,
 }
 
+/// Members a `members` page holds when the client gives no limit.
+pub const DEFAULT_MEMBERS_PAGE: u32 = 100;
+
 /// A client's request to one conversation: what the node that reads the
 /// frame hands to the conversation's actor, on this node or, in this form on
 /// the wire, on the owner node.
@@ -229,6 +232,15 @@ pub enum ConversationRequest {
         /// Which conversation.
         conversation: ConversationId,
     },
+    /// `members`: a page of the member list.
+    Members {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// Only members whose id sorts after this one.
+        after: Option<UserId>,
+        /// Page size.
+        limit: u32,
+    },
 }
 
 impl ConversationRequest {
@@ -292,6 +304,16 @@ impl ConversationRequest {
                 conversation, user, ..
             } => ConversationRequest::Kick { conversation, user },
             ClientFrame::Leave { conversation, .. } => ConversationRequest::Leave { conversation },
+            ClientFrame::Members {
+                conversation,
+                after,
+                limit,
+                ..
+            } => ConversationRequest::Members {
+                conversation,
+                after,
+                limit: limit.unwrap_or(DEFAULT_MEMBERS_PAGE),
+            },
             other => return Err(other),
         })
     }
@@ -311,7 +333,8 @@ impl ConversationRequest {
             | ConversationRequest::Create { conversation, .. }
             | ConversationRequest::Invite { conversation, .. }
             | ConversationRequest::Kick { conversation, .. }
-            | ConversationRequest::Leave { conversation } => conversation,
+            | ConversationRequest::Leave { conversation }
+            | ConversationRequest::Members { conversation, .. } => conversation,
         }
     }
 
@@ -352,6 +375,11 @@ impl ConversationRequest {
             | ConversationRequest::Typing { conversation, .. }
             | ConversationRequest::Read { conversation, .. }
             | ConversationRequest::Leave { conversation } => conversation.as_str().len(),
+            ConversationRequest::Members {
+                conversation,
+                after,
+                ..
+            } => conversation.as_str().len() + after.as_ref().map_or(0, |a| a.as_str().len()),
         };
         FIXED + strings
     }

@@ -495,6 +495,7 @@ pub async fn check_prefix_isolation(store: &dyn MessageStore) {
                     kind: ConversationKind::Group,
                     title: None,
                     members: Vec::new(),
+                    member_count: None,
                     created_at: 1,
                 },
                 upsert: vec![Member {
@@ -619,6 +620,7 @@ pub async fn check_conversations(store: &dyn MessageStore) {
             user: ghost.clone(),
             role: Role::Owner,
         }],
+        member_count: None,
         created_at: 1_700_000_000_123,
     };
     let member = |user: &UserId, role| Member {
@@ -706,6 +708,7 @@ pub async fn check_conversations(store: &dyn MessageStore) {
                 kind: ConversationKind::Direct,
                 title: None,
                 members: Vec::new(),
+                member_count: None,
                 created_at: 5,
             },
             upsert: vec![member(&u1, Role::Member), member(&u3, Role::Member)],

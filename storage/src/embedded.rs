@@ -697,6 +697,7 @@ impl Inner {
             kind: meta.kind,
             title: meta.title,
             members,
+            member_count: None,
             created_at: meta.created_at,
         }))
     }

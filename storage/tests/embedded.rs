@@ -74,6 +74,7 @@ async fn write_everything(store: &EmbeddedStore) -> Vec<Message> {
                 kind: ConversationKind::Group,
                 title: Some("kept".into()),
                 members: Vec::new(),
+                member_count: None,
                 created_at: 42,
             },
             upsert: vec![

@@ -486,6 +486,7 @@ fn change(
             kind: ConversationKind::Group,
             title: Some(title.into()),
             members: Vec::new(),
+            member_count: None,
             created_at: 1_700_000_000_000,
         },
         upsert,

@@ -1,9 +1,14 @@
-//! Membership: creating a conversation, invites, kicks, leaving. Each
-//! change is stored before it is answered, then announced to everyone it
-//! concerns.
+//! Membership: creating a conversation, invites, kicks, leaving, and
+//! pages of the member list. Each change is stored before it is answered,
+//! then announced to everyone it concerns: with the whole (small) list in a
+//! `conversation` event, or, in a conversation of more than
+//! `INLINE_MEMBERS`, as the change alone in a `membership` event, so that a
+//! change costs each member a few bytes rather than the whole list. Groups
+//! and channels are capped in size (`Tuning`).
 
 use std::sync::Arc;
 
+use chat_protocol::conversation::INLINE_MEMBERS;
 use chat_protocol::{
     now_ms, Conversation, ConversationKind, Member, OkReply, Role, ServerFrame, SharedFrame, UserId,
 };
@@ -37,7 +42,7 @@ impl ConversationState {
             let result =
                 if existing.kind == ConversationKind::Direct && self.roles.contains_key(&creator) {
                     Ok(OkReply {
-                        conversation: Some(existing.clone()),
+                        conversation: Some(existing.for_clients()),
                         ..ok()
                     })
                 } else {
@@ -74,6 +79,9 @@ impl ConversationState {
                 )),
             );
         }
+        if let Err(e) = self.check_size(kind, list.len()) {
+            return answer(reply, Err(e));
+        }
         let others: Vec<UserId> = list.iter().skip(1).map(|m| m.user.clone()).collect();
         if let Err(e) = self.check_users_exist(&others).await {
             return answer(reply, Err(e));
@@ -83,6 +91,7 @@ impl ConversationState {
             kind,
             title,
             members: list.clone(),
+            member_count: None,
             created_at: now_ms(),
         };
         let change = ConversationChange {
@@ -95,19 +104,28 @@ impl ConversationState {
             return answer(reply, Err(e.into()));
         }
         self.set_conversation(Some(conversation.clone()));
-        let all: Vec<UserId> = conversation
-            .members
-            .iter()
-            .map(|m| m.user.clone())
-            .collect();
-        self.announce(&all, &[]);
+        self.announce(&conversation.members, &[]);
         answer(
             reply,
             Ok(OkReply {
-                conversation: Some(conversation),
+                conversation: Some(conversation.for_clients()),
                 ..ok()
             }),
         );
+    }
+
+    /// Whether a conversation of `kind` may have `members` members.
+    fn check_size(&self, kind: ConversationKind, members: usize) -> Result<(), ChatError> {
+        let (cap, what) = match kind {
+            ConversationKind::Channel => (self.deps.tuning.max_channel_members, "a channel"),
+            _ => (self.deps.tuning.max_group_members, "a group"),
+        };
+        if members > cap {
+            return Err(ChatError::Forbidden(format!(
+                "{what} has at most {cap} members"
+            )));
+        }
+        Ok(())
     }
 
     /// Stores a membership change and tells everyone concerned.
@@ -137,24 +155,89 @@ impl ConversationState {
                 self.deps.metrics.store_errors.inc();
             })?;
         self.set_conversation(Some(next.clone()));
-        let everyone: Vec<UserId> = next.members.iter().map(|m| m.user.clone()).collect();
-        self.announce(&everyone, &remove);
-        Ok(next)
+        self.announce(&change.upsert, &remove);
+        Ok(next.for_clients())
     }
 
-    /// Sends the `conversation` event to current members and to `removed`;
-    /// the fan-out keeps interest in step.
-    fn announce(&self, members: &[UserId], removed: &[UserId]) {
-        let Some(conversation) = self.conversation.clone() else {
+    /// Tells every member and the `removed` of a change that `added`
+    /// joined (or changed role); the fan-out keeps interest in step.
+    fn announce(&self, added: &[Member], removed: &[UserId]) {
+        let Some(conversation) = &self.conversation else {
             return;
         };
-        let events = [Delivery {
-            frame: Arc::new(SharedFrame::new(ServerFrame::Conversation { conversation })),
-            skip_conn: None,
-        }];
+        let event = |frame| {
+            [Delivery {
+                frame: Arc::new(SharedFrame::new(frame)),
+                skip_conn: None,
+            }]
+        };
+        let everyone: Vec<UserId> = conversation
+            .members
+            .iter()
+            .map(|m| m.user.clone())
+            .collect();
+        let shown = ServerFrame::Conversation {
+            conversation: conversation.for_clients(),
+        };
+        if conversation.members.len() <= INLINE_MEMBERS {
+            self.deps
+                .fanout
+                .to_members(&self.id, &event(shown), &everyone, removed);
+            return;
+        }
+        let change = ServerFrame::Membership {
+            conversation: self.id.clone(),
+            added: added.to_vec(),
+            removed: removed.to_vec(),
+            member_count: conversation.members.len().min(u32::MAX as usize) as u32,
+        };
         self.deps
             .fanout
-            .to_members(&self.id, &events, members, removed);
+            .to_members(&self.id, &event(change), &everyone, removed);
+        // Those who joined learn of the conversation itself.
+        let joined: Vec<UserId> = added.iter().map(|m| m.user.clone()).collect();
+        if !joined.is_empty() {
+            self.deps
+                .fanout
+                .to_members(&self.id, &event(shown), &joined, &[]);
+        }
+    }
+
+    /// A page of the member list, ordered by user id.
+    pub(super) fn members_page(
+        &self,
+        reader: &UserId,
+        after: Option<UserId>,
+        limit: u32,
+        reply: Option<Reply>,
+    ) {
+        if let Err(e) = self.member_role(reader) {
+            return answer(reply, Err(e));
+        }
+        let mut ids: Vec<&UserId> = self
+            .roles
+            .keys()
+            .filter(|u| after.as_ref().is_none_or(|a| *u > a))
+            .collect();
+        ids.sort();
+        let limit = limit as usize;
+        let more = ids.len() > limit;
+        let members = ids
+            .into_iter()
+            .take(limit)
+            .map(|u| Member {
+                user: u.clone(),
+                role: self.roles[u],
+            })
+            .collect();
+        answer(
+            reply,
+            Ok(OkReply {
+                members: Some(members),
+                more: Some(more),
+                ..ok()
+            }),
+        );
     }
 
     pub(super) async fn invite(&mut self, by: UserId, users: Vec<UserId>, reply: Option<Reply>) {
@@ -174,8 +257,9 @@ impl ConversationState {
                 .filter(|u| !self.roles.contains_key(u))
                 .collect();
             if fresh.is_empty() {
-                return Ok(conv);
+                return Ok(conv.for_clients());
             }
+            self.check_size(conv.kind, conv.members.len() + fresh.len())?;
             self.check_users_exist(&fresh).await?;
             let upsert = fresh
                 .into_iter()

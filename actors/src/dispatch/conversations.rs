@@ -68,7 +68,7 @@ async fn list_conversations(
             _ => 0,
         };
         out.push(ConversationSummary {
-            conversation,
+            conversation: conversation.for_clients(),
             last_message,
             unread,
         });

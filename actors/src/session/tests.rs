@@ -32,6 +32,7 @@ async fn start(limit: usize) -> Fixture {
             user: user("ann"),
             role: Role::Owner,
         }],
+        member_count: None,
         created_at: chat_protocol::now_ms(),
     };
     store

@@ -412,6 +412,7 @@ pub fn with_req(frame: ClientFrame, r: ReqId) -> ClientFrame {
         | Conversations { req, .. }
         | Watch { req, .. }
         | Unwatch { req, .. }
+        | Members { req, .. }
         | Ping { req } => *req = Some(r),
     }
     frame
