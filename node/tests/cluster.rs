@@ -14,7 +14,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chat_actors::placement::Placement;
 use chat_protocol::{ClientFrame, Codec, ConversationId, Message, ServerFrame, Status};
@@ -1058,4 +1058,40 @@ async fn a_conversation_goes_only_to_nodes_where_a_member_listens() {
     wait_listening(&cluster, 0, 1, 1).await;
     wait_listening(&cluster, 0, 2, 1).await;
     send_and_see(&mut a, &mut b, &conv, "back", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_on_one_node_closes_that_login_on_every_node() {
+    let cluster = TestCluster::start(2).await;
+    cluster.wait_formed(2).await;
+    let u = register(cluster.addr(0), &unique("roamer")).await;
+    let mut here = connect(cluster.addr(0), &u.access, Codec::Json).await;
+    let mut there = connect(cluster.addr(1), &u.access, Codec::MsgPack).await;
+    let body = serde_json::json!({ "refresh_token": u.refresh }).to_string();
+    let started = Instant::now();
+    let (status, text) = http(
+        cluster.addr(0),
+        "POST",
+        "/v1/auth/logout",
+        None,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 204, "{text}");
+    assert_eq!(here.closed_with().await, Some(4001));
+    assert_eq!(
+        there.closed_with().await,
+        Some(4001),
+        "closed on the other node too"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The revoked login is refused on both nodes from now on.
+    for i in 0..2 {
+        let refused = try_connect(cluster.addr(i), Some(&u.access), Codec::Json).await;
+        assert_eq!(refused.err(), Some(401), "node {i}");
+    }
 }
