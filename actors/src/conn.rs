@@ -101,11 +101,8 @@ impl Budget {
 
     /// `n` bytes left the queue (written, or dropped with the connection).
     pub fn written(&self, n: usize) {
-        let _ = self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                Some(q.saturating_sub(n))
-            });
+        // Exact: every byte counted in is given back once.
+        self.queued.fetch_sub(n, Ordering::AcqRel);
         // One waiter (the connection's reader), and a wake-up is kept for
         // it if it is not waiting yet: none is lost between its check and
         // its wait.

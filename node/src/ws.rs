@@ -506,16 +506,30 @@ async fn write_loop<S>(
         Stalled,
     }
     // One write, raced against a close request (a client that stops reading
-    // must not pin this task) and against the stall deadline.
+    // must not pin this task) and against the stall deadline. Most writes
+    // are done at their first poll: only one that has to wait pays for a
+    // timer (a clock read and a timer-wheel entry per frame showed up in
+    // the CPU a delivery costs).
     macro_rules! write {
-        ($op:expr) => {
-            tokio::select! {
-                biased;
-                r = $op => if r.is_err() { Wrote::Failed } else { Wrote::Done },
-                _ = &mut closed => Wrote::Closed,
-                _ = tokio::time::sleep(stall) => Wrote::Stalled,
+        ($op:expr) => {{
+            let op = $op;
+            tokio::pin!(op);
+            match futures_util::FutureExt::now_or_never(op.as_mut()) {
+                Some(r) => {
+                    if r.is_err() {
+                        Wrote::Failed
+                    } else {
+                        Wrote::Done
+                    }
+                }
+                None => tokio::select! {
+                    biased;
+                    r = op => if r.is_err() { Wrote::Failed } else { Wrote::Done },
+                    _ = &mut closed => Wrote::Closed,
+                    _ = tokio::time::sleep(stall) => Wrote::Stalled,
+                },
             }
-        };
+        }};
     }
     'outer: loop {
         let wrote = tokio::select! {
@@ -525,13 +539,16 @@ async fn write_loop<S>(
                 let Some(first) = item else { break };
                 let mut next = Some(first);
                 let mut fed = 0;
+                // Given back to the budget once the batch is on the socket:
+                // one update (and one wake-up of the reader) per batch.
+                let mut bytes_fed = 0;
                 while let Some(bytes) = next.take() {
-                    let n = bytes.len();
+                    bytes_fed += bytes.len();
                     if let Some(msg) = message_of(codec, bytes) {
                         match write!(sink.feed(msg)) {
                             Wrote::Done => {}
                             other => {
-                                budget.written(n);
+                                budget.written(bytes_fed);
                                 match other {
                                     Wrote::Failed => failed = true,
                                     Wrote::Stalled => closer.close(close_code::SLOW_CONSUMER),
@@ -541,13 +558,14 @@ async fn write_loop<S>(
                             }
                         }
                     }
-                    budget.written(n);
                     fed += 1;
                     if fed < WRITE_BATCH {
                         next = rx.try_recv().ok();
                     }
                 }
-                write!(sink.flush())
+                let flushed = write!(sink.flush());
+                budget.written(bytes_fed);
+                flushed
             }
             _ = ping.tick() => write!(sink.send(WsMessage::Ping(Bytes::new()))),
             // Pongs tungstenite buffered for pings the reader took: out they
