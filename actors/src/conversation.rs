@@ -234,6 +234,14 @@ fn ok() -> OkReply {
     OkReply::default()
 }
 
+/// One event for everyone, from nobody's connection in particular.
+fn event(frame: ServerFrame) -> [Delivery; 1] {
+    [Delivery {
+        frame: Arc::new(SharedFrame::new(frame)),
+        skip_conn: None,
+    }]
+}
+
 /// Answers `reply`, if there is one.
 fn answer(reply: Option<Reply>, result: Result<OkReply, ChatError>) {
     if let Some(reply) = reply {

@@ -6,18 +6,26 @@
 //! change costs each member a few bytes rather than the whole list. Groups
 //! and channels are capped in size (`Tuning`).
 
-use std::sync::Arc;
-
 use chat_protocol::conversation::INLINE_MEMBERS;
 use chat_protocol::{
-    now_ms, Conversation, ConversationKind, Member, OkReply, Role, ServerFrame, SharedFrame, UserId,
+    now_ms, Conversation, ConversationKind, Member, OkReply, Role, ServerFrame, UserId,
 };
 use chat_storage::ConversationChange;
 
-use super::{answer, ok, ConversationState};
-use crate::conn::Delivery;
+use super::{answer, event, ok, ConversationState};
 use crate::error::ChatError;
 use crate::msg::Reply;
+
+/// Answers with the conversation as it is after a change.
+fn answer_conversation(reply: Option<Reply>, result: Result<Conversation, ChatError>) {
+    answer(
+        reply,
+        result.map(|c| OkReply {
+            conversation: Some(c),
+            ..ok()
+        }),
+    );
+}
 
 impl ConversationState {
     async fn check_users_exist(&self, users: &[UserId]) -> Result<(), ChatError> {
@@ -165,12 +173,6 @@ impl ConversationState {
         let Some(conversation) = &self.conversation else {
             return;
         };
-        let event = |frame| {
-            [Delivery {
-                frame: Arc::new(SharedFrame::new(frame)),
-                skip_conn: None,
-            }]
-        };
         let everyone: Vec<UserId> = conversation
             .members
             .iter()
@@ -271,13 +273,7 @@ impl ConversationState {
             self.commit_members(conv, upsert, vec![]).await
         }
         .await;
-        answer(
-            reply,
-            result.map(|c| OkReply {
-                conversation: Some(c),
-                ..ok()
-            }),
-        );
+        answer_conversation(reply, result);
     }
 
     pub(super) async fn kick(&mut self, by: UserId, user: UserId, reply: Option<Reply>) {
@@ -303,13 +299,7 @@ impl ConversationState {
             self.commit_members(conv, vec![], vec![user]).await
         }
         .await;
-        answer(
-            reply,
-            result.map(|c| OkReply {
-                conversation: Some(c),
-                ..ok()
-            }),
-        );
+        answer_conversation(reply, result);
     }
 
     pub(super) async fn leave(&mut self, user: UserId, reply: Option<Reply>) {

@@ -1,23 +1,12 @@
 //! What members signal without writing a message: typing and read markers
 //! (receipts).
 
-use std::sync::Arc;
-
-use chat_protocol::{MessageId, ReceiptKind, ServerFrame, SharedFrame, UserId};
+use chat_protocol::{MessageId, ReceiptKind, ServerFrame, UserId};
 use chat_storage::StoreError;
 use ractor::ActorRef;
 
-use super::{answer, ok, ConversationState};
-use crate::conn::Delivery;
+use super::{answer, event, ok, ConversationState};
 use crate::msg::{ConversationMsg, Reply};
-
-/// One event for everyone, from nobody's connection in particular.
-fn event(frame: ServerFrame) -> [Delivery; 1] {
-    [Delivery {
-        frame: Arc::new(SharedFrame::new(frame)),
-        skip_conn: None,
-    }]
-}
 
 impl ConversationState {
     pub(super) fn typing(
