@@ -156,6 +156,7 @@ impl Membership {
         let (serving_tx, serving_rx) = watch::channel(false);
         let task = Task {
             me: name.to_string(),
+            listen,
             server: server.clone(),
             seeds,
             sessions: HashMap::new(),
@@ -244,6 +245,8 @@ impl Membership {
 
 struct Task {
     me: String,
+    /// This node's node-to-node address, as it advertises it.
+    listen: SocketAddr,
     server: ActorRef<NodeServerMessage>,
     seeds: Vec<Seed>,
     sessions: HashMap<String, ActorRef<NodeSessionMessage>>,
@@ -276,6 +279,17 @@ impl Task {
         *self.serving.borrow()
     }
 
+    /// Whether a peer's advertised address is this node's own listener. A
+    /// node restarted quickly is still listed, under its name and address,
+    /// by peers that have not yet seen its previous run go: in a transitive
+    /// mesh it then dials itself, which is no duplicate. A real duplicate
+    /// cannot listen on this node's address (another process, or another
+    /// host, has another), and the Redis claim catches it regardless.
+    fn is_self(&self, connection_string: &str) -> bool {
+        !self.listen.ip().is_unspecified()
+            && addr_matches(&self.listen.to_string(), connection_string)
+    }
+
     fn duplicate(&self, what: String) {
         // The node that was here first serves and has had peers (its
         // sessions may be down for a moment: ractor_cluster lets the
@@ -297,6 +311,13 @@ impl Task {
                 // ractor_cluster names nodes "name@host"; ours is the part
                 // before the '@'.
                 let name = short_name(&peer.name).to_string();
+                if name == self.me && self.is_self(&peer.connection_string) {
+                    // This node reached its own listener through a peer's
+                    // list that still names its previous run: not a
+                    // duplicate, just a loop.
+                    info.actor.stop(Some("connected to itself".into()));
+                    return;
+                }
                 if name == self.me {
                     self.duplicate(format!(
                         "a node named {name:?} is already in the cluster (at {})",
@@ -326,8 +347,14 @@ impl Task {
                     .map(|n| short_name(&n.name).to_string())
                 {
                     // A peer with our name: ractor_cluster closes such a
-                    // session before it is ready, so this is where it shows.
-                    if name == self.me {
+                    // session before it is ready, so this is where it shows
+                    // (unless it was this node itself, reached through a
+                    // stale peer list: see `is_self`).
+                    let own = info
+                        .peer_name
+                        .as_ref()
+                        .is_some_and(|n| self.is_self(&n.connection_string));
+                    if name == self.me && !own {
                         self.duplicate(format!(
                             "a node named {name:?} is already in the cluster (at {})",
                             info.peer_addr
