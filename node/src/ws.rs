@@ -119,6 +119,13 @@ impl Pongs {
     fn owed(&self) -> usize {
         self.owed.load(Ordering::Acquire)
     }
+
+    /// `n` bytes of pongs, owed before a flush that went through, are out.
+    fn paid(&self, n: usize) {
+        if n > 0 {
+            self.owed.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
 }
 
 /// Runs one connection until it closes.
@@ -563,7 +570,13 @@ async fn write_loop<S>(
                         next = rx.try_recv().ok();
                     }
                 }
+                // A flush writes the pongs buffered so far too.
+                let owed = pongs.owed();
                 let flushed = write!(sink.flush());
+                if let Wrote::Done = flushed {
+                    pongs.paid(owed);
+                }
+                // Last: it wakes the reader, which then sees both.
                 budget.written(bytes_fed);
                 flushed
             }
@@ -574,7 +587,7 @@ async fn write_loop<S>(
                 let owed = pongs.owed();
                 let wrote = write!(sink.flush());
                 if let Wrote::Done = wrote {
-                    pongs.owed.fetch_sub(owed, Ordering::AcqRel);
+                    pongs.paid(owed);
                     budget.written(0);
                 }
                 wrote
