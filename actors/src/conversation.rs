@@ -38,7 +38,7 @@ use crate::conn::{ConnId, Delivery};
 use crate::error::ChatError;
 use crate::fanout::Fanout;
 use crate::metrics::Metrics;
-use crate::msg::{ConversationMsg, Reply, Request, RouterMsg};
+use crate::msg::{answer, ConversationMsg, Reply, Request, RouterMsg};
 
 mod members;
 mod signals;
@@ -240,13 +240,6 @@ fn event(frame: ServerFrame) -> [Delivery; 1] {
         frame: Arc::new(SharedFrame::new(frame)),
         skip_conn: None,
     }]
-}
-
-/// Answers `reply`, if there is one.
-fn answer(reply: Option<Reply>, result: Result<OkReply, ChatError>) {
-    if let Some(reply) = reply {
-        let _ = reply.send(result);
-    }
 }
 
 impl ConversationState {

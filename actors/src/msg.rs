@@ -32,6 +32,13 @@ pub mod wire;
 /// Where a request's answer goes.
 pub type Reply = RpcReplyPort<Result<OkReply, ChatError>>;
 
+/// Answers `reply`, if there is one (typing has none).
+pub fn answer(reply: Option<Reply>, result: Result<OkReply, ChatError>) {
+    if let Some(reply) = reply {
+        let _ = reply.send(result);
+    }
+}
+
 /// A client's request to one conversation, read on this node or forwarded
 /// by the node that read it.
 pub struct Request {
@@ -68,9 +75,7 @@ impl Request {
 
     /// Answers the request.
     pub fn answer(self, result: Result<OkReply, ChatError>) {
-        if let Some(reply) = self.reply {
-            let _ = reply.send(result);
-        }
+        answer(self.reply, result)
     }
 
     /// Answers the request with `err`.
@@ -108,22 +113,6 @@ pub enum ConversationMsg {
     /// Another node owns the conversation now: finish the writes in flight,
     /// then stop. The Router sends nothing more.
     Retire,
-}
-
-impl ConversationMsg {
-    /// Whether the message comes from outside (a client's request), as
-    /// opposed to one the actor sends itself; the Router's idle handshake
-    /// counts only those.
-    pub fn is_routed(&self) -> bool {
-        matches!(self, ConversationMsg::Request(_))
-    }
-
-    /// Answers the request (if it is one) with `err`.
-    pub fn fail(self, err: ChatError) {
-        if let ConversationMsg::Request(r) = self {
-            r.fail(err);
-        }
-    }
 }
 
 // Local only: peers never get a stand-in for a conversation actor (ractor

@@ -79,22 +79,28 @@ pub(crate) fn json_error(e: &serde_json::Error) -> String {
         Category::Data => {
             let text = e.to_string();
             let text = text.split(" at line ").next().unwrap_or(&text);
-            let text = STRUCT_NAME
-                .iter()
-                .fold(text.to_string(), |t, name| t.replace(name, "an object"));
-            format!("invalid body: {text}")
+            format!("invalid body: {}", without_type_names(text))
         }
     }
 }
 
 /// serde names the Rust type it expected ("struct LoginRequest"): not the
-/// client's business.
-const STRUCT_NAME: [&str; 4] = [
-    "struct RegisterRequest",
-    "struct LoginRequest",
-    "struct RefreshBody",
-    "struct SendBody",
-];
+/// client's business. Each "struct <Name>" reads "an object".
+fn without_type_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("struct ") {
+        out.push_str(&rest[..at]);
+        let name = &rest[at + "struct ".len()..];
+        let end = name
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(name.len());
+        out.push_str("an object");
+        rest = &name[end..];
+    }
+    out.push_str(rest);
+    out
+}
 
 /// A path or query rejection as our JSON 400.
 fn bad_request(e: impl std::fmt::Display) -> HttpError {
@@ -331,4 +337,22 @@ pub(crate) async fn method_not_allowed() -> Response {
     let mut r = HttpError::new(ErrorCode::BadRequest, "method not allowed").into_response();
     *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_errors_name_no_rust_type_line_or_column() {
+        let e = serde_json::from_str::<LoginRequest>("[1]").unwrap_err();
+        let m = json_error(&e);
+        assert!(m.starts_with("invalid body: "), "{m}");
+        assert!(!m.contains("struct") && !m.contains("LoginRequest"), "{m}");
+        assert!(!m.contains("line") && !m.contains("column"), "{m}");
+        assert_eq!(
+            without_type_names("expected struct A_b1 or struct C"),
+            "expected an object or an object"
+        );
+    }
 }
