@@ -1133,3 +1133,34 @@ pub async fn check_login_state(store: &dyn MessageStore) {
         "revoked for good"
     );
 }
+
+/// One test per check of this suite, in a module named after the backend,
+/// so that each backend's run lists every check under its own name
+/// (`scylla::check_history_paging`). `$open` is an expression, evaluated
+/// in each test, giving something that dereferences to the store, or
+/// `None` to skip (a backend whose server is not configured: the backend's
+/// test file decides whether that is allowed).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance_tests!(@each $open;
+                check_history_paging, check_page_bounds, check_page_byte_cap,
+                check_last_message_and_client_msg_ids, check_append_new,
+                check_prefix_isolation, check_count_unread, check_conversations,
+                check_read_markers, check_users, check_refresh_rotation,
+                check_refresh_revocation, check_login_state);
+        }
+    };
+    (@each $open:expr; $($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let Some(store) = $open else { return };
+                $crate::conformance::$check(&*store).await;
+            }
+        )*
+    };
+}

@@ -2,7 +2,8 @@
 //!
 //! [`MessageStore`] is what the actors and the node need from storage. Two
 //! backends implement it: [`embedded::EmbeddedStore`] (fjall, an LSM tree on
-//! local disk: the default for one machine and for tests) and, later, ScyllaDB.
+//! local disk: the default for one machine) and [`scylladb::ScyllaStore`]
+//! (a ScyllaDB or Cassandra cluster: nodes keep nothing on their own disk).
 //! Both lay data out the same way: messages keyed by
 //! `(conversation, bucket, id)` where `bucket` is a fixed window of the id's
 //! timestamp, so no partition grows without bound; both pass the one
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 pub mod conformance;
 pub mod embedded;
 pub mod replicated;
+pub mod scylladb;
 
 /// Width of a history bucket: 7 days of message-id time. A page reads one or
 /// two buckets; a conversation's busiest week bounds a partition.
@@ -275,4 +277,13 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// The state of a login (refresh family), if it was ever stored.
     async fn login_state(&self, family: &str) -> Result<Option<LoginState>, StoreError>;
+
+    /// Keeps `candidate` as the secret `name` unless one is kept already,
+    /// and returns the one kept, so that every node sharing this store signs
+    /// with one secret. `None` from a store on local disk, which keeps no
+    /// secrets: the node keeps them in its data directory beside it.
+    async fn keep_secret(&self, name: &str, candidate: &str) -> Result<Option<String>, StoreError> {
+        let _ = (name, candidate);
+        Ok(None)
+    }
 }

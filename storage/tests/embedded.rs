@@ -39,12 +39,26 @@ fn all(limit: usize) -> PageQuery {
     PageQuery::new(None, None, limit)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_sync() {
+/// A store in a temporary directory that lives as long as it.
+struct Opened {
+    store: EmbeddedStore,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Opened {
+    type Target = EmbeddedStore;
+    fn deref(&self) -> &EmbeddedStore {
+        &self.store
+    }
+}
+
+fn open_sync() -> Opened {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path(), Durability::Sync).expect("open");
-    conformance::run_all(&store).await;
+    Opened { store, _dir: dir }
 }
+
+chat_storage::conformance_tests!(embedded, Some(open_sync()));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_buffered_twice_on_one_database() {

@@ -1,0 +1,358 @@
+//! The ScyllaDB backend against a real CQL server (ScyllaDB, or Apache
+//! Cassandra started by `scripts/cql.sh`), named by `SCYLLA_NODES`
+//! (`host:port[,host:port...]`): the whole conformance suite, then what only
+//! a shared, distributed store needs: bucket edges, racing writers on two
+//! store handles, concurrent migrations.
+//!
+//! Without `SCYLLA_NODES` these tests fail when `CHAT_REQUIRE_SCYLLA` is set
+//! (as `scripts/test.sh` and CI set it), and otherwise skip with a line
+//! saying so (a developer running `cargo test` by hand).
+
+use std::sync::Arc;
+
+use chat_protocol::{ClientMsgId, ConversationId, Message, MessageId, MessageKind, UserId};
+use chat_storage::scylladb::{migrate, ScyllaConfig, ScyllaStore, SCHEMA_VERSION};
+use chat_storage::{conformance_tests, MessageStore, PageQuery, RefreshRecord, Rotation};
+
+/// Where the CQL server is, or `None` when these tests may skip.
+fn nodes() -> Option<Vec<String>> {
+    match std::env::var("SCYLLA_NODES") {
+        Ok(v) if !v.trim().is_empty() => Some(v.split(',').map(|s| s.trim().to_owned()).collect()),
+        _ => {
+            if std::env::var_os("CHAT_REQUIRE_SCYLLA").is_some() {
+                panic!("CHAT_REQUIRE_SCYLLA is set but SCYLLA_NODES is not: start scripts/cql.sh");
+            }
+            eprintln!("skipped: SCYLLA_NODES is not set (scripts/test.sh starts a CQL server and sets it)");
+            None
+        }
+    }
+}
+
+fn config(keyspace: &str, bucket_days: u32) -> Option<ScyllaConfig> {
+    Some(ScyllaConfig {
+        nodes: nodes()?,
+        keyspace: keyspace.to_owned(),
+        bucket_days,
+        // A test server on a busy two-core machine: schema changes are slow.
+        request_timeout_ms: 30_000,
+        ..ScyllaConfig::default()
+    })
+}
+
+async fn open(keyspace: &str, bucket_days: u32) -> Option<Arc<ScyllaStore>> {
+    let config = config(keyspace, bucket_days)?;
+    Some(Arc::new(
+        ScyllaStore::open(&config)
+            .await
+            .expect("open the ScyllaDB store"),
+    ))
+}
+
+conformance_tests!(scylla, open("chat_conformance", 10).await);
+
+fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{tag}-{nanos:x}")
+}
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+fn message_at(conversation: &ConversationId, sender: &UserId, ms: u64, n: u64) -> Message {
+    let id = MessageId(MessageId::floor_at(ms).0 + n);
+    Message {
+        id,
+        conversation: conversation.clone(),
+        sender: sender.clone(),
+        body: format!("m{n}"),
+        kind: MessageKind::default(),
+        ts: id.timestamp_ms(),
+        client_msg_id: ClientMsgId::new(&format!("c{n}")).expect("valid"),
+        reply_to: None,
+    }
+}
+
+/// With one-day buckets, history in days 0-2, 20 and 45 (empty buckets
+/// between): pages in both directions cross the edges, skip the gaps, and
+/// meet every message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_across_bucket_edges_and_empty_buckets_scylla() {
+    let Some(store) = open("chat_conformance_day_buckets", 1).await else {
+        return;
+    };
+    let conversation = ConversationId::new(&unique("edges")).expect("valid");
+    let alice = UserId::new("alice").expect("valid");
+    let start = 1_760_000_000_000 - 1_760_000_000_000 % DAY_MS;
+    let mut all = Vec::new();
+    let mut n = 0;
+    for day in [0u64, 1, 2, 20, 45] {
+        for k in 0..5 {
+            // The last minutes of one day and the first of the next.
+            let ms = start + day * DAY_MS + DAY_MS - 300_000 + k * 120_000;
+            n += 1;
+            all.push(message_at(&conversation, &alice, ms, n));
+        }
+    }
+    all.sort_by_key(|m| m.id);
+    let buckets: std::collections::BTreeSet<i32> = all.iter().map(|m| store.bucket(m.id)).collect();
+    assert!(
+        buckets.len() >= 8,
+        "the history spans bucket edges: {buckets:?}"
+    );
+    store.append(&all).await.expect("append");
+    let ids: Vec<MessageId> = all.iter().map(|m| m.id).collect();
+
+    // Backwards from the newest, 4 at a time.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .page(&conversation, PageQuery::new(before, None, 4))
+            .await
+            .expect("page");
+        let mut got: Vec<MessageId> = page.messages.iter().map(|m| m.id).collect();
+        assert!(
+            !got.is_empty(),
+            "a page before the oldest is empty only at the end"
+        );
+        before = Some(got[0]);
+        got.extend(seen);
+        seen = got;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen, ids, "backwards, every message once, in order");
+
+    // Forwards from before the oldest, 3 at a time.
+    let mut seen = Vec::new();
+    let mut after = Some(MessageId(ids[0].0 - 1));
+    loop {
+        let page = store
+            .page(&conversation, PageQuery::new(None, after, 3))
+            .await
+            .expect("page");
+        seen.extend(page.messages.iter().map(|m| m.id));
+        after = seen.last().copied();
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen, ids, "forwards, every message once, in order");
+
+    // A window inside the gap between day 2 and day 20 is empty.
+    let gap = store
+        .page(
+            &conversation,
+            PageQuery::new(Some(ids[15]), Some(ids[14]), 10),
+        )
+        .await
+        .expect("page");
+    assert!(gap.messages.is_empty() && !gap.more);
+    assert_eq!(
+        store
+            .last_message(&conversation)
+            .await
+            .expect("last")
+            .map(|m| m.id),
+        ids.last().copied()
+    );
+    let unread = store
+        .count_unread(
+            &conversation,
+            &UserId::new("bob").expect("valid"),
+            ids[2],
+            100,
+        )
+        .await
+        .expect("count");
+    assert_eq!(
+        unread,
+        (ids.len() - 3) as u64,
+        "counted across every bucket"
+    );
+}
+
+/// Two store handles (two nodes) append the same send (one sender, one
+/// `client_msg_id`) under different ids at once: one id wins, both calls
+/// answer with it, and history holds it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_racing_on_one_client_msg_id_scylla() {
+    let Some(a) = open("chat_conformance", 10).await else {
+        return;
+    };
+    let Some(b) = open("chat_conformance", 10).await else {
+        return;
+    };
+    let alice = UserId::new("alice").expect("valid");
+    for round in 0..20u64 {
+        let conversation = ConversationId::new(&unique(&format!("race{round}"))).expect("valid");
+        let now = 1_760_000_000_000 + round;
+        let first = message_at(&conversation, &alice, now, 1);
+        let mut second = message_at(&conversation, &alice, now, 2);
+        second.client_msg_id = first.client_msg_id.clone();
+        let (x, y) = tokio::join!(
+            a.append_new(std::slice::from_ref(&first)),
+            b.append_new(std::slice::from_ref(&second))
+        );
+        let (x, y) = (x.expect("a"), y.expect("b"));
+        let winner = match (&x[0], &y[0]) {
+            (None, Some(m)) => {
+                assert_eq!(m.id, first.id, "b answers with a's message");
+                first.clone()
+            }
+            (Some(m), None) => {
+                assert_eq!(m.id, second.id, "a answers with b's message");
+                second.clone()
+            }
+            other => panic!("exactly one writer wins, got {other:?}"),
+        };
+        let history = a
+            .page(&conversation, PageQuery::new(None, None, 10))
+            .await
+            .expect("page");
+        let ids: Vec<MessageId> = history.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![winner.id], "stored once");
+        let found = b
+            .find_by_client_msg_id(&conversation, &alice, &first.client_msg_id)
+            .await
+            .expect("find");
+        assert_eq!(found.map(|m| m.id), Some(winner.id));
+    }
+}
+
+/// A claim whose message row was never written (its writer died between
+/// the two): a retry of the send stores the message under the claimed id,
+/// once, and answers with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_completes_a_send_interrupted_after_its_claim_scylla() {
+    let Some(config) = config("chat_conformance", 10) else {
+        return;
+    };
+    let store = ScyllaStore::open(&config).await.expect("open");
+    let conversation = ConversationId::new(&unique("interrupted")).expect("valid");
+    let alice = UserId::new("alice").expect("valid");
+    let first = message_at(&conversation, &alice, 1_760_000_000_000, 1);
+    // All the first writer did: the claim.
+    let raw = ::scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .build()
+        .await
+        .expect("connect");
+    raw.query_unpaged(
+        "INSERT INTO chat_conformance.client_msg_ids (conversation_id, sender, client_msg_id, id) \
+         VALUES (?, ?, ?, ?)",
+        (
+            conversation.as_str(),
+            alice.as_str(),
+            first.client_msg_id.as_str(),
+            first.id.0 as i64,
+        ),
+    )
+    .await
+    .expect("claim");
+    let mut retry = message_at(&conversation, &alice, 1_760_000_000_500, 2);
+    retry.client_msg_id = first.client_msg_id.clone();
+    let held = store
+        .append_new(std::slice::from_ref(&retry))
+        .await
+        .expect("retry");
+    let stored = held[0].clone().expect("the claimed id answers");
+    assert_eq!(stored.id, first.id, "under the claimed id");
+    assert_eq!(stored.body, retry.body);
+    let again = store
+        .append_new(std::slice::from_ref(&retry))
+        .await
+        .expect("retry again");
+    assert_eq!(again, vec![Some(stored.clone())], "the same answer again");
+    let history = store
+        .page(&conversation, PageQuery::new(None, None, 10))
+        .await
+        .expect("page");
+    assert_eq!(history.messages, vec![stored], "stored once");
+}
+
+/// Two nodes present one refresh token at once: one rotates, the other is
+/// a reuse, and the family is revoked either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_token_race_between_two_store_handles_scylla() {
+    let Some(a) = open("chat_conformance", 10).await else {
+        return;
+    };
+    let Some(b) = open("chat_conformance", 10).await else {
+        return;
+    };
+    let user = UserId::new("alice").expect("valid");
+    for round in 0..10 {
+        let family = unique(&format!("family{round}"));
+        let old = RefreshRecord {
+            token_hash: unique("old"),
+            user: user.clone(),
+            family: family.clone(),
+            expires_at: u64::MAX / 4,
+        };
+        a.put_refresh(&old).await.expect("put");
+        let next = |tag: &str| RefreshRecord {
+            token_hash: unique(tag),
+            ..old.clone()
+        };
+        let (next_a, next_b) = (next("a"), next("b"));
+        let (x, y) = tokio::join!(
+            a.rotate_refresh(&old.token_hash, &next_a, 1),
+            b.rotate_refresh(&old.token_hash, &next_b, 1)
+        );
+        let outcomes = [x.expect("a"), y.expect("b")];
+        let rotated = outcomes
+            .iter()
+            .filter(|r| matches!(r, Rotation::Rotated { .. }))
+            .count();
+        assert!(
+            rotated <= 1,
+            "never two rotations of one token: {outcomes:?}"
+        );
+        assert!(
+            outcomes.contains(&Rotation::Reused),
+            "the loser is a reuse: {outcomes:?}"
+        );
+        assert_eq!(
+            a.login_state(&family).await.expect("state"),
+            Some(chat_storage::LoginState::Revoked),
+            "a reuse revokes the family"
+        );
+    }
+}
+
+/// Migrations on a fresh keyspace, from three handles at once and then
+/// again: applied exactly once, and the schema works afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_twice_and_concurrently_scylla() {
+    let keyspace = format!("chat_migrate_{}", std::process::id());
+    let Some(config) = config(&keyspace, 10) else {
+        return;
+    };
+    let (x, y, z) = tokio::join!(migrate(&config), migrate(&config), migrate(&config));
+    let mut applied: Vec<i32> = [x, y, z]
+        .into_iter()
+        .flat_map(|r| r.expect("migrate"))
+        .collect();
+    applied.sort_unstable();
+    let expected: Vec<i32> = (1..=SCHEMA_VERSION).collect();
+    assert_eq!(
+        applied, expected,
+        "each migration applied by exactly one caller"
+    );
+    assert_eq!(migrate(&config).await.expect("again"), Vec::<i32>::new());
+    let store = ScyllaStore::open(&config).await.expect("open");
+    chat_storage::conformance::check_append_new(&store).await;
+    // A store with another bucket width would not find this history.
+    let other = ScyllaConfig {
+        bucket_days: 7,
+        ..config
+    };
+    let err = ScyllaStore::open(&other)
+        .await
+        .expect_err("another bucket width");
+    assert!(err.to_string().contains("bucket_days = 10"), "{err}");
+}
