@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# A real CQL server on loopback for the ScyllaDB backend's tests: one Apache
-# Cassandra 5.0 node started with plain `java` from Maven Central's
-# cassandra-all jars (the scylla driver speaks to Cassandra and ScyllaDB
-# alike; ScyllaDB cannot be installed here). Installs Java 17 and Maven if
-# missing, and caches the jars (about 70 MB) in ~/.cache/chat-cql.
+# A real CQL server on loopback for the ScyllaDB backend: Apache Cassandra
+# 5.0, started with plain `java` from Maven Central's cassandra-all jars (the
+# scylla driver speaks to ScyllaDB and Cassandra alike; ScyllaDB itself cannot
+# be installed on these machines). Installs Java 17 and Maven if missing, and
+# caches the jars (about 70 MB) in ~/.cache/chat-cql.
 #
-#   scripts/cql.sh start DIR [PORT]   data and logs in DIR; prints the
-#                                     address once the node answers CQL
-#   scripts/cql.sh stop DIR           stops the node started in DIR
+#   scripts/cql.sh start [--nodes N] [--dir DIR] [--port P]
+#       starts N nodes (default 1) on 127.0.0.1 .. 127.0.0.N, all on port P
+#       (default: a free one), waits until each answers CQL, and prints as
+#       its last line SCYLLA_NODES=host:port[,host:port...]
+#   scripts/cql.sh stop [--dir DIR]        stops every node
+#   scripts/cql.sh kill I [--dir DIR]      SIGKILLs node I (1-based)
+#   scripts/cql.sh restart I [--dir DIR]   starts node I again on its data
 #
-# PORT defaults to a free one; the node's gossip port is another free one.
-# Ready means the log said "Starting listening for CQL clients" and the port
-# accepts connections; a start that takes over 120 s fails with the log.
+# Commits are fsynced before they are acknowledged (commitlog_sync: batch):
+# a test kills single nodes with SIGKILL and expects acknowledged writes
+# back. (Cassandra and ScyllaDB default to a periodic fsync every 10 s, so
+# in production it is the replication factor that makes a write survive the
+# loss of a node.)
+#
+# DIR (default $TMPDIR/chat-cql) holds each node's data, logs and pid. A
+# node is ready when its log says "Starting listening for CQL clients" and
+# its port accepts connections; a start over 120 s fails with the log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -73,23 +83,23 @@ JPMS=(
   -Dio.netty.tryReflectionSetAccessible=true
 )
 
-start() {
-  local dir=$1 port=${2:-$(free_port)}
-  local gossip
-  gossip=$(free_port)
-  install
-  mkdir -p "$dir/data" "$dir/logs" "$dir/tmp"
-  dir=$(cd "$dir" && pwd)
-  # Unknown keys are fatal to Cassandra: only what a test node needs. One
-  # token, given, because token allocation costs over a minute at first boot.
-  cat >"$dir/cassandra.yaml" <<EOF
+# Node I's evenly spaced token of an N-node ring (one token each: token
+# allocation of the stock configuration costs over a minute at first boot).
+token() { python3 -c "import sys; i, n = int(sys.argv[1]), int(sys.argv[2]); print(-2**63 + (i - 1) * (2**64 // n))" "$1" "$2"; }
+
+configure() {
+  local dir=$1 i=$2 n=$3 port=$4 gossip=$5
+  local home=$dir/node$i
+  mkdir -p "$home/data" "$home/logs" "$home/tmp"
+  # Unknown keys are fatal to Cassandra: only what a test node needs.
+  cat >"$home/cassandra.yaml" <<EOF
 cluster_name: chat-test
 num_tokens: 1
-initial_token: -9223372036854775808
+initial_token: $(token "$i" "$n")
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
 endpoint_snitch: SimpleSnitch
-listen_address: 127.0.0.1
-rpc_address: 127.0.0.1
+listen_address: 127.0.0.$i
+rpc_address: 127.0.0.$i
 storage_port: $gossip
 native_transport_port: $port
 seed_provider:
@@ -97,14 +107,13 @@ seed_provider:
     parameters:
       - seeds: "127.0.0.1:$gossip"
 auto_bootstrap: false
-commitlog_sync: periodic
-commitlog_sync_period: 10000ms
+commitlog_sync: batch
 memtable_heap_space: 64MiB
 memtable_offheap_space: 64MiB
 auto_snapshot: false
 EOF
   # cassandra-all ships no logback configuration: without one it logs DEBUG.
-  cat >"$dir/logback.xml" <<'EOF'
+  cat >"$home/logback.xml" <<'EOF'
 <configuration>
   <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
     <encoder><pattern>%-5level [%thread] %date{ISO8601} %logger{20}: %msg%n</pattern></encoder>
@@ -112,44 +121,111 @@ EOF
   <root level="INFO"><appender-ref ref="STDOUT"/></root>
 </configuration>
 EOF
+}
+
+launch() {
+  local dir=$1 i=$2
+  local home=$dir/node$i port ring_delay=1000
+  port=$(cat "$dir/port")
+  [ "$(cat "$dir/nodes")" -eq 1 ] || ring_delay=5000
+  : >"$home/cassandra.log"
   java -Xms512m -Xmx512m -Xss256k -XX:+UseG1GC -XX:ActiveProcessorCount=2 \
     -Djava.net.preferIPv4Stack=true "${JPMS[@]}" \
-    -Dcassandra-foreground=yes -Dcassandra.config="file://$dir/cassandra.yaml" \
-    -Dcassandra.storagedir="$dir/data" -Dcassandra.logdir="$dir/logs" \
-    -Dlogback.configurationFile="$dir/logback.xml" -Djava.io.tmpdir="$dir/tmp" \
-    -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=1000 \
-    -cp "$CACHE/lib/*" org.apache.cassandra.service.CassandraDaemon >"$dir/cassandra.log" 2>&1 &
-  echo $! >"$dir/pid"
-  local i
-  for i in $(seq 1200); do
-    if grep -q "Starting listening for CQL clients" "$dir/cassandra.log" 2>/dev/null &&
-      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "127.0.0.1:$port"
+    -Dcassandra-foreground=yes -Dcassandra.config="file://$home/cassandra.yaml" \
+    -Dcassandra.storagedir="$home/data" -Dcassandra.logdir="$home/logs" \
+    -Dlogback.configurationFile="$home/logback.xml" -Djava.io.tmpdir="$home/tmp" \
+    -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=$ring_delay \
+    -cp "$CACHE/lib/*" org.apache.cassandra.service.CassandraDaemon >"$home/cassandra.log" 2>&1 &
+  echo $! >"$home/pid"
+  local _
+  for _ in $(seq 1200); do
+    if grep -q "Starting listening for CQL clients" "$home/cassandra.log" 2>/dev/null &&
+      (exec 3<>"/dev/tcp/127.0.0.$i/$port") 2>/dev/null; then
       return 0
     fi
-    if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
-      tail -40 "$dir/cassandra.log" >&2
-      die "the CQL server exited while starting"
+    if ! kill -0 "$(cat "$home/pid")" 2>/dev/null; then
+      tail -40 "$home/cassandra.log" >&2
+      die "CQL node $i exited while starting"
     fi
     sleep 0.1
   done
-  tail -40 "$dir/cassandra.log" >&2
-  stop "$dir"
-  die "the CQL server did not answer within 120 s"
+  tail -40 "$home/cassandra.log" >&2
+  die "CQL node $i did not answer within 120 s"
 }
 
-stop() {
-  local dir=$1 pid
-  [ -f "$dir/pid" ] || return 0
-  pid=$(cat "$dir/pid")
+start() {
+  local dir=$1 n=$2 port=$3
+  install
+  [ -n "$port" ] || port=$(free_port)
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  stop "$dir"
+  echo "$n" >"$dir/nodes"
+  echo "$port" >"$dir/port"
+  local gossip i nodes=()
+  gossip=$(free_port)
+  for i in $(seq "$n"); do
+    configure "$dir" "$i" "$n" "$port" "$gossip"
+    launch "$dir" "$i" || { stop "$dir"; exit 1; }
+    nodes+=("127.0.0.$i:$port")
+  done
+  (IFS=,; echo "SCYLLA_NODES=${nodes[*]}")
+}
+
+stop_node() {
+  local home=$1 pid
+  [ -f "$home/pid" ] || return 0
+  pid=$(cat "$home/pid")
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
-  rm -f "$dir/pid"
+  rm -f "$home/pid"
 }
 
-case "${1:-}" in
-  start) start "${2:?usage: scripts/cql.sh start DIR [PORT]}" "${3:-}" ;;
-  stop) stop "${2:?usage: scripts/cql.sh stop DIR}" ;;
-  *) die "usage: scripts/cql.sh start DIR [PORT] | stop DIR" ;;
+stop() {
+  local dir=$1 home
+  for home in "$dir"/node*; do
+    [ ! -d "$home" ] || stop_node "$home"
+  done
+}
+
+kill_node() {
+  local home=$1/node$2
+  [ -f "$home/pid" ] || die "node $2 is not running in $1"
+  kill -9 "$(cat "$home/pid")" 2>/dev/null || true
+  rm -f "$home/pid"
+}
+
+restart_node() {
+  local dir=$1 i=$2
+  [ -f "$dir/node$i/cassandra.yaml" ] || die "no node $i in $dir"
+  [ ! -f "$dir/node$i/pid" ] || die "node $i is running"
+  launch "$dir" "$i"
+  echo "SCYLLA_NODE=127.0.0.$i:$(cat "$dir/port")"
+}
+
+cmd=${1:-}
+[ "$#" -eq 0 ] || shift
+index=""
+case "$cmd" in
+  kill | restart)
+    index=${1:?usage: scripts/cql.sh $cmd I [--dir DIR]}
+    shift
+    ;;
+esac
+dir=${TMPDIR:-/tmp}/chat-cql nodes=1 port=""
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --dir) dir=$2; shift 2 ;;
+    --nodes) nodes=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    *) die "unknown argument $1" ;;
+  esac
+done
+case "$cmd" in
+  start) start "$dir" "$nodes" "$port" ;;
+  stop) stop "$dir" ;;
+  kill) kill_node "$dir" "$index" ;;
+  restart) restart_node "$dir" "$index" ;;
+  *) die "usage: scripts/cql.sh start [--nodes N] [--dir DIR] [--port P] | stop [--dir DIR] | kill I [--dir DIR] | restart I [--dir DIR]" ;;
 esac

@@ -58,6 +58,11 @@ pub struct Tuning {
     pub max_group_members: usize,
     /// Most members of a channel.
     pub max_channel_members: usize,
+    /// How long a starting session waits for the owners of its
+    /// conversations to acknowledge its interest before it lets the client
+    /// in anyway (then live delivery from a late owner starts when its
+    /// acknowledgement comes, and the client's catch-up covers the gap).
+    pub interest_ack_deadline: Duration,
 }
 
 impl Default for Tuning {
@@ -68,6 +73,7 @@ impl Default for Tuning {
             typing_timeout: Duration::from_secs(6),
             max_group_members: 1_000,
             max_channel_members: 10_000,
+            interest_ack_deadline: Duration::from_secs(2),
         }
     }
 }

@@ -81,6 +81,7 @@ impl Services {
             cluster.clone(),
             metrics.clone(),
         ));
+        let interest_ack_deadline = tuning.interest_ack_deadline;
         let conversation_deps = Arc::new(ConversationDeps {
             store: store.clone(),
             ids: ids.clone(),
@@ -99,6 +100,7 @@ impl Services {
             metrics: metrics.clone(),
             connections_per_user: limits.connections_per_user,
             watch_per_connection: limits.watch_per_connection,
+            interest_ack_deadline,
         });
         Arc::new(Services {
             rate: Arc::new(RateLimiter::new(limits.sends_per_second, limits.send_burst)),

@@ -37,10 +37,6 @@ use crate::watchers::Watchers;
 #[cfg(test)]
 mod tests;
 
-/// How long a starting session waits for the owners of its conversations
-/// to acknowledge its interest before it lets the client in anyway.
-const INTEREST_ACK_DEADLINE: Duration = Duration::from_secs(2);
-
 /// What every session of a node uses, shared by all of them.
 pub struct SessionDeps {
     /// This node's name (presence keys a connection by node and id).
@@ -63,6 +59,8 @@ pub struct SessionDeps {
     pub connections_per_user: usize,
     /// Users a connection may watch.
     pub watch_per_connection: usize,
+    /// See [`crate::conversation::Tuning::interest_ack_deadline`].
+    pub interest_ack_deadline: Duration,
 }
 
 /// Starting arguments.
@@ -138,7 +136,7 @@ impl Actor for UserSession {
                         let _ = ack.await;
                     }
                 };
-                if tokio::time::timeout(INTEREST_ACK_DEADLINE, all)
+                if tokio::time::timeout(deps.interest_ack_deadline, all)
                     .await
                     .is_err()
                 {

@@ -15,6 +15,7 @@ use chat_presence::redis::{RedisPresence, RedisPresenceConfig};
 use chat_presence::{MemoryPresence, Presence, PresenceError};
 use chat_storage::embedded::EmbeddedStore;
 use chat_storage::replicated::ReplicatedStore;
+use chat_storage::scylladb::ScyllaStore;
 use chat_storage::MessageStore;
 use prometheus_client::registry::Registry;
 use ractor::Actor;
@@ -22,10 +23,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Algorithm, Auth, AuthConfig, AuthError};
 use crate::config::{Config, ConfigError, PresenceBackend, StorageBackend};
 use crate::membership::{Membership, NodeClaim};
 pub use crate::state::App;
+use crate::state::OpenStore;
 use crate::{http, listener, ws};
 
 /// Why a node could not start or stopped with an error.
@@ -61,10 +63,13 @@ impl App {
         config.validate()?;
         std::fs::create_dir_all(&config.node.data_dir)?;
         let store = match config.storage.backend {
-            StorageBackend::Embedded => Arc::new(EmbeddedStore::open(
+            StorageBackend::Embedded => OpenStore::Embedded(Arc::new(EmbeddedStore::open(
                 &config.node.data_dir.join("store"),
                 config.storage.durability,
-            )?),
+            )?)),
+            StorageBackend::Scylla => {
+                OpenStore::Scylla(Arc::new(ScyllaStore::open(&config.storage.scylla).await?))
+            }
         };
         let presence: Arc<dyn Presence> = match config.presence.backend {
             PresenceBackend::Memory => Arc::new(MemoryPresence::new()),
@@ -79,12 +84,16 @@ impl App {
                 .await?,
             ),
         };
-        let auth = Auth::from_config(&config.auth, &config.node.data_dir)?;
+        let auth = Auth::from_config(
+            &shared_secret(&config, &store).await?,
+            &config.node.data_dir,
+        )?;
         let tuning = Tuning {
             conversation_idle: Duration::from_secs(config.actors.conversation_idle_secs),
             tail: config.actors.tail,
             max_group_members: config.limits.max_group_members,
             max_channel_members: config.limits.max_channel_members,
+            interest_ack_deadline: Duration::from_millis(config.actors.interest_ack_ms),
             ..Tuning::default()
         };
         let node_id = config.node.id;
@@ -93,7 +102,12 @@ impl App {
         let (cluster, replica, events) = if clustered {
             // Without a shared database every node keeps a full copy: writes
             // are replicated to all connected nodes before they are acked.
-            let replica = Arc::new(ReplicatedStore::new(store.clone(), name)?);
+            let OpenStore::Embedded(local) = &store else {
+                return Err(NodeError::Config(ConfigError::Invalid(
+                    "a cluster replicates over the embedded backend".into(),
+                )));
+            };
+            let replica = Arc::new(ReplicatedStore::new(local.clone(), name)?);
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             (
                 Cluster::clustered(name, config.node.id, tx),
@@ -105,7 +119,7 @@ impl App {
         };
         let data: Arc<dyn MessageStore> = match &replica {
             Some(r) => r.clone(),
-            None => store.clone(),
+            None => store.shared(),
         };
         let services = Services::new(
             cluster,
@@ -198,6 +212,28 @@ impl App {
         }
         self.store.close().await;
     }
+}
+
+/// The auth configuration with the HS256 secret filled in from the store
+/// when none is configured and the store keeps secrets (ScyllaDB): every
+/// node on that store then signs with the one secret the first node made,
+/// and a node with an empty data directory keeps its users' sessions.
+async fn shared_secret(config: &Config, store: &OpenStore) -> Result<AuthConfig, NodeError> {
+    let mut auth = config.auth.clone();
+    if auth.algorithm != Algorithm::HS256 || auth.jwt_secret.is_some() {
+        return Ok(auth);
+    }
+    let candidate = crate::auth::new_secret();
+    if let Some(kept) = store.shared().keep_secret("jwt", &candidate).await? {
+        if kept == candidate {
+            tracing::warn!(
+                "generated the JWT secret and kept it in the store; every node on this store \
+                 uses it (set auth.jwt_secret to choose one)"
+            );
+        }
+        auth.jwt_secret = Some(kept);
+    }
+    Ok(auth)
 }
 
 /// The node's routes.

@@ -698,13 +698,18 @@ impl Auth {
         from: IpAddr,
     ) -> Result<TokenSet, AuthError> {
         self.signing_key()?;
-        // The rules are public, so refusing a malformed name or password
-        // reveals nothing about accounts, and it bounds the hashing work.
+        // The rules are public, so refusing a malformed name reveals nothing
+        // about accounts.
         let id = parse_username(&req.username)?;
-        check_password(&req.password)?;
         let limited = |retry_after_ms| AuthError::RateLimited { retry_after_ms };
         self.throttle.login(from).map_err(limited)?;
         self.throttle.may_try(&id).map_err(limited)?;
+        if check_password(&req.password).is_err() {
+            // No account has a password outside the policy: wrong, as any
+            // wrong password is (401), without hashing it.
+            self.throttle.failed(&id);
+            return Err(AuthError::BadCredentials);
+        }
         let mut user = store.user(&id).await?;
         if user.is_none() && req.username != id.as_str() {
             // An account made before names were case-insensitive.
@@ -993,6 +998,11 @@ fn bad_key(path: &Path, alg: Algorithm, kind: &str, e: &jsonwebtoken::errors::Er
         path.display(),
         alg.name()
     ))
+}
+
+/// A new random HS256 secret, hex.
+pub(crate) fn new_secret() -> String {
+    hex::encode(random_bytes::<MIN_SECRET_BYTES>())
 }
 
 /// Reads the development secret, creating it on first start.

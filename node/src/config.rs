@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use chat_protocol::Limits;
 use chat_storage::embedded::Durability;
+use chat_storage::scylladb::ScyllaConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
@@ -87,6 +88,9 @@ impl Default for ListenSection {
 pub enum StorageBackend {
     /// fjall on local disk, in `node.data_dir`.
     Embedded,
+    /// A ScyllaDB (or Cassandra) cluster, `[storage.scylla]`: the node keeps
+    /// nothing it needs on its own disk.
+    Scylla,
 }
 
 /// `[storage]`.
@@ -97,8 +101,10 @@ pub struct StorageSection {
     pub backend: StorageBackend,
     /// `sync`: each batch is fsynced before it is acknowledged (survives a
     /// machine crash); `buffered`: written, fsynced in the background
-    /// (survives a process crash).
+    /// (survives a process crash). Embedded backend only.
     pub durability: Durability,
+    /// The ScyllaDB cluster, for `backend = "scylla"`.
+    pub scylla: ScyllaConfig,
 }
 
 impl Default for StorageSection {
@@ -106,6 +112,7 @@ impl Default for StorageSection {
         StorageSection {
             backend: StorageBackend::Embedded,
             durability: Durability::Sync,
+            scylla: ScyllaConfig::default(),
         }
     }
 }
@@ -175,6 +182,10 @@ pub struct ActorsSection {
     pub conversation_idle_secs: u64,
     /// Recent messages each conversation actor keeps in memory.
     pub tail: usize,
+    /// How long a connecting client may wait for the owners of its
+    /// conversations (in a cluster) to confirm they will send to its node;
+    /// past it the client is let in and catches up on what it missed.
+    pub interest_ack_ms: u64,
 }
 
 impl Default for ActorsSection {
@@ -182,6 +193,7 @@ impl Default for ActorsSection {
         ActorsSection {
             conversation_idle_secs: 120,
             tail: 256,
+            interest_ack_ms: 2_000,
         }
     }
 }
@@ -367,6 +379,14 @@ impl Config {
                 "listen.header_read_timeout_secs and body_read_timeout_secs must be above 0".into(),
             );
         }
+        if self.storage.backend == StorageBackend::Scylla {
+            self.storage.scylla.check().map_err(ConfigError::Invalid)?;
+            if self.cluster.listen.is_some() {
+                // The cluster replicates over its embedded stores; sharing
+                // one ScyllaDB needs ownership leases first.
+                return bad("storage.backend = \"scylla\" runs one node for now; a cluster uses the embedded backend".into());
+            }
+        }
         if self.presence.backend == PresenceBackend::Redis && self.presence.redis_url.is_empty() {
             return bad("presence.redis_url is required with backend = \"redis\"".into());
         }
@@ -516,6 +536,59 @@ mod tests {
         let mut alone = Config::default();
         alone.cluster.seeds = vec!["127.0.0.1:9001".into()];
         assert!(alone.validate().is_err(), "seeds without listen");
+    }
+
+    #[test]
+    fn the_scylla_backend_from_the_environment() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let c = Config::load(
+            None,
+            env(&[
+                ("CHAT__STORAGE__BACKEND", "scylla"),
+                (
+                    "CHAT__STORAGE__SCYLLA__NODES",
+                    r#"["10.0.0.1:9042","10.0.0.2:9042"]"#,
+                ),
+                ("CHAT__STORAGE__SCYLLA__KEYSPACE", "chat_prod"),
+                ("CHAT__STORAGE__SCYLLA__REPLICATION_FACTOR", "3"),
+                ("CHAT__STORAGE__SCYLLA__CONSISTENCY", "quorum"),
+            ]),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.storage.backend, StorageBackend::Scylla);
+        let s = &c.storage.scylla;
+        assert_eq!(s.nodes, vec!["10.0.0.1:9042", "10.0.0.2:9042"]);
+        assert_eq!(
+            (s.keyspace.as_str(), s.replication_factor),
+            ("chat_prod", 3)
+        );
+        assert_eq!(s.bucket_days, 10, "the default bucket");
+        for (key, value, complaint) in [
+            ("CHAT__STORAGE__SCYLLA__KEYSPACE", "Chat-Prod", "keyspace"),
+            ("CHAT__STORAGE__SCYLLA__NODES", "[]", "nodes"),
+            ("CHAT__STORAGE__SCYLLA__BUCKET_DAYS", "0", "bucket_days"),
+            (
+                "CHAT__STORAGE__SCYLLA__REPLICATION_FACTOR",
+                "0",
+                "replication_factor",
+            ),
+        ] {
+            let c = Config::load(
+                None,
+                env(&[("CHAT__STORAGE__BACKEND", "scylla"), (key, value)]),
+            )
+            .unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(complaint), "{key}={value}: {err}");
+        }
+        let bad = Config::load(None, env(&[("CHAT__STORAGE__SCYLLA__CONSISTENCY", "most")]));
+        assert!(bad.is_err(), "an unknown consistency level");
     }
 
     #[test]

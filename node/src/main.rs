@@ -36,6 +36,10 @@ enum Command {
     DefaultConfig,
     /// Load and validate the configuration, print it, and exit.
     CheckConfig,
+    /// Apply the storage backend's schema migrations and exit (a node also
+    /// applies them when it starts; this is for deploy pipelines that
+    /// migrate first).
+    Migrate,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,6 +79,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    if let Some(Command::Migrate) = cli.command {
+        return runtime.block_on(migrate(&config));
+    }
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen.http)
             .await
@@ -88,6 +95,31 @@ fn main() -> anyhow::Result<()> {
         tracing::info!("drained; exiting");
         anyhow::Ok(())
     })
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    match config.storage.backend {
+        chat_node::config::StorageBackend::Embedded => {
+            println!("the embedded store needs no migrations");
+        }
+        chat_node::config::StorageBackend::Scylla => {
+            let scylla = &config.storage.scylla;
+            let applied = chat_storage::scylladb::migrate(scylla).await?;
+            if applied.is_empty() {
+                println!(
+                    "keyspace {} is at schema version {}",
+                    scylla.keyspace,
+                    chat_storage::scylladb::SCHEMA_VERSION
+                );
+            } else {
+                println!(
+                    "keyspace {}: applied migrations {applied:?}",
+                    scylla.keyspace
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -147,6 +147,11 @@ impl TestCluster {
                 ("CHAT__PRESENCE__TTL_SECS".into(), "5".into()),
                 ("CHAT__LIMITS__SENDS_PER_SECOND".into(), "1000000".into()),
                 ("CHAT__LIMITS__SEND_BURST".into(), "1000000".into()),
+                // Nine three-node clusters share two cores while this file
+                // runs: an owner may take seconds to confirm a session's
+                // interest, and the tests expect live delivery once it has
+                // (the default 2 s would let the client in before).
+                ("CHAT__ACTORS__INTEREST_ACK_MS".into(), "10000".into()),
             ])
             .collect()
     }

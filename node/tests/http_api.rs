@@ -273,6 +273,23 @@ async fn register_and_login() {
         Some("unauthorized"),
         "unknown user",
     );
+    // A wrong password is wrong whatever its length: 401, not the
+    // registration policy's 400.
+    for wrong in ["short", "", &"p".repeat(5000)] {
+        assert_error(
+            call(
+                node.addr,
+                "POST",
+                "/v1/auth/login",
+                None,
+                Some(&creds(&name, wrong)),
+            )
+            .await,
+            401,
+            Some("unauthorized"),
+            &format!("a wrong password of {} bytes", wrong.len()),
+        );
+    }
     assert_error(
         call(node.addr, "POST", "/v1/auth/login", None, Some("{")).await,
         400,

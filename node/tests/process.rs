@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -258,24 +257,6 @@ async fn sigterm_closes_with_1001_exits_0_and_keeps_everything() {
     let history = full_history(&node, &mut a, &conv, &bob.access).await;
     check_history(&history, &acked);
     assert!(history.len() >= acked.len() && history.len() <= 300);
-}
-
-/// True when `token` passes authentication (an unknown conversation is then
-/// 404 rather than 401).
-async fn token_accepted(addr: SocketAddr, token: &str) -> bool {
-    let (status, body) = http(
-        addr,
-        "GET",
-        "/v1/conversations/g:not-there/messages",
-        Some(token),
-        None,
-    )
-    .await;
-    match status {
-        404 => true,
-        401 => false,
-        other => panic!("unexpected {other}: {body}"),
-    }
 }
 
 #[tokio::test]

@@ -58,6 +58,7 @@ async fn start(limit: usize) -> Fixture {
         metrics: Arc::new(Metrics::default()),
         connections_per_user: limit,
         watch_per_connection: 2,
+        interest_ack_deadline: std::time::Duration::from_secs(2),
     });
     let (router, routed) = router_stand_in().await;
     let args = SessionArgs {

@@ -38,9 +38,47 @@ pub struct TestNode {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// A config for tests: a fresh data dir, a fixed secret, free port.
+/// The storage backend the node suites run on: embedded unless
+/// `CHAT_TEST_STORAGE=scylla` (then the CQL server of `SCYLLA_NODES`, as
+/// `scripts/test.sh` runs the suites that prove the guarantees a second
+/// time), as environment overrides for nodes run as processes.
+pub fn storage_env() -> Vec<(String, String)> {
+    match std::env::var("CHAT_TEST_STORAGE").as_deref() {
+        Ok("scylla") => {
+            let nodes = std::env::var("SCYLLA_NODES")
+                .expect("CHAT_TEST_STORAGE=scylla needs SCYLLA_NODES (scripts/cql.sh start)");
+            // A test server on a busy two-core machine: generous timeouts.
+            scylla_env(&nodes, "chat_e2e", 20_000)
+        }
+        Ok("embedded") | Err(_) => Vec::new(),
+        Ok(other) => panic!("CHAT_TEST_STORAGE={other}: embedded or scylla"),
+    }
+}
+
+/// Environment for a node on the CQL server at `nodes` (`host:port,...`).
+pub fn scylla_env(nodes: &str, keyspace: &str, timeout_ms: u64) -> Vec<(String, String)> {
+    let list: Vec<String> = nodes
+        .split(',')
+        .map(|n| format!("{:?}", n.trim()))
+        .collect();
+    vec![
+        ("CHAT__STORAGE__BACKEND".into(), "scylla".into()),
+        (
+            "CHAT__STORAGE__SCYLLA__NODES".into(),
+            format!("[{}]", list.join(",")),
+        ),
+        ("CHAT__STORAGE__SCYLLA__KEYSPACE".into(), keyspace.into()),
+        (
+            "CHAT__STORAGE__SCYLLA__REQUEST_TIMEOUT_MS".into(),
+            timeout_ms.to_string(),
+        ),
+    ]
+}
+
+/// A config for tests: a fresh data dir, a fixed secret, free port, the
+/// storage backend of [`storage_env`].
 pub fn test_config(dir: &Path) -> Config {
-    let mut c = Config::default();
+    let mut c = Config::load(None, storage_env()).expect("test storage config");
     c.node.data_dir = dir.to_path_buf();
     c.listen.http = "127.0.0.1:0".parse().unwrap();
     c.auth.jwt_secret = Some("test-secret-test-secret-test-secret!".into());
@@ -124,8 +162,17 @@ static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
 /// A name unique in this test process.
 pub fn unique(prefix: &str) -> String {
+    // The time of the process's first call too: a ScyllaDB keyspace keeps
+    // the users of earlier runs, whose process ids may repeat.
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64 % 1_000_000)
+            .unwrap_or(0)
+    });
     format!(
-        "{prefix}{}x{}",
+        "{prefix}{}x{start}x{}",
         std::process::id(),
         UNIQUE.fetch_add(1, Ordering::Relaxed)
     )

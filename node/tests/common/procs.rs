@@ -77,6 +77,7 @@ impl NodeProc {
         }
         cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
         cmd.envs(UNTHROTTLED_ENV);
+        cmd.envs(storage_env());
         if let Some(s) = secret {
             cmd.env("CHAT__AUTH__JWT_SECRET", s);
         }
@@ -439,5 +440,23 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// True when `token` passes authentication (an unknown conversation is then
+/// 404 rather than 401).
+pub async fn token_accepted(addr: SocketAddr, token: &str) -> bool {
+    let (status, body) = http(
+        addr,
+        "GET",
+        "/v1/conversations/g:not-there/messages",
+        Some(token),
+        None,
+    )
+    .await;
+    match status {
+        404 => true,
+        401 => false,
+        other => panic!("unexpected {other}: {body}"),
     }
 }

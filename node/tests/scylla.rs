@@ -1,0 +1,296 @@
+//! A node on the ScyllaDB backend, as a process: it keeps nothing it needs
+//! on its own disk (kill -9, then a restart on an empty data directory loses
+//! no message, account or session), and it rides out the database failing
+//! (sends answered `unavailable`, `/readyz` saying why, nothing acknowledged
+//! lost, recovery by itself).
+//!
+//! Needs a CQL server: `SCYLLA_NODES` for the first test (scripts/test.sh
+//! sets it), and `scripts/cql.sh` for the second, which kills its own
+//! server. Without `SCYLLA_NODES` the tests fail when `CHAT_REQUIRE_SCYLLA`
+//! is set (test.sh, CI) and otherwise skip with a line saying so.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chat_protocol::{Codec, ErrorCode, ServerFrame};
+use common::procs::*;
+use common::*;
+
+fn scylla_nodes() -> Option<String> {
+    match std::env::var("SCYLLA_NODES") {
+        Ok(v) if !v.trim().is_empty() => Some(v),
+        _ => {
+            if std::env::var_os("CHAT_REQUIRE_SCYLLA").is_some() {
+                panic!("CHAT_REQUIRE_SCYLLA is set but SCYLLA_NODES is not");
+            }
+            eprintln!("skipped: SCYLLA_NODES is not set (scripts/test.sh starts a CQL server)");
+            None
+        }
+    }
+}
+
+/// A node on the CQL server at `nodes`, without a send rate limit.
+fn node_env(nodes: &str, keyspace: &str, timeout_ms: u64) -> Vec<(String, String)> {
+    let mut env = scylla_env(nodes, keyspace, timeout_ms);
+    env.push(("CHAT__LIMITS__SENDS_PER_SECOND".into(), "1000000".into()));
+    env.push(("CHAT__LIMITS__SEND_BURST".into(), "1000000".into()));
+    env
+}
+
+async fn start(root: &Path, tag: &str, env: &[(String, String)]) -> NodeProc {
+    let data = root.join(format!("data-{tag}"));
+    let log = root.join(format!("node-{tag}.log"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // No JWT secret configured: the node keeps the one it makes in the store.
+    NodeProc::start(&data, &log, None, &env).await
+}
+
+#[tokio::test]
+async fn a_restart_on_an_empty_data_dir_loses_nothing_scylla() {
+    let Some(nodes) = scylla_nodes() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let env = node_env(&nodes, "chat_e2e", 20_000);
+    let mut node = start(root.path(), "first", &env).await;
+    let alice = register(node.addr, &unique("alice")).await;
+    let bob = register(node.addr, &unique("bob")).await;
+    let mut a = connect(node.addr, &alice.access, Codec::Json).await;
+    let conv = group(&mut a, &[bob.id.as_str()]).await;
+    let sent = pipeline(&mut a, &conv, "k", 200, 32, None).await;
+    assert_eq!(sent.acked.len(), 200);
+    node.kill9();
+    drop(a);
+
+    // Another, empty data directory: as if on a new machine.
+    let node = start(root.path(), "second", &env).await;
+    assert!(
+        token_accepted(node.addr, &alice.access).await,
+        "a token issued before the crash is still good: the secret is in the store"
+    );
+    let creds = serde_json::json!({"username": alice.id, "password": "correct horse battery"});
+    let (status, body) = http(
+        node.addr,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(&creds.to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "the account survives: {body}");
+    let (status, body) = http(
+        node.addr,
+        "POST",
+        "/v1/auth/refresh",
+        None,
+        Some(&serde_json::json!({"refresh_token": alice.refresh}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "the refresh token survives: {body}");
+    let mut a = connect(node.addr, &alice.access, Codec::Json).await;
+    let history = full_history(&node, &mut a, &conv, &bob.access).await;
+    check_history(&history, &sent.acked);
+    assert_eq!(history.len(), 200);
+    // A retry of an acknowledged send answers the stored message.
+    let first = &sent.acked[0];
+    let again = ok(a
+        .request(frames::send(
+            &conv,
+            first.client_msg_id.as_str(),
+            &first.body,
+        ))
+        .await)
+    .message
+    .unwrap();
+    assert_eq!(&again, first);
+}
+
+/// A CQL server of this test's own (the test kills it).
+struct OwnCql {
+    dir: PathBuf,
+    nodes: String,
+}
+
+impl OwnCql {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cql.sh")
+    }
+
+    fn run(args: &[&str]) -> String {
+        let out = Command::new("bash")
+            .arg(Self::script())
+            .args(args)
+            .output()
+            .expect("run scripts/cql.sh");
+        assert!(
+            out.status.success(),
+            "scripts/cql.sh {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start(dir: &Path) -> Self {
+        let dir = dir.to_path_buf();
+        let out = Self::run(&["start", "--dir", dir.to_str().unwrap()]);
+        let nodes = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("SCYLLA_NODES="))
+            .next_back()
+            .expect("cql.sh prints SCYLLA_NODES")
+            .to_owned();
+        OwnCql { dir, nodes }
+    }
+
+    fn kill(&self) {
+        Self::run(&["kill", "1", "--dir", self.dir.to_str().unwrap()]);
+    }
+
+    fn restart(&self) {
+        Self::run(&["restart", "1", "--dir", self.dir.to_str().unwrap()]);
+    }
+}
+
+impl Drop for OwnCql {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(Self::script())
+            .args(["stop", "--dir", self.dir.to_str().unwrap()])
+            .output();
+    }
+}
+
+async fn readyz(addr: std::net::SocketAddr) -> (u16, String) {
+    http(addr, "GET", "/readyz", None, None).await
+}
+
+/// Sends `cmid` and waits for its answer: the message, or the error code.
+async fn send_once(
+    c: &mut Client,
+    conv: &chat_protocol::ConversationId,
+    cmid: &str,
+) -> Result<chat_protocol::Message, ErrorCode> {
+    match c.request(frames::send(conv, cmid, &body_of(cmid))).await {
+        ServerFrame::Ok(ok) => Ok(ok.message.expect("a send's ok carries the message")),
+        other => Err(err_code(&other)),
+    }
+}
+
+#[tokio::test]
+async fn the_database_failing_mid_traffic_scylla() {
+    if scylla_nodes().is_none() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let cql = OwnCql::start(&root.path().join("cql"));
+    // Short request timeouts, so a dead database is noticed in seconds.
+    let env = node_env(&cql.nodes, "chat_failing", 2_000);
+    let node = start(root.path(), "node", &env).await;
+    let alice = register(node.addr, &unique("alice")).await;
+    let bob = register(node.addr, &unique("bob")).await;
+    let mut a = connect(node.addr, &alice.access, Codec::Json).await;
+    let conv = group(&mut a, &[bob.id.as_str()]).await;
+    let mut acked = Vec::new();
+    let mut refused = Vec::new();
+    let mut n = 0;
+    for _ in 0..20 {
+        n += 1;
+        acked.push(
+            send_once(&mut a, &conv, &format!("m-{n}"))
+                .await
+                .expect("stored"),
+        );
+    }
+    assert_eq!(readyz(node.addr).await.0, 200);
+
+    cql.kill();
+    // Every send is answered, and after the kill none is acknowledged:
+    // until a send is refused the kill may not have been noticed yet.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refused.len() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "no send refused within 60 s of the kill"
+        );
+        n += 1;
+        let cmid = format!("m-{n}");
+        let answer = tokio::time::timeout(Duration::from_secs(30), send_once(&mut a, &conv, &cmid))
+            .await
+            .expect("a send is answered while the database is down");
+        match answer {
+            Ok(m) if refused.is_empty() => acked.push(m),
+            Ok(m) => panic!("acknowledged {} with the database down", m.client_msg_id),
+            Err(code) => {
+                assert_eq!(
+                    code,
+                    ErrorCode::Unavailable,
+                    "a refused send says unavailable"
+                );
+                refused.push(cmid);
+            }
+        }
+    }
+    let (status, body) = readyz(node.addr).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("storage"),
+        "readyz says the storage is the reason: {body}"
+    );
+
+    cql.restart();
+    // The node recovers by itself: ready again, and the client's retries
+    // of what was refused go through.
+    eventually_within(
+        "ready after the database is back",
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = readyz(node.addr).await;
+            if status == 200 {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        },
+    )
+    .await;
+    let mut retried = Vec::new();
+    for cmid in &refused {
+        retried.push(
+            send_once(&mut a, &conv, cmid)
+                .await
+                .expect("a retry after recovery is stored"),
+        );
+    }
+    let history = full_history(&node, &mut a, &conv, &bob.access).await;
+    check_history(&history, &acked);
+    check_history(&history, &retried);
+    let cmids: HashSet<&str> = history.iter().map(|m| m.client_msg_id.as_str()).collect();
+    assert_eq!(cmids.len(), history.len(), "no send stored twice");
+    assert_eq!(history.len(), acked.len() + retried.len());
+}
+
+#[tokio::test]
+async fn chat_node_migrate_applies_the_schema_once_scylla() {
+    let Some(nodes) = scylla_nodes() else { return };
+    let keyspace = format!("chat_migrate_cli_{}", std::process::id());
+    let env = node_env(&nodes, &keyspace, 30_000);
+    let run = move || {
+        let out = Command::new(node_binary())
+            .arg("migrate")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("run chat-node migrate");
+        assert!(
+            out.status.success(),
+            "chat-node migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = tokio::task::spawn_blocking(run.clone()).await.unwrap();
+    assert!(first.contains("applied migrations [1]"), "{first}");
+    let second = tokio::task::spawn_blocking(run).await.unwrap();
+    assert!(second.contains("is at schema version 1"), "{second}");
+}
