@@ -14,14 +14,28 @@
 # bench/results/latest.json (every run in full, plus the comparison).
 #
 #   scripts/bench.sh                 the standard set
+#   scripts/bench.sh --storage scylla   the standard set, then rooms and
+#                                    history again against a node on a local
+#                                    one-node CQL server (scripts/cql.sh,
+#                                    pinned with the server: the server side
+#                                    is the node and its database)
 #   BENCH_QUICK=1 scripts/bench.sh   a one-minute pass that checks the wiring
 #
-# Knobs (environment): ROOMS_USERS, ROOMS_GROUP, ROOMS_RATE, ROOMS_STEPS,
+# Knobs (environment): ROOMS_USERS, ROOMS_GROUP, ROOMS_RATE, ROOMS_RATE_SCYLLA, ROOMS_STEPS,
 # IDLE_CONNECTIONS, BENCH_PIN=0 (do not pin servers and harness to separate
 # cores), SIO_PROCS (Socket.IO processes sharing rooms through Redis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+
+STORAGE=${BENCH_STORAGE:-embedded}
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --storage) STORAGE=$2; shift 2 ;;
+    *) printf 'bench.sh: unknown argument %s\n' "$1" >&2; exit 2 ;;
+  esac
+done
+case "$STORAGE" in embedded | scylla) ;; *) printf 'bench.sh: --storage embedded|scylla\n' >&2; exit 2 ;; esac
 
 log() { printf '\n== %s\n' "$*" >&2; }
 die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
@@ -72,7 +86,8 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   done
-  rm -rf "$RUN_DIR/data"
+  [ ! -d "$RUN_DIR/cql" ] || bash "$ROOT/scripts/cql.sh" stop --dir "$RUN_DIR/cql" || true
+  rm -rf "$RUN_DIR/data" "$RUN_DIR/cql"
   echo "bench.sh: logs of this run in $RUN_DIR" >&2
 }
 trap cleanup EXIT
@@ -130,6 +145,7 @@ fi
 
 # --- servers ---------------------------------------------------------------
 CHAT_PID=""
+CHAT_ENV=()
 start_chat() {
   CHAT_PORT=$(free_port)
   mkdir -p "$RUN_DIR/data"
@@ -143,7 +159,7 @@ start_chat() {
     CHAT__LIMITS__SENDS_PER_SECOND=10000 CHAT__LIMITS__SEND_BURST=10000 \
     CHAT__LISTEN__MAX_CONNECTIONS_PER_IP=0 CHAT__AUTH__REQUIRE_SESSION=false \
     RUST_LOG=${RUST_LOG:-warn} \
-    "${ON_SERVER[@]}" "$BIN/chat-node" --http "127.0.0.1:$CHAT_PORT" --data-dir "$dir" \
+    env "${CHAT_ENV[@]}" "${ON_SERVER[@]}" "$BIN/chat-node" --http "127.0.0.1:$CHAT_PORT" --data-dir "$dir" \
     >>"$RUN_DIR/chat-node.log" 2>&1 &
   CHAT_PID=$!
   PIDS+=("$CHAT_PID")
@@ -191,9 +207,12 @@ start_ceiling() {
 nodes_of() { local IFS=,; echo "$*"; }
 csv_urls() { local p out=(); for p in "$@"; do out+=("http://127.0.0.1:$p"); done; nodes_of "${out[@]}"; }
 
-ROOMS=(--scenario rooms --users "$ROOMS_USERS" --group-size "$ROOMS_GROUP" --rate "$ROOMS_RATE"
+ROOMS_SHAPE=(--scenario rooms --users "$ROOMS_USERS" --group-size "$ROOMS_GROUP"
   --ramp "$ROOMS_STEPS" --ramp-factor 1.4 --step "$STEP_S" --warmup 2 --duration "$HALF_S"
   --slo-ms 50 --source-ips 127.0.0.1,127.0.0.2)
+ROOMS=("${ROOMS_SHAPE[@]}" --rate "$ROOMS_RATE")
+# A node with its database on one core peaks lower: its ramp starts lower.
+ROOMS_SCYLLA=("${ROOMS_SHAPE[@]}" --rate "${ROOMS_RATE_SCYLLA:-0.1}")
 JSONS=()
 FAILED=()
 bench() { # name args...: a failed run is reported, the others still run
@@ -223,6 +242,33 @@ bench history-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-sec
   --scenario history --users 50 --group-size 5 --prefill 1000 --page-size 50 --warmup 2 \
   --duration "$SHORT_S"
 stop "$CHAT_PID"
+
+if [ "$STORAGE" = scylla ]; then
+  log "a local CQL server (scripts/cql.sh), pinned with the node"
+  # The servers' default commit log (fsync every 10 s; in production a write
+  # is durable by its replicas): what a deployment measures. The test server
+  # fsyncs before acknowledging instead (scripts/cql.sh).
+  NODES=$(CQL_COMMITLOG=periodic "${ON_SERVER[@]}" bash scripts/cql.sh start --dir "$RUN_DIR/cql" |
+    sed -n 's/^SCYLLA_NODES=//p')
+  [ -n "$NODES" ] || die "the CQL server did not start"
+  CHAT_ENV=(CHAT__STORAGE__BACKEND=scylla "CHAT__STORAGE__SCYLLA__NODES=[\"$NODES\"]"
+    "CHAT__STORAGE__SCYLLA__KEYSPACE=chat_bench_$(date +%s)")
+  start_chat
+  # A JIT-compiled server is measured warm: a throwaway history pass first.
+  "${BENCH[@]}" --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" \
+    --scenario history --users 20 --group-size 5 --prefill 200 --page-size 50 --warmup 1 \
+    --duration 10 --quiet >/dev/null 2>&1 || echo "warning: the CQL warm-up pass failed" >&2
+  EXTRA_LABEL="node and its CQL server (commitlog periodic) share the server core" \
+    bench rooms-chat-scylla --target chat --storage scylla --nodes "http://127.0.0.1:$CHAT_PORT" \
+    --jwt-secret "$JWT_SECRET" "${ROOMS_SCYLLA[@]}"
+  EXTRA_LABEL="node and its CQL server (commitlog periodic) share the server core" \
+    bench history-chat-scylla --target chat --storage scylla --nodes "http://127.0.0.1:$CHAT_PORT" \
+    --jwt-secret "$JWT_SECRET" --scenario history --users 50 --group-size 5 --prefill 1000 \
+    --page-size 50 --warmup 2 --duration "$SHORT_S"
+  stop "$CHAT_PID"
+  bash scripts/cql.sh stop --dir "$RUN_DIR/cql"
+  CHAT_ENV=()
+fi
 
 IDLE=(--scenario idle --connections "$IDLE_CONNECTIONS" --duration 3 --prewarm --source-ips 127.0.0.1,127.0.0.2)
 start_ceiling

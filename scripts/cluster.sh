@@ -5,10 +5,17 @@
 #   scripts/cluster.sh              # nodes on http://127.0.0.1:8081..8083
 #   NODES=5 scripts/cluster.sh      # any number of nodes
 #   BASE_HTTP=9080 BASE_CLUSTER=9900 REDIS_PORT=6390 scripts/cluster.sh
+#   STORAGE=scylla scripts/cluster.sh              # history in one shared CQL
+#                                                  # server (scripts/cql.sh)
+#   STORAGE=scylla CQL_NODES=3 scripts/cluster.sh  # ... a 3-node one, RF 3
+#   STORAGE=scylla SCYLLA_NODES=10.0.0.5:9042 scripts/cluster.sh  # yours
 #
 # Node N listens for clients on BASE_HTTP+N and for peers on BASE_CLUSTER+N,
 # keeps its data in data/cluster/node-N, and lists every node as a seed. Logs
 # go to data/cluster/node-N.log. Installs redis-server if it is missing.
+# With STORAGE=scylla the nodes keep nothing they need on disk: history,
+# accounts and the JWT secret are in the keyspace `chat_local`, and nothing
+# is replicated between nodes (docs/cluster.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +24,8 @@ BASE_HTTP="${BASE_HTTP:-8080}"
 BASE_CLUSTER="${BASE_CLUSTER:-9000}"
 REDIS_PORT="${REDIS_PORT:-6390}"
 DATA="${DATA:-data/cluster}"
+STORAGE="${STORAGE:-embedded}"
+CQL_NODES="${CQL_NODES:-1}"
 # Dev defaults: every node must share these. Set your own outside a laptop.
 COOKIE="${CHAT_CLUSTER_COOKIE:-local-cluster-cookie-change-me}"
 SECRET="${CHAT_JWT_SECRET:-local-cluster-jwt-secret-change-me-0123456789}"
@@ -40,6 +49,7 @@ stop() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  [ -z "${CQL_DIR:-}" ] || bash scripts/cql.sh stop --dir "$CQL_DIR" || true
   echo "stopped" >&2
 }
 trap stop INT TERM EXIT
@@ -48,6 +58,25 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   --daemonize no >"$DATA/redis.log" 2>&1 &
 pids+=($!)
 until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.1; done
+
+storage_env=()
+case "$STORAGE" in
+  embedded) ;;
+  scylla)
+    if [ -z "${SCYLLA_NODES:-}" ]; then
+      CQL_DIR=$DATA/cql
+      echo "starting $CQL_NODES CQL node(s) (scripts/cql.sh)" >&2
+      SCYLLA_NODES=$(bash scripts/cql.sh start --nodes "$CQL_NODES" --dir "$CQL_DIR" |
+        sed -n 's/^SCYLLA_NODES=//p')
+    fi
+    list=$(printf '"%s",' ${SCYLLA_NODES//,/ })
+    storage_env=(CHAT__STORAGE__BACKEND=scylla "CHAT__STORAGE__SCYLLA__NODES=[${list%,}]"
+      CHAT__STORAGE__SCYLLA__KEYSPACE=chat_local
+      "CHAT__STORAGE__SCYLLA__REPLICATION_FACTOR=$CQL_NODES")
+    echo "history in ScyllaDB/CQL at $SCYLLA_NODES" >&2
+    ;;
+  *) echo "STORAGE must be embedded or scylla" >&2; exit 1 ;;
+esac
 
 seeds=""
 for i in $(seq 1 "$NODES"); do
@@ -62,7 +91,7 @@ for i in $(seq 1 "$NODES"); do
   CHAT__CLUSTER__SEEDS="$seeds" CHAT__CLUSTER__COOKIE="$COOKIE" \
   CHAT__PRESENCE__BACKEND=redis CHAT__PRESENCE__REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
   CHAT__AUTH__JWT_SECRET="$SECRET" \
-    "$BIN" --config cluster.toml >"$DATA/node-$i.log" 2>&1 &
+    env "${storage_env[@]}" "$BIN" --config cluster.toml >"$DATA/node-$i.log" 2>&1 &
   pids+=($!)
 done
 

@@ -9,8 +9,9 @@
 # runs for the whole suite; SCYLLA_NODES names it and CHAT_REQUIRE_SCYLLA
 # makes every ScyllaDB test fail rather than skip without it. The storage
 # conformance suite runs on both backends, and the node suites that prove
-# the guarantees (order, retry dedupe, paging, catch-up, kill -9, bad input)
-# run a second time on a node on ScyllaDB.
+# the guarantees (order, retry dedupe, paging, catch-up, kill -9, bad input,
+# clusters: failover, partitions, membership) run a second time on nodes on
+# ScyllaDB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,7 +63,7 @@ cargo test --workspace "$@" 2>&1 | tee "$OUT"
 if [ "$#" -eq 0 ]; then
   log "node suites on the ScyllaDB backend (CHAT_TEST_STORAGE=scylla)"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node \
-    --test guarantees --test chat --test http_api --test abuse 2>&1 | tee -a "$OUT"
+    --test guarantees --test chat --test http_api --test abuse --test cluster 2>&1 | tee -a "$OUT"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test process kill_9 2>&1 | tee -a "$OUT"
 
   log "storage conformance, per backend"

@@ -31,7 +31,7 @@ use chat_protocol::{
     now_ms, ClientMsgId, Conversation, ConversationId, ConversationKind, IdGenerator, Message,
     MessageId, MessageKind, OkReply, Role, ServerFrame, SharedFrame, UserId,
 };
-use chat_storage::{MessageStore, PageQuery, StoreError};
+use chat_storage::{Lease, LeaseGrant, MessageStore, PageQuery, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::conn::{ConnId, Delivery};
@@ -80,6 +80,8 @@ impl Default for Tuning {
 
 /// What every conversation actor of a node uses, shared by all of them.
 pub struct ConversationDeps {
+    /// This node's name: the owner named in the conversations' leases.
+    pub node: Arc<str>,
     /// History and conversation records.
     pub store: Arc<dyn MessageStore>,
     /// This node's message ids.
@@ -144,7 +146,23 @@ pub struct ConversationState {
     handled: u64,
     /// Tokio's clock, so that tests can pause it.
     last_activity: tokio::time::Instant,
+    /// The write lease, on a store shared by several nodes.
+    lease: Option<HeldLease>,
 }
+
+/// A lease and how long this actor may rely on it.
+struct HeldLease {
+    lease: Lease,
+    /// The end of the lease by this node's clock, less a fifth of it for
+    /// the clocks' disagreement: no write starts or is acknowledged after.
+    valid_until: tokio::time::Instant,
+}
+
+/// How long a starting actor waits for another node to give the lease up
+/// (a departing owner finishing its writes) before it answers
+/// `unavailable`; the client retries. A crashed owner's lease runs out by
+/// itself after the lease time and the store's grace.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
 
 impl Actor for ConversationActor {
     type Msg = ConversationMsg;
@@ -177,6 +195,7 @@ impl Actor for ConversationActor {
             retiring: false,
             handled: 0,
             last_activity: tokio::time::Instant::now(),
+            lease: None,
         })
     }
 
@@ -186,14 +205,18 @@ impl Actor for ConversationActor {
         state: &mut ConversationState,
     ) -> Result<(), ActorProcessingErr> {
         // Loading here rather than in pre_start keeps the Router from waiting
-        // on the store; requests queue in the mailbox meanwhile.
-        if let Err(e) = state.load().await {
+        // on the store; requests queue in the mailbox meanwhile. Without
+        // waiting for a lease another node holds: the first request waits.
+        if let Err(e) = state.load(false).await {
             tracing::warn!(conversation = %state.id, error = %e, "loading conversation failed; will retry");
         }
         let period = state.deps.tuning.conversation_idle / 2;
         myself.send_interval(period.max(Duration::from_millis(10)), || {
             ConversationMsg::IdleCheck
         });
+        if let Some(ttl) = state.deps.store.lease_ttl() {
+            myself.send_interval(ttl / 3, || ConversationMsg::RenewLease);
+        }
         Ok(())
     }
 
@@ -203,6 +226,19 @@ impl Actor for ConversationActor {
         state: &mut ConversationState,
     ) -> Result<(), ActorProcessingErr> {
         state.deps.metrics.conversations_active.dec();
+        if let Some(held) = state.lease.take() {
+            // Given up at once, so the next owner need not wait for it to
+            // run out: nothing of this actor's is in flight any more. Awaited,
+            // so that a draining node has released its leases when it exits.
+            let release = state.deps.store.release_lease(&held.lease);
+            match tokio::time::timeout(Duration::from_secs(2), release).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "lease not released; it runs out by itself")
+                }
+                Err(_) => tracing::debug!("lease release timed out; it runs out by itself"),
+            }
+        }
         Ok(())
     }
 
@@ -223,6 +259,7 @@ impl Actor for ConversationActor {
                 reply,
             } => state.read_stored(user, up_to, result, reply),
             ConversationMsg::IdleCheck => state.idle_check(&myself),
+            ConversationMsg::RenewLease => state.renew_lease().await,
             ConversationMsg::Retire => state.retiring = true,
         }
         if state.retiring && state.is_settled() {
@@ -253,8 +290,11 @@ impl ConversationState {
     async fn request(&mut self, myself: &ActorRef<ConversationMsg>, request: Request) {
         self.handled += 1;
         self.last_activity = tokio::time::Instant::now();
+        if !self.lease_valid() {
+            self.lose_lease("it ran out");
+        }
         if !self.loaded {
-            if let Err(e) = self.load().await {
+            if let Err(e) = self.load(true).await {
                 return request.fail(e);
             }
         }
@@ -356,7 +396,111 @@ impl ConversationState {
         }
     }
 
-    async fn load(&mut self) -> Result<(), ChatError> {
+    /// Takes the conversation's write lease, on a store shared by several
+    /// nodes, waiting (bounded) for a departing owner to give it up. Taken
+    /// before anything is read, so what is read includes every write of the
+    /// previous owner, and ids continue above its last.
+    async fn take_lease(&mut self, wait: bool) -> Result<(), ChatError> {
+        let Some(ttl) = self.deps.store.lease_ttl() else {
+            return Ok(());
+        };
+        if self.lease_valid() {
+            return Ok(());
+        }
+        let started = tokio::time::Instant::now();
+        loop {
+            let asked = tokio::time::Instant::now();
+            match self
+                .deps
+                .store
+                .acquire_lease(&self.id, &self.deps.node)
+                .await?
+            {
+                LeaseGrant::Granted(lease) => {
+                    self.deps.metrics.leases_acquired.inc();
+                    self.lease = Some(HeldLease {
+                        lease,
+                        valid_until: asked + ttl - ttl / 5,
+                    });
+                    return Ok(());
+                }
+                LeaseGrant::Held { owner, until_ms } => {
+                    let left = Duration::from_millis(until_ms.saturating_sub(now_ms()));
+                    if !wait || started.elapsed() >= LEASE_WAIT {
+                        return Err(ChatError::Unavailable(format!(
+                            "conversation {} is held by node {owner}",
+                            self.id
+                        )));
+                    }
+                    // The holder gives it up when it retires (the Router
+                    // tells it), or it runs out: look again soon.
+                    let pause = left.clamp(Duration::from_millis(20), Duration::from_millis(250));
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    fn lease_valid(&self) -> bool {
+        self.deps.store.lease_ttl().is_none()
+            || self
+                .lease
+                .as_ref()
+                .is_some_and(|h| tokio::time::Instant::now() < h.valid_until)
+    }
+
+    /// The lease to write under, or why no write may start.
+    fn fence(&self) -> Result<Option<Lease>, StoreError> {
+        if self.deps.store.lease_ttl().is_none() {
+            return Ok(None);
+        }
+        match &self.lease {
+            Some(h) if tokio::time::Instant::now() < h.valid_until => Ok(Some(h.lease.clone())),
+            _ => Err(StoreError::Unavailable(format!(
+                "this node no longer holds conversation {}",
+                self.id
+            ))),
+        }
+    }
+
+    async fn renew_lease(&mut self) {
+        let Some(ttl) = self.deps.store.lease_ttl() else {
+            return;
+        };
+        let Some(held) = &self.lease else {
+            return;
+        };
+        let asked = tokio::time::Instant::now();
+        match self.deps.store.renew_lease(&held.lease).await {
+            Ok(true) => {
+                self.deps.metrics.lease_renewals.inc();
+                if let Some(h) = &mut self.lease {
+                    h.valid_until = asked + ttl - ttl / 5;
+                }
+            }
+            Ok(false) => self.lose_lease("taken by another node"),
+            Err(e) if !self.lease_valid() => self.lose_lease(&e.to_string()),
+            // The next renewal may go through before it runs out.
+            Err(_) => {}
+        }
+    }
+
+    /// The lease is gone: nothing more is written until the next request
+    /// takes it again (and reloads what the other holder may have written).
+    fn lose_lease(&mut self, why: &str) {
+        if self.lease.take().is_some() {
+            self.deps.metrics.leases_lost.inc();
+            tracing::warn!(conversation = %self.id, why, "lost the conversation's write lease");
+        }
+        if self.in_flight.is_none() {
+            self.loaded = false;
+            self.tail.clear();
+            self.known.clear();
+        }
+    }
+
+    async fn load(&mut self, wait_for_lease: bool) -> Result<(), ChatError> {
+        self.take_lease(wait_for_lease).await?;
         let store = &self.deps.store;
         let conversation = store.conversation(&self.id).await?;
         if conversation.is_some() {
@@ -549,8 +693,13 @@ impl ConversationState {
         });
         let store = self.deps.store.clone();
         let me = myself.clone();
+        let lease = self.fence();
         tokio::spawn(async move {
-            let result = store.append_new(&messages).await;
+            let result = match lease {
+                Ok(Some(lease)) => store.append_new_leased(&lease, &messages).await,
+                Ok(None) => store.append_new(&messages).await,
+                Err(e) => Err(e),
+            };
             let _ = me.cast(ConversationMsg::BatchWritten(result));
         });
     }
@@ -563,6 +712,10 @@ impl ConversationState {
         let Some(InFlight { batch, started }) = self.in_flight.take() else {
             return;
         };
+        // Stored, but perhaps after the lease ran out and another node took
+        // over: not acknowledged then (a retry gets the stored message from
+        // the new owner).
+        let result = result.and_then(|held| self.fence().map(|_| held));
         let deps = self.deps.clone();
         let metrics = &deps.metrics;
         metrics
@@ -615,6 +768,11 @@ impl ConversationState {
                     answer(p.reply, Err(err.clone()));
                 }
             }
+        }
+        if self.lease.is_none() && self.deps.store.lease_ttl().is_some() {
+            // Lost while this batch was in flight: reload on the next
+            // request, after taking the lease again.
+            self.lose_lease("lost while writing");
         }
         if !self.pending.is_empty() {
             self.start_batch(myself);

@@ -21,6 +21,13 @@ pub struct Metrics {
     pub store_batch_latency: Histogram,
     /// Store operations that failed.
     pub store_errors: Counter,
+    /// Conversation write leases taken (once per conversation activation on
+    /// a shared store).
+    pub leases_acquired: Counter,
+    /// Lease renewals that went through.
+    pub lease_renewals: Counter,
+    /// Leases given up because they could not be renewed in time.
+    pub leases_lost: Counter,
     /// Conversation actors alive.
     pub conversations_active: Gauge,
     /// Session actors alive.
@@ -63,6 +70,9 @@ impl Default for Metrics {
             store_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             store_batch_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_errors: Counter::default(),
+            leases_acquired: Counter::default(),
+            lease_renewals: Counter::default(),
+            leases_lost: Counter::default(),
             conversations_active: Gauge::default(),
             sessions_active: Gauge::default(),
             connections_open: Gauge::default(),
@@ -120,6 +130,21 @@ impl Metrics {
             "store_errors",
             "Store operations that failed",
             self.store_errors.clone(),
+        );
+        r.register(
+            "leases_acquired",
+            "Conversation write leases taken on a shared store",
+            self.leases_acquired.clone(),
+        );
+        r.register(
+            "lease_renewals",
+            "Conversation write lease renewals",
+            self.lease_renewals.clone(),
+        );
+        r.register(
+            "leases_lost",
+            "Conversation write leases that ran out before they were renewed",
+            self.leases_lost.clone(),
         );
         r.register(
             "conversations_active",

@@ -83,6 +83,7 @@ impl Services {
         ));
         let interest_ack_deadline = tuning.interest_ack_deadline;
         let conversation_deps = Arc::new(ConversationDeps {
+            node: cluster.name().clone(),
             store: store.clone(),
             ids: ids.clone(),
             fanout: fanout.clone(),

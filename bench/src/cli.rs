@@ -166,6 +166,10 @@ pub struct RunArgs {
     /// Free text stored with the result (e.g. "socket.io 2 procs, redis adapter").
     #[arg(long)]
     pub label: Option<String>,
+    /// The storage backend of the chat node under test (`embedded`,
+    /// `scylla`): the summary compares chat on each backend.
+    #[arg(long, default_value = "embedded")]
+    pub storage: String,
     /// Worker threads of the harness (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,

@@ -25,6 +25,9 @@ pub struct RunReport {
     /// Free text from `--label`.
     #[serde(default)]
     pub label: String,
+    /// The chat node's storage backend (`--storage`).
+    #[serde(default = "embedded")]
+    pub storage: String,
     /// Node addresses.
     pub nodes: Vec<String>,
     /// The options of the run.
@@ -227,6 +230,7 @@ impl RunReport {
             scenario: args.scenario.name().into(),
             target: args.target.name().into(),
             label: args.label.clone().unwrap_or_default(),
+            storage: args.storage.clone(),
             nodes: nodes.iter().map(|n| n.to_string()).collect(),
             params: serde_json::to_value(args).unwrap_or_default(),
             cores: crate::sys::cores(),
@@ -434,6 +438,10 @@ pub struct Summary {
     pub runs: Vec<RunReport>,
 }
 
+fn embedded() -> String {
+    "embedded".into()
+}
+
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
@@ -444,11 +452,16 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 impl Summary {
     /// Compares `runs` (any order; the last run of a scenario and target wins).
     pub fn of(runs: Vec<RunReport>) -> Summary {
-        let find = |scenario: &str, target: &str| {
-            runs.iter()
-                .rev()
-                .find(|r| r.scenario == scenario && r.target == target)
+        // The baseline comparisons are of chat on its default storage; runs
+        // on ScyllaDB are compared with those below.
+        let on = |scenario: &str, target: &str, storage: &str| {
+            runs.iter().rev().find(|r| {
+                r.scenario == scenario
+                    && r.target == target
+                    && (target != "chat" || r.storage == storage)
+            })
         };
+        let find = |scenario: &str, target: &str| on(scenario, target, "embedded");
         let mut comparisons = Vec::new();
         let mut checks = Vec::new();
         let mut notes = Vec::new();
@@ -611,6 +624,64 @@ impl Summary {
                 "p99 ms (lower is better)",
                 Some(h.latency_ms.p99),
             ));
+        }
+        if let Some(scylla) = on("rooms", "chat", "scylla") {
+            let line =
+                |metric: &str, v: Option<f64>| only_chat("rooms, chat on ScyllaDB", metric, v);
+            comparisons.push(line(
+                "peak deliveries/s",
+                scylla.headline().map(|s| s.deliveries_per_s),
+            ));
+            comparisons.push(line(
+                "send-to-ack p99 ms at half peak (lower is better)",
+                scylla.half_peak.as_ref().map(|h| h.ack_ms.p99),
+            ));
+            comparisons.push(line(
+                "p99 ms at half peak (lower is better)",
+                scylla.half_peak.as_ref().map(|h| h.latency_ms.p99),
+            ));
+            if let Some(h) = find("rooms", "chat").and_then(|r| r.half_peak.as_ref()) {
+                comparisons.push(only_chat(
+                    "rooms, chat on the embedded store",
+                    "send-to-ack p99 ms at half peak (lower is better)",
+                    Some(h.ack_ms.p99),
+                ));
+            }
+            let half = scylla.half_peak.as_ref();
+            checks.push(Check {
+                target: "ScyllaDB: write (send-to-ack) p99 < 5 ms at half the node's peak \
+                         (Discord reports 5 ms)"
+                    .into(),
+                measured: half
+                    .map(|h| {
+                        format!(
+                            "ack p99 {:.2} ms at {:.0} msgs/s",
+                            h.ack_ms.p99, h.accepted_per_s
+                        )
+                    })
+                    .unwrap_or_else(|| "not measured".into()),
+                met: half.map(|h| h.ack_ms.p99 < 5.0 && h.kept_up),
+            });
+        }
+        if let Some(h) = on("history", "chat", "scylla").and_then(|r| r.history.as_ref()) {
+            comparisons.push(only_chat(
+                "history, chat on ScyllaDB",
+                "pages/s",
+                Some(h.pages_per_s),
+            ));
+            comparisons.push(only_chat(
+                "history, chat on ScyllaDB",
+                "p99 ms (lower is better)",
+                Some(h.latency_ms.p99),
+            ));
+            checks.push(Check {
+                target: "ScyllaDB: history page p99 < 15 ms (Discord reports 15 ms)".into(),
+                measured: format!(
+                    "p99 {:.2} ms at {:.0} pages/s",
+                    h.latency_ms.p99, h.pages_per_s
+                ),
+                met: Some(h.latency_ms.p99 < 15.0),
+            });
         }
         if let Some(r) = find("reconnect", "chat").and_then(|r| r.reconnect.as_ref()) {
             comparisons.push(only_chat(

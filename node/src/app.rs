@@ -102,16 +102,19 @@ impl App {
         let (cluster, replica, events) = if clustered {
             // Without a shared database every node keeps a full copy: writes
             // are replicated to all connected nodes before they are acked.
-            let OpenStore::Embedded(local) = &store else {
-                return Err(NodeError::Config(ConfigError::Invalid(
-                    "a cluster replicates over the embedded backend".into(),
-                )));
+            // On a shared database (ScyllaDB) nothing is replicated between
+            // nodes: the owner of a conversation writes it there, under a
+            // lease, and any node reads it.
+            let replica = match &store {
+                OpenStore::Embedded(local) => {
+                    Some(Arc::new(ReplicatedStore::new(local.clone(), name)?))
+                }
+                OpenStore::Scylla(_) => None,
             };
-            let replica = Arc::new(ReplicatedStore::new(local.clone(), name)?);
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             (
                 Cluster::clustered(name, config.node.id, tx),
-                Some(replica),
+                replica,
                 Some(rx),
             )
         } else {
@@ -136,8 +139,8 @@ impl App {
         let (router, _) = Actor::spawn(router_name, Router, services.clone())
             .await
             .map_err(|e| NodeError::Actor(e.to_string()))?;
-        let membership = match (events, &replica) {
-            (Some(events), Some(replica)) => {
+        let membership = match events {
+            Some(events) => {
                 let claim = match NodeClaim::acquire(
                     &config.presence.redis_url,
                     name,
@@ -153,7 +156,9 @@ impl App {
                         return Err(e.into());
                     }
                 };
-                replica.set_link(Arc::new(RouterLink::new(router.clone())));
+                if let Some(replica) = &replica {
+                    replica.set_link(Arc::new(RouterLink::new(router.clone())));
+                }
                 let mut m = Membership::start(&config.cluster, name, events).await?;
                 if let Err(e) = m.join(&config.cluster, &router).await {
                     m.stop();
@@ -163,7 +168,7 @@ impl App {
                 }
                 Some((m, claim))
             }
-            _ => None,
+            None => None,
         };
         let mut registry = Registry::default();
         services.metrics.register(&mut registry);

@@ -381,11 +381,6 @@ impl Config {
         }
         if self.storage.backend == StorageBackend::Scylla {
             self.storage.scylla.check().map_err(ConfigError::Invalid)?;
-            if self.cluster.listen.is_some() {
-                // The cluster replicates over its embedded stores; sharing
-                // one ScyllaDB needs ownership leases first.
-                return bad("storage.backend = \"scylla\" runs one node for now; a cluster uses the embedded backend".into());
-            }
         }
         if self.presence.backend == PresenceBackend::Redis && self.presence.redis_url.is_empty() {
             return bad("presence.redis_url is required with backend = \"redis\"".into());
@@ -400,10 +395,13 @@ impl Config {
             if self.presence.backend != PresenceBackend::Redis {
                 return bad("a cluster needs presence.backend = \"redis\" (presence is shared by the nodes)".into());
             }
+            // On ScyllaDB the first node's generated secret is kept in the
+            // store for the others.
             if self.auth.algorithm == crate::auth::Algorithm::HS256
                 && self.auth.jwt_secret.is_none()
+                && self.storage.backend == StorageBackend::Embedded
             {
-                return bad("a cluster needs auth.jwt_secret (HS256): every node must accept the tokens the others issue".into());
+                return bad("a cluster on the embedded store needs auth.jwt_secret (HS256): every node must accept the tokens the others issue".into());
             }
             let c = &self.cluster;
             let tls = [&c.tls_cert, &c.tls_key, &c.tls_ca];

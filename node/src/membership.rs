@@ -553,14 +553,23 @@ impl NodeClaim {
         let args = vec![instance.clone(), CLAIM_TTL.as_millis().to_string()];
         let up = tokio::time::timeout(Duration::from_secs(3), client.wait_for_connect()).await;
         if matches!(up, Ok(Ok(()))) {
-            let held: Option<String> = client
-                .eval(LUA_CLAIM, keys.clone(), args.clone())
-                .await
-                .map_err(|e| JoinError::Listen(format!("redis: {e}")))?;
-            if let Some(key) = held {
-                return Err(JoinError::Duplicate(format!(
-                    "another running node already uses this node's name or id: {key}"
-                )));
+            // A claim of another instance may be a killed process's (a node
+            // restarted on an empty data directory has a new instance id):
+            // it runs out within CLAIM_TTL unless a live node renews it.
+            let deadline = tokio::time::Instant::now() + CLAIM_TTL + Duration::from_secs(1);
+            loop {
+                let held: Option<String> = client
+                    .eval(LUA_CLAIM, keys.clone(), args.clone())
+                    .await
+                    .map_err(|e| JoinError::Listen(format!("redis: {e}")))?;
+                let Some(key) = held else { break };
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(JoinError::Duplicate(format!(
+                        "another running node already uses this node's name or id: {key}"
+                    )));
+                }
+                tracing::info!(%key, "name or id claimed by another instance; waiting for it to run out");
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         } else {
             tracing::warn!(

@@ -16,17 +16,21 @@
 //! | `refresh_tokens`       | token hash                           |                   |
 //! | `logins`               | refresh family                       |                   |
 //! | `settings`             | name                                 |                   |
+//! | `conversation_leases`  | conversation                         |                   |
 //!
 //! A bucket is a fixed window (`bucket_days`) of a message id's time, so no
 //! partition grows without bound; `conversation_buckets` lists the buckets
 //! that hold messages, so paging jumps from one non-empty bucket to the next
 //! without probing the empty ones in between.
 //!
-//! Where two writers may race, a lightweight transaction decides: the first
-//! claim of a `client_msg_id` (so a send retried on another node returns the
-//! first message), a username, the use of a refresh token. Other writes are
-//! plain writes that commute: read markers carry their message id as the
-//! write timestamp (the highest wins, whatever the arrival order), a login's
+//! One node writes a conversation at a time: the holder of its lease
+//! (`conversation_leases`, taken and renewed with lightweight transactions,
+//! once per activation and renewal), which then checks `client_msg_id`s with
+//! plain reads and writes with plain writes. Elsewhere, where two writers may
+//! race, a lightweight transaction decides: a username, the use of a refresh
+//! token, a `client_msg_id` claimed without a lease. Other writes are plain
+//! writes that commute: read markers carry their message id as the write
+//! timestamp (the highest wins, whatever the arrival order), a login's
 //! revocation is written at a higher timestamp than its activation.
 //!
 //! Batches hold rows of one partition only (atomic and isolated there, and no
@@ -57,8 +61,8 @@ use scylla::value::{CqlValue, Row};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ConversationChange, LoginState, MessageStore, Page, PageQuery, RefreshRecord, Rotation,
-    StoreError, UserRecord,
+    ConversationChange, Lease, LeaseGrant, LoginState, MessageStore, Page, PageQuery,
+    RefreshRecord, Rotation, StoreError, UserRecord,
 };
 
 /// `[storage.scylla]`: where the cluster is and how to use it.
@@ -88,6 +92,11 @@ pub struct ScyllaConfig {
     pub username: Option<String>,
     /// Password for `username`.
     pub password: Option<String>,
+    /// How long a node's write lease on a conversation lasts without
+    /// renewal (the holder renews it three times per period). A node that
+    /// dies holds its conversations this long, plus `request_timeout_ms`
+    /// for its last writes to land, before another node takes them.
+    pub lease_ms: u64,
 }
 
 impl Default for ScyllaConfig {
@@ -103,6 +112,7 @@ impl Default for ScyllaConfig {
             request_timeout_ms: 5_000,
             username: None,
             password: None,
+            lease_ms: 10_000,
         }
     }
 }
@@ -138,6 +148,12 @@ impl ScyllaConfig {
         }
         if self.connect_timeout_ms == 0 || self.request_timeout_ms == 0 {
             return Err("storage.scylla timeouts must be above 0".into());
+        }
+        if self.lease_ms < 3 * CLOCK_MARGIN_MS {
+            return Err(format!(
+                "storage.scylla.lease_ms must be at least {} (three clock margins)",
+                3 * CLOCK_MARGIN_MS
+            ));
         }
         if self.username.is_some() != self.password.is_some() {
             return Err("storage.scylla.username and password go together".into());
@@ -245,10 +261,20 @@ const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS {ks}.logins (family text PRIMARY KEY, revoked boolean)",
         "CREATE TABLE IF NOT EXISTS {ks}.settings (name text PRIMARY KEY, value text)",
     ],
+}, Migration {
+    version: 2,
+    name: "conversation write leases",
+    statements: &["CREATE TABLE IF NOT EXISTS {ks}.conversation_leases (conversation_id text \
+         PRIMARY KEY, owner text, epoch bigint, expires_at bigint)"],
 }];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
+
+/// How far apart the nodes' wall clocks may be: a lease holder stops writing
+/// this long before its lease runs out by its own clock, and a new holder
+/// waits this long (and the request timeout) after it runs out by its own.
+pub const CLOCK_MARGIN_MS: u64 = 1_000;
 
 /// How long a node may hold the migration lock before others take over
 /// (it expires with the row's TTL if the node dies mid-migration).
@@ -311,10 +337,19 @@ struct Statements {
     select_login: PreparedStatement,
     init_setting: PreparedStatement,
     select_setting: PreparedStatement,
+    select_lease: PreparedStatement,
+    insert_lease: PreparedStatement,
+    take_lease: PreparedStatement,
+    renew_lease: PreparedStatement,
+    release_lease: PreparedStatement,
 }
 
 impl Statements {
-    async fn prepare(session: &Session, ks: &str) -> Result<Self, StoreError> {
+    async fn prepare(
+        session: &Session,
+        ks: &str,
+        serial: SerialConsistency,
+    ) -> Result<Self, StoreError> {
         let p = |cql: &str| {
             let cql = cql.replace("{ks}", ks);
             async move {
@@ -457,6 +492,43 @@ impl Statements {
                 p("INSERT INTO {ks}.settings (name, value) VALUES (?, ?) IF NOT EXISTS").await?,
             ),
             select_setting: p("SELECT value FROM {ks}.settings WHERE name = ?").await?,
+            select_lease: {
+                // A serial read: it sees every transaction decided so far.
+                let mut s = p(
+                    "SELECT owner, epoch, expires_at FROM {ks}.conversation_leases \
+                     WHERE conversation_id = ?",
+                )
+                .await?;
+                s.set_consistency(match serial {
+                    SerialConsistency::LocalSerial => Consistency::LocalSerial,
+                    SerialConsistency::Serial => Consistency::Serial,
+                });
+                s
+            },
+            insert_lease: not_idempotent(
+                p(
+                    "INSERT INTO {ks}.conversation_leases (conversation_id, owner, epoch, \
+                   expires_at) VALUES (?, ?, ?, ?) IF NOT EXISTS",
+                )
+                .await?,
+            ),
+            take_lease: not_idempotent(
+                p(
+                    "UPDATE {ks}.conversation_leases SET owner = ?, epoch = ?, expires_at = ? \
+                   WHERE conversation_id = ? IF epoch = ?",
+                )
+                .await?,
+            ),
+            renew_lease: not_idempotent(
+                p("UPDATE {ks}.conversation_leases SET expires_at = ? \
+                   WHERE conversation_id = ? IF owner = ? AND epoch = ?")
+                .await?,
+            ),
+            release_lease: not_idempotent(
+                p("UPDATE {ks}.conversation_leases SET expires_at = 0 \
+                   WHERE conversation_id = ? IF owner = ? AND epoch = ?")
+                .await?,
+            ),
         })
     }
 }
@@ -466,6 +538,9 @@ pub struct ScyllaStore {
     session: Session,
     q: Statements,
     bucket_ms: u64,
+    lease_ms: u64,
+    /// How long after a lease runs out its holder's writes may still land.
+    lease_grace_ms: u64,
     known_buckets: Mutex<HashSet<(ConversationId, i32)>>,
 }
 
@@ -617,11 +692,14 @@ impl ScyllaStore {
     pub async fn open(config: &ScyllaConfig) -> Result<Self, StoreError> {
         let session = connect(config).await?;
         migrate_on(&session, config).await?;
-        let q = Statements::prepare(&session, &config.keyspace).await?;
+        let q =
+            Statements::prepare(&session, &config.keyspace, config.consistency.serial()).await?;
         let store = ScyllaStore {
             session,
             q,
             bucket_ms: u64::from(config.bucket_days) * 24 * 3600 * 1000,
+            lease_ms: config.lease_ms,
+            lease_grace_ms: config.request_timeout_ms + CLOCK_MARGIN_MS,
             known_buckets: Mutex::new(HashSet::new()),
         };
         let days = config.bucket_days.to_string();
@@ -719,6 +797,21 @@ impl ScyllaStore {
         }
     }
 
+    /// Writes the `client_msg_id` index rows, then the message rows: a
+    /// message row never exists without the entry that lets its retry find
+    /// it.
+    async fn index_and_write(&self, messages: &[&Message]) -> Result<(), StoreError> {
+        try_join_all(messages.iter().map(|m| {
+            let (conversation, sender, key) = index_key(m);
+            self.run(
+                &self.q.insert_client_msg_id,
+                (conversation, sender, key, m.id.0 as i64),
+            )
+        }))
+        .await?;
+        self.write_messages(messages).await
+    }
+
     /// Writes message rows (and their buckets' list rows first).
     async fn write_messages(&self, messages: &[&Message]) -> Result<(), StoreError> {
         let mut partitions: HashMap<(&ConversationId, i32), Vec<&Message>> = HashMap::new();
@@ -805,18 +898,46 @@ impl ScyllaStore {
         }
     }
 
+    /// For each of `messages`, `None` when its key was free (it is stored
+    /// now), else the message stored under the id that claimed the key.
+    async fn held_messages(
+        &self,
+        messages: &[Message],
+        claims: Vec<Option<MessageId>>,
+    ) -> Result<Vec<Option<Message>>, StoreError> {
+        let mut held = Vec::with_capacity(messages.len());
+        for (m, claim) in messages.iter().zip(claims) {
+            let Some(id) = claim else {
+                held.push(None);
+                continue;
+            };
+            match self.message(&m.conversation, id).await? {
+                Some(first) => held.push(Some(first)),
+                None => {
+                    // The first claimer has not written its row (yet, or
+                    // ever: it failed between the claim and the row). This
+                    // send is the same message (same sender and key), so
+                    // it writes the row under the claimed id; the first
+                    // claimer, if alive, writes the same row.
+                    let mut repaired = m.clone();
+                    repaired.id = id;
+                    repaired.ts = id.timestamp_ms();
+                    self.write_messages(&[&repaired]).await?;
+                    held.push(Some(repaired));
+                }
+            }
+        }
+        Ok(held)
+    }
+
     /// Claims `m`'s `client_msg_id` for its id; the id claimed before, if
     /// someone was first.
     async fn claim(&self, m: &Message) -> Result<Option<MessageId>, StoreError> {
+        let (conversation, sender, key) = index_key(m);
         let result = self
             .run(
                 &self.q.claim_client_msg_id,
-                (
-                    m.conversation.as_str(),
-                    m.sender.as_str(),
-                    m.client_msg_id.as_str(),
-                    m.id.0 as i64,
-                ),
+                (conversation, sender, key, m.id.0 as i64),
             )
             .await?;
         let rows = result.into_rows_result().map_err(corrupt)?;
@@ -960,6 +1081,15 @@ impl MessageRow {
     }
 }
 
+/// A message's key in the `client_msg_id` index.
+fn index_key(m: &Message) -> (&str, &str, &str) {
+    (
+        m.conversation.as_str(),
+        m.sender.as_str(),
+        m.client_msg_id.as_str(),
+    )
+}
+
 /// What a message takes as stored (for the page byte cap and batch sizes).
 fn stored_size(m: &Message) -> usize {
     32 + m.sender.as_str().len()
@@ -1063,20 +1193,8 @@ fn applied_of(row: &Row) -> Result<bool, StoreError> {
 #[async_trait]
 impl MessageStore for ScyllaStore {
     async fn append(&self, messages: &[Message]) -> Result<(), StoreError> {
-        try_join_all(messages.iter().map(|m| {
-            self.run(
-                &self.q.insert_client_msg_id,
-                (
-                    m.conversation.as_str(),
-                    m.sender.as_str(),
-                    m.client_msg_id.as_str(),
-                    m.id.0 as i64,
-                ),
-            )
-        }))
-        .await?;
         let all: Vec<&Message> = messages.iter().collect();
-        self.write_messages(&all).await
+        self.index_and_write(&all).await
     }
 
     async fn append_new(&self, messages: &[Message]) -> Result<Vec<Option<Message>>, StoreError> {
@@ -1090,29 +1208,7 @@ impl MessageStore for ScyllaStore {
             .map(|(m, _)| m)
             .collect();
         self.write_messages(&fresh).await?;
-        let mut held = Vec::with_capacity(messages.len());
-        for (m, claim) in messages.iter().zip(claims) {
-            let Some(id) = claim else {
-                held.push(None);
-                continue;
-            };
-            match self.message(&m.conversation, id).await? {
-                Some(first) => held.push(Some(first)),
-                None => {
-                    // The first claimer has not written its row (yet, or
-                    // ever: it failed between the claim and the row). This
-                    // send is the same message (same sender and key), so
-                    // it writes the row under the claimed id; the first
-                    // claimer, if alive, writes the same row.
-                    let mut repaired = m.clone();
-                    repaired.id = id;
-                    repaired.ts = id.timestamp_ms();
-                    self.write_messages(&[&repaired]).await?;
-                    held.push(Some(repaired));
-                }
-            }
-        }
-        Ok(held)
+        self.held_messages(messages, claims).await
     }
 
     async fn page(
@@ -1532,6 +1628,129 @@ impl MessageStore for ScyllaStore {
         self.init_setting(&format!("secret.{name}"), candidate)
             .await
             .map(Some)
+    }
+
+    fn lease_ttl(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.lease_ms))
+    }
+
+    async fn acquire_lease(
+        &self,
+        conversation: &ConversationId,
+        owner: &str,
+    ) -> Result<LeaseGrant, StoreError> {
+        let id = conversation.as_str();
+        let granted = |epoch: i64| {
+            LeaseGrant::Granted(Lease {
+                conversation: conversation.clone(),
+                owner: owner.to_owned(),
+                epoch: epoch as u64,
+            })
+        };
+        // Two rounds: a transaction lost to another taker is read again.
+        for _ in 0..2 {
+            let now = now_ms();
+            let expires = (now + self.lease_ms) as i64;
+            let rows = self.rows(&self.q.select_lease, (id,)).await?;
+            type LeaseRow = (Option<String>, Option<i64>, Option<i64>);
+            let current = rows.maybe_first_row::<LeaseRow>().map_err(corrupt)?;
+            let Some((held_by, epoch, expires_at)) = current else {
+                let result = self
+                    .run(&self.q.insert_lease, (id, owner, 1i64, expires))
+                    .await?;
+                if applied(result)? {
+                    return Ok(granted(1));
+                }
+                continue;
+            };
+            let (held_by, epoch) = (held_by.unwrap_or_default(), epoch.unwrap_or(0));
+            let expires_at = expires_at.unwrap_or(0).max(0) as u64;
+            // Released (0), ours (a restarted node of the same name), or run
+            // out long enough ago that the holder's last writes have landed.
+            let until = expires_at + self.lease_grace_ms;
+            let free = expires_at == 0 || held_by == owner || now > until;
+            if !free {
+                return Ok(LeaseGrant::Held {
+                    owner: held_by,
+                    until_ms: until,
+                });
+            }
+            let result = self
+                .run(&self.q.take_lease, (owner, epoch + 1, expires, id, epoch))
+                .await?;
+            if applied(result)? {
+                return Ok(granted(epoch + 1));
+            }
+        }
+        let rows = self.rows(&self.q.select_lease, (id,)).await?;
+        let current = rows
+            .maybe_first_row::<(Option<String>, Option<i64>, Option<i64>)>()
+            .map_err(corrupt)?;
+        let (held_by, _, expires_at) = current.unwrap_or_default();
+        Ok(LeaseGrant::Held {
+            owner: held_by.unwrap_or_default(),
+            until_ms: expires_at.unwrap_or(0).max(0) as u64 + self.lease_grace_ms,
+        })
+    }
+
+    async fn renew_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let expires = (now_ms() + self.lease_ms) as i64;
+        let result = self
+            .run(
+                &self.q.renew_lease,
+                (
+                    expires,
+                    lease.conversation.as_str(),
+                    lease.owner.as_str(),
+                    lease.epoch as i64,
+                ),
+            )
+            .await?;
+        applied(result)
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.run(
+            &self.q.release_lease,
+            (
+                lease.conversation.as_str(),
+                lease.owner.as_str(),
+                lease.epoch as i64,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn append_new_leased(
+        &self,
+        lease: &Lease,
+        messages: &[Message],
+    ) -> Result<Vec<Option<Message>>, StoreError> {
+        // The lease holder is the conversation's only writer: a plain read
+        // of each key decides, with no transaction per message.
+        debug_assert!(messages
+            .iter()
+            .all(|m| m.conversation == lease.conversation));
+        let claimed = try_join_all(messages.iter().map(|m| async move {
+            let rows = self
+                .rows(&self.q.select_client_msg_id, index_key(m))
+                .await?;
+            Ok::<_, StoreError>(
+                rows.maybe_first_row::<(i64,)>()
+                    .map_err(corrupt)?
+                    .map(|(id,)| MessageId(id as u64)),
+            )
+        }))
+        .await?;
+        let fresh: Vec<&Message> = messages
+            .iter()
+            .zip(&claimed)
+            .filter(|(_, c)| c.is_none())
+            .map(|(m, _)| m)
+            .collect();
+        self.index_and_write(&fresh).await?;
+        self.held_messages(messages, claimed).await
     }
 }
 

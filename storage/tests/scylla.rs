@@ -356,3 +356,75 @@ async fn migrations_run_twice_and_concurrently_scylla() {
         .expect_err("another bucket width");
     assert!(err.to_string().contains("bucket_days = 10"), "{err}");
 }
+
+/// Two nodes' store handles and one conversation's lease: one holds it at a
+/// time; the holder renews and releases it; the other takes it over once it
+/// is released, or once it ran out and the grace for late writes passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_lease_has_one_holder_at_a_time_scylla() {
+    use chat_storage::LeaseGrant;
+    // Short leases and timeouts: the takeover after expiry is waited for.
+    let Some(mut config) = config("chat_conformance", 10) else {
+        return;
+    };
+    config.lease_ms = 3_000;
+    config.request_timeout_ms = 2_000;
+    let a = ScyllaStore::open(&config).await.expect("open a");
+    let b = ScyllaStore::open(&config).await.expect("open b");
+    let conversation = ConversationId::new(&unique("leased")).expect("valid");
+    let LeaseGrant::Granted(first) = a.acquire_lease(&conversation, "node-a").await.expect("a")
+    else {
+        panic!("a free lease is granted");
+    };
+    match b.acquire_lease(&conversation, "node-b").await.expect("b") {
+        LeaseGrant::Held { owner, .. } => assert_eq!(owner, "node-a"),
+        other => panic!("a held lease is not granted again: {other:?}"),
+    }
+    assert!(
+        a.renew_lease(&first).await.expect("renew"),
+        "the holder renews"
+    );
+    // The same owner takes it again (a node restarted) with a new epoch.
+    let LeaseGrant::Granted(again) = a.acquire_lease(&conversation, "node-a").await.expect("a")
+    else {
+        panic!("its holder gets it again");
+    };
+    assert!(again.epoch > first.epoch);
+    assert!(
+        !a.renew_lease(&first).await.expect("renew"),
+        "an old epoch renews nothing"
+    );
+    a.release_lease(&again).await.expect("release");
+    let LeaseGrant::Granted(taken) = b.acquire_lease(&conversation, "node-b").await.expect("b")
+    else {
+        panic!("a released lease is taken at once");
+    };
+    assert!(taken.epoch > again.epoch);
+    assert!(
+        !a.renew_lease(&again).await.expect("renew"),
+        "the old holder lost it"
+    );
+    // b stops renewing (it died): a gets it only after the lease and the
+    // grace for b's last writes (request timeout and clock margin).
+    let held_until = match a.acquire_lease(&conversation, "node-a").await.expect("a") {
+        LeaseGrant::Held { until_ms, .. } => until_ms,
+        other => panic!("b's lease still runs: {other:?}"),
+    };
+    let taken_over = chat_testkit::eventually_within(
+        "the lease runs out",
+        std::time::Duration::from_secs(15),
+        || async {
+            match a.acquire_lease(&conversation, "node-a").await.expect("a") {
+                LeaseGrant::Granted(l) => Ok(l),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(now >= held_until, "not before the grace ran out");
+    assert!(taken_over.epoch > taken.epoch);
+}

@@ -107,6 +107,10 @@ impl ConversationState {
             upsert: list,
             remove: vec![],
         };
+        // Only the holder of the conversation's lease writes it.
+        if let Err(e) = self.fence() {
+            return answer(reply, Err(e.into()));
+        }
         if let Err(e) = self.deps.store.apply_conversation(&change).await {
             self.deps.metrics.store_errors.inc();
             return answer(reply, Err(e.into()));
@@ -155,6 +159,7 @@ impl ConversationState {
             upsert,
             remove: remove.clone(),
         };
+        self.fence()?;
         self.deps
             .store
             .apply_conversation(&change)

@@ -28,6 +28,7 @@ async fn start(tuning: Tuning) -> Fixture {
     let (router, routed) = router_stand_in().await;
     let id = conversation("g:1");
     let deps = Arc::new(ConversationDeps {
+        node: Arc::from("n1"),
         store: store.dyn_store(),
         ids: Arc::new(IdGenerator::new(1)),
         fanout: fanout.clone(),

@@ -115,6 +115,15 @@ impl NodeProc {
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = node.child.as_mut().and_then(|c| c.wait().ok());
                     let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+                    // Kept past the test's temporary directory.
+                    let kept = std::env::temp_dir()
+                        .join(format!("chat-node-failed-start-{}.log", std::process::id()));
+                    let _ = std::fs::copy(&node.log, &kept);
+                    eprintln!(
+                        "the node's log ({} bytes) is kept in {}",
+                        log.len(),
+                        kept.display()
+                    );
                     let tail: Vec<&str> = log.lines().rev().take(15).collect();
                     let tail: Vec<&str> = tail.into_iter().rev().collect();
                     panic!(
