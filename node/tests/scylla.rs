@@ -133,8 +133,13 @@ impl OwnCql {
     }
 
     fn start(dir: &Path) -> Self {
+        Self::start_nodes(dir, 1)
+    }
+
+    fn start_nodes(dir: &Path, n: usize) -> Self {
         let dir = dir.to_path_buf();
-        let out = Self::run(&["start", "--dir", dir.to_str().unwrap()]);
+        let n = n.to_string();
+        let out = Self::run(&["start", "--nodes", &n, "--dir", dir.to_str().unwrap()]);
         let nodes = out
             .lines()
             .filter_map(|l| l.strip_prefix("SCYLLA_NODES="))
@@ -144,12 +149,19 @@ impl OwnCql {
         OwnCql { dir, nodes }
     }
 
-    fn kill(&self) {
-        Self::run(&["kill", "1", "--dir", self.dir.to_str().unwrap()]);
+    /// SIGKILLs database node `i` (1-based).
+    fn kill(&self, i: usize) {
+        Self::run(&["kill", &i.to_string(), "--dir", self.dir.to_str().unwrap()]);
     }
 
-    fn restart(&self) {
-        Self::run(&["restart", "1", "--dir", self.dir.to_str().unwrap()]);
+    /// Starts database node `i` again on its data.
+    fn restart(&self, i: usize) {
+        Self::run(&[
+            "restart",
+            &i.to_string(),
+            "--dir",
+            self.dir.to_str().unwrap(),
+        ]);
     }
 }
 
@@ -205,7 +217,7 @@ async fn the_database_failing_mid_traffic_scylla() {
     }
     assert_eq!(readyz(node.addr).await.0, 200);
 
-    cql.kill();
+    cql.kill(1);
     // Every send is answered, and after the kill none is acknowledged:
     // until a send is refused the kill may not have been noticed yet.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -239,7 +251,7 @@ async fn the_database_failing_mid_traffic_scylla() {
         "readyz says the storage is the reason: {body}"
     );
 
-    cql.restart();
+    cql.restart(1);
     // The node recovers by itself: ready again, and the client's retries
     // of what was refused go through.
     eventually_within(
@@ -301,4 +313,177 @@ async fn chat_node_migrate_applies_the_schema_once_scylla() {
         second.contains(&format!("is at schema version {version}")),
         "{second}"
     );
+}
+
+/// Three chat nodes over a three-node CQL cluster with replication factor 3
+/// and QUORUM, clients on every node: losing one database node costs no
+/// acknowledged message and no availability; losing two makes sends answer
+/// `unavailable` until one is back, then traffic resumes by itself; a chat
+/// node killed and restarted on an empty data directory loses nothing. Every
+/// node returns the same history, in id order, each send stored once.
+#[tokio::test]
+async fn database_and_chat_node_losses_on_a_three_node_cql_cluster_scylla() {
+    if scylla_nodes().is_none() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let cql = OwnCql::start_nodes(&root.path().join("cql"), 3);
+    let redis = RedisServer::start();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let seeds: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let env_of = |i: usize| {
+        let mut env = node_env(&cql.nodes, "chat_rf3", 3_000);
+        env.extend([
+            (
+                "CHAT__STORAGE__SCYLLA__REPLICATION_FACTOR".into(),
+                "3".into(),
+            ),
+            ("CHAT__STORAGE__SCYLLA__CONSISTENCY".into(), "quorum".into()),
+            ("CHAT__NODE__NAME".into(), format!("node-{}", i + 1)),
+            ("CHAT__NODE__ID".into(), (i + 1).to_string()),
+            (
+                "CHAT__CLUSTER__LISTEN".into(),
+                format!("127.0.0.1:{}", ports[i]),
+            ),
+            (
+                "CHAT__CLUSTER__SEEDS".into(),
+                format!("[{}]", seeds.join(",")),
+            ),
+            (
+                "CHAT__CLUSTER__COOKIE".into(),
+                "scylla-test-cookie-0123456789".into(),
+            ),
+            ("CHAT__PRESENCE__BACKEND".into(), "redis".into()),
+            ("CHAT__PRESENCE__REDIS_URL".into(), redis.url()),
+        ]);
+        env
+    };
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(Some(
+            start(root.path(), &format!("node{i}-a"), &env_of(i)).await,
+        ));
+    }
+    let addr = |nodes: &Vec<Option<NodeProc>>, i: usize| nodes[i].as_ref().expect("running").addr;
+    let alice = register(addr(&nodes, 0), &unique("alice")).await;
+    let bob = register(addr(&nodes, 1), &unique("bob")).await;
+    let carol = register(addr(&nodes, 2), &unique("carol")).await;
+    let mut a = connect(addr(&nodes, 0), &alice.access, Codec::Json).await;
+    let mut b = connect(addr(&nodes, 1), &bob.access, Codec::Json).await;
+    let conv = group(&mut a, &[bob.id.as_str(), carol.id.as_str()]).await;
+    let mut acked = Vec::new();
+    let mut n = 0;
+    // Sends from clients on two nodes, alternating: the owner forwards.
+    let cmid_of = |n: usize| format!("s-{n}");
+    for _ in 0..20 {
+        n += 1;
+        let c = if n % 2 == 0 { &mut a } else { &mut b };
+        acked.push(send_once(c, &conv, &cmid_of(n)).await.expect("stored"));
+    }
+
+    // One database node down: quorum (2 of 3) still holds; every send is
+    // acknowledged (a client retry allowed for a request caught in flight).
+    cql.kill(3);
+    for _ in 0..30 {
+        n += 1;
+        let cmid = cmid_of(n);
+        let c = if n % 2 == 0 { &mut a } else { &mut b };
+        let m = match send_once(c, &conv, &cmid).await {
+            Ok(m) => m,
+            Err(_) => send_once(c, &conv, &cmid).await.expect("stored on a retry"),
+        };
+        acked.push(m);
+    }
+
+    // Two down: no quorum, nothing acknowledged.
+    cql.kill(2);
+    let mut refused = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refused.len() < 3 {
+        assert!(Instant::now() < deadline, "no send refused within 60 s");
+        n += 1;
+        let cmid = cmid_of(n);
+        match send_once(&mut a, &conv, &cmid).await {
+            Ok(m) if refused.is_empty() => acked.push(m),
+            Ok(m) => panic!("acknowledged {} without a quorum", m.client_msg_id),
+            Err(code) => {
+                assert_eq!(code, ErrorCode::Unavailable);
+                refused.push(cmid);
+            }
+        }
+    }
+    cql.restart(2);
+    // Back by itself: the refused sends go through when retried.
+    for cmid in &refused {
+        acked.push(send_until_stored(&mut a, &conv, cmid).await);
+    }
+
+    // A chat node killed and restarted on an EMPTY data directory, while
+    // the others keep sending: its conversations move (after its leases run
+    // out), nothing acknowledged is lost, no send is stored twice.
+    nodes[2].as_mut().expect("running").kill9();
+    nodes[2] = None;
+    for _ in 0..10 {
+        n += 1;
+        let cmid = cmid_of(n);
+        let c = if n % 2 == 0 { &mut a } else { &mut b };
+        acked.push(send_until_stored(c, &conv, &cmid).await);
+    }
+    nodes[2] = Some(start(root.path(), "node2-empty", &env_of(2)).await);
+    cql.restart(3);
+    let mut c = connect(addr(&nodes, 2), &carol.access, Codec::Json).await;
+    for _ in 0..10 {
+        n += 1;
+        let cmid = cmid_of(n);
+        acked.push(send_until_stored(&mut c, &conv, &cmid).await);
+    }
+
+    // Every node returns the same history, in id order, with every
+    // acknowledged message once.
+    let mut histories = Vec::new();
+    for (i, (client, token)) in [
+        (&mut a, &alice.access),
+        (&mut b, &bob.access),
+        (&mut c, &carol.access),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let node = nodes[i].as_ref().expect("running");
+        let h = full_history(node, client, &conv, token).await;
+        check_history(&h, &acked);
+        let cmids: HashSet<&str> = h.iter().map(|m| m.client_msg_id.as_str()).collect();
+        assert_eq!(cmids.len(), h.len(), "node {i}: no send stored twice");
+        assert_eq!(
+            h.len(),
+            acked.len(),
+            "node {i}: nothing but what was acknowledged"
+        );
+        histories.push(h);
+    }
+    assert_eq!(histories[0], histories[1]);
+    assert_eq!(histories[0], histories[2]);
+}
+
+/// Sends `cmid` until it is stored, as a client does: `unavailable` is
+/// retried after a back-off (a conversation moving between nodes waits for
+/// its lease), for at most a minute.
+async fn send_until_stored(
+    c: &mut Client,
+    conv: &chat_protocol::ConversationId,
+    cmid: &str,
+) -> chat_protocol::Message {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match send_once(c, conv, cmid).await {
+            Ok(m) => return m,
+            Err(code) => {
+                assert_eq!(code, ErrorCode::Unavailable, "send {cmid}");
+                assert!(Instant::now() < deadline, "send {cmid} never stored");
+                // The client's back-off between retries, not a wait for a
+                // condition.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
