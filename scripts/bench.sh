@@ -19,6 +19,7 @@
 #                                    one-node CQL server (scripts/cql.sh,
 #                                    pinned with the server: the server side
 #                                    is the node and its database)
+#   scripts/bench.sh --storage scylla --only-storage   only those two
 #   BENCH_QUICK=1 scripts/bench.sh   a one-minute pass that checks the wiring
 #
 # Knobs (environment): ROOMS_USERS, ROOMS_GROUP, ROOMS_RATE, ROOMS_RATE_SCYLLA, ROOMS_STEPS,
@@ -29,9 +30,12 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 STORAGE=${BENCH_STORAGE:-embedded}
+ONLY_STORAGE=0
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --storage) STORAGE=$2; shift 2 ;;
+    # Only the runs against the node on ScyllaDB (with --storage scylla).
+    --only-storage) ONLY_STORAGE=1; shift ;;
     *) printf 'bench.sh: unknown argument %s\n' "$1" >&2; exit 2 ;;
   esac
 done
@@ -227,6 +231,7 @@ bench() { # name args...: a failed run is reported, the others still run
 
 T0=$(date +%s)
 
+if [ "$ONLY_STORAGE" = 0 ]; then
 # idle first, on a fresh node, so its RSS baseline is a node that has done nothing.
 start_chat
 bench idle-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --scenario idle \
@@ -242,6 +247,7 @@ bench history-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-sec
   --scenario history --users 50 --group-size 5 --prefill 1000 --page-size 50 --warmup 2 \
   --duration "$SHORT_S"
 stop "$CHAT_PID"
+fi
 
 if [ "$STORAGE" = scylla ]; then
   log "a local CQL server (scripts/cql.sh), pinned with the node"
@@ -270,6 +276,7 @@ if [ "$STORAGE" = scylla ]; then
   CHAT_ENV=()
 fi
 
+if [ "$ONLY_STORAGE" = 0 ]; then
 IDLE=(--scenario idle --connections "$IDLE_CONNECTIONS" --duration 3 --prewarm --source-ips 127.0.0.1,127.0.0.2)
 start_ceiling
 bench idle-ceiling --target ceiling --nodes "http://127.0.0.1:$CEIL_PORT" --pid "$CEIL_PID" "${IDLE[@]}"
@@ -294,6 +301,7 @@ SIO_PROCS=$SIO_PROCS_WANTED start_socketio
 EXTRA_LABEL="$SIO_PROCS socket.io process(es), $SIO_ADAPTER" \
   bench rooms-socketio --target socketio --nodes "$(csv_urls "${SIO_PORTS[@]}")" "${ROOMS[@]}"
 for pid in "${SIO_PIDS[@]}"; do stop "$pid"; done
+fi
 
 log "summary (runs took $(($(date +%s) - T0)) s)"
 mkdir -p bench/results

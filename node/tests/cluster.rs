@@ -64,7 +64,17 @@ impl TestCluster {
         Self::start_with_tls(n, cuttable, false).await
     }
 
+    /// `n` nodes configured (each lists all as seeds), the first `started`
+    /// of them running: the others join later with `restart`.
+    async fn start_some(n: usize, started: usize) -> TestCluster {
+        Self::start_inner(n, started, false, false).await
+    }
+
     async fn start_with_tls(n: usize, cuttable: bool, tls: bool) -> TestCluster {
+        Self::start_inner(n, n, cuttable, tls).await
+    }
+
+    async fn start_inner(n: usize, started: usize, cuttable: bool, tls: bool) -> TestCluster {
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut links = Vec::new();
         if cuttable {
@@ -88,7 +98,7 @@ impl TestCluster {
         if tls {
             c.tls = Some(make_certs(&c.root.path().join("pki"), "cluster-ca"));
         }
-        let starts: Vec<_> = (0..n).map(|i| c.spawn(i)).collect();
+        let starts: Vec<_> = (0..started).map(|i| c.spawn(i)).collect();
         for (i, node) in futures_util::future::join_all(starts)
             .await
             .into_iter()
@@ -96,7 +106,7 @@ impl TestCluster {
         {
             c.nodes[i] = Some(node);
         }
-        c.wait_formed(n).await;
+        c.wait_formed(started).await;
         c
     }
 
@@ -1127,5 +1137,84 @@ async fn logging_out_on_one_node_closes_that_login_on_every_node() {
     for i in 0..2 {
         let refused = try_connect(cluster.addr(i), Some(&u.access), Codec::Json).await;
         assert_eq!(refused.err(), Some(401), "node {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_joining_and_draining_under_traffic_lose_and_duplicate_nothing() {
+    // Four nodes configured, three started: the fourth joins mid-traffic,
+    // then the second drains (SIGTERM) mid-traffic.
+    let mut cluster = TestCluster::start_some(4, 3).await;
+    let alice = register(cluster.addr(0), &unique("alice")).await;
+    let bob = register(cluster.addr(0), &unique("bob")).await;
+    let mut a = connect(cluster.addr(0), &alice.access, Codec::Json).await;
+    let mut convs = Vec::new();
+    for _ in 0..12 {
+        convs.push(group(&mut a, &[&bob.id]).await);
+    }
+    let joining = 3;
+    assert!(
+        convs
+            .iter()
+            .any(|c| TestCluster::owner(c, &[0, 1, 2, 3]) == joining),
+        "some conversations belong to the joining node"
+    );
+    let entry = [cluster.addr(0)];
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let traffic = async {
+        let mut acked: Vec<Message> = Vec::new();
+        let mut n = 0usize;
+        while !*stop.borrow() {
+            let conv = &convs[n % convs.len()];
+            let cmid = format!("load-{n}");
+            acked.push(send_retrying(&mut a, &entry, &alice.access, conv, &cmid).await);
+            n += 1;
+        }
+        acked
+    };
+    let changes = async {
+        // Join: the new node takes its share of conversations over (each
+        // handed over by its lease on ScyllaDB, by the hash on the embedded
+        // store) while sends go on.
+        cluster.restart(joining).await;
+        cluster.wait_formed(4).await;
+        eventually_within(
+            "the joined node serves its share",
+            FORM_DEADLINE,
+            || async {
+                let v = cluster.status(joining).await;
+                let serving = v["conversations"].as_u64().unwrap_or(0);
+                (serving >= 1).then_some(()).ok_or(v.to_string())
+            },
+        )
+        .await;
+        // Drain: node 2 (index 1) hands its conversations over and exits 0.
+        let node = cluster.nodes[1].as_mut().unwrap();
+        node.sigterm();
+        let status = node.wait_exit(Duration::from_secs(30)).await;
+        assert!(status.success(), "the drained node exits 0: {status:?}");
+        cluster.nodes[1] = None;
+        cluster.wait_formed(3).await;
+        stop_tx.send_replace(true);
+    };
+    let (acked, ()) = tokio::join!(traffic, changes);
+    assert!(
+        acked.len() >= 24,
+        "traffic ran throughout: {} sends",
+        acked.len()
+    );
+
+    let mut reader = connect(cluster.addr(joining), &bob.access, Codec::Json).await;
+    for conv in &convs {
+        let mine: Vec<Message> = acked
+            .iter()
+            .filter(|m| &m.conversation == conv)
+            .cloned()
+            .collect();
+        let h = full_history(cluster.node(joining), &mut reader, conv, &bob.access).await;
+        assert_eq!(
+            h, mine,
+            "{conv}: every acknowledged send once, in id order, nothing else"
+        );
     }
 }

@@ -314,6 +314,7 @@ struct Statements {
     insert_bucket: PreparedStatement,
     select_buckets_desc: PreparedStatement,
     select_buckets_asc: PreparedStatement,
+    select_all_buckets: PreparedStatement,
     insert_client_msg_id: PreparedStatement,
     claim_client_msg_id: PreparedStatement,
     select_client_msg_id: PreparedStatement,
@@ -401,6 +402,10 @@ impl Statements {
             select_buckets_asc: p("SELECT bucket FROM {ks}.conversation_buckets \
                  WHERE conversation_id = ? AND bucket >= ? AND bucket <= ? \
                  ORDER BY bucket ASC LIMIT ?")
+            .await?,
+            select_all_buckets: p(
+                "SELECT bucket FROM {ks}.conversation_buckets WHERE conversation_id = ?",
+            )
             .await?,
             insert_client_msg_id: p("INSERT INTO {ks}.client_msg_ids (conversation_id, sender, \
                  client_msg_id, id) VALUES (?, ?, ?, ?)")
@@ -542,6 +547,12 @@ pub struct ScyllaStore {
     /// How long after a lease runs out its holder's writes may still land.
     lease_grace_ms: u64,
     known_buckets: Mutex<HashSet<(ConversationId, i32)>>,
+    /// The bucket lists (ascending) of conversations whose lease this
+    /// handle holds: it writes every new bucket of theirs, so it keeps their
+    /// lists whole and a page costs one read, not two.
+    bucket_lists: Mutex<HashMap<ConversationId, Vec<i32>>>,
+    /// Conversations whose lease this handle holds.
+    leased: Mutex<HashSet<ConversationId>>,
 }
 
 impl std::fmt::Debug for ScyllaStore {
@@ -701,6 +712,8 @@ impl ScyllaStore {
             lease_ms: config.lease_ms,
             lease_grace_ms: config.request_timeout_ms + CLOCK_MARGIN_MS,
             known_buckets: Mutex::new(HashSet::new()),
+            bucket_lists: Mutex::new(HashMap::new()),
+            leased: Mutex::new(HashSet::new()),
         };
         let days = config.bucket_days.to_string();
         let held = store.init_setting("bucket_days", &days).await?;
@@ -848,6 +861,12 @@ impl ScyllaStore {
                 set.clear();
             }
             set.insert(key);
+            drop(set);
+            if let Some(list) = lock(&self.bucket_lists).get_mut(conversation) {
+                if let Err(at) = list.binary_search(&bucket) {
+                    list.insert(at, bucket);
+                }
+            }
         }
         let mut start = 0;
         while start < rows.len() {
@@ -957,6 +976,44 @@ impl ScyllaStore {
         }
     }
 
+    /// The whole bucket list of a conversation this handle holds the lease
+    /// of (kept whole by its writes), or `None` for any other conversation.
+    async fn leased_buckets(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Option<Vec<i32>>, StoreError> {
+        if !lock(&self.leased).contains(conversation) {
+            return Ok(None);
+        }
+        if let Some(list) = lock(&self.bucket_lists).get(conversation) {
+            return Ok(Some(list.clone()));
+        }
+        let mut list = Vec::new();
+        self.for_each_row(
+            &self.q.select_all_buckets,
+            (conversation.as_str(),),
+            |rows| {
+                for row in rows.rows::<(i32,)>().map_err(corrupt)? {
+                    list.push(row.map_err(corrupt)?.0);
+                }
+                Ok(true)
+            },
+        )
+        .await?;
+        list.sort_unstable();
+        let mut lists = lock(&self.bucket_lists);
+        if lists.len() >= KNOWN_BUCKETS {
+            lists.clear();
+        }
+        lists.insert(conversation.clone(), list.clone());
+        Ok(Some(list))
+    }
+
+    fn forget_lease(&self, conversation: &ConversationId) {
+        lock(&self.leased).remove(conversation);
+        lock(&self.bucket_lists).remove(conversation);
+    }
+
     /// The buckets of a conversation in `[low, high]` that hold messages,
     /// nearest to the start of the walk first, at most `BUCKET_STEP`.
     async fn buckets(
@@ -997,6 +1054,34 @@ struct BucketWalk<'a> {
 }
 
 impl<'a> BucketWalk<'a> {
+    /// A walk over a list known whole.
+    fn listed(
+        store: &'a ScyllaStore,
+        conversation: &'a ConversationId,
+        list: &[i32],
+        low: i32,
+        high: i32,
+        newest_first: bool,
+    ) -> Self {
+        let mut within: Vec<i32> = list
+            .iter()
+            .copied()
+            .filter(|b| (low..=high).contains(b))
+            .collect();
+        if newest_first {
+            within.reverse();
+        }
+        BucketWalk {
+            store,
+            conversation,
+            low,
+            high,
+            newest_first,
+            pending: within.into_iter(),
+            done: true,
+        }
+    }
+
     fn new(
         store: &'a ScyllaStore,
         conversation: &'a ConversationId,
@@ -1228,13 +1313,12 @@ impl MessageStore for ScyllaStore {
         let high_id = query
             .before
             .map_or(i64::MAX, |b| b.0.min(i64::MAX as u64) as i64);
-        let mut walk = BucketWalk::new(
-            self,
-            conversation,
-            query.after.map_or(i32::MIN, |a| self.bucket(a)),
-            query.before.map_or(i32::MAX, |b| self.bucket(b)),
-            newest_first,
-        );
+        let low = query.after.map_or(i32::MIN, |a| self.bucket(a));
+        let high = query.before.map_or(i32::MAX, |b| self.bucket(b));
+        let mut walk = match self.leased_buckets(conversation).await? {
+            Some(list) => BucketWalk::listed(self, conversation, &list, low, high, newest_first),
+            None => BucketWalk::new(self, conversation, low, high, newest_first),
+        };
         let statement = if newest_first {
             &self.q.select_page_desc
         } else {
@@ -1641,6 +1725,10 @@ impl MessageStore for ScyllaStore {
     ) -> Result<LeaseGrant, StoreError> {
         let id = conversation.as_str();
         let granted = |epoch: i64| {
+            // Another holder may have written buckets since this handle last
+            // held it: the list is read again.
+            lock(&self.bucket_lists).remove(conversation);
+            lock(&self.leased).insert(conversation.clone());
             LeaseGrant::Granted(Lease {
                 conversation: conversation.clone(),
                 owner: owner.to_owned(),
@@ -1706,10 +1794,15 @@ impl MessageStore for ScyllaStore {
                 ),
             )
             .await?;
-        applied(result)
+        let held = applied(result)?;
+        if !held {
+            self.forget_lease(&lease.conversation);
+        }
+        Ok(held)
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.forget_lease(&lease.conversation);
         self.run(
             &self.q.release_lease,
             (

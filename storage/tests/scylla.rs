@@ -428,3 +428,78 @@ async fn a_conversation_lease_has_one_holder_at_a_time_scylla() {
     assert!(now >= held_until, "not before the grace ran out");
     assert!(taken_over.epoch > taken.epoch);
 }
+
+/// The lease holder keeps its conversations' bucket lists in memory (a page
+/// is one read): its own writes to a new bucket show at once, and a list
+/// is read again when the lease comes back after another holder wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_holder_pages_across_new_buckets_of_every_holder_scylla() {
+    use chat_storage::LeaseGrant;
+    let Some(a) = open("chat_conformance_day_buckets", 1).await else {
+        return;
+    };
+    let Some(b) = open("chat_conformance_day_buckets", 1).await else {
+        return;
+    };
+    let conversation = ConversationId::new(&unique("cached")).expect("valid");
+    let alice = UserId::new("alice").expect("valid");
+    let day0 = 1_760_000_000_000 - 1_760_000_000_000 % DAY_MS;
+    let at = |day: u64, n: u64| message_at(&conversation, &alice, day0 + day * DAY_MS + 1_000, n);
+    let take = |store: Arc<ScyllaStore>, owner: &'static str| {
+        let conversation = conversation.clone();
+        async move {
+            match store
+                .acquire_lease(&conversation, owner)
+                .await
+                .expect("lease")
+            {
+                LeaseGrant::Granted(l) => l,
+                other => panic!("{owner} gets the lease: {other:?}"),
+            }
+        }
+    };
+    let ids = |p: chat_storage::Page| p.messages.iter().map(|m| m.id).collect::<Vec<_>>();
+    let newest = PageQuery::new(None, None, 10);
+
+    let lease_a = take(a.clone(), "node-a").await;
+    let m1 = at(0, 1);
+    a.append_new_leased(&lease_a, std::slice::from_ref(&m1))
+        .await
+        .expect("m1");
+    assert_eq!(
+        ids(a.page(&conversation, newest).await.expect("page")),
+        vec![m1.id]
+    );
+    let m2 = at(3, 2);
+    a.append_new_leased(&lease_a, std::slice::from_ref(&m2))
+        .await
+        .expect("m2");
+    assert_eq!(
+        ids(a.page(&conversation, newest).await.expect("page")),
+        vec![m1.id, m2.id],
+        "its own new bucket shows at once"
+    );
+    a.release_lease(&lease_a).await.expect("release");
+
+    let lease_b = take(b.clone(), "node-b").await;
+    let m3 = at(7, 3);
+    b.append_new_leased(&lease_b, std::slice::from_ref(&m3))
+        .await
+        .expect("m3");
+    b.release_lease(&lease_b).await.expect("release");
+
+    let _lease_a = take(a.clone(), "node-a").await;
+    assert_eq!(
+        ids(a.page(&conversation, newest).await.expect("page")),
+        vec![m1.id, m2.id, m3.id],
+        "the other holder's new bucket shows once the lease is back"
+    );
+    assert_eq!(
+        ids(a
+            .page(&conversation, PageQuery::new(Some(m3.id), None, 1))
+            .await
+            .expect("page")),
+        vec![m2.id],
+        "older pages walk the kept list"
+    );
+}
