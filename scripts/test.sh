@@ -11,7 +11,8 @@
 # conformance suite runs on both backends, and the node suites that prove
 # the guarantees (order, retry dedupe, paging, catch-up, kill -9, bad input,
 # clusters: failover, partitions, membership) run a second time on nodes on
-# ScyllaDB.
+# ScyllaDB; the cluster suite (clients spread over three chat nodes) runs a
+# third time on a 3-node CQL cluster with replication factor 3 and QUORUM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,9 +48,11 @@ fi
 log "starting a CQL server (scripts/cql.sh)"
 CQL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-cql.XXXXXX")
 OUT=$(mktemp "${TMPDIR:-/tmp}/chat-test-out.XXXXXX")
+CQL3_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-cql3.XXXXXX")
 cleanup() {
   bash scripts/cql.sh stop --dir "$CQL_DIR" || true
-  rm -rf "$CQL_DIR" "$OUT"
+  bash scripts/cql.sh stop --dir "$CQL3_DIR" || true
+  rm -rf "$CQL_DIR" "$CQL3_DIR" "$OUT"
 }
 trap cleanup EXIT
 SCYLLA_NODES=$(bash scripts/cql.sh start --dir "$CQL_DIR" | sed -n 's/^SCYLLA_NODES=//p' | tail -1)
@@ -73,4 +76,11 @@ if [ "$#" -eq 0 ]; then
     echo "$backend: $passed conformance checks passed, $failed failed"
     [ "$passed" -gt 0 ] && [ "$failed" -eq 0 ] || exit 1
   done
+
+  log "chat nodes over a 3-node CQL cluster (replication factor 3, QUORUM)"
+  bash scripts/cql.sh stop --dir "$CQL_DIR"
+  SCYLLA_NODES=$(bash scripts/cql.sh start --nodes 3 --dir "$CQL3_DIR" | sed -n 's/^SCYLLA_NODES=//p' | tail -1)
+  [ -n "$SCYLLA_NODES" ] || { echo "the 3-node CQL cluster did not start" >&2; exit 1; }
+  echo "SCYLLA_NODES=$SCYLLA_NODES"
+  CHAT_TEST_STORAGE=scylla CHAT_TEST_SCYLLA_RF=3 cargo test -p chat-node --test cluster
 fi

@@ -369,33 +369,76 @@ async fn database_and_chat_node_losses_on_a_three_node_cql_cluster_scylla() {
     let bob = register(addr(&nodes, 1), &unique("bob")).await;
     let carol = register(addr(&nodes, 2), &unique("carol")).await;
     let mut a = connect(addr(&nodes, 0), &alice.access, Codec::Json).await;
-    let mut b = connect(addr(&nodes, 1), &bob.access, Codec::Json).await;
+    let b = connect(addr(&nodes, 1), &bob.access, Codec::Json).await;
     let conv = group(&mut a, &[bob.id.as_str(), carol.id.as_str()]).await;
-    let mut acked = Vec::new();
-    let mut n = 0;
-    // Sends from clients on two nodes, alternating: the owner forwards.
-    let cmid_of = |n: usize| format!("s-{n}");
-    for _ in 0..20 {
-        n += 1;
-        let c = if n % 2 == 0 { &mut a } else { &mut b };
-        acked.push(send_once(c, &conv, &cmid_of(n)).await.expect("stored"));
-    }
-
-    // One database node down: quorum (2 of 3) still holds; every send is
-    // acknowledged (a client retry allowed for a request caught in flight).
-    cql.kill(3);
-    for _ in 0..30 {
-        n += 1;
-        let cmid = cmid_of(n);
-        let c = if n % 2 == 0 { &mut a } else { &mut b };
-        let m = match send_once(c, &conv, &cmid).await {
-            Ok(m) => m,
-            Err(_) => send_once(c, &conv, &cmid).await.expect("stored on a retry"),
-        };
-        acked.push(m);
-    }
+    // Steady traffic from a client on every node while a database node and
+    // then a chat node are killed and come back (the chat node on an EMPTY
+    // data directory): each client retries `unavailable` and reconnects
+    // elsewhere when its node dies, as clients do.
+    let all_nodes = |nodes: &Vec<Option<NodeProc>>| -> Vec<std::net::SocketAddr> {
+        nodes.iter().flatten().map(|n| n.addr).collect()
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    let entry = all_nodes(&nodes);
+    let c = connect(addr(&nodes, 2), &carol.access, Codec::Json).await;
+    let traffic = |mut client: Client,
+                   name: &'static str,
+                   token: String,
+                   order: Vec<std::net::SocketAddr>| {
+        let (stop, conv, sent) = (stop.clone(), conv.clone(), &sent);
+        async move {
+            let mut acked = Vec::new();
+            let mut n = 0;
+            while !*stop.borrow() {
+                n += 1;
+                let cmid = format!("{name}-{n}");
+                acked.push(send_retrying(&mut client, &order, &token, &conv, &cmid).await);
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            (acked, client)
+        }
+    };
+    let rotate = |k: usize| -> Vec<std::net::SocketAddr> {
+        (0..entry.len())
+            .map(|i| entry[(i + k) % entry.len()])
+            .collect()
+    };
+    let ta = traffic(a, "a", alice.access.clone(), rotate(0));
+    let tb = traffic(b, "b", bob.access.clone(), rotate(1));
+    let tc = traffic(c, "c", carol.access.clone(), rotate(2));
+    let progress = |at_least: usize| {
+        let sent = &sent;
+        async move {
+            eventually_within("traffic goes on", Duration::from_secs(90), || async {
+                let n = sent.load(std::sync::atomic::Ordering::Relaxed);
+                (n >= at_least).then_some(()).ok_or(format!("{n} sends"))
+            })
+            .await
+        }
+    };
+    let changes = async {
+        progress(30).await;
+        cql.kill(3);
+        progress(90).await;
+        nodes[2].as_mut().expect("running").kill9();
+        nodes[2] = None;
+        progress(130).await;
+        nodes[2] = Some(start(root.path(), "node2-empty", &env_of(2)).await);
+        cql.restart(3);
+        progress(200).await;
+        stop_tx.send_replace(true);
+    };
+    let ((mut acked, a2), (acked_b, b2), (acked_c, c2), ()) = tokio::join!(ta, tb, tc, changes);
+    let (mut a, mut b, mut c) = (a2, b2, c2);
+    acked.extend(acked_b);
+    acked.extend(acked_c);
+    acked.sort_by_key(|m| m.id);
 
     // Two down: no quorum, nothing acknowledged.
+    let mut n = 0;
+    let cmid_of = |n: usize| format!("outage-{n}");
+    cql.kill(3);
     cql.kill(2);
     let mut refused = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -418,25 +461,8 @@ async fn database_and_chat_node_losses_on_a_three_node_cql_cluster_scylla() {
         acked.push(send_until_stored(&mut a, &conv, cmid).await);
     }
 
-    // A chat node killed and restarted on an EMPTY data directory, while
-    // the others keep sending: its conversations move (after its leases run
-    // out), nothing acknowledged is lost, no send is stored twice.
-    nodes[2].as_mut().expect("running").kill9();
-    nodes[2] = None;
-    for _ in 0..10 {
-        n += 1;
-        let cmid = cmid_of(n);
-        let c = if n % 2 == 0 { &mut a } else { &mut b };
-        acked.push(send_until_stored(c, &conv, &cmid).await);
-    }
-    nodes[2] = Some(start(root.path(), "node2-empty", &env_of(2)).await);
     cql.restart(3);
-    let mut c = connect(addr(&nodes, 2), &carol.access, Codec::Json).await;
-    for _ in 0..10 {
-        n += 1;
-        let cmid = cmid_of(n);
-        acked.push(send_until_stored(&mut c, &conv, &cmid).await);
-    }
+    acked.sort_by_key(|m| m.id);
 
     // Every node returns the same history, in id order, with every
     // acknowledged message once.

@@ -736,26 +736,31 @@ impl ScyllaStore {
     /// the value held. Settings every node must share (the JWT signing
     /// secret of a cluster started without one, the bucket width).
     pub async fn init_setting(&self, name: &str, value: &str) -> Result<String, StoreError> {
-        let result = self
-            .session
-            .execute_unpaged(&self.q.init_setting, (name, value))
-            .await
-            .map_err(unavailable)?;
-        if applied(result)? {
-            return Ok(value.to_owned());
-        }
-        let row = self
-            .session
-            .execute_unpaged(&self.q.select_setting, (name,))
-            .await
-            .map_err(unavailable)?;
-        let rows = row.into_rows_result().map_err(corrupt)?;
-        match rows
-            .maybe_first_row::<(Option<String>,)>()
-            .map_err(corrupt)?
-        {
-            Some((Some(v),)) => Ok(v),
-            _ => Err(StoreError::Corrupt(format!("setting {name} vanished"))),
+        // Read first: every node start asks, and only the first one needs
+        // the transaction (many at once on one row contend in Paxos). A
+        // transaction that timed out has an unknown outcome: read again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let rows = self.rows(&self.q.select_setting, (name,)).await?;
+            if let Some((Some(held),)) = rows
+                .maybe_first_row::<(Option<String>,)>()
+                .map_err(corrupt)?
+            {
+                return Ok(held);
+            }
+            match self.run(&self.q.init_setting, (name, value)).await {
+                Ok(result) => {
+                    if applied(result)? {
+                        return Ok(value.to_owned());
+                    }
+                }
+                Err(e) if attempt >= 5 => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, setting = name, "retrying a setting's transaction");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+            }
         }
     }
 

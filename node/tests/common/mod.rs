@@ -48,7 +48,19 @@ pub fn storage_env() -> Vec<(String, String)> {
             let nodes = std::env::var("SCYLLA_NODES")
                 .expect("CHAT_TEST_STORAGE=scylla needs SCYLLA_NODES (scripts/cql.sh start)");
             // A test server on a busy two-core machine: generous timeouts.
-            scylla_env(&nodes, "chat_e2e", 20_000)
+            // CHAT_TEST_SCYLLA_RF=3 (a 3-node CQL cluster): 3 replicas, QUORUM.
+            match std::env::var("CHAT_TEST_SCYLLA_RF").ok().as_deref() {
+                None | Some("1") => scylla_env(&nodes, "chat_e2e", 20_000),
+                Some(rf) => {
+                    let mut env = scylla_env(&nodes, &format!("chat_e2e_rf{rf}"), 20_000);
+                    env.push((
+                        "CHAT__STORAGE__SCYLLA__REPLICATION_FACTOR".into(),
+                        rf.into(),
+                    ));
+                    env.push(("CHAT__STORAGE__SCYLLA__CONSISTENCY".into(), "quorum".into()));
+                    env
+                }
+            }
         }
         Ok("embedded") | Err(_) => Vec::new(),
         Ok(other) => panic!("CHAT_TEST_STORAGE={other}: embedded or scylla"),

@@ -469,3 +469,68 @@ pub async fn token_accepted(addr: SocketAddr, token: &str) -> bool {
         other => panic!("unexpected {other}: {body}"),
     }
 }
+
+/// Sends one message, retrying with the same `client_msg_id` while the answer
+/// is `unavailable` (the owner moving) or the connection breaks; reconnects
+/// to the next node of `nodes` when it does. Returns the acknowledged message.
+pub async fn send_retrying(
+    c: &mut Client,
+    nodes: &[SocketAddr],
+    token: &str,
+    conv: &ConversationId,
+    cmid: &str,
+) -> Message {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        assert!(attempt < 200, "send {cmid} never acknowledged");
+        let frame = with_req(
+            frames::send(conv, cmid, &body_of(cmid)),
+            chat_protocol::ReqId::Int(attempt),
+        );
+        if try_send(c, &frame).await {
+            match next_reply(c).await {
+                Some(ServerFrame::Ok(ok)) => return ok.message.expect("message in ok"),
+                Some(ServerFrame::Error { code, message, .. }) => {
+                    assert_eq!(
+                        code,
+                        chat_protocol::ErrorCode::Unavailable,
+                        "send {cmid}: {message}"
+                    );
+                    // A client backs off before retrying; this is that
+                    // back-off, not a wait for a condition.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        // The connection broke: move to another node.
+        *c = reconnect(nodes, token, attempt as usize).await;
+    }
+}
+
+/// The next reply (events are skipped), or None when the connection ends.
+pub async fn next_reply(c: &mut Client) -> Option<ServerFrame> {
+    loop {
+        let f = tokio::time::timeout(WAIT, c.recv()).await.ok()??;
+        if matches!(f, ServerFrame::Ok(_) | ServerFrame::Error { .. }) {
+            return Some(f);
+        }
+    }
+}
+
+/// Connects to the first node of `nodes` (starting at `start`) that accepts.
+pub async fn reconnect(nodes: &[SocketAddr], token: &str, start: usize) -> Client {
+    let next = std::cell::Cell::new(start);
+    eventually_within("a node accepts a connection", START_DEADLINE, || {
+        let addr = nodes[next.get() % nodes.len()];
+        next.set(next.get() + 1);
+        async move {
+            try_connect(addr, Some(token), Codec::Json)
+                .await
+                .map_err(|code| format!("{addr} refused: {code:?}"))
+        }
+    })
+    .await
+}
