@@ -602,6 +602,26 @@ async fn migrate_on(session: &Session, config: &ScyllaConfig) -> Result<Vec<i32>
             .await
             .map_err(|e| StoreError::Unavailable(format!("schema change failed: {e}")))
     };
+    // Up to date already (every start but the first): no schema statement,
+    // which would wait for every database node to agree and so fail while
+    // one is down.
+    if let Ok(rows) = session
+        .query_unpaged(format!("SELECT version FROM {ks}.schema_migrations"), ())
+        .await
+    {
+        let done: HashSet<i32> = rows
+            .into_rows_result()
+            .ok()
+            .and_then(|r| {
+                r.rows::<(i32,)>()
+                    .ok()
+                    .map(|it| it.filter_map(|row| row.ok().map(|(v,)| v)).collect())
+            })
+            .unwrap_or_default();
+        if MIGRATIONS.iter().all(|m| done.contains(&m.version)) {
+            return Ok(Vec::new());
+        }
+    }
     ddl(format!(
         "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}",
         config.replication()

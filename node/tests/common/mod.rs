@@ -368,18 +368,26 @@ impl Client {
 
     /// The next frame from the server (reply or event), or None when closed.
     pub async fn recv(&mut self) -> Option<ServerFrame> {
+        self.recv_within(WAIT).await.expect("a frame in time")
+    }
+
+    /// The next frame, `Ok(None)` when closed, `Err` when none comes within
+    /// `within` (a client that gives up on a connection).
+    pub async fn recv_within(
+        &mut self,
+        within: Duration,
+    ) -> Result<Option<ServerFrame>, tokio::time::error::Elapsed> {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a frame in time");
-            match msg {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await?;
+            return Ok(match msg {
                 Some(Ok(WsMessage::Text(t))) => {
                     assert_eq!(
                         self.codec,
                         Codec::Json,
                         "text frame on a msgpack connection"
                     );
-                    return Some(self.codec.decode(t.as_bytes()).expect("valid server frame"));
+                    Some(self.codec.decode(t.as_bytes()).expect("valid server frame"))
                 }
                 Some(Ok(WsMessage::Binary(b))) => {
                     assert_eq!(
@@ -387,20 +395,20 @@ impl Client {
                         Codec::MsgPack,
                         "binary frame on a json connection"
                     );
-                    return Some(self.codec.decode(&b).expect("valid server frame"));
+                    Some(self.codec.decode(&b).expect("valid server frame"))
                 }
                 Some(Ok(WsMessage::Close(f))) => {
                     self.closed = Some(f);
-                    return None;
+                    None
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => {
                     if self.closed.is_none() {
                         self.closed = Some(None);
                     }
-                    return None;
+                    None
                 }
-            }
+            });
         }
     }
 

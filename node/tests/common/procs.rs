@@ -510,10 +510,12 @@ pub async fn send_retrying(
     }
 }
 
-/// The next reply (events are skipped), or None when the connection ends.
+/// The next reply (events are skipped), or None when the connection ends
+/// or stays silent for 30 s (a node busy taking a conversation over can
+/// take seconds; a client then gives the connection up and retries).
 pub async fn next_reply(c: &mut Client) -> Option<ServerFrame> {
     loop {
-        let f = tokio::time::timeout(WAIT, c.recv()).await.ok()??;
+        let f = c.recv_within(Duration::from_secs(30)).await.ok()??;
         if matches!(f, ServerFrame::Ok(_) | ServerFrame::Error { .. }) {
             return Some(f);
         }
