@@ -49,7 +49,7 @@ pub fn storage_env() -> Vec<(String, String)> {
                 .expect("CHAT_TEST_STORAGE=scylla needs SCYLLA_NODES (scripts/cql.sh start)");
             // A test server on a busy two-core machine: generous timeouts.
             // CHAT_TEST_SCYLLA_RF=3 (a 3-node CQL cluster): 3 replicas, QUORUM.
-            match std::env::var("CHAT_TEST_SCYLLA_RF").ok().as_deref() {
+            let mut env = match std::env::var("CHAT_TEST_SCYLLA_RF").ok().as_deref() {
                 None | Some("1") => scylla_env(&nodes, "chat_e2e", 20_000),
                 Some(rf) => {
                     let mut env = scylla_env(&nodes, &format!("chat_e2e_rf{rf}"), 20_000);
@@ -60,7 +60,15 @@ pub fn storage_env() -> Vec<(String, String)> {
                     env.push(("CHAT__STORAGE__SCYLLA__CONSISTENCY".into(), "quorum".into()));
                     env
                 }
-            }
+            };
+            // Nodes sharing a keyspace need distinct node ids (ids of
+            // messages and groups embed it), as a cluster's nodes have;
+            // the tests of one process run their nodes at once. A test that
+            // names its nodes' ids sets them after this.
+            static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+            let id = 100 + NEXT_ID.fetch_add(1, Ordering::Relaxed) % 900;
+            env.push(("CHAT__NODE__ID".into(), id.to_string()));
+            env
         }
         Ok("embedded") | Err(_) => Vec::new(),
         Ok(other) => panic!("CHAT_TEST_STORAGE={other}: embedded or scylla"),
