@@ -663,9 +663,17 @@ async fn migrate_on(session: &Session, config: &ScyllaConfig) -> Result<Vec<i32>
                 ),
                 (&holder,),
             )
-            .await
-            .map_err(unavailable)?;
-        if applied(taken)? {
+            .await;
+        // Nodes starting together contend for the lock in Paxos: a timed-out
+        // attempt is one more try, not a failed start.
+        let taken = match taken {
+            Ok(result) => applied(result)?,
+            Err(e) => {
+                tracing::debug!(error = %e, "schema lock attempt failed; trying again");
+                false
+            }
+        };
+        if taken {
             break;
         }
         if !missing(&applied_versions().await?) {
@@ -722,7 +730,20 @@ impl ScyllaStore {
     /// bucket width is the configured one.
     pub async fn open(config: &ScyllaConfig) -> Result<Self, StoreError> {
         let session = connect(config).await?;
-        migrate_on(&session, config).await?;
+        // A cluster starting at once on a new keyspace contends in Paxos and
+        // schema agreement: what times out is tried again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match migrate_on(&session, config).await {
+                Ok(_) => break,
+                Err(e) if attempt >= 5 => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "schema migration failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                }
+            }
+        }
         let q =
             Statements::prepare(&session, &config.keyspace, config.consistency.serial()).await?;
         let store = ScyllaStore {
