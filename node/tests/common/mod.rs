@@ -636,3 +636,21 @@ pub async fn pair_in_group(node: &TestNode, a: &str, b: &str) -> Pair {
     let conv = group(&mut ca, &[&b.id]).await;
     Pair { a, b, ca, cb, conv }
 }
+
+/// True when `token` passes authentication (an unknown conversation is then
+/// 404 rather than 401).
+pub async fn token_accepted(addr: SocketAddr, token: &str) -> bool {
+    let (status, body) = http(
+        addr,
+        "GET",
+        "/v1/conversations/g:not-there/messages",
+        Some(token),
+        None,
+    )
+    .await;
+    match status {
+        404 => true,
+        401 => false,
+        other => panic!("unexpected {other}: {body}"),
+    }
+}

@@ -452,24 +452,6 @@ impl Drop for RedisServer {
     }
 }
 
-/// True when `token` passes authentication (an unknown conversation is then
-/// 404 rather than 401).
-pub async fn token_accepted(addr: SocketAddr, token: &str) -> bool {
-    let (status, body) = http(
-        addr,
-        "GET",
-        "/v1/conversations/g:not-there/messages",
-        Some(token),
-        None,
-    )
-    .await;
-    match status {
-        404 => true,
-        401 => false,
-        other => panic!("unexpected {other}: {body}"),
-    }
-}
-
 /// Sends one message, retrying with the same `client_msg_id` while the answer
 /// is `unavailable` (the owner moving) or the connection breaks; reconnects
 /// to the next node of `nodes` when it does. Returns the acknowledged message.
