@@ -1153,3 +1153,379 @@ async fn nodes_joining_and_draining_under_traffic_lose_and_duplicate_nothing() {
         );
     }
 }
+
+/// Every frame, error and guarantee of the client protocol with each user on
+/// another node: what a client sees must not depend on the node it reached.
+/// (Guarantee 1 across node failures has the kill tests above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protocol_check_holds_with_clients_spread_over_three_nodes() {
+    use chat_protocol::{ConversationKind, ErrorCode, MessageId, Role};
+    use common::frames::*;
+
+    let cluster = TestCluster::start(3).await;
+    let at = |i: usize| cluster.addr(i % 3);
+
+    // Accounts: registered on one node, logged in on another, refreshed on a
+    // third; a rotated refresh token and a logged-out one stop working everywhere.
+    let alice_name = unique("alice");
+    let alice = register(at(0), &alice_name).await;
+    let bob = register(at(1), &unique("bob")).await;
+    let carol = register(at(2), &unique("carol")).await;
+    let dave = register(at(0), &unique("dave")).await;
+    let login = serde_json::json!({"username": alice_name, "password": "correct horse battery"});
+    let (status, body) = http(
+        at(1),
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(&login.to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "login elsewhere: {body}");
+    let second: Value = serde_json::from_str(&body).unwrap();
+    let refresh = serde_json::json!({"refresh_token": second["refresh_token"]}).to_string();
+    let (status, body) = http(at(2), "POST", "/v1/auth/refresh", None, Some(&refresh)).await;
+    assert_eq!(status, 200, "refresh on a third node: {body}");
+    let rotated: Value = serde_json::from_str(&body).unwrap();
+    let (status, _) = http(at(0), "POST", "/v1/auth/refresh", None, Some(&refresh)).await;
+    assert_eq!(
+        status, 401,
+        "a rotated refresh token is refused on every node"
+    );
+    let logout = serde_json::json!({"refresh_token": rotated["refresh_token"]}).to_string();
+    let (status, _) = http(at(1), "POST", "/v1/auth/logout", None, Some(&logout)).await;
+    assert_eq!(status, 204);
+    let (status, _) = http(at(2), "POST", "/v1/auth/refresh", None, Some(&logout)).await;
+    assert_eq!(status, 401, "a logged-out refresh token is refused");
+    for i in 0..3 {
+        assert_eq!(try_connect(at(i), None, Codec::Json).await.err(), Some(401));
+        assert_eq!(
+            try_connect(at(i), Some("not.a.jwt"), Codec::Json)
+                .await
+                .err(),
+            Some(401)
+        );
+    }
+
+    // Alice on node 0 (JSON), Bob on node 1 (MessagePack), Carol on node 2.
+    let mut a = connect(at(0), &alice.access, Codec::Json).await;
+    let mut b = connect(at(1), &bob.access, Codec::MsgPack).await;
+    let mut c = connect(at(2), &carol.access, Codec::Json).await;
+
+    // Direct: one per pair, whoever creates it and wherever.
+    let direct = ok(a
+        .request(create(ConversationKind::Direct, &[&bob.id], None))
+        .await)
+    .conversation
+    .unwrap();
+    assert_eq!(direct.kind, ConversationKind::Direct);
+    b.event(
+        |f| matches!(f, ServerFrame::Conversation { conversation } if conversation.id == direct.id),
+    )
+    .await;
+    let again = ok(b
+        .request(create(ConversationKind::Direct, &[&alice.id], None))
+        .await);
+    assert_eq!(again.conversation.unwrap().id, direct.id);
+
+    // Send, live delivery, and a retry through another node (guarantee 3).
+    let first = ok(a.request(send(&direct.id, "d1", "hello bob")).await)
+        .message
+        .unwrap();
+    let live = b.event(|f| message_of(f).is_some()).await;
+    assert_eq!(message_of(&live), Some(&first));
+    let mut a2 = connect(at(2), &alice.access, Codec::MsgPack).await;
+    let retried = ok(a2.request(send(&direct.id, "d1", "hello bob")).await)
+        .message
+        .unwrap();
+    assert_eq!(
+        retried, first,
+        "a retry on another node returns the first message"
+    );
+    let (status, body) = http(
+        at(1),
+        "POST",
+        &format!("/v1/conversations/{}/messages", direct.id.as_str()),
+        Some(&alice.access),
+        Some(r#"{"client_msg_id":"d1","body":"again"}"#),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let over_http: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(over_http["message"]["id"], first.id.0.to_string());
+    let probe = ok(a.request(send(&direct.id, "d2", "probe")).await)
+        .message
+        .unwrap();
+    b.event(|f| message_of(f).is_some_and(|m| m.id == probe.id))
+        .await;
+    assert!(
+        !b.events.iter().any(|f| message_of(f).is_some()),
+        "a retried send was delivered again"
+    );
+
+    // Typing and receipts cross nodes; a receipt moved backwards is a no-op.
+    b.send_frame(&ClientFrame::Typing {
+        req: None,
+        conversation: direct.id.clone(),
+        active: true,
+    })
+    .await;
+    a.event(
+        |f| matches!(f, ServerFrame::Typing { active: true, user, .. } if user.as_str() == bob.id),
+    )
+    .await;
+    ok(b.request(ClientFrame::Read {
+        req: None,
+        conversation: direct.id.clone(),
+        up_to: probe.id,
+    })
+    .await);
+    a.event(|f| matches!(f, ServerFrame::Receipt { up_to, .. } if *up_to == probe.id))
+        .await;
+    ok(b.request(ClientFrame::Read {
+        req: None,
+        conversation: direct.id.clone(),
+        up_to: MessageId(1),
+    })
+    .await);
+
+    // A channel owned on node 2: members read, only owners and admins write.
+    let channel = ok(c
+        .request(create(
+            ConversationKind::Channel,
+            &[&alice.id],
+            Some("news"),
+        ))
+        .await)
+    .conversation
+    .unwrap();
+    a.event(|f| matches!(f, ServerFrame::Conversation { conversation } if conversation.id == channel.id))
+        .await;
+    assert_eq!(
+        err_code(&a.request(send(&channel.id, "c1", "may I?")).await),
+        ErrorCode::Forbidden
+    );
+    let news = ok(c.request(send(&channel.id, "c2", "announcement")).await)
+        .message
+        .unwrap();
+    let got = a
+        .event(|f| message_of(f).is_some_and(|m| m.conversation == channel.id))
+        .await;
+    assert_eq!(message_of(&got), Some(&news));
+
+    // A group owned on node 0: invite, kick and leave, with their refusals.
+    let g = group(&mut a, &[&bob.id]).await;
+    b.event(|f| matches!(f, ServerFrame::Conversation { conversation } if conversation.id == g))
+        .await;
+    let invite = |who: &str| ClientFrame::Invite {
+        req: None,
+        conversation: g.clone(),
+        users: vec![user(who)],
+    };
+    assert_eq!(
+        err_code(&b.request(invite(&carol.id)).await),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        err_code(&a.request(invite("nobody-at-all")).await),
+        ErrorCode::NotFound
+    );
+    let grown = ok(a.request(invite(&carol.id)).await).conversation.unwrap();
+    assert_eq!(grown.members.len(), 3);
+    c.event(|f| matches!(f, ServerFrame::Conversation { conversation } if conversation.id == g))
+        .await;
+    let welcome = ok(b.request(send(&g, "g1", "welcome carol")).await)
+        .message
+        .unwrap();
+    for x in [&mut a, &mut c] {
+        let got = x
+            .event(|f| message_of(f).is_some_and(|m| m.conversation == g))
+            .await;
+        assert_eq!(message_of(&got), Some(&welcome));
+    }
+    let mut d = connect(at(1), &dave.access, Codec::Json).await;
+    assert_eq!(
+        err_code(&d.request(send(&g, "x", "let me in")).await),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        err_code(&d.request(history(&g, None, None, None)).await),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        err_code(&d.request(send(&conv("g:no-such-thing"), "x", "?")).await),
+        ErrorCode::NotFound
+    );
+    let (status, _) = http(
+        at(2),
+        "GET",
+        &format!("/v1/conversations/{}/messages", g.as_str()),
+        Some(&dave.access),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "a stranger reads nothing over HTTP either");
+
+    // Bad input is answered and the connection stays open.
+    let is_error = |f: &ServerFrame| matches!(f, ServerFrame::Error { .. });
+    c.send_raw(b"{not json".to_vec()).await;
+    assert_eq!(err_code(&c.event(is_error).await), ErrorCode::BadRequest);
+    c.send_raw(br#"{"type":"no_such_frame","req":"r1"}"#.to_vec())
+        .await;
+    assert_eq!(err_code(&c.event(is_error).await), ErrorCode::BadRequest);
+    let huge = "x".repeat(16 * 1024 + 1);
+    assert_eq!(
+        err_code(&c.request(send(&g, "big", &huge)).await),
+        ErrorCode::TooLarge
+    );
+    ok(c.request(ClientFrame::Ping { req: None }).await);
+
+    // History (guarantees 2 and 4): members on three nodes write in turn; every
+    // node pages back the same history, and a member that was away catches up
+    // with `after` on another node.
+    c.ws.close(None).await.unwrap();
+    let mut stored = vec![welcome.clone()];
+    for i in 0..90 {
+        let x = if i % 2 == 0 { &mut a } else { &mut b };
+        let m = ok(x
+            .request(send(&g, &format!("h{i}"), &format!("turn {i}")))
+            .await)
+        .message
+        .unwrap();
+        stored.push(m);
+    }
+    let mut c = connect(at(0), &carol.access, Codec::MsgPack).await;
+    let mut caught_up = Vec::new();
+    loop {
+        let after = caught_up.last().map_or(welcome.id, |m: &Message| m.id);
+        let page = ok(c.request(history(&g, None, Some(after.0), Some(40))).await);
+        caught_up.extend(page.messages.unwrap());
+        if page.more != Some(true) {
+            break;
+        }
+    }
+    assert_eq!(caught_up, stored[1..].to_vec(), "catch-up with after");
+    for x in [&mut a, &mut b, &mut c] {
+        assert_eq!(
+            walk_back(x, &g).await,
+            stored,
+            "one history whatever the node"
+        );
+    }
+    let page = ok(b.request(history(&g, None, None, Some(10))).await);
+    assert_eq!(page.messages.unwrap(), stored[stored.len() - 10..].to_vec());
+    assert_eq!(page.more, Some(true));
+
+    // The conversation list: newest activity first, last message, unread.
+    let list = ok(c
+        .request(ClientFrame::Conversations {
+            req: None,
+            limit: None,
+            before: None,
+        })
+        .await)
+    .conversations
+    .unwrap();
+    let ids: Vec<_> = list.iter().map(|s| s.conversation.id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![g.clone(), channel.id.clone()],
+        "newest activity first"
+    );
+    assert_eq!(list[0].last_message.as_ref(), stored.last());
+    assert_eq!(list[0].unread, stored.len() as u64);
+    assert_eq!(list[1].unread, 0, "own messages are not unread");
+    ok(c.request(ClientFrame::Read {
+        req: None,
+        conversation: g.clone(),
+        up_to: stored.last().unwrap().id,
+    })
+    .await);
+    let list = ok(c
+        .request(ClientFrame::Conversations {
+            req: None,
+            limit: Some(1),
+            before: None,
+        })
+        .await)
+    .conversations
+    .unwrap();
+    assert_eq!((list.len(), list[0].unread), (1, 0));
+
+    // Kick and leave: the kicked member is told, refused and hears nothing more;
+    // when the owner leaves, the remaining member with the most rights owns it.
+    ok(a.request(ClientFrame::Kick {
+        req: None,
+        conversation: g.clone(),
+        user: user(&carol.id),
+    })
+    .await);
+    c.event(|f| matches!(f, ServerFrame::Conversation { conversation } if conversation.id == g && conversation.members.len() == 2))
+        .await;
+    assert_eq!(
+        err_code(&c.request(send(&g, "k", "still here?")).await),
+        ErrorCode::Forbidden
+    );
+    ok(a.request(ClientFrame::Leave {
+        req: None,
+        conversation: g.clone(),
+    })
+    .await);
+    let left = b
+        .event(|f| matches!(f, ServerFrame::Conversation { conversation } if conversation.id == g && conversation.members.len() == 1))
+        .await;
+    let ServerFrame::Conversation { conversation } = left else {
+        unreachable!()
+    };
+    assert_eq!(conversation.members[0].role, Role::Owner);
+    let private = ok(b.request(send(&g, "after", "private")).await)
+        .message
+        .unwrap();
+    ok(c.request(ClientFrame::Ping { req: None }).await);
+    ok(a.request(ClientFrame::Ping { req: None }).await);
+    for x in [&a, &c] {
+        assert!(
+            !x.events
+                .iter()
+                .any(|f| message_of(f).is_some_and(|m| m.id == private.id)),
+            "a former member received a message"
+        );
+    }
+
+    // Presence across nodes: watch, offline with last_seen, unwatch.
+    let w = ok(a
+        .request(ClientFrame::Watch {
+            req: None,
+            users: vec![user(&bob.id)],
+        })
+        .await);
+    assert_eq!(w.presence.unwrap()[0].status, Status::Online);
+    b.ws.close(None).await.unwrap();
+    let off = a
+        .event(|f| matches!(f, ServerFrame::Presence(p) if p.user.as_str() == bob.id && p.status == Status::Offline))
+        .await;
+    assert!(matches!(off, ServerFrame::Presence(p) if p.last_seen.is_some()));
+    ok(a.request(ClientFrame::Unwatch {
+        req: None,
+        users: vec![user(&bob.id)],
+    })
+    .await);
+    ok(a.request(ClientFrame::Watch {
+        req: None,
+        users: vec![user(&carol.id)],
+    })
+    .await);
+    drop(c);
+    a.event(|f| matches!(f, ServerFrame::Presence(p) if p.user.as_str() == carol.id && p.status == Status::Offline))
+        .await;
+    let _b = connect(at(2), &bob.access, Codec::Json).await;
+    let _c = connect(at(1), &carol.access, Codec::Json).await;
+    a.event(|f| matches!(f, ServerFrame::Presence(p) if p.user.as_str() == carol.id && p.status == Status::Online))
+        .await;
+    assert!(
+        !a.events
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Presence(p) if p.user.as_str() == bob.id)),
+        "an unwatched user's presence arrived"
+    );
+}

@@ -29,6 +29,44 @@ pub enum Role {
     Member,
 }
 
+/// The wire names, for stores that keep kinds and roles as text: one table
+/// here, pinned to the serde names by a test, instead of one per backend.
+macro_rules! wire_names {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            /// The name clients see in JSON.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+
+            /// The value whose `as_str` is `name`.
+            pub fn from_name(name: &str) -> Option<$ty> {
+                match name {
+                    $($name => Some($ty::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+wire_names!(ConversationKind {
+    Direct => "direct",
+    Group => "group",
+    Channel => "channel",
+});
+
+wire_names!(Role {
+    Owner => "owner",
+    Admin => "admin",
+    Member => "member",
+});
+
 impl Role {
     /// Whether this role may invite and kick.
     pub fn moderates(self) -> bool {
@@ -108,4 +146,22 @@ pub struct ConversationSummary {
     /// Messages after the reader's read marker, sent by others.
     #[serde(default)]
     pub unread: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_are_the_serde_names() {
+        for k in ConversationKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+            assert_eq!(ConversationKind::from_name(k.as_str()), Some(*k));
+        }
+        for r in Role::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+            assert_eq!(Role::from_name(r.as_str()), Some(*r));
+        }
+        assert_eq!(Role::from_name("Owner"), None);
+    }
 }

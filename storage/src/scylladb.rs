@@ -1247,38 +1247,13 @@ fn message_row(
     )
 }
 
-fn kind_str(kind: ConversationKind) -> &'static str {
-    match kind {
-        ConversationKind::Direct => "direct",
-        ConversationKind::Group => "group",
-        ConversationKind::Channel => "channel",
-    }
-}
-
 fn kind_of(s: &str) -> Result<ConversationKind, StoreError> {
-    match s {
-        "direct" => Ok(ConversationKind::Direct),
-        "group" => Ok(ConversationKind::Group),
-        "channel" => Ok(ConversationKind::Channel),
-        _ => Err(StoreError::Corrupt(format!("conversation kind {s:?}"))),
-    }
-}
-
-fn role_str(role: Role) -> &'static str {
-    match role {
-        Role::Owner => "owner",
-        Role::Admin => "admin",
-        Role::Member => "member",
-    }
+    ConversationKind::from_name(s)
+        .ok_or_else(|| StoreError::Corrupt(format!("conversation kind {s:?}")))
 }
 
 fn role_of(s: &str) -> Result<Role, StoreError> {
-    match s {
-        "owner" => Ok(Role::Owner),
-        "admin" => Ok(Role::Admin),
-        "member" => Ok(Role::Member),
-        _ => Err(StoreError::Corrupt(format!("role {s:?}"))),
-    }
+    Role::from_name(s).ok_or_else(|| StoreError::Corrupt(format!("role {s:?}")))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -1527,7 +1502,7 @@ impl MessageStore for ScyllaStore {
         )
         .await?;
         let mut rows = vec![ChangeRow::Meta((
-            kind_str(c.kind),
+            c.kind.as_str(),
             c.title.as_deref(),
             c.created_at as i64,
             id,
@@ -1536,7 +1511,7 @@ impl MessageStore for ScyllaStore {
             change
                 .upsert
                 .iter()
-                .map(|m| ChangeRow::Upsert((role_str(m.role), id, m.user.as_str()))),
+                .map(|m| ChangeRow::Upsert((m.role.as_str(), id, m.user.as_str()))),
         );
         rows.extend(
             change
