@@ -10,8 +10,8 @@
 # makes every ScyllaDB test fail rather than skip without it. The storage
 # conformance suite runs on both backends, and the node suites that prove
 # the guarantees (order, retry dedupe, paging, catch-up, kill -9, bad input,
-# clusters: failover, partitions, membership) run a second time on nodes on
-# ScyllaDB; the cluster suite (clients spread over three chat nodes) runs a
+# clusters: failover, partitions, membership; the message lifecycle) run a
+# second time on nodes on ScyllaDB; the cluster suite (clients spread over three chat nodes) runs a
 # third time on a 3-node CQL cluster with replication factor 3 and QUORUM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,7 +66,7 @@ cargo test --workspace "$@" 2>&1 | tee "$OUT"
 if [ "$#" -eq 0 ]; then
   log "node suites on the ScyllaDB backend (CHAT_TEST_STORAGE=scylla)"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node \
-    --test guarantees --test chat --test http_api --test abuse --test cluster 2>&1 | tee -a "$OUT"
+    --test guarantees --test chat --test http_api --test abuse --test cluster --test lifecycle 2>&1 | tee -a "$OUT"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test process kill_9 2>&1 | tee -a "$OUT"
 
   log "storage conformance, per backend"

@@ -240,6 +240,11 @@ mod tests {
 
     fn event(body_len: usize) -> SharedFrame {
         let message = Message {
+            rev: 0,
+            edited_at: None,
+            deleted: false,
+            reactions: Vec::new(),
+            mentions: Vec::new(),
             id: MessageId(1),
             conversation: chat_protocol::ConversationId::new("g:1").unwrap(),
             sender: chat_protocol::UserId::new("ann").unwrap(),

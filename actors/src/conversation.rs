@@ -40,6 +40,7 @@ use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 use crate::msg::{answer, ConversationMsg, Reply, Request, RouterMsg};
 
+mod lifecycle;
 mod members;
 mod signals;
 #[cfg(test)]
@@ -119,9 +120,14 @@ struct Pending {
     reply: Option<Reply>,
 }
 
+/// The one write in flight: a batch of sends or a batch of updates (the
+/// other is empty), so that revisions land in order.
 struct InFlight {
     batch: Vec<Pending>,
+    updates: Vec<lifecycle::PendingUpdate>,
     started: Instant,
+    /// The highest revision the batch was given.
+    top_rev: u64,
 }
 
 /// Everything a conversation actor knows.
@@ -137,7 +143,16 @@ pub struct ConversationState {
     known: HashMap<(UserId, ClientMsgId), Known>,
     waiters: HashMap<MessageId, Vec<Reply>>,
     pending: Vec<Pending>,
+    /// Edits, deletes and reactions waiting for the next batch.
+    updates: Vec<lifecycle::PendingUpdate>,
     in_flight: Option<InFlight>,
+    /// The last revision given out.
+    rev: u64,
+    /// The highest revision whose writes, and those of all below, are done.
+    durable_rev: u64,
+    /// Whether the last batch was of sends: updates go next, so a stream of
+    /// sends does not hold them back.
+    last_batch_sends: bool,
     markers: HashMap<UserId, MessageId>,
     typing: HashMap<UserId, u64>,
     typing_seq: u64,
@@ -187,7 +202,11 @@ impl Actor for ConversationActor {
             known: HashMap::new(),
             waiters: HashMap::new(),
             pending: Vec::new(),
+            updates: Vec::new(),
             in_flight: None,
+            rev: 0,
+            durable_rev: 0,
+            last_batch_sends: false,
             markers: HashMap::new(),
             typing: HashMap::new(),
             typing_seq: 0,
@@ -251,6 +270,7 @@ impl Actor for ConversationActor {
         match msg {
             ConversationMsg::Request(request) => state.request(&myself, request).await,
             ConversationMsg::BatchWritten(result) => state.batch_written(&myself, result),
+            ConversationMsg::UpdatesWritten(done) => state.updates_written(&myself, done),
             ConversationMsg::TypingExpired { user, token } => state.typing_expired(user, token),
             ConversationMsg::ReadStored {
                 user,
@@ -353,6 +373,30 @@ impl ConversationState {
             ConversationRequest::Members { after, limit, .. } => {
                 self.members_page(&user, after, limit, reply)
             }
+            ConversationRequest::Edit { message, body, .. } => {
+                let change = lifecycle::Change::Edit {
+                    body,
+                    mentions: Vec::new(),
+                };
+                self.update(myself, user, message, change, conn, reply)
+            }
+            ConversationRequest::Delete { message, .. } => self.update(
+                myself,
+                user,
+                message,
+                lifecycle::Change::Delete,
+                conn,
+                reply,
+            ),
+            ConversationRequest::React {
+                message, emoji, on, ..
+            } => {
+                let change = lifecycle::Change::React { emoji, on };
+                self.update(myself, user, message, change, conn, reply)
+            }
+            ConversationRequest::Changes {
+                after_rev, limit, ..
+            } => self.changes(&user, after_rev, limit, reply),
         }
     }
 
@@ -382,7 +426,10 @@ impl ConversationState {
 
     /// Nothing in flight: no batch, no pending send, no marker being written.
     fn is_settled(&self) -> bool {
-        self.in_flight.is_none() && self.pending.is_empty() && self.reads_in_flight == 0
+        self.in_flight.is_none()
+            && self.pending.is_empty()
+            && self.updates.is_empty()
+            && self.reads_in_flight == 0
     }
 
     fn idle_check(&self, myself: &ActorRef<ConversationMsg>) {
@@ -507,6 +554,10 @@ impl ConversationState {
             if let Some(last) = store.last_message(&self.id).await? {
                 self.last_id = last.id;
             }
+            // Never below a revision given out here before (a retried send
+            // answered from the store leaves a gap the store does not see).
+            self.rev = self.rev.max(store.last_rev(&self.id).await?);
+            self.durable_rev = self.rev;
             self.markers = store.read_markers(&self.id).await?.into_iter().collect();
         }
         self.set_conversation(conversation);
@@ -520,6 +571,14 @@ impl ConversationState {
             .flat_map(|c| c.members.iter().map(|m| (m.user.clone(), m.role)))
             .collect();
         self.conversation = conversation;
+    }
+
+    /// The conversation as clients are shown it, at its current revision.
+    fn shown(&self, c: &Conversation) -> Conversation {
+        Conversation {
+            rev: self.durable_rev,
+            ..c.for_clients()
+        }
     }
 
     fn existing(&self) -> Result<&Conversation, ChatError> {
@@ -566,7 +625,7 @@ impl ConversationState {
                         more = true;
                         break;
                     }
-                    messages.push(m.clone());
+                    messages.push(m.for_clients().into_owned());
                 }
                 return answer(
                     reply,
@@ -585,7 +644,12 @@ impl ConversationState {
                 .page(&id, query)
                 .await
                 .map(|p| OkReply {
-                    messages: Some(p.messages),
+                    messages: Some(
+                        p.messages
+                            .iter()
+                            .map(|m| m.for_clients().into_owned())
+                            .collect(),
+                    ),
                     more: Some(p.more),
                     ..ok()
                 })
@@ -655,7 +719,14 @@ impl ConversationState {
         let id = self.deps.ids.next(now, self.last_id);
         self.last_id = id;
         let (sender, client_msg_id) = key;
+        let mentions = self.mentions_in(&draft.body, &sender);
         let message = Message {
+            // Given when its batch starts: revisions land in order.
+            rev: 0,
+            edited_at: None,
+            deleted: false,
+            reactions: Vec::new(),
+            mentions,
             id,
             conversation: self.id.clone(),
             sender: sender.clone(),
@@ -681,7 +752,16 @@ impl ConversationState {
     /// Group commit: everything that queued while the previous batch was
     /// being written goes to the store as one batch.
     fn start_batch(&mut self, myself: &ActorRef<ConversationMsg>) {
-        let batch = std::mem::take(&mut self.pending);
+        if !self.updates.is_empty() && (self.pending.is_empty() || self.last_batch_sends) {
+            self.last_batch_sends = false;
+            return self.start_updates(myself);
+        }
+        self.last_batch_sends = true;
+        let mut batch = std::mem::take(&mut self.pending);
+        for p in &mut batch {
+            self.rev += 1;
+            p.message.rev = self.rev;
+        }
         let messages: Vec<Message> = batch.iter().map(|p| p.message.clone()).collect();
         self.deps
             .metrics
@@ -689,7 +769,9 @@ impl ConversationState {
             .observe(messages.len() as f64);
         self.in_flight = Some(InFlight {
             batch,
+            updates: Vec::new(),
             started: Instant::now(),
+            top_rev: self.rev,
         });
         let store = self.deps.store.clone();
         let me = myself.clone();
@@ -709,9 +791,16 @@ impl ConversationState {
         myself: &ActorRef<ConversationMsg>,
         result: Result<Vec<Option<Message>>, StoreError>,
     ) {
-        let Some(InFlight { batch, started }) = self.in_flight.take() else {
+        let Some(InFlight {
+            batch,
+            started,
+            top_rev,
+            ..
+        }) = self.in_flight.take()
+        else {
             return;
         };
+        self.durable_rev = top_rev;
         // Stored, but perhaps after the lease ran out and another node took
         // over: not acknowledged then (a retry gets the stored message from
         // the new owner).
@@ -774,7 +863,7 @@ impl ConversationState {
             // request, after taking the lease again.
             self.lose_lease("lost while writing");
         }
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || !self.updates.is_empty() {
             self.start_batch(myself);
         }
     }
@@ -783,7 +872,7 @@ impl ConversationState {
     /// with `message`.
     fn acknowledge(&mut self, id: MessageId, reply: Option<Reply>, message: &Message) {
         let body = OkReply {
-            message: Some(message.clone()),
+            message: Some(message.for_clients().into_owned()),
             ..ok()
         };
         for w in self.waiters.remove(&id).into_iter().flatten() {

@@ -5,6 +5,7 @@
 //! ```text
 //!  ws / http ──frame──► Dispatch::dispatch ─┬─ send, history, typing, read,  ──► ConversationActor running here
 //!                                           │  invite, kick, leave, create       (else Router: start it or forward)
+//!                                           │  edit, delete, react, changes
 //!                                           ├─ conversations ──► store (everything listed is durable)
 //!                                           └─ watch, unwatch ──► UserSession
 //! ```
@@ -80,7 +81,11 @@ impl Dispatch {
     /// Handles one validated frame; the answer goes to `reply`.
     pub fn dispatch(&self, caller: &Caller, frame: ClientFrame, reply: Reply) {
         match frame {
-            ClientFrame::Send { .. } => self.send(caller, frame, reply),
+            // Edits and reactions count against the sender's rate as sends do.
+            ClientFrame::Send { .. }
+            | ClientFrame::Edit { .. }
+            | ClientFrame::Delete { .. }
+            | ClientFrame::React { .. } => self.send(caller, frame, reply),
             ClientFrame::Create { .. } => create::create(self, caller, frame, reply),
             ClientFrame::Conversations { .. } => conversations::list(self, caller, frame, reply),
             ClientFrame::Watch { users, .. } => watch::watch(self, caller, users, reply),
@@ -90,7 +95,8 @@ impl Dispatch {
         }
     }
 
-    /// `send`: the sender's rate, then the conversation.
+    /// `send` (and `edit`, `delete`, `react`): the sender's rate, then the
+    /// conversation.
     fn send(&self, caller: &Caller, frame: ClientFrame, reply: Reply) {
         if let Err(retry_after_ms) = self.rate.take(&caller.user) {
             self.metrics.rate_limited.inc();

@@ -9,6 +9,8 @@ use prometheus_client::registry::Registry;
 pub struct Metrics {
     /// Messages stored and acknowledged.
     pub messages_accepted: Counter,
+    /// Edits, deletes and reaction changes stored and acknowledged.
+    pub messages_updated: Counter,
     /// Sends answered from the dedupe index instead of storing again.
     pub sends_deduplicated: Counter,
     /// Message frames queued towards connections.
@@ -64,6 +66,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             messages_accepted: Counter::default(),
+            messages_updated: Counter::default(),
             sends_deduplicated: Counter::default(),
             messages_delivered: Counter::default(),
             send_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
@@ -100,6 +103,11 @@ impl Metrics {
             "messages_accepted",
             "Messages stored and acknowledged",
             self.messages_accepted.clone(),
+        );
+        r.register(
+            "messages_updated",
+            "Edits, deletes and reaction changes stored and acknowledged",
+            self.messages_updated.clone(),
         );
         r.register(
             "sends_deduplicated",

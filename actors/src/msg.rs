@@ -84,12 +84,24 @@ impl Request {
     }
 }
 
+/// How a batch of message updates (edits, deletes, reactions) went.
+pub struct UpdatesDone {
+    /// For each update, in order: the message's state after it and whether
+    /// it changed anything (a repeated reaction, a second delete do not), or
+    /// why it was refused or not stored.
+    pub outcomes: Vec<Result<(Message, bool), ChatError>>,
+    /// The states stored, one per message changed.
+    pub written: Vec<Message>,
+}
+
 /// Messages a conversation actor handles.
 pub enum ConversationMsg {
     /// A client's request.
     Request(Request),
     /// The store finished the batch in flight.
     BatchWritten(Result<Vec<Option<Message>>, StoreError>),
+    /// The batch of edits, deletes and reactions in flight is done.
+    UpdatesWritten(UpdatesDone),
     /// The store finished writing a read marker.
     ReadStored {
         /// Whose.

@@ -123,6 +123,7 @@ impl State {
                     }
                 }
                 let conversation = Conversation {
+                    rev: 0,
                     id: id.clone(),
                     kind,
                     title,
@@ -188,6 +189,11 @@ impl State {
                     }
                 };
                 let message = Message {
+                    rev: 0,
+                    edited_at: None,
+                    deleted: false,
+                    reactions: Vec::new(),
+                    mentions: Vec::new(),
                     id: MessageId(self.next_msg.fetch_add(1, Ordering::Relaxed) + 1),
                     conversation,
                     sender: user.clone(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post, put};
 use chat_actors::cluster::{Cluster, RouterLink};
 use chat_actors::msg::RouterMsg;
 use chat_actors::router::Router;
@@ -254,6 +254,15 @@ pub fn routes(app: Arc<App>) -> axum::Router {
             "/v1/conversations/{id}/messages",
             get(http::history).post(http::send),
         )
+        .route(
+            "/v1/conversations/{id}/messages/{mid}",
+            patch(http::edit).delete(http::delete),
+        )
+        .route(
+            "/v1/conversations/{id}/messages/{mid}/reactions/{emoji}",
+            put(http::react_on).delete(http::react_off),
+        )
+        .route("/v1/conversations/{id}/changes", get(http::changes))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))

@@ -1,4 +1,5 @@
-//! HTTP routes: auth, history and sending over plain HTTP, health, metrics.
+//! HTTP routes: auth, history and sending over plain HTTP (and a message's
+//! edits, deletes, reactions and changes), health, metrics.
 //! Errors are JSON `{"code","message"}` with the status of their code.
 
 use std::net::SocketAddr;
@@ -278,6 +279,136 @@ pub(crate) async fn send(
         Json(json!({ "message": reply.message })),
     )
         .into_response())
+}
+
+/// A frame checked as the WebSocket path checks it.
+fn validated(app: &App, frame: ClientFrame) -> HttpResult<ClientFrame> {
+    frame
+        .validate(&app.config.limits)
+        .map_err(|r| HttpError::new(r.code, r.message))?;
+    Ok(frame)
+}
+
+fn message_id(raw: &str) -> HttpResult<MessageId> {
+    Ok(parse_id(Some(raw), "the message")?.unwrap_or(MessageId(0)))
+}
+
+/// Answers a request that returns one message (the edits, deletes and
+/// reactions).
+async fn ask_message(app: &App, user: UserId, frame: ClientFrame) -> HttpResult<Response> {
+    let frame = validated(app, frame)?;
+    let reply = ask(app, user, frame).await?;
+    Ok(Json(json!({ "message": reply.message })).into_response())
+}
+
+#[derive(Deserialize)]
+struct EditBody {
+    body: String,
+}
+
+/// `PATCH /v1/conversations/{id}/messages/{mid}`: `edit`.
+pub(crate) async fn edit(
+    State(app): State<Arc<App>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResult<Response> {
+    let Path((id, mid)) = path.map_err(bad_request)?;
+    let claims = authenticate(&app, &headers, None).await?;
+    let frame = ClientFrame::Edit {
+        req: None,
+        conversation: conversation_id(&id)?,
+        message: message_id(&mid)?,
+        body: json_body::<EditBody>(&app, body).await?.body,
+    };
+    ask_message(&app, claims.sub, frame).await
+}
+
+/// `DELETE /v1/conversations/{id}/messages/{mid}`: `delete`.
+pub(crate) async fn delete(
+    State(app): State<Arc<App>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> HttpResult<Response> {
+    let Path((id, mid)) = path.map_err(bad_request)?;
+    let claims = authenticate(&app, &headers, None).await?;
+    let frame = ClientFrame::Delete {
+        req: None,
+        conversation: conversation_id(&id)?,
+        message: message_id(&mid)?,
+    };
+    ask_message(&app, claims.sub, frame).await
+}
+
+async fn react(
+    app: &App,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    headers: &HeaderMap,
+    on: bool,
+) -> HttpResult<Response> {
+    let Path((id, mid, emoji)) = path.map_err(bad_request)?;
+    let claims = authenticate(app, headers, None).await?;
+    let frame = ClientFrame::React {
+        req: None,
+        conversation: conversation_id(&id)?,
+        message: message_id(&mid)?,
+        emoji,
+        on,
+    };
+    ask_message(app, claims.sub, frame).await
+}
+
+/// `PUT .../messages/{mid}/reactions/{emoji}`: `react` on.
+pub(crate) async fn react_on(
+    State(app): State<Arc<App>>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> HttpResult<Response> {
+    react(&app, path, &headers, true).await
+}
+
+/// `DELETE .../messages/{mid}/reactions/{emoji}`: `react` off.
+pub(crate) async fn react_off(
+    State(app): State<Arc<App>>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> HttpResult<Response> {
+    react(&app, path, &headers, false).await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ChangesParams {
+    after_rev: Option<u64>,
+    limit: Option<u32>,
+    access_token: Option<String>,
+}
+
+/// `GET /v1/conversations/{id}/changes?after_rev=&limit=`: `changes`.
+pub(crate) async fn changes(
+    State(app): State<Arc<App>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ChangesParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> HttpResult<Response> {
+    let Path(id) = path.map_err(bad_request)?;
+    let Query(params) = query.map_err(bad_request)?;
+    let claims = authenticate(&app, &headers, params.access_token.as_deref()).await?;
+    let frame = validated(
+        &app,
+        ClientFrame::Changes {
+            req: None,
+            conversation: conversation_id(&id)?,
+            after_rev: params.after_rev.unwrap_or(0),
+            limit: params.limit,
+        },
+    )?;
+    let reply = ask(&app, claims.sub, frame).await?;
+    Ok(Json(json!({
+        "messages": reply.messages.unwrap_or_default(),
+        "more": reply.more.unwrap_or(false),
+        "rev": reply.rev.unwrap_or(0),
+    }))
+    .into_response())
 }
 
 pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {

@@ -157,11 +157,13 @@ impl TestCluster {
                 ("CHAT__PRESENCE__TTL_SECS".into(), "5".into()),
                 ("CHAT__LIMITS__SENDS_PER_SECOND".into(), "1000000".into()),
                 ("CHAT__LIMITS__SEND_BURST".into(), "1000000".into()),
-                // Nine three-node clusters share two cores while this file
-                // runs: an owner may take seconds to confirm a session's
-                // interest, and the tests expect live delivery once it has
-                // (the default 2 s would let the client in before).
-                ("CHAT__ACTORS__INTEREST_ACK_MS".into(), "10000".into()),
+                // A dozen three-node clusters (and, at RF 3, three database
+                // nodes) share two cores while this file runs: an owner may
+                // take many seconds to load a conversation and confirm a
+                // session's interest, and the tests expect live delivery
+                // once it has (the default 2 s would let the client in
+                // before; 10 s did once on the RF 3 run).
+                ("CHAT__ACTORS__INTEREST_ACK_MS".into(), "30000".into()),
             ])
             .collect()
     }
@@ -1417,15 +1419,7 @@ async fn every_protocol_check_holds_with_clients_spread_over_three_nodes() {
     assert_eq!(page.more, Some(true));
 
     // The conversation list: newest activity first, last message, unread.
-    let list = ok(c
-        .request(ClientFrame::Conversations {
-            req: None,
-            limit: None,
-            before: None,
-        })
-        .await)
-    .conversations
-    .unwrap();
+    let list = conversations(&mut c, None).await;
     let ids: Vec<_> = list.iter().map(|s| s.conversation.id.clone()).collect();
     assert_eq!(
         ids,
@@ -1441,15 +1435,7 @@ async fn every_protocol_check_holds_with_clients_spread_over_three_nodes() {
         up_to: stored.last().unwrap().id,
     })
     .await);
-    let list = ok(c
-        .request(ClientFrame::Conversations {
-            req: None,
-            limit: Some(1),
-            before: None,
-        })
-        .await)
-    .conversations
-    .unwrap();
+    let list = conversations(&mut c, Some(1)).await;
     assert_eq!((list.len(), list[0].unread), (1, 0));
 
     // Kick and leave: the kicked member is told, refused and hears nothing more;
@@ -1528,4 +1514,99 @@ async fn every_protocol_check_holds_with_clients_spread_over_three_nodes() {
             .any(|f| matches!(f, ServerFrame::Presence(p) if p.user.as_str() == bob.id)),
         "an unwatched user's presence arrived"
     );
+}
+
+/// Guarantee 6 across a node failure: a member away while others edit,
+/// delete and react (and the conversation's owner is killed half-way)
+/// rebuilds the current history from `changes` alone, on another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_away_during_changes_and_an_owner_kill_catches_up_with_changes() {
+    use std::collections::BTreeMap;
+
+    let mut cluster = TestCluster::start(3).await;
+    let alice = register(cluster.addr(0), &unique("alice")).await;
+    let bob = register(cluster.addr(1), &unique("bob")).await;
+    let carol = register(cluster.addr(2), &unique("carol")).await;
+    let mut a = connect(cluster.addr(0), &alice.access, Codec::Json).await;
+    let conv = group(&mut a, &[&bob.id, &carol.id]).await;
+    let owner = TestCluster::owner(&conv, &[0, 1, 2]);
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
+    let nodes: Vec<SocketAddr> = survivors.iter().map(|i| cluster.addr(*i)).collect();
+    let mut a = connect(nodes[0], &alice.access, Codec::Json).await;
+    let mut c = connect(nodes[1], &carol.access, Codec::MsgPack).await;
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        let cmid = format!("s{i}");
+        sent.push(send_retrying(&mut a, &nodes, &alice.access, &conv, &cmid).await);
+    }
+
+    // Bob has seen everything so far, then goes away.
+    let mut b = connect(nodes[1], &bob.access, Codec::Json).await;
+    let page = ok(b.request(frames::changes(&conv, 0, None)).await);
+    let seen = page.messages.unwrap();
+    let seen_rev = page.rev.unwrap();
+    assert_eq!(seen, sent);
+    drop(b);
+
+    // Sixty changes by Alice and Carol; the owner dies after the twentieth.
+    // Each acknowledged state is remembered: the last one per message is
+    // what the history must show.
+    let mut acked: BTreeMap<chat_protocol::MessageId, Message> = BTreeMap::new();
+    for i in 0..60usize {
+        if i == 20 {
+            cluster.nodes[owner].as_mut().unwrap().kill9();
+            cluster.nodes[owner] = None;
+        }
+        let target = sent[i % sent.len()].id;
+        let (frame, by_carol) = match i % 4 {
+            0 => (frames::edit(&conv, target, &format!("edit {i}")), false),
+            1 => (frames::react(&conv, target, "👍", true), true),
+            2 => (frames::react(&conv, target, "🎉", i % 8 == 2), true),
+            _ => (
+                frames::send(&conv, &format!("n{i}"), &body_of(&format!("n{i}"))),
+                false,
+            ),
+        };
+        let (client, token) = if by_carol {
+            (&mut c, &carol.access)
+        } else {
+            (&mut a, &alice.access)
+        };
+        let reply = request_retrying(client, &nodes, token, frame, &format!("change {i}")).await;
+        let m = reply.message.expect("a message in the reply");
+        let held = acked.entry(m.id).or_insert_with(|| m.clone());
+        if m.rev >= held.rev {
+            *held = m;
+        }
+    }
+
+    // Bob comes back on the other survivor and catches up with `changes`.
+    let mut b = reconnect(&nodes, &bob.access, 0).await;
+    let mut state: BTreeMap<chat_protocol::MessageId, Message> =
+        seen.into_iter().map(|m| (m.id, m)).collect();
+    let mut after = seen_rev;
+    loop {
+        let reply = ok(b.request(frames::changes(&conv, after, Some(16))).await);
+        let page = reply.messages.unwrap();
+        for m in &page {
+            assert!(m.rev > after, "changes come in rev order");
+            state.insert(m.id, m.clone());
+        }
+        if reply.more != Some(true) {
+            break;
+        }
+        after = page.last().unwrap().rev;
+    }
+    let replayed: Vec<Message> = state.into_values().collect();
+    for (id, m) in &acked {
+        let now = replayed
+            .iter()
+            .find(|r| r.id == *id)
+            .expect("acknowledged and kept");
+        assert_eq!(now, m, "the last acknowledged state of {}", id.0);
+    }
+    let h1 = walk_back(&mut b, &conv).await;
+    let h2 = walk_back(&mut a, &conv).await;
+    assert_eq!(replayed, h1, "changes rebuild the history");
+    assert_eq!(h1, h2, "both survivors show one history");
 }

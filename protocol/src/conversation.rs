@@ -103,6 +103,11 @@ pub struct Conversation {
     pub member_count: Option<u32>,
     /// Creation time, Unix milliseconds.
     pub created_at: u64,
+    /// Raised by every send, edit, delete and reaction change in it; 0 in
+    /// what the store returns (the conversation's actor knows the current
+    /// one and fills it in).
+    #[serde(default)]
+    pub rev: u64,
 }
 
 /// Members a conversation object lists inline; a larger conversation lists
@@ -121,6 +126,7 @@ impl Conversation {
             members: self.members.iter().take(INLINE_MEMBERS).cloned().collect(),
             member_count: Some(self.members.len().min(u32::MAX as usize) as u32),
             created_at: self.created_at,
+            rev: self.rev,
         }
     }
 
@@ -146,6 +152,9 @@ pub struct ConversationSummary {
     /// Messages after the reader's read marker, sent by others.
     #[serde(default)]
     pub unread: u64,
+    /// Of those, the ones that mention the reader.
+    #[serde(default)]
+    pub mentions: u64,
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::conversation::{Conversation, ConversationKind, ConversationSummary, M
 use crate::error::ErrorCode;
 use crate::ids::{ClientMsgId, ConversationId, MessageId, ReqId, UserId};
 use crate::limits::{self, Limits};
-use crate::message::{Message, MessageKind};
+use crate::message::{Message, MessageKind, MAX_EMOJI_BYTES};
 use crate::presence::Presence;
 
 /// A frame from a client.
@@ -157,6 +157,56 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+    /// Change a message's body (its sender only).
+    Edit {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Which message.
+        message: MessageId,
+        /// The new text.
+        body: String,
+    },
+    /// Delete a message (its sender, or an owner or admin).
+    Delete {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Which message.
+        message: MessageId,
+    },
+    /// Add or take back a reaction.
+    React {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Which message.
+        message: MessageId,
+        /// 1 to 32 bytes.
+        emoji: String,
+        /// Add (`true`) or take back.
+        on: bool,
+    },
+    /// Every message whose state changed after a revision, ascending by
+    /// `rev`: how a client learns of edits to messages it already has.
+    Changes {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The conversation.
+        conversation: ConversationId,
+        /// The last revision the client saw.
+        after_rev: u64,
+        /// 1 to 200, 100 by default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
     /// Liveness check.
     Ping {
         /// Request id.
@@ -204,10 +254,10 @@ fn check_user_list(users: &[UserId], what: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-impl ClientFrame {
-    /// The request id, if the client gave one.
-    pub fn req(&self) -> Option<&ReqId> {
-        match self {
+/// The `req` field of any client frame, borrowed as `$frame` is.
+macro_rules! req_field {
+    ($frame:expr) => {
+        match $frame {
             ClientFrame::Send { req, .. }
             | ClientFrame::History { req, .. }
             | ClientFrame::Typing { req, .. }
@@ -220,8 +270,32 @@ impl ClientFrame {
             | ClientFrame::Watch { req, .. }
             | ClientFrame::Unwatch { req, .. }
             | ClientFrame::Members { req, .. }
-            | ClientFrame::Ping { req } => req.as_ref(),
+            | ClientFrame::Edit { req, .. }
+            | ClientFrame::Delete { req, .. }
+            | ClientFrame::React { req, .. }
+            | ClientFrame::Changes { req, .. }
+            | ClientFrame::Ping { req } => req,
         }
+    };
+}
+
+impl ClientFrame {
+    /// The request id, if the client gave one.
+    pub fn req(&self) -> Option<&ReqId> {
+        self.req_slot().as_ref()
+    }
+
+    /// Sets (or clears) the request id.
+    pub fn set_req(&mut self, id: Option<ReqId>) {
+        *self.req_slot_mut() = id;
+    }
+
+    fn req_slot(&self) -> &Option<ReqId> {
+        req_field!(self)
+    }
+
+    fn req_slot_mut(&mut self) -> &mut Option<ReqId> {
+        req_field!(self)
     }
 
     /// The frame's wire type name.
@@ -239,6 +313,10 @@ impl ClientFrame {
             ClientFrame::Watch { .. } => "watch",
             ClientFrame::Unwatch { .. } => "unwatch",
             ClientFrame::Members { .. } => "members",
+            ClientFrame::Edit { .. } => "edit",
+            ClientFrame::Delete { .. } => "delete",
+            ClientFrame::React { .. } => "react",
+            ClientFrame::Changes { .. } => "changes",
             ClientFrame::Ping { .. } => "ping",
         }
     }
@@ -246,14 +324,31 @@ impl ClientFrame {
     /// Checks what the types alone cannot: sizes and ranges.
     pub fn validate(&self, limits: &Limits) -> Result<(), Rejection> {
         match self {
-            ClientFrame::Send { body, .. } if body.len() > limits.max_body_bytes => reject(
-                ErrorCode::TooLarge,
-                format!(
-                    "body is {} bytes, over the limit of {}",
-                    body.len(),
-                    limits.max_body_bytes
-                ),
-            ),
+            ClientFrame::Send { body, .. } | ClientFrame::Edit { body, .. }
+                if body.len() > limits.max_body_bytes =>
+            {
+                reject(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "body is {} bytes, over the limit of {}",
+                        body.len(),
+                        limits.max_body_bytes
+                    ),
+                )
+            }
+            ClientFrame::React { emoji, .. }
+                if emoji.is_empty()
+                    || emoji.len() > MAX_EMOJI_BYTES
+                    || emoji.chars().any(char::is_control) =>
+            {
+                reject(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "emoji must be 1 to {MAX_EMOJI_BYTES} bytes, without control characters"
+                    ),
+                )
+            }
+            ClientFrame::Changes { limit, .. } => check_page_limit(*limit),
             ClientFrame::Send { kind, .. } if kind.is_reserved() => reject(
                 ErrorCode::BadRequest,
                 format!("kind {} is the server's", kind.as_str()),
@@ -337,6 +432,9 @@ pub struct OkReply {
     /// `watch`: the current presence of the watched users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence: Option<Vec<Presence>>,
+    /// `changes`: the conversation's current revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<u64>,
 }
 
 /// The kind of a receipt.
@@ -372,6 +470,11 @@ pub enum ServerFrame {
     /// A new message in one of the user's conversations.
     Message {
         /// The message.
+        message: Message,
+    },
+    /// A message was edited, deleted or reacted to: its whole new state.
+    MessageUpdated {
+        /// The message after the change.
         message: Message,
     },
     /// A member started or stopped typing.

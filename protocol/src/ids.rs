@@ -25,14 +25,16 @@ pub enum IdError {
 /// Longest user, conversation or client message id, in bytes.
 pub const MAX_ID_BYTES: usize = 64;
 
+/// A byte an id may hold.
+pub(crate) fn is_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')
+}
+
 fn check_id(s: &str) -> Result<(), IdError> {
     if s.is_empty() || s.len() > MAX_ID_BYTES {
         return Err(IdError::Length(s.len()));
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-    {
+    if !s.bytes().all(is_id_byte) {
         return Err(IdError::Charset);
     }
     Ok(())

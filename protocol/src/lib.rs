@@ -30,7 +30,7 @@ pub use error::{close_code, ErrorCode};
 pub use frame::{ClientFrame, OkReply, ReceiptKind, Rejection, ServerFrame, SharedFrame};
 pub use ids::{ClientMsgId, ConversationId, IdError, IdGenerator, MessageId, ReqId, UserId};
 pub use limits::Limits;
-pub use message::{Message, MessageKind};
+pub use message::{parse_mentions, Message, MessageKind, ReactError, Reaction};
 pub use presence::{Presence, Status};
 
 /// Milliseconds since the Unix epoch on this machine's clock.

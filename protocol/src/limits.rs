@@ -59,6 +59,8 @@ pub const MAX_HISTORY_LIMIT: u32 = 200;
 /// (`more` is then true): a reply stays small enough to hold and write
 /// whatever the limit asked.
 pub const MAX_PAGE_BYTES: usize = 1 << 20;
+/// Messages a `changes` page returns when the client gives no limit.
+pub const DEFAULT_CHANGES_LIMIT: u32 = 100;
 /// Messages a `history` page returns when the client gives no limit.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 /// Most members a `create` or `invite` may name at once.

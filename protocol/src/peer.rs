@@ -52,8 +52,10 @@ pub enum PeerMsg {
     Reply {
         /// The request's id at the origin.
         id: u64,
-        /// The `ok` body, or the error to send to the client.
-        result: Result<OkReply, PeerError>,
+        /// The `ok` body, or the error to send to the client. Boxed: an
+        /// `ok` with a message is several times the size of any other
+        /// variant, and heartbeats should not pay for it in every queue.
+        result: Result<Box<OkReply>, PeerError>,
     },
     /// Events of a conversation for the receiver's local sessions.
     Deliver(Box<PeerDelivery>),
@@ -241,6 +243,42 @@ pub enum ConversationRequest {
         /// Page size.
         limit: u32,
     },
+    /// `edit`.
+    Edit {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// Which message.
+        message: MessageId,
+        /// The new text.
+        body: String,
+    },
+    /// `delete`.
+    Delete {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// Which message.
+        message: MessageId,
+    },
+    /// `react`.
+    React {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// Which message.
+        message: MessageId,
+        /// The emoji.
+        emoji: String,
+        /// Add or take back.
+        on: bool,
+    },
+    /// `changes`.
+    Changes {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// The last revision the client saw.
+        after_rev: u64,
+        /// Page size.
+        limit: u32,
+    },
 }
 
 impl ConversationRequest {
@@ -314,6 +352,46 @@ impl ConversationRequest {
                 after,
                 limit: limit.unwrap_or(DEFAULT_MEMBERS_PAGE),
             },
+            ClientFrame::Edit {
+                conversation,
+                message,
+                body,
+                ..
+            } => ConversationRequest::Edit {
+                conversation,
+                message,
+                body,
+            },
+            ClientFrame::Delete {
+                conversation,
+                message,
+                ..
+            } => ConversationRequest::Delete {
+                conversation,
+                message,
+            },
+            ClientFrame::React {
+                conversation,
+                message,
+                emoji,
+                on,
+                ..
+            } => ConversationRequest::React {
+                conversation,
+                message,
+                emoji,
+                on,
+            },
+            ClientFrame::Changes {
+                conversation,
+                after_rev,
+                limit,
+                ..
+            } => ConversationRequest::Changes {
+                conversation,
+                after_rev,
+                limit: limit.unwrap_or(limits::DEFAULT_CHANGES_LIMIT),
+            },
             other => return Err(other),
         })
     }
@@ -334,7 +412,11 @@ impl ConversationRequest {
             | ConversationRequest::Invite { conversation, .. }
             | ConversationRequest::Kick { conversation, .. }
             | ConversationRequest::Leave { conversation }
-            | ConversationRequest::Members { conversation, .. } => conversation,
+            | ConversationRequest::Members { conversation, .. }
+            | ConversationRequest::Edit { conversation, .. }
+            | ConversationRequest::Delete { conversation, .. }
+            | ConversationRequest::React { conversation, .. }
+            | ConversationRequest::Changes { conversation, .. } => conversation,
         }
     }
 
@@ -380,6 +462,16 @@ impl ConversationRequest {
                 after,
                 ..
             } => conversation.as_str().len() + after.as_ref().map_or(0, |a| a.as_str().len()),
+            ConversationRequest::Edit {
+                conversation, body, ..
+            } => conversation.as_str().len() + body.len(),
+            ConversationRequest::React {
+                conversation,
+                emoji,
+                ..
+            } => conversation.as_str().len() + emoji.len(),
+            ConversationRequest::Delete { conversation, .. }
+            | ConversationRequest::Changes { conversation, .. } => conversation.as_str().len(),
         };
         FIXED + strings
     }

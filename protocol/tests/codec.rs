@@ -5,6 +5,11 @@ use proptest::prelude::*;
 
 fn msg(id: u64) -> Message {
     Message {
+        rev: 0,
+        edited_at: None,
+        deleted: false,
+        reactions: Vec::new(),
+        mentions: Vec::new(),
         id: MessageId(id),
         conversation: ConversationId::new("g:room-1").unwrap(),
         sender: UserId::new("alice").unwrap(),
@@ -152,6 +157,69 @@ fn validation_enforces_limits() {
         direct.validate(&limits).unwrap_err().code,
         ErrorCode::BadRequest
     );
+}
+
+/// Version 1.1: the lifecycle frames as a client writes them, the message's
+/// new fields as it reads them, and the limits on them.
+#[test]
+fn lifecycle_frames_and_fields() {
+    let frames: [&str; 4] = [
+        r#"{"type":"edit","req":1,"conversation":"c1","message":"42","body":"fixed"}"#,
+        r#"{"type":"delete","req":2,"conversation":"c1","message":42}"#,
+        r#"{"type":"react","req":3,"conversation":"c1","message":"42","emoji":"❤️","on":true}"#,
+        r#"{"type":"changes","req":4,"conversation":"c1","after_rev":17,"limit":20}"#,
+    ];
+    for json in frames {
+        let f = Codec::Json.decode_client(json.as_bytes()).expect("decodes");
+        f.validate(&Limits::default()).expect("valid");
+        let packed = Codec::MsgPack.encode(&f).unwrap();
+        assert_eq!(Codec::MsgPack.decode_client(&packed).unwrap(), f);
+        assert!(f.req().is_some());
+    }
+    let react = |emoji: &str| ClientFrame::React {
+        req: None,
+        conversation: ConversationId::new("c1").unwrap(),
+        message: MessageId(1),
+        emoji: emoji.into(),
+        on: true,
+    };
+    let code = |f: ClientFrame| f.validate(&Limits::default()).unwrap_err().code;
+    assert_eq!(code(react(&"x".repeat(33))), ErrorCode::BadRequest);
+    assert_eq!(code(react("")), ErrorCode::BadRequest);
+    react(&"x".repeat(32)).validate(&Limits::default()).unwrap();
+    let edit = ClientFrame::Edit {
+        req: None,
+        conversation: ConversationId::new("c1").unwrap(),
+        message: MessageId(1),
+        body: "x".repeat(Limits::default().max_body_bytes + 1),
+    };
+    assert_eq!(code(edit), ErrorCode::TooLarge);
+
+    let mut m = msg(42);
+    m.rev = 9;
+    m.edited_at = Some(1_700_000_000_999);
+    m.mentions = vec![UserId::new("bob").unwrap()];
+    m.react(&UserId::new("bob").unwrap(), "👍", true).unwrap();
+    let frame = ServerFrame::MessageUpdated { message: m.clone() };
+    let v: serde_json::Value =
+        serde_json::from_slice(&Codec::Json.encode(&frame).unwrap()).unwrap();
+    assert_eq!(v["type"], "message_updated");
+    assert_eq!(v["message"]["rev"], 9);
+    assert_eq!(v["message"]["deleted"], false);
+    assert_eq!(v["message"]["mentions"], serde_json::json!(["bob"]));
+    assert_eq!(
+        v["message"]["reactions"],
+        serde_json::json!([{"emoji": "👍", "count": 1, "users": ["bob"]}])
+    );
+    for codec in [Codec::Json, Codec::MsgPack] {
+        let bytes = codec.encode(&frame).unwrap();
+        assert_eq!(codec.decode::<ServerFrame>(&bytes).unwrap(), frame);
+    }
+    // A version 1 message (no lifecycle fields) still decodes.
+    let old =
+        br#"{"id":"5","conversation":"c","sender":"a","body":"b","ts":1,"client_msg_id":"k"}"#;
+    let old: Message = serde_json::from_slice(old).unwrap();
+    assert_eq!((old.rev, old.deleted, old.reactions.len()), (0, false, 0));
 }
 
 #[test]

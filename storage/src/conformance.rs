@@ -34,6 +34,8 @@ pub async fn run_all(store: &dyn MessageStore) {
     check_refresh_rotation(store).await;
     check_refresh_revocation(store).await;
     check_login_state(store).await;
+    check_message_updates(store).await;
+    check_changes_across_rev_blocks(store).await;
 }
 
 /// A string no other run of the suite (in this process or another, now or
@@ -66,6 +68,11 @@ fn message(conversation: &ConversationId, sender: &UserId, id: MessageId, n: usi
         ts: id.timestamp_ms(),
         client_msg_id: ClientMsgId::new(&format!("cm-{n}")).expect("valid client msg id"),
         reply_to: (n % 7 == 3).then(|| MessageId(id.0 - 1)),
+        rev: 0,
+        edited_at: None,
+        deleted: false,
+        reactions: Vec::new(),
+        mentions: Vec::new(),
     }
 }
 
@@ -491,6 +498,7 @@ pub async fn check_prefix_isolation(store: &dyn MessageStore) {
         store
             .apply_conversation(&ConversationChange {
                 conversation: Conversation {
+                    rev: 0,
                     id: c.clone(),
                     kind: ConversationKind::Group,
                     title: None,
@@ -612,6 +620,7 @@ pub async fn check_conversations(store: &dyn MessageStore) {
         .is_empty());
 
     let mut record = Conversation {
+        rev: 0,
         id: group.clone(),
         kind: ConversationKind::Group,
         title: Some("first title".into()),
@@ -704,6 +713,7 @@ pub async fn check_conversations(store: &dyn MessageStore) {
     store
         .apply_conversation(&ConversationChange {
             conversation: Conversation {
+                rev: 0,
                 id: direct.clone(),
                 kind: ConversationKind::Direct,
                 title: None,
@@ -1134,6 +1144,248 @@ pub async fn check_login_state(store: &dyn MessageStore) {
     );
 }
 
+/// `n` messages at revisions `first_rev`, `first_rev + 1`, ...
+fn revised(
+    conversation: &ConversationId,
+    sender: &UserId,
+    first_rev: u64,
+    n: usize,
+) -> Vec<Message> {
+    let start = MessageId::floor_at(bucket_start() + 3_600_000);
+    (0..n)
+        .map(|i| Message {
+            rev: first_rev + i as u64,
+            ..message(conversation, sender, MessageId(start.0 + i as u64 * 5), i)
+        })
+        .collect()
+}
+
+/// The changes up to the conversation's last revision (what its writer
+/// bounds them by once every write has finished).
+async fn changes(
+    store: &dyn MessageStore,
+    conversation: &ConversationId,
+    after_rev: u64,
+    limit: usize,
+) -> super::Changes {
+    let rev = store.last_rev(conversation).await.expect("last_rev");
+    store
+        .changes(conversation, after_rev, rev, limit)
+        .await
+        .expect("changes")
+}
+
+/// Every change, read a page of `limit` at a time from `after_rev` on as a
+/// client does: on from the last `rev` of a page while `more`.
+async fn all_changes(
+    store: &dyn MessageStore,
+    conversation: &ConversationId,
+    after_rev: u64,
+    limit: usize,
+) -> Vec<Message> {
+    let rev = store.last_rev(conversation).await.expect("last_rev");
+    let mut out: Vec<Message> = Vec::new();
+    let mut after = after_rev;
+    for _ in 0..10_000 {
+        let page = changes(store, conversation, after, limit).await;
+        assert!(page.messages.len() <= limit);
+        assert!(page.messages.iter().all(|m| m.rev > after && m.rev <= rev));
+        out.extend(page.messages.iter().cloned());
+        if !page.more {
+            return out;
+        }
+        after = page
+            .messages
+            .last()
+            .expect("a page with more is not empty")
+            .rev;
+    }
+    panic!("changes did not end");
+}
+
+/// Edits, reactions and deletes replace a message's state at a higher
+/// `rev`: reads return the current state, `changes` returns each changed
+/// message once at its last `rev`, a stale state changes nothing, and the
+/// mentions index follows edits and deletes.
+pub async fn check_message_updates(store: &dyn MessageStore) {
+    let c = conversation_id("lifecycle");
+    let (a, b) = (user_id("author"), user_id("mentioned"));
+    let mut sent = revised(&c, &a, 1, 5);
+    sent[1].mentions = vec![b.clone()];
+    sent[3].mentions = vec![b.clone()];
+    store.append(&sent).await.expect("append");
+    assert_eq!(store.last_rev(&c).await.expect("last_rev"), 5);
+    assert_eq!(
+        store
+            .last_rev(&conversation_id("empty"))
+            .await
+            .expect("last_rev"),
+        0
+    );
+    assert_eq!(
+        store.message(&c, sent[2].id).await.expect("message"),
+        Some(sent[2].clone())
+    );
+    assert_eq!(
+        store
+            .message(&c, MessageId(sent[2].id.0 + 1))
+            .await
+            .expect("message"),
+        None
+    );
+    let all = changes(store, &c, 0, 10).await;
+    assert_eq!((all.messages, all.more), (sent.clone(), false));
+    let bounded = store.changes(&c, 1, 3, 10).await.expect("changes");
+    assert_eq!(
+        (bounded.messages, bounded.more),
+        (sent[1..3].to_vec(), false),
+        "up to the bound"
+    );
+    assert_eq!(changes(store, &c, 3, 10).await.messages, sent[3..].to_vec());
+    assert!(changes(store, &c, 5, 10).await.messages.is_empty());
+    let mentions = |after: MessageId| store.count_unread_mentions(&c, &b, after, 100);
+    assert_eq!(mentions(MessageId(0)).await.expect("count"), 2);
+    assert_eq!(
+        mentions(sent[1].id).await.expect("count"),
+        1,
+        "after the marker only"
+    );
+    assert_eq!(
+        store
+            .count_unread_mentions(&c, &a, MessageId(0), 100)
+            .await
+            .expect("count"),
+        0
+    );
+
+    // An edit that takes the mention away.
+    let mut edited = sent[1].clone();
+    edited.body = "edited".into();
+    edited.rev = 6;
+    edited.edited_at = Some(edited.ts + 1);
+    edited.mentions.clear();
+    store.update_message(&edited).await.expect("edit");
+    assert_eq!(
+        store.message(&c, edited.id).await.expect("message"),
+        Some(edited.clone())
+    );
+    assert_eq!(mentions(MessageId(0)).await.expect("count"), 1);
+    // A reaction, then a delete that clears the other mention.
+    let mut reacted = sent[2].clone();
+    reacted.react(&b, "👍", true).expect("react");
+    reacted.rev = 7;
+    store.update_message(&reacted).await.expect("react");
+    let mut deleted = sent[3].clone();
+    deleted.delete(8);
+    store.update_message(&deleted).await.expect("delete");
+    assert_eq!(mentions(MessageId(0)).await.expect("count"), 0);
+    assert_eq!(store.last_rev(&c).await.expect("last_rev"), 8);
+
+    // Reads show the current state; the deleted body is gone.
+    let now = vec![
+        sent[0].clone(),
+        edited.clone(),
+        reacted.clone(),
+        deleted.clone(),
+        sent[4].clone(),
+    ];
+    assert_eq!(page(store, &c, None, None, 10).await.messages, now);
+    let held = store
+        .message(&c, deleted.id)
+        .await
+        .expect("message")
+        .expect("kept");
+    assert!(held.deleted && held.body.is_empty() && held.mentions.is_empty());
+    let by_key = store
+        .find_by_client_msg_id(&c, &a, &deleted.client_msg_id)
+        .await
+        .expect("find");
+    assert_eq!(
+        by_key,
+        Some(deleted.clone()),
+        "a retried send finds the current state"
+    );
+
+    // Each message once, at its last change, in rev order.
+    let expected = vec![
+        sent[0].clone(),
+        sent[4].clone(),
+        edited.clone(),
+        reacted.clone(),
+        deleted.clone(),
+    ];
+    assert_eq!(changes(store, &c, 0, 10).await.messages, expected);
+    assert_eq!(
+        changes(store, &c, 5, 10).await.messages,
+        expected[2..].to_vec()
+    );
+    for limit in [1, 2, 3] {
+        assert_eq!(
+            all_changes(store, &c, 0, limit).await,
+            expected,
+            "pages of {limit}"
+        );
+    }
+
+    // A stale or replayed state changes nothing.
+    let mut stale = sent[2].clone();
+    stale.body = "an older edit".into();
+    stale.rev = 6;
+    store.update_message(&stale).await.expect("stale update");
+    store
+        .update_message(&reacted)
+        .await
+        .expect("replayed update");
+    assert_eq!(
+        store.message(&c, reacted.id).await.expect("message"),
+        Some(reacted.clone())
+    );
+    assert_eq!(changes(store, &c, 0, 10).await.messages, expected);
+    // Nor does an update of a message never stored.
+    let mut ghost = sent[0].clone();
+    ghost.id = MessageId(sent[4].id.0 + 1);
+    ghost.rev = 100;
+    store.update_message(&ghost).await.expect("ghost update");
+    assert_eq!(store.message(&c, ghost.id).await.expect("message"), None);
+    assert_eq!(store.last_rev(&c).await.expect("last_rev"), 8);
+    // Appending a message again leaves its newer state alone.
+    store.append(&sent).await.expect("append again");
+    assert_eq!(page(store, &c, None, None, 10).await.messages, now);
+}
+
+/// The revision index spans blocks: `changes` walks from any revision
+/// across them, and skips blocks with no entry.
+pub async fn check_changes_across_rev_blocks(store: &dyn MessageStore) {
+    let c = conversation_id("revblocks");
+    let a = user_id("author");
+    let block = 1u64 << super::REV_BLOCK_BITS;
+    let revs = [block - 2, block - 1, block, block + 1, 5 * block + 3];
+    let mut sent = revised(&c, &a, 0, revs.len());
+    for (m, rev) in sent.iter_mut().zip(revs) {
+        m.rev = rev;
+    }
+    store.append(&sent).await.expect("append");
+    assert_eq!(store.last_rev(&c).await.expect("last_rev"), 5 * block + 3);
+    assert_eq!(all_changes(store, &c, 0, 2).await, sent);
+    assert_eq!(
+        all_changes(store, &c, block - 1, 1).await,
+        sent[2..].to_vec()
+    );
+    assert_eq!(
+        all_changes(store, &c, block + 1, 10).await,
+        sent[4..].to_vec()
+    );
+    // The first message moves to the newest block.
+    let mut moved = sent[0].clone();
+    moved.body = "moved".into();
+    moved.rev = 6 * block;
+    store.update_message(&moved).await.expect("edit");
+    let mut expected = sent[1..].to_vec();
+    expected.push(moved);
+    assert_eq!(all_changes(store, &c, 0, 3).await, expected);
+    assert_eq!(store.last_rev(&c).await.expect("last_rev"), 6 * block);
+}
+
 /// One test per check of this suite, in a module named after the backend,
 /// so that each backend's run lists every check under its own name
 /// (`scylla::check_history_paging`). `$open` is an expression, evaluated
@@ -1151,7 +1403,8 @@ macro_rules! conformance_tests {
                 check_last_message_and_client_msg_ids, check_append_new,
                 check_prefix_isolation, check_count_unread, check_conversations,
                 check_read_markers, check_users, check_refresh_rotation,
-                check_refresh_revocation, check_login_state);
+                check_refresh_revocation, check_login_state, check_message_updates,
+                check_changes_across_rev_blocks);
         }
     };
     (@each $open:expr; $($check:ident),*) => {

@@ -7,6 +7,8 @@
 //! |----------------------|---------------------------------------|-----------------------|
 //! | `messages`           | conversation, bucket (u32 BE), id (u64 BE) | the message (MessagePack map) |
 //! | `client_msg_ids`     | conversation, sender, client_msg_id   | id (u64 BE)           |
+//! | `message_revs`       | conversation, rev (u64 BE)            | id (u64 BE)           |
+//! | `mentions`           | conversation, user, id (u64 BE)       | empty                 |
 //! | `conversations`      | conversation                          | id, kind, title, created_at |
 //! | `members`            | conversation, user                    | role                  |
 //! | `user_conversations` | user, conversation                    | empty                 |
@@ -58,8 +60,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    bucket_of, ConversationChange, LoginState, MessageStore, Page, PageQuery, RefreshRecord,
-    Rotation, StoreError, UserRecord,
+    bucket_of, Changes, ConversationChange, LoginState, MessageStore, Page, PageQuery,
+    RefreshRecord, Rotation, StoreError, UserRecord,
 };
 
 /// How far a write has gone when the store acknowledges it.
@@ -133,6 +135,8 @@ struct Inner {
     db: Database,
     messages: Keyspace,
     client_msg_ids: Keyspace,
+    message_revs: Keyspace,
+    mentions: Keyspace,
     conversations: Keyspace,
     members: Keyspace,
     user_conversations: Keyspace,
@@ -153,6 +157,8 @@ struct Inner {
 enum Table {
     Messages,
     ClientMsgIds,
+    MessageRevs,
+    Mentions,
     Conversations,
     Members,
     UserConversations,
@@ -266,6 +272,8 @@ impl EmbeddedStore {
         let inner = Arc::new(Inner {
             messages: keyspace("messages")?,
             client_msg_ids: keyspace("client_msg_ids")?,
+            message_revs: keyspace("message_revs")?,
+            mentions: keyspace("mentions")?,
             conversations: keyspace("conversations")?,
             members: keyspace("members")?,
             user_conversations: keyspace("user_conversations")?,
@@ -544,6 +552,8 @@ impl Inner {
         match table {
             Table::Messages => &self.messages,
             Table::ClientMsgIds => &self.client_msg_ids,
+            Table::MessageRevs => &self.message_revs,
+            Table::Mentions => &self.mentions,
             Table::Conversations => &self.conversations,
             Table::Members => &self.members,
             Table::UserConversations => &self.user_conversations,
@@ -620,6 +630,95 @@ impl Inner {
         }
     }
 
+    fn message(
+        &self,
+        conversation: &ConversationId,
+        id: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        let key = message_key(&key_of(&[conversation.as_str()]), id);
+        match self.messages.get(&key).map_err(unavailable)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn changes(
+        &self,
+        conversation: &ConversationId,
+        after_rev: u64,
+        rev: u64,
+        limit: usize,
+    ) -> Result<Changes, StoreError> {
+        // One snapshot: the index and the messages it names agree.
+        let snapshot = self.db.snapshot();
+        let prefix = key_of(&[conversation.as_str()]);
+        let mut changes = Changes::default();
+        if after_rev >= rev {
+            return Ok(changes);
+        }
+        let range = snapshot.range::<Vec<u8>, _>(
+            &self.message_revs,
+            (
+                Bound::Excluded(rev_key(&prefix, after_rev)),
+                Bound::Included(rev_key(&prefix, rev)),
+            ),
+        );
+        for guard in range {
+            let (key, value) = guard.into_inner().map_err(unavailable)?;
+            if changes.messages.len() == limit.max(1) {
+                changes.more = true;
+                break;
+            }
+            let at = rev_of_key(&key, prefix.len())?;
+            let id = MessageId(decode_u64(&value)?);
+            let Some(bytes) = snapshot
+                .get(&self.messages, message_key(&prefix, id))
+                .map_err(unavailable)?
+            else {
+                continue;
+            };
+            let message: Message = decode(&bytes)?;
+            if message.rev == at {
+                changes.messages.push(message);
+            }
+        }
+        Ok(changes)
+    }
+
+    fn last_rev(&self, conversation: &ConversationId) -> Result<u64, StoreError> {
+        let prefix = key_of(&[conversation.as_str()]);
+        match self.message_revs.prefix(&prefix).next_back() {
+            Some(guard) => rev_of_key(&guard.key().map_err(unavailable)?, prefix.len()),
+            None => Ok(0),
+        }
+    }
+
+    fn count_unread_mentions(
+        &self,
+        conversation: &ConversationId,
+        reader: &UserId,
+        after: MessageId,
+        cap: u64,
+    ) -> Result<u64, StoreError> {
+        let prefix = key_of(&[conversation.as_str(), reader.as_str()]);
+        let mut low = prefix.clone();
+        low.extend_from_slice(&after.0.to_be_bytes());
+        let mut high = prefix;
+        high.extend_from_slice(&[0xff; 8]);
+        let range = self
+            .mentions
+            .range::<Vec<u8>, _>((Bound::Excluded(low), Bound::Included(high)));
+        let mut count = 0;
+        for guard in range {
+            guard.key().map_err(unavailable)?;
+            count += 1;
+            if count >= cap {
+                break;
+            }
+        }
+        Ok(count)
+    }
+
     fn find_by_client_msg_id(
         &self,
         conversation: &ConversationId,
@@ -634,12 +733,7 @@ impl Inner {
         let Some(id) = self.client_msg_ids.get(&index).map_err(unavailable)? else {
             return Ok(None);
         };
-        let id = MessageId(decode_u64(&id)?);
-        let key = message_key(&key_of(&[conversation.as_str()]), id);
-        match self.messages.get(&key).map_err(unavailable)? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
-            None => Ok(None),
-        }
+        self.message(conversation, MessageId(decode_u64(&id)?))
     }
 
     fn count_unread(
@@ -699,6 +793,7 @@ impl Inner {
             members,
             member_count: None,
             created_at: meta.created_at,
+            rev: 0,
         }))
     }
 
@@ -847,7 +942,8 @@ impl Txn<'_> {
             let index = client_msg_index(m);
             let found = self.held(m, &index)?;
             if found.is_none() {
-                self.put_message(m)?;
+                // A fresh id: nothing is stored under it to merge with.
+                self.write_message(None, m)?;
                 self.put_index(index, m.id);
             }
             held.push(found);
@@ -874,14 +970,63 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// Writes `m` under its conversation and id.
-    fn put_message(&mut self, m: &Message) -> Result<(), StoreError> {
+    /// Stores `m` under its conversation and id unless the state stored
+    /// there is as new (a higher `rev`; at one `rev`, the larger encoding, so
+    /// that replicas given the same states in any order keep the same one).
+    pub(crate) fn put_message(&mut self, m: &Message) -> Result<(), StoreError> {
+        let key = message_key(&key_of(&[m.conversation.as_str()]), m.id);
+        let held = match self.get(Table::Messages, &key)? {
+            Some(bytes) => Some(decode::<Message>(&bytes)?),
+            None => None,
+        };
+        if let Some(h) = &held {
+            let newer = m.rev > h.rev || (m.rev == h.rev && m != h && encode(m)? > encode(h)?);
+            if !newer {
+                return Ok(());
+            }
+        }
+        self.write_message(held.as_ref(), m)
+    }
+
+    /// [`MessageStore::update_message`]: as [`Self::put_message`], for a
+    /// message stored already.
+    pub(crate) fn update_message(&mut self, m: &Message) -> Result<(), StoreError> {
+        let key = message_key(&key_of(&[m.conversation.as_str()]), m.id);
+        if self.get(Table::Messages, &key)?.is_none() {
+            return Ok(());
+        }
+        self.put_message(m)
+    }
+
+    /// Writes `m` over `held` (what is stored under its id, if anything),
+    /// moving its revision and mentions index entries along.
+    fn write_message(&mut self, held: Option<&Message>, m: &Message) -> Result<(), StoreError> {
         let conversation = key_of(&[m.conversation.as_str()]);
         self.set(
             Table::Messages,
             message_key(&conversation, m.id),
             Some(encode(m)?),
         );
+        if let Some(h) = held.filter(|h| h.rev > 0 && h.rev != m.rev) {
+            self.set(Table::MessageRevs, rev_key(&conversation, h.rev), None);
+        }
+        if m.rev > 0 {
+            self.set(
+                Table::MessageRevs,
+                rev_key(&conversation, m.rev),
+                Some(m.id.0.to_be_bytes().to_vec()),
+            );
+        }
+        for gone in held
+            .iter()
+            .flat_map(|h| h.mentions.iter())
+            .filter(|u| !m.mentions.contains(u))
+        {
+            self.set(Table::Mentions, mention_key(m, gone), None);
+        }
+        for user in &m.mentions {
+            self.set(Table::Mentions, mention_key(m, user), Some(Vec::new()));
+        }
         Ok(())
     }
 
@@ -1164,6 +1309,53 @@ impl MessageStore for EmbeddedStore {
             .await
     }
 
+    async fn update_message(&self, message: &Message) -> Result<(), StoreError> {
+        // The writer reads what is stored itself: it alone writes here.
+        let message = message.clone();
+        self.update(move |txn| txn.update_message(&message)).await
+    }
+
+    async fn message(
+        &self,
+        conversation: &ConversationId,
+        id: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        let conversation = conversation.clone();
+        self.blocking(move |s| s.message(&conversation, id)).await
+    }
+
+    async fn changes(
+        &self,
+        conversation: &ConversationId,
+        after_rev: u64,
+        up_to_rev: u64,
+        limit: usize,
+    ) -> Result<Changes, StoreError> {
+        let conversation = conversation.clone();
+        self.blocking(move |s| s.changes(&conversation, after_rev, up_to_rev, limit))
+            .await
+    }
+
+    async fn last_rev(&self, conversation: &ConversationId) -> Result<u64, StoreError> {
+        let conversation = conversation.clone();
+        self.blocking(move |s| s.last_rev(&conversation)).await
+    }
+
+    async fn count_unread_mentions(
+        &self,
+        conversation: &ConversationId,
+        reader: &UserId,
+        after: MessageId,
+        cap: u64,
+    ) -> Result<u64, StoreError> {
+        if cap == 0 {
+            return Ok(0);
+        }
+        let (conversation, reader) = (conversation.clone(), reader.clone());
+        self.blocking(move |s| s.count_unread_mentions(&conversation, &reader, after, cap))
+            .await
+    }
+
     async fn page(
         &self,
         conversation: &ConversationId,
@@ -1357,6 +1549,26 @@ fn client_msg_index(m: &Message) -> Vec<u8> {
         m.sender.as_str(),
         m.client_msg_id.as_str(),
     ])
+}
+
+/// A revision index key; `prefix` is the conversation's key part.
+fn rev_key(prefix: &[u8], rev: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 8);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&rev.to_be_bytes());
+    key
+}
+
+/// The revision of a revision index key.
+fn rev_of_key(key: &[u8], prefix_len: usize) -> Result<u64, StoreError> {
+    decode_u64(key.get(prefix_len..).unwrap_or_default())
+}
+
+/// The key of `user`'s mention in message `m`.
+fn mention_key(m: &Message, user: &UserId) -> Vec<u8> {
+    let mut key = key_of(&[m.conversation.as_str(), user.as_str()]);
+    key.extend_from_slice(&m.id.0.to_be_bytes());
+    key
 }
 
 /// `prefix` is the conversation's key part.

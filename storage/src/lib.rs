@@ -95,6 +95,24 @@ pub struct Page {
     pub more: bool,
 }
 
+/// Messages whose state changed after a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Changes {
+    /// Ascending by `rev`, each in its current state.
+    pub messages: Vec<Message>,
+    /// Whether more changes lie between this page and the bound asked for.
+    pub more: bool,
+}
+
+/// Width of a block of the revision index: revisions `b << REV_BLOCK_BITS`
+/// and up share a partition, so no partition grows without bound.
+pub const REV_BLOCK_BITS: u32 = 16;
+
+/// The block of the revision index that `rev` falls in.
+pub fn rev_block(rev: u64) -> u64 {
+    rev >> REV_BLOCK_BITS
+}
+
 /// A change to a conversation's record: its metadata and some members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationChange {
@@ -195,7 +213,8 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Appends messages (of one or several conversations) atomically and,
     /// with the default durability, durably: when this returns `Ok`, the
     /// messages survive a crash of the process and of the machine. Each
-    /// message's `client_msg_id` index entry is written in the same batch.
+    /// message's `client_msg_id`, revision (when `rev` > 0) and mentions
+    /// index entries are written with it.
     async fn append(&self, messages: &[Message]) -> Result<(), StoreError>;
 
     /// Appends the messages whose `(conversation, sender, client_msg_id)`
@@ -219,6 +238,54 @@ pub trait MessageStore: Send + Sync + 'static {
         self.append(&fresh).await?;
         Ok(held)
     }
+
+    /// Stores the new state of a stored message (an edit, a delete, a
+    /// reaction change) at its new, higher `rev`, durably, and moves its
+    /// revision and mentions index entries along. A state whose `rev` is not
+    /// above the stored one changes nothing, so a replayed or late update
+    /// never undoes a newer one; nor does one of a message not stored. A
+    /// deleted message's body is overwritten, not kept beside the new state.
+    async fn update_message(&self, message: &Message) -> Result<(), StoreError>;
+
+    /// One message in its current state.
+    async fn message(
+        &self,
+        conversation: &ConversationId,
+        id: MessageId,
+    ) -> Result<Option<Message>, StoreError>;
+
+    /// Up to `limit` messages whose `rev` is in `(after_rev, up_to_rev]`,
+    /// ascending by `rev`, each in its current state (a message changed twice
+    /// appears once, at its last change). Reads the revision index, not the
+    /// history.
+    ///
+    /// `up_to_rev` is a revision whose writes, and those of every revision
+    /// below it, have finished: the conversation's writer knows it, the
+    /// store (on ScyllaDB, without snapshots) does not. Below it every index
+    /// entry names a message written at that revision, or one that moved on
+    /// to a higher revision (an entry left behind, skipped: the message is
+    /// found at its new place, which a reader going on from `up_to_rev` then
+    /// reaches), or a write that failed and was never acknowledged (skipped).
+    async fn changes(
+        &self,
+        conversation: &ConversationId,
+        after_rev: u64,
+        up_to_rev: u64,
+        limit: usize,
+    ) -> Result<Changes, StoreError>;
+
+    /// The highest `rev` stored in a conversation (0 when none).
+    async fn last_rev(&self, conversation: &ConversationId) -> Result<u64, StoreError>;
+
+    /// Messages with an id above `after` that mention `reader` now (an edit
+    /// may take a mention away), counted up to `cap`.
+    async fn count_unread_mentions(
+        &self,
+        conversation: &ConversationId,
+        reader: &UserId,
+        after: MessageId,
+        cap: u64,
+    ) -> Result<u64, StoreError>;
 
     /// A page of a conversation's history.
     async fn page(

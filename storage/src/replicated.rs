@@ -45,6 +45,10 @@
 //!   or a crash between a write reaching some nodes and the client's retry
 //!   going elsewhere; both messages stay in the history (both were
 //!   acknowledged), and every node resolves the key to the same one.
+//! - **message updates** (edit, delete, reactions): the state with the
+//!   higher `rev` wins, at one `rev` the larger encoding; an append that
+//!   arrives after an update of the same message keeps the update. The
+//!   revision and mentions indexes move with the state that wins.
 //! - **read markers**: max. A marker never moves back, here and in the
 //!   embedded store itself, so the highest position anyone reached wins.
 //! - **conversations**: last writer wins per *register*, where the registers
@@ -79,9 +83,10 @@
 //!
 //! # Limits
 //!
-//! - The log keeps every op for good (messages are stored twice). Trimming
-//!   what every node holds, with a snapshot transfer for a node whose gap
-//!   has been trimmed, is future work.
+//! - The log keeps every op for good (messages are stored twice), so the
+//!   body of a deleted message stays in the append op that brought it.
+//!   Trimming what every node holds, with a snapshot transfer for a node
+//!   whose gap has been trimmed, is future work.
 //! - A node that loses its disk must come back under a new name: with the
 //!   old one, its new ops would reuse seqs its peers hold with other
 //!   content. Such a clash is detected ([`StoreError::Corrupt`] from
@@ -104,8 +109,8 @@ use serde::{Deserialize, Serialize};
 
 use super::embedded::{key_of, EmbeddedStore, RefreshEffect, RefreshToken, ReplicaTable, Txn};
 use super::{
-    ConversationChange, LoginState, MessageStore, Page, PageQuery, RefreshRecord, Rotation,
-    StoreError, UserRecord,
+    Changes, ConversationChange, LoginState, MessageStore, Page, PageQuery, RefreshRecord,
+    Rotation, StoreError, UserRecord,
 };
 
 /// Longest origin (node name) an op may carry: it is part of keys.
@@ -144,6 +149,8 @@ pub trait ReplicaLink: Send + Sync + 'static {
 enum StoreOp {
     /// Messages, stored by id.
     Append { messages: Vec<Message> },
+    /// A message's new state (edit, delete, reactions), merged by `rev`.
+    Update { message: Message },
     /// A read marker, merged by max.
     ReadMarker {
         conversation: ConversationId,
@@ -462,6 +469,7 @@ impl ReplicatedStore {
 fn apply_op(txn: &mut Txn<'_>, origin: &str, op: &StoreOp) -> Result<(), StoreError> {
     match op {
         StoreOp::Append { messages } => txn.append_messages(messages),
+        StoreOp::Update { message } => txn.update_message(message),
         StoreOp::ReadMarker {
             conversation,
             user,
@@ -691,6 +699,48 @@ impl MessageStore for ReplicatedStore {
             Ok((held, op))
         })
         .await
+    }
+
+    async fn update_message(&self, message: &Message) -> Result<(), StoreError> {
+        let message = message.clone();
+        self.write(move |_| Ok(((), Some(StoreOp::Update { message }))))
+            .await
+    }
+
+    async fn message(
+        &self,
+        conversation: &ConversationId,
+        id: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        self.local.message(conversation, id).await
+    }
+
+    async fn changes(
+        &self,
+        conversation: &ConversationId,
+        after_rev: u64,
+        up_to_rev: u64,
+        limit: usize,
+    ) -> Result<Changes, StoreError> {
+        self.local
+            .changes(conversation, after_rev, up_to_rev, limit)
+            .await
+    }
+
+    async fn last_rev(&self, conversation: &ConversationId) -> Result<u64, StoreError> {
+        self.local.last_rev(conversation).await
+    }
+
+    async fn count_unread_mentions(
+        &self,
+        conversation: &ConversationId,
+        reader: &UserId,
+        after: MessageId,
+        cap: u64,
+    ) -> Result<u64, StoreError> {
+        self.local
+            .count_unread_mentions(conversation, reader, after, cap)
+            .await
     }
 
     async fn page(

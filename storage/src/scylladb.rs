@@ -57,12 +57,12 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
-use scylla::value::{CqlValue, Row};
+use scylla::value::{CqlValue, MaybeUnset, Row};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ConversationChange, Lease, LeaseGrant, LoginState, MessageStore, Page, PageQuery,
-    RefreshRecord, Rotation, StoreError, UserRecord,
+    rev_block, Changes, ConversationChange, Lease, LeaseGrant, LoginState, MessageStore, Page,
+    PageQuery, RefreshRecord, Rotation, StoreError, UserRecord,
 };
 
 /// `[storage.scylla]`: where the cluster is and how to use it.
@@ -266,10 +266,28 @@ const MIGRATIONS: &[Migration] = &[Migration {
     name: "conversation write leases",
     statements: &["CREATE TABLE IF NOT EXISTS {ks}.conversation_leases (conversation_id text \
          PRIMARY KEY, owner text, epoch bigint, expires_at bigint)"],
+}, Migration {
+    version: 3,
+    name: "message lifecycle: revisions, edits, reactions, mentions",
+    // One column per statement: a migration cut short is run again, and an
+    // ADD of a column that exists is then taken as done.
+    statements: &[
+        "ALTER TABLE {ks}.messages ADD rev bigint",
+        "ALTER TABLE {ks}.messages ADD edited_at bigint",
+        "ALTER TABLE {ks}.messages ADD deleted boolean",
+        "ALTER TABLE {ks}.messages ADD reactions blob",
+        "ALTER TABLE {ks}.messages ADD mentions list<text>",
+        "CREATE TABLE IF NOT EXISTS {ks}.message_revs (conversation_id text, block bigint, \
+         rev bigint, id bigint, PRIMARY KEY ((conversation_id, block), rev))",
+        "CREATE TABLE IF NOT EXISTS {ks}.rev_blocks (conversation_id text, block bigint, \
+         PRIMARY KEY (conversation_id, block)) WITH CLUSTERING ORDER BY (block DESC)",
+        "CREATE TABLE IF NOT EXISTS {ks}.mentions (conversation_id text, user_id text, \
+         id bigint, PRIMARY KEY ((conversation_id, user_id), id))",
+    ],
 }];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// How far apart the nodes' wall clocks may be: a lease holder stops writing
 /// this long before its lease runs out by its own clock, and a new holder
@@ -343,6 +361,17 @@ struct Statements {
     take_lease: PreparedStatement,
     renew_lease: PreparedStatement,
     release_lease: PreparedStatement,
+    update_message_state: PreparedStatement,
+    insert_rev: PreparedStatement,
+    delete_rev: PreparedStatement,
+    insert_rev_block: PreparedStatement,
+    select_rev_blocks: PreparedStatement,
+    select_last_rev_block: PreparedStatement,
+    select_revs: PreparedStatement,
+    select_last_rev: PreparedStatement,
+    insert_mention: PreparedStatement,
+    delete_mention: PreparedStatement,
+    select_mentions: PreparedStatement,
 }
 
 impl Statements {
@@ -364,11 +393,13 @@ impl Statements {
             s.set_is_idempotent(false);
             s
         };
-        let message_columns = "id, sender, body, kind, ts, client_msg_id, reply_to";
+        let message_columns = "id, sender, body, kind, ts, client_msg_id, reply_to, rev, \
+                               edited_at, deleted, reactions, mentions";
         Ok(Statements {
             insert_message: p(
                 "INSERT INTO {ks}.messages (conversation_id, bucket, id, sender, \
-                 body, kind, ts, client_msg_id, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 body, kind, ts, client_msg_id, reply_to, rev, edited_at, deleted, reactions, \
+                 mentions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .await?,
             select_page_desc: p(&format!(
@@ -534,6 +565,55 @@ impl Statements {
                    WHERE conversation_id = ? IF owner = ? AND epoch = ?")
                 .await?,
             ),
+            update_message_state: p(
+                "UPDATE {ks}.messages SET body = ?, rev = ?, edited_at = ?, \
+                 deleted = ?, reactions = ?, mentions = ? \
+                 WHERE conversation_id = ? AND bucket = ? AND id = ?",
+            )
+            .await?,
+            insert_rev: p(
+                "INSERT INTO {ks}.message_revs (conversation_id, block, rev, id) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .await?,
+            delete_rev: p(
+                "DELETE FROM {ks}.message_revs WHERE conversation_id = ? AND block = ? AND rev = ?",
+            )
+            .await?,
+            insert_rev_block: p(
+                "INSERT INTO {ks}.rev_blocks (conversation_id, block) VALUES (?, ?)",
+            )
+            .await?,
+            select_rev_blocks: p(
+                "SELECT block FROM {ks}.rev_blocks WHERE conversation_id = ? \
+                 AND block >= ? AND block <= ? ORDER BY block ASC",
+            )
+            .await?,
+            select_last_rev_block: p(
+                "SELECT block FROM {ks}.rev_blocks WHERE conversation_id = ? LIMIT 1",
+            )
+            .await?,
+            select_revs: p(
+                "SELECT rev, id FROM {ks}.message_revs WHERE conversation_id = ? \
+                 AND block = ? AND rev > ? AND rev <= ? LIMIT ?",
+            )
+            .await?,
+            select_last_rev: p(
+                "SELECT rev FROM {ks}.message_revs WHERE conversation_id = ? \
+                 AND block = ? ORDER BY rev DESC LIMIT 1",
+            )
+            .await?,
+            insert_mention: p(
+                "INSERT INTO {ks}.mentions (conversation_id, user_id, id) VALUES (?, ?, ?)",
+            )
+            .await?,
+            delete_mention: p(
+                "DELETE FROM {ks}.mentions WHERE conversation_id = ? AND user_id = ? AND id = ?",
+            )
+            .await?,
+            select_mentions: p("SELECT id FROM {ks}.mentions WHERE conversation_id = ? \
+                 AND user_id = ? AND id > ? LIMIT ?")
+            .await?,
         })
     }
 }
@@ -547,6 +627,8 @@ pub struct ScyllaStore {
     /// How long after a lease runs out its holder's writes may still land.
     lease_grace_ms: u64,
     known_buckets: Mutex<HashSet<(ConversationId, i32)>>,
+    /// Revision-index blocks known to be listed in `rev_blocks`, as buckets.
+    known_rev_blocks: Mutex<HashSet<(ConversationId, i64)>>,
     /// The bucket lists (ascending) of conversations whose lease this
     /// handle holds: it writes every new bucket of theirs, so it keeps their
     /// lists whole and a page costs one read, not two.
@@ -597,10 +679,19 @@ pub async fn migrate(config: &ScyllaConfig) -> Result<Vec<i32>, StoreError> {
 async fn migrate_on(session: &Session, config: &ScyllaConfig) -> Result<Vec<i32>, StoreError> {
     let ks = &config.keyspace;
     let ddl = |cql: String| async move {
-        session
-            .query_unpaged(cql, ())
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("schema change failed: {e}")))
+        match session.query_unpaged(cql.as_str(), ()).await {
+            Ok(_) => Ok(()),
+            // A column added by a run of this migration that was cut short.
+            Err(e)
+                if cql.contains(" ADD ")
+                    && e.to_string().contains("conflicts with an existing column") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "schema change failed: {e}"
+            ))),
+        }
     };
     // Up to date already (every start but the first): no schema statement,
     // which would wait for every database node to agree and so fail while
@@ -753,6 +844,7 @@ impl ScyllaStore {
             lease_ms: config.lease_ms,
             lease_grace_ms: config.request_timeout_ms + CLOCK_MARGIN_MS,
             known_buckets: Mutex::new(HashSet::new()),
+            known_rev_blocks: Mutex::new(HashSet::new()),
             bucket_lists: Mutex::new(HashMap::new()),
             leased: Mutex::new(HashSet::new()),
         };
@@ -871,8 +963,12 @@ impl ScyllaStore {
         self.write_messages(messages).await
     }
 
-    /// Writes message rows (and their buckets' list rows first).
+    /// Writes message rows, their revision and mentions index rows first
+    /// (a reader of the index skips an entry whose message is missing or
+    /// moved on, but could not find a message without its entry), and
+    /// their buckets' list rows before them.
     async fn write_messages(&self, messages: &[&Message]) -> Result<(), StoreError> {
+        try_join_all(messages.iter().map(|m| self.index_message(None, m))).await?;
         let mut partitions: HashMap<(&ConversationId, i32), Vec<&Message>> = HashMap::new();
         for m in messages {
             partitions
@@ -927,7 +1023,7 @@ impl ScyllaStore {
             }
             let chunk = &rows[start..end];
             if let [m] = chunk {
-                self.run(&self.q.insert_message, message_row(m, bucket))
+                self.run(&self.q.insert_message, message_row(m, bucket)?)
                     .await?;
             } else {
                 let mut batch = Batch::new(BatchType::Unlogged);
@@ -935,7 +1031,10 @@ impl ScyllaStore {
                     batch.append_statement(self.q.insert_message.clone());
                 }
                 batch.set_is_idempotent(true);
-                let values: Vec<_> = chunk.iter().map(|m| message_row(m, bucket)).collect();
+                let values = chunk
+                    .iter()
+                    .map(|m| message_row(m, bucket))
+                    .collect::<Result<Vec<_>, _>>()?;
                 self.session
                     .batch(&batch, values)
                     .await
@@ -944,6 +1043,87 @@ impl ScyllaStore {
             start = end;
         }
         Ok(())
+    }
+
+    /// Writes `m`'s revision and mentions index rows, and takes those of
+    /// `previous` (the state it replaces) away. Takes the rows away after
+    /// the new ones are written: a reader never finds neither.
+    async fn index_message(
+        &self,
+        previous: Option<&Message>,
+        m: &Message,
+    ) -> Result<(), StoreError> {
+        let conversation = m.conversation.as_str();
+        if m.rev > 0 {
+            let block = rev_block(m.rev) as i64;
+            let key = (m.conversation.clone(), block);
+            if !lock(&self.known_rev_blocks).contains(&key) {
+                self.run(&self.q.insert_rev_block, (conversation, block))
+                    .await?;
+                let mut set = lock(&self.known_rev_blocks);
+                if set.len() >= KNOWN_BUCKETS {
+                    set.clear();
+                }
+                set.insert(key);
+            }
+            self.run(
+                &self.q.insert_rev,
+                (conversation, block, m.rev as i64, m.id.0 as i64),
+            )
+            .await?;
+        }
+        try_join_all(m.mentions.iter().map(|u| {
+            self.run(
+                &self.q.insert_mention,
+                (conversation, u.as_str(), m.id.0 as i64),
+            )
+        }))
+        .await?;
+        let Some(previous) = previous else {
+            return Ok(());
+        };
+        if previous.rev > 0 && previous.rev != m.rev {
+            self.run(
+                &self.q.delete_rev,
+                (
+                    conversation,
+                    rev_block(previous.rev) as i64,
+                    previous.rev as i64,
+                ),
+            )
+            .await?;
+        }
+        try_join_all(
+            previous
+                .mentions
+                .iter()
+                .filter(|u| !m.mentions.contains(u))
+                .map(|u| {
+                    self.run(
+                        &self.q.delete_mention,
+                        (conversation, u.as_str(), m.id.0 as i64),
+                    )
+                }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The highest revision in a conversation's index.
+    async fn read_last_rev(&self, conversation: &ConversationId) -> Result<u64, StoreError> {
+        let rows = self
+            .rows(&self.q.select_last_rev_block, (conversation.as_str(),))
+            .await?;
+        let Some((block,)) = rows.maybe_first_row::<(i64,)>().map_err(corrupt)? else {
+            return Ok(0);
+        };
+        let rows = self
+            .rows(&self.q.select_last_rev, (conversation.as_str(), block))
+            .await?;
+        Ok(rows
+            .maybe_first_row::<(i64,)>()
+            .map_err(corrupt)?
+            .map_or(0, |(rev,)| rev as u64))
     }
 
     async fn message(
@@ -1170,7 +1350,20 @@ impl<'a> BucketWalk<'a> {
     }
 }
 
-type MessageRowTuple = (i64, String, String, String, i64, String, Option<i64>);
+type MessageRowTuple = (
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<bool>,
+    Option<Vec<u8>>,
+    Option<Vec<String>>,
+);
 
 /// A `messages` row as read.
 struct MessageRow(MessageRowTuple);
@@ -1192,13 +1385,47 @@ impl<'frame, 'metadata> scylla::deserialize::row::DeserializeRow<'frame, 'metada
 
 impl MessageRow {
     fn size(&self) -> usize {
-        let (_, sender, body, kind, _, client_msg_id, _) = &self.0;
-        32 + sender.len() + body.len() + kind.len() + client_msg_id.len()
+        let (_, sender, body, kind, _, client_msg_id, _, _, _, _, reactions, mentions) = &self.0;
+        32 + sender.len()
+            + body.len()
+            + kind.len()
+            + client_msg_id.len()
+            + reactions.as_ref().map_or(0, Vec::len)
+            + mentions
+                .as_ref()
+                .map_or(0, |m| m.iter().map(|u| u.len() + 2).sum())
     }
 
     fn into_message(self, conversation: &ConversationId) -> Result<Message, StoreError> {
-        let (id, sender, body, kind, ts, client_msg_id, reply_to) = self.0;
+        let (
+            id,
+            sender,
+            body,
+            kind,
+            ts,
+            client_msg_id,
+            reply_to,
+            rev,
+            edited_at,
+            deleted,
+            reactions,
+            mentions,
+        ) = self.0;
         Ok(Message {
+            rev: rev.unwrap_or(0) as u64,
+            edited_at: edited_at.map(|t| t as u64),
+            deleted: deleted.unwrap_or(false),
+            reactions: match reactions {
+                Some(bytes) if !bytes.is_empty() => {
+                    rmp_serde::from_slice(&bytes).map_err(corrupt)?
+                }
+                _ => Vec::new(),
+            },
+            mentions: mentions
+                .unwrap_or_default()
+                .iter()
+                .map(|u| UserId::new(u).map_err(corrupt))
+                .collect::<Result<_, _>>()?,
             id: MessageId(id as u64),
             conversation: conversation.clone(),
             sender: UserId::new(&sender).map_err(corrupt)?,
@@ -1227,14 +1454,47 @@ fn stored_size(m: &Message) -> usize {
         + m.body.len()
         + m.kind.as_str().len()
         + m.client_msg_id.as_str().len()
+        + m.reactions
+            .iter()
+            .map(|r| r.emoji.len() + r.users.iter().map(|u| u.as_str().len() + 2).sum::<usize>())
+            .sum::<usize>()
+        + m.mentions
+            .iter()
+            .map(|u| u.as_str().len() + 2)
+            .sum::<usize>()
 }
 
-#[allow(clippy::type_complexity)]
-fn message_row(
-    m: &Message,
-    bucket: i32,
-) -> (&str, i32, i64, &str, &str, &str, i64, &str, Option<i64>) {
-    (
+/// A message's reactions as stored: MessagePack, or nothing when none.
+fn reactions_blob(m: &Message) -> Result<Option<Vec<u8>>, StoreError> {
+    if m.reactions.is_empty() {
+        return Ok(None);
+    }
+    rmp_serde::to_vec_named(&m.reactions)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode reactions: {e}")))
+}
+
+/// A new message's row. Columns a new message leaves empty are unset, not
+/// null: a null is a tombstone the database keeps and reads past.
+type MessageInsert<'a> = (
+    &'a str,
+    i32,
+    i64,
+    &'a str,
+    &'a str,
+    &'a str,
+    i64,
+    &'a str,
+    MaybeUnset<i64>,
+    i64,
+    MaybeUnset<i64>,
+    MaybeUnset<bool>,
+    MaybeUnset<Vec<u8>>,
+    MaybeUnset<Vec<&'a str>>,
+);
+
+fn message_row(m: &Message, bucket: i32) -> Result<MessageInsert<'_>, StoreError> {
+    Ok((
         m.conversation.as_str(),
         bucket,
         m.id.0 as i64,
@@ -1243,8 +1503,19 @@ fn message_row(
         m.kind.as_str(),
         m.ts as i64,
         m.client_msg_id.as_str(),
-        m.reply_to.map(|r| r.0 as i64),
-    )
+        unset_unless(m.reply_to.map(|r| r.0 as i64)),
+        m.rev as i64,
+        unset_unless(m.edited_at.map(|t| t as i64)),
+        unset_unless(m.deleted.then_some(true)),
+        unset_unless(reactions_blob(m)?),
+        unset_unless(
+            (!m.mentions.is_empty()).then(|| m.mentions.iter().map(UserId::as_str).collect()),
+        ),
+    ))
+}
+
+fn unset_unless<T>(value: Option<T>) -> MaybeUnset<T> {
+    value.map_or(MaybeUnset::Unset, MaybeUnset::Set)
 }
 
 fn kind_of(s: &str) -> Result<ConversationKind, StoreError> {
@@ -1299,8 +1570,23 @@ fn applied_of(row: &Row) -> Result<bool, StoreError> {
 #[async_trait]
 impl MessageStore for ScyllaStore {
     async fn append(&self, messages: &[Message]) -> Result<(), StoreError> {
-        let all: Vec<&Message> = messages.iter().collect();
-        self.index_and_write(&all).await
+        // Not the path of sends (`append_new`), so a read per message is
+        // affordable: a message stored already keeps its newer state.
+        let held = try_join_all(
+            messages
+                .iter()
+                .map(|m| ScyllaStore::message(self, &m.conversation, m.id)),
+        )
+        .await?;
+        let mut fresh = Vec::new();
+        for (m, held) in messages.iter().zip(held) {
+            match held {
+                None => fresh.push(m),
+                Some(h) if h.rev < m.rev => self.update_message(m).await?,
+                Some(_) => {}
+            }
+        }
+        self.index_and_write(&fresh).await
     }
 
     async fn append_new(&self, messages: &[Message]) -> Result<Vec<Option<Message>>, StoreError> {
@@ -1315,6 +1601,142 @@ impl MessageStore for ScyllaStore {
             .collect();
         self.write_messages(&fresh).await?;
         self.held_messages(messages, claims).await
+    }
+
+    async fn update_message(&self, message: &Message) -> Result<(), StoreError> {
+        // A plain read: the conversation's lease holder is its only writer.
+        let Some(previous) = ScyllaStore::message(self, &message.conversation, message.id).await?
+        else {
+            return Ok(());
+        };
+        if previous.rev >= message.rev {
+            return Ok(());
+        }
+        // The new index rows first, then the state, then the old rows away:
+        // at every moment a reader of the index finds the message.
+        self.index_message(None, message).await?;
+        let reactions = reactions_blob(message)?;
+        let mentions: Vec<&str> = message.mentions.iter().map(UserId::as_str).collect();
+        self.run(
+            &self.q.update_message_state,
+            (
+                message.body.as_str(),
+                message.rev as i64,
+                message.edited_at.map(|t| t as i64),
+                message.deleted,
+                reactions,
+                mentions,
+                message.conversation.as_str(),
+                self.bucket(message.id),
+                message.id.0 as i64,
+            ),
+        )
+        .await?;
+        self.index_message(Some(&previous), message).await
+    }
+
+    async fn message(
+        &self,
+        conversation: &ConversationId,
+        id: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        ScyllaStore::message(self, conversation, id).await
+    }
+
+    async fn changes(
+        &self,
+        conversation: &ConversationId,
+        after_rev: u64,
+        rev: u64,
+        limit: usize,
+    ) -> Result<Changes, StoreError> {
+        let limit = limit.max(1);
+        let mut changes = Changes::default();
+        if after_rev >= rev {
+            return Ok(changes);
+        }
+        let blocks = self
+            .rows(
+                &self.q.select_rev_blocks,
+                (
+                    conversation.as_str(),
+                    rev_block(after_rev + 1) as i64,
+                    rev_block(rev) as i64,
+                ),
+            )
+            .await?;
+        let blocks: Vec<i64> = blocks
+            .rows::<(i64,)>()
+            .map_err(corrupt)?
+            .map(|r| r.map(|(b,)| b).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        let mut low = after_rev as i64;
+        'blocks: for block in blocks {
+            loop {
+                // One entry past what the page needs tells `more`; entries
+                // whose message moved on are skipped, so read on until full.
+                let want = (limit + 1 - changes.messages.len()) as i32;
+                let rows = self
+                    .rows(
+                        &self.q.select_revs,
+                        (conversation.as_str(), block, low, rev as i64, want),
+                    )
+                    .await?;
+                let entries: Vec<(i64, i64)> = rows
+                    .rows::<(i64, i64)>()
+                    .map_err(corrupt)?
+                    .collect::<Result<_, _>>()
+                    .map_err(corrupt)?;
+                let got = entries.len();
+                let found = try_join_all(entries.iter().map(|&(_, id)| {
+                    ScyllaStore::message(self, conversation, MessageId(id as u64))
+                }))
+                .await?;
+                for ((at, _), message) in entries.into_iter().zip(found) {
+                    low = at;
+                    let Some(message) = message.filter(|m| m.rev == at as u64) else {
+                        continue;
+                    };
+                    if changes.messages.len() == limit {
+                        changes.more = true;
+                        break 'blocks;
+                    }
+                    changes.messages.push(message);
+                }
+                if got < want as usize {
+                    break;
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn last_rev(&self, conversation: &ConversationId) -> Result<u64, StoreError> {
+        self.read_last_rev(conversation).await
+    }
+
+    async fn count_unread_mentions(
+        &self,
+        conversation: &ConversationId,
+        reader: &UserId,
+        after: MessageId,
+        cap: u64,
+    ) -> Result<u64, StoreError> {
+        if cap == 0 {
+            return Ok(0);
+        }
+        let rows = self
+            .rows(
+                &self.q.select_mentions,
+                (
+                    conversation.as_str(),
+                    reader.as_str(),
+                    after.0.min(i64::MAX as u64) as i64,
+                    cap.min(i32::MAX as u64) as i32,
+                ),
+            )
+            .await?;
+        Ok(rows.rows::<(i64,)>().map_err(corrupt)?.count() as u64)
     }
 
     async fn page(
@@ -1484,6 +1906,7 @@ impl MessageStore for ScyllaStore {
             members,
             member_count: None,
             created_at,
+            rev: 0,
         }))
     }
 

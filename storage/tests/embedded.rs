@@ -24,6 +24,11 @@ fn user(s: &str) -> UserId {
 fn message(conv: &ConversationId, sender: &UserId, n: u64) -> Message {
     let id = MessageId(MessageId::floor_at(1_750_000_000_000).0 + n);
     Message {
+        rev: 0,
+        edited_at: None,
+        deleted: false,
+        reactions: Vec::new(),
+        mentions: Vec::new(),
         id,
         conversation: conv.clone(),
         sender: sender.clone(),
@@ -84,6 +89,7 @@ async fn write_everything(store: &EmbeddedStore) -> Vec<Message> {
     store
         .apply_conversation(&ConversationChange {
             conversation: Conversation {
+                rev: 0,
                 id: c.clone(),
                 kind: ConversationKind::Group,
                 title: Some("kept".into()),

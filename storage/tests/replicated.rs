@@ -16,8 +16,8 @@ use chat_protocol::{
 use chat_storage::embedded::{Durability, EmbeddedStore};
 use chat_storage::replicated::{ReplicaLink, ReplicatedOp, ReplicatedStore};
 use chat_storage::{
-    conformance, ConversationChange, LoginState, MessageStore, Page, PageQuery, RefreshRecord,
-    Rotation, StoreError, UserRecord,
+    conformance, Changes, ConversationChange, LoginState, MessageStore, Page, PageQuery,
+    RefreshRecord, Rotation, StoreError, UserRecord,
 };
 use tempfile::TempDir;
 
@@ -203,6 +203,48 @@ impl MessageStore for Recorder {
         });
         self.store.append(messages).await
     }
+    async fn update_message(&self, m: &Message) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.conversations.insert(m.conversation.clone());
+        });
+        self.store.update_message(m).await
+    }
+    async fn message(
+        &self,
+        c: &ConversationId,
+        id: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        self.store.message(c, id).await
+    }
+    async fn changes(
+        &self,
+        c: &ConversationId,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Changes, StoreError> {
+        self.note(|s| {
+            s.conversations.insert(c.clone());
+        });
+        self.store.changes(c, after, up_to, limit).await
+    }
+    async fn last_rev(&self, c: &ConversationId) -> Result<u64, StoreError> {
+        self.store.last_rev(c).await
+    }
+    async fn count_unread_mentions(
+        &self,
+        c: &ConversationId,
+        reader: &UserId,
+        after: MessageId,
+        cap: u64,
+    ) -> Result<u64, StoreError> {
+        self.note(|s| {
+            s.users.insert(reader.clone());
+        });
+        self.store
+            .count_unread_mentions(c, reader, after, cap)
+            .await
+    }
     async fn page(&self, c: &ConversationId, q: PageQuery) -> Result<Page, StoreError> {
         self.note(|s| {
             s.conversations.insert(c.clone());
@@ -333,6 +375,11 @@ struct ConversationState {
     id: ConversationId,
     history: Vec<Message>,
     last: Option<Message>,
+    /// Every change, and the revision.
+    changes: Vec<Message>,
+    rev: u64,
+    /// Unread mentions of each user seen.
+    mentions: Vec<u64>,
     /// The record, members sorted.
     record: Option<Conversation>,
     markers: Vec<(UserId, MessageId)>,
@@ -362,7 +409,25 @@ async fn state(store: &dyn MessageStore, seen: &Mutex<Seen>) -> State {
         }
         let mut markers = store.read_markers(&id).await.expect("markers");
         markers.sort();
+        let rev = store.last_rev(&id).await.expect("last_rev");
+        let changes = store
+            .changes(&id, 0, rev, 1_000_000)
+            .await
+            .expect("changes");
+        assert!(!changes.more);
+        let mut mentions = Vec::new();
+        for user in &users {
+            mentions.push(
+                store
+                    .count_unread_mentions(&id, user, MessageId(0), u64::MAX)
+                    .await
+                    .expect("mentions"),
+            );
+        }
         state.conversations.push(ConversationState {
+            changes: changes.messages,
+            rev,
+            mentions,
             last: store.last_message(&id).await.expect("last"),
             history: page.messages,
             record,
@@ -456,6 +521,11 @@ fn mid(n: u64, node: u64, seq: u64) -> MessageId {
 
 fn message(c: &ConversationId, sender: &UserId, id: MessageId, key: &str) -> Message {
     Message {
+        rev: 0,
+        edited_at: None,
+        deleted: false,
+        reactions: Vec::new(),
+        mentions: Vec::new(),
         id,
         conversation: c.clone(),
         sender: sender.clone(),
@@ -482,6 +552,7 @@ fn change(
 ) -> ConversationChange {
     ConversationChange {
         conversation: Conversation {
+            rev: 0,
             id: c.clone(),
             kind: ConversationKind::Group,
             title: Some(title.into()),

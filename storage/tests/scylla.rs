@@ -63,6 +63,11 @@ const DAY_MS: u64 = 24 * 3600 * 1000;
 fn message_at(conversation: &ConversationId, sender: &UserId, ms: u64, n: u64) -> Message {
     let id = MessageId(MessageId::floor_at(ms).0 + n);
     Message {
+        rev: 0,
+        edited_at: None,
+        deleted: false,
+        reactions: Vec::new(),
+        mentions: Vec::new(),
         id,
         conversation: conversation.clone(),
         sender: sender.clone(),

@@ -50,7 +50,7 @@ impl ConversationState {
             let result =
                 if existing.kind == ConversationKind::Direct && self.roles.contains_key(&creator) {
                     Ok(OkReply {
-                        conversation: Some(existing.for_clients()),
+                        conversation: Some(self.shown(existing)),
                         ..ok()
                     })
                 } else {
@@ -95,6 +95,7 @@ impl ConversationState {
             return answer(reply, Err(e));
         }
         let conversation = Conversation {
+            rev: 0,
             id: self.id.clone(),
             kind,
             title,
@@ -120,7 +121,7 @@ impl ConversationState {
         answer(
             reply,
             Ok(OkReply {
-                conversation: Some(conversation.for_clients()),
+                conversation: Some(self.shown(&conversation)),
                 ..ok()
             }),
         );
@@ -169,7 +170,7 @@ impl ConversationState {
             })?;
         self.set_conversation(Some(next.clone()));
         self.announce(&change.upsert, &remove);
-        Ok(next.for_clients())
+        Ok(self.shown(&next))
     }
 
     /// Tells every member and the `removed` of a change that `added`
@@ -184,7 +185,7 @@ impl ConversationState {
             .map(|m| m.user.clone())
             .collect();
         let shown = ServerFrame::Conversation {
-            conversation: conversation.for_clients(),
+            conversation: self.shown(conversation),
         };
         if conversation.members.len() <= INLINE_MEMBERS {
             self.deps
@@ -264,7 +265,7 @@ impl ConversationState {
                 .filter(|u| !self.roles.contains_key(u))
                 .collect();
             if fresh.is_empty() {
-                return Ok(conv.for_clients());
+                return Ok(self.shown(&conv));
             }
             self.check_size(conv.kind, conv.members.len() + fresh.len())?;
             self.check_users_exist(&fresh).await?;

@@ -29,7 +29,7 @@ pub(super) fn list(d: &Dispatch, caller: &Caller, frame: ClientFrame, reply: Rep
 }
 
 /// The user's conversations, newest activity first, each with its last
-/// message and unread count.
+/// message, unread count, unread mentions and revision.
 async fn list_conversations(
     store: &dyn MessageStore,
     user: &UserId,
@@ -59,18 +59,25 @@ async fn list_conversations(
             .read_marker(&conversation.id, user)
             .await?
             .unwrap_or_default();
-        let unread = match &last_message {
-            Some(m) if m.id > marker => {
+        let (unread, mentions) = match &last_message {
+            Some(m) if m.id > marker => (
                 store
                     .count_unread(&conversation.id, user, marker, UNREAD_CAP)
-                    .await?
-            }
-            _ => 0,
+                    .await?,
+                store
+                    .count_unread_mentions(&conversation.id, user, marker, UNREAD_CAP)
+                    .await?,
+            ),
+            _ => (0, 0),
         };
         out.push(ConversationSummary {
-            conversation: conversation.for_clients(),
-            last_message,
+            conversation: chat_protocol::Conversation {
+                rev: store.last_rev(&conversation.id).await?,
+                ..conversation.for_clients()
+            },
+            last_message: last_message.map(|m| m.for_clients().into_owned()),
             unread,
+            mentions,
         });
     }
     Ok(out)

@@ -111,7 +111,7 @@ impl RouterState {
                     .await
             }
             PeerMsg::Reply { id, result } => {
-                self.finish_remote(id, result.map_err(ChatError::from));
+                self.finish_remote(id, result.map(|ok| *ok).map_err(ChatError::from));
             }
             PeerMsg::Deliver(d) => self.services.fanout.from_peer(*d),
             PeerMsg::Replicate { from, op } => self.apply_replicated(from, op),
@@ -207,7 +207,7 @@ impl RouterState {
             };
             let reply = PeerMsg::Reply {
                 id,
-                result: result.map_err(|e| (&e).into()),
+                result: result.map(Box::new).map_err(|e| (&e).into()),
             };
             services.cluster.send(&from, &reply);
         });

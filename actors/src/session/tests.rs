@@ -25,6 +25,7 @@ struct Fixture {
 async fn start(limit: usize) -> Fixture {
     let store = TestStore::with_users(&["ann", "bob"]).await;
     let group = Conversation {
+        rev: 0,
         id: conversation("g:1"),
         kind: ConversationKind::Group,
         title: None,

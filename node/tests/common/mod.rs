@@ -472,24 +472,8 @@ impl Client {
 }
 
 /// Returns `frame` with its `req` set.
-pub fn with_req(frame: ClientFrame, r: ReqId) -> ClientFrame {
-    use ClientFrame::*;
-    let mut frame = frame;
-    match &mut frame {
-        Send { req, .. }
-        | History { req, .. }
-        | Typing { req, .. }
-        | Read { req, .. }
-        | Create { req, .. }
-        | Invite { req, .. }
-        | Kick { req, .. }
-        | Leave { req, .. }
-        | Conversations { req, .. }
-        | Watch { req, .. }
-        | Unwatch { req, .. }
-        | Members { req, .. }
-        | Ping { req } => *req = Some(r),
-    }
+pub fn with_req(mut frame: ClientFrame, r: ReqId) -> ClientFrame {
+    frame.set_req(Some(r));
     frame
 }
 
@@ -543,6 +527,38 @@ pub mod frames {
             limit,
         }
     }
+    pub fn edit(c: &ConversationId, message: MessageId, body: &str) -> ClientFrame {
+        ClientFrame::Edit {
+            req: None,
+            conversation: c.clone(),
+            message,
+            body: body.into(),
+        }
+    }
+    pub fn delete(c: &ConversationId, message: MessageId) -> ClientFrame {
+        ClientFrame::Delete {
+            req: None,
+            conversation: c.clone(),
+            message,
+        }
+    }
+    pub fn react(c: &ConversationId, message: MessageId, emoji: &str, on: bool) -> ClientFrame {
+        ClientFrame::React {
+            req: None,
+            conversation: c.clone(),
+            message,
+            emoji: emoji.into(),
+            on,
+        }
+    }
+    pub fn changes(c: &ConversationId, after_rev: u64, limit: Option<u32>) -> ClientFrame {
+        ClientFrame::Changes {
+            req: None,
+            conversation: c.clone(),
+            after_rev,
+            limit,
+        }
+    }
     pub fn create(kind: ConversationKind, members: &[&str], title: Option<&str>) -> ClientFrame {
         ClientFrame::Create {
             req: None,
@@ -551,6 +567,33 @@ pub mod frames {
             title: title.map(str::to_string),
         }
     }
+}
+
+/// The caller's conversation list (`limit` per page, the first page).
+pub async fn conversations(
+    c: &mut Client,
+    limit: Option<u32>,
+) -> Vec<chat_protocol::ConversationSummary> {
+    ok(c.request(ClientFrame::Conversations {
+        req: None,
+        limit,
+        before: None,
+    })
+    .await)
+    .conversations
+    .expect("conversations in the reply")
+}
+
+/// The caller's list entry for `conv`.
+pub async fn summary(
+    c: &mut Client,
+    conv: &chat_protocol::ConversationId,
+) -> chat_protocol::ConversationSummary {
+    conversations(c, None)
+        .await
+        .into_iter()
+        .find(|s| &s.conversation.id == conv)
+        .expect("listed")
 }
 
 /// Creates a group of `owner` with `members`; returns its id.

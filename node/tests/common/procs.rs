@@ -201,7 +201,11 @@ impl Drop for NodeProc {
 /// have been killed under it).
 pub async fn try_send(c: &mut Client, frame: &ClientFrame) -> bool {
     let bytes = c.codec.encode(frame).unwrap();
-    let msg = WsMessage::Text(String::from_utf8(bytes).unwrap().into());
+    let msg = if c.codec.is_binary() {
+        WsMessage::Binary(bytes.into())
+    } else {
+        WsMessage::Text(String::from_utf8(bytes).unwrap().into())
+    };
     c.ws.send(msg).await.is_ok()
 }
 
@@ -452,9 +456,8 @@ impl Drop for RedisServer {
     }
 }
 
-/// Sends one message, retrying with the same `client_msg_id` while the answer
-/// is `unavailable` (the owner moving) or the connection breaks; reconnects
-/// to the next node of `nodes` when it does. Returns the acknowledged message.
+/// Sends `cmid` until it is acknowledged, moving to another of `nodes` when
+/// the connection breaks; the acknowledged message.
 pub async fn send_retrying(
     c: &mut Client,
     nodes: &[SocketAddr],
@@ -462,22 +465,37 @@ pub async fn send_retrying(
     conv: &ConversationId,
     cmid: &str,
 ) -> Message {
+    let frame = frames::send(conv, cmid, &body_of(cmid));
+    request_retrying(c, nodes, token, frame, cmid)
+        .await
+        .message
+        .expect("message in ok")
+}
+
+/// Asks `frame` until it is answered `ok` (what a client does with a
+/// request that is safe to repeat: a send with its `client_msg_id`, an
+/// edit, a delete, a reaction), backing off on `unavailable` and moving to
+/// another of `nodes` when the connection breaks.
+pub async fn request_retrying(
+    c: &mut Client,
+    nodes: &[SocketAddr],
+    token: &str,
+    frame: chat_protocol::ClientFrame,
+    what: &str,
+) -> chat_protocol::OkReply {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        assert!(attempt < 200, "send {cmid} never acknowledged");
-        let frame = with_req(
-            frames::send(conv, cmid, &body_of(cmid)),
-            chat_protocol::ReqId::Int(attempt),
-        );
+        assert!(attempt < 200, "{what} never acknowledged");
+        let frame = with_req(frame.clone(), chat_protocol::ReqId::Int(attempt));
         if try_send(c, &frame).await {
             match next_reply(c).await {
-                Some(ServerFrame::Ok(ok)) => return ok.message.expect("message in ok"),
+                Some(ServerFrame::Ok(ok)) => return ok,
                 Some(ServerFrame::Error { code, message, .. }) => {
                     assert_eq!(
                         code,
                         chat_protocol::ErrorCode::Unavailable,
-                        "send {cmid}: {message}"
+                        "{what}: {message}"
                     );
                     // A client backs off before retrying; this is that
                     // back-off, not a wait for a condition.
