@@ -125,6 +125,12 @@ pub struct RunArgs {
     /// Bytes of each message body (the send timestamp plus padding).
     #[arg(long, default_value_t = 32)]
     pub body_bytes: usize,
+    /// rooms, chat target: this share of each client's sends are protocol
+    /// 1.1 changes of its own latest message instead, half edits and half
+    /// reactions (each fans out as `message_updated`, timed like a send).
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default)]
+    pub changes_share: f64,
     /// Ramp steps: raise the rate by --ramp-factor each --step seconds until a
     /// step cannot keep up; 0 runs one fixed-rate window.
     #[arg(long, default_value_t = 0)]
@@ -204,6 +210,14 @@ impl RunArgs {
             && (self.connections == 0 || self.conns_per_user == 0)
         {
             bail!("--connections and --conns-per-user must be positive");
+        }
+        if !(0.0..=0.5).contains(&self.changes_share) {
+            bail!("--changes-share must be 0 to 0.5");
+        }
+        if self.changes_share > 0.0
+            && (self.target != Target::Chat || self.scenario != ScenarioKind::Rooms)
+        {
+            bail!("--changes-share is for the rooms scenario against the chat target");
         }
         if self.body_bytes < 24 || self.body_bytes > 16 * 1024 {
             bail!("--body-bytes must be 24 to 16384 (the node's max_body_bytes)");

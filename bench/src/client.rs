@@ -71,6 +71,17 @@ pub fn body_sent_us(body: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// When the change an update carries was sent: the harness edits with a
+/// timed body and reacts with the send time as the emoji, so the latest of
+/// those is the change's.
+pub fn update_sent_us(m: &chat_protocol::Message) -> Option<u64> {
+    let reacted = m
+        .reactions
+        .iter()
+        .filter_map(|r| r.emoji.parse::<u64>().ok());
+    body_sent_us(&m.body).into_iter().chain(reacted).max()
+}
+
 impl ChatConn {
     /// Connects to `/v1/ws` with a bearer token, offering the JSON codec.
     pub async fn connect(addr: SocketAddr, token: &str, source: Option<IpAddr>) -> Result<Self> {
@@ -110,6 +121,41 @@ impl ChatConn {
             reply_to: None,
         };
         self.send_frame(&frame).await
+    }
+
+    /// Edits message `id`; answered like a send.
+    pub async fn edit_message(
+        &mut self,
+        conversation: &str,
+        req: u64,
+        id: u64,
+        body: String,
+    ) -> Result<()> {
+        self.send_frame(&ClientFrame::Edit {
+            req: Some(ReqId::UInt(req)),
+            conversation: ConversationId::new(conversation)?,
+            message: MessageId(id),
+            body,
+        })
+        .await
+    }
+
+    /// Reacts to message `id` with `emoji`; answered like a send.
+    pub async fn react(
+        &mut self,
+        conversation: &str,
+        req: u64,
+        id: u64,
+        emoji: String,
+    ) -> Result<()> {
+        self.send_frame(&ClientFrame::React {
+            req: Some(ReqId::UInt(req)),
+            conversation: ConversationId::new(conversation)?,
+            message: MessageId(id),
+            emoji,
+            on: true,
+        })
+        .await
     }
 
     /// Creates a conversation; its `ok` comes back as [`Incoming::Reply`].
@@ -264,6 +310,12 @@ impl ChatConn {
             ServerFrame::Message { message } => Incoming::Delivery {
                 id: Some(message.id.0),
                 sent_us: body_sent_us(&message.body),
+            },
+            // No id: an update is of an old message, which the catch-up
+            // bookkeeping (by id) must not mistake for one fetched already.
+            ServerFrame::MessageUpdated { message } => Incoming::Delivery {
+                id: None,
+                sent_us: update_sent_us(&message),
             },
             _ => Incoming::Other(String::new()),
         }

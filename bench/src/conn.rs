@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use chat_protocol::{ConversationKind, OkReply};
 
 use crate::cli::Target;
-use crate::client::{created_id, ChatConn};
+use crate::client::{body_sent_us, created_id, ChatConn};
 use crate::socketio::SioConn;
 
 /// A frame from the server, as far as the harness cares.
@@ -125,6 +125,26 @@ impl Conn {
         match self {
             Conn::Chat(c) => c.send_message(conversation, req, body).await,
             Conn::Sio(c) => c.send_message(conversation, req, &body).await,
+        }
+    }
+
+    /// Edits (`react` false) or reacts to message `id` with a change timed
+    /// `now`, answered like a send (chat target only).
+    pub async fn change_message(
+        &mut self,
+        conversation: &str,
+        req: u64,
+        id: u64,
+        react: bool,
+        timed_body: String,
+    ) -> Result<()> {
+        match self {
+            Conn::Chat(c) if react => {
+                let emoji = body_sent_us(&timed_body).unwrap_or(0).to_string();
+                c.react(conversation, req, id, emoji).await
+            }
+            Conn::Chat(c) => c.edit_message(conversation, req, id, timed_body).await,
+            Conn::Sio(_) => bail!("Socket.IO has no edits or reactions"),
         }
     }
 

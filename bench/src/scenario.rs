@@ -95,6 +95,8 @@ pub(crate) struct Member {
 /// What the coordinator and the client tasks share.
 pub(crate) struct Shared {
     pub target: Target,
+    /// `--changes-share`.
+    pub changes_share: f64,
     pub stats: Stats,
     pub phase: watch::Sender<Phase>,
     pub clients: usize,
@@ -114,6 +116,7 @@ impl Shared {
         let (phase, _) = watch::channel(Phase::Connect);
         Arc::new(Shared {
             target: args.target,
+            changes_share: args.changes_share,
             stats: Stats::new(),
             phase,
             clients,

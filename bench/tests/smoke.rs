@@ -74,8 +74,30 @@ async fn rooms_against_the_ceiling_server() {
     server.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rooms_against_a_chat_node() {
+/// The node's `/metrics` text, over a plain HTTP/1.0 request.
+async fn get_metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer:.200}"
+    );
+    answer
+}
+
+/// A chat node in this process on port 0, whose users' tokens the harness
+/// mints: its address, and what stops it.
+async fn chat_node() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), chat_node::NodeError>>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = chat_node::Config::default();
     config.node.data_dir = dir.path().to_path_buf();
@@ -92,6 +114,12 @@ async fn rooms_against_a_chat_node() {
     let server = tokio::spawn(chat_node::app::serve(app, listener, async {
         let _ = stopped.await;
     }));
+    (addr, stop, server, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_against_a_chat_node() {
+    let (addr, stop, server, _dir) = chat_node().await;
     let report = tokio::time::timeout(
         Duration::from_secs(20),
         chat_bench::run(&tiny_rooms("chat", addr)),
@@ -100,6 +128,36 @@ async fn rooms_against_a_chat_node() {
     .expect("run ends in time")
     .expect("run succeeds");
     assert_delivered(&report);
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
+}
+
+/// The rooms variant with edits and reactions: each change fans out as
+/// `message_updated` and is counted and timed like a delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_with_edits_and_reactions_against_a_chat_node() {
+    let (addr, stop, server, _dir) = chat_node().await;
+    let mut args = tiny_rooms("chat", addr);
+    args.changes_share = 0.5;
+    let report = tokio::time::timeout(Duration::from_secs(20), chat_bench::run(&args))
+        .await
+        .expect("run ends in time")
+        .expect("run succeeds");
+    assert_delivered(&report);
+    let step = report.headline().expect("a measured window");
+    assert_eq!(
+        step.deliveries,
+        step.accepted * 3,
+        "every change reached every other member: {}",
+        report.table()
+    );
+    let metrics = get_metrics(addr).await;
+    let updated: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chat_messages_updated_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the updates counter");
+    assert!(updated > 0.0, "no edit or reaction was stored");
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
 }

@@ -125,6 +125,15 @@ pub(crate) struct Traffic {
     /// clients evenly instead of all sending on the same tick.
     pub offset: f64,
     pub pad: Arc<str>,
+    /// `--changes-share`, and how much of a change is owed.
+    pub changes_share: f64,
+    change_credit: f64,
+    /// This client's latest acknowledged message: what it edits and reacts to.
+    last_own: Option<u64>,
+    /// Reactions it made to `last_own` (a message holds at most 20 emoji).
+    reactions_on_last: usize,
+    /// Alternates edits and reactions.
+    next_change_reacts: bool,
 }
 
 /// Why [`traffic`] returned.
@@ -146,6 +155,11 @@ impl Traffic {
             shard: m.idx,
             offset: (m.idx as f64 * 0.618_033_988_75).fract(),
             pad,
+            changes_share: 0.0,
+            change_credit: 0.0,
+            last_own: None,
+            reactions_on_last: 0,
+            next_change_reacts: false,
         }
     }
 
@@ -170,7 +184,19 @@ impl Traffic {
         body.push_str(&now.to_string());
         body.push(':');
         body.push_str(&self.pad);
-        conn.send_message(&self.conv, req, body).await?;
+        self.change_credit += self.changes_share;
+        match self.last_own {
+            Some(id) if self.change_credit >= 1.0 => {
+                self.change_credit -= 1.0;
+                // At most 19 reactions per message: past that, edit.
+                let react = self.next_change_reacts && self.reactions_on_last < 19;
+                self.next_change_reacts = !self.next_change_reacts;
+                self.reactions_on_last += usize::from(react);
+                conn.change_message(&self.conv, req, id, react, body)
+                    .await?;
+            }
+            _ => conn.send_message(&self.conv, req, body).await?,
+        }
         self.inflight.put(req, now);
         sh.stats.sent(now);
         Ok(())
@@ -180,7 +206,11 @@ impl Traffic {
     pub fn handle(&mut self, ev: Incoming, sh: &Shared) {
         let now = now_us();
         match ev {
-            Incoming::Ack { req, .. } => {
+            Incoming::Ack { req, id } => {
+                if let Some(id) = id.filter(|id| Some(*id) != self.last_own) {
+                    self.last_own = Some(id);
+                    self.reactions_on_last = 0;
+                }
                 if let Some(sent) = self.inflight.take(req) {
                     sh.stats.acked(self.shard, sent, now, self.fanout);
                 }
@@ -301,7 +331,9 @@ pub(crate) async fn connect_and_join(
             req - 1
         })
         .await?;
-    Ok(Some((conn, phase, Traffic::new(m, conv, req, pad))))
+    let mut traffic = Traffic::new(m, conv, req, pad);
+    traffic.changes_share = sh.changes_share;
+    Ok(Some((conn, phase, traffic)))
 }
 
 /// A run of group conversations (rooms, direct, burst, history, reconnect)
