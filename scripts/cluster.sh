@@ -36,6 +36,7 @@ if ! command -v redis-server >/dev/null; then
   else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server >/dev/null; fi
 fi
 
+bash scripts/web.sh
 if [ -z "${BIN:-}" ]; then
   cargo build --release -p chat-node
   BIN=target/release/chat-node
@@ -104,6 +105,9 @@ for i in $(seq 1 "$NODES"); do
   done
   echo "node-$i ready: http://127.0.0.1:$((BASE_HTTP + i))  (cluster view: /v1/cluster)"
 done
+all=""
+for i in $(seq 1 "$NODES"); do all="$all${all:+,}http://127.0.0.1:$((BASE_HTTP + i))"; done
 echo "cluster of $NODES nodes up; Redis on 127.0.0.1:$REDIS_PORT. Ctrl-C stops it."
+echo "web app: http://127.0.0.1:$((BASE_HTTP + 1))/?nodes=$all (reconnects to another node when one goes)"
 wait -n "${pids[@]}" || true
 echo "a process exited; stopping the cluster" >&2

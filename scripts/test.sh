@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, then every test of every crate
-# against real servers on loopback. Installs what it needs first.
+# against real servers on loopback, and the web app in headless Chromium
+# against a real two-node cluster. Installs what it needs first.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh -p chat-node --test chat   extra args go to `cargo test`
@@ -28,6 +29,11 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# The web app's tests: Debian's chromium (driven by playwright-core from
+# npm), with an emoji font so that screenshots show reactions.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need_apt+=(fonts-noto-color-emoji)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"
   sudo=""
@@ -62,6 +68,13 @@ echo "SCYLLA_NODES=$SCYLLA_NODES"
 
 log "cargo test"
 cargo test --workspace "$@" 2>&1 | tee "$OUT"
+
+if [ "$#" -eq 0 ]; then
+  log "the web app in a real browser (web/tests, chromium + playwright-core)"
+  bash scripts/web.sh
+  cargo build -p chat-node
+  (cd web && CHAT_NODE_BIN="$PWD/../target/debug/chat-node" node --test tests/) 2>&1 | tee -a "$OUT"
+fi
 
 if [ "$#" -eq 0 ]; then
   log "node suites on the ScyllaDB backend (CHAT_TEST_STORAGE=scylla)"

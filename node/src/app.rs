@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::header;
 use axum::routing::{get, patch, post, put};
 use chat_actors::cluster::{Cluster, RouterLink};
 use chat_actors::msg::RouterMsg;
@@ -22,6 +23,8 @@ use ractor::Actor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::services::{ServeDir, ServeFile};
 
 use crate::auth::{Algorithm, Auth, AuthConfig, AuthError};
 use crate::config::{Config, ConfigError, PresenceBackend, StorageBackend};
@@ -267,10 +270,37 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .route("/v1/cluster", get(http::cluster_status))
+        .merge(web_app(&app.config.web.dir))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        // Bearer tokens, no cookies: any origin may call the API (a page
+        // served by one node signs in through another when it is down).
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods(Any)
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+        )
         .with_state(app)
+}
+
+/// The web app at `/` and `/assets/`, or at `/` a page saying how to build it.
+fn web_app(dir: &std::path::Path) -> axum::Router<Arc<App>> {
+    let index = dir.join("index.html");
+    if !index.is_file() {
+        let note = format!(
+            "<!doctype html><title>Chat</title><p>The web app is not built in <code>{}</code>: \
+             run <code>scripts/run.sh</code>, or <code>npm ci &amp;&amp; npm run build</code> in \
+             <code>web/</code>.</p>",
+            dir.display()
+        );
+        return axum::Router::new()
+            .route("/", get(move || async move { axum::response::Html(note) }));
+    }
+    axum::Router::new()
+        .route_service("/", ServeFile::new(index))
+        .nest_service("/assets", ServeDir::new(dir.join("assets")))
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains.

@@ -214,6 +214,24 @@ impl Default for ShutdownSection {
     }
 }
 
+/// `[web]`: the web app the node serves at `/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSection {
+    /// The built app (`web/dist`, made by `npm run build` in `web/`);
+    /// relative paths are from the working directory. A node started
+    /// elsewhere, or before the build, answers `/` with how to build it.
+    pub dir: PathBuf,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        WebSection {
+            dir: PathBuf::from("web/dist"),
+        }
+    }
+}
+
 /// `[cluster]`: joining other nodes. Without `listen` the node is alone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -300,6 +318,8 @@ pub struct Config {
     pub shutdown: ShutdownSection,
     /// Other nodes.
     pub cluster: ClusterSection,
+    /// The web app.
+    pub web: WebSection,
 }
 
 /// Prefix of environment overrides: `CHAT__LIMITS__MAX_BODY_BYTES=1024`.

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the web app (web/dist) when it is missing or older than its sources:
+# `npm ci` from the lock file the first time, then `npm run build`.
+# Used by scripts/run.sh, scripts/cluster.sh and scripts/test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../web"
+
+if ! command -v npm >/dev/null 2>&1; then
+  echo "npm not found: install Node.js 20 (apt-get install nodejs npm)" >&2
+  exit 1
+fi
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+  touch node_modules
+fi
+stale=0
+if [ ! -f dist/index.html ]; then
+  stale=1
+elif [ -n "$(find src index.html package.json vite.config.ts tsconfig.json -newer dist/index.html -print -quit)" ]; then
+  stale=1
+fi
+if [ "$stale" -eq 1 ]; then
+  npm run --silent build
+fi

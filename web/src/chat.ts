@@ -1,0 +1,532 @@
+// What the page knows of the user's chats, kept in step with the server:
+// the conversation list, the loaded part of each history, what is being
+// sent, typing, receipts and presence. Components read it and re-render on
+// `subscribe`.
+
+import { ChatSocket, ConnState, RequestError } from "./socket";
+import { Session, loadSession, nodes, refresh } from "./api";
+
+export interface Reaction {
+  emoji: string;
+  count: number;
+  users: string[];
+}
+
+export interface Message {
+  id: string;
+  conversation: string;
+  sender: string;
+  body: string;
+  kind: string;
+  ts: number;
+  client_msg_id: string;
+  reply_to?: string;
+  rev: number;
+  edited_at?: number;
+  deleted: boolean;
+  reactions: Reaction[];
+  mentions: string[];
+}
+
+export interface Member {
+  user: string;
+  role: "owner" | "admin" | "member";
+}
+
+export interface Conversation {
+  id: string;
+  kind: "direct" | "group" | "channel";
+  title?: string;
+  members: Member[];
+  member_count?: number;
+  created_at: number;
+  rev: number;
+  last_message?: Message | null;
+  unread: number;
+  mentions: number;
+}
+
+/** A send not acknowledged yet: shown at once, sent again with the same
+ * `client_msg_id` after a failure, so it is stored once. */
+export interface Outgoing {
+  client_msg_id: string;
+  conversation: string;
+  body: string;
+  reply_to?: string;
+  error?: string;
+}
+
+/** Message ids are u64 decimal strings: compared as numbers. */
+export function cmpId(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+const TYPING_SHOWN_MS = 6000;
+const TYPING_RESEND_MS = 3000;
+const PAGE = 50;
+
+function randomKey(): string {
+  const bytes = new Uint8Array(12);
+  crypto.getRandomValues(bytes);
+  return "w" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export class Chat {
+  session: Session;
+  conn: ConnState = "connecting";
+  conversations = new Map<string, Conversation>();
+  /** Loaded history per conversation, ascending by id. */
+  messages = new Map<string, Message[]>();
+  /** Whether older messages than the loaded ones exist. */
+  older = new Map<string, boolean>();
+  outbox: Outgoing[] = [];
+  typing = new Map<string, Map<string, number>>();
+  receipts = new Map<string, Map<string, string>>();
+  presence = new Map<string, "online" | "offline">();
+  /** The highest revision seen per conversation: where `changes` resumes. */
+  revs = new Map<string, number>();
+  /** The conversation on screen. */
+  open: string | null = null;
+  error: string | null = null;
+
+  private socket: ChatSocket;
+  private listeners = new Set<() => void>();
+  private typingSent = new Map<string, number>();
+  private refreshing: Promise<Session> | null = null;
+  private refreshTimer: number | undefined;
+  private readSent = new Map<string, string>();
+
+  constructor(session: Session, private signedOut: () => void) {
+    this.session = session;
+    this.socket = new ChatSocket(
+      nodes(),
+      () => this.token(),
+      (f) => this.event(f),
+      (s) => {
+        this.conn = s;
+        if (s === "open") void this.synced();
+        this.changed();
+      },
+      () => this.signedOut(),
+    );
+    this.scheduleRefresh();
+  }
+
+  start() {
+    this.socket.start();
+  }
+
+  stop() {
+    this.socket.stop();
+    clearTimeout(this.refreshTimer);
+  }
+
+  subscribe(f: () => void): () => void {
+    this.listeners.add(f);
+    return () => this.listeners.delete(f);
+  }
+
+  private changed() {
+    for (const f of this.listeners) f();
+  }
+
+  // --- tokens ---------------------------------------------------------------
+
+  /** The access token, refreshed first when it expires within a minute. */
+  private async token(): Promise<string> {
+    if (this.session.expires - Date.now() > 60_000) return this.session.access;
+    return (await this.refreshNow()).access;
+  }
+
+  private refreshNow(): Promise<Session> {
+    if (!this.refreshing) {
+      // Another tab may have refreshed already: its tokens are in storage.
+      const stored = loadSession();
+      const current = stored && stored.expires > this.session.expires ? stored : this.session;
+      this.refreshing = refresh(current)
+        .then((s) => {
+          this.session = s;
+          this.scheduleRefresh();
+          return s;
+        })
+        .finally(() => {
+          this.refreshing = null;
+        });
+    }
+    return this.refreshing;
+  }
+
+  /** Refreshes before expiry, so the open connection is never cut for it. */
+  private scheduleRefresh() {
+    clearTimeout(this.refreshTimer);
+    const lifetime = Math.max(5_000, this.session.expires - Date.now());
+    this.refreshTimer = window.setTimeout(() => {
+      this.refreshNow().catch(() => {
+        // The next connection attempt tries again, or signs out.
+      });
+    }, lifetime * 0.8);
+  }
+
+  // --- after (re)connecting -----------------------------------------------
+
+  /** Brings everything up to date after a (re)connect: the list, what was
+   * missed in the loaded conversations, presence, then the outbox. */
+  private async synced() {
+    try {
+      const reply = await this.socket.request({ type: "conversations", limit: 200 });
+      for (const c of reply.conversations as Conversation[]) this.putConversation(c);
+      await this.watchMembers();
+      for (const id of this.messages.keys()) await this.catchUp(id);
+      if (this.open && !this.messages.has(this.open)) await this.load(this.open);
+      // What came in while away is on screen now: read.
+      if (this.open && document.visibilityState === "visible") this.markRead(this.open);
+      this.error = null;
+    } catch (e) {
+      if (e instanceof RequestError && e.code !== "unavailable") this.error = e.message;
+    }
+    this.changed();
+    for (const o of [...this.outbox]) void this.deliver(o);
+  }
+
+  private async watchMembers() {
+    const users = new Set<string>();
+    for (const c of this.conversations.values()) {
+      for (const m of c.members) if (m.user !== this.session.user) users.add(m.user);
+    }
+    const list = [...users].slice(0, 1000);
+    if (!list.length) return;
+    const reply = await this.socket.request({ type: "watch", users: list });
+    for (const p of reply.presence ?? []) this.presence.set(p.user, p.status);
+  }
+
+  /** New messages with `history after`, then edits, deletes and reactions
+   * of the ones already shown with `changes`. */
+  private async catchUp(id: string) {
+    const list = this.messages.get(id) ?? [];
+    let after = list.length ? list[list.length - 1].id : undefined;
+    for (;;) {
+      const reply = await this.socket.request({
+        type: "history",
+        conversation: id,
+        ...(after ? { after } : {}),
+        limit: 200,
+      });
+      for (const m of reply.messages as Message[]) this.putMessage(m);
+      if (!reply.more || !reply.messages.length) break;
+      after = reply.messages[reply.messages.length - 1].id;
+    }
+    let rev = this.revs.get(id) ?? 0;
+    for (;;) {
+      const reply = await this.socket.request({ type: "changes", conversation: id, after_rev: rev, limit: 200 });
+      for (const m of reply.messages as Message[]) this.putMessage(m);
+      if (!reply.more || !reply.messages.length) {
+        this.noteRev(id, reply.rev);
+        break;
+      }
+      rev = reply.messages[reply.messages.length - 1].rev;
+    }
+  }
+
+  // --- events ------------------------------------------------------------------
+
+  private event(f: any) {
+    switch (f.type) {
+      case "message":
+      case "message_updated":
+        this.putMessage(f.message as Message, f.type === "message");
+        break;
+      case "typing": {
+        const per = this.typing.get(f.conversation) ?? new Map<string, number>();
+        if (f.active) per.set(f.user, Date.now() + TYPING_SHOWN_MS);
+        else per.delete(f.user);
+        this.typing.set(f.conversation, per);
+        setTimeout(() => this.changed(), TYPING_SHOWN_MS + 50);
+        break;
+      }
+      case "receipt": {
+        const per = this.receipts.get(f.conversation) ?? new Map<string, string>();
+        const held = per.get(f.user);
+        if (!held || cmpId(f.up_to, held) > 0) per.set(f.user, f.up_to);
+        this.receipts.set(f.conversation, per);
+        break;
+      }
+      case "presence":
+        this.presence.set(f.user, f.status);
+        break;
+      case "conversation": {
+        const c = f.conversation as Conversation;
+        const mine = c.members.some((m) => m.user === this.session.user);
+        if (!mine) {
+          this.conversations.delete(c.id);
+          if (this.open === c.id) location.hash = "";
+        } else {
+          this.putConversation(c);
+          void this.watchMembers().catch(() => undefined);
+        }
+        break;
+      }
+      case "membership": {
+        const c = this.conversations.get(f.conversation);
+        if (c) {
+          const removed = new Set<string>(f.removed);
+          c.members = c.members.filter((m) => !removed.has(m.user));
+          for (const a of f.added as Member[]) {
+            c.members = c.members.filter((m) => m.user !== a.user).concat(a);
+          }
+          c.member_count = f.member_count;
+          if (removed.has(this.session.user)) this.conversations.delete(c.id);
+        }
+        break;
+      }
+      default:
+        return;
+    }
+    this.changed();
+  }
+
+  private putConversation(c: Conversation) {
+    const held = this.conversations.get(c.id);
+    this.conversations.set(c.id, {
+      ...held,
+      ...c,
+      last_message: c.last_message ?? held?.last_message ?? null,
+      unread: c.unread ?? held?.unread ?? 0,
+      mentions: c.mentions ?? held?.mentions ?? 0,
+    });
+    this.noteRev(c.id, c.rev);
+  }
+
+  private noteRev(id: string, rev: number | undefined) {
+    if (rev !== undefined && rev > (this.revs.get(id) ?? 0)) this.revs.set(id, rev);
+  }
+
+  /** Adds or replaces (by id, keeping the higher rev) a message. */
+  private putMessage(m: Message, fresh = false) {
+    const list = this.messages.get(m.conversation);
+    let isNew = true;
+    if (list) {
+      let lo = 0;
+      let hi = list.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (cmpId(list[mid].id, m.id) < 0) lo = mid + 1;
+        else hi = mid;
+      }
+      if (lo < list.length && list[lo].id === m.id) {
+        isNew = false;
+        if (m.rev >= list[lo].rev) list[lo] = m;
+      } else if (lo > 0 || !this.older.get(m.conversation)) {
+        // Inside or after the loaded window (not older than what is shown).
+        list.splice(lo, 0, m);
+      }
+    }
+    this.outbox = this.outbox.filter(
+      (o) => !(o.conversation === m.conversation && o.client_msg_id === m.client_msg_id && m.sender === this.session.user),
+    );
+    this.noteRev(m.conversation, m.rev);
+    const c = this.conversations.get(m.conversation);
+    if (c) {
+      if (!c.last_message || cmpId(m.id, c.last_message.id) >= 0) c.last_message = m;
+      if (fresh && isNew && m.sender !== this.session.user) {
+        if (this.open === m.conversation && document.visibilityState === "visible") {
+          this.markRead(m.conversation);
+        } else {
+          c.unread += 1;
+          if (m.mentions.includes(this.session.user)) c.mentions += 1;
+        }
+      }
+    }
+  }
+
+  // --- actions -----------------------------------------------------------------
+
+  /** Shows a conversation: its newest page, then marks it read. */
+  async show(id: string | null) {
+    this.open = id;
+    this.changed();
+    if (!id) return;
+    if (!this.messages.has(id)) await this.load(id);
+    this.markRead(id);
+  }
+
+  private async load(id: string) {
+    try {
+      const reply = await this.socket.request({ type: "history", conversation: id, limit: PAGE });
+      this.messages.set(id, reply.messages);
+      this.older.set(id, reply.more);
+      for (const m of reply.messages as Message[]) this.noteRev(id, m.rev);
+      this.error = null;
+    } catch (e) {
+      if (e instanceof RequestError && e.code !== "unavailable") this.error = e.message;
+    }
+    this.changed();
+  }
+
+  /** One more page of older messages; false when there is none. */
+  async loadOlder(id: string): Promise<boolean> {
+    const list = this.messages.get(id);
+    if (!list || !this.older.get(id)) return false;
+    const before = list[0]?.id;
+    const reply = await this.socket.request({
+      type: "history",
+      conversation: id,
+      ...(before ? { before } : {}),
+      limit: PAGE,
+    });
+    const fresh = (reply.messages as Message[]).filter((m) => !before || cmpId(m.id, before) < 0);
+    this.messages.set(id, [...fresh, ...(this.messages.get(id) ?? [])]);
+    this.older.set(id, reply.more);
+    this.changed();
+    return true;
+  }
+
+  markRead(id: string) {
+    const c = this.conversations.get(id);
+    const list = this.messages.get(id);
+    const last = list?.[list.length - 1];
+    if (c) {
+      c.unread = 0;
+      c.mentions = 0;
+    }
+    if (!last || this.readSent.get(id) === last.id) return;
+    this.readSent.set(id, last.id);
+    this.socket.request({ type: "read", conversation: id, up_to: last.id }).catch(() => {
+      this.readSent.delete(id);
+    });
+  }
+
+  send(conversation: string, body: string, reply_to?: string) {
+    const o: Outgoing = { client_msg_id: randomKey(), conversation, body, reply_to };
+    this.outbox.push(o);
+    this.typingSent.delete(conversation);
+    this.socket.notify({ type: "typing", conversation, active: false });
+    this.changed();
+    void this.deliver(o);
+  }
+
+  /** Sends `o` until it is stored: a lost connection leaves it in the
+   * outbox, sent again after the reconnect with the same `client_msg_id`. */
+  private async deliver(o: Outgoing) {
+    if (!this.outbox.includes(o)) return;
+    try {
+      const reply = await this.socket.request({
+        type: "send",
+        conversation: o.conversation,
+        client_msg_id: o.client_msg_id,
+        body: o.body,
+        ...(o.reply_to ? { reply_to: o.reply_to } : {}),
+      });
+      this.putMessage(reply.message);
+    } catch (e) {
+      const err = e as RequestError;
+      if (err.code === "rate_limited") {
+        setTimeout(() => void this.deliver(o), 1000);
+      } else if (err.code === "unavailable") {
+        // The owner is moving (or the store is down): try again while
+        // connected; a lost connection resends everything when back.
+        if (this.conn === "open") setTimeout(() => void this.deliver(o), 500);
+      } else {
+        o.error = err.message;
+      }
+    }
+    this.changed();
+  }
+
+  /** Gives up an unsent message. */
+  discard(o: Outgoing) {
+    this.outbox = this.outbox.filter((x) => x !== o);
+    this.changed();
+  }
+
+  typingNow(conversation: string) {
+    const last = this.typingSent.get(conversation) ?? 0;
+    if (Date.now() - last < TYPING_RESEND_MS) return;
+    this.typingSent.set(conversation, Date.now());
+    this.socket.notify({ type: "typing", conversation, active: true });
+  }
+
+  whoIsTyping(conversation: string): string[] {
+    const per = this.typing.get(conversation);
+    if (!per) return [];
+    const now = Date.now();
+    return [...per.entries()].filter(([u, until]) => until > now && u !== this.session.user).map(([u]) => u);
+  }
+
+  /** Members other than me who have read up to `id` or past it. */
+  seenBy(conversation: string, id: string): string[] {
+    const per = this.receipts.get(conversation);
+    if (!per) return [];
+    return [...per.entries()].filter(([u, upTo]) => u !== this.session.user && cmpId(upTo, id) >= 0).map(([u]) => u);
+  }
+
+  private async ask(frame: Record<string, unknown>): Promise<any> {
+    try {
+      const reply = await this.socket.request(frame);
+      this.error = null;
+      return reply;
+    } catch (e) {
+      this.error = (e as Error).message;
+      this.changed();
+      throw e;
+    }
+  }
+
+  async edit(m: Message, body: string) {
+    const reply = await this.ask({ type: "edit", conversation: m.conversation, message: m.id, body });
+    this.putMessage(reply.message);
+    this.changed();
+  }
+
+  async remove(m: Message) {
+    const reply = await this.ask({ type: "delete", conversation: m.conversation, message: m.id });
+    this.putMessage(reply.message);
+    this.changed();
+  }
+
+  async react(m: Message, emoji: string) {
+    const on = !m.reactions.some((r) => r.emoji === emoji && r.users.includes(this.session.user));
+    const reply = await this.ask({ type: "react", conversation: m.conversation, message: m.id, emoji, on });
+    this.putMessage(reply.message);
+    this.changed();
+  }
+
+  async create(kind: Conversation["kind"], members: string[], title?: string): Promise<string> {
+    const reply = await this.ask({ type: "create", kind, members, ...(title ? { title } : {}) });
+    this.putConversation({ unread: 0, mentions: 0, ...reply.conversation });
+    await this.watchMembers().catch(() => undefined);
+    this.changed();
+    return reply.conversation.id;
+  }
+
+  async invite(conversation: string, users: string[]) {
+    const reply = await this.ask({ type: "invite", conversation, users });
+    this.putConversation(reply.conversation);
+    await this.watchMembers().catch(() => undefined);
+    this.changed();
+  }
+
+  async kick(conversation: string, user: string) {
+    const reply = await this.ask({ type: "kick", conversation, user });
+    this.putConversation(reply.conversation);
+    this.changed();
+  }
+
+  async leave(conversation: string) {
+    await this.ask({ type: "leave", conversation });
+    this.conversations.delete(conversation);
+    this.messages.delete(conversation);
+    this.changed();
+  }
+
+  /** Conversations, newest activity first. */
+  list(): Conversation[] {
+    const activity = (c: Conversation) => c.last_message?.ts ?? c.created_at;
+    return [...this.conversations.values()].sort((a, b) => activity(b) - activity(a));
+  }
+
+  title(c: Conversation): string {
+    if (c.title) return c.title;
+    const others = c.members.map((m) => m.user).filter((u) => u !== this.session.user);
+    return others.join(", ") || c.id;
+  }
+}

@@ -1,0 +1,135 @@
+// The WebSocket side of protocol v1.1 (JSON): requests matched to their
+// replies by `req`, events handed on, and reconnection with backoff, to the
+// next configured node each time.
+
+export type ConnState = "connecting" | "open" | "reconnecting";
+
+export class RequestError extends Error {
+  constructor(
+    public code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Waiting {
+  resolve: (ok: any) => void;
+  reject: (e: RequestError) => void;
+}
+
+/** Backoff after the `attempt`th failure in a row: 250 ms doubling to 5 s,
+ * with jitter so that a node's clients do not all come back at once. */
+function backoff(attempt: number): number {
+  const base = Math.min(5000, 250 * 2 ** attempt);
+  return base / 2 + (Math.random() * base) / 2;
+}
+
+export class ChatSocket {
+  state: ConnState = "connecting";
+  private ws: WebSocket | null = null;
+  private waiting = new Map<number, Waiting>();
+  private nextReq = 1;
+  private attempt = 0;
+  private node = 0;
+  private stopped = false;
+
+  constructor(
+    private nodes: string[],
+    /** A valid access token (refreshed first when it is about to expire). */
+    private token: () => Promise<string>,
+    private onEvent: (frame: any) => void,
+    private onState: (state: ConnState) => void,
+    /** The token was refused for good (revoked, logged out elsewhere). */
+    private onUnauthorized: () => void,
+  ) {}
+
+  start() {
+    void this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    this.ws?.close(1000);
+  }
+
+  private setState(s: ConnState) {
+    this.state = s;
+    this.onState(s);
+  }
+
+  private async connect() {
+    if (this.stopped) return;
+    let token: string;
+    try {
+      token = await this.token();
+    } catch {
+      return this.onUnauthorized();
+    }
+    const base = this.nodes[this.node % this.nodes.length].replace(/^http/, "ws");
+    const ws = new WebSocket(`${base}/v1/ws?access_token=${encodeURIComponent(token)}`, "chat.v1.json");
+    this.ws = ws;
+    ws.onopen = () => {
+      this.attempt = 0;
+      this.setState("open");
+    };
+    ws.onmessage = (e) => {
+      let frame: any;
+      try {
+        frame = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      this.handle(frame);
+    };
+    ws.onclose = (e) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      for (const w of this.waiting.values()) {
+        w.reject(new RequestError("unavailable", "connection lost"));
+      }
+      this.waiting.clear();
+      if (this.stopped) return;
+      if (e.code === 4001 && this.attempt > 2) return this.onUnauthorized();
+      this.setState("reconnecting");
+      // Another node next: this one may be the one that went away.
+      this.node += 1;
+      const delay = backoff(this.attempt);
+      this.attempt += 1;
+      setTimeout(() => void this.connect(), delay);
+    };
+  }
+
+  private handle(frame: any) {
+    const req = frame.req;
+    if ((frame.type === "ok" || frame.type === "error") && typeof req === "number") {
+      const w = this.waiting.get(req);
+      if (w) {
+        this.waiting.delete(req);
+        if (frame.type === "ok") w.resolve(frame);
+        else w.reject(new RequestError(frame.code, frame.message));
+        return;
+      }
+    }
+    this.onEvent(frame);
+  }
+
+  /** Sends a request; its `ok` (or a RequestError). Fails at once with
+   * `unavailable` while the connection is down. */
+  request(frame: Record<string, unknown>): Promise<any> {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new RequestError("unavailable", "not connected"));
+    }
+    const req = this.nextReq++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(req, { resolve, reject });
+      ws.send(JSON.stringify({ ...frame, req }));
+    });
+  }
+
+  /** A frame nobody answers (typing). */
+  notify(frame: Record<string, unknown>) {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+}

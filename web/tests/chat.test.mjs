@@ -1,0 +1,230 @@
+// The web app in a real browser (Debian's chromium, driven by playwright-core)
+// against a real two-node cluster: two users on two nodes, a reload, 500
+// messages scrolled back, and a node killed under one of them. Screenshots
+// go to web/test-artifacts/.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { eventually, root, startCluster } from "./cluster.mjs";
+
+const artifacts = join(root, "web", "test-artifacts");
+const PASSWORD = "correct horse battery";
+let cluster;
+let browser;
+
+before(async () => {
+  mkdirSync(artifacts, { recursive: true });
+  cluster = await startCluster(2);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    // Root in a container: no sandbox; no GPU, no network beyond loopback.
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  cluster?.stop();
+});
+
+function unique(prefix) {
+  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+/** A new browser context on node `i`'s page (knowing the other node too),
+ * with the console watched for errors. */
+async function open(i, viewport = { width: 1100, height: 760 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.errors = [];
+  page.on("console", (m) => m.type() === "error" && page.errors.push(m.text()));
+  page.on("pageerror", (e) => page.errors.push(String(e)));
+  const others = cluster.urls.filter((_, j) => j !== i);
+  await page.goto(`${cluster.urls[i]}/?nodes=${[cluster.urls[i], ...others].join(",")}`);
+  return page;
+}
+
+async function signUp(i, prefix) {
+  const page = await open(i);
+  const name = unique(prefix);
+  await page.fill("[data-testid=username]", name);
+  await page.fill("[data-testid=password]", PASSWORD);
+  await page.click("[data-testid=register]");
+  await page.waitForSelector("[data-testid=connection][data-state=open]");
+  page.user = name;
+  return page;
+}
+
+async function startDirect(page, other) {
+  await page.fill("[data-testid=new-members]", other);
+  await page.click("[data-testid=start]");
+  await page.waitForFunction(() => location.hash.startsWith("#/c/"));
+  return decodeURIComponent(await page.evaluate(() => location.hash.slice(4)));
+}
+
+async function say(page, text) {
+  await page.fill("[data-testid=composer]", text);
+  await page.press("[data-testid=composer]", "Enter");
+}
+
+/** The shown messages' ids, in order (acknowledged ones only). */
+function shownIds(page) {
+  return page.$$eval("[data-testid=message][data-id]", (els) => els.map((e) => e.getAttribute("data-id")));
+}
+
+function noConsoleErrors(page, allowed = /$^/) {
+  const errors = page.errors.filter((e) => !allowed.test(e));
+  assert.deepEqual(errors, [], `console errors on ${page.user}'s page`);
+}
+
+let alice;
+let bob;
+let conv;
+
+test("two users on two nodes chat both ways, with typing, receipts and presence", async () => {
+  alice = await signUp(0, "alice");
+  bob = await signUp(1, "bob");
+  conv = await startDirect(alice, bob.user);
+
+  // Bob's list shows the new conversation with one unread message.
+  await say(alice, "hello bob");
+  const item = bob.locator(`[data-testid=conversation][data-id="${conv}"]`);
+  await item.waitFor();
+  await eventually("bob's unread count", async () => (await item.locator("[data-testid=unread]").textContent()) === "1");
+  // Alice's own message is confirmed by its ack.
+  await alice.waitForSelector("[data-testid=message][data-id]:has-text('hello bob')");
+  assert.equal(await alice.locator("[data-testid=message][data-pending]").count(), 0);
+
+  await item.click();
+  await bob.waitForSelector("[data-testid=message]:has-text('hello bob')");
+  await eventually("read clears the badge", async () => (await item.locator("[data-testid=unread]").textContent()) === "");
+  // Bob has read it: Alice sees "seen".
+  await alice.waitForSelector("[data-testid=seen]:has-text('" + bob.user + "')");
+
+  // Bob types: Alice sees it; he sends: she gets the message.
+  await bob.type("[data-testid=composer]", "hi al");
+  await alice.waitForSelector("[data-testid=typing]:visible");
+  assert.match(await alice.textContent("[data-testid=typing]"), new RegExp(bob.user));
+  await bob.type("[data-testid=composer]", "ice, Shift+Enter makes");
+  await bob.press("[data-testid=composer]", "Shift+Enter");
+  await bob.type("[data-testid=composer]", "a new line");
+  await bob.press("[data-testid=composer]", "Enter");
+  await alice.waitForSelector("[data-testid=message]:has-text('a new line')");
+  const body = await alice.textContent("[data-testid=message]:has-text('a new line') .body");
+  assert.equal(body, "hi alice, Shift+Enter makes\na new line");
+
+  // Presence: each sees the other online.
+  await alice.waitForSelector(`[data-testid=presence][data-user="${bob.user}"][data-status=online]`);
+  await bob.waitForSelector(`[data-testid=presence][data-user="${alice.user}"][data-status=online]`);
+
+  // Reactions and edits reach the other side.
+  await bob.hover("[data-testid=message]:has-text('hello bob')");
+  await bob.click("[data-testid=message]:has-text('hello bob') button[aria-label='React 👍']");
+  await alice.waitForSelector("[data-testid=message]:has-text('hello bob') .chip:has-text('👍 1')");
+
+  // Both histories agree, in order, once each.
+  await eventually("both show the same messages", async () => {
+    const [a, b] = [await shownIds(alice), await shownIds(bob)];
+    return a.length === 2 && JSON.stringify(a) === JSON.stringify(b);
+  });
+  await alice.screenshot({ path: join(artifacts, "two-users-alice.png") });
+  await bob.screenshot({ path: join(artifacts, "two-users-bob.png") });
+  noConsoleErrors(alice);
+  noConsoleErrors(bob);
+});
+
+test("a reload keeps the session and the history", async () => {
+  const before = await shownIds(alice);
+  await alice.reload();
+  await alice.waitForSelector("[data-testid=connection][data-state=open]");
+  assert.equal(await alice.locator("[data-testid=login]").count(), 0, "still signed in");
+  await alice.waitForSelector("[data-testid=message][data-id]");
+  await eventually("the history is back", async () => JSON.stringify(await shownIds(alice)) === JSON.stringify(before));
+  noConsoleErrors(alice);
+});
+
+test("500 messages scroll back in order", async () => {
+  const page = await signUp(0, "reader");
+  const id = await startDirect(page, alice.user);
+  const token = await page.evaluate(() => JSON.parse(localStorage.getItem("chat.session")).access);
+  const post = (n) =>
+    fetch(`${cluster.urls[0]}/v1/conversations/${encodeURIComponent(id)}/messages`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ client_msg_id: `seed-${n}`, body: `seed message ${n}` }),
+    }).then((r) => assert.equal(r.status, 201));
+  for (let n = 0; n < 500; n += 25) {
+    await Promise.all(Array.from({ length: 25 }, (_, k) => post(n + k)));
+  }
+  // What the server holds, oldest first.
+  const stored = [];
+  let after;
+  for (;;) {
+    const q = after ? `?after=${after}&limit=200` : "?after=0&limit=200";
+    const res = await fetch(`${cluster.urls[0]}/v1/conversations/${encodeURIComponent(id)}/messages${q}`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    const v = await res.json();
+    stored.push(...v.messages.map((m) => m.id));
+    if (!v.more) break;
+    after = v.messages[v.messages.length - 1].id;
+  }
+  assert.equal(stored.length, 500);
+
+  await page.reload();
+  await page.waitForSelector("[data-testid=message][data-id]");
+  await eventually("scrolled back to the first message", async () => {
+    await page.$eval(".messages", (el) => {
+      el.scrollTop = 0;
+      el.dispatchEvent(new Event("scroll"));
+    });
+    return (await shownIds(page)).length === 500 && (await page.locator(".more").count()) === 0;
+  });
+  assert.deepEqual(await shownIds(page), stored, "every message once, in id order");
+  await page.screenshot({ path: join(artifacts, "scrolled-back.png") });
+  // And on a phone-sized window.
+  await page.setViewportSize({ width: 390, height: 760 });
+  await page.screenshot({ path: join(artifacts, "phone.png") });
+  noConsoleErrors(page);
+  await page.context().close();
+});
+
+test("killing the node a user is on: reconnecting, then nothing missing or twice", async () => {
+  // Bob is on node 2: it dies.
+  cluster.kill(1);
+  await bob.waitForSelector("[data-testid=connection][data-state=reconnecting]");
+  await bob.screenshot({ path: join(artifacts, "reconnecting.png") });
+  // Bob writes while cut off: shown at once, pending.
+  await say(bob, "written while offline");
+  await bob.waitForSelector("[data-testid=message][data-pending]:has-text('written while offline')");
+  // Alice (on node 1) goes on writing; some of it may need the
+  // conversation's owner to move to node 1 first.
+  for (const n of [1, 2, 3]) await say(alice, `while bob is away ${n}`);
+  await eventually(
+    "alice's messages are acknowledged",
+    async () => (await alice.locator("[data-testid=message][data-pending]").count()) === 0,
+    90_000,
+  );
+  // Bob's page moves to node 1, catches up and sends what was pending.
+  await bob.waitForSelector("[data-testid=connection][data-state=open]", { timeout: 90_000 });
+  await bob.waitForSelector("[data-testid=message]:has-text('while bob is away 3')");
+  await alice.waitForSelector("[data-testid=message][data-id]:has-text('written while offline')", { timeout: 90_000 });
+  await eventually("both show one history", async () => {
+    const [a, b] = [await shownIds(alice), await shownIds(bob)];
+    return JSON.stringify(a) === JSON.stringify(b) && (await bob.locator("[data-testid=message][data-pending]").count()) === 0;
+  });
+  const ids = await shownIds(bob);
+  assert.equal(new Set(ids).size, ids.length, "no message twice");
+  const badge = bob.locator(`[data-testid=conversation][data-id="${conv}"] [data-testid=unread]`);
+  await eventually("what came in while away is read", async () => (await badge.textContent()) === "");
+  const texts = await bob.$$eval("[data-testid=message] .body", (els) => els.map((e) => e.textContent));
+  for (const t of ["written while offline", "while bob is away 1", "while bob is away 2", "while bob is away 3"]) {
+    assert.equal(texts.filter((x) => x === t).length, 1, `"${t}" shown once`);
+  }
+  await bob.screenshot({ path: join(artifacts, "after-failover.png") });
+  // The dead node's connection failures are the only console errors.
+  noConsoleErrors(bob, /WebSocket|ERR_CONNECTION_REFUSED|Failed to load resource/);
+});

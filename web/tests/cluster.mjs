@@ -1,0 +1,121 @@
+// A real local cluster for the browser tests: a redis-server and chat-node
+// processes on free loopback ports, serving the built app from web/dist.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, openSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const root = resolve(here, "..", "..");
+const nodeBin = process.env.CHAT_NODE_BIN ?? join(root, "target", "debug", "chat-node");
+
+export function freePort() {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.unref();
+    s.on("error", fail);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+}
+
+/** Polls `check` until it returns a truthy value (or throws past `ms`). */
+export async function eventually(what, check, ms = 60_000) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms (${last ?? "false"})`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function startCluster(n) {
+  const dir = mkdtempSync(join(tmpdir(), "chat-web-test-"));
+  const redisPort = await freePort();
+  const redis = spawn("redis-server", ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: "ignore",
+  });
+  const clusterPorts = [];
+  for (let i = 0; i < n; i++) clusterPorts.push(await freePort());
+  const httpPorts = [];
+  for (let i = 0; i < n; i++) httpPorts.push(await freePort());
+  const cluster = {
+    dir,
+    redis,
+    nodes: [],
+    urls: httpPorts.map((p) => `http://127.0.0.1:${p}`),
+    start(i) {
+      const log = openSync(join(dir, `node-${i + 1}.log`), "a");
+      const env = { ...process.env };
+      for (const k of Object.keys(env)) if (k.startsWith("CHAT__")) delete env[k];
+      Object.assign(env, {
+        RUST_LOG: "info",
+        NO_COLOR: "1",
+        CHAT__NODE__NAME: `node-${i + 1}`,
+        CHAT__NODE__ID: String(i + 1),
+        CHAT__AUTH__JWT_SECRET: "web-test-secret-web-test-secret-0123456789",
+        CHAT__AUTH__THROTTLE__REGISTRATIONS_PER_HOUR: "1000000",
+        CHAT__AUTH__THROTTLE__REGISTRATION_BURST: "1000000",
+        CHAT__AUTH__THROTTLE__LOGINS_PER_MINUTE: "1000000",
+        CHAT__AUTH__THROTTLE__LOGIN_BURST: "1000000",
+        CHAT__LIMITS__SEND_BURST: "100000",
+        CHAT__LIMITS__SENDS_PER_SECOND: "100000",
+        CHAT__CLUSTER__LISTEN: `127.0.0.1:${clusterPorts[i]}`,
+        CHAT__CLUSTER__SEEDS: JSON.stringify(clusterPorts.map((p) => `127.0.0.1:${p}`)),
+        CHAT__CLUSTER__COOKIE: "web-test-cookie-0123456789",
+        CHAT__CLUSTER__JOIN_TIMEOUT_SECS: "3",
+        CHAT__PRESENCE__BACKEND: "redis",
+        CHAT__PRESENCE__REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+        CHAT__PRESENCE__TTL_SECS: "5",
+        CHAT__WEB__DIR: join(root, "web", "dist"),
+      });
+      const child = spawn(nodeBin, ["--http", `127.0.0.1:${httpPorts[i]}`, "--data-dir", join(dir, `node-${i + 1}`)], {
+        env,
+        stdio: ["ignore", "ignore", log],
+      });
+      this.nodes[i] = child;
+      return child;
+    },
+    kill(i) {
+      this.nodes[i]?.kill("SIGKILL");
+      this.nodes[i] = null;
+    },
+    /** Waits until every running node serves with all the others. */
+    async formed() {
+      const running = this.nodes.filter(Boolean).length;
+      for (let i = 0; i < n; i++) {
+        if (!this.nodes[i]) continue;
+        await eventually(`node ${i + 1} serves in a cluster of ${running}`, async () => {
+          const res = await fetch(`${this.urls[i]}/v1/cluster`);
+          const v = await res.json();
+          return v.serving && (v.serving_nodes ?? []).length === running && (v.peers ?? []).every((p) => p.serving && p.synced);
+        });
+      }
+    },
+    log(i) {
+      try {
+        return readFileSync(join(dir, `node-${i + 1}.log`), "utf8").split("\n").slice(-20).join("\n");
+      } catch {
+        return "";
+      }
+    },
+    stop() {
+      for (const c of this.nodes) c?.kill("SIGKILL");
+      redis.kill("SIGKILL");
+    },
+  };
+  for (let i = 0; i < n; i++) cluster.start(i);
+  await cluster.formed();
+  return cluster;
+}
