@@ -64,6 +64,8 @@ export function cmpId(a: string, b: string): number {
 const TYPING_SHOWN_MS = 6000;
 const TYPING_RESEND_MS = 3000;
 const PAGE = 50;
+/** Past the node's wait for owners (2 s by default), with a margin. */
+const RESYNC_AFTER_MS = 3000;
 
 function randomKey(): string {
   const bytes = new Uint8Array(12);
@@ -95,6 +97,8 @@ export class Chat {
   private refreshing: Promise<Session> | null = null;
   private refreshTimer: number | undefined;
   private readSent = new Map<string, string>();
+  private resyncTimer: number | undefined;
+  private resyncing = new Set<string>();
 
   constructor(session: Session, private signedOut: () => void) {
     this.session = session;
@@ -180,6 +184,14 @@ export class Chat {
       if (this.open && !this.messages.has(this.open)) await this.load(this.open);
       // What came in while away is on screen now: read.
       if (this.open && document.visibilityState === "visible") this.markRead(this.open);
+      // A node lets a client in before a conversation's (new) owner has
+      // heard of it when the owner is slow to answer (taking over from a
+      // node that died): what that owner accepts before it has heard
+      // arrives neither live nor in the catch-up above. Once more, later.
+      clearTimeout(this.resyncTimer);
+      this.resyncTimer = window.setTimeout(() => {
+        for (const id of this.messages.keys()) this.resync(id);
+      }, RESYNC_AFTER_MS);
       this.error = null;
     } catch (e) {
       if (e instanceof RequestError && e.code !== "unavailable") this.error = e.message;
@@ -227,13 +239,26 @@ export class Chat {
     }
   }
 
+  /** A catch-up of one conversation, unless one is running. */
+  private resync(id: string) {
+    if (this.resyncing.has(id) || this.conn !== "open") return;
+    this.resyncing.add(id);
+    this.catchUp(id)
+      .catch(() => undefined)
+      .finally(() => {
+        this.resyncing.delete(id);
+        if (this.open === id && document.visibilityState === "visible") this.markRead(id);
+        this.changed();
+      });
+  }
+
   // --- events ------------------------------------------------------------------
 
   private event(f: any) {
     switch (f.type) {
       case "message":
       case "message_updated":
-        this.putMessage(f.message as Message, f.type === "message");
+        this.putMessage(f.message as Message, true, f.type === "message");
         break;
       case "typing": {
         const per = this.typing.get(f.conversation) ?? new Map<string, number>();
@@ -300,8 +325,15 @@ export class Chat {
     if (rev !== undefined && rev > (this.revs.get(id) ?? 0)) this.revs.set(id, rev);
   }
 
-  /** Adds or replaces (by id, keeping the higher rev) a message. */
-  private putMessage(m: Message, fresh = false) {
+  /** Adds or replaces (by id, keeping the higher rev) a message; `live`
+   * for events (not replies), `created` for a new message's event. */
+  private putMessage(m: Message, live = false, created = false) {
+    // Revisions count every change of a conversation: a live one more than
+    // one past the last seen means something was missed; fetch it.
+    const known = this.revs.get(m.conversation) ?? 0;
+    if (live && known > 0 && m.rev > known + 1 && this.messages.has(m.conversation)) {
+      this.resync(m.conversation);
+    }
     const list = this.messages.get(m.conversation);
     let isNew = true;
     if (list) {
@@ -327,7 +359,7 @@ export class Chat {
     const c = this.conversations.get(m.conversation);
     if (c) {
       if (!c.last_message || cmpId(m.id, c.last_message.id) >= 0) c.last_message = m;
-      if (fresh && isNew && m.sender !== this.session.user) {
+      if (created && isNew && m.sender !== this.session.user) {
         if (this.open === m.conversation && document.visibilityState === "visible") {
           this.markRead(m.conversation);
         } else {

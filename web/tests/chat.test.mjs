@@ -192,6 +192,48 @@ test("500 messages scroll back in order", async () => {
   await page.context().close();
 });
 
+test("the session outlives its access token", async () => {
+  // A node of its own whose access tokens last 4 s.
+  const short = await startCluster(1, { CHAT__AUTH__ACCESS_TTL_SECS: "4" });
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.errors = [];
+    page.on("pageerror", (e) => page.errors.push(String(e)));
+    await page.goto(`${short.urls[0]}/?nodes=${short.urls[0]}`);
+    page.user = unique("shortlived");
+    await page.fill("[data-testid=username]", page.user);
+    await page.fill("[data-testid=password]", PASSWORD);
+    await page.click("[data-testid=register]");
+    await page.waitForSelector("[data-testid=connection][data-state=open]");
+    const first = await page.evaluate(() => JSON.parse(localStorage.getItem("chat.session")).access);
+    const peer = unique("peer");
+    const res = await fetch(`${short.urls[0]}/v1/auth/register`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username: peer, password: PASSWORD }),
+    });
+    assert.equal(res.status, 201);
+    const id = await startDirect(page, peer);
+    // Past the first token's life: refreshed, still signed in, still sending.
+    await eventually(
+      "the access token is refreshed",
+      async () => (await page.evaluate(() => JSON.parse(localStorage.getItem("chat.session")).access)) !== first,
+      20_000,
+    );
+    await page.waitForFunction((t) => JSON.parse(atob(t.split(".")[1])).exp * 1000 < Date.now(), first);
+    await page.waitForSelector("[data-testid=connection][data-state=open]");
+    await say(page, "still here");
+    await page.waitForSelector("[data-testid=message][data-id]:has-text('still here')");
+    assert.equal(await page.locator("[data-testid=login]").count(), 0, "still signed in");
+    assert.ok(id);
+    assert.deepEqual(page.errors, []);
+    await context.close();
+  } finally {
+    short.stop();
+  }
+});
+
 test("killing the node a user is on: reconnecting, then nothing missing or twice", async () => {
   // Bob is on node 2: it dies.
   cluster.kill(1);
@@ -212,9 +254,16 @@ test("killing the node a user is on: reconnecting, then nothing missing or twice
   await bob.waitForSelector("[data-testid=connection][data-state=open]", { timeout: 90_000 });
   await bob.waitForSelector("[data-testid=message]:has-text('while bob is away 3')");
   await alice.waitForSelector("[data-testid=message][data-id]:has-text('written while offline')", { timeout: 90_000 });
+  let seen = "";
   await eventually("both show one history", async () => {
     const [a, b] = [await shownIds(alice), await shownIds(bob)];
-    return JSON.stringify(a) === JSON.stringify(b) && (await bob.locator("[data-testid=message][data-pending]").count()) === 0;
+    const pending = await bob.locator("[data-testid=message][data-pending]").count();
+    seen = `alice ${JSON.stringify(a)} bob ${JSON.stringify(b)} bob pending ${pending}`;
+    return JSON.stringify(a) === JSON.stringify(b) && pending === 0;
+  }).catch(async (e) => {
+    await bob.screenshot({ path: join(artifacts, "failover-bob-failed.png") });
+    await alice.screenshot({ path: join(artifacts, "failover-alice-failed.png") });
+    throw new Error(`${e.message}; ${seen}`);
   });
   const ids = await shownIds(bob);
   assert.equal(new Set(ids).size, ids.length, "no message twice");

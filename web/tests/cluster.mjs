@@ -40,7 +40,7 @@ export async function eventually(what, check, ms = 60_000) {
   }
 }
 
-export async function startCluster(n) {
+export async function startCluster(n, extraEnv = {}) {
   const dir = mkdtempSync(join(tmpdir(), "chat-web-test-"));
   const redisPort = await freePort();
   const redis = spawn("redis-server", ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
@@ -79,6 +79,7 @@ export async function startCluster(n) {
         CHAT__PRESENCE__REDIS_URL: `redis://127.0.0.1:${redisPort}`,
         CHAT__PRESENCE__TTL_SECS: "5",
         CHAT__WEB__DIR: join(root, "web", "dist"),
+        ...extraEnv,
       });
       const child = spawn(nodeBin, ["--http", `127.0.0.1:${httpPorts[i]}`, "--data-dir", join(dir, `node-${i + 1}`)], {
         env,
