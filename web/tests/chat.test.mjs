@@ -136,6 +136,42 @@ test("two users on two nodes chat both ways, with typing, receipts and presence"
   noConsoleErrors(bob);
 });
 
+test("a group: created with a title, a member invited and removed, one leaves", async () => {
+  const carol = unique("carol");
+  const res = await fetch(`${cluster.urls[0]}/v1/auth/register`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: carol, password: PASSWORD }),
+  });
+  assert.equal(res.status, 201);
+  await alice.selectOption("select[aria-label=Kind]", "group");
+  await alice.fill("[data-testid=new-members]", bob.user);
+  await alice.fill("input[aria-label=Title]", "weekend plans");
+  await alice.click("[data-testid=start]");
+  await alice.waitForFunction(() => location.hash.startsWith("#/c/g"));
+  const group = decodeURIComponent(await alice.evaluate(() => location.hash.slice(4)));
+  await bob.locator(`[data-testid=conversation][data-id="${group}"]:has-text('weekend plans')`).waitFor();
+  // Invite Carol, then remove her.
+  await alice.fill("input[aria-label='Invite users']", carol);
+  await alice.press("input[aria-label='Invite users']", "Enter");
+  await alice.waitForSelector(`[data-testid=presence][data-user="${carol}"]`);
+  await alice.click(`.members li:has([data-user="${carol}"]) button:has-text('remove')`);
+  await alice.waitForSelector(`[data-testid=presence][data-user="${carol}"]`, { state: "detached" });
+  // Bob leaves: it is gone from his list, and he from Alice's members.
+  await bob.click(`[data-testid=conversation][data-id="${group}"]`);
+  await bob.click("button:has-text('Leave')");
+  await bob.locator(`[data-testid=conversation][data-id="${group}"]`).waitFor({ state: "detached" });
+  await alice.waitForSelector(`[data-testid=presence][data-user="${bob.user}"]`, { state: "detached" });
+  await alice.screenshot({ path: join(artifacts, "group.png") });
+  // Back to the direct conversation for the tests that follow.
+  await alice.goto(`${cluster.urls[0]}/#/c/${encodeURIComponent(conv)}`);
+  await bob.goto(`${cluster.urls[1]}/#/c/${encodeURIComponent(conv)}`);
+  await alice.waitForSelector("[data-testid=message][data-id]");
+  await bob.waitForSelector("[data-testid=message][data-id]");
+  noConsoleErrors(alice);
+  noConsoleErrors(bob);
+});
+
 test("a reload keeps the session and the history", async () => {
   const before = await shownIds(alice);
   await alice.reload();
