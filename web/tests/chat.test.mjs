@@ -125,10 +125,29 @@ test("two users on two nodes chat both ways, with typing, receipts and presence"
   await bob.click("[data-testid=message]:has-text('hello bob') button[aria-label='React 👍']");
   await alice.waitForSelector("[data-testid=message]:has-text('hello bob') .chip:has-text('👍 1')");
 
+  // Edit, reply (quoting), mention, delete: the other side sees each.
+  await alice.hover("[data-testid=message]:has-text('hello bob')");
+  await alice.click("[data-testid=message]:has-text('hello bob') button:has-text('Edit')");
+  await alice.fill("[data-testid=composer]", "hello bob, edited");
+  await alice.press("[data-testid=composer]", "Enter");
+  await bob.waitForSelector("[data-testid=message]:has-text('hello bob, edited') .edited");
+  await bob.hover("[data-testid=message]:has-text('hello bob, edited')");
+  await bob.click("[data-testid=message]:has-text('hello bob, edited') button:has-text('Reply')");
+  await say(bob, `replying to you @${alice.user}`);
+  const reply = alice.locator("[data-testid=message]:has-text('replying to you')");
+  await reply.locator(".quote:has-text('hello bob, edited')").waitFor();
+  await reply.locator("mark.mention").waitFor();
+  await say(alice, "to be deleted");
+  await bob.waitForSelector("[data-testid=message]:has-text('to be deleted')");
+  await alice.hover("[data-testid=message]:has-text('to be deleted')");
+  await alice.click("[data-testid=message]:has-text('to be deleted') button:has-text('Delete')");
+  await bob.waitForSelector("[data-testid=message] .deleted");
+  assert.equal(await bob.locator("[data-testid=message]:has-text('to be deleted')").count(), 0);
+
   // Both histories agree, in order, once each.
   await eventually("both show the same messages", async () => {
     const [a, b] = [await shownIds(alice), await shownIds(bob)];
-    return a.length === 2 && JSON.stringify(a) === JSON.stringify(b);
+    return a.length === 4 && JSON.stringify(a) === JSON.stringify(b);
   });
   await alice.screenshot({ path: join(artifacts, "two-users-alice.png") });
   await bob.screenshot({ path: join(artifacts, "two-users-bob.png") });
