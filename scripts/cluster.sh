@@ -23,6 +23,7 @@ NODES="${NODES:-3}"
 BASE_HTTP="${BASE_HTTP:-8080}"
 BASE_CLUSTER="${BASE_CLUSTER:-9000}"
 REDIS_PORT="${REDIS_PORT:-6390}"
+PROMETHEUS_PORT="${PROMETHEUS_PORT:-9090}"
 DATA="${DATA:-data/cluster}"
 STORAGE="${STORAGE:-embedded}"
 CQL_NODES="${CQL_NODES:-1}"
@@ -109,5 +110,21 @@ all=""
 for i in $(seq 1 "$NODES"); do all="$all${all:+,}http://127.0.0.1:$((BASE_HTTP + i))"; done
 echo "cluster of $NODES nodes up; Redis on 127.0.0.1:$REDIS_PORT. Ctrl-C stops it."
 echo "web app: http://127.0.0.1:$((BASE_HTTP + 1))/?nodes=$all (reconnects to another node when one goes)"
+# Prometheus with the shipped alert rules, scraping these nodes (when
+# installed: apt-get install prometheus); the dashboard to import into
+# Grafana is deploy/grafana/chat-cluster.json.
+if command -v prometheus >/dev/null 2>&1; then
+  targets=""
+  for i in $(seq 1 "$NODES"); do targets="$targets${targets:+, }\"127.0.0.1:$((BASE_HTTP + i))\""; done
+  sed -e "s|^      - targets: .*|      - targets: [$targets]|" \
+      -e "s|^  - alerts.yml|  - $PWD/deploy/prometheus/alerts.yml|" \
+      deploy/prometheus/prometheus.yml >"$DATA/prometheus.yml"
+  prometheus --config.file="$DATA/prometheus.yml" --storage.tsdb.path="$DATA/prometheus" \
+    --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" >"$DATA/prometheus.log" 2>&1 &
+  pids+=($!)
+  echo "Prometheus: http://127.0.0.1:$PROMETHEUS_PORT (alerts: /alerts; dashboard: deploy/grafana/chat-cluster.json)"
+else
+  echo "Prometheus: not installed (apt-get install prometheus), then rerun for metrics and alerts"
+fi
 wait -n "${pids[@]}" || true
 echo "a process exited; stopping the cluster" >&2

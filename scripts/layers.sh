@@ -74,12 +74,12 @@ check actors \
   "services" \
   "router"
 
-# node/: auth; config; membership and HTTP errors; the shared state; the
-# handlers; starting and serving.
+# node/: auth; config; membership, HTTP errors and health probes; the shared
+# state; the handlers; starting and serving.
 check node \
   "auth" \
   "config" \
-  "membership error listener" \
+  "membership error listener health" \
   "state" \
   "http ws" \
   "app"

@@ -639,10 +639,14 @@ impl ConversationState {
         }
         let store = self.deps.store.clone();
         let id = self.id.clone();
+        let metrics = self.deps.metrics.clone();
         tokio::spawn(async move {
-            let result = store
-                .page(&id, query)
-                .await
+            let started = Instant::now();
+            let page = store.page(&id, query).await;
+            metrics
+                .store_read_latency
+                .observe(started.elapsed().as_secs_f64());
+            let result = page
                 .map(|p| OkReply {
                     messages: Some(
                         p.messages

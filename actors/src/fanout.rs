@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use chat_protocol::peer::{Audience, PeerDelivery};
-use chat_protocol::{ConversationId, SharedFrame, UserId};
+use chat_protocol::{ConversationId, ServerFrame, SharedFrame, UserId};
 use ractor::{ActorId, ActorRef};
 
 use crate::cluster::Cluster;
@@ -161,6 +161,17 @@ impl NodeFanout {
     fn local(&self, users: &[UserId], events: &[Delivery]) {
         let n = self.directory.deliver(users, events);
         self.metrics.messages_delivered.inc_by(n);
+        if n > 0 {
+            // Once per event, not per connection: the histogram says how
+            // late messages reach this node's sockets, not how many.
+            let now = chat_protocol::now_ms();
+            for d in events {
+                if let ServerFrame::Message { message } = d.frame.frame() {
+                    let ms = now.saturating_sub(message.ts);
+                    self.metrics.delivery_latency.observe(ms as f64 / 1000.0);
+                }
+            }
+        }
     }
 
     /// The same events for the sessions on other nodes: one message per node.

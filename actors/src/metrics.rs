@@ -1,6 +1,9 @@
 //! What the actors count, for the node's `/metrics`.
 
+use chat_protocol::ErrorCode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -60,6 +63,21 @@ pub struct Metrics {
     pub peer_deliveries_received: Counter,
     /// Batches received for which no local session listened.
     pub peer_deliveries_unheard: Counter,
+    /// Seconds from a message's acceptance (its `ts`) to its event being
+    /// queued on this node's connections: the fan-out, local or through
+    /// another node, as the receiving node sees it.
+    pub delivery_latency: Histogram,
+    /// Seconds per store read for a client (a history or changes page).
+    pub store_read_latency: Histogram,
+    /// Errors answered to clients, by protocol code (a bounded set).
+    pub errors: Family<CodeLabel, Counter>,
+}
+
+/// The label of [`Metrics::errors`]: a protocol error code.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// The code, as clients see it.
+    pub code: &'static str,
 }
 
 impl Default for Metrics {
@@ -91,11 +109,23 @@ impl Default for Metrics {
             peer_deliveries_skipped: Counter::default(),
             peer_deliveries_received: Counter::default(),
             peer_deliveries_unheard: Counter::default(),
+            delivery_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            store_read_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            errors: Family::default(),
         }
     }
 }
 
 impl Metrics {
+    /// Counts an error answered to a client.
+    pub fn error(&self, code: ErrorCode) {
+        self.errors
+            .get_or_create(&CodeLabel {
+                code: code.as_str(),
+            })
+            .inc();
+    }
+
     /// Registers every metric under the `chat` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("chat");
@@ -108,6 +138,21 @@ impl Metrics {
             "messages_updated",
             "Edits, deletes and reaction changes stored and acknowledged",
             self.messages_updated.clone(),
+        );
+        r.register(
+            "delivery_latency_seconds",
+            "Seconds from a message's acceptance to its event queued on this node's connections",
+            self.delivery_latency.clone(),
+        );
+        r.register(
+            "store_read_latency_seconds",
+            "Seconds per store read for a client (history, changes)",
+            self.store_read_latency.clone(),
+        );
+        r.register(
+            "errors",
+            "Errors answered to clients, by protocol code",
+            self.errors.clone(),
         );
         r.register(
             "sends_deduplicated",

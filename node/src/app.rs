@@ -10,6 +10,8 @@ use axum::http::header;
 use axum::routing::{get, patch, post, put};
 use chat_actors::cluster::{Cluster, RouterLink};
 use chat_actors::msg::RouterMsg;
+
+use crate::health::Health;
 use chat_actors::router::Router;
 use chat_actors::{Services, Tuning};
 use chat_presence::redis::{RedisPresence, RedisPresenceConfig};
@@ -175,18 +177,21 @@ impl App {
         };
         let mut registry = Registry::default();
         services.metrics.register(&mut registry);
+        let health = Health::default();
+        health.register(&mut registry);
         let dispatch = services.dispatch(router.clone(), config.presence.visible_to.into());
         let revoked = router.clone();
         auth.on_login_revoked(move |user, login| {
             let _ = revoked.cast(RouterMsg::LoginRevoked { user, login });
         });
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             config,
             services,
             router,
             dispatch,
             auth,
             registry,
+            health,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             // Connection ids embed the node id, so a connection is named
@@ -194,7 +199,11 @@ impl App {
             next_conn: AtomicU64::new((u64::from(node_id) << 48) + 1),
             store,
             membership,
-        }))
+        });
+        Health::watch(Arc::downgrade(&app), |app: &App| {
+            (&app.health, &*app.services)
+        });
+        Ok(app)
     }
 
     /// Drains: closes connections with 1001, waits for them (bounded by the

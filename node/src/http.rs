@@ -412,14 +412,7 @@ pub(crate) async fn changes(
 }
 
 pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let mut problems = Vec::new();
-    let probe = UserId::new("readyz.probe").unwrap_or_else(|_| unreachable!("valid id"));
-    if let Err(e) = app.services.store.user(&probe).await {
-        problems.push(format!("storage: {e}"));
-    }
-    if let Err(e) = app.services.presence.ready().await {
-        problems.push(format!("presence: {e}"));
-    }
+    let mut problems = app.health.probe(&app.services).await;
     if app.shutdown.is_cancelled() {
         problems.push("node is draining".to_string());
     }

@@ -19,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod listener;
 pub mod membership;

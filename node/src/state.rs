@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::health::Health;
 use crate::membership::{Membership, NodeClaim};
 
 /// Everything request handlers share.
@@ -33,6 +34,8 @@ pub struct App {
     pub auth: Auth,
     /// Metrics for `/metrics`.
     pub registry: Registry,
+    /// The dependency gauges (and what `/readyz` probes).
+    pub health: Health,
     /// Cancelled when the node starts draining.
     pub shutdown: CancellationToken,
     /// Tracks connection tasks, so draining can wait for them.

@@ -374,6 +374,7 @@ fn handle_frame(
     let limits = &app.config.limits;
     let error = |req, code, message| {
         app.services.metrics.frames_rejected.inc();
+        app.services.metrics.error(code);
         Handled::Answered(encode_reply(codec, &ServerFrame::error(req, code, message)))
     };
     let frame = match codec.decode_client(bytes) {
@@ -399,6 +400,7 @@ fn handle_frame(
     let (tx, rx) = ractor::concurrency::oneshot();
     app.dispatch.dispatch(caller, frame, tx.into());
     let codec = conn.codec();
+    let metrics = app.services.metrics.clone();
     Handled::Pending(
         Box::pin(async move {
             let result = rx
@@ -410,7 +412,10 @@ fn handle_frame(
                     ok.req = req;
                     Some(encode_reply(codec, &ServerFrame::Ok(ok)))
                 }
-                Err(e) => Some(encode_reply(codec, &e.to_frame(req))),
+                Err(e) => {
+                    metrics.error(e.code());
+                    Some(encode_reply(codec, &e.to_frame(req)))
+                }
             };
             (out, reserved)
         }),

@@ -302,9 +302,10 @@ fn message_of(f: &ServerFrame) -> Option<&Message> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_on_three_nodes_chat_in_a_group() {
-    let cluster = TestCluster::start(3).await;
+/// Alice, Bob and Carol, each registered on one node and connected to the
+/// next (Bob with MessagePack), in a group Alice created that the others
+/// have heard of.
+async fn three_in_a_group(cluster: &TestCluster) -> (Vec<TestUser>, Vec<Client>, ConversationId) {
     let names = [unique("alice"), unique("bob"), unique("carol")];
     let mut users = Vec::new();
     let mut clients = Vec::new();
@@ -322,6 +323,13 @@ async fn members_on_three_nodes_chat_in_a_group() {
         )
         .await;
     }
+    (users, clients, conv)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_three_nodes_chat_in_a_group() {
+    let cluster = TestCluster::start(3).await;
+    let (users, mut clients, conv) = three_in_a_group(&cluster).await;
 
     // Everyone sends; each reply is awaited, events are kept meanwhile.
     const EACH: usize = 30;
@@ -1609,4 +1617,185 @@ async fn a_member_away_during_changes_and_an_owner_kill_catches_up_with_changes(
     let h2 = walk_back(&mut a, &conv).await;
     assert_eq!(replayed, h1, "changes rebuild the history");
     assert_eq!(h1, h2, "both survivors show one history");
+}
+
+/// A real Prometheus, on a free port, killed when dropped.
+struct Prometheus {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Scrapes `targets` every second as job `chat`, with the shipped rules.
+    fn start(targets: &[SocketAddr], rules: &std::path::Path) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let targets: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             rule_files: [\"{}\"]\n\
+             scrape_configs:\n  - job_name: chat\n    static_configs:\n      - targets: [{}]\n",
+            rules.display(),
+            targets.join(", ")
+        );
+        let path = dir.path().join("prometheus.yml");
+        std::fs::write(&path, config).unwrap();
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian's package; scripts/test.sh installs it)");
+        Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// The result of an instant query (`data.result`), or why not.
+    async fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
+        let path = format!("/api/v1/query?query={}", percent_encode(promql));
+        let (status, body) = http(self.addr, "GET", &path, None, None).await;
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("{status}: {e}: {body}"))?;
+        if v["status"] != "success" {
+            return Err(body);
+        }
+        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn promtool(args: &[&str]) {
+    let out = std::process::Command::new("promtool")
+        .args(args)
+        .output()
+        .expect("promtool (with Debian's prometheus package)");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The shipped Prometheus rules pass promtool's checks and unit tests, and a
+/// real Prometheus scraping a 3-node cluster under traffic has data for every
+/// panel of the shipped Grafana dashboard and for every alert expression
+/// (the part before its threshold).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_cluster_and_every_panel_and_alert_has_data() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let rules = deploy.join("prometheus/alerts.yml");
+    promtool(&["check", "rules", rules.to_str().unwrap()]);
+    promtool(&[
+        "test",
+        "rules",
+        deploy.join("prometheus/alerts_test.yml").to_str().unwrap(),
+    ]);
+    promtool(&[
+        "check",
+        "config",
+        deploy.join("prometheus/prometheus.yml").to_str().unwrap(),
+    ]);
+
+    let cluster = TestCluster::start(3).await;
+    let prom = Prometheus::start(&[cluster.addr(0), cluster.addr(1), cluster.addr(2)], &rules);
+
+    // Traffic that touches every metric a panel shows: sends across nodes,
+    // an edit, a history read, an error answered.
+    let (_, mut clients, conv) = three_in_a_group(&cluster).await;
+    let mut last = None;
+    for round in 0..5 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let cmid = format!("p{i}-{round}");
+            last = ok(c.request(frames::send(&conv, &cmid, &body_of(&cmid))).await).message;
+        }
+    }
+    let last = last.expect("a message");
+    ok(clients[2]
+        .request(frames::edit(&conv, last.id, "edited"))
+        .await);
+    ok(clients[1]
+        .request(frames::history(&conv, None, None, None))
+        .await);
+    clients[0].send_raw(b"{not json".to_vec()).await;
+    clients[0]
+        .event(|f| matches!(f, ServerFrame::Error { .. }))
+        .await;
+
+    eventually_within(
+        "Prometheus scrapes the three nodes",
+        FORM_DEADLINE,
+        || async {
+            let up = prom.query("up{job=\"chat\"} == 1").await?;
+            (up.len() == 3)
+                .then_some(())
+                .ok_or(format!("{} of 3 up", up.len()))
+        },
+    )
+    .await;
+
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy.join("grafana/chat-cluster.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m");
+            queries.push((panel["title"].as_str().unwrap().to_string(), expr));
+        }
+    }
+    assert!(queries.len() >= 20, "the dashboard has its panels");
+    for line in std::fs::read_to_string(&rules).unwrap().lines() {
+        let Some(expr) = line.trim().strip_prefix("expr: ") else {
+            continue;
+        };
+        let cut = [" > ", " < ", " == "]
+            .iter()
+            .filter_map(|op| expr.rfind(op))
+            .max()
+            .expect("an alert compares with a threshold");
+        queries.push(("alert".into(), expr[..cut].to_string()));
+    }
+    for (title, expr) in &queries {
+        eventually_within(
+            &format!("{title}: {expr}"),
+            Duration::from_secs(30),
+            || async {
+                let result = prom.query(expr).await?;
+                (!result.is_empty())
+                    .then_some(())
+                    .ok_or("no data".to_string())
+            },
+        )
+        .await;
+    }
 }

@@ -370,10 +370,14 @@ impl ConversationState {
             );
         }
         let (store, id) = (self.deps.store.clone(), self.id.clone());
+        let metrics = self.deps.metrics.clone();
         tokio::spawn(async move {
-            let result = store
-                .changes(&id, after_rev, up_to, limit as usize)
-                .await
+            let started = Instant::now();
+            let page = store.changes(&id, after_rev, up_to, limit as usize).await;
+            metrics
+                .store_read_latency
+                .observe(started.elapsed().as_secs_f64());
+            let result = page
                 .map(|c| OkReply {
                     messages: Some(
                         c.messages
