@@ -5,7 +5,7 @@
 //! run in parallel. `scripts/test.sh` installs `redis-server`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,10 +29,7 @@ struct RedisServer {
     dir: Option<tempfile::TempDir>,
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
-}
+use chat_testkit::free_port;
 
 impl RedisServer {
     fn start() -> Self {

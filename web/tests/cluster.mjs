@@ -12,16 +12,30 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const root = resolve(here, "..", "..");
 const nodeBin = process.env.CHAT_NODE_BIN ?? join(root, "target", "debug", "chat-node");
 
-export function freePort() {
-  return new Promise((ok, fail) => {
+const handedOut = new Set();
+
+function bindable(port) {
+  return new Promise((ok) => {
     const s = createServer();
     s.unref();
-    s.on("error", fail);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
+    s.once("error", () => ok(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => ok(true)));
   });
+}
+
+/** A loopback port free now and not handed out before, below the kernel's
+ * ephemeral range (32768 and up), from which outgoing connections draw: a
+ * port from port 0 could be taken by one before the server binds it. */
+export async function freePort() {
+  for (let i = 0; i < 1000; i++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (handedOut.has(port)) continue;
+    if (await bindable(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error("no free port");
 }
 
 /** Polls `check` until it returns a truthy value (or throws past `ms`). */

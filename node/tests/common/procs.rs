@@ -393,13 +393,7 @@ pub async fn full_history(
     back
 }
 
-/// A free port on 127.0.0.1 (bound and released: a tiny race, fine here).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port")
-        .port()
-}
+pub use chat_testkit::free_port;
 
 /// A real `redis-server` on a free loopback port, killed on drop.
 /// `scripts/test.sh` installs it.
