@@ -974,11 +974,28 @@ impl Txn<'_> {
     /// there is as new (a higher `rev`; at one `rev`, the larger encoding, so
     /// that replicas given the same states in any order keep the same one).
     pub(crate) fn put_message(&mut self, m: &Message) -> Result<(), StoreError> {
+        let held = self.stored(m)?;
+        self.merge_message(held, m)
+    }
+
+    /// [`MessageStore::update_message`]: as [`Self::put_message`], for a
+    /// message stored already.
+    pub(crate) fn update_message(&mut self, m: &Message) -> Result<(), StoreError> {
+        match self.stored(m)? {
+            Some(held) => self.merge_message(Some(held), m),
+            None => Ok(()),
+        }
+    }
+
+    /// What is stored under `m`'s id, as this batch will leave it.
+    fn stored(&self, m: &Message) -> Result<Option<Message>, StoreError> {
         let key = message_key(&key_of(&[m.conversation.as_str()]), m.id);
-        let held = match self.get(Table::Messages, &key)? {
-            Some(bytes) => Some(decode::<Message>(&bytes)?),
-            None => None,
-        };
+        self.get(Table::Messages, &key)?
+            .map(|bytes| decode::<Message>(&bytes))
+            .transpose()
+    }
+
+    fn merge_message(&mut self, held: Option<Message>, m: &Message) -> Result<(), StoreError> {
         if let Some(h) = &held {
             let newer = m.rev > h.rev || (m.rev == h.rev && m != h && encode(m)? > encode(h)?);
             if !newer {
@@ -986,16 +1003,6 @@ impl Txn<'_> {
             }
         }
         self.write_message(held.as_ref(), m)
-    }
-
-    /// [`MessageStore::update_message`]: as [`Self::put_message`], for a
-    /// message stored already.
-    pub(crate) fn update_message(&mut self, m: &Message) -> Result<(), StoreError> {
-        let key = message_key(&key_of(&[m.conversation.as_str()]), m.id);
-        if self.get(Table::Messages, &key)?.is_none() {
-            return Ok(());
-        }
-        self.put_message(m)
     }
 
     /// Writes `m` over `held` (what is stored under its id, if anything),

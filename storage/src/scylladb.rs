@@ -968,7 +968,7 @@ impl ScyllaStore {
     /// moved on, but could not find a message without its entry), and
     /// their buckets' list rows before them.
     async fn write_messages(&self, messages: &[&Message]) -> Result<(), StoreError> {
-        try_join_all(messages.iter().map(|m| self.index_message(None, m))).await?;
+        try_join_all(messages.iter().map(|m| self.add_index_rows(m))).await?;
         let mut partitions: HashMap<(&ConversationId, i32), Vec<&Message>> = HashMap::new();
         for m in messages {
             partitions
@@ -998,12 +998,7 @@ impl ScyllaStore {
         if !known {
             self.run(&self.q.insert_bucket, (conversation.as_str(), bucket))
                 .await?;
-            let mut set = lock(&self.known_buckets);
-            if set.len() >= KNOWN_BUCKETS {
-                set.clear();
-            }
-            set.insert(key);
-            drop(set);
+            remember(&self.known_buckets, key);
             if let Some(list) = lock(&self.bucket_lists).get_mut(conversation) {
                 if let Err(at) = list.binary_search(&bucket) {
                     list.insert(at, bucket);
@@ -1045,14 +1040,8 @@ impl ScyllaStore {
         Ok(())
     }
 
-    /// Writes `m`'s revision and mentions index rows, and takes those of
-    /// `previous` (the state it replaces) away. Takes the rows away after
-    /// the new ones are written: a reader never finds neither.
-    async fn index_message(
-        &self,
-        previous: Option<&Message>,
-        m: &Message,
-    ) -> Result<(), StoreError> {
+    /// Writes `m`'s revision and mentions index rows.
+    async fn add_index_rows(&self, m: &Message) -> Result<(), StoreError> {
         let conversation = m.conversation.as_str();
         if m.rev > 0 {
             let block = rev_block(m.rev) as i64;
@@ -1060,11 +1049,7 @@ impl ScyllaStore {
             if !lock(&self.known_rev_blocks).contains(&key) {
                 self.run(&self.q.insert_rev_block, (conversation, block))
                     .await?;
-                let mut set = lock(&self.known_rev_blocks);
-                if set.len() >= KNOWN_BUCKETS {
-                    set.clear();
-                }
-                set.insert(key);
+                remember(&self.known_rev_blocks, key);
             }
             self.run(
                 &self.q.insert_rev,
@@ -1079,9 +1064,14 @@ impl ScyllaStore {
             )
         }))
         .await?;
-        let Some(previous) = previous else {
-            return Ok(());
-        };
+        Ok(())
+    }
+
+    /// Takes away the index rows of `previous` that `m`, the state replacing
+    /// it, no longer has; after `m`'s are written, so a reader never finds
+    /// neither.
+    async fn remove_index_rows(&self, previous: &Message, m: &Message) -> Result<(), StoreError> {
+        let conversation = m.conversation.as_str();
         if previous.rev > 0 && previous.rev != m.rev {
             self.run(
                 &self.q.delete_rev,
@@ -1527,6 +1517,16 @@ fn role_of(s: &str) -> Result<Role, StoreError> {
     Role::from_name(s).ok_or_else(|| StoreError::Corrupt(format!("role {s:?}")))
 }
 
+/// Notes a list row as written, in a set bounded by clearing it when full
+/// (a row written twice costs a write, not a wrong answer).
+fn remember<K: std::hash::Hash + Eq>(known: &Mutex<HashSet<K>>, key: K) {
+    let mut set = lock(known);
+    if set.len() >= KNOWN_BUCKETS {
+        set.clear();
+    }
+    set.insert(key);
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -1614,7 +1614,7 @@ impl MessageStore for ScyllaStore {
         }
         // The new index rows first, then the state, then the old rows away:
         // at every moment a reader of the index finds the message.
-        self.index_message(None, message).await?;
+        self.add_index_rows(message).await?;
         let reactions = reactions_blob(message)?;
         let mentions: Vec<&str> = message.mentions.iter().map(UserId::as_str).collect();
         self.run(
@@ -1632,7 +1632,7 @@ impl MessageStore for ScyllaStore {
             ),
         )
         .await?;
-        self.index_message(Some(&previous), message).await
+        self.remove_index_rows(&previous, message).await
     }
 
     async fn message(

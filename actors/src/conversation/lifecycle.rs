@@ -158,29 +158,30 @@ async fn write_updates(
             (state.clone(), changed)
         }));
     }
-    let mut finals: Vec<(&Message, &Message)> = states
+    let mut finals: Vec<&Message> = states
         .values()
-        .filter_map(|m| before.get(&m.id).filter(|b| b.rev != m.rev).map(|b| (b, m)))
+        .filter(|m| before.get(&m.id).is_some_and(|b| b.rev != m.rev))
         .collect();
-    finals.sort_by_key(|(_, m)| m.rev);
-    // One after another, in revision order: a later revision never lands
-    // before an earlier one (see the module's doc).
+    finals.sort_by_key(|m| m.rev);
+    // One after another, in revision order, and nothing more after a
+    // failure: a later revision never lands before an earlier one (see the
+    // module's doc).
     let mut written = Vec::with_capacity(finals.len());
-    let mut failed: HashMap<MessageId, ChatError> = HashMap::new();
-    for (_, state) in finals {
-        if let Some(e) = failed.values().next().cloned() {
-            failed.insert(state.id, e);
+    let mut unwritten: HashMap<MessageId, ChatError> = HashMap::new();
+    for state in finals {
+        if let Some(e) = unwritten.values().next().cloned() {
+            unwritten.insert(state.id, e);
             continue;
         }
         match store.update_message(state).await {
             Ok(()) => written.push(state.clone()),
             Err(e) => {
-                failed.insert(state.id, e.into());
+                unwritten.insert(state.id, e.into());
             }
         }
     }
     for (spec, outcome) in specs.iter().zip(outcomes.iter_mut()) {
-        if let (Ok(_), Some(e)) = (&*outcome, failed.get(&spec.target)) {
+        if let (Ok(_), Some(e)) = (&*outcome, unwritten.get(&spec.target)) {
             *outcome = Err(e.clone());
         }
     }
