@@ -75,13 +75,15 @@ check actors \
   "router"
 
 # node/: auth; config; membership, HTTP errors and health probes; the shared
-# state; the handlers; starting and serving.
+# state; the handlers; the admin API (on the handlers' auth); starting and
+# serving.
 check node \
   "auth" \
   "config" \
   "membership error listener health" \
   "state" \
   "http ws" \
+  "admin" \
   "app"
 
 if [ "$failed" -ne 0 ]; then

@@ -830,9 +830,7 @@ impl ConversationState {
                     }
                     let m = p.message;
                     metrics.messages_accepted.inc();
-                    metrics
-                        .send_latency
-                        .observe(p.received.elapsed().as_secs_f64());
+                    metrics.observe_send(p.received.elapsed().as_secs_f64());
                     self.acknowledge(m.id, p.reply, &m);
                     self.known.insert(
                         (m.sender.clone(), m.client_msg_id.clone()),

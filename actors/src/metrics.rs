@@ -1,5 +1,9 @@
 //! What the actors count, for the node's `/metrics`.
 
+mod window;
+
+use std::sync::atomic::AtomicU64;
+
 use chat_protocol::ErrorCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -71,6 +75,24 @@ pub struct Metrics {
     pub store_read_latency: Histogram,
     /// Errors answered to clients, by protocol code (a bounded set).
     pub errors: Family<CodeLabel, Counter>,
+    /// Send-to-ack latencies again, readable per window (the console's p99).
+    pub send_window: LatencyWindow,
+    /// 1 when the store answered the last probe.
+    pub store_up: Gauge,
+    /// 1 when the presence backend answered the last probe.
+    pub presence_up: Gauge,
+    /// Round trip to each connected node, by its name (bounded by the
+    /// cluster's size).
+    pub peer_rtt: Family<PeerLabel, Gauge<f64, AtomicU64>>,
+}
+
+pub use window::{LatencyWindow, WindowSnapshot};
+
+/// The label of [`Metrics::peer_rtt`]: a node name.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// The node.
+    pub peer: String,
 }
 
 /// The label of [`Metrics::errors`]: a protocol error code.
@@ -112,11 +134,21 @@ impl Default for Metrics {
             delivery_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_read_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             errors: Family::default(),
+            send_window: LatencyWindow::default(),
+            store_up: Gauge::default(),
+            presence_up: Gauge::default(),
+            peer_rtt: Family::default(),
         }
     }
 }
 
 impl Metrics {
+    /// Counts a send (or update) acknowledged `secs` after it arrived.
+    pub fn observe_send(&self, secs: f64) {
+        self.send_latency.observe(secs);
+        self.send_window.observe(secs);
+    }
+
     /// Counts an error answered to a client.
     pub fn error(&self, code: ErrorCode) {
         self.errors
@@ -148,6 +180,21 @@ impl Metrics {
             "store_read_latency_seconds",
             "Seconds per store read for a client (history, changes)",
             self.store_read_latency.clone(),
+        );
+        r.register(
+            "store_up",
+            "1 when the store answers a read, else 0",
+            self.store_up.clone(),
+        );
+        r.register(
+            "presence_up",
+            "1 when the presence backend (Redis) answers, else 0",
+            self.presence_up.clone(),
+        );
+        r.register(
+            "peer_rtt_seconds",
+            "Round trip of a heartbeat ping to each connected node",
+            self.peer_rtt.clone(),
         );
         r.register(
             "errors",

@@ -269,6 +269,24 @@ pub enum RouterMsg {
         /// The login (the access tokens' `sid`).
         login: String,
     },
+    /// An operator closes every connection of a user with `code`, here
+    /// and on every other node.
+    CloseUser {
+        /// Whose.
+        user: UserId,
+        /// The WebSocket close code.
+        code: u16,
+    },
+    /// An operator asks another node to drain; answered `false` when no
+    /// such node is connected.
+    DrainPeer {
+        /// The node.
+        node: String,
+        /// The admin who asked.
+        by: UserId,
+        /// Answered whether the node was asked.
+        reply: RpcReplyPort<bool>,
+    },
     /// What this node sees of the cluster.
     Status {
         /// Answered with the status.
@@ -290,6 +308,11 @@ pub enum ClusterEvent {
         /// The id both use.
         node_id: u16,
     },
+    /// An operator asked this node to drain and exit.
+    Drain {
+        /// The admin who asked.
+        by: UserId,
+    },
 }
 
 /// What a node sees of the cluster, for operators and tests.
@@ -309,6 +332,8 @@ pub struct ClusterStatus {
     pub conversations: usize,
     /// Sessions here.
     pub sessions: usize,
+    /// This node's load over its last second.
+    pub stats: chat_protocol::peer::NodeStats,
 }
 
 /// One connected node.
@@ -330,4 +355,8 @@ pub struct PeerStatus {
     /// How many of the conversations this node owns its sessions listen to
     /// (0 until synced).
     pub listening: usize,
+    /// Its load, from its last heartbeat.
+    pub stats: Option<chat_protocol::peer::NodeStats>,
+    /// The round trip of the last ping it answered, in ms.
+    pub rtt_ms: Option<f64>,
 }

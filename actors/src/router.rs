@@ -40,6 +40,7 @@ use crate::msg::{ConversationMsg, Reply, Request, RouterMsg, SessionMsg};
 use crate::services::Services;
 use crate::session::{SessionArgs, UserSession};
 
+mod load;
 mod peers;
 mod replication;
 #[cfg(test)]
@@ -96,6 +97,8 @@ pub struct RouterState {
     next_request: u64,
     /// Local writes waiting for peers' acks, by (origin, seq).
     replication: HashMap<(String, u64), Replication>,
+    /// This node's recent load, as heartbeats and the console show it.
+    load: load::Load,
 }
 
 struct Peer {
@@ -111,6 +114,10 @@ struct Peer {
     reported_stale: Option<Instant>,
     /// When this node last asked it for its interest.
     interest_asked: Option<Instant>,
+    /// Its load, from its last heartbeat.
+    stats: Option<chat_protocol::peer::NodeStats>,
+    /// The round trip of the last ping answered.
+    rtt: Option<Duration>,
 }
 
 struct RemoteRequest {
@@ -167,6 +174,7 @@ impl Actor for Router {
         services: Arc<Services>,
     ) -> Result<RouterState, ActorProcessingErr> {
         Ok(RouterState {
+            load: load::Load::new(&services),
             serving: !services.cluster.enabled(),
             services,
             sessions: HashMap::new(),
@@ -311,6 +319,23 @@ impl Actor for Router {
             RouterMsg::Status { reply } => {
                 let _ = reply.send(state.status());
             }
+            RouterMsg::CloseUser { user, code } => {
+                let msg = PeerMsg::CloseUser {
+                    user: user.clone(),
+                    code,
+                };
+                if let Ok(bytes) = chat_protocol::peer::encode(&msg) {
+                    state.services.cluster.broadcast(&Arc::from(bytes));
+                }
+                state.close_user(&user, code);
+            }
+            RouterMsg::DrainPeer { node, by, reply } => {
+                let known = state.peers.contains_key(node.as_str());
+                if known {
+                    state.services.cluster.send(&node, &PeerMsg::Drain { by });
+                }
+                let _ = reply.send(known);
+            }
         }
         Ok(())
     }
@@ -445,6 +470,13 @@ impl RouterState {
         let _ = reply.send(Err(ChatError::Unavailable(
             "session unavailable, retry".into(),
         )));
+    }
+
+    /// Closes every connection of `user` here with `code`.
+    fn close_user(&self, user: &UserId, code: u16) {
+        if let Some(e) = self.sessions.get(user) {
+            let _ = e.actor.cast(SessionMsg::CloseAll { code });
+        }
     }
 
     /// Closes the connections here that signed in with `login`.

@@ -33,7 +33,7 @@ use crate::config::{Config, ConfigError, PresenceBackend, StorageBackend};
 use crate::membership::{Membership, NodeClaim};
 pub use crate::state::App;
 use crate::state::OpenStore;
-use crate::{http, listener, ws};
+use crate::{admin, http, listener, ws};
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +177,7 @@ impl App {
         };
         let mut registry = Registry::default();
         services.metrics.register(&mut registry);
-        let health = Health::default();
+        let health = Health;
         health.register(&mut registry);
         let dispatch = services.dispatch(router.clone(), config.presence.visible_to.into());
         let revoked = router.clone();
@@ -279,6 +279,14 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .route("/v1/cluster", get(http::cluster_status))
+        .route("/v1/admin/nodes", get(admin::nodes))
+        .route("/v1/admin/nodes/{name}/drain", post(admin::drain))
+        .route("/v1/admin/users/{id}", get(admin::user))
+        .route("/v1/admin/users/{id}/disconnect", post(admin::disconnect))
+        .route("/v1/admin/users/{id}/suspend", post(admin::suspend))
+        .route("/v1/admin/users/{id}/unsuspend", post(admin::unsuspend))
+        .route("/v1/admin/conversations/{id}", get(admin::conversation))
+        .route("/v1/admin/audit", get(admin::audit_log))
         .merge(web_app(&app.config.web.dir))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
@@ -307,8 +315,11 @@ fn web_app(dir: &std::path::Path) -> axum::Router<Arc<App>> {
         return axum::Router::new()
             .route("/", get(move || async move { axum::response::Html(note) }));
     }
+    // The console is a second page of the same build.
+    let console = dir.join("admin.html");
     axum::Router::new()
         .route_service("/", ServeFile::new(index))
+        .route_service("/admin", ServeFile::new(console))
         .nest_service("/assets", ServeDir::new(dir.join("assets")))
 }
 
@@ -337,6 +348,13 @@ pub async fn serve(
     });
     let (failed_tx, mut failed_rx) = tokio::sync::watch::channel(None::<String>);
     if let Some((m, _)) = &app.membership {
+        let drain = m.drain_requested();
+        let trigger = app.shutdown.clone();
+        tokio::spawn(async move {
+            drain.await;
+            tracing::warn!("draining at an operator's request");
+            trigger.cancel();
+        });
         let fatal = m.fatal();
         let trigger = app.shutdown.clone();
         tokio::spawn(async move {

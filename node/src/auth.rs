@@ -217,6 +217,10 @@ pub enum AuthError {
     /// Registration with a name that exists.
     #[error("username already taken")]
     UsernameTaken,
+    /// An operator suspended the account: no sign-in, refresh or
+    /// connection until one lifts it.
+    #[error("this account is suspended")]
+    Suspended,
     /// A request field breaks a rule; the message says which.
     #[error("{0}")]
     InvalidInput(String),
@@ -252,6 +256,7 @@ impl AuthError {
             | AuthError::Expired
             | AuthError::BadCredentials => ErrorCode::Unauthorized,
             AuthError::UsernameTaken => ErrorCode::Conflict,
+            AuthError::Suspended => ErrorCode::Forbidden,
             AuthError::InvalidInput(_) => ErrorCode::BadRequest,
             AuthError::RateLimited { .. } => ErrorCode::RateLimited,
             AuthError::Busy | AuthError::Store(StoreError::Unavailable(_)) => {
@@ -613,6 +618,9 @@ impl Auth {
         } else {
             ensure_user(store, &claims.sub).await?;
         }
+        if store.user_flags(&claims.sub).await?.suspended {
+            return Err(AuthError::Suspended);
+        }
         Ok(claims)
     }
 
@@ -725,6 +733,10 @@ impl Auth {
         match user {
             Some(user) if password_ok => {
                 self.throttle.succeeded(&id);
+                // Said only to who knows the password.
+                if store.user_flags(&user.id).await?.suspended {
+                    return Err(AuthError::Suspended);
+                }
                 self.start_session(store, &user).await
             }
             _ => {
@@ -744,6 +756,11 @@ impl Auth {
         self.signing_key()?;
         let (user, family) = parse_refresh_token(refresh_token)
             .ok_or_else(|| AuthError::InvalidToken("malformed refresh token".into()))?;
+        // Before the rotation: a suspended user's token stays as it was, to
+        // work again once the suspension is lifted.
+        if store.user_flags(&user).await?.suspended {
+            return Err(AuthError::Suspended);
+        }
         let (new_token, new_record) = self.new_refresh(&user, family);
         let rotation = store
             .rotate_refresh(&hash_token(refresh_token), &new_record, now_ms())

@@ -232,6 +232,40 @@ impl Default for WebSection {
     }
 }
 
+/// `[admin]`: who may use the admin console (`/admin`) and the
+/// `/v1/admin/` API, besides the accounts given the admin flag with
+/// `chat-node admin grant USER`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    /// User ids (login names).
+    pub users: Vec<String>,
+}
+
+/// `[telemetry]`: OpenTelemetry traces. Off unless `otlp_endpoint` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// An OTLP/gRPC collector, such as `http://127.0.0.1:4317`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// The share of sends traced from the node that receives them (0-1);
+    /// the nodes they pass through follow that decision.
+    pub sampling_ratio: f64,
+    /// `service.name` of the spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            otlp_endpoint: None,
+            sampling_ratio: 0.01,
+            service_name: "chat-node".into(),
+        }
+    }
+}
+
 /// `[cluster]`: joining other nodes. Without `listen` the node is alone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -320,6 +354,10 @@ pub struct Config {
     pub cluster: ClusterSection,
     /// The web app.
     pub web: WebSection,
+    /// The admin console's users.
+    pub admin: AdminSection,
+    /// Traces.
+    pub telemetry: TelemetrySection,
 }
 
 /// Prefix of environment overrides: `CHAT__LIMITS__MAX_BODY_BYTES=1024`.
@@ -371,6 +409,17 @@ impl Config {
         }
         if chat_protocol::UserId::new(&self.node.name).is_err() {
             return bad("node.name must be 1-64 bytes of [A-Za-z0-9_.:-]".into());
+        }
+        if let Some(u) = self
+            .admin
+            .users
+            .iter()
+            .find(|u| chat_protocol::UserId::new(u).is_err())
+        {
+            return bad(format!("admin.users: {u:?} is not a user id"));
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.sampling_ratio) {
+            return bad("telemetry.sampling_ratio must be between 0 and 1".into());
         }
         let l = &self.limits;
         if l.max_frame_bytes < 1024 {

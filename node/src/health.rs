@@ -22,27 +22,15 @@ struct BuildLabel {
     version: &'static str,
 }
 
-/// The dependency gauges.
+/// The dependency probes (their gauges are the actors' metrics, which the
+/// heartbeat reports to the other nodes).
 #[derive(Default)]
-pub struct Health {
-    store_up: Gauge,
-    presence_up: Gauge,
-}
+pub struct Health;
 
 impl Health {
-    /// Registers the gauges and the build info under the `chat` prefix.
+    /// Registers the build info under the `chat` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("chat");
-        r.register(
-            "store_up",
-            "1 when the store answers a read, else 0",
-            self.store_up.clone(),
-        );
-        r.register(
-            "presence_up",
-            "1 when the presence backend (Redis) answers, else 0",
-            self.presence_up.clone(),
-        );
         let build: Family<BuildLabel, Gauge> = Family::default();
         build
             .get_or_create(&BuildLabel {
@@ -57,12 +45,15 @@ impl Health {
         let mut problems = Vec::new();
         let probe = UserId::new("readyz.probe").unwrap_or_else(|_| unreachable!("valid id"));
         let store = services.store.user(&probe).await;
-        self.store_up.set(i64::from(store.is_ok()));
+        services.metrics.store_up.set(i64::from(store.is_ok()));
         if let Err(e) = store {
             problems.push(format!("storage: {e}"));
         }
         let presence = services.presence.ready().await;
-        self.presence_up.set(i64::from(presence.is_ok()));
+        services
+            .metrics
+            .presence_up
+            .set(i64::from(presence.is_ok()));
         if let Err(e) = presence {
             problems.push(format!("presence: {e}"));
         }

@@ -15,6 +15,7 @@
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 #![warn(clippy::mod_module_files)]
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;

@@ -97,6 +97,7 @@ pub struct Membership {
     seeds: usize,
     fatal: watch::Receiver<Option<String>>,
     serving: watch::Sender<bool>,
+    drain: watch::Receiver<bool>,
 }
 
 impl Membership {
@@ -154,6 +155,7 @@ impl Membership {
         let (connected_tx, connected_rx) = watch::channel(Connected::default());
         let (fatal_tx, fatal_rx) = watch::channel(None);
         let (serving_tx, serving_rx) = watch::channel(false);
+        let (drain_tx, drain_rx) = watch::channel(false);
         let task = Task {
             me: name.to_string(),
             listen,
@@ -163,6 +165,7 @@ impl Membership {
             connected: connected_tx,
             fatal: fatal_tx,
             serving: serving_rx,
+            drain: drain_tx,
             had_peer: false,
             connector: tls.map(|(_, c)| c),
         };
@@ -173,6 +176,7 @@ impl Membership {
             seeds: n_seeds,
             fatal: fatal_rx,
             serving: serving_tx,
+            drain: drain_rx,
         })
     }
 
@@ -230,6 +234,17 @@ impl Membership {
         }
     }
 
+    /// Resolves when an operator asked this node, from another node's admin
+    /// console, to drain.
+    pub fn drain_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.drain.clone();
+        async move {
+            if rx.wait_for(|d| *d).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     fn check_fatal(&self) -> Result<(), JoinError> {
         match self.fatal.borrow().clone() {
             Some(m) => Err(JoinError::Duplicate(m)),
@@ -253,6 +268,7 @@ struct Task {
     connected: watch::Sender<Connected>,
     fatal: watch::Sender<Option<String>>,
     serving: watch::Receiver<bool>,
+    drain: watch::Sender<bool>,
     had_peer: bool,
     connector: Option<TlsConnector>,
 }
@@ -396,6 +412,9 @@ impl Task {
             ClusterEvent::DuplicateId { name, node_id } => self.duplicate(format!(
                 "node {name:?} already uses node id {node_id} (node.id must be unique)"
             )),
+            ClusterEvent::Drain { .. } => {
+                let _ = self.drain.send(true);
+            }
         }
     }
 

@@ -75,4 +75,9 @@ pub mod close_code {
     pub const TOO_MANY_CONNECTIONS: u16 = 4002;
     /// The client reads too slowly; its outbound queue overflowed.
     pub const SLOW_CONSUMER: u16 = 4003;
+    /// An operator closed the user's connections; the client may reconnect.
+    pub const DISCONNECTED: u16 = 4004;
+    /// The account is suspended: the client should not reconnect (signing
+    /// in answers `forbidden` until an operator lifts it).
+    pub const SUSPENDED: u16 = 4005;
 }

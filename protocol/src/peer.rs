@@ -34,6 +34,10 @@ pub enum PeerMsg {
         node_id: u16,
         /// Whether the sender serves conversations yet (has joined).
         serving: bool,
+        /// The sender's load over its last second, for the admin console
+        /// (absent from nodes of older versions).
+        #[serde(default)]
+        stats: Option<NodeStats>,
     },
     /// A client request for a conversation the receiver owns.
     Request {
@@ -144,6 +148,59 @@ pub enum PeerMsg {
         /// The login (refresh family, the access tokens' `sid`).
         login: String,
     },
+    /// An operator closes every connection of a user on every node (a
+    /// disconnect, or a suspension: the close code tells the client which).
+    CloseUser {
+        /// Whose.
+        user: UserId,
+        /// The WebSocket close code.
+        code: u16,
+    },
+    /// An operator asks the receiver to drain: close its connections,
+    /// hand its conversations over, and exit.
+    Drain {
+        /// The admin who asked, for the receiver's log.
+        by: UserId,
+    },
+    /// Sent every second with the heartbeat; answered with a [`PeerMsg::Pong`]
+    /// carrying the same `sent_us`, which times the link's round trip.
+    Ping {
+        /// The sender's node name.
+        from: String,
+        /// The sender's monotonic clock, in microseconds.
+        sent_us: u64,
+    },
+    /// The answer to a [`PeerMsg::Ping`].
+    Pong {
+        /// The answering node's name.
+        from: String,
+        /// The ping's `sent_us`.
+        sent_us: u64,
+    },
+}
+
+/// A node's load, as its heartbeat carries it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// The node's build version.
+    pub version: String,
+    /// WebSocket connections open.
+    pub connections: u64,
+    /// Session actors (users with a connection here).
+    pub sessions: u64,
+    /// Conversation actors running.
+    pub conversations: u64,
+    /// Messages accepted per second (sends to conversations it owns).
+    pub messages_per_sec: f64,
+    /// Message frames queued to its connections per second.
+    pub deliveries_per_sec: f64,
+    /// The 99th percentile of send-to-ack over the last second, in ms;
+    /// `None` when it acknowledged nothing.
+    pub send_p99_ms: Option<f64>,
+    /// Whether its store answered its last probe.
+    pub store_up: bool,
+    /// Whether its presence backend answered its last probe.
+    pub presence_up: bool,
 }
 
 /// One replicated store write: opaque here, decoded by the store.
@@ -569,6 +626,35 @@ pub fn decode(bytes: &[u8]) -> Result<PeerMsg, crate::DecodeError> {
 mod tests {
     use super::*;
 
+    /// A heartbeat of a node from before `stats` still decodes (rolling
+    /// upgrades).
+    #[test]
+    fn a_heartbeat_without_stats_decodes() {
+        #[derive(Serialize)]
+        enum Old {
+            Heartbeat {
+                from: String,
+                node_id: u16,
+                serving: bool,
+            },
+        }
+        let old = Old::Heartbeat {
+            from: "a".into(),
+            node_id: 2,
+            serving: true,
+        };
+        let bytes = rmp_serde::to_vec_named(&old).unwrap();
+        assert_eq!(
+            decode(&bytes).unwrap(),
+            PeerMsg::Heartbeat {
+                from: "a".into(),
+                node_id: 2,
+                serving: true,
+                stats: None,
+            }
+        );
+    }
+
     #[test]
     fn round_trips() {
         let msgs = vec![
@@ -576,6 +662,28 @@ mod tests {
                 from: "a".into(),
                 node_id: 3,
                 serving: true,
+                stats: Some(NodeStats {
+                    version: "0.1.0".into(),
+                    connections: 4,
+                    send_p99_ms: Some(1.5),
+                    store_up: true,
+                    ..NodeStats::default()
+                }),
+            },
+            PeerMsg::CloseUser {
+                user: UserId::new("u").unwrap(),
+                code: 4005,
+            },
+            PeerMsg::Drain {
+                by: UserId::new("root").unwrap(),
+            },
+            PeerMsg::Ping {
+                from: "a".into(),
+                sent_us: 17,
+            },
+            PeerMsg::Pong {
+                from: "b".into(),
+                sent_us: 17,
             },
             PeerMsg::Request {
                 from: "a".into(),

@@ -16,6 +16,8 @@
 //! | `users`              | user                                  | the user record       |
 //! | `refresh_tokens`     | token hash                            | user, family, expiry, used |
 //! | `refresh_families`   | family                                | active 0 / revoked 1  |
+//! | `user_flags`         | user, flag                            | on, set at (ms), by   |
+//! | `audit`              | at (u64 BE), id (u64 BE)              | the audit entry       |
 //!
 //! Three more keyspaces belong to [`super::replicated`], which keeps its op
 //! log in this database so that a write and its log entry commit in one
@@ -60,8 +62,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    bucket_of, Changes, ConversationChange, LoginState, MessageStore, Page, PageQuery,
-    RefreshRecord, Rotation, StoreError, UserRecord,
+    bucket_of, AuditEntry, Changes, ConversationChange, LoginState, MessageStore, Page, PageQuery,
+    RefreshRecord, Rotation, StoreError, UserFlag, UserFlags, UserRecord,
 };
 
 /// How far a write has gone when the store acknowledges it.
@@ -144,6 +146,8 @@ struct Inner {
     users: Keyspace,
     refresh_tokens: Keyspace,
     refresh_families: Keyspace,
+    user_flags: Keyspace,
+    audit: Keyspace,
     op_log: Keyspace,
     op_marks: Keyspace,
     replica_versions: Keyspace,
@@ -166,6 +170,8 @@ enum Table {
     Users,
     RefreshTokens,
     RefreshFamilies,
+    UserFlags,
+    Audit,
     Replica(ReplicaTable),
 }
 
@@ -281,6 +287,8 @@ impl EmbeddedStore {
             users: keyspace("users")?,
             refresh_tokens: keyspace("refresh_tokens")?,
             refresh_families: keyspace("refresh_families")?,
+            user_flags: keyspace("user_flags")?,
+            audit: keyspace("audit")?,
             op_log: keyspace("op_log")?,
             op_marks: keyspace("op_marks")?,
             replica_versions: keyspace("replica_versions")?,
@@ -561,6 +569,8 @@ impl Inner {
             Table::Users => &self.users,
             Table::RefreshTokens => &self.refresh_tokens,
             Table::RefreshFamilies => &self.refresh_families,
+            Table::UserFlags => &self.user_flags,
+            Table::Audit => &self.audit,
             Table::Replica(ReplicaTable::OpLog) => &self.op_log,
             Table::Replica(ReplicaTable::OpMarks) => &self.op_marks,
             Table::Replica(ReplicaTable::Versions) => &self.replica_versions,
@@ -846,6 +856,28 @@ impl Inner {
             None => Ok(None),
         }
     }
+
+    fn user_flags(&self, id: &UserId) -> Result<UserFlags, StoreError> {
+        let mut flags = UserFlags::default();
+        for flag in UserFlag::ALL {
+            if let Some(bytes) = self
+                .user_flags
+                .get(flag_key(id, flag))
+                .map_err(unavailable)?
+            {
+                flags.set(flag, decode::<FlagState>(&bytes)?.on);
+            }
+        }
+        Ok(flags)
+    }
+
+    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for guard in self.audit.iter().rev().take(limit) {
+            entries.push(decode(&guard.value().map_err(unavailable)?)?);
+        }
+        Ok(entries)
+    }
 }
 
 /// The view an update has on the writer thread: the committed data with the
@@ -1125,6 +1157,40 @@ impl Txn<'_> {
     }
 
     /// Creates a user; [`StoreError::Conflict`] if the id is taken.
+    /// Sets a flag unless a later setting (by `at`, then `origin`) holds it.
+    pub(crate) fn set_user_flag(
+        &mut self,
+        user: &UserId,
+        flag: UserFlag,
+        on: bool,
+        at: u64,
+        origin: &str,
+    ) -> Result<(), StoreError> {
+        let key = flag_key(user, flag);
+        if let Some(bytes) = self.get(Table::UserFlags, &key)? {
+            let held: FlagState = decode(&bytes)?;
+            if (held.at, held.origin.as_str()) > (at, origin) {
+                return Ok(());
+            }
+        }
+        let state = FlagState {
+            on,
+            at,
+            origin: origin.to_owned(),
+        };
+        self.set(Table::UserFlags, key, Some(encode(&state)?));
+        Ok(())
+    }
+
+    /// Records an admin action (the same entry twice is one).
+    pub(crate) fn put_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut key = Vec::with_capacity(16);
+        key.extend_from_slice(&entry.at.to_be_bytes());
+        key.extend_from_slice(&entry.id.to_be_bytes());
+        self.set(Table::Audit, key, Some(encode(entry)?));
+        Ok(())
+    }
+
     pub(crate) fn create_user(&mut self, user: &UserRecord) -> Result<(), StoreError> {
         if self.user(&user.id)?.is_some() {
             return Err(StoreError::Conflict);
@@ -1477,6 +1543,32 @@ impl MessageStore for EmbeddedStore {
             .await
     }
 
+    async fn set_user_flag(
+        &self,
+        user: &UserId,
+        flag: UserFlag,
+        on: bool,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.update(move |txn| txn.set_user_flag(&user, flag, on, at_ms, ""))
+            .await
+    }
+
+    async fn user_flags(&self, user: &UserId) -> Result<UserFlags, StoreError> {
+        let user = user.clone();
+        self.blocking(move |s| s.user_flags(&user)).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let entry = entry.clone();
+        self.update(move |txn| txn.put_audit(&entry)).await
+    }
+
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.blocking(move |s| s.audit(limit)).await
+    }
+
     async fn rotate_refresh(
         &self,
         old_hash: &str,
@@ -1616,6 +1708,18 @@ fn decode_u64(bytes: &[u8]) -> Result<u64, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Corrupt("expected an 8-byte id".into()))?;
     Ok(u64::from_be_bytes(bytes))
+}
+
+/// A flag's setting and when (and on which node, for ties) it was made.
+#[derive(Serialize, Deserialize)]
+struct FlagState {
+    on: bool,
+    at: u64,
+    origin: String,
+}
+
+fn flag_key(user: &UserId, flag: UserFlag) -> Vec<u8> {
+    key_of(&[user.as_str(), flag.as_str()])
 }
 
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StoreError> {

@@ -28,9 +28,12 @@ use chat_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use operators::{AuditEntry, UserFlag, UserFlags};
+
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod embedded;
+mod operators;
 pub mod replicated;
 pub mod scylladb;
 
@@ -355,6 +358,26 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// A user by id.
     async fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Sets or clears `flag` on `user` as of `at_ms` (Unix ms): of two
+    /// settings of one flag, the later `at_ms` wins wherever they land
+    /// first (on a tie, the one stored last here).
+    async fn set_user_flag(
+        &self,
+        user: &UserId,
+        flag: UserFlag,
+        on: bool,
+        at_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// A user's flags (all clear when never set).
+    async fn user_flags(&self, user: &UserId) -> Result<UserFlags, StoreError>;
+
+    /// Records an admin action.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// The newest `limit` admin actions, newest first.
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// Stores a new refresh token.
     async fn put_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError>;

@@ -72,6 +72,10 @@
 //!   already (the same id was created on both sides of a partition) keeps
 //!   the record that is smaller by (created_at, password_hash,
 //!   display_name), so every node picks the same.
+//! - **account flags** (admin, suspended): a register per user and flag,
+//!   the later setting by the origin's clock winning, then the greater
+//!   origin. **Audit entries** are keyed by time and a random id: a replay
+//!   rewrites the same entry.
 //! - **refresh tokens**: a put, and the effects of a rotation or revocation
 //!   as decided at the origin: "these token records" (the old one now used,
 //!   the new one) or "this family is revoked". Token records merge with
@@ -109,8 +113,8 @@ use serde::{Deserialize, Serialize};
 
 use super::embedded::{key_of, EmbeddedStore, RefreshEffect, RefreshToken, ReplicaTable, Txn};
 use super::{
-    Changes, ConversationChange, LoginState, MessageStore, Page, PageQuery, RefreshRecord,
-    Rotation, StoreError, UserRecord,
+    AuditEntry, Changes, ConversationChange, LoginState, MessageStore, Page, PageQuery,
+    RefreshRecord, Rotation, StoreError, UserFlag, UserFlags, UserRecord,
 };
 
 /// Longest origin (node name) an op may carry: it is part of keys.
@@ -170,6 +174,16 @@ enum StoreOp {
     User { record: UserRecord },
     /// A refresh-token effect.
     Refresh { effect: RefreshEffect },
+    /// An account flag set at `at` (ms): the later setting wins, then the
+    /// greater origin.
+    UserFlag {
+        user: UserId,
+        flag: UserFlag,
+        on: bool,
+        at: u64,
+    },
+    /// An admin action (idempotent: keyed by its time and id).
+    Audit { entry: AuditEntry },
 }
 
 /// The version of a conversation register. Ordered by `ms`, then `origin`.
@@ -502,6 +516,10 @@ fn apply_op(txn: &mut Txn<'_>, origin: &str, op: &StoreOp) -> Result<(), StoreEr
         }
         StoreOp::User { record } => txn.merge_user(record),
         StoreOp::Refresh { effect } => txn.apply_refresh_effect(effect),
+        StoreOp::UserFlag { user, flag, on, at } => {
+            txn.set_user_flag(user, *flag, *on, *at, origin)
+        }
+        StoreOp::Audit { entry } => txn.put_audit(entry),
     }
 }
 
@@ -867,6 +885,38 @@ impl MessageStore for ReplicatedStore {
         let effect = RefreshEffect::Tokens(vec![RefreshToken::unused(record)]);
         self.write(move |_| Ok(((), Some(StoreOp::Refresh { effect }))))
             .await
+    }
+
+    async fn set_user_flag(
+        &self,
+        user: &UserId,
+        flag: UserFlag,
+        on: bool,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let user = user.clone();
+        let op = StoreOp::UserFlag {
+            user,
+            flag,
+            on,
+            at: at_ms,
+        };
+        self.write(move |_| Ok(((), Some(op)))).await
+    }
+
+    async fn user_flags(&self, user: &UserId) -> Result<UserFlags, StoreError> {
+        self.local.user_flags(user).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let op = StoreOp::Audit {
+            entry: entry.clone(),
+        };
+        self.write(move |_| Ok(((), Some(op)))).await
+    }
+
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.local.audit(limit).await
     }
 
     async fn rotate_refresh(

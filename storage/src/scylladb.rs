@@ -61,8 +61,9 @@ use scylla::value::{CqlValue, MaybeUnset, Row};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    rev_block, Changes, ConversationChange, Lease, LeaseGrant, LoginState, MessageStore, Page,
-    PageQuery, RefreshRecord, Rotation, StoreError, UserRecord,
+    rev_block, AuditEntry, Changes, ConversationChange, Lease, LeaseGrant, LoginState,
+    MessageStore, Page, PageQuery, RefreshRecord, Rotation, StoreError, UserFlag, UserFlags,
+    UserRecord,
 };
 
 /// `[storage.scylla]`: where the cluster is and how to use it.
@@ -284,10 +285,21 @@ const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS {ks}.mentions (conversation_id text, user_id text, \
          id bigint, PRIMARY KEY ((conversation_id, user_id), id))",
     ],
+}, Migration {
+    version: 4,
+    name: "operators: account flags and the audit log",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS {ks}.user_flags (user_id text, flag text, enabled boolean,          PRIMARY KEY (user_id, flag))",
+        "CREATE TABLE IF NOT EXISTS {ks}.audit_days (part int, day int,          PRIMARY KEY (part, day)) WITH CLUSTERING ORDER BY (day DESC)",
+        "CREATE TABLE IF NOT EXISTS {ks}.audit_log (day int, at bigint, id bigint, admin text,          action text, target text, node text, PRIMARY KEY (day, at, id))          WITH CLUSTERING ORDER BY (at DESC, id DESC)",
+    ],
 }];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
+
+/// Days of audit log read back at most (one partition per day).
+const AUDIT_DAYS: i32 = 400;
 
 /// How far apart the nodes' wall clocks may be: a lease holder stops writing
 /// this long before its lease runs out by its own clock, and a new holder
@@ -348,6 +360,12 @@ struct Statements {
     select_read_marker: PreparedStatement,
     create_user: PreparedStatement,
     select_user: PreparedStatement,
+    set_user_flag: PreparedStatement,
+    select_user_flags: PreparedStatement,
+    insert_audit_day: PreparedStatement,
+    insert_audit: PreparedStatement,
+    select_audit_days: PreparedStatement,
+    select_audit: PreparedStatement,
     insert_refresh: PreparedStatement,
     select_refresh: PreparedStatement,
     use_refresh: PreparedStatement,
@@ -497,6 +515,28 @@ impl Statements {
             ),
             select_user: p("SELECT user_id, password_hash, display_name, created_at \
                  FROM {ks}.users WHERE user_id = ?")
+            .await?,
+            // The write time is the setting's time: the later one wins in
+            // every replica without a read.
+            set_user_flag: p("UPDATE {ks}.user_flags USING TIMESTAMP ? SET enabled = ? \
+                 WHERE user_id = ? AND flag = ?")
+            .await?,
+            select_user_flags: p("SELECT flag, enabled FROM {ks}.user_flags WHERE user_id = ?")
+                .await?,
+            insert_audit_day: p("INSERT INTO {ks}.audit_days (part, day) VALUES (0, ?)").await?,
+            insert_audit: p(
+                "INSERT INTO {ks}.audit_log (day, at, id, admin, action, target, \
+                 node) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .await?,
+            select_audit_days: p(&format!(
+                "SELECT day FROM {{ks}}.audit_days WHERE part = 0 LIMIT {AUDIT_DAYS}"
+            ))
+            .await?,
+            select_audit: p(
+                "SELECT at, id, admin, action, target, node FROM {ks}.audit_log \
+                 WHERE day = ? LIMIT ?",
+            )
             .await?,
             insert_refresh: p(
                 "INSERT INTO {ks}.refresh_tokens (token_hash, user_id, family, \
@@ -2074,6 +2114,87 @@ impl MessageStore for ScyllaStore {
             })),
             None => Ok(None),
         }
+    }
+
+    async fn set_user_flag(
+        &self,
+        user: &UserId,
+        flag: UserFlag,
+        on: bool,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let micros = i64::try_from(at_ms.saturating_mul(1000)).unwrap_or(i64::MAX);
+        self.run(
+            &self.q.set_user_flag,
+            (micros, on, user.as_str(), flag.as_str()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn user_flags(&self, user: &UserId) -> Result<UserFlags, StoreError> {
+        let rows = self
+            .rows(&self.q.select_user_flags, (user.as_str(),))
+            .await?;
+        let mut flags = UserFlags::default();
+        for row in rows.rows::<(String, Option<bool>)>().map_err(corrupt)? {
+            let (name, on) = row.map_err(corrupt)?;
+            // A flag a newer build knows is not this build's business.
+            if let Some(flag) = UserFlag::from_name(&name) {
+                flags.set(flag, on.unwrap_or(false));
+            }
+        }
+        Ok(flags)
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let day = (entry.at / 86_400_000) as i32;
+        // The day's row first: an entry is never in a day the log skips.
+        self.run(&self.q.insert_audit_day, (day,)).await?;
+        self.run(
+            &self.q.insert_audit,
+            (
+                day,
+                entry.at as i64,
+                entry.id as i64,
+                entry.admin.as_str(),
+                entry.action.as_str(),
+                entry.target.as_str(),
+                entry.node.as_str(),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let days = self.rows(&self.q.select_audit_days, ()).await?;
+        let days: Vec<i32> = days
+            .rows::<(i32,)>()
+            .map_err(corrupt)?
+            .map(|r| r.map(|(d,)| d).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        let mut entries = Vec::new();
+        for day in days {
+            if entries.len() >= limit {
+                break;
+            }
+            let left = i32::try_from(limit - entries.len()).unwrap_or(i32::MAX);
+            let rows = self.rows(&self.q.select_audit, (day, left)).await?;
+            type AuditRow = (i64, i64, String, String, String, String);
+            for row in rows.rows::<AuditRow>().map_err(corrupt)? {
+                let (at, id, admin, action, target, node) = row.map_err(corrupt)?;
+                entries.push(AuditEntry {
+                    at: at as u64,
+                    id: id as u64,
+                    admin: UserId::new(&admin).map_err(corrupt)?,
+                    action,
+                    target,
+                    node,
+                });
+            }
+        }
+        Ok(entries)
     }
 
     async fn put_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError> {

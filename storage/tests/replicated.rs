@@ -16,8 +16,8 @@ use chat_protocol::{
 use chat_storage::embedded::{Durability, EmbeddedStore};
 use chat_storage::replicated::{ReplicaLink, ReplicatedOp, ReplicatedStore};
 use chat_storage::{
-    conformance, Changes, ConversationChange, LoginState, MessageStore, Page, PageQuery,
-    RefreshRecord, Rotation, StoreError, UserRecord,
+    conformance, AuditEntry, Changes, ConversationChange, LoginState, MessageStore, Page,
+    PageQuery, RefreshRecord, Rotation, StoreError, UserFlag, UserFlags, UserRecord,
 };
 use tempfile::TempDir;
 
@@ -332,6 +332,30 @@ impl MessageStore for Recorder {
         });
         self.store.user(id).await
     }
+    async fn set_user_flag(
+        &self,
+        user: &UserId,
+        flag: UserFlag,
+        on: bool,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.set_user_flag(user, flag, on, at_ms).await
+    }
+    async fn user_flags(&self, user: &UserId) -> Result<UserFlags, StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.user_flags(user).await
+    }
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.store.append_audit(entry).await
+    }
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.store.audit(limit).await
+    }
     async fn put_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError> {
         self.note(|s| {
             s.tokens.insert(record.token_hash.clone());
@@ -367,7 +391,8 @@ impl MessageStore for Recorder {
 struct State {
     conversations: Vec<ConversationState>,
     client_msg_ids: Vec<Option<MessageId>>,
-    users: Vec<(UserId, Option<UserRecord>, Vec<ConversationId>)>,
+    users: Vec<(UserId, Option<UserRecord>, UserFlags, Vec<ConversationId>)>,
+    audit: Vec<AuditEntry>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -398,6 +423,7 @@ async fn state(store: &dyn MessageStore, seen: &Mutex<Seen>) -> State {
         conversations: Vec::new(),
         client_msg_ids: Vec::new(),
         users: Vec::new(),
+        audit: store.audit(usize::MAX).await.expect("audit"),
     };
     for id in conversations {
         let all = PageQuery::new(None, None, 1_000_000);
@@ -446,7 +472,8 @@ async fn state(store: &dyn MessageStore, seen: &Mutex<Seen>) -> State {
         let mut index = store.user_conversations(&user).await.expect("index");
         index.sort();
         let record = store.user(&user).await.expect("user");
-        state.users.push((user, record, index));
+        let flags = store.user_flags(&user).await.expect("flags");
+        state.users.push((user, record, flags, index));
     }
     state
 }

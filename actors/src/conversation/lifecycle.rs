@@ -290,8 +290,7 @@ impl ConversationState {
                         self.deps.metrics.messages_updated.inc();
                         self.deps
                             .metrics
-                            .send_latency
-                            .observe(u.received.elapsed().as_secs_f64());
+                            .observe_send(u.received.elapsed().as_secs_f64());
                         deliveries.push(Delivery {
                             frame: Arc::new(SharedFrame::new(ServerFrame::MessageUpdated {
                                 message: shown.clone(),

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use chat_protocol::peer::{ConnRef, ConversationRequest, PeerMsg};
+use chat_protocol::peer::{ConnRef, ConversationRequest, NodeStats, PeerMsg};
 use chat_protocol::{ConversationId, OkReply, UserId};
 use ractor::ActorRef;
 
@@ -15,6 +16,7 @@ use super::{
 };
 use crate::cluster::{self, Owner, View, NODES_GROUP, ROUTERS_GROUP};
 use crate::error::ChatError;
+use crate::metrics::PeerLabel;
 use crate::msg::{ClusterEvent, ClusterStatus, ConversationMsg, PeerStatus, Request, RouterMsg};
 use crate::placement::Placement;
 
@@ -99,7 +101,8 @@ impl RouterState {
                 from,
                 node_id,
                 serving,
-            } => self.heartbeat(myself, from, node_id, serving),
+                stats,
+            } => self.heartbeat(myself, from, node_id, serving, stats),
             PeerMsg::Request {
                 from,
                 id,
@@ -148,6 +151,29 @@ impl RouterState {
                 services.interest.sync(Some(&from), &services.cluster);
             }
             PeerMsg::LoginRevoked { user, login } => self.login_revoked(&user, login),
+            PeerMsg::CloseUser { user, code } => self.close_user(&user, code),
+            PeerMsg::Drain { by } => {
+                tracing::warn!(admin = %by, "an operator asked this node to drain");
+                self.services.cluster.emit(ClusterEvent::Drain { by });
+            }
+            PeerMsg::Ping { from, sent_us } => {
+                let pong = PeerMsg::Pong {
+                    from: self.me(),
+                    sent_us,
+                };
+                self.services.cluster.send(&from, &pong);
+            }
+            PeerMsg::Pong { from, sent_us } => {
+                let rtt = Duration::from_micros(monotonic_us().saturating_sub(sent_us));
+                if let Some(p) = self.peers.get_mut(from.as_str()) {
+                    p.rtt = Some(rtt);
+                    self.services
+                        .metrics
+                        .peer_rtt
+                        .get_or_create(&PeerLabel { peer: from })
+                        .set(rtt.as_secs_f64());
+                }
+            }
         }
     }
 
@@ -157,6 +183,7 @@ impl RouterState {
         from: String,
         node_id: u16,
         serving: bool,
+        stats: Option<NodeStats>,
     ) {
         if node_id == self.services.cluster.node_id() && *from != **self.services.cluster.name() {
             self.services.cluster.emit(ClusterEvent::DuplicateId {
@@ -169,6 +196,7 @@ impl RouterState {
             p.node_id = Some(node_id);
             p.serving = serving;
             p.reported_stale = None;
+            p.stats = stats;
         }
         self.check_serve(myself);
     }
@@ -249,10 +277,17 @@ impl RouterState {
             from: self.me(),
             node_id: self.services.cluster.node_id(),
             serving: self.serving,
+            stats: Some(self.load.stats(&self.services, self.sessions.len())),
         };
-        if let Ok(bytes) = chat_protocol::peer::encode(&heartbeat) {
-            let bytes: Arc<[u8]> = Arc::from(bytes);
-            self.services.cluster.broadcast(&bytes);
+        let ping = PeerMsg::Ping {
+            from: self.me(),
+            sent_us: monotonic_us(),
+        };
+        for msg in [heartbeat, ping] {
+            if let Ok(bytes) = chat_protocol::peer::encode(&msg) {
+                let bytes: Arc<[u8]> = Arc::from(bytes);
+                self.services.cluster.broadcast(&bytes);
+            }
         }
         // ractor_cluster pings but never times a session out: we do.
         let mut stale = Vec::new();
@@ -389,6 +424,9 @@ impl RouterState {
             .collect();
         for n in gone {
             tracing::info!(peer = %n, "node left");
+            self.services.metrics.peer_rtt.remove(&PeerLabel {
+                peer: n.to_string(),
+            });
             self.forget_peer(&n);
             self.peers.remove(&n);
             self.services.cluster.forget_interest(&n);
@@ -414,6 +452,8 @@ impl RouterState {
                             in_flight: InFlight::default(),
                             reported_stale: None,
                             interest_asked: None,
+                            stats: None,
+                            rtt: None,
                         },
                     );
                     joined.push(n.clone());
@@ -457,7 +497,7 @@ impl RouterState {
         }
     }
 
-    pub(super) fn status(&self) -> ClusterStatus {
+    pub(super) fn status(&mut self) -> ClusterStatus {
         let view = self.services.cluster.view();
         let now = Instant::now();
         let mut peers: Vec<PeerStatus> = self
@@ -471,6 +511,8 @@ impl RouterState {
                 heard_ms_ago: p.heard.map(|h| now.duration_since(h).as_millis() as u64),
                 interest_synced: self.services.cluster.interest_synced(n),
                 listening: self.services.cluster.listening(n),
+                stats: p.stats.clone(),
+                rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1e3),
             })
             .collect();
         peers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -487,6 +529,14 @@ impl RouterState {
             peers,
             conversations: self.services.conversations.len(),
             sessions: self.sessions.len(),
+            stats: self.load.stats(&self.services, self.sessions.len()),
         }
     }
+}
+
+/// Microseconds on this process's monotonic clock: what a ping carries and
+/// its pong brings back, so only this node's clock times the round trip.
+fn monotonic_us() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
