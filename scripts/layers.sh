@@ -64,7 +64,7 @@ check() {
 # actors/: leaves; connection handles; messages; shared tables; interest;
 # fan-out; the actors and the dispatcher; the composition; the Router.
 check actors \
-  "error placement metrics rate" \
+  "error placement metrics rate telemetry" \
   "conn" \
   "msg" \
   "cluster running watchers" \
@@ -80,7 +80,7 @@ check actors \
 check node \
   "auth" \
   "config" \
-  "membership error listener health" \
+  "membership error listener health telemetry" \
   "state" \
   "http ws" \
   "admin" \

@@ -14,9 +14,10 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
   touch node_modules
 fi
 stale=0
-if [ ! -f dist/index.html ]; then
+# Two pages (the chat app and the admin console) from one build.
+if [ ! -f dist/index.html ] || [ ! -f dist/admin.html ]; then
   stale=1
-elif [ -n "$(find src index.html package.json vite.config.ts tsconfig.json -newer dist/index.html -print -quit)" ]; then
+elif [ -n "$(find src index.html admin.html package.json vite.config.ts tsconfig.json -newer dist/index.html -print -quit)" ]; then
   stale=1
 fi
 if [ "$stale" -eq 1 ]; then

@@ -36,7 +36,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use chat_protocol::peer::{Audience, ConnRef, PeerDelivery, PeerMsg};
+use chat_protocol::peer::{Audience, ConnRef, PeerDelivery, PeerMsg, TraceParent};
 use chat_protocol::{ConversationId, ServerFrame, UserId};
 use chat_storage::replicated::{ReplicaLink, ReplicatedOp};
 use chat_storage::StoreError;
@@ -236,6 +236,7 @@ impl Cluster {
         listen: &[UserId],
         unlisten: &[UserId],
         events: impl FnOnce() -> Vec<(ServerFrame, Option<ConnRef>)>,
+        trace: Option<TraceParent>,
     ) -> (u64, u64) {
         if !self.enabled {
             return (0, 0);
@@ -289,6 +290,7 @@ impl Cluster {
             listen: listen.to_vec(),
             unlisten: unlisten.to_vec(),
             events: events(),
+            trace,
         };
         match chat_protocol::peer::encode(&PeerMsg::Deliver(Box::new(delivery))) {
             Ok(bytes) => {

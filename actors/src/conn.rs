@@ -28,6 +28,8 @@ pub struct Delivery {
     pub frame: Arc<SharedFrame>,
     /// The connection not to send it to (the sender's, which has the `ok`).
     pub skip_conn: Option<ConnId>,
+    /// The sampled trace of the send, if any.
+    pub trace: Option<crate::telemetry::TraceParent>,
 }
 
 /// Asks a connection to close with a code; the connection's tasks watch it.

@@ -39,6 +39,7 @@ use crate::error::ChatError;
 use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 use crate::msg::{answer, ConversationMsg, Reply, Request, RouterMsg};
+use crate::telemetry::{parent_of, Span};
 
 mod lifecycle;
 mod members;
@@ -118,6 +119,7 @@ struct Pending {
     origin: Option<ConnId>,
     received: Instant,
     reply: Option<Reply>,
+    span: Option<Span>,
 }
 
 /// The one write in flight: a batch of sends or a batch of updates (the
@@ -302,6 +304,7 @@ fn event(frame: ServerFrame) -> [Delivery; 1] {
     [Delivery {
         frame: Arc::new(SharedFrame::new(frame)),
         skip_conn: None,
+        trace: None,
     }]
 }
 
@@ -324,6 +327,7 @@ impl ConversationState {
             received,
             body,
             reply,
+            trace,
         } = request;
         match body {
             ConversationRequest::Send {
@@ -338,12 +342,17 @@ impl ConversationState {
                         return answer(reply, Err(e));
                     }
                 }
+                let mut span = Span::child("conversation.send", trace);
+                if let Some(span) = &mut span {
+                    span.set("chat.conversation", self.id.to_string());
+                }
                 let draft = Draft {
                     sender: user,
                     client_msg_id,
                     body,
                     kind,
                     reply_to,
+                    span,
                 };
                 self.send(myself, draft, conn, received, reply)
             }
@@ -670,6 +679,8 @@ struct Draft {
     body: String,
     kind: MessageKind,
     reply_to: Option<MessageId>,
+    /// Its span on this node, when traced: ends when it is acknowledged.
+    span: Option<Span>,
 }
 
 /// Sends: ids, dedupe of retried `client_msg_id`s, group commit, and the
@@ -747,6 +758,7 @@ impl ConversationState {
             origin,
             received,
             reply,
+            span: draft.span,
         });
         if self.in_flight.is_none() {
             self.start_batch(myself);
@@ -780,12 +792,26 @@ impl ConversationState {
         let store = self.deps.store.clone();
         let me = myself.clone();
         let lease = self.fence();
+        // One store span per batch, under its first traced send.
+        let mut span = self.in_flight.as_ref().and_then(|f| {
+            Span::child(
+                "store.append",
+                f.batch.iter().find_map(|p| parent_of(&p.span)),
+            )
+        });
+        if let Some(span) = &mut span {
+            span.set_i64("chat.batch", messages.len() as i64);
+        }
         tokio::spawn(async move {
             let result = match lease {
                 Ok(Some(lease)) => store.append_new_leased(&lease, &messages).await,
                 Ok(None) => store.append_new(&messages).await,
                 Err(e) => Err(e),
             };
+            if let (Some(span), Err(e)) = (&mut span, &result) {
+                span.fail(e.to_string());
+            }
+            drop(span);
             let _ = me.cast(ConversationMsg::BatchWritten(result));
         });
     }
@@ -841,6 +867,7 @@ impl ConversationState {
                             message: m.clone(),
                         })),
                         skip_conn: p.origin,
+                        trace: parent_of(&p.span),
                     });
                     self.push_tail(m);
                 }

@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::msg::{Reply, Request, RouterMsg, SessionMsg};
 use crate::rate::RateLimiter;
 use crate::running::Conversations;
+use crate::telemetry::TraceParent;
 
 mod conversations;
 mod create;
@@ -80,35 +81,53 @@ impl Dispatch {
 
     /// Handles one validated frame; the answer goes to `reply`.
     pub fn dispatch(&self, caller: &Caller, frame: ClientFrame, reply: Reply) {
+        self.dispatch_traced(caller, frame, reply, None)
+    }
+
+    /// [`Dispatch::dispatch`] of a frame in a sampled trace: the spans of
+    /// the nodes it reaches hang under `trace`.
+    pub fn dispatch_traced(
+        &self,
+        caller: &Caller,
+        frame: ClientFrame,
+        reply: Reply,
+        trace: Option<TraceParent>,
+    ) {
         match frame {
             // Edits and reactions count against the sender's rate as sends do.
             ClientFrame::Send { .. }
             | ClientFrame::Edit { .. }
             | ClientFrame::Delete { .. }
-            | ClientFrame::React { .. } => self.send(caller, frame, reply),
+            | ClientFrame::React { .. } => self.send(caller, frame, reply, trace),
             ClientFrame::Create { .. } => create::create(self, caller, frame, reply),
             ClientFrame::Conversations { .. } => conversations::list(self, caller, frame, reply),
             ClientFrame::Watch { users, .. } => watch::watch(self, caller, users, reply),
             ClientFrame::Unwatch { users, .. } => watch::unwatch(caller, users, reply),
             ClientFrame::Ping { .. } => drop(reply.send(Ok(OkReply::default()))),
-            _ => self.to_conversation(caller, frame, reply),
+            _ => self.to_conversation(caller, frame, reply, None),
         }
     }
 
     /// `send` (and `edit`, `delete`, `react`): the sender's rate, then the
     /// conversation.
-    fn send(&self, caller: &Caller, frame: ClientFrame, reply: Reply) {
+    fn send(&self, caller: &Caller, frame: ClientFrame, reply: Reply, trace: Option<TraceParent>) {
         if let Err(retry_after_ms) = self.rate.take(&caller.user) {
             self.metrics.rate_limited.inc();
             let _ = reply.send(Err(ChatError::RateLimited { retry_after_ms }));
             return;
         }
-        self.to_conversation(caller, frame, reply);
+        self.to_conversation(caller, frame, reply, trace);
     }
 
     /// A request to an existing conversation: typing is answered at once
     /// (and never again); the rest by the conversation's actor.
-    fn to_conversation(&self, caller: &Caller, frame: ClientFrame, reply: Reply) {
+    fn to_conversation(
+        &self,
+        caller: &Caller,
+        frame: ClientFrame,
+        reply: Reply,
+        trace: Option<TraceParent>,
+    ) {
         let body = match ConversationRequest::from_frame(frame) {
             Ok(body) => body,
             Err(_) => return drop(reply.send(Err(ChatError::Internal("not routable".into())))),
@@ -119,7 +138,9 @@ impl Dispatch {
             let _ = reply.send(Ok(OkReply::default()));
             None
         };
-        self.route(Request::new(caller.user.clone(), caller.conn, body, reply));
+        let mut request = Request::new(caller.user.clone(), caller.conn, body, reply);
+        request.trace = trace;
+        self.route(request);
     }
 
     /// To the conversation's actor if it runs here, else through the Router

@@ -23,6 +23,7 @@ use crate::conn::{Connection, Delivery};
 use crate::interest::Interest;
 use crate::metrics::Metrics;
 use crate::msg::SessionMsg;
+use crate::telemetry::{Span, TraceParent};
 
 /// Local sessions by user, with their connections.
 ///
@@ -159,7 +160,12 @@ impl NodeFanout {
 
     /// Queues `events` on the connections of `users` here and counts them.
     fn local(&self, users: &[UserId], events: &[Delivery]) {
+        let mut span = Span::child("fanout.deliver", first_trace(events));
         let n = self.directory.deliver(users, events);
+        if let Some(span) = &mut span {
+            span.set_i64("chat.users", users.len() as i64);
+            span.set_i64("chat.queued", n as i64);
+        }
         self.metrics.messages_delivered.inc_by(n);
         if n > 0 {
             // Once per event, not per connection: the histogram says how
@@ -183,14 +189,19 @@ impl NodeFanout {
         listen: &[UserId],
         unlisten: &[UserId],
     ) {
-        let (sent, skipped) = self
-            .cluster
-            .deliver(conversation, to, listen, unlisten, || {
+        let (sent, skipped) = self.cluster.deliver(
+            conversation,
+            to,
+            listen,
+            unlisten,
+            || {
                 events
                     .iter()
                     .map(|d| (d.frame.frame().clone(), d.skip_conn))
                     .collect()
-            });
+            },
+            first_trace(events),
+        );
         // Nothing to count on a single node, the common case.
         if sent + skipped > 0 {
             self.metrics.peer_deliveries_sent.inc_by(sent);
@@ -216,9 +227,12 @@ impl NodeFanout {
         let deliveries: Vec<Delivery> = d
             .events
             .into_iter()
-            .map(|(frame, skip_conn)| Delivery {
+            .enumerate()
+            .map(|(i, (frame, skip_conn))| Delivery {
                 frame: Arc::new(SharedFrame::new(frame)),
                 skip_conn,
+                // The batch's trace, on its first event: one span for it.
+                trace: if i == 0 { d.trace } else { None },
             })
             .collect();
         let targets: Vec<UserId> = match d.to {
@@ -289,4 +303,12 @@ impl Fanout for NodeFanout {
             removed,
         );
     }
+}
+
+/// The trace of the first traced event: a batch gets one span.
+fn first_trace(events: &[Delivery]) -> Option<TraceParent> {
+    if !crate::telemetry::enabled() {
+        return None;
+    }
+    events.iter().find_map(|d| d.trace)
 }

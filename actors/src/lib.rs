@@ -44,6 +44,7 @@ pub mod router;
 pub mod running;
 pub mod services;
 pub mod session;
+pub mod telemetry;
 pub mod watchers;
 
 #[cfg(test)]

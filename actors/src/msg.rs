@@ -54,6 +54,8 @@ pub struct Request {
     pub body: ConversationRequest,
     /// Where the answer goes; `None` for typing, which is never answered.
     pub reply: Option<Reply>,
+    /// The sampled trace it is part of, if any.
+    pub trace: Option<crate::telemetry::TraceParent>,
 }
 
 impl Request {
@@ -70,6 +72,7 @@ impl Request {
             received: Instant::now(),
             body,
             reply,
+            trace: None,
         }
     }
 

@@ -67,15 +67,7 @@ impl App {
     pub async fn start(config: Config) -> Result<Arc<App>, NodeError> {
         config.validate()?;
         std::fs::create_dir_all(&config.node.data_dir)?;
-        let store = match config.storage.backend {
-            StorageBackend::Embedded => OpenStore::Embedded(Arc::new(EmbeddedStore::open(
-                &config.node.data_dir.join("store"),
-                config.storage.durability,
-            )?)),
-            StorageBackend::Scylla => {
-                OpenStore::Scylla(Arc::new(ScyllaStore::open(&config.storage.scylla).await?))
-            }
-        };
+        let store = open_store(&config).await?;
         let presence: Arc<dyn Presence> = match config.presence.backend {
             PresenceBackend::Memory => Arc::new(MemoryPresence::new()),
             PresenceBackend::Redis => Arc::new(
@@ -251,6 +243,54 @@ async fn shared_secret(config: &Config, store: &OpenStore) -> Result<AuthConfig,
         auth.jwt_secret = Some(kept);
     }
     Ok(auth)
+}
+
+/// The configured store, opened (migrated, on ScyllaDB).
+async fn open_store(config: &Config) -> Result<OpenStore, NodeError> {
+    Ok(match config.storage.backend {
+        StorageBackend::Embedded => OpenStore::Embedded(Arc::new(EmbeddedStore::open(
+            &config.node.data_dir.join("store"),
+            config.storage.durability,
+        )?)),
+        StorageBackend::Scylla => {
+            OpenStore::Scylla(Arc::new(ScyllaStore::open(&config.storage.scylla).await?))
+        }
+    })
+}
+
+/// Gives or takes the admin role of `user`, with the node stopped (the
+/// embedded store is one process's) or running elsewhere (ScyllaDB). In an
+/// embedded cluster the change goes into this node's op log and reaches
+/// the others when it next runs.
+pub async fn set_admin(config: &Config, user: &str, on: bool) -> Result<(), NodeError> {
+    let id = chat_protocol::UserId::new(user)
+        .map_err(|e| ConfigError::Invalid(format!("user {user:?}: {e}")))?;
+    let store = open_store(config).await?;
+    let result = async {
+        let data: Arc<dyn MessageStore> = match (&store, config.cluster.listen.is_some()) {
+            (OpenStore::Embedded(local), true) => Arc::new(ReplicatedStore::new(
+                local.clone(),
+                config.node.name.as_str(),
+            )?),
+            _ => store.shared(),
+        };
+        if data.user(&id).await?.is_none() {
+            return Ok::<bool, chat_storage::StoreError>(false);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        data.set_user_flag(&id, chat_storage::UserFlag::Admin, on, now)
+            .await?;
+        Ok(true)
+    }
+    .await;
+    store.close().await;
+    if !result? {
+        return Err(ConfigError::Invalid(format!("no user {user:?} (register it first)")).into());
+    }
+    Ok(())
 }
 
 /// The node's routes.

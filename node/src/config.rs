@@ -246,7 +246,9 @@ pub struct AdminSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetrySection {
-    /// An OTLP/gRPC collector, such as `http://127.0.0.1:4317`.
+    /// An OpenTelemetry collector's OTLP/HTTP URL, such as
+    /// `http://127.0.0.1:4318` (`/v1/traces` is added to a URL without a
+    /// path).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
     /// The share of sends traced from the node that receives them (0-1);

@@ -25,6 +25,7 @@ pub mod http;
 pub mod listener;
 pub mod membership;
 pub mod state;
+pub mod telemetry;
 pub mod ws;
 
 pub use app::{run, App, NodeError};

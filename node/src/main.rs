@@ -40,6 +40,25 @@ enum Command {
     /// applies them when it starts; this is for deploy pipelines that
     /// migrate first).
     Migrate,
+    /// Give or take the admin role (the admin console, `/v1/admin/`).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Make USER an admin.
+    Grant {
+        /// The user id (login name).
+        user: String,
+    },
+    /// Take the admin role from USER.
+    Revoke {
+        /// The user id (login name).
+        user: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,10 +98,24 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    if let Some(Command::Migrate) = cli.command {
-        return runtime.block_on(migrate(&config));
+    match cli.command {
+        Some(Command::Migrate) => return runtime.block_on(migrate(&config)),
+        Some(Command::Admin { action }) => {
+            let (user, on) = match action {
+                AdminAction::Grant { user } => (user, true),
+                AdminAction::Revoke { user } => (user, false),
+            };
+            runtime.block_on(chat_node::app::set_admin(&config, &user, on))?;
+            println!(
+                "{user} is {} an admin",
+                if on { "now" } else { "no longer" }
+            );
+            return Ok(());
+        }
+        _ => {}
     }
-    runtime.block_on(async move {
+    let telemetry = chat_node::telemetry::Telemetry::init(&config)?;
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen.http)
             .await
             .with_context(|| format!("binding {}", config.listen.http))?;
@@ -94,7 +127,11 @@ fn main() -> anyhow::Result<()> {
         chat_node::app::serve(app, listener, shutdown_signal()).await?;
         tracing::info!("drained; exiting");
         anyhow::Ok(())
-    })
+    });
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
+    served
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {

@@ -36,6 +36,7 @@ use bytes::Bytes;
 use chat_actors::conn::{Budget, Closer, Connection, ConnectionEnd};
 use chat_actors::dispatch::Caller;
 use chat_actors::msg::{RouterMsg, SessionMsg};
+use chat_actors::telemetry::{parent_of, Span};
 use chat_actors::ChatError;
 use chat_protocol::{close_code, ClientFrame, Codec, ErrorCode, ServerFrame};
 use futures_util::stream::FuturesUnordered;
@@ -398,7 +399,17 @@ fn handle_frame(
     let silent = matches!(frame, ClientFrame::Typing { .. }) && req.is_none();
     let reserved = reservation(&frame);
     let (tx, rx) = ractor::concurrency::oneshot();
-    app.dispatch.dispatch(caller, frame, tx.into());
+    // Sends are what a trace follows across nodes; the root ends with the
+    // answer.
+    let mut span = match &frame {
+        ClientFrame::Send { conversation, .. } => Span::root("chat.send").map(|mut s| {
+            s.set("chat.conversation", conversation.to_string());
+            s
+        }),
+        _ => None,
+    };
+    app.dispatch
+        .dispatch_traced(caller, frame, tx.into(), parent_of(&span));
     let codec = conn.codec();
     let metrics = app.services.metrics.clone();
     Handled::Pending(
@@ -406,6 +417,10 @@ fn handle_frame(
             let result = rx
                 .await
                 .unwrap_or_else(|_| Err(ChatError::Unavailable("request lost; retry".into())));
+            if let (Some(span), Err(e)) = (&mut span, &result) {
+                span.fail(e.to_string());
+            }
+            drop(span);
             let out = match result {
                 Ok(_) if silent => None,
                 Ok(mut ok) => {

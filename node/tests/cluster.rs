@@ -40,6 +40,8 @@ struct TestCluster {
     links: Vec<Vec<Link>>,
     /// With `start_tls`: the PEM files every node uses (cert, key, ca).
     tls: Option<[std::path::PathBuf; 3]>,
+    /// Set on every node after the rest (`start_env`).
+    extra: Vec<(String, String)>,
 }
 
 impl TestCluster {
@@ -74,7 +76,26 @@ impl TestCluster {
         Self::start_inner(n, n, cuttable, tls).await
     }
 
+    /// `start` with more settings for every node.
+    async fn start_env(n: usize, extra: &[(&str, &str)]) -> TestCluster {
+        let extra = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_inner_env(n, n, false, false, extra).await
+    }
+
     async fn start_inner(n: usize, started: usize, cuttable: bool, tls: bool) -> TestCluster {
+        Self::start_inner_env(n, started, cuttable, tls, Vec::new()).await
+    }
+
+    async fn start_inner_env(
+        n: usize,
+        started: usize,
+        cuttable: bool,
+        tls: bool,
+        extra: Vec<(String, String)>,
+    ) -> TestCluster {
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut links = Vec::new();
         if cuttable {
@@ -94,6 +115,7 @@ impl TestCluster {
             starts: 0,
             links,
             tls: None,
+            extra,
         };
         if tls {
             c.tls = Some(make_certs(&c.root.path().join("pki"), "cluster-ca"));
@@ -165,6 +187,7 @@ impl TestCluster {
                 // before; 10 s did once on the RF 3 run).
                 ("CHAT__ACTORS__INTEREST_ACK_MS".into(), "30000".into()),
             ])
+            .chain(self.extra.iter().cloned())
             .collect()
     }
 
@@ -1813,5 +1836,354 @@ async fn prometheus_scrapes_the_cluster_and_every_panel_and_alert_has_data() {
             },
         )
         .await;
+    }
+}
+
+/// A real OpenTelemetry Collector (deploy/otelcol, built from the Go module
+/// proxy by scripts/otelcol.sh) receiving OTLP/HTTP and writing what it
+/// gets to a JSON-lines file.
+struct Collector {
+    child: std::process::Child,
+    http: SocketAddr,
+    file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// One span as the collector wrote it.
+#[derive(Debug, Clone)]
+struct SpanRecord {
+    node: String,
+    trace: String,
+    id: String,
+    parent: Option<String>,
+    name: String,
+}
+
+impl Collector {
+    fn start() -> Collector {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let built = std::process::Command::new("bash")
+            .arg(root.join("scripts/otelcol.sh"))
+            .arg("build")
+            .output()
+            .expect("scripts/otelcol.sh");
+        assert!(
+            built.status.success(),
+            "building the collector: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let stdout = String::from_utf8(built.stdout).unwrap();
+        let bin = stdout.lines().last().expect("the binary's path").trim();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("traces.jsonl");
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let grpc: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let child = std::process::Command::new(bin)
+            .arg("--config")
+            .arg(root.join("deploy/otelcol/config.yaml"))
+            .env("OTELCOL_HTTP_ENDPOINT", http.to_string())
+            .env("OTELCOL_GRPC_ENDPOINT", grpc.to_string())
+            .env("OTELCOL_TRACES_FILE", &file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("collector.log")).unwrap())
+            .spawn()
+            .expect("the collector");
+        Collector {
+            child,
+            http,
+            file,
+            _dir: dir,
+        }
+    }
+
+    /// Every span in the file so far (complete lines only: the exporter
+    /// flushes on a timer, possibly mid-line).
+    fn spans(&self) -> Vec<SpanRecord> {
+        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        let mut spans = Vec::new();
+        for line in complete.lines().filter(|l| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line).expect("a JSON line");
+            for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+                let node = rs["resource"]["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|a| a["key"] == "chat.node")
+                    .and_then(|a| a["value"]["stringValue"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    for s in ss["spans"].as_array().into_iter().flatten() {
+                        spans.push(SpanRecord {
+                            node: node.clone(),
+                            trace: s["traceId"].as_str().unwrap_or("").into(),
+                            id: s["spanId"].as_str().unwrap_or("").into(),
+                            parent: s["parentSpanId"]
+                                .as_str()
+                                .filter(|p| !p.is_empty())
+                                .map(String::from),
+                            name: s["name"].as_str().unwrap_or("").into(),
+                        });
+                    }
+                }
+            }
+        }
+        spans
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A send from a client on one node to a conversation owned by a second,
+/// heard by a member on a third, is one trace: the receiving node's root,
+/// the owner's conversation span with the store write inside, and the
+/// fan-out on the third node, all linked through the node-to-node
+/// messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_is_one_trace_from_the_socket_through_the_owner_and_its_store_to_another_node() {
+    let collector = Collector::start();
+    let endpoint = format!("http://{}", collector.http);
+    let cluster = TestCluster::start_env(
+        3,
+        &[
+            ("CHAT__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("CHAT__TELEMETRY__SAMPLING_RATIO", "1.0"),
+        ],
+    )
+    .await;
+    // Client i is on node (i + 1) % 3: one member per node.
+    let (_, mut clients, conv) = three_in_a_group(&cluster).await;
+    let owner = TestCluster::owner(&conv, &[0, 1, 2]);
+    let node_of = |client: usize| (client + 1) % 3;
+    let sender = (0..3).find(|c| node_of(*c) != owner).unwrap();
+    let listener = (0..3)
+        .find(|c| node_of(*c) != owner && *c != sender)
+        .unwrap();
+    let sent = ok(clients[sender]
+        .request(frames::send(&conv, "traced-1", "follow me"))
+        .await)
+    .message
+    .expect("the message");
+    clients[listener]
+        .event(|f| matches!(f, ServerFrame::Message { message } if message.id == sent.id))
+        .await;
+
+    let (sender_node, owner_node, listener_node) = (
+        TestCluster::name(node_of(sender)),
+        TestCluster::name(owner),
+        TestCluster::name(node_of(listener)),
+    );
+    let trace = eventually_within("the trace reaches the collector", FORM_DEADLINE, || async {
+        let spans = collector.spans();
+        let find = |name: &str, node: &str, parent: Option<&SpanRecord>| {
+            spans
+                .iter()
+                .find(|s| {
+                    s.name == name
+                        && s.node == node
+                        && parent.is_none_or(|p| {
+                            s.trace == p.trace && s.parent.as_deref() == Some(p.id.as_str())
+                        })
+                })
+                .cloned()
+        };
+        let missing = || format!("{} spans so far: {spans:?}", spans.len());
+        let root = find("chat.send", &sender_node, None).ok_or_else(missing)?;
+        let conv_span = find("conversation.send", &owner_node, Some(&root)).ok_or_else(missing)?;
+        let store = find("store.append", &owner_node, Some(&conv_span)).ok_or_else(missing)?;
+        let fanout =
+            find("fanout.deliver", &listener_node, Some(&conv_span)).ok_or_else(missing)?;
+        Ok::<_, String>([root, conv_span, store, fanout])
+    })
+    .await;
+    assert!(trace[0].parent.is_none(), "the socket's span is the root");
+    assert!(
+        trace.iter().all(|s| s.trace == trace[0].trace),
+        "one trace: {trace:?}"
+    );
+}
+
+/// The admin API on a cluster: 401 without a token and 403 for a user who
+/// is not an admin; suspending a user closes their connections on every
+/// node with 4005 and refuses their login, refresh and new connections on
+/// every node until lifted; a disconnect closes with 4004 and lets them
+/// back; a node drained from another node's API exits; every action is in
+/// the audit log on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_suspends_disconnects_and_drains_across_nodes() {
+    let root_name = unique("root");
+    let mut cluster =
+        TestCluster::start_env(3, &[("CHAT__ADMIN__USERS", &format!("[\"{root_name}\"]"))]).await;
+    let admin = register(cluster.addr(0), &root_name).await;
+    let bob = register(cluster.addr(1), &unique("bob")).await;
+    let path = |p: &str| format!("/v1/admin{p}");
+
+    let (status, body) = http(cluster.addr(0), "GET", &path("/nodes"), None, None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = http(
+        cluster.addr(0),
+        "GET",
+        &path("/nodes"),
+        Some(&bob.access),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("\"forbidden\""), "{body}");
+
+    // Every node listed, with its load from its heartbeats.
+    let nodes = eventually_within("the nodes' stats", FORM_DEADLINE, || async {
+        let (status, body) = http(
+            cluster.addr(2),
+            "GET",
+            &path("/nodes"),
+            Some(&admin.access),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+        let ready = nodes.len() == 3
+            && nodes
+                .iter()
+                .all(|n| n["up"] == true && n["store_up"] == true && n["version"].is_string());
+        ready.then_some(nodes).ok_or(body)
+    })
+    .await;
+    let names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["node-1", "node-2", "node-3"]);
+
+    // Suspend bob, connected on two nodes, through the third.
+    let mut on1 = connect(cluster.addr(1), &bob.access, Codec::Json).await;
+    let mut on2 = connect(cluster.addr(2), &bob.access, Codec::Json).await;
+    let bob_path = path(&format!("/users/{}", bob.id));
+    let (status, body) = http(
+        cluster.addr(0),
+        "POST",
+        &format!("{bob_path}/suspend"),
+        Some(&admin.access),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"suspended\":true"), "{body}");
+    assert_eq!(on1.closed_with().await, Some(4005));
+    assert_eq!(on2.closed_with().await, Some(4005));
+    for i in 0..3 {
+        let login = serde_json::json!({"username": bob.id, "password": "correct horse battery"});
+        let (status, body) = http(
+            cluster.addr(i),
+            "POST",
+            "/v1/auth/login",
+            None,
+            Some(&login.to_string()),
+        )
+        .await;
+        assert_eq!(status, 403, "login on node {i}: {body}");
+        assert!(body.contains("suspended"), "{body}");
+        assert_eq!(
+            try_connect(cluster.addr(i), Some(&bob.access), Codec::Json)
+                .await
+                .err(),
+            Some(403),
+            "a new connection on node {i}"
+        );
+    }
+    let refresh = serde_json::json!({ "refresh_token": bob.refresh });
+    let (status, _) = http(
+        cluster.addr(2),
+        "POST",
+        "/v1/auth/refresh",
+        None,
+        Some(&refresh.to_string()),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Lifted: the same tokens work again.
+    let (status, body) = http(
+        cluster.addr(1),
+        "POST",
+        &format!("{bob_path}/unsuspend"),
+        Some(&admin.access),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut on0 = connect(cluster.addr(0), &bob.access, Codec::Json).await;
+    let mut on2 = connect(cluster.addr(2), &bob.access, Codec::Json).await;
+
+    // A disconnect closes with 4004 everywhere and lets them back.
+    let (status, body) = http(
+        cluster.addr(1),
+        "POST",
+        &format!("{bob_path}/disconnect"),
+        Some(&admin.access),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(on0.closed_with().await, Some(4004));
+    assert_eq!(on2.closed_with().await, Some(4004));
+    connect(cluster.addr(0), &bob.access, Codec::Json).await;
+
+    // Drain node 3 from node 1's API: it exits by itself.
+    let (status, body) = http(
+        cluster.addr(0),
+        "POST",
+        &path("/nodes/node-3/drain"),
+        Some(&admin.access),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, _) = http(
+        cluster.addr(0),
+        "POST",
+        &path("/nodes/node-9/drain"),
+        Some(&admin.access),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "an unknown node");
+    let mut drained = cluster.nodes[2].take().expect("node 3");
+    let exit = drained.wait_exit(FORM_DEADLINE).await;
+    assert!(exit.success(), "a drained node exits cleanly: {exit:?}");
+
+    // Each action, newest first, as every node sees it.
+    for i in 0..2 {
+        let log = eventually_within("the audit log", FORM_DEADLINE, || async {
+            let (status, body) = http(
+                cluster.addr(i),
+                "GET",
+                &path("/audit?limit=10"),
+                Some(&admin.access),
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            let actions: Vec<String> = v["entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["target"] == bob.id.as_str() || e["target"] == "node-3")
+                .map(|e| e["action"].as_str().unwrap().to_string())
+                .collect();
+            (actions.len() == 4).then_some(actions).ok_or(body)
+        })
+        .await;
+        assert_eq!(
+            log,
+            ["drain", "disconnect", "unsuspend", "suspend"],
+            "node {i}"
+        );
     }
 }

@@ -312,3 +312,57 @@ async fn restart_keeps_accounts_and_the_dev_secret() {
     let stranger = other.start(None, &[]).await;
     assert!(!token_accepted(stranger.addr, &alice.access).await);
 }
+
+/// `chat-node admin grant` and `revoke`, run with the node stopped, give
+/// and take the admin role that the node's `/v1/admin/` API checks; a user
+/// that does not exist is refused with a clear message.
+#[tokio::test]
+async fn chat_node_admin_grants_and_revokes_the_admin_role() {
+    let mut site = Site::new();
+    let mut node = site.start(Some(SECRET), &[]).await;
+    let carol = register(node.addr, &unique("carol")).await;
+    let nodes_status = |addr| {
+        let token = carol.access.clone();
+        async move {
+            http(addr, "GET", "/v1/admin/nodes", Some(&token), None)
+                .await
+                .0
+        }
+    };
+    assert_eq!(nodes_status(node.addr).await, 403);
+    let data = site.data();
+    let admin = |args: &[&str]| {
+        std::process::Command::new(node_binary())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("admin")
+            .args(args)
+            .envs(storage_env())
+            .output()
+            .expect("run chat-node admin")
+    };
+    for (action, expected) in [("grant", 200), ("revoke", 403)] {
+        node.sigterm();
+        assert!(node
+            .wait_exit(Duration::from_secs(DRAIN_SECS * 3))
+            .await
+            .success());
+        let out = admin(&[action, &carol.id]);
+        assert!(
+            out.status.success(),
+            "chat-node admin {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        node = site.start(Some(SECRET), &[]).await;
+        assert_eq!(nodes_status(node.addr).await, expected, "after {action}");
+    }
+    node.sigterm();
+    assert!(node
+        .wait_exit(Duration::from_secs(DRAIN_SECS * 3))
+        .await
+        .success());
+    let out = admin(&["grant", "nobody-by-that-name"]);
+    assert!(!out.status.success(), "an unknown user is refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("register it first"), "{err}");
+}

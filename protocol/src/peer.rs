@@ -51,6 +51,9 @@ pub enum PeerMsg {
         conn: ConnRef,
         /// What to do.
         request: ConversationRequest,
+        /// The sampled trace the request belongs to, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<TraceParent>,
     },
     /// The answer to a [`PeerMsg::Request`].
     Reply {
@@ -561,6 +564,20 @@ pub struct PeerDelivery {
     /// The events, in order, each with the connection that must not get it
     /// (the sender's, which has the `ok`).
     pub events: Vec<(ServerFrame, Option<ConnRef>)>,
+    /// The sampled trace of the (first traced) send among the events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceParent>,
+}
+
+/// Where a sampled trace stands: the W3C trace context's trace id and the
+/// span that the receiver's spans are children of. Only sampled traces
+/// travel, so there are no flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TraceParent {
+    /// The trace.
+    pub trace_id: [u8; 16],
+    /// The parent span.
+    pub span_id: [u8; 8],
 }
 
 /// Who a [`PeerDelivery`] is for.
@@ -697,6 +714,10 @@ mod tests {
                     kind: MessageKind::new("text").unwrap(),
                     reply_to: Some(MessageId(5)),
                 },
+                trace: Some(TraceParent {
+                    trace_id: [7; 16],
+                    span_id: [9; 8],
+                }),
             },
             PeerMsg::Reply {
                 id: 7,
@@ -729,6 +750,7 @@ mod tests {
                     },
                     Some(4),
                 )],
+                trace: None,
             })),
             PeerMsg::Interest {
                 from: "a".into(),

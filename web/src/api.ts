@@ -65,16 +65,24 @@ async function post(path: string, body: unknown): Promise<Response> {
   throw new ApiError(0, "unavailable", `no node answers (${String(lastError)})`);
 }
 
-async function json(res: Response): Promise<any> {
+/** The JSON body of a reply, or an ApiError from its `{code, message}`. */
+export async function readJson(res: Response): Promise<any> {
   const text = await res.text();
-  const body = text ? JSON.parse(text) : {};
+  let body: any = {};
+  try {
+    body = text ? JSON.parse(text) : {};
+  } catch {
+    // A proxy's (or a missing route's) page: the status says enough.
+    if (res.ok) throw new ApiError(res.status, "internal", "the answer is not JSON");
+  }
   if (!res.ok) {
     throw new ApiError(res.status, body.code ?? "internal", body.message ?? res.statusText);
   }
   return body;
 }
 
-function expiryOf(token: string): number {
+/** When a JWT expires (Unix ms), from its `exp`. */
+export function expiryOf(token: string): number {
   try {
     const payload = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
     return payload.exp * 1000;
@@ -108,16 +116,16 @@ export function clearSession() {
 }
 
 export async function register(username: string, password: string): Promise<Session> {
-  return sessionOf(await json(await post("/v1/auth/register", { username, password })));
+  return sessionOf(await readJson(await post("/v1/auth/register", { username, password })));
 }
 
 export async function login(username: string, password: string): Promise<Session> {
-  return sessionOf(await json(await post("/v1/auth/login", { username, password })));
+  return sessionOf(await readJson(await post("/v1/auth/login", { username, password })));
 }
 
 /** A new access token (and refresh token); the old refresh token is used up. */
 export async function refresh(s: Session): Promise<Session> {
-  const body = await json(await post("/v1/auth/refresh", { refresh_token: s.refresh }));
+  const body = await readJson(await post("/v1/auth/refresh", { refresh_token: s.refresh }));
   return sessionOf({ ...body, user: { id: s.user } });
 }
 

@@ -1,6 +1,7 @@
 import { useEffect, useLayoutEffect, useMemo, useReducer, useRef, useState } from "preact/hooks";
 import { ApiError, Session, clearSession, loadSession, login, logout, register } from "./api";
 import { Chat, Conversation, Message, Outgoing } from "./chat";
+import { Ended } from "./socket";
 
 /** `#/c/<id>` → the conversation id. */
 function route(): string | null {
@@ -10,11 +11,31 @@ function route(): string | null {
 
 export function App() {
   const [session, setSession] = useState<Session | null>(loadSession());
-  if (!session) return <SignIn onIn={setSession} />;
-  return <Signed key={session.user} session={session} onOut={() => setSession(null)} />;
+  const [suspended, setSuspended] = useState(false);
+  if (!session) {
+    return (
+      <SignIn
+        suspended={suspended}
+        onIn={(s) => {
+          setSuspended(false);
+          setSession(s);
+        }}
+      />
+    );
+  }
+  return (
+    <Signed
+      key={session.user}
+      session={session}
+      onOut={(why) => {
+        setSuspended(why === "suspended");
+        setSession(null);
+      }}
+    />
+  );
 }
 
-function SignIn({ onIn }: { onIn: (s: Session) => void }) {
+function SignIn({ onIn, suspended }: { onIn: (s: Session) => void; suspended: boolean }) {
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
   const [error, setError] = useState<string | null>(null);
@@ -33,6 +54,11 @@ function SignIn({ onIn }: { onIn: (s: Session) => void }) {
   return (
     <main class="signin">
       <h1>Chat</h1>
+      {suspended && (
+        <p data-testid="suspended" class="error notice" role="alert">
+          Your account is suspended. You were signed out; ask an operator to lift the suspension.
+        </p>
+      )}
       <form
         onSubmit={(e) => {
           e.preventDefault();
@@ -83,12 +109,17 @@ function useChat(chat: Chat) {
   useEffect(() => chat.subscribe(() => bump()), [chat]);
 }
 
-function Signed({ session, onOut }: { session: Session; onOut: () => void }) {
+function Signed({ session, onOut }: { session: Session; onOut: (why?: Ended) => void }) {
   const chat = useMemo(
     () =>
-      new Chat(session, () => {
-        clearSession();
-        onOut();
+      new Chat(session, (why) => {
+        if (why === "suspended") {
+          // Revoke this login too (the server may refuse: signed out here either way).
+          void logout(chat.session);
+        } else {
+          clearSession();
+        }
+        onOut(why);
       }),
     [session.user],
   );
@@ -127,7 +158,7 @@ function Signed({ session, onOut }: { session: Session; onOut: () => void }) {
           type="button"
           onClick={() => {
             chat.stop();
-            void logout(chat.session).then(onOut);
+            void logout(chat.session).then(() => onOut());
           }}
         >
           Sign out

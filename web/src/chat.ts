@@ -3,7 +3,7 @@
 // sent, typing, receipts and presence. Components read it and re-render on
 // `subscribe`.
 
-import { ChatSocket, ConnState, RequestError } from "./socket";
+import { ChatSocket, ConnState, Ended, RequestError } from "./socket";
 import { Session, loadSession, nodes, refresh } from "./api";
 
 export interface Reaction {
@@ -100,7 +100,11 @@ export class Chat {
   private resyncTimer: number | undefined;
   private resyncing = new Set<string>();
 
-  constructor(session: Session, private signedOut: () => void) {
+  constructor(
+    session: Session,
+    /** Signed out by the server: the token refused, or the account suspended. */
+    private signedOut: (why: Ended) => void,
+  ) {
     this.session = session;
     this.socket = new ChatSocket(
       nodes(),
@@ -111,7 +115,7 @@ export class Chat {
         if (s === "open") void this.synced();
         this.changed();
       },
-      () => this.signedOut(),
+      (why) => this.signedOut(why),
     );
     this.scheduleRefresh();
   }

@@ -2,7 +2,17 @@
 // replies by `req`, events handed on, and reconnection with backoff, to the
 // next configured node each time.
 
+import { ApiError } from "./api";
+
 export type ConnState = "connecting" | "open" | "reconnecting";
+
+/** Why the socket gave up for good: the token was refused (revoked, logged
+ * out elsewhere), or an operator suspended the account. */
+export type Ended = "unauthorized" | "suspended";
+
+/** An operator suspended the account: do not come back. (4004, an operator
+ * disconnected the user, is like any other loss: reconnect.) */
+const CLOSE_SUSPENDED = 4005;
 
 export class RequestError extends Error {
   constructor(
@@ -40,8 +50,8 @@ export class ChatSocket {
     private token: () => Promise<string>,
     private onEvent: (frame: any) => void,
     private onState: (state: ConnState) => void,
-    /** The token was refused for good (revoked, logged out elsewhere). */
-    private onUnauthorized: () => void,
+    /** The socket gave up for good: signed out, and why. */
+    private onEnded: (why: Ended) => void,
   ) {}
 
   start() {
@@ -63,8 +73,10 @@ export class ChatSocket {
     let token: string;
     try {
       token = await this.token();
-    } catch {
-      return this.onUnauthorized();
+    } catch (e) {
+      // A suspended account's refresh answers 403 `forbidden`.
+      const suspended = e instanceof ApiError && e.status === 403 && e.code === "forbidden";
+      return this.onEnded(suspended ? "suspended" : "unauthorized");
     }
     const base = this.nodes[this.node % this.nodes.length].replace(/^http/, "ws");
     const ws = new WebSocket(`${base}/v1/ws?access_token=${encodeURIComponent(token)}`, "chat.v1.json");
@@ -90,7 +102,12 @@ export class ChatSocket {
       }
       this.waiting.clear();
       if (this.stopped) return;
-      if (e.code === 4001 && this.attempt > 2) return this.onUnauthorized();
+      if (e.code === CLOSE_SUSPENDED) {
+        this.stopped = true;
+        return this.onEnded("suspended");
+      }
+      if (e.code === 4001 && this.attempt > 2) return this.onEnded("unauthorized");
+      // Anything else (4004 included): back after the backoff.
       this.setState("reconnecting");
       // Another node next: this one may be the one that went away.
       this.node += 1;

@@ -61,7 +61,7 @@ impl Fixture {
         to: Audience,
         listen: &[UserId],
     ) -> Vec<&'static str> {
-        let (sent, skipped) = self.cluster.deliver(conv, to, listen, &[], Vec::new);
+        let (sent, skipped) = self.cluster.deliver(conv, to, listen, &[], Vec::new, None);
         assert_eq!(sent + skipped, 2);
         // Exactly `sent` peers were cast to: collect that many.
         let mut got = Vec::new();

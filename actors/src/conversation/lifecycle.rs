@@ -292,6 +292,7 @@ impl ConversationState {
                             .metrics
                             .observe_send(u.received.elapsed().as_secs_f64());
                         deliveries.push(Delivery {
+                            trace: None,
                             frame: Arc::new(SharedFrame::new(ServerFrame::MessageUpdated {
                                 message: shown.clone(),
                             })),

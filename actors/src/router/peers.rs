@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use chat_protocol::peer::{ConnRef, ConversationRequest, NodeStats, PeerMsg};
+use chat_protocol::peer::{ConnRef, ConversationRequest, NodeStats, PeerMsg, TraceParent};
 use chat_protocol::{ConversationId, OkReply, UserId};
 use ractor::ActorRef;
 
@@ -38,6 +38,7 @@ impl RouterState {
             conn,
             body,
             reply,
+            trace,
             ..
         } = request;
         let id = self.next_request;
@@ -73,6 +74,7 @@ impl RouterState {
             user,
             conn: conn.unwrap_or(0),
             request: body,
+            trace,
         };
         self.services.metrics.peer_requests.inc();
         if router.cast(RouterMsg::Peer(msg)).is_err() {
@@ -109,8 +111,9 @@ impl RouterState {
                 user,
                 conn,
                 request,
+                trace,
             } => {
-                self.serve_request(myself, from, id, user, conn, request)
+                self.serve_request(myself, from, id, user, conn, (request, trace))
                     .await
             }
             PeerMsg::Reply { id, result } => {
@@ -210,12 +213,13 @@ impl RouterState {
         id: u64,
         user: UserId,
         conn: ConnRef,
-        body: ConversationRequest,
+        (body, trace): (ConversationRequest, Option<TraceParent>),
     ) {
         let answered = body.expects_reply();
         let (tx, rx) = ractor::concurrency::oneshot();
         let conn = (conn != 0).then_some(conn);
-        let request = Request::new(user, conn, body, answered.then(|| tx.into()));
+        let mut request = Request::new(user, conn, body, answered.then(|| tx.into()));
+        request.trace = trace;
         if self.draining {
             request.fail(ChatError::Unavailable("node is shutting down".into()));
         } else {

@@ -141,6 +141,7 @@ async fn a_connection_is_published_for_delivery_and_reported_online_until_it_goe
         &[Delivery {
             frame: event,
             skip_conn: None,
+            trace: None,
         }],
     );
     assert_eq!(delivered, 1);
