@@ -9,6 +9,11 @@
 #                                                  # server (scripts/cql.sh)
 #   STORAGE=scylla CQL_NODES=3 scripts/cluster.sh  # ... a 3-node one, RF 3
 #   STORAGE=scylla SCYLLA_NODES=10.0.0.5:9042 scripts/cluster.sh  # yours
+#   ADMIN=alice scripts/cluster.sh   # who may use the admin console (/admin);
+#                                    # default "admin" (register that user)
+#   TRACES=1 scripts/cluster.sh      # every send traced to an OpenTelemetry
+#                                    # Collector (deploy/otelcol, needs Go),
+#                                    # written to data/cluster/traces.jsonl
 #
 # Node N listens for clients on BASE_HTTP+N and for peers on BASE_CLUSTER+N,
 # keeps its data in data/cluster/node-N, and lists every node as a seed. Logs
@@ -86,6 +91,16 @@ for i in $(seq 1 "$NODES"); do
 done
 seeds="[${seeds%,}]"
 
+ADMIN="${ADMIN:-admin}"
+trace_env=()
+if [ "${TRACES:-0}" = 1 ]; then
+  OTLP_PORT="${OTLP_PORT:-4318}"
+  bash scripts/otelcol.sh run --http "127.0.0.1:$OTLP_PORT" --grpc "127.0.0.1:$((OTLP_PORT - 1))" \
+    --file "$DATA/traces.jsonl" >"$DATA/otelcol.log" 2>&1 &
+  otel_pid=$!
+  trace_env=(CHAT__TELEMETRY__OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" CHAT__TELEMETRY__SAMPLING_RATIO=1.0)
+fi
+
 for i in $(seq 1 "$NODES"); do
   CHAT__NODE__NAME="node-$i" CHAT__NODE__ID="$i" CHAT__NODE__DATA_DIR="$DATA/node-$i" \
   CHAT__LISTEN__HTTP="127.0.0.1:$((BASE_HTTP + i))" \
@@ -93,7 +108,8 @@ for i in $(seq 1 "$NODES"); do
   CHAT__CLUSTER__SEEDS="$seeds" CHAT__CLUSTER__COOKIE="$COOKIE" \
   CHAT__PRESENCE__BACKEND=redis CHAT__PRESENCE__REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
   CHAT__AUTH__JWT_SECRET="$SECRET" \
-    env "${storage_env[@]}" "$BIN" --config cluster.toml >"$DATA/node-$i.log" 2>&1 &
+  CHAT__ADMIN__USERS="[\"$ADMIN\"]" \
+    env "${storage_env[@]}" "${trace_env[@]}" "$BIN" --config cluster.toml >"$DATA/node-$i.log" 2>&1 &
   pids+=($!)
 done
 
@@ -106,10 +122,16 @@ for i in $(seq 1 "$NODES"); do
   done
   echo "node-$i ready: http://127.0.0.1:$((BASE_HTTP + i))  (cluster view: /v1/cluster)"
 done
+# The nodes are pids[1..NODES] above; the Collector joins the list after.
+[ -z "${otel_pid:-}" ] || pids+=("$otel_pid")
 all=""
 for i in $(seq 1 "$NODES"); do all="$all${all:+,}http://127.0.0.1:$((BASE_HTTP + i))"; done
 echo "cluster of $NODES nodes up; Redis on 127.0.0.1:$REDIS_PORT. Ctrl-C stops it."
 echo "web app: http://127.0.0.1:$((BASE_HTTP + 1))/?nodes=$all (reconnects to another node when one goes)"
+echo "admin console: http://127.0.0.1:$((BASE_HTTP + 1))/admin (sign in as \"$ADMIN\"; register that user in the web app first)"
+if [ "${TRACES:-0}" = 1 ]; then
+  echo "traces: every send, to the Collector on 127.0.0.1:$OTLP_PORT, written to $DATA/traces.jsonl"
+fi
 # Prometheus with the shipped alert rules, scraping these nodes (when
 # installed: apt-get install prometheus); the dashboard to import into
 # Grafana is deploy/grafana/chat-cluster.json.

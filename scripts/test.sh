@@ -53,6 +53,15 @@ if [ "$#" -eq 0 ]; then
   bash scripts/layers.sh
 fi
 
+# The traces test sends to a real OpenTelemetry Collector, built from the Go
+# module proxy (deploy/otelcol; cached after the first build, ~2 min).
+if ! command -v go >/dev/null 2>&1; then
+  echo "go not found: the OpenTelemetry Collector (deploy/otelcol) needs Go 1.26" >&2
+  exit 1
+fi
+log "the OpenTelemetry Collector (scripts/otelcol.sh build)"
+bash scripts/otelcol.sh build
+
 log "starting a CQL server (scripts/cql.sh)"
 CQL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-cql.XXXXXX")
 OUT=$(mktemp "${TMPDIR:-/tmp}/chat-test-out.XXXXXX")
