@@ -181,6 +181,11 @@ impl Connection {
         self.codec
     }
 
+    /// Bytes queued and not yet written (replies and pongs included).
+    pub fn queued_bytes(&self) -> usize {
+        self.budget.queued()
+    }
+
     /// Frames queued and not yet taken by the writer.
     pub fn queued_frames(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()

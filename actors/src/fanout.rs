@@ -25,6 +25,17 @@ use crate::metrics::Metrics;
 use crate::msg::SessionMsg;
 use crate::telemetry::{Span, TraceParent};
 
+/// The outbound queues of a node's connections at one moment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QueueDepths {
+    /// Frames queued, all connections.
+    pub frames: usize,
+    /// Bytes queued, all connections.
+    pub bytes: usize,
+    /// The longest queue, in frames.
+    pub max_frames: usize,
+}
+
 /// Local sessions by user, with their connections.
 ///
 /// Events are pushed from here straight into the connections' outbound
@@ -96,6 +107,22 @@ impl Directory {
 
     pub(crate) fn remove(&self, user: &UserId) {
         self.write().remove(user);
+    }
+
+    /// What the outbound queues of every connection here hold, read when
+    /// metrics are scraped (counting on every push would put a shared
+    /// counter on the fan-out's hot path).
+    pub fn queues(&self) -> QueueDepths {
+        let mut d = QueueDepths::default();
+        for local in self.read().values() {
+            for c in local.conns.iter() {
+                let frames = c.queued_frames();
+                d.frames += frames;
+                d.bytes += c.queued_bytes();
+                d.max_frames = d.max_frames.max(frames);
+            }
+        }
+        d
     }
 
     /// Sessions on this node.

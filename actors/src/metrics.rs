@@ -49,8 +49,10 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Presence backend calls that failed.
     pub presence_errors: Counter,
-    /// Client frames refused as malformed or invalid.
-    pub frames_rejected: Counter,
+    /// Client frames refused, by why: `undecodable` (not a frame of the
+    /// protocol), `invalid` (a rule broken), `too_large` (a field over its
+    /// limit).
+    pub frames_rejected: Family<ReasonLabel, Counter>,
     /// Serving nodes in this node's view.
     pub cluster_members: Gauge,
     /// Requests forwarded to the owner on another node.
@@ -84,9 +86,28 @@ pub struct Metrics {
     /// Round trip to each connected node, by its name (bounded by the
     /// cluster's size).
     pub peer_rtt: Family<PeerLabel, Gauge<f64, AtomicU64>>,
+    /// 1 while a connected node is heard from within the deadline.
+    pub peer_up: Family<PeerLabel, Gauge>,
+    /// Requests to each node waiting for its answer.
+    pub peer_inflight_requests: Family<PeerLabel, Gauge>,
+    /// The bytes of those requests.
+    pub peer_inflight_bytes: Family<PeerLabel, Gauge>,
+    /// Frames in the connections' outbound queues (sampled at scrape).
+    pub outbound_queued_frames: Gauge,
+    /// Bytes in the connections' outbound queues (sampled at scrape).
+    pub outbound_queued_bytes: Gauge,
+    /// The longest outbound queue, in frames (sampled at scrape).
+    pub outbound_queue_max_frames: Gauge,
 }
 
 pub use window::{LatencyWindow, WindowSnapshot};
+
+/// The label of [`Metrics::frames_rejected`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// A fixed word.
+    pub reason: &'static str,
+}
 
 /// The label of [`Metrics::peer_rtt`]: a node name.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,7 +143,7 @@ impl Default for Metrics {
             slow_consumers: Counter::default(),
             rate_limited: Counter::default(),
             presence_errors: Counter::default(),
-            frames_rejected: Counter::default(),
+            frames_rejected: Family::default(),
             cluster_members: Gauge::default(),
             peer_requests: Counter::default(),
             peer_rejected: Counter::default(),
@@ -138,6 +159,12 @@ impl Default for Metrics {
             store_up: Gauge::default(),
             presence_up: Gauge::default(),
             peer_rtt: Family::default(),
+            peer_up: Family::default(),
+            peer_inflight_requests: Family::default(),
+            peer_inflight_bytes: Family::default(),
+            outbound_queued_frames: Gauge::default(),
+            outbound_queued_bytes: Gauge::default(),
+            outbound_queue_max_frames: Gauge::default(),
         }
     }
 }
@@ -147,6 +174,25 @@ impl Metrics {
     pub fn observe_send(&self, secs: f64) {
         self.send_latency.observe(secs);
         self.send_window.observe(secs);
+    }
+
+    /// Counts a refused client frame.
+    pub fn rejected(&self, reason: &'static str) {
+        self.frames_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Client frames refused, for every reason.
+    pub fn rejected_total(&self) -> u64 {
+        ["undecodable", "invalid", "too_large"]
+            .into_iter()
+            .map(|reason| {
+                self.frames_rejected
+                    .get_or_create(&ReasonLabel { reason })
+                    .get()
+            })
+            .sum()
     }
 
     /// Counts an error answered to a client.
@@ -195,6 +241,36 @@ impl Metrics {
             "peer_rtt_seconds",
             "Round trip of a heartbeat ping to each connected node",
             self.peer_rtt.clone(),
+        );
+        r.register(
+            "peer_up",
+            "1 while a connected node is heard from within the deadline",
+            self.peer_up.clone(),
+        );
+        r.register(
+            "peer_inflight_requests",
+            "Requests forwarded to a node and not answered yet",
+            self.peer_inflight_requests.clone(),
+        );
+        r.register(
+            "peer_inflight_bytes",
+            "Bytes of the requests forwarded to a node and not answered yet",
+            self.peer_inflight_bytes.clone(),
+        );
+        r.register(
+            "outbound_queued_frames",
+            "Frames in the connections' outbound queues",
+            self.outbound_queued_frames.clone(),
+        );
+        r.register(
+            "outbound_queued_bytes",
+            "Bytes in the connections' outbound queues",
+            self.outbound_queued_bytes.clone(),
+        );
+        r.register(
+            "outbound_queue_max_frames",
+            "The longest outbound queue of a connection, in frames",
+            self.outbound_queue_max_frames.clone(),
         );
         r.register(
             "errors",

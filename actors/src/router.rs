@@ -138,6 +138,11 @@ struct InFlight {
 }
 
 impl InFlight {
+    /// Requests and bytes in flight now.
+    fn load(&self) -> (usize, usize) {
+        (self.requests, self.bytes)
+    }
+
     /// Counts a request of `weight` bytes in, if it fits.
     fn admit(&mut self, weight: usize) -> bool {
         if self.requests >= MAX_IN_FLIGHT_PER_PEER

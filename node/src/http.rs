@@ -437,6 +437,11 @@ pub(crate) async fn cluster_status(State(app): State<Arc<App>>) -> Response {
 }
 
 pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let queues = app.services.directory.queues();
+    let m = &app.services.metrics;
+    m.outbound_queued_frames.set(queues.frames as i64);
+    m.outbound_queued_bytes.set(queues.bytes as i64);
+    m.outbound_queue_max_frames.set(queues.max_frames as i64);
     let mut out = String::new();
     match prometheus_client::encoding::text::encode(&mut out, &app.registry) {
         Ok(()) => (

@@ -373,8 +373,8 @@ fn handle_frame(
     bytes: &[u8],
 ) -> Handled {
     let limits = &app.config.limits;
-    let error = |req, code, message| {
-        app.services.metrics.frames_rejected.inc();
+    let error = |reason: &'static str, req, code, message| {
+        app.services.metrics.rejected(reason);
         app.services.metrics.error(code);
         Handled::Answered(encode_reply(codec, &ServerFrame::error(req, code, message)))
     };
@@ -382,6 +382,7 @@ fn handle_frame(
         Ok(f) => f,
         Err(e) => {
             return error(
+                "undecodable",
                 e.req,
                 ErrorCode::BadRequest,
                 format!("invalid frame: {}", e.reason),
@@ -390,7 +391,11 @@ fn handle_frame(
     };
     let req = frame.req().cloned();
     if let Err(r) = frame.validate(limits) {
-        return error(req, r.code, r.message);
+        let reason = match r.code {
+            ErrorCode::TooLarge => "too_large",
+            _ => "invalid",
+        };
+        return error(reason, req, r.code, r.message);
     }
     if let ClientFrame::Ping { .. } = frame {
         return Handled::Answered(encode_reply(codec, &ServerFrame::ok(req)));

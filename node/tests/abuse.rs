@@ -461,7 +461,7 @@ async fn bad_frames_get_bad_request_and_harm_nothing(codec: Codec) {
             ),
         ]),
     }
-    let rejected_before = node.app.services.metrics.frames_rejected.get();
+    let rejected_before = node.app.services.metrics.rejected_total();
     for case in &cases {
         send_bytes(&mut a, case.bytes.clone()).await;
         let (req, code, message, _) = next_error(&mut a).await;
@@ -482,7 +482,7 @@ async fn bad_frames_get_bad_request_and_harm_nothing(codec: Codec) {
     }
     let extra = u64::from(codec == Codec::Json);
     assert_eq!(
-        node.app.services.metrics.frames_rejected.get() - rejected_before,
+        node.app.services.metrics.rejected_total() - rejected_before,
         cases.len() as u64 + extra,
         "every bad frame is counted once"
     );

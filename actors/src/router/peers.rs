@@ -293,6 +293,24 @@ impl RouterState {
                 self.services.cluster.broadcast(&bytes);
             }
         }
+        let metrics = &self.services.metrics;
+        for (name, p) in self.peers.iter() {
+            let label = PeerLabel {
+                peer: name.to_string(),
+            };
+            let heard = p.heard.unwrap_or(p.since);
+            let up = p.heard.is_some() && now.duration_since(heard) <= PEER_DEADLINE;
+            metrics.peer_up.get_or_create(&label).set(i64::from(up));
+            let (requests, bytes) = p.in_flight.load();
+            metrics
+                .peer_inflight_requests
+                .get_or_create(&label)
+                .set(requests as i64);
+            metrics
+                .peer_inflight_bytes
+                .get_or_create(&label)
+                .set(bytes as i64);
+        }
         // ractor_cluster pings but never times a session out: we do.
         let mut stale = Vec::new();
         for (name, p) in self.peers.iter_mut() {
@@ -428,9 +446,14 @@ impl RouterState {
             .collect();
         for n in gone {
             tracing::info!(peer = %n, "node left");
-            self.services.metrics.peer_rtt.remove(&PeerLabel {
+            let label = PeerLabel {
                 peer: n.to_string(),
-            });
+            };
+            let m = &self.services.metrics;
+            m.peer_rtt.remove(&label);
+            m.peer_up.remove(&label);
+            m.peer_inflight_requests.remove(&label);
+            m.peer_inflight_bytes.remove(&label);
             self.forget_peer(&n);
             self.peers.remove(&n);
             self.services.cluster.forget_interest(&n);
