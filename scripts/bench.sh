@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Runs the standard benchmark set and prints our numbers against the two
+# Runs the standard benchmark set and prints our numbers against the
 # baselines as ratios (bench/README.md explains what each number means):
 #
-#   rooms    against chat-node, the Socket.IO + Redis baseline and the
-#            ceiling server, identical parameters, ramped to each one's peak
-#            and then run at half of it
-#   idle     against chat-node: memory per idle connection
-#   burst    against chat-node: one hot conversation
-#   history  against chat-node: pages per second
+#   rooms      against chat-node, the Socket.IO + Redis baseline, the ceiling
+#              server and Centrifugo, identical parameters: first one window
+#              at each fixed rate of ROOMS_FIXED_RATES (server CPU time per
+#              delivery, from /proc), then ramped to each one's peak and run
+#              at half of it
+#   idle       against chat-node, the ceiling, Socket.IO and Centrifugo:
+#              memory per idle connection
+#   burst      against chat-node: one hot conversation
+#   history    against chat-node and Centrifugo: pages per second
+#   reconnect  against chat-node and Centrifugo: every client drops at once,
+#              comes back and catches up
 #
-# About 5 minutes on a 2-core machine once built. Everything runs on
+# About 10 minutes on a 2-core machine once built (the first run also builds
+# Centrifugo from source with Go: scripts/centrifugo.sh). Everything runs on
 # loopback; every server it starts is stopped on exit. Results:
 # bench/results/latest.json (every run in full, plus the comparison).
 #
@@ -20,11 +26,14 @@
 #                                    pinned with the server: the server side
 #                                    is the node and its database)
 #   scripts/bench.sh --storage scylla --only-storage   only those two
-#   BENCH_QUICK=1 scripts/bench.sh   a one-minute pass that checks the wiring
+#   BENCH_QUICK=1 scripts/bench.sh   a three-minute pass that checks the wiring (numbers meaningless)
 #
 # Knobs (environment): ROOMS_USERS, ROOMS_GROUP, ROOMS_RATE, ROOMS_RATE_SCYLLA, ROOMS_STEPS,
-# IDLE_CONNECTIONS, BENCH_PIN=0 (do not pin servers and harness to separate
-# cores), SIO_PROCS (Socket.IO processes sharing rooms through Redis).
+# ROOMS_FIXED_RATES (comma-separated msgs/s per user, default 1,2.5,5.27),
+# FIXED_S (seconds per fixed-rate window), IDLE_CONNECTIONS, BENCH_PIN=0 (do
+# not pin servers and harness to separate cores), SIO_PROCS (Socket.IO
+# processes sharing rooms through Redis), BENCH_CENTRIFUGO=0 (no Centrifugo),
+# CENTRIFUGO_MEMORY_TUNING=0 (its free edition's memory options off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -48,11 +57,18 @@ QUICK=${BENCH_QUICK:-0}
 CORES=$(nproc 2>/dev/null || echo 1)
 if [ "$QUICK" = 1 ]; then
   ROOMS_USERS=${ROOMS_USERS:-200}; ROOMS_STEPS=${ROOMS_STEPS:-2}; STEP_S=2; HALF_S=3
-  IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}; SHORT_S=3
+  IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}; SHORT_S=3; FIXED_S=${FIXED_S:-2}
 else
   ROOMS_USERS=${ROOMS_USERS:-1000}; ROOMS_STEPS=${ROOMS_STEPS:-12}; STEP_S=4; HALF_S=10
-  IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}; SHORT_S=10
+  IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}; SHORT_S=10; FIXED_S=${FIXED_S:-10}
 fi
+# Server CPU per delivery is compared at these offered rates (msgs/s per
+# user), the same for every target and below every target's saturation on
+# the project's machine; the summary compares the 5.27 window (or the
+# highest one every target kept up with).
+ROOMS_FIXED_RATES=${ROOMS_FIXED_RATES:-1,2.5,5.27}
+WITH_CENTRIFUGO=${BENCH_CENTRIFUGO:-1}
+CF_TUNING=${CENTRIFUGO_MEMORY_TUNING:-1}
 ROOMS_GROUP=${ROOMS_GROUP:-10}
 ROOMS_RATE=${ROOMS_RATE:-0.5}
 SIO_PROCS=${SIO_PROCS:-1}
@@ -146,6 +162,21 @@ fi
 if ! command -v redis-server >/dev/null; then
   apt_install redis-server || echo "warning: could not install redis-server" >&2
 fi
+CF_BIN=""
+CF_SKIPPED=""
+if [ "$WITH_CENTRIFUGO" = 1 ]; then
+  # Built from source with `go install` (Go 1.26, the Go module proxy),
+  # cached per version; the first build takes a few minutes, under nice.
+  if CF_BIN=$(bash scripts/centrifugo.sh build | tail -1) && [ -x "$CF_BIN" ]; then
+    CF_VERSION=$("$CF_BIN" version 2>/dev/null | awk '{print $2}')
+  else
+    CF_BIN=""
+    CF_SKIPPED="scripts/centrifugo.sh build failed (Go 1.26 and the Go module proxy are needed)"
+    echo "warning: Centrifugo is skipped: $CF_SKIPPED" >&2
+  fi
+else
+  CF_SKIPPED="BENCH_CENTRIFUGO=0"
+fi
 
 # --- servers ---------------------------------------------------------------
 CHAT_PID=""
@@ -171,11 +202,13 @@ start_chat() {
 }
 
 REDIS_PORT=""
+REDIS_PID=""
 if command -v redis-server >/dev/null; then
   REDIS_PORT=$(free_port)
   "${ON_SERVER[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
     >"$RUN_DIR/redis.log" 2>&1 &
-  PIDS+=("$!")
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
   wait_port "$REDIS_PORT" 20 redis-server
 fi
 
@@ -208,15 +241,36 @@ start_ceiling() {
   wait_port "$CEIL_PORT" 20 ceiling-server
 }
 
+CF_PID=""
+CF_LABEL=""
+start_centrifugo() {
+  CF_PORT=$(free_port)
+  bash scripts/centrifugo.sh config --port "$CF_PORT" --secret "$JWT_SECRET" \
+    --memory-tuning "$CF_TUNING" --out "$RUN_DIR/centrifugo.config.json"
+  # Go's scheduler gets the cores the server is pinned to.
+  GOMAXPROCS=$SERVER_CORES "${ON_SERVER[@]}" "$CF_BIN" -c "$RUN_DIR/centrifugo.config.json" \
+    >>"$RUN_DIR/centrifugo.log" 2>&1 &
+  CF_PID=$!
+  PIDS+=("$CF_PID")
+  wait_port "$CF_PORT" 30 centrifugo
+  local tuning="memory tuning on (websocket.read_buffer_size 1024, use_write_buffer_pool)"
+  [ "$CF_TUNING" = 1 ] || tuning="memory tuning off"
+  CF_LABEL="centrifugo ${CF_VERSION:-?} free edition, memory engine (history in RAM, no fsync), JSON protocol, GOMAXPROCS=$SERVER_CORES, $tuning"
+}
+
 nodes_of() { local IFS=,; echo "$*"; }
 csv_urls() { local p out=(); for p in "$@"; do out+=("http://127.0.0.1:$p"); done; nodes_of "${out[@]}"; }
 
 ROOMS_SHAPE=(--scenario rooms --users "$ROOMS_USERS" --group-size "$ROOMS_GROUP"
   --ramp "$ROOMS_STEPS" --ramp-factor 1.4 --step "$STEP_S" --warmup 2 --duration "$HALF_S"
   --slo-ms 50 --source-ips 127.0.0.1,127.0.0.2)
-ROOMS=("${ROOMS_SHAPE[@]}" --rate "$ROOMS_RATE")
+ROOMS=("${ROOMS_SHAPE[@]}" --rate "$ROOMS_RATE" --fixed-rates "$ROOMS_FIXED_RATES" --fixed-step "$FIXED_S")
 # A node with its database on one core peaks lower: its ramp starts lower.
 ROOMS_SCYLLA=("${ROOMS_SHAPE[@]}" --rate "${ROOMS_RATE_SCYLLA:-0.1}")
+# Every client drops at once after a window of rooms traffic, comes back and
+# catches up (chat: history after; Centrifugo: subscribe with recovery).
+RECONNECT=(--scenario reconnect --users "$ROOMS_USERS" --group-size "$ROOMS_GROUP" --rate 1
+  --warmup 2 --duration "$SHORT_S" --source-ips 127.0.0.1,127.0.0.2)
 JSONS=()
 FAILED=()
 bench() { # name args...: a failed run is reported, the others still run
@@ -240,12 +294,15 @@ bench idle-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --scenario i
 stop "$CHAT_PID"
 
 start_chat
-bench rooms-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" "${ROOMS[@]}"
+bench rooms-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" \
+  --pid "$CHAT_PID" "${ROOMS[@]}"
 bench burst-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" \
   --scenario burst --users 100 --rate 2 --warmup 2 --duration "$SHORT_S"
 bench history-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" \
   --scenario history --users 50 --group-size 5 --prefill 1000 --page-size 50 --warmup 2 \
   --duration "$SHORT_S"
+bench reconnect-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" \
+  "${RECONNECT[@]}"
 stop "$CHAT_PID"
 fi
 
@@ -288,7 +345,7 @@ bench idle-ceiling --target ceiling --nodes "http://127.0.0.1:$CEIL_PORT" --pid 
 stop "$CEIL_PID"
 
 start_ceiling
-bench rooms-ceiling --target ceiling --nodes "http://127.0.0.1:$CEIL_PORT" "${ROOMS[@]}"
+bench rooms-ceiling --target ceiling --nodes "http://127.0.0.1:$CEIL_PORT" --pid "$CEIL_PID" "${ROOMS[@]}"
 stop "$CEIL_PID"
 
 # A fresh process for idle too: a V8 heap grown by an earlier run would hide
@@ -303,9 +360,47 @@ SIO_PORTS=()
 SIO_PIDS=()
 
 SIO_PROCS=$SIO_PROCS_WANTED start_socketio
-EXTRA_LABEL="$SIO_PROCS socket.io process(es), $SIO_ADAPTER" \
-  bench rooms-socketio --target socketio --nodes "$(csv_urls "${SIO_PORTS[@]}")" "${ROOMS[@]}"
+# Its server side is the Socket.IO processes and, with the Redis adapter,
+# the Redis every broadcast goes through: the CPU of all of them is counted.
+SIO_CPU_PIDS=$(nodes_of "${SIO_PIDS[@]}")
+SIO_CPU_NOTE="server CPU: socket.io"
+if [ -n "$REDIS_PID" ] && ! grep -q 'adapter=memory' "$RUN_DIR"/socketio-*.log; then
+  SIO_CPU_PIDS="$SIO_CPU_PIDS,$REDIS_PID"
+  SIO_CPU_NOTE="server CPU: socket.io + redis-server"
+fi
+EXTRA_LABEL="$SIO_PROCS socket.io process(es), $SIO_ADAPTER; $SIO_CPU_NOTE" \
+  bench rooms-socketio --target socketio --nodes "$(csv_urls "${SIO_PORTS[@]}")" \
+  --pid "$SIO_CPU_PIDS" "${ROOMS[@]}"
 for pid in "${SIO_PIDS[@]}"; do stop "$pid"; done
+
+if [ -n "$CF_BIN" ]; then
+  log "Centrifugo: $(bash scripts/centrifugo.sh version), memory engine"
+  # Beside its numbers: what it does not do that chat-node does.
+  echo "fairness: Centrifugo's memory engine keeps history in RAM only (the last" \
+    "history_size publications per channel, nothing fsynced) where chat-node fsyncs" \
+    "every message before its ok; free edition; JSON protocol v2" >&2
+  # Fresh processes, as for the others: idle first, then rooms, then
+  # history and reconnect together.
+  start_centrifugo
+  EXTRA_LABEL=$CF_LABEL bench idle-centrifugo --target centrifugo \
+    --nodes "http://127.0.0.1:$CF_PORT" --jwt-secret "$JWT_SECRET" --pid "$CF_PID" "${IDLE[@]}"
+  stop "$CF_PID"
+  start_centrifugo
+  EXTRA_LABEL=$CF_LABEL bench rooms-centrifugo --target centrifugo \
+    --nodes "http://127.0.0.1:$CF_PORT" --jwt-secret "$JWT_SECRET" --pid "$CF_PID" "${ROOMS[@]}"
+  stop "$CF_PID"
+  start_centrifugo
+  EXTRA_LABEL=$CF_LABEL bench history-centrifugo --target centrifugo \
+    --nodes "http://127.0.0.1:$CF_PORT" --jwt-secret "$JWT_SECRET" \
+    --scenario history --users 50 --group-size 5 --prefill 1000 --page-size 50 --warmup 2 \
+    --duration "$SHORT_S"
+  EXTRA_LABEL=$CF_LABEL bench reconnect-centrifugo --target centrifugo \
+    --nodes "http://127.0.0.1:$CF_PORT" --jwt-secret "$JWT_SECRET" "${RECONNECT[@]}"
+  stop "$CF_PID"
+  echo "Centrifugo: burst is not run against it (the standard set runs burst against chat-node only)" >&2
+else
+  echo "Centrifugo: not run ($CF_SKIPPED)" >&2
+fi
 fi
 
 log "summary (runs took $(($(date +%s) - T0)) s)"

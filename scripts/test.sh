@@ -61,6 +61,9 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 log "the OpenTelemetry Collector (scripts/otelcol.sh build)"
 bash scripts/otelcol.sh build
+# The bench's smoke test drives a real Centrifugo (v6.9.1, go install; cached).
+log "Centrifugo for the bench's smoke test (scripts/centrifugo.sh build)"
+bash scripts/centrifugo.sh build
 
 log "starting a CQL server (scripts/cql.sh)"
 CQL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-cql.XXXXXX")

@@ -3,7 +3,9 @@
 //! CPU each, so slow for thousands of users) or, when the node's HS256 secret
 //! is known, given a token minted here; the node creates unknown users on
 //! their first authenticated request, as it does for an outside identity
-//! provider. The baselines check nothing: the token is the user name.
+//! provider. Centrifugo checks the same kind of token (HS256, `sub` the
+//! user), signed with its `client.token.hmac_secret_key`. The other
+//! baselines check nothing: the token is the user name.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,7 +67,12 @@ pub fn mint(secret: &str, user: &str) -> Result<String> {
 pub async fn tokens(args: &RunArgs, users: &[String], nodes: &[SocketAddr]) -> Result<Vec<String>> {
     match (args.target, args.jwt_secret.as_deref()) {
         (Target::Socketio | Target::Ceiling, _) => Ok(users.to_vec()),
-        (Target::Chat, Some(secret)) => users.iter().map(|u| mint(secret, u)).collect(),
+        (Target::Chat | Target::Centrifugo, Some(secret)) => {
+            users.iter().map(|u| mint(secret, u)).collect()
+        }
+        (Target::Centrifugo, None) => {
+            bail!("the centrifugo target needs --jwt-secret (its client.token.hmac_secret_key)")
+        }
         (Target::Chat, None) => register_all(users, nodes, args.quiet).await,
     }
 }

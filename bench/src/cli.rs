@@ -19,6 +19,10 @@ pub enum Target {
     Socketio,
     /// `ceiling-server`: protocol v1's wire format, no auth, no storage.
     Ceiling,
+    /// Centrifugo v6: JSON protocol v2 over `/connection/websocket`, a
+    /// channel per conversation (`chat:<room>`), HS256 tokens from
+    /// `--jwt-secret` (scripts/centrifugo.sh writes its configuration).
+    Centrifugo,
 }
 
 impl Target {
@@ -28,6 +32,7 @@ impl Target {
             Target::Chat => "chat",
             Target::Socketio => "socketio",
             Target::Ceiling => "ceiling",
+            Target::Centrifugo => "centrifugo",
         }
     }
 }
@@ -72,7 +77,7 @@ impl ScenarioKind {
     about = "Load generator for the chat cluster and its baselines"
 )]
 pub struct RunArgs {
-    /// Server kind: chat, socketio or ceiling.
+    /// Server kind: chat, socketio, ceiling or centrifugo.
     #[arg(long, value_enum, default_value = "chat")]
     pub target: Target,
     /// Scenario to run.
@@ -114,11 +119,15 @@ pub struct RunArgs {
     /// Write the result as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Server process id, to read its RSS from /proc (idle: memory per connection).
-    #[arg(long)]
-    pub pid: Option<u32>,
+    /// Server process ids (comma-separated: every process of the server
+    /// side, e.g. Socket.IO and its Redis), read from /proc: RSS (idle:
+    /// memory per connection, summed) and CPU time (rooms, direct, burst:
+    /// server CPU per delivery of each measured window, summed).
+    #[arg(long, value_delimiter = ',')]
+    pub pid: Vec<u32>,
     /// chat target: mint HS256 tokens with the node's `auth.jwt_secret`
-    /// instead of registering every user over HTTP (argon2 makes that slow).
+    /// instead of registering every user over HTTP (argon2 makes that slow);
+    /// centrifugo target (required): its `client.token.hmac_secret_key`.
     #[arg(long, env = "CHAT_BENCH_JWT_SECRET", hide_env_values = true)]
     #[serde(skip)]
     pub jwt_secret: Option<String>,
@@ -131,6 +140,37 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0.0)]
     #[serde(default)]
     pub changes_share: f64,
+    /// rooms, direct, burst: before any ramp, one window at each of these
+    /// per-user rates (e.g. 1,2.5,5.27), `--fixed-step` seconds each: the
+    /// server's CPU per delivery at offered loads that are the same for
+    /// every target. With `--ramp 0` they replace the single `--rate` window.
+    #[arg(long, value_delimiter = ',')]
+    #[serde(default)]
+    pub fixed_rates: Vec<f64>,
+    /// Seconds measured at each of `--fixed-rates`.
+    #[arg(long, default_value_t = 10.0)]
+    #[serde(default)]
+    pub fixed_step: f64,
+    /// A window in which the harness used more than this share of the cores
+    /// it may run on is marked `harness_bound`: it never counts as a peak,
+    /// and a ramp stops at it (after `--step-tries`).
+    #[arg(long, default_value_t = 0.85)]
+    #[serde(default)]
+    pub harness_bound_share: f64,
+    /// Shell command (`sh -c`) run just before each measured window opens
+    /// (after its settling load), e.g. to start counting a server's
+    /// instructions; the window waits for it. CHAT_BENCH_RATE holds the
+    /// window's rate per user.
+    #[arg(long)]
+    #[serde(default)]
+    pub hook_open: Option<String>,
+    /// Shell command run once each window's stragglers are in (the window
+    /// closed, its messages answered and delivered, or 5 s passed),
+    /// before the next window; CHAT_BENCH_RATE and CHAT_BENCH_DELIVERIES
+    /// (the window's deliveries) are set.
+    #[arg(long)]
+    #[serde(default)]
+    pub hook_settled: Option<String>,
     /// Ramp steps: raise the rate by --ramp-factor each --step seconds until a
     /// step cannot keep up; 0 runs one fixed-rate window.
     #[arg(long, default_value_t = 0)]
@@ -219,6 +259,26 @@ impl RunArgs {
         {
             bail!("--changes-share is for the rooms scenario against the chat target");
         }
+        if self
+            .fixed_rates
+            .iter()
+            .any(|r| !(r.is_finite() && *r > 0.0))
+        {
+            bail!("--fixed-rates must be positive numbers");
+        }
+        let messaging = matches!(
+            self.scenario,
+            ScenarioKind::Rooms | ScenarioKind::Direct | ScenarioKind::Burst
+        );
+        if !self.fixed_rates.is_empty() && !messaging {
+            bail!("--fixed-rates is for the rooms, direct and burst scenarios");
+        }
+        if !(self.fixed_step.is_finite() && self.fixed_step > 0.0) {
+            bail!("--fixed-step must be positive");
+        }
+        if !(self.harness_bound_share > 0.0 && self.harness_bound_share <= 1.0) {
+            bail!("--harness-bound-share must be in (0, 1]");
+        }
         if self.body_bytes < 24 || self.body_bytes > 16 * 1024 {
             bail!("--body-bytes must be 24 to 16384 (the node's max_body_bytes)");
         }
@@ -235,12 +295,15 @@ impl RunArgs {
             self.scenario,
             ScenarioKind::History | ScenarioKind::Reconnect
         );
-        if history_like && self.target != Target::Chat {
+        if history_like && !matches!(self.target, Target::Chat | Target::Centrifugo) {
             bail!(
-                "scenario {} needs stored history, which only the chat target has \
-                 (the baselines keep none)",
+                "scenario {} needs stored history, which only the chat and centrifugo \
+                 targets have (the other baselines keep none)",
                 self.scenario.name()
             );
+        }
+        if self.target == Target::Centrifugo && self.jwt_secret.is_none() {
+            bail!("the centrifugo target needs --jwt-secret (its client.token.hmac_secret_key)");
         }
         Ok(())
     }
@@ -293,5 +356,26 @@ mod tests {
         ])
         .unwrap();
         assert!(a.validate().is_err());
+    }
+
+    #[test]
+    fn fixed_rates_and_pids_parse() {
+        let a = RunArgs::try_parse_from([
+            "chat-bench",
+            "--fixed-rates",
+            "1,2.5,5.27",
+            "--pid",
+            "12,34",
+        ])
+        .unwrap();
+        assert_eq!(a.fixed_rates, vec![1.0, 2.5, 5.27]);
+        assert_eq!(a.pid, vec![12, 34]);
+        a.validate().unwrap();
+        let idle =
+            RunArgs::try_parse_from(["chat-bench", "--scenario", "idle", "--fixed-rates", "1"])
+                .unwrap();
+        assert!(idle.validate().is_err());
+        let cf = RunArgs::try_parse_from(["chat-bench", "--target", "centrifugo"]).unwrap();
+        assert!(cf.validate().is_err(), "centrifugo needs a secret");
     }
 }

@@ -29,6 +29,8 @@ pub struct ChatConn {
     /// The one control request (create, history) awaiting its reply: its
     /// `ok` is decoded in full, every other `ok` is a send's.
     control: Option<u64>,
+    /// When the control request is a `history`: its answer is a page.
+    history: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -98,7 +100,11 @@ impl ChatConn {
                 );
             }
         }
-        Ok(ChatConn { ws, control: None })
+        Ok(ChatConn {
+            ws,
+            control: None,
+            history: None,
+        })
     }
 
     async fn send_frame(&mut self, frame: &ClientFrame) -> Result<()> {
@@ -194,7 +200,7 @@ impl ChatConn {
         .await
     }
 
-    /// Asks for a page of history; the answer comes as [`Incoming::Reply`].
+    /// Asks for a page of history; the answer comes as [`Incoming::Page`].
     pub async fn history(
         &mut self,
         req: u64,
@@ -204,6 +210,7 @@ impl ChatConn {
         limit: u32,
     ) -> Result<()> {
         self.control = Some(req);
+        self.history = Some(req);
         self.send_frame(&ClientFrame::History {
             req: Some(ReqId::UInt(req)),
             conversation: ConversationId::new(conversation)?,
@@ -280,6 +287,18 @@ impl ChatConn {
                 if req.is_some() && req == self.control {
                     self.control = None;
                 }
+                if req.is_some() && req == self.history {
+                    self.history = None;
+                    let messages = ok.messages.unwrap_or_default();
+                    let ids = messages.iter().map(|m| m.id.0);
+                    return Incoming::Page {
+                        req: req.unwrap_or(0),
+                        oldest: ids.clone().min(),
+                        newest: ids.max(),
+                        count: messages.len(),
+                        more: ok.more.unwrap_or(false),
+                    };
+                }
                 Incoming::Reply {
                     req: req.unwrap_or(0),
                     ok: Box::new(ok),
@@ -294,6 +313,9 @@ impl ChatConn {
                 let req = req_u64(req.as_ref());
                 if req.is_some() && req == self.control {
                     self.control = None;
+                }
+                if req.is_some() && req == self.history {
+                    self.history = None;
                 }
                 Incoming::Error {
                     req,

@@ -1,12 +1,13 @@
 //! One client connection to any target, and what it reads: scenarios are
 //! written once against [`Conn`] and run unchanged against chat-node, the
-//! ceiling server (same wire format) and Socket.IO.
+//! ceiling server (same wire format), Socket.IO and Centrifugo.
 
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{anyhow, bail, Result};
 use chat_protocol::{ConversationKind, OkReply};
 
+use crate::centrifugo::{channel_of, CfConn};
 use crate::cli::Target;
 use crate::client::{body_sent_us, created_id, ChatConn};
 use crate::socketio::SioConn;
@@ -43,6 +44,26 @@ pub enum Incoming {
         id: Option<u64>,
         /// The send time its sender wrote in the body.
         sent_us: Option<u64>,
+    },
+    /// The client's own message coming back to it (Centrifugo sends a
+    /// publication to every subscriber, its publisher too): not a delivery.
+    Echo {
+        /// Message id (stream offset).
+        id: Option<u64>,
+    },
+    /// A page of history, or the messages a resubscription recovered.
+    Page {
+        /// The request it answers.
+        req: u64,
+        /// Smallest message id in it.
+        oldest: Option<u64>,
+        /// Largest message id in it.
+        newest: Option<u64>,
+        /// Messages in it.
+        count: usize,
+        /// More to read in the direction of the request (for a recovery:
+        /// not everything missed could be recovered, page forward).
+        more: bool,
     },
     /// The user was added to a conversation.
     Joined {
@@ -91,6 +112,8 @@ pub enum Conn {
     Chat(ChatConn),
     /// Socket.IO.
     Sio(SioConn),
+    /// Centrifugo.
+    Cf(CfConn),
 }
 
 /// Largest member list of one `create` or `invite`.
@@ -109,6 +132,7 @@ impl Conn {
                 Conn::Chat(ChatConn::connect(addr, token, source).await?)
             }
             Target::Socketio => Conn::Sio(SioConn::connect(addr, token, source).await?),
+            Target::Centrifugo => Conn::Cf(CfConn::connect(addr, token, source).await?),
         })
     }
 
@@ -117,6 +141,7 @@ impl Conn {
         match self {
             Conn::Chat(c) => c.next().await,
             Conn::Sio(c) => c.next().await,
+            Conn::Cf(c) => c.next().await,
         }
     }
 
@@ -125,6 +150,7 @@ impl Conn {
         match self {
             Conn::Chat(c) => c.send_message(conversation, req, body).await,
             Conn::Sio(c) => c.send_message(conversation, req, &body).await,
+            Conn::Cf(c) => c.send_message(conversation, req, &body).await,
         }
     }
 
@@ -144,14 +170,15 @@ impl Conn {
                 c.react(conversation, req, id, emoji).await
             }
             Conn::Chat(c) => c.edit_message(conversation, req, id, timed_body).await,
-            Conn::Sio(_) => bail!("Socket.IO has no edits or reactions"),
+            Conn::Sio(_) | Conn::Cf(_) => bail!("only the chat target has edits and reactions"),
         }
     }
 
     /// Joins `group` as `me` and returns the conversation id. Protocol v1:
     /// the first member creates it and the others wait for the `conversation`
     /// event (so every member must be connected before the first creates);
-    /// Socket.IO: each member joins the room by name. `next_req` gives
+    /// Socket.IO: each member joins the room by name; Centrifugo: each
+    /// member subscribes to the room's channel. `next_req` gives
     /// request ids. Frames other than the awaited one are dropped: nothing
     /// else is expected before the conversation exists.
     pub async fn join(
@@ -178,6 +205,25 @@ impl Conn {
                         }
                         Some(_) => {}
                         None => bail!("server closed the connection while joining"),
+                    }
+                }
+            }
+            Conn::Cf(c) => {
+                let channel = channel_of(&group.room);
+                let req = next_req();
+                c.subscribe(req, &channel).await?;
+                loop {
+                    match c.next().await? {
+                        Some(Incoming::Page { req: r, .. }) if r == req => return Ok(channel),
+                        Some(Incoming::Error {
+                            req: Some(r),
+                            code,
+                            message,
+                        }) if r == req => {
+                            bail!("subscribe to {channel} refused: {code}: {message}")
+                        }
+                        Some(_) => {}
+                        None => bail!("server closed the connection while subscribing"),
                     }
                 }
             }
@@ -227,14 +273,55 @@ impl Conn {
         match self {
             Conn::Chat(c) => c.close().await,
             Conn::Sio(c) => c.close().await,
+            Conn::Cf(c) => c.close().await,
         }
     }
 
-    /// The protocol v1 connection, for requests only it has (history).
-    pub fn chat(&mut self) -> Result<&mut ChatConn> {
+    /// Asks for a page of `conversation`'s history, older than `before`,
+    /// newer than `after`, or the newest; answered by a [`Incoming::Page`]
+    /// with `req` (chat and centrifugo targets).
+    pub async fn history(
+        &mut self,
+        req: u64,
+        conversation: &str,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<()> {
         match self {
-            Conn::Chat(c) => Ok(c),
-            Conn::Sio(_) => Err(anyhow!("Socket.IO has no such request")),
+            Conn::Chat(c) => c.history(req, conversation, before, after, limit).await,
+            Conn::Cf(c) => c.history(req, conversation, before, after, limit).await,
+            Conn::Sio(_) => Err(anyhow!("Socket.IO keeps no history")),
+        }
+    }
+
+    /// The stream epoch of `conversation` (Centrifugo): what a recovery
+    /// after a reconnect names.
+    pub fn epoch(&self, conversation: &str) -> Option<String> {
+        match self {
+            Conn::Cf(c) => c.epoch(conversation).map(str::to_string),
+            Conn::Chat(_) | Conn::Sio(_) => None,
+        }
+    }
+
+    /// After a reconnect, makes the server send `conversation`'s messages
+    /// again and recover those after `last` (of stream `epoch`): answered
+    /// by a [`Incoming::Page`] with `req`, or `false` when the target needs
+    /// nothing (chat-node attaches a user's conversations to every
+    /// connection itself; the client catches up with history).
+    pub async fn rejoin(
+        &mut self,
+        req: u64,
+        conversation: &str,
+        last: u64,
+        epoch: Option<&str>,
+    ) -> Result<bool> {
+        match self {
+            Conn::Cf(c) => {
+                c.recover(req, conversation, last, epoch).await?;
+                Ok(true)
+            }
+            Conn::Chat(_) | Conn::Sio(_) => Ok(false),
         }
     }
 }

@@ -7,15 +7,17 @@
 //! `rooms` of group conversations, `direct` pairs, one hot conversation
 //! (`burst`), `history` paging and a `reconnect` storm.
 //!
-//! The same client code drives three kinds of server, so the ratios between
+//! The same client code drives four kinds of server, so the ratios between
 //! them are measured by the same harness on the same machine in the same run:
 //!
 //! ```text
 //!   chat-bench ──► chat-node        protocol v1 (chat-protocol's frames, JSON)
 //!             ├──► ceiling-server   same wire format: fan-out with no actors,
 //!             │                     no auth, no storage (src/ceiling.rs)
-//!             └──► Socket.IO + Redis adapter (bench/baselines/socketio),
-//!                                   Engine.IO v4 spoken by hand (src/socketio.rs)
+//!             ├──► Socket.IO + Redis adapter (bench/baselines/socketio),
+//!             │                     Engine.IO v4 spoken by hand (src/socketio.rs)
+//!             └──► Centrifugo v6    JSON protocol v2, a channel per
+//!                                   conversation (src/centrifugo.rs)
 //! ```
 //!
 //! End-to-end latency is measured without clock sync: a sender writes its send
@@ -29,9 +31,11 @@
 
 pub mod auth;
 pub mod ceiling;
+pub mod centrifugo;
 pub mod cli;
 pub mod client;
 pub mod conn;
+pub mod cpu;
 pub mod net;
 pub mod progress;
 pub mod report;

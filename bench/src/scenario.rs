@@ -107,6 +107,17 @@ pub(crate) struct Shared {
     pub caught_up: AtomicUsize,
     /// Reconnect: messages fetched with `history after`.
     pub recovered: AtomicU64,
+    /// Server processes whose CPU each window reads (`--pid`).
+    pub cpu_pids: Vec<u32>,
+    /// Cores the server may use (`--server-cores`).
+    pub server_cores: usize,
+    /// Cores the harness may use: its affinity, or fewer `--threads`.
+    pub harness_cores: usize,
+    /// `--harness-bound-share`.
+    pub harness_bound_share: f64,
+    /// `--hook-open`, `--hook-settled`.
+    pub hook_open: Option<String>,
+    pub hook_settled: Option<String>,
     gate: Semaphore,
     first_failure: Mutex<Option<String>>,
 }
@@ -125,6 +136,18 @@ impl Shared {
             failed: AtomicUsize::new(0),
             caught_up: AtomicUsize::new(0),
             recovered: AtomicU64::new(0),
+            cpu_pids: args.pid.clone(),
+            server_cores: args
+                .server_cores
+                .unwrap_or_else(crate::sys::machine_cores)
+                .max(1),
+            harness_cores: args
+                .threads
+                .map_or(crate::sys::cores(), |t| t.min(crate::sys::cores()))
+                .max(1),
+            harness_bound_share: args.harness_bound_share,
+            hook_open: args.hook_open.clone(),
+            hook_settled: args.hook_settled.clone(),
             gate: Semaphore::new(args.connect_concurrency),
             first_failure: Mutex::new(None),
         })
@@ -136,6 +159,24 @@ impl Shared {
 
     pub fn phase_now(&self) -> Phase {
         *self.phase.borrow()
+    }
+
+    /// Runs a window hook (`sh -c CMD`) with `env`, and waits for it; a
+    /// hook that fails is reported as an error of the run, not fatal.
+    pub async fn run_hook(&self, cmd: Option<&str>, env: &[(&str, String)]) {
+        let Some(cmd) = cmd else { return };
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .status()
+            .await;
+        let failure = match status {
+            Ok(s) if s.success() => return,
+            Ok(s) => format!("{cmd:?} exited with {s}"),
+            Err(e) => format!("{cmd:?} did not start: {e}"),
+        };
+        self.stats.error("hook_failed", &failure, 0);
     }
 
     /// Connects `m`, holding a connect permit so that thousands of clients

@@ -161,3 +161,185 @@ async fn rooms_with_edits_and_reactions_against_a_chat_node() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
 }
+
+/// The fixed-rate windows and the CPU readings of a window, against the
+/// ceiling server in this process (`--pid` is this process: the figures
+/// are the harness's and the server's together, which is all the wiring
+/// check needs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_rates_read_cpu_time() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(chat_bench::ceiling::serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let mut args = tiny_rooms("ceiling", addr);
+    args.fixed_rates = vec![2.0, 4.0];
+    args.fixed_step = 0.5;
+    args.pid = vec![std::process::id()];
+    let report = tokio::time::timeout(Duration::from_secs(30), chat_bench::run(&args))
+        .await
+        .expect("run ends in time")
+        .expect("run succeeds");
+    assert!(report.steps.is_empty(), "--ramp 0: only the fixed windows");
+    assert_eq!(report.fixed.len(), 2, "{}", report.table());
+    for step in &report.fixed {
+        assert!(step.deliveries > 0, "{}", report.table());
+        assert!(step.cpu_window_s > 0.0);
+        assert!(step.server_cpu_s.is_some(), "{}", report.table());
+        assert!(step.harness_cpu_s.is_some());
+        assert!(step.harness_cores >= 1);
+        assert!(step.cpu_window_deliveries > 0);
+    }
+    assert!(report.fixed_at(4.0).is_some());
+    assert!(report.table().contains("srv us/dl"));
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+/// Centrifugo as the bench runs it: built by `scripts/centrifugo.sh build`
+/// (the same install scripts/bench.sh uses: `go install` of the pinned
+/// version, cached per version; the first build takes minutes), configured
+/// by `scripts/centrifugo.sh config`, a child process on a free port.
+struct Centrifugo {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Centrifugo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_centrifugo() -> Centrifugo {
+    use std::process::{Command, Stdio};
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/centrifugo.sh");
+    let built = Command::new("bash")
+        .arg(&script)
+        .arg("build")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("bash runs scripts/centrifugo.sh");
+    assert!(
+        built.status.success(),
+        "scripts/centrifugo.sh build failed: Centrifugo is built with Go 1.26 from the Go module proxy"
+    );
+    let bin = String::from_utf8(built.stdout)
+        .expect("a path")
+        .lines()
+        .last()
+        .expect("the binary's path on the last line")
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("centrifugo.json");
+    let port = chat_testkit::free_port();
+    let status = Command::new("bash")
+        .arg(&script)
+        .args(["config", "--port", &port.to_string(), "--secret", SECRET])
+        .arg("--out")
+        .arg(&config)
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "scripts/centrifugo.sh config failed");
+    let log = std::fs::File::create(dir.path().join("centrifugo.log")).unwrap();
+    let child = Command::new(&bin)
+        .arg("-c")
+        .arg(&config)
+        .env("GOMAXPROCS", "2")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("centrifugo starts");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let cf = Centrifugo {
+        child,
+        addr,
+        _dir: dir,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "centrifugo did not listen on {addr} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cf
+}
+
+/// The centrifugo client: rooms (deliveries to the other subscribers only,
+/// server CPU from its pid), history pages and a reconnect storm with
+/// recovery, against a real Centrifugo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_against_centrifugo() {
+    let cf = tokio::task::spawn_blocking(start_centrifugo).await.unwrap();
+    let mut rooms = tiny_rooms("centrifugo", cf.addr);
+    rooms.pid = vec![cf.child.id()];
+    let report = tokio::time::timeout(Duration::from_secs(30), chat_bench::run(&rooms))
+        .await
+        .expect("rooms ends in time")
+        .expect("rooms succeeds");
+    assert_delivered(&report);
+    let step = report.headline().expect("a window");
+    assert_eq!(
+        step.deliveries,
+        step.expected_deliveries,
+        "every publication reached the 3 other subscribers, and the publisher's own copy \
+         is not counted: {}",
+        report.table()
+    );
+    assert!(step.server_cpu_s.is_some(), "{}", report.table());
+
+    let node = format!("http://{}", cf.addr);
+    let history = RunArgs::try_parse_from([
+        "chat-bench",
+        "--target",
+        "centrifugo",
+        "--scenario",
+        "history",
+        "--nodes",
+        &node,
+        "--users",
+        "8",
+        "--group-size",
+        "4",
+        "--prefill",
+        "120",
+        "--page-size",
+        "50",
+        "--warmup",
+        "0.3",
+        "--duration",
+        "1",
+        "--quiet",
+        "--jwt-secret",
+        SECRET,
+    ])
+    .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(30), chat_bench::run(&history))
+        .await
+        .expect("history ends in time")
+        .expect("history succeeds");
+    let h = report.history.as_ref().expect("history measured");
+    assert!(h.pages > 0 && h.errors == 0, "{}", report.table());
+    assert!(
+        h.messages_per_s > 0.0 && h.messages_per_s <= h.pages_per_s * 50.0 + 1.0,
+        "{}",
+        report.table()
+    );
+
+    let mut storm = tiny_rooms("centrifugo", cf.addr);
+    storm.scenario = chat_bench::ScenarioKind::Reconnect;
+    let report = tokio::time::timeout(Duration::from_secs(60), chat_bench::run(&storm))
+        .await
+        .expect("reconnect ends in time")
+        .expect("reconnect succeeds");
+    let r = report.reconnect.as_ref().expect("storm measured");
+    assert_eq!(r.caught_up, r.clients, "{}", report.table());
+    assert!(report.errors.is_empty(), "{}", report.table());
+    drop(cf);
+}

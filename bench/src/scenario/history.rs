@@ -3,7 +3,10 @@
 //! each), scrolling back from the newest message to the oldest and starting
 //! over, as a client opening a conversation and scrolling does. The newest
 //! pages come from the conversation actor's tail, older ones from the store.
-//! Measured: pages per second and the latency of a page.
+//! Measured: pages per second and the latency of a page. Against Centrifugo
+//! a page is a `history` request of the channel with `limit`, `reverse` and
+//! `since` the oldest offset of the previous page (its history holds the
+//! last `history_size` publications, in memory).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -111,7 +114,7 @@ async fn prefill(conn: &mut Conn, t: &mut Traffic, m: &Member, args: &RunArgs) -
     Ok(())
 }
 
-/// One page: (first id, messages, more).
+/// One page: (oldest id, messages, more).
 async fn read_page(
     conn: &mut Conn,
     t: &mut Traffic,
@@ -121,17 +124,18 @@ async fn read_page(
 ) -> Result<(Option<u64>, usize, bool)> {
     let req = t.take_req();
     let started = now_us();
-    conn.chat()?
-        .history(req, &t.conv, before, None, limit)
-        .await?;
+    conn.history(req, &t.conv, before, None, limit).await?;
     loop {
         match conn.next().await? {
-            Some(Incoming::Reply { req: r, ok }) if r == req => {
-                let messages = ok.messages.unwrap_or_default();
-                sh.stats
-                    .op(t.shard, started, now_us(), messages.len() as u64);
-                let first = messages.first().map(|m| m.id.0);
-                return Ok((first, messages.len(), ok.more.unwrap_or(false)));
+            Some(Incoming::Page {
+                req: r,
+                oldest,
+                count,
+                more,
+                ..
+            }) if r == req => {
+                sh.stats.op(t.shard, started, now_us(), count as u64);
+                return Ok((oldest, count, more));
             }
             Some(Incoming::Error {
                 req: Some(r),

@@ -1,7 +1,8 @@
 //! `idle`: open `--connections` connections and hold them, doing nothing but
 //! answering pings. With `--pid`, the server's RSS is read before the first
 //! connection and once all are open and settled: memory per connection is
-//! the difference divided by the connections held. A connection includes
+//! the difference divided by the connections held (several `--pid`s: their
+//! RSS summed). A connection includes
 //! whatever the server keeps for its user (`--conns-per-user 1`, the default,
 //! means one user session per connection, as for a phone).
 
@@ -83,8 +84,12 @@ async fn prewarm(args: &RunArgs, nodes: &[SocketAddr], tokens: &[String]) -> Res
     Ok(())
 }
 
-fn rss(pid: Option<u32>) -> Result<Option<u64>> {
-    pid.map(crate::sys::rss_bytes).transpose()
+/// RSS of the server's processes together, if `--pid` named them.
+fn rss(pids: &[u32]) -> Result<Option<u64>> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    crate::sys::rss_bytes_of(pids).map(Some)
 }
 
 /// Runs `idle`.
@@ -97,7 +102,7 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
     if args.prewarm {
         prewarm(args, nodes, &tokens).await?;
     }
-    let rss_before = rss(args.pid)?;
+    let rss_before = rss(&args.pid)?;
     let sh = Shared::new(args, n);
     let solo = Arc::new(GroupPlan::new(
         0,
@@ -138,11 +143,11 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
     }
     tokio::time::sleep(SETTLE).await;
     let held = sh.connected.load(Ordering::SeqCst) - dropped.load(Ordering::SeqCst) as usize;
-    let rss_after = rss(args.pid)?;
+    let rss_after = rss(&args.pid)?;
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
-    let rss_end = rss(args.pid)?;
-    if let (Some(pid), Some(before), Some(after), Some(end)) =
-        (args.pid, rss_before, rss_after, rss_end)
+    let rss_end = rss(&args.pid)?;
+    if let (Some(&pid), Some(before), Some(after), Some(end)) =
+        (args.pid.first(), rss_before, rss_after, rss_end)
     {
         let per = after.saturating_sub(before) as f64 / held.max(1) as f64;
         report.memory = Some(MemoryReport {

@@ -5,6 +5,12 @@
 //! sending. Clients that are back early keep talking, so the late ones have
 //! more to catch up, as in real life. Measured: the time from the drop until
 //! the last client has caught up, and per client.
+//!
+//! Against Centrifugo a client subscribes again with `recover`, the `offset`
+//! of the last publication it saw and the channel's `epoch`: the missed
+//! publications come in the reply (up to its
+//! `recovery_max_publication_limit`); when the reply says `recovered:
+//! false`, the client pages `history` forward from that offset instead.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,11 +51,12 @@ async fn client_inner(m: &Member, sh: &Shared, pad: Arc<str>, storm_at: &AtomicU
         match traffic(&mut conn, &mut phase, &mut t, sh).await? {
             Exit::Stop => break,
             Exit::Storm => {
+                let epoch = conn.epoch(&t.conv);
                 // Dropped without a close handshake, as a lost network is.
                 drop(conn);
                 t.inflight.clear();
                 conn = reconnect(m, sh).await?;
-                catch_up(&mut conn, &mut t, sh).await?;
+                catch_up(&mut conn, &mut t, sh, epoch.as_deref()).await?;
                 let since = now_us().saturating_sub(storm_at.load(Ordering::SeqCst));
                 sh.stats.aux(since);
                 sh.caught_up.fetch_add(1, Ordering::SeqCst);
@@ -72,38 +79,78 @@ async fn reconnect(m: &Member, sh: &Shared) -> Result<Conn> {
     Err(last.unwrap_or_else(|| anyhow!("no attempt made")))
 }
 
-/// Pages through `history after` the last delivered message until nothing
-/// is left, accounting for live deliveries that arrive meanwhile.
-async fn catch_up(conn: &mut Conn, t: &mut Traffic, sh: &Shared) -> Result<()> {
+/// Waits for the page answering `req`, accounting for live deliveries
+/// that arrive meanwhile.
+async fn await_page(
+    conn: &mut Conn,
+    t: &mut Traffic,
+    sh: &Shared,
+    req: u64,
+) -> Result<(Option<u64>, usize, bool)> {
+    loop {
+        match conn.next().await? {
+            Some(Incoming::Page {
+                req: r,
+                newest,
+                count,
+                more,
+                ..
+            }) if r == req => return Ok((newest, count, more)),
+            Some(Incoming::Error {
+                req: Some(r),
+                code,
+                message,
+            }) if r == req => bail!("catching up: {code}: {message}"),
+            Some(ev) => t.handle(ev, sh),
+            None => bail!("the server closed the connection while catching up"),
+        }
+    }
+}
+
+/// Counts `count` recovered messages up to `newest`: deliveries up to it
+/// were fetched, and the next page starts after it.
+fn account(
+    sh: &Shared,
+    t: &mut Traffic,
+    after: &mut Option<u64>,
+    newest: Option<u64>,
+    count: usize,
+) {
+    sh.recovered.fetch_add(count as u64, Ordering::Relaxed);
+    if let Some(last) = newest {
+        t.fetched_upto = t.fetched_upto.max(last);
+        t.last_delivered = t.last_delivered.max(last);
+        *after = Some(after.unwrap_or(0).max(last));
+    }
+}
+
+/// Catches up after a reconnect: resubscribes with recovery where the
+/// target needs it (Centrifugo), then pages through `history after` the
+/// last message seen until nothing is left.
+async fn catch_up(
+    conn: &mut Conn,
+    t: &mut Traffic,
+    sh: &Shared,
+    epoch: Option<&str>,
+) -> Result<()> {
     let mut after = (t.last_delivered > 0).then_some(t.last_delivered);
+    let req = t.take_req();
+    if conn.rejoin(req, &t.conv, t.last_delivered, epoch).await? {
+        let (newest, count, more) = await_page(conn, t, sh, req).await?;
+        account(sh, t, &mut after, newest, count);
+        if !more {
+            return Ok(());
+        }
+    }
     loop {
         let req = t.take_req();
-        conn.chat()?
-            .history(req, &t.conv, None, after, CATCH_UP_PAGE)
+        let from = after;
+        conn.history(req, &t.conv, None, from, CATCH_UP_PAGE)
             .await?;
-        let (messages, more) = loop {
-            match conn.next().await? {
-                Some(Incoming::Reply { req: r, ok }) if r == req => {
-                    break (ok.messages.unwrap_or_default(), ok.more.unwrap_or(false));
-                }
-                Some(Incoming::Error {
-                    req: Some(r),
-                    code,
-                    message,
-                }) if r == req => bail!("catching up: {code}: {message}"),
-                Some(ev) => t.handle(ev, sh),
-                None => bail!("the server closed the connection while catching up"),
-            }
-        };
-        sh.recovered
-            .fetch_add(messages.len() as u64, Ordering::Relaxed);
-        if let Some(last) = messages.last() {
-            t.fetched_upto = t.fetched_upto.max(last.id.0);
-            t.last_delivered = t.last_delivered.max(last.id.0);
-            after = Some(last.id.0);
-        }
+        let (newest, count, more) = await_page(conn, t, sh, req).await?;
+        account(sh, t, &mut after, newest, count);
         // Without a starting point the newest page is all there is to fetch.
-        if !more || after.is_none() {
+        if !more || from.is_none() || count == 0 {
             return Ok(());
         }
     }

@@ -4,10 +4,15 @@
 //! second, deliveries per second and end-to-end latency from the send to
 //! each receiver.
 //!
-//! With `--ramp N` the rate rises step by step until a step cannot keep up
-//! (see [`StepReport::from_window`]) in `--step-tries` tries at its rate;
-//! the best step is the peak, and a last window runs at half the peak's
-//! rate, where the latency target applies.
+//! With `--fixed-rates a,b,c` a window runs at each of those rates first:
+//! the same offered loads for every target, where the server's CPU per
+//! delivery is compared. With `--ramp N` the rate then rises step by step
+//! until a step cannot keep up (see [`StepReport::from_window`]) or the
+//! harness is the limit (`harness_bound`) in `--step-tries` tries at its
+//! rate; the best step that kept up and was not harness-bound is the peak,
+//! and a last window runs at half the peak's rate, where the latency target
+//! applies. Every window reads the server's and the harness's CPU time at
+//! its start and end (see [`crate::cpu`]).
 //! Senders pause between windows so each window's stragglers drain before
 //! it is judged.
 
@@ -24,6 +29,7 @@ use tokio::time::Instant;
 use super::{base_report, finish, members, user_names, Member, Phase, Shared};
 use crate::cli::{RunArgs, ScenarioKind};
 use crate::conn::{Conn, GroupPlan, Incoming};
+use crate::cpu::{CpuWindow, Mark};
 use crate::progress::Progress;
 use crate::report::{RunReport, StepReport};
 use crate::stats::now_us;
@@ -37,6 +43,8 @@ const DRAIN_MAX: Duration = Duration::from_secs(5);
 const QUIET_MAX: Duration = Duration::from_secs(15);
 /// Load before each ramp step's window, so it starts in a steady state.
 const STEP_SETTLE: f64 = 1.0;
+/// Load before each fixed-rate window after the first.
+const FIXED_SETTLE: f64 = 2.0;
 
 /// Conversations of a scenario: which users are in which conversation.
 pub(crate) fn plan_groups(
@@ -233,7 +241,12 @@ impl Traffic {
                         .error("bad_body", "a delivery without a send time", now),
                 }
             }
-            Incoming::Reply { .. } | Incoming::Joined { .. } => {}
+            Incoming::Echo { id } => {
+                if let Some(id) = id {
+                    self.last_delivered = self.last_delivered.max(id);
+                }
+            }
+            Incoming::Reply { .. } | Incoming::Joined { .. } | Incoming::Page { .. } => {}
             Incoming::Other(note) if note.is_empty() => {}
             Incoming::Other(note) => sh.stats.error("unexpected", &note, now),
         }
@@ -401,7 +414,9 @@ pub(crate) fn padding(body_bytes: usize) -> Arc<str> {
 }
 
 /// Runs one window at `rate`: `settle` seconds of load first, then `secs`
-/// measured, then a pause while the window's stragglers arrive.
+/// measured, then a pause while the window's stragglers arrive. The CPU
+/// time of the server (`--pid`) and of the harness is read when the window
+/// opens and when it closes.
 pub(crate) async fn measure(
     sh: &Shared,
     rate: f64,
@@ -412,19 +427,37 @@ pub(crate) async fn measure(
 ) -> StepReport {
     sh.set_phase(Phase::Run { rate });
     tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+    let rate_env = ("CHAT_BENCH_RATE", format!("{rate}"));
+    sh.run_hook(sh.hook_open.as_deref(), std::slice::from_ref(&rate_env))
+        .await;
+    let delivered = || sh.stats.totals.delivered.load(Ordering::Relaxed);
+    let start = Mark::now(&sh.cpu_pids, delivered());
     sh.stats.open_window();
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     sh.stats.close_window();
+    let end = Mark::now(&sh.cpu_pids, delivered());
     sh.set_phase(Phase::Run { rate: 0.0 });
     let deadline = Instant::now() + DRAIN_MAX;
     while !sh.stats.window_settled() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let w = sh.stats.take_window();
+    sh.run_hook(
+        sh.hook_settled.as_deref(),
+        &[rate_env, ("CHAT_BENCH_DELIVERIES", w.delivered.to_string())],
+    )
+    .await;
     // An overloaded window leaves a backlog in the server's queues that
     // would land in the next window: wait until nothing moves any more.
     wait_quiet(sh).await;
-    StepReport::from_window(&w, rate, senders, slo_ms)
+    let mut step = StepReport::from_window(&w, rate, senders, slo_ms);
+    step.add_cpu(
+        &CpuWindow::between(&start, &end),
+        sh.server_cores,
+        sh.harness_cores,
+        sh.harness_bound_share,
+    );
+    step
 }
 
 /// Waits (at most [`QUIET_MAX`]) until no ack or delivery arrived for 300 ms.
@@ -443,10 +476,26 @@ async fn wait_quiet(sh: &Shared) {
     }
 }
 
-/// The rate schedule of a run: one window, or a ramp and its half-peak.
+/// The rate schedule of a run: the fixed rates, then one window or a ramp
+/// and its half-peak.
 pub(crate) async fn drive(sh: &Shared, args: &RunArgs, report: &mut RunReport) {
     let senders = sh.clients;
+    for (i, &rate) in args.fixed_rates.iter().enumerate() {
+        // The run's first window also covers the warmup.
+        let settle = if i == 0 {
+            args.warmup.max(FIXED_SETTLE)
+        } else {
+            FIXED_SETTLE
+        };
+        let step = measure(sh, rate, settle, args.fixed_step, senders, args.slo_ms).await;
+        report.fixed.push(step);
+    }
+    let warmed = !args.fixed_rates.is_empty();
     if args.ramp == 0 {
+        if warmed {
+            note_harness_bound(args, sh, report);
+            return;
+        }
         let step = measure(
             sh,
             args.rate,
@@ -456,28 +505,29 @@ pub(crate) async fn drive(sh: &Shared, args: &RunArgs, report: &mut RunReport) {
             args.slo_ms,
         )
         .await;
-        report.peak = step.kept_up.then(|| step.clone());
+        report.peak = step.counts().then(|| step.clone());
         report.steps.push(step);
+        note_harness_bound(args, sh, report);
         return;
     }
     let mut rate = args.rate;
     for i in 0..args.ramp {
-        let mut kept_up = false;
+        let mut ok = false;
         for try_ in 0..args.step_tries {
             // The run's first window also covers the warmup.
-            let settle = if i == 0 && try_ == 0 {
+            let settle = if i == 0 && try_ == 0 && !warmed {
                 args.warmup.max(STEP_SETTLE)
             } else {
                 STEP_SETTLE
             };
             let step = measure(sh, rate, settle, args.step, senders, args.slo_ms).await;
-            kept_up = step.kept_up;
+            ok = step.counts();
             report.steps.push(step);
-            if kept_up {
+            if ok {
                 break;
             }
         }
-        if !kept_up {
+        if !ok {
             break;
         }
         rate *= args.ramp_factor;
@@ -485,17 +535,26 @@ pub(crate) async fn drive(sh: &Shared, args: &RunArgs, report: &mut RunReport) {
     report.peak = report
         .steps
         .iter()
-        .filter(|s| s.kept_up)
+        .filter(|s| s.counts())
         .max_by(|a, b| a.deliveries_per_s.total_cmp(&b.deliveries_per_s))
         .cloned();
+    note_harness_bound(args, sh, report);
+    let last_bound = report.steps.last().is_some_and(|l| l.harness_bound);
     match &report.peak {
         None => report.notes.push(format!(
-            "no ramp step kept up (p99 <= {} ms, >= 95% accepted, >= 99% delivered, no errors): \
-             start lower with --rate",
+            "no ramp step kept up (p99 <= {} ms, >= 95% accepted, >= 99% delivered, no errors, \
+             harness not the limit): start lower with --rate",
             args.slo_ms
         )),
-        Some(p) if report.steps.last().is_some_and(|l| l.kept_up) => report.notes.push(format!(
+        Some(p) if report.steps.last().is_some_and(|l| l.kept_up) && !last_bound => {
+            report.notes.push(format!(
             "every ramp step kept up: the peak ({:.0} deliveries/s) is a lower bound; ramp further",
+            p.deliveries_per_s
+        ))
+        }
+        Some(p) if last_bound => report.notes.push(format!(
+            "the ramp stopped where the harness became the limit: the peak ({:.0} deliveries/s) \
+             is a lower bound of the server's",
             p.deliveries_per_s
         )),
         Some(_) => {}
@@ -511,6 +570,26 @@ pub(crate) async fn drive(sh: &Shared, args: &RunArgs, report: &mut RunReport) {
         )
         .await;
         report.half_peak = Some(half);
+    }
+}
+
+/// Notes the windows in which the harness was the limit.
+fn note_harness_bound(args: &RunArgs, sh: &Shared, report: &mut RunReport) {
+    let bound: Vec<String> = report
+        .fixed
+        .iter()
+        .chain(&report.steps)
+        .filter(|s| s.harness_bound)
+        .map(|s| format!("{:.2}", s.rate_per_user))
+        .collect();
+    if !bound.is_empty() {
+        report.notes.push(format!(
+            "harness-bound windows (the harness used more than {:.0}% of its {} core(s)) at \
+             {} msgs/s per user: never counted as a peak; give the harness more cores",
+            args.harness_bound_share * 100.0,
+            sh.harness_cores,
+            bound.join(", ")
+        ));
     }
 }
 
