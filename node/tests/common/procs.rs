@@ -22,6 +22,20 @@ use super::*;
 /// How long a node may take to print its `listening on` line.
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
 
+/// How long a node may take to start: longer on a CQL cluster, where a
+/// node of every test cluster waits for the one applying its keyspace's
+/// migrations, and Cassandra applies the DDL of all those keyspaces one
+/// statement at a time, with schema agreement across its nodes (a dozen
+/// clusters starting at once on a 3-node CQL cluster at RF 3 took over a
+/// minute for the last ones).
+pub fn start_deadline() -> Duration {
+    if std::env::var("CHAT_TEST_STORAGE").as_deref() == Ok("scylla") {
+        START_DEADLINE * 3
+    } else {
+        START_DEADLINE
+    }
+}
+
 /// A running `chat-node`; killed (SIGKILL) and reaped when dropped.
 pub struct NodeProc {
     child: Option<Child>,
@@ -99,7 +113,8 @@ impl NodeProc {
                 let _ = tx.send(line);
             }
         });
-        let deadline = Instant::now() + START_DEADLINE;
+        let within = start_deadline();
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -110,7 +125,7 @@ impl NodeProc {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("chat-node printed no `listening on` line within {START_DEADLINE:?}")
+                    panic!("chat-node printed no `listening on` line within {within:?}")
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = node.child.as_mut().and_then(|c| c.wait().ok());
