@@ -9,7 +9,6 @@
 //! to anyone else 403.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -18,30 +17,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chat_actors::cluster::Owner;
 use chat_actors::msg::RouterMsg;
-use chat_protocol::{close_code, ConversationId, ErrorCode, Status, UserId};
+use chat_protocol::{close_code, now_ms, ErrorCode, Status, UserId};
 use chat_storage::{AuditEntry, UserFlag};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::HttpError;
-use crate::http::authenticate;
+use crate::http::{authenticate, bad_request, conversation_id};
 use crate::state::App;
 
 type HttpResult<T> = Result<T, HttpError>;
 
 /// Audit entries answered at most.
 const MAX_AUDIT: usize = 500;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn bad_request(e: impl std::fmt::Display) -> HttpError {
-    HttpError::new(ErrorCode::BadRequest, e.to_string())
-}
 
 /// The caller, if an admin.
 async fn admin(app: &App, headers: &HeaderMap) -> HttpResult<UserId> {
@@ -327,8 +315,7 @@ pub(crate) async fn conversation(
 ) -> HttpResult<Response> {
     let Path(raw) = path.map_err(bad_request)?;
     admin(&app, &headers).await?;
-    let id = ConversationId::new(&raw)
-        .map_err(|e| HttpError::new(ErrorCode::BadRequest, format!("conversation: {e}")))?;
+    let id = conversation_id(&raw)?;
     let store = &app.services.store;
     let record = store
         .conversation(&id)

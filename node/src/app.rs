@@ -277,10 +277,7 @@ pub async fn set_admin(config: &Config, user: &str, on: bool) -> Result<(), Node
         if data.user(&id).await?.is_none() {
             return Ok::<bool, chat_storage::StoreError>(false);
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = chat_protocol::now_ms();
         data.set_user_flag(&id, chat_storage::UserFlag::Admin, on, now)
             .await?;
         Ok(true)

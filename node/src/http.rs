@@ -104,7 +104,7 @@ fn without_type_names(text: &str) -> String {
 }
 
 /// A path or query rejection as our JSON 400.
-fn bad_request(e: impl std::fmt::Display) -> HttpError {
+pub(crate) fn bad_request(e: impl std::fmt::Display) -> HttpError {
     HttpError::new(ErrorCode::BadRequest, e.to_string())
 }
 
@@ -183,7 +183,7 @@ fn parse_id(s: Option<&str>, what: &str) -> HttpResult<Option<MessageId>> {
         .transpose()
 }
 
-fn conversation_id(raw: &str) -> HttpResult<ConversationId> {
+pub(crate) fn conversation_id(raw: &str) -> HttpResult<ConversationId> {
     ConversationId::new(raw)
         .map_err(|e| HttpError::new(ErrorCode::BadRequest, format!("conversation: {e}")))
 }
