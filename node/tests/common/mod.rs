@@ -433,10 +433,12 @@ impl Client {
     /// Waits for the reply to `req`.
     pub async fn reply_to(&mut self, req: &ReqId) -> ServerFrame {
         loop {
-            let f = self
-                .recv()
-                .await
-                .expect("connection open while waiting for a reply");
+            let Some(f) = self.recv().await else {
+                panic!(
+                    "connection closed while waiting for a reply: {:?}",
+                    self.closed
+                )
+            };
             match &f {
                 ServerFrame::Ok(ok) if ok.req.as_ref() == Some(req) => return f,
                 ServerFrame::Error { req: Some(r), .. } if r == req => return f,
