@@ -8,6 +8,10 @@
 #
 #   scripts/bench-ab.sh REV                 5.27 msg/s per user, 3 rounds
 #   RATE=10.33 ROUNDS=2 scripts/bench-ab.sh REV
+#   SCENARIO=idle scripts/bench-ab.sh REV   memory per idle connection
+#                                           (CONNECTIONS, default 10000)
+#   NODE_ENV="CHAT__ACTORS__SESSIONS_SLEEP=false" ...   extra settings for
+#                                           this tree's node only
 #
 # REV is built once into target/ab-REV (a worktree under it).
 set -euo pipefail
@@ -16,6 +20,9 @@ ROOT=$PWD
 REV=${1:?usage: scripts/bench-ab.sh REV}
 RATE=${RATE:-5.27}
 ROUNDS=${ROUNDS:-3}
+SCENARIO=${SCENARIO:-rooms}
+CONNECTIONS=${CONNECTIONS:-10000}
+read -r -a NODE_ENV <<<"${NODE_ENV:-}"
 SECRET="ab-secret-$(date +%s)-0123456789abcdef"
 
 old_dir=$ROOT/target/ab-$REV
@@ -42,10 +49,29 @@ run() { # label bin_dir
   defaults=$("$bin/chat-node" default-config 2>/dev/null || true)
   grep -q '^require_session' <<<"$defaults" && env+=(CHAT__AUTH__REQUIRE_SESSION=false)
   grep -q '^max_connections_per_ip' <<<"$defaults" && env+=(CHAT__LISTEN__MAX_CONNECTIONS_PER_IP=0)
+  [ "$label" = tree ] && env+=("${NODE_ENV[@]}")
   env "${env[@]}" taskset -c 0 "$bin/chat-node" --http "127.0.0.1:$port" --data-dir "$dir" \
     >"$out/node.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  if [ "$SCENARIO" = idle ]; then
+    # A fresh node that has done nothing: its RSS before and with the
+    # connections open, over their number.
+    taskset -c 1 "$bin/chat-bench" --target chat --nodes "http://127.0.0.1:$port" --jwt-secret "$SECRET" \
+      --scenario idle --connections "$CONNECTIONS" --duration 3 --pid "$pid" --prewarm \
+      --source-ips 127.0.0.1,127.0.0.2 --quiet --json "$out/run.json" >/dev/null
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    python3 - "$label" "$out" <<'PY'
+import json, sys
+label, out = sys.argv[1], sys.argv[2]
+m = json.load(open(f"{out}/run.json"))["memory"]
+print(f"{label:>6}: {m['kib_per_connection']:.2f} KiB per idle connection "
+      f"(RSS {m['rss_before'] / 2**20:.0f} -> {m['rss_after'] / 2**20:.0f} MiB)")
+PY
+    rm -rf "$dir" "$out"
+    return
+  fi
   (while kill -0 "$pid" 2>/dev/null; do echo "$(date +%s.%N) $(cpu_ticks "$pid")"; sleep 0.25; done) >"$out/cpu" &
   sampler=$!
   taskset -c 1 "$bin/chat-bench" --target chat --nodes "http://127.0.0.1:$port" --jwt-secret "$SECRET" \
@@ -71,7 +97,11 @@ PY
   rm -rf "$dir" "$out"
 }
 
-echo "rooms, 1000 users in groups of 10, $RATE msg/s per user; $REV vs this tree" >&2
+if [ "$SCENARIO" = idle ]; then
+  echo "idle, $CONNECTIONS connections; $REV vs this tree" >&2
+else
+  echo "rooms, 1000 users in groups of 10, $RATE msg/s per user; $REV vs this tree" >&2
+fi
 for _ in $(seq "$ROUNDS"); do
   run "$REV" "$old_dir/target/release"
   run "tree" "$ROOT/target/release"

@@ -10,12 +10,13 @@
 //! soft one), and the connection is then closed with 4003: a client that
 //! reads this slowly must reconnect and catch up with history.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chat_protocol::{close_code, Codec, SharedFrame};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// A connection's id, unique on its node.
@@ -62,30 +63,66 @@ impl Closer {
     }
 }
 
-/// The bytes queued towards one connection and not yet written to its
-/// socket, shared by whoever queues (fan-out, the reader's replies) and the
-/// writer that drains them.
+/// The frames queued towards one connection and not yet written to its
+/// socket, and their bytes; shared by whoever queues (fan-out, the reader's
+/// replies) and the writer that drains them.
+///
+/// A queue that holds nothing holds no memory (a channel would keep a block
+/// of slots per connection, idle or not), and the writer takes everything
+/// queued at once: one lock and one wake-up per batch, not per frame.
 #[derive(Debug)]
-pub struct Budget {
+pub struct Outbound {
+    frames: Mutex<Frames>,
+    capacity: usize,
     queued: AtomicUsize,
     soft: usize,
+    /// The writer waits on it for frames.
+    ready: Notify,
+    /// The reader waits on it for bytes written.
     written: Notify,
 }
 
-impl Budget {
-    /// A budget whose reader stops past `soft` bytes (events are refused
-    /// past twice that).
-    pub fn new(soft: usize) -> Self {
-        Budget {
+#[derive(Debug, Default)]
+struct Frames {
+    queue: VecDeque<Bytes>,
+    /// The writer is gone: nothing queued would be written.
+    closed: bool,
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    Full,
+    Closed,
+}
+
+impl Outbound {
+    /// A queue of at most `capacity` frames whose reader stops past `soft`
+    /// bytes (events are refused past twice that).
+    pub fn new(capacity: usize, soft: usize) -> Self {
+        Outbound {
+            frames: Mutex::new(Frames::default()),
+            capacity: capacity.max(1),
             queued: AtomicUsize::new(0),
             soft: soft.max(1),
+            ready: Notify::new(),
             written: Notify::new(),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Frames> {
+        // Nothing panics while holding it; a poisoned queue is still whole.
+        self.frames.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
+    }
+
+    /// Frames queued and not yet taken by the writer.
+    pub fn frames(&self) -> usize {
+        self.lock().queue.len()
     }
 
     /// Past this, the reader takes no new request.
@@ -97,8 +134,63 @@ impl Budget {
         self.soft.saturating_mul(2)
     }
 
-    fn add(&self, n: usize) {
-        self.queued.fetch_add(n, Ordering::AcqRel);
+    fn push(&self, bytes: Bytes) -> Result<(), Refused> {
+        let n = bytes.len();
+        let was_empty = {
+            let mut f = self.lock();
+            if f.closed {
+                return Err(Refused::Closed);
+            }
+            if f.queue.len() >= self.capacity {
+                return Err(Refused::Full);
+            }
+            // Counted before the writer can see it (it gives the bytes back
+            // once written).
+            self.queued.fetch_add(n, Ordering::AcqRel);
+            f.queue.push_back(bytes);
+            f.queue.len() == 1
+        };
+        // Only the first frame of a batch wakes the writer: it takes the
+        // rest with it.
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Waits until something is queued and moves all of it to `batch`
+    /// (which should be empty: the two swap their storage, so neither
+    /// allocates once both have grown to a batch's size).
+    pub async fn take(&self, batch: &mut VecDeque<Bytes>) {
+        while !self.try_take(batch) {
+            // A push after the look above leaves a permit: not lost.
+            self.ready.notified().await;
+        }
+    }
+
+    /// Moves everything queued to `batch`, if anything is; see
+    /// [`Outbound::take`].
+    pub fn try_take(&self, batch: &mut VecDeque<Bytes>) -> bool {
+        let mut f = self.lock();
+        if f.queue.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut f.queue, batch);
+        // A burst's storage is not kept by an idle connection.
+        if f.queue.capacity() > SHRINK_ABOVE {
+            f.queue = VecDeque::new();
+        }
+        true
+    }
+
+    /// The writer is gone: refuses what comes and frees what is queued.
+    pub fn close(&self) {
+        let dropped = {
+            let mut f = self.lock();
+            f.closed = true;
+            std::mem::take(&mut f.queue)
+        };
+        self.written(dropped.iter().map(Bytes::len).sum());
     }
 
     /// `n` bytes left the queue (written, or dropped with the connection).
@@ -111,12 +203,15 @@ impl Budget {
         self.written.notify_one();
     }
 
-    /// Resolves at the next [`Budget::written`] (or at once if one came
+    /// Resolves at the next [`Outbound::written`] (or at once if one came
     /// since the last wait).
     pub async fn wait_written(&self) {
         self.written.notified().await
     }
 }
+
+/// Frames a queue keeps room for once drained.
+const SHRINK_ABOVE: usize = 64;
 
 /// The session's handle on one connection.
 #[derive(Debug, Clone)]
@@ -126,19 +221,16 @@ pub struct Connection {
     /// The login its token named (`sid`), if any.
     login: Option<Arc<str>>,
     codec: Codec,
-    tx: mpsc::Sender<Bytes>,
+    outbound: Arc<Outbound>,
     closer: Arc<Closer>,
-    budget: Arc<Budget>,
 }
 
 /// The connection's own end: the queue to write from, and its controls.
 pub struct ConnectionEnd {
-    /// Encoded frames, in the order they were queued.
-    pub rx: mpsc::Receiver<Bytes>,
+    /// Encoded frames, in the order they were queued, and their bytes.
+    pub outbound: Arc<Outbound>,
     /// Asks for a close.
     pub closer: Arc<Closer>,
-    /// The bytes queued.
-    pub budget: Arc<Budget>,
 }
 
 impl Connection {
@@ -150,18 +242,16 @@ impl Connection {
         capacity: usize,
         soft_bytes: usize,
     ) -> (Connection, ConnectionEnd) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
         let closer = Arc::new(Closer::default());
-        let budget = Arc::new(Budget::new(soft_bytes));
+        let outbound = Arc::new(Outbound::new(capacity, soft_bytes));
         let conn = Connection {
             id,
             login: None,
             codec,
-            tx,
+            outbound: outbound.clone(),
             closer: closer.clone(),
-            budget: budget.clone(),
         };
-        (conn, ConnectionEnd { rx, closer, budget })
+        (conn, ConnectionEnd { outbound, closer })
     }
 
     /// The same connection, signed in with `login`: revoking that login
@@ -183,12 +273,12 @@ impl Connection {
 
     /// Bytes queued and not yet written (replies and pongs included).
     pub fn queued_bytes(&self) -> usize {
-        self.budget.queued()
+        self.outbound.queued()
     }
 
     /// Frames queued and not yet taken by the writer.
     pub fn queued_frames(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.outbound.frames()
     }
 
     /// Queues an event. A full queue, or one whose bytes pass the hard
@@ -201,7 +291,7 @@ impl Connection {
                 return false;
             }
         };
-        if self.budget.queued() + bytes.len() > self.budget.hard() {
+        if self.outbound.queued() + bytes.len() > self.outbound.hard() {
             self.closer.close(close_code::SLOW_CONSUMER);
             return false;
         }
@@ -216,20 +306,13 @@ impl Connection {
     }
 
     fn queue(&self, bytes: Bytes) -> bool {
-        let n = bytes.len();
-        // Counted before it is queued: the writer may write it at once.
-        self.budget.add(n);
-        match self.tx.try_send(bytes) {
+        match self.outbound.push(bytes) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.budget.written(n);
+            Err(Refused::Full) => {
                 self.closer.close(close_code::SLOW_CONSUMER);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.budget.written(n);
-                false
-            }
+            Err(Refused::Closed) => false,
         }
     }
 
@@ -264,9 +347,9 @@ mod tests {
         SharedFrame::new(ServerFrame::Message { message })
     }
 
-    #[test]
-    fn events_past_twice_the_budget_close_the_connection_replies_do_not() {
-        let (conn, mut end) = Connection::new(1, Codec::Json, 1000, 20_000);
+    #[tokio::test]
+    async fn events_past_twice_the_budget_close_the_connection_replies_do_not() {
+        let (conn, end) = Connection::new(1, Codec::Json, 1000, 20_000);
         let big = event(3_000);
         let mut queued = 0;
         while conn.push_event(&big) {
@@ -276,17 +359,22 @@ mod tests {
         let size = big.encoded(Codec::Json).unwrap().len();
         assert_eq!(queued, 40_000 / size, "as many as twice the budget holds");
         assert_eq!(end.closer.code(), Some(close_code::SLOW_CONSUMER));
-        assert!(end.budget.queued() <= 40_000);
+        assert!(end.outbound.queued() <= 40_000);
 
-        // The writer's side gives the bytes back as it writes.
-        let first = end.rx.try_recv().unwrap();
-        end.budget.written(first.len());
-        assert_eq!(end.budget.queued(), (queued - 1) * first.len());
+        // The writer's side takes everything queued and gives the bytes
+        // back as it writes.
+        let mut batch = VecDeque::new();
+        end.outbound.take(&mut batch).await;
+        assert_eq!(batch.len(), queued);
+        assert_eq!(conn.queued_frames(), 0);
+        let first = batch.pop_front().unwrap();
+        end.outbound.written(first.len());
+        assert_eq!(end.outbound.queued(), (queued - 1) * first.len());
 
         // A reply is queued whatever the bytes: the reader bounds replies.
         let (conn, end) = Connection::new(2, Codec::Json, 1000, 10);
         assert!(conn.push_reply(Bytes::from(vec![b'{'; 1_000])));
-        assert_eq!(end.budget.queued(), 1_000);
+        assert_eq!(end.outbound.queued(), 1_000);
         assert_eq!(end.closer.code(), None);
     }
 
@@ -295,9 +383,50 @@ mod tests {
         let (conn, end) = Connection::new(1, Codec::MsgPack, 2, 1 << 20);
         let e = event(10);
         assert!(conn.push_event(&e) && conn.push_event(&e));
-        let two = end.budget.queued();
+        let two = end.outbound.queued();
         assert!(!conn.push_event(&e), "the queue holds two frames");
-        assert_eq!(end.budget.queued(), two, "the refused one is not counted");
+        assert_eq!(end.outbound.queued(), two, "the refused one is not counted");
         assert_eq!(end.closer.code(), Some(close_code::SLOW_CONSUMER));
+    }
+
+    #[test]
+    fn a_closed_queue_refuses_and_gives_back_what_it_held() {
+        let (conn, end) = Connection::new(1, Codec::Json, 8, 1 << 20);
+        let e = event(10);
+        assert!(conn.push_event(&e) && conn.push_event(&e));
+        end.outbound.close();
+        assert_eq!(end.outbound.queued(), 0);
+        assert_eq!(conn.queued_frames(), 0);
+        assert!(
+            !conn.push_event(&e),
+            "nothing is queued after the writer left"
+        );
+        assert_eq!(end.outbound.queued(), 0);
+        assert_eq!(
+            end.closer.code(),
+            None,
+            "a closed queue is not a slow consumer"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_writer_wakes_for_a_frame_queued_after_it_looked() {
+        let (conn, end) = Connection::new(1, Codec::Json, 8, 1 << 20);
+        let mut batch = VecDeque::new();
+        let taker = {
+            let outbound = end.outbound.clone();
+            tokio::spawn(async move {
+                outbound.take(&mut batch).await;
+                batch
+            })
+        };
+        // Let the taker find the queue empty and wait.
+        tokio::task::yield_now().await;
+        assert!(conn.push_event(&event(10)));
+        let batch = tokio::time::timeout(chat_testkit::DEADLINE, taker)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(batch.len(), 1);
     }
 }

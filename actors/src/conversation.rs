@@ -65,6 +65,8 @@ pub struct Tuning {
     /// in anyway (then live delivery from a late owner starts when its
     /// acknowledgement comes, and the client's catch-up covers the gap).
     pub interest_ack_deadline: Duration,
+    /// Whether sessions with nothing to do sleep (see [`crate::session`]).
+    pub sessions_sleep: bool,
 }
 
 impl Default for Tuning {
@@ -76,6 +78,7 @@ impl Default for Tuning {
             max_group_members: 1_000,
             max_channel_members: 10_000,
             interest_ack_deadline: Duration::from_secs(2),
+            sessions_sleep: true,
         }
     }
 }

@@ -25,7 +25,7 @@ use ractor::ActorRef;
 use crate::conn::ConnId;
 use crate::error::ChatError;
 use crate::metrics::Metrics;
-use crate::msg::{Reply, Request, RouterMsg, SessionMsg};
+use crate::msg::{Reply, Request, RouterMsg, SessionHandle};
 use crate::rate::RateLimiter;
 use crate::running::Conversations;
 use crate::telemetry::TraceParent;
@@ -43,7 +43,7 @@ pub struct Caller {
     /// The connection, for WebSocket requests.
     pub conn: Option<ConnId>,
     /// The user's session on this node, for WebSocket requests.
-    pub session: Option<ActorRef<SessionMsg>>,
+    pub session: Option<SessionHandle>,
 }
 
 /// What the dispatcher reaches.

@@ -16,13 +16,12 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use chat_protocol::peer::{Audience, PeerDelivery};
 use chat_protocol::{ConversationId, ServerFrame, SharedFrame, UserId};
-use ractor::{ActorId, ActorRef};
+use ractor::ActorId;
 
 use crate::cluster::Cluster;
 use crate::conn::{Connection, Delivery};
 use crate::interest::Interest;
 use crate::metrics::Metrics;
-use crate::msg::SessionMsg;
 use crate::telemetry::{Span, TraceParent};
 
 /// The outbound queues of a node's connections at one moment.
@@ -48,7 +47,8 @@ pub struct Directory {
 }
 
 struct Local {
-    session: ActorRef<SessionMsg>,
+    /// Its actor (the last one, while it sleeps).
+    session: ActorId,
     conns: Arc<[Connection]>,
 }
 
@@ -64,8 +64,8 @@ impl Directory {
     }
 
     /// The session of `user` on this node.
-    pub fn get(&self, user: &UserId) -> Option<ActorRef<SessionMsg>> {
-        self.read().get(user).map(|l| l.session.clone())
+    pub fn get(&self, user: &UserId) -> Option<ActorId> {
+        self.read().get(user).map(|l| l.session)
     }
 
     /// Queues `events` on every connection of each of `users` here, except
@@ -86,7 +86,7 @@ impl Directory {
         n
     }
 
-    pub(crate) fn insert(&self, user: UserId, session: ActorRef<SessionMsg>) {
+    pub(crate) fn insert(&self, user: UserId, session: ActorId) {
         self.write().insert(
             user,
             Local {
@@ -96,10 +96,17 @@ impl Directory {
         );
     }
 
+    /// `user`'s session woke as `session`; its connections stay.
+    pub(crate) fn rebind(&self, user: &UserId, session: ActorId) {
+        if let Some(l) = self.write().get_mut(user) {
+            l.session = session;
+        }
+    }
+
     /// The connections of `user`'s session `session` are now `conns`.
     pub(crate) fn set_conns(&self, user: &UserId, session: ActorId, conns: Arc<[Connection]>) {
         if let Some(l) = self.write().get_mut(user) {
-            if l.session.get_id() == session {
+            if l.session == session {
                 l.conns = conns;
             }
         }

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub conversations_active: Gauge,
     /// Session actors alive.
     pub sessions_active: Gauge,
+    /// Of those, sessions whose actor sleeps.
+    pub sessions_asleep: Gauge,
     /// WebSocket connections open.
     pub connections_open: Gauge,
     /// Connections closed because their outbound queue overflowed.
@@ -139,6 +141,7 @@ impl Default for Metrics {
             leases_lost: Counter::default(),
             conversations_active: Gauge::default(),
             sessions_active: Gauge::default(),
+            sessions_asleep: Gauge::default(),
             connections_open: Gauge::default(),
             slow_consumers: Counter::default(),
             rate_limited: Counter::default(),
@@ -329,8 +332,13 @@ impl Metrics {
         );
         r.register(
             "sessions_active",
-            "User session actors alive",
+            "Sessions of users connected here (awake or asleep)",
             self.sessions_active.clone(),
+        );
+        r.register(
+            "sessions_asleep",
+            "Sessions whose actor sleeps until a message wakes it",
+            self.sessions_asleep.clone(),
         );
         r.register(
             "connections_open",

@@ -144,7 +144,7 @@ pub enum SessionMsg {
         /// The connection.
         conn: Connection,
         /// Answered with the session, or `TooManyConnections`.
-        reply: RpcReplyPort<Result<ActorRef<SessionMsg>, ChatError>>,
+        reply: RpcReplyPort<Result<SessionHandle, ChatError>>,
     },
     /// A connection closed.
     Detach {
@@ -192,6 +192,66 @@ pub enum SessionMsg {
 // through their node's Router.
 impl ractor::Message for SessionMsg {}
 
+/// How a connection, and whoever acts for it, reaches its user's session.
+///
+/// A session's actor sleeps while it has nothing to do (see
+/// [`crate::session`]): a message for the actor it was given then comes
+/// back (or finds no actor), and goes to the Router, which wakes the
+/// session and hands it over. The handle names the actor by id, not by
+/// reference: a reference would keep a stopped actor's mailboxes allocated
+/// for as long as the connection lives, which is what sleeping saves.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    user: UserId,
+    actor: ActorId,
+    router: ActorRef<RouterMsg>,
+}
+
+impl SessionHandle {
+    /// The handle of `user`'s session `actor`.
+    pub fn new(user: UserId, actor: ActorId, router: ActorRef<RouterMsg>) -> Self {
+        SessionHandle {
+            user,
+            actor,
+            router,
+        }
+    }
+
+    /// The actor this handle was made with (a woken session has another).
+    pub fn id(&self) -> ActorId {
+        self.actor
+    }
+
+    /// Whose session.
+    pub fn user(&self) -> &UserId {
+        &self.user
+    }
+
+    /// Sends `msg` to the session, awake or asleep; gives it back when the
+    /// node's Router is gone (the node is stopping).
+    pub fn send(&self, msg: SessionMsg) -> Result<(), SessionMsg> {
+        // Running actors are found by id (ractor's registry of local pids).
+        let msg = match ractor::registry::where_is_pid(self.actor) {
+            Some(cell) => match cell.send_message(msg) {
+                Ok(()) => return Ok(()),
+                Err(ractor::MessagingErr::SendErr(msg)) => msg,
+                // Not a session: ids are not reused, so it cannot be.
+                Err(_) => return Ok(()),
+            },
+            None => msg,
+        };
+        let to_router = RouterMsg::ToSession {
+            user: self.user.clone(),
+            msg,
+        };
+        match self.router.cast(to_router) {
+            Ok(()) => Ok(()),
+            Err(ractor::MessagingErr::SendErr(RouterMsg::ToSession { msg, .. })) => Err(msg),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
 /// Messages the Router handles.
 pub enum RouterMsg {
     /// Deliver a request to its conversation's actor, starting it if
@@ -213,7 +273,15 @@ pub enum RouterMsg {
         /// The connection.
         conn: Connection,
         /// Answered by the session.
-        reply: RpcReplyPort<Result<ActorRef<SessionMsg>, ChatError>>,
+        reply: RpcReplyPort<Result<SessionHandle, ChatError>>,
+    },
+    /// For `user`'s session, whose actor sleeps (or is falling asleep):
+    /// wake it and hand it over.
+    ToSession {
+        /// Whose.
+        user: UserId,
+        /// The message.
+        msg: SessionMsg,
     },
     /// A session has no connection left; stop it if none is on its way.
     SessionEmpty {

@@ -33,16 +33,15 @@ use chat_storage::StoreError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::cluster::{Owner, NODES_GROUP, ROUTERS_GROUP};
-use crate::conn::Connection;
 use crate::conversation::{ConversationActor, ConversationArgs};
 use crate::error::ChatError;
 use crate::msg::{ConversationMsg, Reply, Request, RouterMsg, SessionMsg};
 use crate::services::Services;
-use crate::session::{SessionArgs, UserSession};
 
 mod load;
 mod peers;
 mod replication;
+mod sessions;
 #[cfg(test)]
 mod tests;
 
@@ -75,18 +74,13 @@ const INTEREST_ASK_EVERY: Duration = Duration::from_secs(2);
 const SYNC_CHUNK_OPS: usize = 512;
 const SYNC_CHUNK_BYTES: usize = 2 << 20;
 
-struct Entry<M> {
-    actor: ActorRef<M>,
-    forwarded: u64,
-}
-
 /// The actor (no data; see [`RouterState`]).
 pub struct Router;
 
 /// Everything the Router knows.
 pub struct RouterState {
     services: Arc<Services>,
-    sessions: HashMap<UserId, Entry<SessionMsg>>,
+    sessions: sessions::Sessions,
     draining: bool,
     serving: bool,
     serve_waiters: Vec<RpcReplyPort<()>>,
@@ -182,7 +176,7 @@ impl Actor for Router {
             load: load::Load::new(&services),
             serving: !services.cluster.enabled(),
             services,
-            sessions: HashMap::new(),
+            sessions: sessions::Sessions::default(),
             draining: false,
             serve_waiters: Vec::new(),
             serve_expect: HashSet::new(),
@@ -242,16 +236,13 @@ impl Actor for Router {
                     let _ = reply.send(Err(ChatError::Unavailable("node is shutting down".into())));
                     return Ok(());
                 }
-                state.connect(&myself, user, conn, reply).await;
+                state
+                    .hand_to_session(&myself, user, SessionMsg::Attach { conn, reply })
+                    .await;
             }
+            RouterMsg::ToSession { user, msg } => state.hand_to_session(&myself, user, msg).await,
             RouterMsg::SessionEmpty { user, actor, seen } => {
-                if let Some(e) = state.sessions.get(&user) {
-                    if e.actor.get_id() == actor && e.forwarded == seen {
-                        if let Some(e) = state.sessions.remove(&user) {
-                            e.actor.stop(Some("no connections".into()));
-                        }
-                    }
-                }
+                state.sessions.empty(&user, actor, seen);
             }
             RouterMsg::Drain { reply } => {
                 state.draining = true;
@@ -259,10 +250,7 @@ impl Actor for Router {
                     // Others take our conversations over while we finish.
                     ractor::pg::leave(ROUTERS_GROUP.into(), vec![myself.get_cell()]);
                 }
-                let sessions: Vec<_> = state.sessions.drain().map(|(_, e)| e.actor).collect();
-                for s in sessions {
-                    let _ = s.stop_and_wait(Some("node draining".into()), None).await;
-                }
+                state.sessions.drain().await;
                 // Retired, an actor handles what is queued and stops once its
                 // batch in flight is written and answered. (ractor's drain
                 // would refuse that batch's completion, which arrives after
@@ -319,7 +307,7 @@ impl Actor for Router {
                 if let Ok(bytes) = chat_protocol::peer::encode(&msg) {
                     state.services.cluster.broadcast(&Arc::from(bytes));
                 }
-                state.login_revoked(&user, login);
+                state.login_revoked(&myself, &user, login).await;
             }
             RouterMsg::Status { reply } => {
                 let _ = reply.send(state.status());
@@ -332,7 +320,7 @@ impl Actor for Router {
                 if let Ok(bytes) = chat_protocol::peer::encode(&msg) {
                     state.services.cluster.broadcast(&Arc::from(bytes));
                 }
-                state.close_user(&user, code);
+                state.close_user(&myself, &user, code).await;
             }
             RouterMsg::DrainPeer { node, by, reply } => {
                 let known = state.peers.contains_key(node.as_str());
@@ -353,20 +341,23 @@ impl Actor for Router {
     ) -> Result<(), ActorProcessingErr> {
         // A child that stopped or failed leaves the tables, so the next
         // request starts a fresh one (which reloads from the store).
-        let dead = match &evt {
-            SupervisionEvent::ActorTerminated(cell, _, _) => Some(cell.get_id()),
+        // A session that fell asleep leaves its state for the Router.
+        let (dead, left) = match evt {
+            SupervisionEvent::ActorTerminated(cell, left, _) => (Some(cell.get_id()), left),
             SupervisionEvent::ActorFailed(cell, err) => {
                 tracing::error!(actor = %cell.get_id(), error = %err, "actor failed");
-                Some(cell.get_id())
+                (Some(cell.get_id()), None)
             }
-            _ => None,
+            SupervisionEvent::ProcessGroupChanged(_) => {
+                state.refresh_view(&myself);
+                (None, None)
+            }
+            _ => (None, None),
         };
         if let Some(id) = dead {
             state.services.conversations.remove_actor(id);
-            state.sessions.retain(|_, e| e.actor.get_id() != id);
-        }
-        if let SupervisionEvent::ProcessGroupChanged(_) = evt {
-            state.refresh_view(&myself);
+            let draining = state.draining;
+            state.sessions.stopped(&myself, id, left, draining).await;
         }
         Ok(())
     }
@@ -420,77 +411,28 @@ impl RouterState {
         Ok(actor)
     }
 
-    async fn connect(
+    /// Hands `msg` to `user`'s session here, starting or waking it.
+    async fn hand_to_session(
         &mut self,
         myself: &ActorRef<RouterMsg>,
         user: UserId,
-        conn: Connection,
-        reply: RpcReplyPort<Result<ActorRef<SessionMsg>, ChatError>>,
+        msg: SessionMsg,
     ) {
-        let (mut conn, mut reply) = (conn, reply);
-        for _ in 0..2 {
-            if !self.sessions.contains_key(&user) {
-                let args = SessionArgs {
-                    user: user.clone(),
-                    deps: self.services.session_deps.clone(),
-                    router: myself.clone(),
-                };
-                match Actor::spawn_linked(None, UserSession, args, myself.get_cell()).await {
-                    Ok((actor, _)) => {
-                        self.sessions.insert(
-                            user.clone(),
-                            Entry {
-                                actor,
-                                forwarded: 0,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(ChatError::Internal(format!(
-                            "cannot start session: {e}"
-                        ))));
-                        return;
-                    }
-                }
-            }
-            let Some(entry) = self.sessions.get_mut(&user) else {
-                break;
-            };
-            match entry.actor.cast(SessionMsg::Attach { conn, reply }) {
-                Ok(()) => {
-                    entry.forwarded += 1;
-                    return;
-                }
-                Err(ractor::MessagingErr::SendErr(SessionMsg::Attach { conn: c, reply: r })) => {
-                    self.sessions.remove(&user);
-                    conn = c;
-                    reply = r;
-                }
-                Err(_) => {
-                    self.sessions.remove(&user);
-                    return;
-                }
-            }
-        }
-        let _ = reply.send(Err(ChatError::Unavailable(
-            "session unavailable, retry".into(),
-        )));
+        let deps = self.services.session_deps.clone();
+        self.sessions.send(myself, &deps, user, msg).await;
     }
 
     /// Closes every connection of `user` here with `code`.
-    fn close_user(&self, user: &UserId, code: u16) {
-        if let Some(e) = self.sessions.get(user) {
-            let _ = e.actor.cast(SessionMsg::CloseAll { code });
-        }
+    async fn close_user(&mut self, myself: &ActorRef<RouterMsg>, user: &UserId, code: u16) {
+        self.hand_to_session(myself, user.clone(), SessionMsg::CloseAll { code })
+            .await;
     }
 
     /// Closes the connections here that signed in with `login`.
-    fn login_revoked(&self, user: &UserId, login: String) {
-        if let Some(e) = self.sessions.get(user) {
-            let _ = e.actor.cast(SessionMsg::LoginRevoked {
-                login: Arc::from(login),
-            });
-        }
+    async fn login_revoked(&mut self, myself: &ActorRef<RouterMsg>, user: &UserId, login: String) {
+        let login = Arc::from(login);
+        self.hand_to_session(myself, user.clone(), SessionMsg::LoginRevoked { login })
+            .await;
     }
 
     fn retire_all(&mut self) {

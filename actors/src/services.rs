@@ -82,6 +82,7 @@ impl Services {
             metrics.clone(),
         ));
         let interest_ack_deadline = tuning.interest_ack_deadline;
+        let sleep_when_idle = tuning.sessions_sleep;
         let conversation_deps = Arc::new(ConversationDeps {
             node: cluster.name().clone(),
             store: store.clone(),
@@ -102,6 +103,7 @@ impl Services {
             connections_per_user: limits.connections_per_user,
             watch_per_connection: limits.watch_per_connection,
             interest_ack_deadline,
+            sleep_when_idle,
         });
         Arc::new(Services {
             rate: Arc::new(RateLimiter::new(limits.sends_per_second, limits.send_burst)),

@@ -14,6 +14,20 @@
 //! starts and withdraws it when the Router stops it, reports each
 //! connection's presence, and keeps each connection's presence watches.
 //! Requests to conversations never pass through it (see [`crate::dispatch`]).
+//!
+//! Its actor sleeps while it has nothing to do: once a message leaves the
+//! session with connections and no presence watch, it drains (what is
+//! already in its mailbox is handled, later messages are refused) and stops,
+//! and the Router keeps its state (ractor hands a stopped actor's state to
+//! its supervisor). The connections stay published, so events still reach
+//! them. A message sent to the sleeping actor comes back to its sender's
+//! [`SessionHandle`], which gives it to the Router; the Router starts the
+//! session again from the kept state and hands the message over. An idle
+//! connected user so costs a few hundred bytes instead of an actor's task
+//! and mailboxes (ractor allocates a block of slots for each of two
+//! unbounded channels per actor, several KiB), and waking costs a spawn,
+//! which happens at most a few times in a connection's life (another
+//! device, a watch, the close).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,7 +45,7 @@ use crate::error::ChatError;
 use crate::fanout::Directory;
 use crate::interest::Interest;
 use crate::metrics::Metrics;
-use crate::msg::{Reply, RouterMsg, SessionMsg};
+use crate::msg::{Reply, RouterMsg, SessionHandle, SessionMsg};
 use crate::watchers::Watchers;
 
 #[cfg(test)]
@@ -59,6 +73,8 @@ pub struct SessionDeps {
     pub connections_per_user: usize,
     /// Users a connection may watch.
     pub watch_per_connection: usize,
+    /// Whether sessions with nothing to do sleep (see the module doc).
+    pub sleep_when_idle: bool,
     /// See [`crate::conversation::Tuning::interest_ack_deadline`].
     pub interest_ack_deadline: Duration,
 }
@@ -71,6 +87,48 @@ pub struct SessionArgs {
     pub deps: Arc<SessionDeps>,
     /// The Router, which owns the session's life.
     pub router: ActorRef<RouterMsg>,
+    /// The state it slept with, when woken.
+    pub woken: Option<Asleep>,
+}
+
+/// A sleeping session's state, kept by the Router until a message wakes it.
+pub struct Asleep(Box<SessionState>);
+
+impl Asleep {
+    /// A stopped session's state, if it fell asleep (rather than ended).
+    pub fn of(mut stopped: ractor::actor::messages::BoxedState) -> Option<Asleep> {
+        let state = stopped.take::<SessionState>().ok()?;
+        state.asleep.then(|| Asleep(Box::new(state)))
+    }
+
+    /// Whose session.
+    pub fn user(&self) -> &UserId {
+        &self.0.user
+    }
+
+    /// What it uses.
+    pub fn deps(&self) -> Arc<SessionDeps> {
+        self.0.deps.clone()
+    }
+
+    /// Whether its last connection left while it fell asleep.
+    pub fn is_empty(&self) -> bool {
+        self.0.conns.is_empty()
+    }
+
+    /// Whether it may go on sleeping (a message handled while it fell
+    /// asleep may have given it work).
+    pub fn may_sleep(&self) -> bool {
+        self.0.may_sleep()
+    }
+
+    /// Ends it without waking it (the node is stopping), as a stop of its
+    /// actor would.
+    pub fn end(self) {
+        let mut state = self.0;
+        state.deps.metrics.sessions_asleep.dec();
+        state.end();
+    }
 }
 
 /// The actor (no data; see [`SessionState`]).
@@ -92,6 +150,12 @@ pub struct SessionState {
     router: ActorRef<RouterMsg>,
     conns: Vec<Attached>,
     attaches_seen: u64,
+    /// The actor it runs as (the last one, while asleep).
+    me: ActorId,
+    /// Its interest is registered (done once, not at every wake).
+    joined: bool,
+    /// It is falling asleep (or asleep): its stop keeps everything.
+    asleep: bool,
 }
 
 impl Actor for UserSession {
@@ -104,8 +168,27 @@ impl Actor for UserSession {
         myself: ActorRef<SessionMsg>,
         args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
+        if let Some(Asleep(state)) = args.woken {
+            let mut state = *state;
+            let deps = &state.deps;
+            deps.metrics.sessions_asleep.dec();
+            // Its connections stay published as they are: events never
+            // miss them while it wakes.
+            deps.directory.rebind(&state.user, myself.get_id());
+            if state.conns.iter().any(|a| !a.watching.is_empty()) {
+                // A watch came while it fell asleep.
+                let handle =
+                    SessionHandle::new(state.user.clone(), myself.get_id(), state.router.clone());
+                deps.watchers.rebind(state.me, &handle);
+            }
+            state.me = myself.get_id();
+            state.asleep = false;
+            return Ok(state);
+        }
         args.deps.metrics.sessions_active.inc();
-        args.deps.directory.insert(args.user.clone(), myself);
+        args.deps
+            .directory
+            .insert(args.user.clone(), myself.get_id());
         Ok(SessionState {
             presence_done: None,
             user: args.user,
@@ -113,6 +196,9 @@ impl Actor for UserSession {
             router: args.router,
             conns: Vec::new(),
             attaches_seen: 0,
+            me: myself.get_id(),
+            joined: false,
+            asleep: false,
         })
     }
 
@@ -127,6 +213,10 @@ impl Actor for UserSession {
         // handled: once a client is told it is connected, everything sent
         // to its conversations reaches it live, on this node or from the
         // owners the interest was just reported to.
+        if state.joined {
+            return Ok(());
+        }
+        state.joined = true;
         let deps = &state.deps;
         match deps.store.user_conversations(&state.user).await {
             Ok(list) => {
@@ -154,23 +244,16 @@ impl Actor for UserSession {
 
     async fn post_stop(
         &self,
-        myself: ActorRef<SessionMsg>,
+        _myself: ActorRef<SessionMsg>,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
-        let deps = &state.deps;
-        deps.metrics.sessions_active.dec();
-        if deps
-            .directory
-            .get(&state.user)
-            .is_some_and(|s| s.get_id() == myself.get_id())
-        {
-            deps.directory.remove(&state.user);
-            deps.interest.remove_user(&state.user, &deps.cluster);
+        if state.asleep {
+            // The Router keeps the state; connections, interest and watches
+            // stay as they are.
+            state.deps.metrics.sessions_asleep.inc();
+            return Ok(());
         }
-        for a in std::mem::take(&mut state.conns) {
-            state.drop_watches(myself.get_id(), &a.watching);
-            a.conn.close(close_code::GOING_AWAY);
-        }
+        state.end();
         Ok(())
     }
 
@@ -184,7 +267,10 @@ impl Actor for UserSession {
             SessionMsg::Attach { conn, reply } => {
                 let attached = state.attach(&myself, conn);
                 let refused = attached.is_err();
-                let _ = reply.send(attached.map(|()| myself.clone()));
+                let handle = || {
+                    SessionHandle::new(state.user.clone(), myself.get_id(), state.router.clone())
+                };
+                let _ = reply.send(attached.map(|()| handle()));
                 if refused {
                     state.maybe_empty(&myself);
                 }
@@ -215,11 +301,41 @@ impl Actor for UserSession {
                 }
             }
         }
+        if !state.asleep && state.may_sleep() {
+            // What is already queued is handled first; what comes later
+            // goes to the Router, which wakes the session for it. (A drain
+            // that cannot start means the actor is stopping anyway.)
+            state.asleep = myself.drain().is_ok();
+        }
         Ok(())
     }
 }
 
 impl SessionState {
+    /// Nothing for its actor to do until a message comes: connections to
+    /// serve (an empty session ends instead) and no presence watch (whose
+    /// events come as messages).
+    fn may_sleep(&self) -> bool {
+        self.deps.sleep_when_idle
+            && !self.conns.is_empty()
+            && self.conns.iter().all(|a| a.watching.is_empty())
+    }
+
+    /// The session ends: withdrawn from the node's tables (unless a newer
+    /// session of the user replaced it), its connections closed.
+    fn end(&mut self) {
+        let deps = self.deps.clone();
+        deps.metrics.sessions_active.dec();
+        if deps.directory.get(&self.user).is_some_and(|s| s == self.me) {
+            deps.directory.remove(&self.user);
+            deps.interest.remove_user(&self.user, &deps.cluster);
+        }
+        for a in std::mem::take(&mut self.conns) {
+            self.drop_watches(self.me, &a.watching);
+            a.conn.close(close_code::GOING_AWAY);
+        }
+    }
+
     fn attach(&mut self, myself: &ActorRef<SessionMsg>, conn: Connection) -> Result<(), ChatError> {
         self.attaches_seen += 1;
         if self.conns.len() >= self.deps.connections_per_user {
@@ -348,7 +464,8 @@ impl SessionState {
             return;
         }
         attached.watching.extend(new.into_iter().cloned());
-        let fresh = self.deps.watchers.add(myself, &users);
+        let handle = SessionHandle::new(self.user.clone(), myself.get_id(), self.router.clone());
+        let fresh = self.deps.watchers.add(&handle, &users);
         let deps = self.deps.clone();
         tokio::spawn(async move {
             if !fresh.is_empty() {

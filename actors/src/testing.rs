@@ -203,8 +203,10 @@ impl TestConn {
     /// The frames queued so far.
     pub(crate) fn drain(&mut self) -> Vec<ServerFrame> {
         let mut out = Vec::new();
-        while let Ok(bytes) = self.end.rx.try_recv() {
-            self.end.budget.written(bytes.len());
+        let mut batch = std::collections::VecDeque::new();
+        self.end.outbound.try_take(&mut batch);
+        for bytes in batch {
+            self.end.outbound.written(bytes.len());
             out.push(serde_json::from_slice(&bytes).expect("a server frame"));
         }
         out

@@ -5,15 +5,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chat_protocol::{Presence as PresenceInfo, ServerFrame, SharedFrame, UserId};
-use ractor::{ActorId, ActorRef};
+use ractor::ActorId;
 use tokio::sync::broadcast;
 
-use crate::msg::SessionMsg;
+use crate::msg::{SessionHandle, SessionMsg};
 
 /// Which local sessions watch which users.
 #[derive(Default)]
 pub struct Watchers {
-    table: Mutex<HashMap<UserId, HashMap<ActorId, ActorRef<SessionMsg>>>>,
+    table: Mutex<HashMap<UserId, HashMap<ActorId, SessionHandle>>>,
 }
 
 impl Watchers {
@@ -23,7 +23,7 @@ impl Watchers {
     }
 
     /// `session` watches `users`; returns those no local session watched before.
-    pub fn add(&self, session: &ActorRef<SessionMsg>, users: &[UserId]) -> Vec<UserId> {
+    pub fn add(&self, session: &SessionHandle, users: &[UserId]) -> Vec<UserId> {
         let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let mut fresh = Vec::new();
         for u in users {
@@ -31,7 +31,7 @@ impl Watchers {
             if entry.is_empty() {
                 fresh.push(u.clone());
             }
-            entry.insert(session.get_id(), session.clone());
+            entry.insert(session.id(), session.clone());
         }
         fresh
     }
@@ -52,7 +52,17 @@ impl Watchers {
         gone
     }
 
-    fn sessions_watching(&self, user: &UserId) -> Vec<ActorRef<SessionMsg>> {
+    /// A woken session runs as a new actor: its watches follow it.
+    pub fn rebind(&self, was: ActorId, session: &SessionHandle) {
+        let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        for entry in t.values_mut() {
+            if entry.remove(&was).is_some() {
+                entry.insert(session.id(), session.clone());
+            }
+        }
+    }
+
+    fn sessions_watching(&self, user: &UserId) -> Vec<SessionHandle> {
         let t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         t.get(user)
             .map(|m| m.values().cloned().collect())
@@ -72,7 +82,7 @@ impl Watchers {
                     let user = change.user.clone();
                     let frame = Arc::new(SharedFrame::new(ServerFrame::Presence(change)));
                     for s in sessions {
-                        let _ = s.cast(SessionMsg::PresenceChanged {
+                        let _ = s.send(SessionMsg::PresenceChanged {
                             user: user.clone(),
                             frame: frame.clone(),
                         });

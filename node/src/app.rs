@@ -91,6 +91,7 @@ impl App {
             max_group_members: config.limits.max_group_members,
             max_channel_members: config.limits.max_channel_members,
             interest_ack_deadline: Duration::from_millis(config.actors.interest_ack_ms),
+            sessions_sleep: config.actors.sessions_sleep,
             ..Tuning::default()
         };
         let node_id = config.node.id;

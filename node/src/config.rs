@@ -186,6 +186,10 @@ pub struct ActorsSection {
     /// conversations (in a cluster) to confirm they will send to its node;
     /// past it the client is let in and catches up on what it missed.
     pub interest_ack_ms: u64,
+    /// Whether a connected user's session actor sleeps while it has
+    /// nothing to do (its state kept, woken by the next message): an idle
+    /// connection then holds no actor task or mailbox.
+    pub sessions_sleep: bool,
 }
 
 impl Default for ActorsSection {
@@ -194,6 +198,7 @@ impl Default for ActorsSection {
             conversation_idle_secs: 120,
             tail: 256,
             interest_ack_ms: 2_000,
+            sessions_sleep: true,
         }
     }
 }

@@ -21,7 +21,7 @@
 //! framing with 1002, text that is not UTF-8 with 1007, an expired token
 //! with 4001, a node shutting down with 1001.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,16 +33,15 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use chat_actors::conn::{Budget, Closer, Connection, ConnectionEnd};
+use chat_actors::conn::{Closer, Connection, ConnectionEnd, Outbound};
 use chat_actors::dispatch::Caller;
-use chat_actors::msg::{RouterMsg, SessionMsg};
+use chat_actors::msg::{RouterMsg, SessionHandle, SessionMsg};
 use chat_actors::telemetry::{parent_of, Span};
 use chat_actors::ChatError;
 use chat_protocol::{close_code, ClientFrame, Codec, ErrorCode, ServerFrame};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
-use ractor::ActorRef;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::auth::Claims;
 use crate::error::HttpError;
@@ -135,7 +134,7 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
     let id = app.next_conn.fetch_add(1, Ordering::Relaxed);
     let (conn, end) = Connection::new(id, codec, limits.outbound_queue, limits.outbound_bytes);
     let conn = conn.signed_in(claims.sid.as_deref().map(Arc::from));
-    let ConnectionEnd { rx, closer, budget } = end;
+    let ConnectionEnd { outbound, closer } = end;
     let (mut sink, mut stream) = socket.split();
 
     let attached = ractor::call!(app.router, |reply| RouterMsg::Connect {
@@ -143,7 +142,7 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
         conn: conn.clone(),
         reply,
     });
-    let session: ActorRef<SessionMsg> = match attached {
+    let session: SessionHandle = match attached {
         Ok(Ok(s)) => s,
         Ok(Err(ChatError::TooManyConnections)) => {
             let _ = close(
@@ -180,10 +179,9 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
     let pongs = Arc::new(Pongs::default());
     let writer = tokio::spawn(write_loop(
         sink,
-        rx,
         Control {
             closer: closer.clone(),
-            budget: budget.clone(),
+            outbound: outbound.clone(),
             pongs: pongs.clone(),
         },
         codec,
@@ -213,7 +211,7 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
     tokio::pin!(closed, shutdown, token_expired, idle_timer);
     loop {
         let room = pending.len() + conn.queued_frames() < window
-            && budget.queued() + reserved + pongs.owed() < budget.soft();
+            && outbound.queued() + reserved + pongs.owed() < outbound.soft();
         tokio::select! {
             _ = &mut closed => break,
             _ = &mut shutdown => {
@@ -252,7 +250,7 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
                 }
             }
             // Over budget: wait for the writer to make room.
-            _ = budget.wait_written(), if !room => {}
+            _ = outbound.wait_written(), if !room => {}
             incoming = stream.next(), if room => {
                 last_heard = Instant::now();
                 let bytes: Bytes = match incoming {
@@ -283,7 +281,7 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
             }
         }
     }
-    let _ = session.cast(SessionMsg::Detach { conn: id });
+    let _ = session.send(SessionMsg::Detach { conn: id });
     if closer.code() == Some(close_code::SLOW_CONSUMER) {
         app.services.metrics.slow_consumers.inc();
     }
@@ -446,7 +444,7 @@ fn handle_frame(
 /// What the writer shares with the rest of the connection.
 struct Control {
     closer: Arc<Closer>,
-    budget: Arc<Budget>,
+    outbound: Arc<Outbound>,
     pongs: Arc<Pongs>,
 }
 
@@ -486,10 +484,6 @@ where
         .unwrap_or(Ok(()))
 }
 
-/// Most frames written before one flush: batching writes into fewer
-/// syscalls pays under fan-out bursts.
-const WRITE_BATCH: usize = 64;
-
 /// Bytes buffered before a write happens even within a batch.
 const WRITE_BUFFER: usize = 32 * 1024;
 
@@ -511,7 +505,6 @@ const MAX_WRITE_BUFFER: usize = 6 * chat_protocol::limits::MAX_PAGE_BYTES + 2 * 
 /// to read its backlog and so learn why it was cut.
 async fn write_loop<S>(
     mut sink: S,
-    mut rx: mpsc::Receiver<Bytes>,
     control: Control,
     codec: Codec,
     ping_every: Duration,
@@ -521,12 +514,14 @@ async fn write_loop<S>(
 {
     let Control {
         closer,
-        budget,
+        outbound,
         pongs,
     } = control;
     let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
     let mut failed = false;
+    // The frames taken from the queue and not yet written.
+    let mut batch = VecDeque::new();
     // Made once: a waiter registered per frame costs a lock each time.
     let closed = closer.closed();
     tokio::pin!(closed);
@@ -567,20 +562,17 @@ async fn write_loop<S>(
         let wrote = tokio::select! {
             biased;
             _ = &mut closed => break,
-            item = rx.recv() => {
-                let Some(first) = item else { break };
-                let mut next = Some(first);
-                let mut fed = 0;
+            () = outbound.take(&mut batch) => {
                 // Given back to the budget once the batch is on the socket:
                 // one update (and one wake-up of the reader) per batch.
                 let mut bytes_fed = 0;
-                while let Some(bytes) = next.take() {
+                while let Some(bytes) = batch.pop_front() {
                     bytes_fed += bytes.len();
                     if let Some(msg) = message_of(codec, bytes) {
                         match write!(sink.feed(msg)) {
                             Wrote::Done => {}
                             other => {
-                                budget.written(bytes_fed);
+                                outbound.written(bytes_fed);
                                 match other {
                                     Wrote::Failed => failed = true,
                                     Wrote::Stalled => closer.close(close_code::SLOW_CONSUMER),
@@ -590,10 +582,6 @@ async fn write_loop<S>(
                             }
                         }
                     }
-                    fed += 1;
-                    if fed < WRITE_BATCH {
-                        next = rx.try_recv().ok();
-                    }
                 }
                 // A flush writes the pongs buffered so far too.
                 let owed = pongs.owed();
@@ -602,7 +590,7 @@ async fn write_loop<S>(
                     pongs.paid(owed);
                 }
                 // Last: it wakes the reader, which then sees both.
-                budget.written(bytes_fed);
+                outbound.written(bytes_fed);
                 flushed
             }
             _ = ping.tick() => write!(sink.send(WsMessage::Ping(Bytes::new()))),
@@ -613,7 +601,7 @@ async fn write_loop<S>(
                 let wrote = write!(sink.flush());
                 if let Wrote::Done = wrote {
                     pongs.paid(owed);
-                    budget.written(0);
+                    outbound.written(0);
                 }
                 wrote
             }
@@ -635,10 +623,13 @@ async fn write_loop<S>(
     // just collected), within a bound.
     if !failed && closer.code() == Some(close_code::GOING_AWAY) {
         let flushed = async {
-            while let Ok(bytes) = rx.try_recv() {
+            outbound.try_take(&mut batch);
+            while let Some(bytes) = batch.pop_front() {
+                let n = bytes.len();
                 if let Some(msg) = message_of(codec, bytes) {
                     sink.feed(msg).await?;
                 }
+                outbound.written(n);
             }
             sink.flush().await
         };
@@ -646,10 +637,8 @@ async fn write_loop<S>(
     }
     // Nothing more will be written: free what is queued now rather than
     // after the close, and make the reader stop if the socket failed.
-    rx.close();
-    while let Ok(bytes) = rx.try_recv() {
-        budget.written(bytes.len());
-    }
+    outbound.written(batch.drain(..).map(|b| b.len()).sum());
+    outbound.close();
     if failed {
         closer.close(1011);
     }

@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use chat_protocol::{ConversationId, ServerFrame};
+use chat_protocol::{ClientFrame, ConversationId, ServerFrame};
 use common::*;
 use serde_json::{json, Value};
 
@@ -816,6 +816,48 @@ async fn health_readiness_and_metrics() {
     assert_eq!(sample(&text, "chat_messages_accepted_total"), Some(5.0));
     assert_eq!(sample(&text, "chat_sends_deduplicated_total"), Some(1.0));
     assert_eq!(sample(&text, "chat_connections_open"), Some(2.0));
+
+    // Both users' sessions sleep while they have nothing to do; a presence
+    // watch wakes alice's (through the handle of the actor that slept) and
+    // keeps it awake until she unwatches.
+    let sessions = |text: &str| {
+        (
+            sample(text, "chat_sessions_active"),
+            sample(text, "chat_sessions_asleep"),
+        )
+    };
+    let wait_for = |want: (f64, f64)| async move {
+        eventually("sessions asleep", || async {
+            let got = sessions(&metrics(node.addr).await.1);
+            (got == (Some(want.0), Some(want.1)))
+                .then_some(())
+                .ok_or(format!("{got:?}"))
+        })
+        .await
+    };
+    wait_for((2.0, 2.0)).await;
+    let watched = ok(g
+        .a
+        .request(ClientFrame::Watch {
+            req: None,
+            users: vec![frames::user(&g.bob.id)],
+        })
+        .await)
+    .presence
+    .expect("presence");
+    assert_eq!(watched[0].status, chat_protocol::Status::Online);
+    assert_eq!(sessions(&metrics(node.addr).await.1).1, Some(1.0));
+    ok(g.a
+        .request(ClientFrame::Unwatch {
+            req: None,
+            users: vec![frames::user(&g.bob.id)],
+        })
+        .await);
+    wait_for((2.0, 2.0)).await;
+    // Live delivery to sleeping sessions' connections goes on.
+    ok(g.a.request(frames::send(&g.conv, "after-sleep", "z")).await);
+    g.b.event(|f| matches!(f, ServerFrame::Message { message } if message.client_msg_id.as_str() == "after-sleep"))
+        .await;
 }
 
 async fn metrics(addr: SocketAddr) -> (Vec<(String, String)>, String) {

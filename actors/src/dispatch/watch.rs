@@ -47,7 +47,7 @@ pub(super) fn watch(d: &Dispatch, caller: &Caller, users: Vec<UserId>, reply: Re
             users: visible,
             reply: tx.into(),
         };
-        if session.cast(watch).is_err() {
+        if session.send(watch).is_err() {
             return drop(reply.send(Err(session_closed())));
         }
         let answer = rx.await.unwrap_or_else(|_| Err(session_closed()));
@@ -103,9 +103,8 @@ fn to_session(caller: &Caller, reply: Reply, msg: impl FnOnce(u64, Reply) -> Ses
     let (Some(session), Some(conn)) = (&caller.session, caller.conn) else {
         return drop(reply.send(Err(no_connection())));
     };
-    if let Err(ractor::MessagingErr::SendErr(
-        SessionMsg::Watch { reply, .. } | SessionMsg::Unwatch { reply, .. },
-    )) = session.cast(msg(conn, reply))
+    if let Err(SessionMsg::Watch { reply, .. } | SessionMsg::Unwatch { reply, .. }) =
+        session.send(msg(conn, reply))
     {
         let _ = reply.send(Err(session_closed()));
     }

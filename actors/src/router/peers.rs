@@ -153,8 +153,8 @@ impl RouterState {
                 let services = &self.services;
                 services.interest.sync(Some(&from), &services.cluster);
             }
-            PeerMsg::LoginRevoked { user, login } => self.login_revoked(&user, login),
-            PeerMsg::CloseUser { user, code } => self.close_user(&user, code),
+            PeerMsg::LoginRevoked { user, login } => self.login_revoked(myself, &user, login).await,
+            PeerMsg::CloseUser { user, code } => self.close_user(myself, &user, code).await,
             PeerMsg::Drain { by } => {
                 tracing::warn!(admin = %by, "an operator asked this node to drain");
                 self.services.cluster.emit(ClusterEvent::Drain { by });

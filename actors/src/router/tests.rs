@@ -34,8 +34,11 @@ mod actors {
     use chat_protocol::{ClientMsgId, ConversationKind, Limits, MessageKind, OkReply};
 
     use super::*;
+    use chat_protocol::close_code;
+
     use crate::cluster::Cluster;
     use crate::conversation::Tuning;
+    use crate::msg::SessionHandle;
     use crate::testing::{answer, conversation, request, user, TestConn, TestStore};
 
     struct Fixture {
@@ -75,7 +78,7 @@ mod actors {
             answer(rx).await
         }
 
-        async fn connect(&self, conn: &TestConn) -> Result<ActorRef<SessionMsg>, ChatError> {
+        async fn connect(&self, conn: &TestConn) -> Result<SessionHandle, ChatError> {
             ractor::call!(self.router, |reply| RouterMsg::Connect {
                 user: user("ann"),
                 conn: conn.conn.clone(),
@@ -138,16 +141,126 @@ mod actors {
         let (a, b) = (TestConn::new(1), TestConn::new(2));
         let first = f.connect(&a).await.expect("attached");
         let second = f.connect(&b).await.expect("attached");
-        assert_eq!(first.get_id(), second.get_id());
+        assert_eq!(first.user(), second.user());
         assert_eq!(f.services.directory.len(), 1);
         for conn in [1, 2] {
-            first.cast(SessionMsg::Detach { conn }).expect("runs");
+            first.send(SessionMsg::Detach { conn }).ok().expect("runs");
         }
         chat_testkit::until("session stopped", || f.services.directory.is_empty()).await;
+        let m = &f.services.metrics;
+        assert_eq!((m.sessions_active.get(), m.sessions_asleep.get()), (0, 0));
         // A new connection gets a new session.
         let c = TestConn::new(3);
         let third = f.connect(&c).await.expect("attached");
-        assert_ne!(third.get_id(), first.get_id());
+        assert_ne!(third.id(), first.id());
+        assert_eq!(f.services.directory.len(), 1);
+    }
+
+    /// The session's actor of a connected user with nothing to do.
+    fn asleep(f: &Fixture) -> bool {
+        f.services.metrics.sessions_asleep.get() == 1
+            && f.services
+                .directory
+                .get(&user("ann"))
+                .is_some_and(|s| ractor::registry::where_is_pid(s).is_none())
+    }
+
+    #[tokio::test]
+    async fn a_session_with_nothing_to_do_sleeps_and_each_message_wakes_it() {
+        let f = start(Duration::from_secs(60)).await;
+        let (mut a, mut b) = (TestConn::new(1), TestConn::new(2));
+        let handle = f.connect(&a).await.expect("attached");
+        chat_testkit::until("asleep after the attach", || asleep(&f)).await;
+
+        // Events reach the connection of a sleeping session.
+        let event = Arc::new(chat_protocol::SharedFrame::new(
+            chat_protocol::ServerFrame::ok(None),
+        ));
+        let delivery = |frame: &Arc<chat_protocol::SharedFrame>| crate::conn::Delivery {
+            frame: frame.clone(),
+            skip_conn: None,
+            trace: None,
+        };
+        let n = f
+            .services
+            .directory
+            .deliver(&[user("ann")], &[delivery(&event)]);
+        assert_eq!(n, 1);
+        assert_eq!(a.drain().len(), 1);
+
+        // Another device wakes it; it attaches, and sleeps again.
+        f.connect(&b).await.expect("second attached");
+        chat_testkit::until("asleep after the second attach", || asleep(&f)).await;
+        let n = f
+            .services
+            .directory
+            .deliver(&[user("ann")], &[delivery(&event)]);
+        assert_eq!(n, 2, "both connections are published");
+        assert_eq!((a.drain().len(), b.drain().len()), (1, 1));
+
+        // A watch, through the handle of the actor that slept, wakes it;
+        // watching, it stays awake; unwatched, it sleeps.
+        let (tx, rx) = ractor::concurrency::oneshot();
+        handle
+            .send(SessionMsg::Watch {
+                conn: 1,
+                users: vec![user("bob")],
+                reply: tx.into(),
+            })
+            .ok()
+            .expect("sent");
+        answer(rx).await.expect("watching");
+        assert_eq!(f.services.metrics.sessions_asleep.get(), 0);
+        assert!(!asleep(&f));
+        let (tx, rx) = ractor::concurrency::oneshot();
+        handle
+            .send(SessionMsg::Unwatch {
+                conn: 1,
+                users: vec![user("bob")],
+                reply: tx.into(),
+            })
+            .ok()
+            .expect("sent");
+        answer(rx).await.expect("unwatched");
+        chat_testkit::until("asleep after the unwatch", || asleep(&f)).await;
+
+        // An operator's close reaches a sleeping session's connections.
+        f.router
+            .cast(RouterMsg::CloseUser {
+                user: user("ann"),
+                code: 4004,
+            })
+            .expect("router runs");
+        chat_testkit::until("closed", || {
+            a.end.closer.code() == Some(4004) && b.end.closer.code() == Some(4004)
+        })
+        .await;
+
+        // The closes detach both (the session wakes for each): it ends.
+        for conn in [1, 2] {
+            handle.send(SessionMsg::Detach { conn }).ok().expect("sent");
+        }
+        chat_testkit::until("session ended", || f.services.directory.is_empty()).await;
+        let m = &f.services.metrics;
+        chat_testkit::until("counted", || {
+            (m.sessions_active.get(), m.sessions_asleep.get()) == (0, 0)
+        })
+        .await;
+        assert!(f.services.interest.is_empty(), "interest withdrawn");
+    }
+
+    #[tokio::test]
+    async fn a_draining_node_ends_sleeping_sessions_without_waking_them() {
+        let f = start(Duration::from_secs(60)).await;
+        let a = TestConn::new(1);
+        f.connect(&a).await.expect("attached");
+        chat_testkit::until("asleep", || asleep(&f)).await;
+        ractor::call!(f.router, |reply| RouterMsg::Drain { reply }).expect("drained");
+        assert_eq!(a.end.closer.code(), Some(close_code::GOING_AWAY));
+        assert!(f.services.directory.is_empty());
+        assert!(f.services.interest.is_empty());
+        let m = &f.services.metrics;
+        assert_eq!((m.sessions_active.get(), m.sessions_asleep.get()), (0, 0));
     }
 
     #[tokio::test]

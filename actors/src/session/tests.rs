@@ -59,6 +59,8 @@ async fn start(limit: usize) -> Fixture {
         metrics: Arc::new(Metrics::default()),
         connections_per_user: limit,
         watch_per_connection: 2,
+        // The session's own logic; sleeping needs the Router (its tests).
+        sleep_when_idle: false,
         interest_ack_deadline: std::time::Duration::from_secs(2),
     });
     let (router, routed) = router_stand_in().await;
@@ -66,6 +68,7 @@ async fn start(limit: usize) -> Fixture {
         user: user("ann"),
         deps: deps.clone(),
         router,
+        woken: None,
     };
     let (session, _) = Actor::spawn(None, UserSession, args)
         .await
@@ -92,7 +95,7 @@ async fn call<T: Send + 'static>(
 }
 
 impl Fixture {
-    async fn attach(&self, id: ConnId) -> (TestConn, Result<ActorRef<SessionMsg>, ChatError>) {
+    async fn attach(&self, id: ConnId) -> (TestConn, Result<SessionHandle, ChatError>) {
         let c = TestConn::new(id);
         let conn = c.conn.clone();
         let r = call(&self.session, |reply| SessionMsg::Attach { conn, reply }).await;
@@ -109,7 +112,7 @@ impl Fixture {
 async fn connections_past_the_limit_are_refused_and_the_router_hears_when_none_is_left() {
     let mut f = start(2).await;
     let (_a, first) = f.attach(1).await;
-    assert_eq!(first.expect("attached").get_id(), f.session.get_id());
+    assert_eq!(first.expect("attached").id(), f.session.get_id());
     let (_b, second) = f.attach(2).await;
     assert!(second.is_ok());
     let (_c, third) = f.attach(3).await;
@@ -227,8 +230,10 @@ async fn presence_changes_reach_only_the_connections_that_watch() {
     })
     .await
     .expect("unwatched");
+    let (router, _) = router_stand_in().await;
+    let handle = SessionHandle::new(user("ann"), f.session.get_id(), router);
     assert_eq!(
-        f.deps.watchers.add(&f.session, &[user("bob")]),
+        f.deps.watchers.add(&handle, &[user("bob")]),
         vec![user("bob")]
     );
 }

@@ -1,0 +1,230 @@
+//! The Router's sessions: which users have one on this node, awake or
+//! asleep, and the messages waiting for one that is falling asleep.
+//!
+//! A session's actor falls asleep by draining itself (see
+//! [`crate::session`]): messages already in its mailbox are handled, later
+//! ones are refused and come here ([`RouterMsg::ToSession`], or a refused
+//! cast of the Router's own). They wait, in order, until the actor's stop
+//! reaches the Router with its state; the session then sleeps, or, with
+//! messages waiting, wakes at once and gets them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chat_protocol::UserId;
+use ractor::actor::messages::BoxedState;
+use ractor::{Actor, ActorId, ActorRef, MessagingErr};
+
+use crate::msg::{RouterMsg, SessionMsg};
+use crate::session::{Asleep, SessionArgs, SessionDeps, UserSession};
+
+/// The sessions of this node's connected users.
+#[derive(Default)]
+pub(super) struct Sessions {
+    map: HashMap<UserId, Entry>,
+}
+
+struct Entry {
+    /// Attaches handed to the session (it counts those it saw, so an empty
+    /// session is stopped only if none is on its way).
+    forwarded: u64,
+    life: Life,
+}
+
+enum Life {
+    Awake {
+        actor: ActorRef<SessionMsg>,
+        /// Refused by the actor while it falls asleep, in arrival order.
+        parked: Vec<SessionMsg>,
+    },
+    Asleep(Asleep),
+}
+
+impl Sessions {
+    /// Users with a session here.
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Hands `msg` to `user`'s session, starting one if there is none (a
+    /// first connection) and waking it if it sleeps. Without a session,
+    /// any message but `Attach` is dropped (its reply port with it).
+    pub(super) async fn send(
+        &mut self,
+        router: &ActorRef<RouterMsg>,
+        deps: &Arc<SessionDeps>,
+        user: UserId,
+        msg: SessionMsg,
+    ) {
+        if !self.map.contains_key(&user) {
+            let SessionMsg::Attach { .. } = msg else {
+                return;
+            };
+            let args = SessionArgs {
+                user: user.clone(),
+                deps: deps.clone(),
+                router: router.clone(),
+                woken: None,
+            };
+            match Actor::spawn_linked(None, UserSession, args, router.get_cell()).await {
+                Ok((actor, _)) => {
+                    let life = Life::Awake {
+                        actor,
+                        parked: Vec::new(),
+                    };
+                    self.map.insert(user.clone(), Entry { forwarded: 0, life });
+                }
+                Err(e) => {
+                    if let SessionMsg::Attach { reply, .. } = msg {
+                        let _ = reply.send(Err(crate::ChatError::Internal(format!(
+                            "cannot start session: {e}"
+                        ))));
+                    }
+                    return;
+                }
+            }
+        }
+        if matches!(self.map.get(&user).map(|e| &e.life), Some(Life::Asleep(_))) {
+            self.wake(router, &user, Vec::new()).await;
+        }
+        let Some(entry) = self.map.get_mut(&user) else {
+            return;
+        };
+        entry.deliver(msg);
+    }
+
+    /// `user`'s session `actor` has no connection left, having seen `seen`
+    /// attaches: stopped, unless another is on its way.
+    pub(super) fn empty(&mut self, user: &UserId, actor: ActorId, seen: u64) {
+        let Some(e) = self.map.get(user) else { return };
+        let Life::Awake { actor: a, parked } = &e.life else {
+            return;
+        };
+        if a.get_id() == actor && e.forwarded == seen && parked.is_empty() {
+            a.stop(Some("no connections".into()));
+            self.map.remove(user);
+        }
+    }
+
+    /// Actor `id` stopped (`state`: what it left, if it stopped cleanly).
+    /// A session that fell asleep sleeps, or wakes at once for the messages
+    /// that waited; one that ended leaves the table. While the node drains,
+    /// a session that fell asleep ends instead.
+    pub(super) async fn stopped(
+        &mut self,
+        router: &ActorRef<RouterMsg>,
+        id: ActorId,
+        state: Option<BoxedState>,
+        draining: bool,
+    ) {
+        let asleep = state.and_then(Asleep::of);
+        let Some(asleep) = asleep else {
+            self.map.retain(|_, e| match &e.life {
+                Life::Awake { actor, .. } => actor.get_id() != id,
+                Life::Asleep(_) => true,
+            });
+            return;
+        };
+        let user = asleep.user().clone();
+        let parked = match self.map.get_mut(&user) {
+            Some(Entry {
+                life: Life::Awake { actor, parked },
+                ..
+            }) if actor.get_id() == id && !draining => std::mem::take(parked),
+            _ => {
+                // Not this node's session any more (or the node stops).
+                asleep.end();
+                return;
+            }
+        };
+        if parked.is_empty() && asleep.is_empty() {
+            // Its last connection left while it fell asleep (it told the
+            // Router, but that word may come after this): it ends. Every
+            // attach handed to it was handled: those it refused are parked.
+            self.map.remove(&user);
+            asleep.end();
+            return;
+        }
+        let entry = self.map.get_mut(&user).expect("matched above");
+        let wake = !parked.is_empty() || !asleep.may_sleep();
+        entry.life = Life::Asleep(asleep);
+        if wake {
+            self.wake(router, &user, parked).await;
+        }
+    }
+
+    /// Stops every session (the node drains): awake ones as their actor
+    /// stops, sleeping ones without waking.
+    pub(super) async fn drain(&mut self) {
+        for (_, e) in self.map.drain() {
+            match e.life {
+                Life::Awake { actor, .. } => {
+                    let _ = actor
+                        .stop_and_wait(Some("node draining".into()), None)
+                        .await;
+                }
+                Life::Asleep(asleep) => asleep.end(),
+            }
+        }
+    }
+
+    /// Starts `user`'s sleeping session again and hands it `parked`.
+    async fn wake(&mut self, router: &ActorRef<RouterMsg>, user: &UserId, parked: Vec<SessionMsg>) {
+        let (forwarded, asleep) = match self.map.remove(user) {
+            Some(Entry {
+                forwarded,
+                life: Life::Asleep(asleep),
+            }) => (forwarded, asleep),
+            Some(awake) => {
+                self.map.insert(user.clone(), awake);
+                return;
+            }
+            None => return,
+        };
+        let args = SessionArgs {
+            user: user.clone(),
+            deps: asleep.deps(),
+            router: router.clone(),
+            woken: Some(asleep),
+        };
+        match Actor::spawn_linked(None, UserSession, args, router.get_cell()).await {
+            Ok((actor, _)) => {
+                let life = Life::Awake {
+                    actor,
+                    parked: Vec::new(),
+                };
+                let entry = self
+                    .map
+                    .entry(user.clone())
+                    .or_insert(Entry { forwarded, life });
+                for msg in parked {
+                    entry.deliver(msg);
+                }
+            }
+            Err(e) => {
+                // Only when the Router itself stops: the node is going.
+                tracing::error!(%user, error = %e, "cannot wake a session");
+            }
+        }
+    }
+}
+
+impl Entry {
+    /// Casts `msg` to the awake actor, behind any message already waiting;
+    /// one the actor refuses (it is falling asleep) waits.
+    fn deliver(&mut self, msg: SessionMsg) {
+        let Life::Awake { actor, parked } = &mut self.life else {
+            return;
+        };
+        if !parked.is_empty() {
+            parked.push(msg);
+            return;
+        }
+        let attach = matches!(msg, SessionMsg::Attach { .. });
+        match actor.cast(msg) {
+            Ok(()) => self.forwarded += u64::from(attach),
+            Err(MessagingErr::SendErr(msg)) => parked.push(msg),
+            Err(_) => {}
+        }
+    }
+}
