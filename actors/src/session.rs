@@ -94,13 +94,36 @@ pub struct SessionArgs {
 /// A sleeping session's state, kept by the Router until a message wakes it.
 pub struct Asleep(Box<SessionState>);
 
-impl Asleep {
-    /// A stopped session's state, if it fell asleep (rather than ended).
-    pub fn of(mut stopped: ractor::actor::messages::BoxedState) -> Option<Asleep> {
-        let state = stopped.take::<SessionState>().ok()?;
-        state.asleep.then(|| Asleep(Box::new(state)))
-    }
+/// What a stopped actor left, as far as sessions go.
+pub enum Stopped {
+    /// A session that fell asleep.
+    Asleep(Asleep),
+    /// A session that ended (its tables are already cleaned).
+    Ended(UserId),
+    /// Another kind of actor.
+    Other,
+    /// No state: the actor was killed or failed.
+    Unknown,
+}
 
+impl Stopped {
+    /// Reads the state ractor handed over with an actor's stop.
+    pub fn of(state: Option<ractor::actor::messages::BoxedState>) -> Stopped {
+        let Some(mut state) = state else {
+            return Stopped::Unknown;
+        };
+        let Ok(state) = state.take::<SessionState>() else {
+            return Stopped::Other;
+        };
+        if state.asleep {
+            Stopped::Asleep(Asleep(Box::new(state)))
+        } else {
+            Stopped::Ended(state.user)
+        }
+    }
+}
+
+impl Asleep {
     /// Whose session.
     pub fn user(&self) -> &UserId {
         &self.0.user

@@ -16,7 +16,7 @@ use ractor::actor::messages::BoxedState;
 use ractor::{Actor, ActorId, ActorRef, MessagingErr};
 
 use crate::msg::{RouterMsg, SessionMsg};
-use crate::session::{Asleep, SessionArgs, SessionDeps, UserSession};
+use crate::session::{Asleep, SessionArgs, SessionDeps, Stopped, UserSession};
 
 /// The sessions of this node's connected users.
 #[derive(Default)]
@@ -117,13 +117,26 @@ impl Sessions {
         state: Option<BoxedState>,
         draining: bool,
     ) {
-        let asleep = state.and_then(Asleep::of);
-        let Some(asleep) = asleep else {
-            self.map.retain(|_, e| match &e.life {
-                Life::Awake { actor, .. } => actor.get_id() != id,
-                Life::Asleep(_) => true,
-            });
-            return;
+        let is_it =
+            |e: &Entry| matches!(&e.life, Life::Awake { actor, .. } if actor.get_id() == id);
+        let asleep = match Stopped::of(state) {
+            Stopped::Asleep(asleep) => asleep,
+            Stopped::Ended(user) => {
+                // Usually removed already (an empty session is stopped by
+                // the Router); this one stopped by itself.
+                if self.map.get(&user).is_some_and(is_it) {
+                    self.map.remove(&user);
+                }
+                return;
+            }
+            // A conversation actor: most stops.
+            Stopped::Other => return,
+            Stopped::Unknown => {
+                // Killed or failed (rare): which session, if any, is not
+                // known without a scan.
+                self.map.retain(|_, e| !is_it(e));
+                return;
+            }
         };
         let user = asleep.user().clone();
         let parked = match self.map.get_mut(&user) {
