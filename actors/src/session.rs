@@ -198,13 +198,11 @@ impl Actor for UserSession {
             // Its connections stay published as they are: events never
             // miss them while it wakes.
             deps.directory.rebind(&state.user, myself.get_id());
+            let was = std::mem::replace(&mut state.me, myself.get_id());
             if state.conns.iter().any(|a| !a.watching.is_empty()) {
                 // A watch came while it fell asleep.
-                let handle =
-                    SessionHandle::new(state.user.clone(), myself.get_id(), state.router.clone());
-                deps.watchers.rebind(state.me, &handle);
+                state.deps.watchers.rebind(was, &state.handle());
             }
-            state.me = myself.get_id();
             state.asleep = false;
             return Ok(state);
         }
@@ -288,20 +286,17 @@ impl Actor for UserSession {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SessionMsg::Attach { conn, reply } => {
-                let attached = state.attach(&myself, conn);
+                let attached = state.attach(conn);
                 let refused = attached.is_err();
-                let handle = || {
-                    SessionHandle::new(state.user.clone(), myself.get_id(), state.router.clone())
-                };
-                let _ = reply.send(attached.map(|()| handle()));
+                let _ = reply.send(attached.map(|()| state.handle()));
                 if refused {
-                    state.maybe_empty(&myself);
+                    state.maybe_empty();
                 }
             }
-            SessionMsg::Detach { conn } => state.detach(&myself, conn),
-            SessionMsg::Watch { conn, users, reply } => state.watch(&myself, conn, users, reply),
+            SessionMsg::Detach { conn } => state.detach(conn),
+            SessionMsg::Watch { conn, users, reply } => state.watch(conn, users, reply),
             SessionMsg::Unwatch { conn, users, reply } => {
-                state.unwatch(myself.get_id(), conn, &users);
+                state.unwatch(conn, &users);
                 let _ = reply.send(Ok(OkReply::default()));
             }
             SessionMsg::PresenceChanged { user, frame } => {
@@ -354,12 +349,17 @@ impl SessionState {
             deps.interest.remove_user(&self.user, &deps.cluster);
         }
         for a in std::mem::take(&mut self.conns) {
-            self.drop_watches(self.me, &a.watching);
+            self.drop_watches(&a.watching);
             a.conn.close(close_code::GOING_AWAY);
         }
     }
 
-    fn attach(&mut self, myself: &ActorRef<SessionMsg>, conn: Connection) -> Result<(), ChatError> {
+    /// How others reach this session.
+    fn handle(&self) -> SessionHandle {
+        SessionHandle::new(self.user.clone(), self.me, self.router.clone())
+    }
+
+    fn attach(&mut self, conn: Connection) -> Result<(), ChatError> {
         self.attaches_seen += 1;
         if self.conns.len() >= self.deps.connections_per_user {
             return Err(ChatError::TooManyConnections);
@@ -369,35 +369,33 @@ impl SessionState {
             conn,
             watching: HashSet::new(),
         });
-        self.publish_conns(myself);
+        self.publish_conns();
         self.deps.metrics.connections_open.inc();
         Ok(())
     }
 
-    fn detach(&mut self, myself: &ActorRef<SessionMsg>, conn: ConnId) {
+    fn detach(&mut self, conn: ConnId) {
         if let Some(pos) = self.conns.iter().position(|a| a.conn.id == conn) {
             let a = self.conns.swap_remove(pos);
-            self.publish_conns(myself);
-            self.drop_watches(myself.get_id(), &a.watching);
+            self.publish_conns();
+            self.drop_watches(&a.watching);
             self.presence_change(conn, false);
             self.deps.metrics.connections_open.dec();
         }
-        self.maybe_empty(myself);
+        self.maybe_empty();
     }
 
     /// Events reach the connections through the directory.
-    fn publish_conns(&self, myself: &ActorRef<SessionMsg>) {
+    fn publish_conns(&self) {
         let conns: Arc<[Connection]> = self.conns.iter().map(|a| a.conn.clone()).collect();
-        self.deps
-            .directory
-            .set_conns(&self.user, myself.get_id(), conns);
+        self.deps.directory.set_conns(&self.user, self.me, conns);
     }
 
-    fn maybe_empty(&self, myself: &ActorRef<SessionMsg>) {
+    fn maybe_empty(&self) {
         if self.conns.is_empty() {
             let _ = self.router.cast(RouterMsg::SessionEmpty {
                 user: self.user.clone(),
-                actor: myself.get_id(),
+                actor: self.me,
                 seen: self.attaches_seen,
             });
         }
@@ -433,7 +431,7 @@ impl SessionState {
         });
     }
 
-    fn drop_watches(&self, me: ActorId, users: &HashSet<UserId>) {
+    fn drop_watches(&self, users: &HashSet<UserId>) {
         if users.is_empty() {
             return;
         }
@@ -444,7 +442,7 @@ impl SessionState {
             .filter(|u| !still.contains(u))
             .cloned()
             .collect();
-        let unwatched = self.deps.watchers.remove(me, &gone);
+        let unwatched = self.deps.watchers.remove(self.me, &gone);
         if !unwatched.is_empty() {
             let presence = self.deps.presence.clone();
             tokio::spawn(async move {
@@ -453,24 +451,18 @@ impl SessionState {
         }
     }
 
-    fn unwatch(&mut self, me: ActorId, conn: ConnId, users: &[UserId]) {
+    fn unwatch(&mut self, conn: ConnId, users: &[UserId]) {
         if let Some(pos) = self.conns.iter().position(|a| a.conn.id == conn) {
             let removed: HashSet<UserId> = users
                 .iter()
                 .filter(|u| self.conns[pos].watching.remove(*u))
                 .cloned()
                 .collect();
-            self.drop_watches(me, &removed);
+            self.drop_watches(&removed);
         }
     }
 
-    fn watch(
-        &mut self,
-        myself: &ActorRef<SessionMsg>,
-        conn: ConnId,
-        users: Vec<UserId>,
-        reply: Reply,
-    ) {
+    fn watch(&mut self, conn: ConnId, users: Vec<UserId>, reply: Reply) {
         let limit = self.deps.watch_per_connection;
         let Some(attached) = self.conns.iter_mut().find(|a| a.conn.id == conn) else {
             let _ = reply.send(Err(ChatError::BadRequest("connection is closing".into())));
@@ -487,8 +479,7 @@ impl SessionState {
             return;
         }
         attached.watching.extend(new.into_iter().cloned());
-        let handle = SessionHandle::new(self.user.clone(), myself.get_id(), self.router.clone());
-        let fresh = self.deps.watchers.add(&handle, &users);
+        let fresh = self.deps.watchers.add(&self.handle(), &users);
         let deps = self.deps.clone();
         tokio::spawn(async move {
             if !fresh.is_empty() {
