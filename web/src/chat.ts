@@ -330,10 +330,14 @@ export class Chat {
   }
 
   /** Adds or replaces (by id, keeping the higher rev) a message; `live`
-   * for events (not replies), `created` for a new message's event. */
+   * for anything not read by a catch-up (events, and the answers to this
+   * client's own changes), `created` for a new message's event. */
   private putMessage(m: Message, live = false, created = false) {
     // Revisions count every change of a conversation: a live one more than
-    // one past the last seen means something was missed; fetch it.
+    // one past the last seen means something was missed; fetch it. The
+    // answer to our own send counts too: noting its rev without the check
+    // would step over an event lost just before it (a reconnect during an
+    // owner's takeover), and the next events would show no gap.
     const known = this.revs.get(m.conversation) ?? 0;
     if (live && known > 0 && m.rev > known + 1 && this.messages.has(m.conversation)) {
       this.resync(m.conversation);
@@ -452,7 +456,7 @@ export class Chat {
         body: o.body,
         ...(o.reply_to ? { reply_to: o.reply_to } : {}),
       });
-      this.putMessage(reply.message);
+      this.putMessage(reply.message, true);
     } catch (e) {
       const err = e as RequestError;
       if (err.code === "rate_limited") {
@@ -509,20 +513,20 @@ export class Chat {
 
   async edit(m: Message, body: string) {
     const reply = await this.ask({ type: "edit", conversation: m.conversation, message: m.id, body });
-    this.putMessage(reply.message);
+    this.putMessage(reply.message, true);
     this.changed();
   }
 
   async remove(m: Message) {
     const reply = await this.ask({ type: "delete", conversation: m.conversation, message: m.id });
-    this.putMessage(reply.message);
+    this.putMessage(reply.message, true);
     this.changed();
   }
 
   async react(m: Message, emoji: string) {
     const on = !m.reactions.some((r) => r.emoji === emoji && r.users.includes(this.session.user));
     const reply = await this.ask({ type: "react", conversation: m.conversation, message: m.id, emoji, on });
-    this.putMessage(reply.message);
+    this.putMessage(reply.message, true);
     this.changed();
   }
 
