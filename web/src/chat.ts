@@ -217,7 +217,7 @@ export class Chat {
 
   /** New messages with `history after`, then edits, deletes and reactions
    * of the ones already shown with `changes`. */
-  private async catchUp(id: string) {
+  private async catchUp(id: string, fromRev?: number) {
     const list = this.messages.get(id) ?? [];
     let after = list.length ? list[list.length - 1].id : undefined;
     for (;;) {
@@ -231,7 +231,10 @@ export class Chat {
       if (!reply.more || !reply.messages.length) break;
       after = reply.messages[reply.messages.length - 1].id;
     }
+    // From the revision before a gap, not the one noted since: the message
+    // that showed the gap has already moved the noted one past it.
     let rev = this.revs.get(id) ?? 0;
+    if (fromRev !== undefined && fromRev < rev) rev = fromRev;
     for (;;) {
       const reply = await this.socket.request({ type: "changes", conversation: id, after_rev: rev, limit: 200 });
       for (const m of reply.messages as Message[]) this.putMessage(m);
@@ -244,10 +247,10 @@ export class Chat {
   }
 
   /** A catch-up of one conversation, unless one is running. */
-  private resync(id: string) {
+  private resync(id: string, fromRev?: number) {
     if (this.resyncing.has(id) || this.conn !== "open") return;
     this.resyncing.add(id);
-    this.catchUp(id)
+    this.catchUp(id, fromRev)
       .catch(() => undefined)
       .finally(() => {
         this.resyncing.delete(id);
@@ -340,7 +343,7 @@ export class Chat {
     // owner's takeover), and the next events would show no gap.
     const known = this.revs.get(m.conversation) ?? 0;
     if (live && known > 0 && m.rev > known + 1 && this.messages.has(m.conversation)) {
-      this.resync(m.conversation);
+      this.resync(m.conversation, known);
     }
     const list = this.messages.get(m.conversation);
     let isNew = true;
