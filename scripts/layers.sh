@@ -64,7 +64,7 @@ check() {
 # actors/: leaves; connection handles; messages; shared tables; interest;
 # fan-out; the actors and the dispatcher; the composition; the Router.
 check actors \
-  "error placement metrics rate telemetry" \
+  "error maps placement metrics rate telemetry" \
   "conn" \
   "msg" \
   "cluster running watchers" \
@@ -78,7 +78,7 @@ check actors \
 # state; the handlers; the admin API (on the handlers' auth); starting and
 # serving.
 check node \
-  "auth" \
+  "auth gate" \
   "config" \
   "membership error listener health telemetry" \
   "state" \

@@ -37,6 +37,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::conn::{ConnId, Delivery};
 use crate::error::ChatError;
 use crate::fanout::Fanout;
+use crate::maps::IdMap;
 use crate::metrics::Metrics;
 use crate::msg::{answer, ConversationMsg, Reply, Request, RouterMsg};
 use crate::telemetry::{parent_of, Span};
@@ -142,7 +143,7 @@ pub struct ConversationState {
     router: ActorRef<RouterMsg>,
     loaded: bool,
     conversation: Option<Conversation>,
-    roles: HashMap<UserId, Role>,
+    roles: IdMap<UserId, Role>,
     last_id: MessageId,
     tail: VecDeque<Message>,
     known: HashMap<(UserId, ClientMsgId), Known>,
@@ -201,7 +202,7 @@ impl Actor for ConversationActor {
             router: args.router,
             loaded: false,
             conversation: None,
-            roles: HashMap::new(),
+            roles: IdMap::default(),
             last_id: MessageId(0),
             tail: VecDeque::new(),
             known: HashMap::new(),

@@ -11,7 +11,6 @@
 //! drive it with a recording stand-in; [`NodeFanout`] is the node's, over
 //! the interest table, the [`Directory`] of local sessions and the cluster.
 
-use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use chat_protocol::peer::{Audience, PeerDelivery};
@@ -21,6 +20,7 @@ use ractor::ActorId;
 use crate::cluster::Cluster;
 use crate::conn::{Connection, Delivery};
 use crate::interest::Interest;
+use crate::maps::IdMap;
 use crate::metrics::Metrics;
 use crate::telemetry::{Span, TraceParent};
 
@@ -43,7 +43,7 @@ pub struct QueueDepths {
 /// keeps the list in step as connections attach and detach.
 #[derive(Default)]
 pub struct Directory {
-    sessions: RwLock<HashMap<UserId, Local>>,
+    sessions: RwLock<IdMap<UserId, Local>>,
 }
 
 struct Local {
@@ -53,11 +53,11 @@ struct Local {
 }
 
 impl Directory {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<UserId, Local>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, IdMap<UserId, Local>> {
         self.sessions.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<UserId, Local>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, IdMap<UserId, Local>> {
         self.sessions
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -70,7 +70,11 @@ impl Directory {
 
     /// Queues `events` on every connection of each of `users` here, except
     /// an event's `skip_conn`; returns how many frames were queued.
-    pub fn deliver(&self, users: &[UserId], events: &[Delivery]) -> u64 {
+    pub fn deliver<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a UserId>,
+        events: &[Delivery],
+    ) -> u64 {
         let map = self.read();
         let mut n = 0;
         for u in users {
@@ -193,11 +197,11 @@ impl NodeFanout {
     }
 
     /// Queues `events` on the connections of `users` here and counts them.
-    fn local(&self, users: &[UserId], events: &[Delivery]) {
+    fn local<'a>(&self, users: impl Iterator<Item = &'a UserId> + Clone, events: &[Delivery]) {
         let mut span = Span::child("fanout.deliver", first_trace(events));
-        let n = self.directory.deliver(users, events);
+        let n = self.directory.deliver(users.clone(), events);
         if let Some(span) = &mut span {
-            span.set_i64("chat.users", users.len() as i64);
+            span.set_i64("chat.users", users.count() as i64);
             span.set_i64("chat.queued", n as i64);
         }
         self.metrics.messages_delivered.inc_by(n);
@@ -283,7 +287,7 @@ impl NodeFanout {
                 }
             },
         };
-        self.local(&targets, &deliveries);
+        self.local(targets.iter(), &deliveries);
     }
 }
 
@@ -302,12 +306,13 @@ impl Fanout for NodeFanout {
         let Some(listeners) = self.interest.listeners(conversation) else {
             return;
         };
-        let members: Vec<UserId> = listeners
-            .iter()
-            .filter(|u| is_member(u) && Some(*u) != skip)
-            .cloned()
-            .collect();
-        self.local(&members, events);
+        // Filtered as they are delivered: no list of the members is made.
+        self.local(
+            listeners
+                .iter()
+                .filter(|u| is_member(u) && Some(*u) != skip),
+            events,
+        );
     }
 
     fn to_members(
@@ -328,7 +333,7 @@ impl Fanout for NodeFanout {
         }
         let mut targets: Vec<UserId> = members.to_vec();
         targets.extend(removed.iter().cloned());
-        self.local(&targets, events);
+        self.local(targets.iter(), events);
         self.remote(
             conversation,
             events,

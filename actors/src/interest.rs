@@ -13,12 +13,12 @@
 //! sends to: each change from no listener here to some, or back, is reported
 //! to the owner with the table locked (see [`crate::cluster`]).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chat_protocol::{ConversationId, UserId};
 
 use crate::cluster::Cluster;
+use crate::maps::{IdMap, IdSet};
 
 /// The users of one conversation with a session on this node, shared
 /// copy-on-write so readers never hold the lock while they fan out.
@@ -26,8 +26,8 @@ pub type Listeners = Arc<[UserId]>;
 
 #[derive(Default)]
 struct Table {
-    by_conversation: HashMap<ConversationId, Listeners>,
-    by_user: HashMap<UserId, HashSet<ConversationId>>,
+    by_conversation: IdMap<ConversationId, Listeners>,
+    by_user: IdMap<UserId, IdSet<ConversationId>>,
 }
 
 /// The node's interest table.

@@ -12,7 +12,7 @@
 //! Modules form layers; each imports only the layers below it (checked by
 //! `scripts/layers.sh`):
 //!
-//! 1. leaves: [`error`], [`placement`], [`metrics`], [`rate`];
+//! 1. leaves: [`error`], [`maps`], [`placement`], [`metrics`], [`rate`];
 //! 2. [`conn`]: handles on client connections;
 //! 3. [`msg`]: every actor's messages and their wire forms;
 //! 4. shared tables: [`cluster`] (this node's view), [`running`]
@@ -36,6 +36,7 @@ pub mod dispatch;
 pub mod error;
 pub mod fanout;
 pub mod interest;
+pub mod maps;
 pub mod metrics;
 pub mod msg;
 pub mod placement;

@@ -1,13 +1,13 @@
 //! The conversation actors running on this node, and the count that makes
 //! stopping an idle one safe.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use chat_protocol::ConversationId;
 use ractor::{ActorId, ActorRef};
 
+use crate::maps::IdMap;
 use crate::msg::{ConversationMsg, Request};
 
 /// The conversation actors running on this node, shared so that a request
@@ -20,7 +20,7 @@ use crate::msg::{ConversationMsg, Request};
 /// handled, so nothing is ever left in a stopping actor's mailbox.
 #[derive(Default)]
 pub struct Conversations {
-    running: RwLock<HashMap<ConversationId, Running>>,
+    running: RwLock<IdMap<ConversationId, Running>>,
 }
 
 struct Running {
@@ -29,11 +29,11 @@ struct Running {
 }
 
 impl Conversations {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConversationId, Running>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, IdMap<ConversationId, Running>> {
         self.running.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConversationId, Running>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, IdMap<ConversationId, Running>> {
         self.running.write().unwrap_or_else(PoisonError::into_inner)
     }
 

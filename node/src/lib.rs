@@ -20,6 +20,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod gate;
 pub mod health;
 pub mod http;
 pub mod listener;

@@ -45,6 +45,7 @@ use tokio::sync::Notify;
 
 use crate::auth::Claims;
 use crate::error::HttpError;
+use crate::gate::Gate;
 use crate::state::App;
 
 /// `GET /v1/ws`.
@@ -204,10 +205,14 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
     let mut reserved = 0usize;
     // Made once, not per frame: re-arming timers and re-registering waiters
     // on every frame read cost more than the frame's routing.
-    let closed = closer.closed();
-    let shutdown = app.shutdown.cancelled();
-    let token_expired = tokio::time::sleep_until(token_deadline);
-    let idle_timer = tokio::time::sleep_until(tokio::time::Instant::from_std(last_heard + idle));
+    // Rare events, polled only once one of them fires (see `gate`).
+    let gate = Gate::new();
+    let closed = gate.wrap(closer.closed());
+    let shutdown = gate.wrap(app.shutdown.cancelled());
+    let token_expired = gate.wrap(tokio::time::sleep_until(token_deadline));
+    let idle_timer = gate.wrap(tokio::time::sleep_until(tokio::time::Instant::from_std(
+        last_heard + idle,
+    )));
     tokio::pin!(closed, shutdown, token_expired, idle_timer);
     loop {
         let room = pending.len() + conn.queued_frames() < window
@@ -237,7 +242,10 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
                 // frame heard.
                 let idle_at = last_heard + idle;
                 if idle_at > Instant::now() {
-                    idle_timer.as_mut().reset(tokio::time::Instant::from_std(idle_at));
+                    idle_timer
+                        .as_mut()
+                        .inner_mut()
+                        .reset(tokio::time::Instant::from_std(idle_at));
                     continue;
                 }
                 closer.close(IDLE_CLOSE);
@@ -517,14 +525,15 @@ async fn write_loop<S>(
         outbound,
         pongs,
     } = control;
-    let mut ping = tokio::time::interval(ping_every);
-    ping.tick().await;
     let mut failed = false;
     // The frames taken from the queue and not yet written.
     let mut batch = VecDeque::new();
-    // Made once: a waiter registered per frame costs a lock each time.
-    let closed = closer.closed();
-    tokio::pin!(closed);
+    // Made once, and polled only once one of them fires (see `gate`): a
+    // close request and the ping timer are rare, frames are not.
+    let gate = Gate::new();
+    let closed = gate.wrap(closer.closed());
+    let ping = gate.wrap(tokio::time::sleep(ping_every));
+    tokio::pin!(closed, ping);
     /// What happened to one write.
     enum Wrote {
         Done,
@@ -593,7 +602,12 @@ async fn write_loop<S>(
                 outbound.written(bytes_fed);
                 flushed
             }
-            _ = ping.tick() => write!(sink.send(WsMessage::Ping(Bytes::new()))),
+            _ = &mut ping => {
+                ping.as_mut()
+                    .inner_mut()
+                    .reset(tokio::time::Instant::now() + ping_every);
+                write!(sink.send(WsMessage::Ping(Bytes::new())))
+            }
             // Pongs tungstenite buffered for pings the reader took: out they
             // go, and the reader may read again.
             _ = pongs.flush.notified(), if pongs.owed() > 0 => {

@@ -1725,7 +1725,12 @@ fn flag_key(user: &UserId, flag: UserFlag) -> Vec<u8> {
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StoreError> {
     // Every stored type encodes; a failure is a bug, reported as corrupt data
     // rather than as an outage that would invite retries.
-    rmp_serde::to_vec_named(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
+    // Most stored values are a message of a few hundred bytes: room for one
+    // up front spares the buffer's growth steps (a realloc each).
+    let mut buf = Vec::with_capacity(256);
+    rmp_serde::encode::write_named(&mut buf, value)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))?;
+    Ok(buf)
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {

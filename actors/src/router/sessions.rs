@@ -8,20 +8,20 @@
 //! reaches the Router with its state; the session then sleeps, or, with
 //! messages waiting, wakes at once and gets them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chat_protocol::UserId;
 use ractor::actor::messages::BoxedState;
 use ractor::{Actor, ActorId, ActorRef, MessagingErr};
 
+use crate::maps::IdMap;
 use crate::msg::{RouterMsg, SessionMsg};
 use crate::session::{Asleep, SessionArgs, SessionDeps, Stopped, UserSession};
 
 /// The sessions of this node's connected users.
 #[derive(Default)]
 pub(super) struct Sessions {
-    map: HashMap<UserId, Entry>,
+    map: IdMap<UserId, Entry>,
 }
 
 struct Entry {
