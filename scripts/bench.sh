@@ -6,7 +6,9 @@
 #              server and Centrifugo, identical parameters: first one window
 #              at each fixed rate of ROOMS_FIXED_RATES (server CPU time per
 #              delivery, from /proc), then ramped to each one's peak and run
-#              at half of it
+#              at half of it; and the fixed windows against the ceiling
+#              fsyncing each message (`ceiling-server --journal`), the floor
+#              of any server that fsyncs its history
 #   idle       against chat-node, the ceiling, Socket.IO and Centrifugo:
 #              memory per idle connection
 #   burst      against chat-node: one hot conversation
@@ -233,9 +235,9 @@ start_socketio() {
 }
 
 CEIL_PID=""
-start_ceiling() {
+start_ceiling() { # [--journal DIR]
   CEIL_PORT=$(free_port)
-  "${ON_SERVER[@]}" "$BIN/ceiling-server" --listen "127.0.0.1:$CEIL_PORT" >"$RUN_DIR/ceiling.log" 2>&1 &
+  "${ON_SERVER[@]}" "$BIN/ceiling-server" --listen "127.0.0.1:$CEIL_PORT" "$@" >"$RUN_DIR/ceiling.log" 2>&1 &
   CEIL_PID=$!
   PIDS+=("$CEIL_PID")
   wait_port "$CEIL_PORT" 20 ceiling-server
@@ -265,6 +267,10 @@ ROOMS_SHAPE=(--scenario rooms --users "$ROOMS_USERS" --group-size "$ROOMS_GROUP"
   --ramp "$ROOMS_STEPS" --ramp-factor 1.4 --step "$STEP_S" --warmup 2 --duration "$HALF_S"
   --slo-ms 50 --source-ips 127.0.0.1,127.0.0.2)
 ROOMS=("${ROOMS_SHAPE[@]}" --rate "$ROOMS_RATE" --fixed-rates "$ROOMS_FIXED_RATES" --fixed-step "$FIXED_S")
+# The fixed-rate windows alone, for the ceiling keeping a journal: its CPU
+# per delivery is what matters there, not its peak.
+ROOMS_FIXED=(--scenario rooms --users "$ROOMS_USERS" --group-size "$ROOMS_GROUP" --warmup 2
+  --slo-ms 50 --source-ips 127.0.0.1,127.0.0.2 --fixed-rates "$ROOMS_FIXED_RATES" --fixed-step "$FIXED_S")
 # A node with its database on one core peaks lower: its ramp starts lower.
 ROOMS_SCYLLA=("${ROOMS_SHAPE[@]}" --rate "${ROOMS_RATE_SCYLLA:-0.1}")
 # Every client drops at once after a window of rooms traffic, comes back and
@@ -347,6 +353,16 @@ stop "$CEIL_PID"
 start_ceiling
 bench rooms-ceiling --target ceiling --nodes "http://127.0.0.1:$CEIL_PORT" --pid "$CEIL_PID" "${ROOMS[@]}"
 stop "$CEIL_PID"
+
+# The floor for a server that fsyncs its history: the ceiling appending
+# each message to a file and fsyncing it (group commit, as chat-node's
+# store does) before the fan-out. Its data goes where chat-node's does.
+start_ceiling --journal "$RUN_DIR/ceiling-journal"
+EXTRA_LABEL="ceiling-server --journal: each message fsynced before its fan-out" \
+  bench rooms-ceiling-journal --target ceiling --storage journal \
+  --nodes "http://127.0.0.1:$CEIL_PORT" --pid "$CEIL_PID" "${ROOMS_FIXED[@]}"
+stop "$CEIL_PID"
+rm -rf "$RUN_DIR/ceiling-journal"
 
 # A fresh process for idle too: a V8 heap grown by an earlier run would hide
 # the cost of new connections.

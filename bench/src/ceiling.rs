@@ -9,6 +9,13 @@
 //! a fan-out event is encoded once for all receivers (as the node does), and
 //! a connection whose bounded outbound queue overflows is closed (4003), not
 //! buffered without bound.
+//!
+//! With a [`Journal`] (`ceiling-server --journal DIR`) it also keeps history
+//! as the node does with `durability = "sync"`: each sent message's event is
+//! appended to a file and fsynced (one writer thread, group commit: what
+//! queued during one fsync goes in the next) before it is fanned out and
+//! acknowledged. That is the least a server that fsyncs its history must
+//! do, so its CPU per delivery is the floor for any such server here.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,7 +30,7 @@ use chat_protocol::{
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -49,8 +56,12 @@ struct Room {
     members: Arc<[UserId]>,
 }
 
+/// A send accepted: the message, and the members who get it.
+type Accepted = (Message, Arc<[UserId]>);
+
 #[derive(Default)]
 struct State {
+    journal: Option<Journal>,
     rooms: RwLock<HashMap<ConversationId, Room>>,
     users: RwLock<HashMap<UserId, Vec<Peer>>>,
     next_msg: AtomicU64,
@@ -85,7 +96,10 @@ impl State {
     /// Sends `frame` (encoded once) to every connection of `members`
     /// except the connection `skip`.
     fn fan_out(&self, members: &[UserId], frame: ServerFrame, skip: u64) {
-        let shared = SharedFrame::new(frame);
+        self.fan_out_shared(members, &SharedFrame::new(frame), skip);
+    }
+
+    fn fan_out_shared(&self, members: &[UserId], shared: &SharedFrame, skip: u64) {
         let Some(text) = shared
             .encoded(Codec::Json)
             .ok()
@@ -101,6 +115,83 @@ impl State {
                 }
             }
         }
+    }
+
+    /// A send from `user` checked and made a message, with who gets it
+    /// (or why not).
+    fn accept_send(
+        &self,
+        user: &UserId,
+        send: ClientFrame,
+    ) -> Result<Accepted, (ErrorCode, &'static str)> {
+        let ClientFrame::Send {
+            conversation,
+            client_msg_id,
+            body,
+            kind,
+            reply_to,
+            ..
+        } = send
+        else {
+            return Err((ErrorCode::Internal, "not a send"));
+        };
+        let members = {
+            let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
+            match rooms.get(&conversation) {
+                Some(r) if r.members.contains(user) => r.members.clone(),
+                Some(_) => return Err((ErrorCode::Forbidden, "not a member")),
+                None => return Err((ErrorCode::NotFound, "no such conversation")),
+            }
+        };
+        let message = Message {
+            rev: 0,
+            edited_at: None,
+            deleted: false,
+            reactions: Vec::new(),
+            mentions: Vec::new(),
+            id: MessageId(self.next_msg.fetch_add(1, Ordering::Relaxed) + 1),
+            conversation,
+            sender: user.clone(),
+            body,
+            kind,
+            ts: chat_protocol::now_ms(),
+            client_msg_id,
+            reply_to,
+        };
+        Ok((message, members))
+    }
+
+    /// A send kept in `journal` (fsynced) before it is fanned out and
+    /// acknowledged; its event is encoded once, for the journal and the
+    /// receivers alike.
+    async fn durable_send(
+        &self,
+        journal: &Journal,
+        user: &UserId,
+        me: &Peer,
+        send: ClientFrame,
+    ) -> ServerFrame {
+        let req = send.req().cloned();
+        let (message, members) = match self.accept_send(user, send) {
+            Ok(accepted) => accepted,
+            Err((code, why)) => return ServerFrame::error(req, code, why),
+        };
+        let event = SharedFrame::new(ServerFrame::Message {
+            message: message.clone(),
+        });
+        let record = match event.encoded(Codec::Json) {
+            Ok(bytes) => bytes,
+            Err(_) => return ServerFrame::error(req, ErrorCode::Internal, "not encodable"),
+        };
+        if let Err(e) = journal.append(record).await {
+            return ServerFrame::error(req, ErrorCode::Unavailable, format!("journal: {e}"));
+        }
+        self.fan_out_shared(&members, &event, me.id);
+        ServerFrame::Ok(OkReply {
+            req,
+            message: Some(message),
+            ..OkReply::default()
+        })
     }
 
     fn handle(&self, user: &UserId, me: &Peer, frame: ClientFrame) -> ServerFrame {
@@ -164,58 +255,23 @@ impl State {
                     ..OkReply::default()
                 })
             }
-            ClientFrame::Send {
-                conversation,
-                client_msg_id,
-                body,
-                kind,
-                reply_to,
-                ..
-            } => {
-                let members = {
-                    let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
-                    match rooms.get(&conversation) {
-                        Some(r) if r.members.contains(user) => r.members.clone(),
-                        Some(_) => {
-                            return ServerFrame::error(req, ErrorCode::Forbidden, "not a member")
-                        }
-                        None => {
-                            return ServerFrame::error(
-                                req,
-                                ErrorCode::NotFound,
-                                "no such conversation",
-                            )
-                        }
-                    }
-                };
-                let message = Message {
-                    rev: 0,
-                    edited_at: None,
-                    deleted: false,
-                    reactions: Vec::new(),
-                    mentions: Vec::new(),
-                    id: MessageId(self.next_msg.fetch_add(1, Ordering::Relaxed) + 1),
-                    conversation,
-                    sender: user.clone(),
-                    body,
-                    kind,
-                    ts: chat_protocol::now_ms(),
-                    client_msg_id,
-                    reply_to,
-                };
-                self.fan_out(
-                    &members,
-                    ServerFrame::Message {
-                        message: message.clone(),
-                    },
-                    me.id,
-                );
-                ServerFrame::Ok(OkReply {
-                    req,
-                    message: Some(message),
-                    ..OkReply::default()
-                })
-            }
+            send @ ClientFrame::Send { .. } => match self.accept_send(user, send) {
+                Ok((message, members)) => {
+                    self.fan_out(
+                        &members,
+                        ServerFrame::Message {
+                            message: message.clone(),
+                        },
+                        me.id,
+                    );
+                    ServerFrame::Ok(OkReply {
+                        req,
+                        message: Some(message),
+                        ..OkReply::default()
+                    })
+                }
+                Err((code, why)) => ServerFrame::error(req, code, why),
+            },
             ClientFrame::Ping { .. } => ServerFrame::ok(req),
             ClientFrame::History { .. } => ServerFrame::error(
                 req,
@@ -239,7 +295,19 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let state = Arc::new(State::default());
+    serve_with(listener, None, shutdown).await
+}
+
+/// [`serve`], keeping history in `journal` if given.
+pub async fn serve_with(
+    listener: TcpListener,
+    journal: Option<Journal>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let state = Arc::new(State {
+        journal,
+        ..State::default()
+    });
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -375,7 +443,15 @@ async fn connection(state: Arc<State>, stream: TcpStream) {
     while let Some(Ok(msg)) = source.next().await {
         let reply = match msg {
             WsMessage::Text(t) => match Codec::Json.decode_client(t.as_bytes()) {
-                Ok(frame) => state.handle(&user, &peer, frame),
+                Ok(frame) => match (&state.journal, frame) {
+                    // Awaited here: this connection's next frame waits for
+                    // the fsync, which at the benchmark's rates (a few
+                    // messages per second per user) costs no throughput.
+                    (Some(journal), send @ ClientFrame::Send { .. }) => {
+                        state.durable_send(journal, &user, &peer, send).await
+                    }
+                    (_, frame) => state.handle(&user, &peer, frame),
+                },
                 Err(e) => ServerFrame::error(
                     e.req,
                     ErrorCode::BadRequest,
@@ -400,5 +476,70 @@ async fn connection(state: Arc<State>, stream: TcpStream) {
         .is_err()
     {
         abort.abort();
+    }
+}
+
+/// An append-only history file, fsynced before each append is acknowledged.
+pub struct Journal {
+    tx: mpsc::Sender<(Bytes, oneshot::Sender<std::io::Result<()>>)>,
+}
+
+/// Appends queued while the writer is busy; it takes at most this many at once.
+const JOURNAL_GROUP: usize = 2048;
+
+impl Journal {
+    /// Opens (or creates) `dir/history.jsonl` and starts its writer thread,
+    /// which ends when the journal is dropped.
+    pub fn open(dir: &std::path::Path) -> std::io::Result<Journal> {
+        std::fs::create_dir_all(dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("history.jsonl"))?;
+        let (tx, rx) = mpsc::channel(JOURNAL_GROUP);
+        std::thread::Builder::new()
+            .name("ceiling-journal".into())
+            .spawn(move || journal_writer(file, rx))?;
+        Ok(Journal { tx })
+    }
+
+    /// Appends `record` as one line; resolves once it is fsynced.
+    pub async fn append(&self, record: Bytes) -> std::io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || std::io::Error::other("journal writer stopped");
+        self.tx.send((record, tx)).await.map_err(|_| gone())?;
+        rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+/// Group commit: everything queued when the writer wakes is written with
+/// one `write` and one fsync, as chat-node's store writer does.
+fn journal_writer(
+    mut file: std::fs::File,
+    mut rx: mpsc::Receiver<(Bytes, oneshot::Sender<std::io::Result<()>>)>,
+) {
+    use std::io::Write;
+    let mut buf = Vec::new();
+    let mut replies = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some((record, reply)) = next {
+            buf.extend_from_slice(&record);
+            buf.push(b'\n');
+            replies.push(reply);
+            next = if replies.len() < JOURNAL_GROUP {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let result = file.write_all(&buf).and_then(|()| file.sync_all());
+        buf.clear();
+        for reply in replies.drain(..) {
+            let _ = reply.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            });
+        }
     }
 }

@@ -18,7 +18,7 @@ use crate::sys;
 #[derive(Debug, Clone)]
 pub struct Mark {
     at: Instant,
-    server: Vec<Option<f64>>,
+    server: Vec<Option<sys::CpuTimes>>,
     harness: Option<f64>,
     delivered: u64,
 }
@@ -29,7 +29,7 @@ impl Mark {
     pub fn now(pids: &[u32], delivered: u64) -> Mark {
         Mark {
             at: Instant::now(),
-            server: pids.iter().map(|&p| sys::cpu_seconds(p)).collect(),
+            server: pids.iter().map(|&p| sys::cpu_times(p)).collect(),
             harness: sys::own_cpu_seconds(),
             delivered,
         }
@@ -46,6 +46,8 @@ pub struct CpuWindow {
     pub server_cpu_s: Option<f64>,
     /// Server CPU seconds of each process, in `--pid` order.
     pub server_cpu_s_by_pid: Vec<f64>,
+    /// The part of `server_cpu_s` spent in the kernel.
+    pub server_kernel_s: Option<f64>,
     /// The harness's CPU seconds.
     pub harness_cpu_s: Option<f64>,
     /// Deliveries the harness received between the marks.
@@ -55,17 +57,24 @@ pub struct CpuWindow {
 impl CpuWindow {
     /// The use between `a` and a later `b`.
     pub fn between(a: &Mark, b: &Mark) -> CpuWindow {
-        let by_pid: Option<Vec<f64>> = a
+        let by_pid: Option<Vec<sys::CpuTimes>> = a
             .server
             .iter()
             .zip(&b.server)
-            .map(|(x, y)| Some((y.as_ref()? - x.as_ref()?).max(0.0)))
+            .map(|(x, y)| {
+                let (x, y) = (x.as_ref()?, y.as_ref()?);
+                Some(sys::CpuTimes {
+                    total: (y.total - x.total).max(0.0),
+                    kernel: (y.kernel - x.kernel).max(0.0),
+                })
+            })
             .collect();
         let by_pid = by_pid.filter(|v| !v.is_empty());
         CpuWindow {
             secs: b.at.duration_since(a.at).as_secs_f64(),
-            server_cpu_s: by_pid.as_ref().map(|v| v.iter().sum()),
-            server_cpu_s_by_pid: by_pid.unwrap_or_default(),
+            server_cpu_s: by_pid.as_ref().map(|v| v.iter().map(|t| t.total).sum()),
+            server_kernel_s: by_pid.as_ref().map(|v| v.iter().map(|t| t.kernel).sum()),
+            server_cpu_s_by_pid: by_pid.unwrap_or_default().iter().map(|t| t.total).collect(),
             harness_cpu_s: a.harness.zip(b.harness).map(|(x, y)| (y - x).max(0.0)),
             deliveries: b.delivered.saturating_sub(a.delivered),
         }

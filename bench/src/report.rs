@@ -146,6 +146,10 @@ pub struct StepReport {
     /// server_cpu_s / cpu_window_deliveries, in microseconds.
     #[serde(default)]
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// The part of it spent in the kernel (stime): socket writes and the
+    /// loopback delivery they run, fsyncs, wake-ups.
+    #[serde(default)]
+    pub server_kernel_us_per_delivery: Option<f64>,
     /// server_cpu_s / (cpu_window_s × server cores): how busy the server was.
     #[serde(default)]
     pub server_cpu_share: Option<f64>,
@@ -221,6 +225,10 @@ impl StepReport {
         self.server_cpu_s_by_pid = w.server_cpu_s_by_pid.clone();
         self.server_cpu_us_per_delivery = w
             .server_cpu_s
+            .filter(|_| w.deliveries > 0)
+            .map(|s| s * 1e6 / w.deliveries as f64);
+        self.server_kernel_us_per_delivery = w
+            .server_kernel_s
             .filter(|_| w.deliveries > 0)
             .map(|s| s * 1e6 / w.deliveries as f64);
         self.server_cpu_share = w
@@ -615,9 +623,11 @@ fn same_rate(a: f64, b: f64) -> bool {
 
 /// The server CPU per delivery of the `rooms` runs at one fixed rate for
 /// every target, and the issue's targets on it. `rooms[i]` is the rooms
-/// run of `TARGETS[i]`.
+/// run of `TARGETS[i]`; `floor` is the rooms run of the ceiling keeping
+/// history (`ceiling-server --journal`, storage `journal`), if one ran.
 fn cpu_per_delivery(
     rooms: [Option<&RunReport>; 4],
+    floor: Option<&RunReport>,
     comparisons: &mut Vec<Comparison>,
     checks: &mut Vec<Check>,
     notes: &mut Vec<String>,
@@ -708,6 +718,16 @@ fn cpu_per_delivery(
         .push(Comparison::of("rooms: server CPU us per delivery".into(), cpu).noted(note.clone()));
     comparisons.push(
         Comparison::of(
+            "rooms: of which in the kernel, us per delivery".into(),
+            values(&|s| s.server_kernel_us_per_delivery),
+        )
+        .noted(format!(
+            "stime over the same window at {rate} msgs/s per user: socket writes (and the \
+             loopback delivery they run), fsyncs, wake-ups"
+        )),
+    );
+    comparisons.push(
+        Comparison::of(
             "rooms: server CPU share at that fixed rate".into(),
             values(&|s| s.server_cpu_share),
         )
@@ -723,6 +743,35 @@ fn cpu_per_delivery(
         notes.push(format!("rooms: server CPU per delivery {note}"));
     }
     let line = Comparison::of(String::new(), cpu);
+    // The least a server that fsyncs its history spends here: the ceiling
+    // doing just that. Shown in the ceiling's column, chat's ratio to it
+    // beside.
+    let floor_us = floor
+        .and_then(|r| r.fixed_at(rate))
+        .filter(|s| s.counts())
+        .and_then(|s| s.server_cpu_us_per_delivery);
+    if let Some(floor_us) = floor_us {
+        comparisons.push(
+            Comparison::of(
+                "rooms: server CPU us per delivery vs the ceiling fsyncing its history".into(),
+                [line.chat, None, Some(floor_us), None],
+            )
+            .noted(format!(
+                "the ceiling column is ceiling-server --journal: each message appended to a \
+                 file and fsynced (group commit) before its fan-out and ok, nothing else; at \
+                 {rate} msgs/s per user, as above"
+            )),
+        );
+        if let Some(bare) = line.ceiling.filter(|&c| c > 0.0) {
+            notes.push(format!(
+                "rooms: fsyncing history alone takes a bare fan-out from {bare:.2} to \
+                 {floor_us:.2} us per delivery ({:.2}x) at {rate} msgs/s per user: a CPU \
+                 target under that ratio to the bare ceiling is out of reach for any server \
+                 that fsyncs each message here",
+                floor_us / bare
+            ));
+        }
+    }
     let bound = |what: &str, limit: f64, vs: Option<f64>, other: Option<f64>| Check {
         target: format!("rooms: server CPU per delivery <= {what}"),
         measured: match (line.chat, other, vs) {
@@ -758,11 +807,13 @@ impl Summary {
     pub fn of(runs: Vec<RunReport>) -> Summary {
         // The baseline comparisons are of chat on its default storage; runs
         // on ScyllaDB are compared with those below.
+        // Chat on ScyllaDB and the ceiling keeping a journal are runs of
+        // their own, told apart by their storage.
         let on = |scenario: &str, target: &str, storage: &str| {
             runs.iter().rev().find(|r| {
                 r.scenario == scenario
                     && r.target == target
-                    && (target != "chat" || r.storage == storage)
+                    && (!matches!(target, "chat" | "ceiling") || r.storage == storage)
             })
         };
         let find = |scenario: &str, target: &str| on(scenario, target, "embedded");
@@ -809,7 +860,13 @@ impl Summary {
         }
         // Server CPU per delivery at a fixed rate, shown after the rooms lines.
         let (mut cpu_lines, mut cpu_checks) = (Vec::new(), Vec::new());
-        cpu_per_delivery(all("rooms"), &mut cpu_lines, &mut cpu_checks, &mut notes);
+        cpu_per_delivery(
+            all("rooms"),
+            on("rooms", "ceiling", "journal"),
+            &mut cpu_lines,
+            &mut cpu_checks,
+            &mut notes,
+        );
         for scenario in ["rooms", "direct", "burst"] {
             let heads = all(scenario).map(|r| r.and_then(|r| r.headline()));
             if heads.iter().all(Option::is_none) {
@@ -1166,6 +1223,34 @@ mod tests {
     }
 
     #[test]
+    fn sets_chat_against_the_ceiling_fsyncing_its_history() {
+        let mut floor = rooms_run("ceiling", &[(5.27, true, 12.0)]);
+        floor.storage = "journal".into();
+        let s = Summary::of(vec![
+            rooms_run("chat", &[(5.27, true, 18.0)]),
+            rooms_run("ceiling", &[(5.27, true, 8.0)]),
+            // Last, so a summary that took the last ceiling run for the bare
+            // one would compare against it.
+            floor,
+        ]);
+        assert_eq!(cpu_line(&s).ceiling, Some(8.0), "the bare ceiling");
+        let f = s
+            .comparisons
+            .iter()
+            .find(|c| c.metric.contains("ceiling fsyncing its history"))
+            .expect("the floor line");
+        assert_eq!(
+            (f.chat, f.ceiling, f.vs_ceiling),
+            (Some(18.0), Some(12.0), Some(1.5))
+        );
+        assert!(
+            s.notes.iter().any(|n| n.contains("(1.50x)")),
+            "{:?}",
+            s.notes
+        );
+    }
+
+    #[test]
     fn falls_back_to_the_highest_rate_every_target_kept_up() {
         let s = Summary::of(vec![
             rooms_run(
@@ -1209,11 +1294,13 @@ mod tests {
             secs: 10.0,
             server_cpu_s: Some(4.0),
             server_cpu_s_by_pid: vec![4.0],
+            server_kernel_s: Some(1.0),
             harness_cpu_s: Some(9.0),
             deliveries: 400_000,
         };
         st.add_cpu(&w, 1, 1, 0.85);
         assert_eq!(st.server_cpu_us_per_delivery, Some(10.0));
+        assert_eq!(st.server_kernel_us_per_delivery, Some(2.5));
         assert_eq!(st.server_cpu_share, Some(0.4));
         assert_eq!(st.harness_cpu_share, Some(0.9));
         assert!(st.harness_bound);

@@ -48,8 +48,28 @@ pub fn clock_ticks() -> f64 {
 /// `pid` has used so far: `utime` + `stime` of /proc/PID/stat. `None` when
 /// the process is gone.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_times(pid).map(|t| t.total)
+}
+
+/// CPU seconds a process has used so far, and the part of them in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuTimes {
+    /// User and system (`utime + stime`).
+    pub total: f64,
+    /// System only (`stime`): system calls, and the network stack's work
+    /// that runs in the process's time (loopback delivery included).
+    pub kernel: f64,
+}
+
+/// [`cpu_seconds`] with its kernel part.
+pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat_ticks(&text).map(|t| t as f64 / clock_ticks())
+    let (utime, stime) = parse_stat_fields(&text)?;
+    let hz = clock_ticks();
+    Some(CpuTimes {
+        total: (utime + stime) as f64 / hz,
+        kernel: stime as f64 / hz,
+    })
 }
 
 /// CPU seconds this process has used so far.
@@ -62,12 +82,17 @@ pub fn own_cpu_seconds() -> Option<f64> {
 /// name (field 2) is in parentheses and may hold spaces: fields are counted
 /// after its closing parenthesis.
 fn parse_stat_ticks(text: &str) -> Option<u64> {
+    parse_stat_fields(text).map(|(u, s)| u + s)
+}
+
+/// `utime` and `stime` of a /proc/PID/stat line.
+fn parse_stat_fields(text: &str) -> Option<(u64, u64)> {
     let rest = &text[text.rfind(')')? + 1..];
     // After the name: field 3 (state) is the first; utime is field 14.
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// The soft limit of open files of this process, if /proc says.
@@ -133,6 +158,7 @@ mod tests {
     fn reads_cpu_times() {
         let line = "1234 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 30 0 0 20 0 4 0";
         assert_eq!(parse_stat_ticks(line), Some(280));
+        assert_eq!(parse_stat_fields(line), Some((250, 30)));
         // Burn a little CPU so that at least one tick shows.
         let mut x = 0u64;
         let t0 = std::time::Instant::now();
@@ -143,5 +169,7 @@ mod tests {
         assert!(own_cpu_seconds().unwrap() > 0.0);
         assert!(cpu_seconds(std::process::id()).unwrap() > 0.0);
         assert!(cpu_seconds(u32::MAX).is_none());
+        let t = cpu_times(std::process::id()).unwrap();
+        assert!(t.kernel <= t.total && t.total > 0.0);
     }
 }

@@ -53,10 +53,20 @@ fn assert_delivered(report: &chat_bench::RunReport) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_against_the_ceiling_server() {
+    let report = tiny_rooms_against_the_ceiling(None).await;
+    let json = serde_json::to_string(&report).unwrap();
+    let back: chat_bench::RunReport = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.target, "ceiling");
+}
+
+/// A tiny rooms run against a ceiling server in this process, stopped after.
+async fn tiny_rooms_against_the_ceiling(
+    journal: Option<chat_bench::ceiling::Journal>,
+) -> chat_bench::RunReport {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(chat_bench::ceiling::serve(listener, async {
+    let server = tokio::spawn(chat_bench::ceiling::serve_with(listener, journal, async {
         let _ = stopped.await;
     }));
     let report = tokio::time::timeout(
@@ -67,11 +77,31 @@ async fn rooms_against_the_ceiling_server() {
     .expect("run ends in time")
     .expect("run succeeds");
     assert_delivered(&report);
-    let json = serde_json::to_string(&report).unwrap();
-    let back: chat_bench::RunReport = serde_json::from_str(&json).unwrap();
-    assert_eq!(back.target, "ceiling");
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+    report
+}
+
+/// With a journal, every accepted send is in the history file: it holds at
+/// least as many lines as the measured window accepted sends (warm-up sends
+/// are there too), each a `message` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_against_the_ceiling_server_with_a_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = chat_bench::ceiling::Journal::open(dir.path()).expect("journal opens");
+    let report = tiny_rooms_against_the_ceiling(Some(journal)).await;
+    let history = std::fs::read_to_string(dir.path().join("history.jsonl")).unwrap();
+    let lines: Vec<&str> = history.lines().collect();
+    let accepted = report.headline().expect("a measured window").accepted;
+    assert!(
+        lines.len() as u64 >= accepted && accepted > 0,
+        "{} lines in the journal for {accepted} accepted sends",
+        lines.len()
+    );
+    for line in lines {
+        let event: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert_eq!(event["type"], "message", "{line}");
+    }
 }
 
 /// The node's `/metrics` text, over a plain HTTP/1.0 request.

@@ -19,6 +19,10 @@ struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Keep history: append each sent message to DIR/history.jsonl and
+    /// fsync it (group commit) before fanning it out and acknowledging it.
+    #[arg(long, value_name = "DIR")]
+    journal: Option<std::path::PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -48,7 +52,14 @@ fn main() -> Result<()> {
                 Err(_) => std::future::pending::<()>().await,
             }
         };
-        chat_bench::ceiling::serve(listener, async {
+        let journal = match &args.journal {
+            Some(dir) => Some(
+                chat_bench::ceiling::Journal::open(dir)
+                    .with_context(|| format!("opening the journal in {}", dir.display()))?,
+            ),
+            None => None,
+        };
+        chat_bench::ceiling::serve_with(listener, journal, async {
             tokio::select! { _ = stop => {}, _ = term => {} }
         })
         .await
