@@ -24,7 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -200,55 +200,59 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
     // The same leeway the upgrade allowed, or a reconnect with this token
     // would be accepted and cut again at once.
     let token_deadline = deadline_of(claims.exp + app.config.auth.leeway_secs);
-    let mut last_heard = Instant::now();
     let mut pending: FuturesUnordered<ReplyFuture> = FuturesUnordered::new();
     let mut reserved = 0usize;
-    // Made once, not per frame: re-arming timers and re-registering waiters
-    // on every frame read cost more than the frame's routing.
-    // Rare events, polled only once one of them fires (see `gate`).
+    // When a frame was last heard, in ms since `started`: stamped per frame,
+    // read only when the idle timer fires (it is not re-armed per frame).
+    let started = Instant::now();
+    let heard = AtomicU64::new(0);
+    // Everything that ends the reader but its socket, in one future made
+    // once and polled only once one of its parts fires (see `gate`):
+    // re-registering waiters and timers on every frame read cost more than
+    // the frame's routing.
     let gate = Gate::new();
-    let closed = gate.wrap(closer.closed());
-    let shutdown = gate.wrap(app.shutdown.cancelled());
-    let token_expired = gate.wrap(tokio::time::sleep_until(token_deadline));
-    let idle_timer = gate.wrap(tokio::time::sleep_until(tokio::time::Instant::from_std(
-        last_heard + idle,
-    )));
-    tokio::pin!(closed, shutdown, token_expired, idle_timer);
+    let ending = gate.wrap(async {
+        let idle_passed = async {
+            loop {
+                let at = started + Duration::from_millis(heard.load(Ordering::Relaxed)) + idle;
+                if at <= Instant::now() {
+                    break;
+                }
+                tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+            }
+        };
+        tokio::select! {
+            _ = closer.closed() => Ending::Closed,
+            _ = app.shutdown.cancelled() => Ending::Shutdown,
+            _ = tokio::time::sleep_until(token_deadline) => Ending::TokenExpired,
+            _ = idle_passed => Ending::Idle,
+        }
+    });
+    tokio::pin!(ending);
     loop {
         let room = pending.len() + conn.queued_frames() < window
             && outbound.queued() + reserved + pongs.owed() < outbound.soft();
         tokio::select! {
-            _ = &mut closed => break,
-            _ = &mut shutdown => {
-                // Answer what was already read before saying goodbye: those
-                // requests may be stored, and an answer spares a retry.
-                let answered = async {
-                    while let Some((out, _)) = pending.next().await {
-                        if let Some(bytes) = out {
-                            conn.push_reply(bytes);
-                        }
+            why = &mut ending => {
+                match why {
+                    Ending::Closed => {}
+                    Ending::Shutdown => {
+                        // Answer what was already read before saying
+                        // goodbye: those requests may be stored, and an
+                        // answer spares a retry.
+                        let answered = async {
+                            while let Some((out, _)) = pending.next().await {
+                                if let Some(bytes) = out {
+                                    conn.push_reply(bytes);
+                                }
+                            }
+                        };
+                        let _ = tokio::time::timeout(SHUTDOWN_ANSWER_TIMEOUT, answered).await;
+                        closer.close(close_code::GOING_AWAY);
                     }
-                };
-                let _ = tokio::time::timeout(SHUTDOWN_ANSWER_TIMEOUT, answered).await;
-                closer.close(close_code::GOING_AWAY);
-                break;
-            }
-            _ = &mut token_expired => {
-                closer.close(close_code::TOKEN_EXPIRED);
-                break;
-            }
-            _ = &mut idle_timer => {
-                // The timer is pushed back only when it fires, not on every
-                // frame heard.
-                let idle_at = last_heard + idle;
-                if idle_at > Instant::now() {
-                    idle_timer
-                        .as_mut()
-                        .inner_mut()
-                        .reset(tokio::time::Instant::from_std(idle_at));
-                    continue;
+                    Ending::TokenExpired => closer.close(close_code::TOKEN_EXPIRED),
+                    Ending::Idle => closer.close(IDLE_CLOSE),
                 }
-                closer.close(IDLE_CLOSE);
                 break;
             }
             Some((out, reservation)) = pending.next(), if !pending.is_empty() => {
@@ -260,7 +264,7 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
             // Over budget: wait for the writer to make room.
             _ = outbound.wait_written(), if !room => {}
             incoming = stream.next(), if room => {
-                last_heard = Instant::now();
+                heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
                 let bytes: Bytes = match incoming {
                     Some(Ok(WsMessage::Text(t))) => Bytes::from(t),
                     Some(Ok(WsMessage::Binary(b))) => b,
@@ -331,6 +335,18 @@ fn close_code_of(e: &axum::Error) -> Option<u16> {
         WsError::Utf8(_) => Some(close_code::INVALID_DATA),
         _ => None,
     }
+}
+
+/// What ends a connection's reader, other than its socket.
+enum Ending {
+    /// A close was asked for (by the writer, the session, an operator).
+    Closed,
+    /// The node is shutting down.
+    Shutdown,
+    /// The token the connection was opened with expired.
+    TokenExpired,
+    /// Nothing heard for the idle timeout.
+    Idle,
 }
 
 /// What became of one frame read.
