@@ -263,14 +263,15 @@ start_centrifugo() {
 nodes_of() { local IFS=,; echo "$*"; }
 csv_urls() { local p out=(); for p in "$@"; do out+=("http://127.0.0.1:$p"); done; nodes_of "${out[@]}"; }
 
-ROOMS_SHAPE=(--scenario rooms --users "$ROOMS_USERS" --group-size "$ROOMS_GROUP"
-  --ramp "$ROOMS_STEPS" --ramp-factor 1.4 --step "$STEP_S" --warmup 2 --duration "$HALF_S"
+ROOMS_BASE=(--scenario rooms --users "$ROOMS_USERS" --group-size "$ROOMS_GROUP" --warmup 2
   --slo-ms 50 --source-ips 127.0.0.1,127.0.0.2)
-ROOMS=("${ROOMS_SHAPE[@]}" --rate "$ROOMS_RATE" --fixed-rates "$ROOMS_FIXED_RATES" --fixed-step "$FIXED_S")
+ROOMS_SHAPE=("${ROOMS_BASE[@]}" --ramp "$ROOMS_STEPS" --ramp-factor 1.4 --step "$STEP_S"
+  --duration "$HALF_S")
+ROOMS_FIXED_WINDOWS=(--fixed-rates "$ROOMS_FIXED_RATES" --fixed-step "$FIXED_S")
+ROOMS=("${ROOMS_SHAPE[@]}" --rate "$ROOMS_RATE" "${ROOMS_FIXED_WINDOWS[@]}")
 # The fixed-rate windows alone, for the ceiling keeping a journal: its CPU
 # per delivery is what matters there, not its peak.
-ROOMS_FIXED=(--scenario rooms --users "$ROOMS_USERS" --group-size "$ROOMS_GROUP" --warmup 2
-  --slo-ms 50 --source-ips 127.0.0.1,127.0.0.2 --fixed-rates "$ROOMS_FIXED_RATES" --fixed-step "$FIXED_S")
+ROOMS_FIXED=("${ROOMS_BASE[@]}" "${ROOMS_FIXED_WINDOWS[@]}")
 # A node with its database on one core peaks lower: its ramp starts lower.
 ROOMS_SCYLLA=("${ROOMS_SHAPE[@]}" --rate "${ROOMS_RATE_SCYLLA:-0.1}")
 # Every client drops at once after a window of rooms traffic, comes back and

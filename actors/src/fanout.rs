@@ -197,11 +197,15 @@ impl NodeFanout {
     }
 
     /// Queues `events` on the connections of `users` here and counts them.
-    fn local<'a>(&self, users: impl Iterator<Item = &'a UserId> + Clone, events: &[Delivery]) {
+    fn local<'a>(&self, users: impl Iterator<Item = &'a UserId>, events: &[Delivery]) {
         let mut span = Span::child("fanout.deliver", first_trace(events));
-        let n = self.directory.deliver(users.clone(), events);
+        // Counted as they pass: `users` may be a filter, run once.
+        let mut counted = 0i64;
+        let n = self
+            .directory
+            .deliver(users.inspect(|_| counted += 1), events);
         if let Some(span) = &mut span {
-            span.set_i64("chat.users", users.count() as i64);
+            span.set_i64("chat.users", counted);
             span.set_i64("chat.queued", n as i64);
         }
         self.metrics.messages_delivered.inc_by(n);

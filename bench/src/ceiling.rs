@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_protocol::{
     close_code, ClientFrame, Codec, Conversation, ConversationId, ConversationKind, ErrorCode,
-    Member, Message, MessageId, OkReply, Role, ServerFrame, SharedFrame, UserId,
+    Member, Message, MessageId, OkReply, ReqId, Role, ServerFrame, SharedFrame, UserId,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -58,6 +58,13 @@ struct Room {
 
 /// A send accepted: the message, and the members who get it.
 type Accepted = (Message, Arc<[UserId]>);
+
+/// The event that carries `message` to the members.
+fn message_event(message: &Message) -> SharedFrame {
+    SharedFrame::new(ServerFrame::Message {
+        message: message.clone(),
+    })
+}
 
 #[derive(Default)]
 struct State {
@@ -172,13 +179,11 @@ impl State {
         send: ClientFrame,
     ) -> ServerFrame {
         let req = send.req().cloned();
-        let (message, members) = match self.accept_send(user, send) {
+        let accepted = match self.accept_send(user, send) {
             Ok(accepted) => accepted,
             Err((code, why)) => return ServerFrame::error(req, code, why),
         };
-        let event = SharedFrame::new(ServerFrame::Message {
-            message: message.clone(),
-        });
+        let event = message_event(&accepted.0);
         let record = match event.encoded(Codec::Json) {
             Ok(bytes) => bytes,
             Err(_) => return ServerFrame::error(req, ErrorCode::Internal, "not encodable"),
@@ -186,7 +191,19 @@ impl State {
         if let Err(e) = journal.append(record).await {
             return ServerFrame::error(req, ErrorCode::Unavailable, format!("journal: {e}"));
         }
-        self.fan_out_shared(&members, &event, me.id);
+        self.deliver(req, accepted, &event, me.id)
+    }
+
+    /// Fans an accepted send's `event` out to its members (but the
+    /// connection `skip`) and acknowledges it.
+    fn deliver(
+        &self,
+        req: Option<ReqId>,
+        (message, members): Accepted,
+        event: &SharedFrame,
+        skip: u64,
+    ) -> ServerFrame {
+        self.fan_out_shared(&members, event, skip);
         ServerFrame::Ok(OkReply {
             req,
             message: Some(message),
@@ -256,19 +273,9 @@ impl State {
                 })
             }
             send @ ClientFrame::Send { .. } => match self.accept_send(user, send) {
-                Ok((message, members)) => {
-                    self.fan_out(
-                        &members,
-                        ServerFrame::Message {
-                            message: message.clone(),
-                        },
-                        me.id,
-                    );
-                    ServerFrame::Ok(OkReply {
-                        req,
-                        message: Some(message),
-                        ..OkReply::default()
-                    })
+                Ok(accepted) => {
+                    let event = message_event(&accepted.0);
+                    self.deliver(req, accepted, &event, me.id)
                 }
                 Err((code, why)) => ServerFrame::error(req, code, why),
             },

@@ -805,10 +805,10 @@ fn cpu_per_delivery(
 impl Summary {
     /// Compares `runs` (any order; the last run of a scenario and target wins).
     pub fn of(runs: Vec<RunReport>) -> Summary {
-        // The baseline comparisons are of chat on its default storage; runs
-        // on ScyllaDB are compared with those below.
-        // Chat on ScyllaDB and the ceiling keeping a journal are runs of
-        // their own, told apart by their storage.
+        // The baseline comparisons are of chat on its default storage and
+        // the bare ceiling; chat on ScyllaDB (compared below) and the
+        // ceiling keeping a journal are runs of their own, told apart by
+        // their storage.
         let on = |scenario: &str, target: &str, storage: &str| {
             runs.iter().rev().find(|r| {
                 r.scenario == scenario
