@@ -90,10 +90,63 @@ pub async fn upgrade(
         // stops at `MAX_PAGE_BYTES` of stored messages, which JSON escaping
         // can make at most six times larger.
         .max_write_buffer_size(MAX_WRITE_BUFFER);
+    // Attached before the 101 goes out: once a client sees its upgrade
+    // accepted, whatever its conversations accept reaches it live (the
+    // frames wait in its queue until the socket is there).
+    let admitted = admit(&app, &claims, codec).await;
     let tracker = app.connections.clone();
     ws.on_upgrade(move |socket| {
-        tracker.track_future(async move { serve(app, socket, claims, codec).await })
+        tracker.track_future(async move { serve(app, socket, claims, codec, admitted).await })
     })
+}
+
+/// A connection attached to its user's session before its upgrade, or the
+/// close code and reason it gets instead.
+struct Admitted {
+    id: u64,
+    conn: Connection,
+    end: ConnectionEnd,
+    attached: Result<Attachment, (u16, String)>,
+}
+
+/// Detaches the connection from its session when dropped: when it ends, or
+/// when its upgrade never completes.
+struct Attachment {
+    session: SessionHandle,
+    conn: u64,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let _ = self.session.send(SessionMsg::Detach { conn: self.conn });
+    }
+}
+
+async fn admit(app: &App, claims: &Claims, codec: Codec) -> Admitted {
+    let limits = &app.config.limits;
+    let id = app.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (conn, end) = Connection::new(id, codec, limits.outbound_queue, limits.outbound_bytes);
+    let conn = conn.signed_in(claims.sid.as_deref().map(Arc::from));
+    let attached = ractor::call!(app.router, |reply| RouterMsg::Connect {
+        user: claims.sub.clone(),
+        conn: conn.clone(),
+        reply,
+    });
+    let attached = match attached {
+        Ok(Ok(session)) => Ok(Attachment { session, conn: id }),
+        Ok(Err(ChatError::TooManyConnections)) => Err((
+            close_code::TOO_MANY_CONNECTIONS,
+            "too many connections".to_string(),
+        )),
+        Ok(Err(e)) => Err((1011, e.to_string())),
+        Err(_) => Err((close_code::GOING_AWAY, "node is shutting down".to_string())),
+    };
+    Admitted {
+        id,
+        conn,
+        end,
+        attached,
+    }
 }
 
 /// The future of one request's reply: its encoded frame (none for typing
@@ -130,46 +183,24 @@ impl Pongs {
 }
 
 /// Runs one connection until it closes.
-pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Codec) {
+async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Codec, admitted: Admitted) {
     let limits = app.config.limits.clone();
-    let id = app.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (conn, end) = Connection::new(id, codec, limits.outbound_queue, limits.outbound_bytes);
-    let conn = conn.signed_in(claims.sid.as_deref().map(Arc::from));
+    let Admitted {
+        id,
+        conn,
+        end,
+        attached,
+    } = admitted;
     let ConnectionEnd { outbound, closer } = end;
     let (mut sink, mut stream) = socket.split();
-
-    let attached = ractor::call!(app.router, |reply| RouterMsg::Connect {
-        user: claims.sub.clone(),
-        conn: conn.clone(),
-        reply,
-    });
-    let session: SessionHandle = match attached {
-        Ok(Ok(s)) => s,
-        Ok(Err(ChatError::TooManyConnections)) => {
-            let _ = close(
-                &mut sink,
-                close_code::TOO_MANY_CONNECTIONS,
-                "too many connections",
-                CLOSE_TIMEOUT,
-            )
-            .await;
-            return;
-        }
-        Ok(Err(e)) => {
-            let _ = close(&mut sink, 1011, &e.to_string(), CLOSE_TIMEOUT).await;
-            return;
-        }
-        Err(_) => {
-            let _ = close(
-                &mut sink,
-                close_code::GOING_AWAY,
-                "node is shutting down",
-                CLOSE_TIMEOUT,
-            )
-            .await;
+    let attachment = match attached {
+        Ok(a) => a,
+        Err((code, reason)) => {
+            let _ = close(&mut sink, code, &reason, CLOSE_TIMEOUT).await;
             return;
         }
     };
+    let session = attachment.session.clone();
     let caller = Caller {
         user: claims.sub.clone(),
         conn: Some(id),
@@ -293,7 +324,7 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Code
             }
         }
     }
-    let _ = session.send(SessionMsg::Detach { conn: id });
+    drop(attachment);
     if closer.code() == Some(close_code::SLOW_CONSUMER) {
         app.services.metrics.slow_consumers.inc();
     }
