@@ -5,8 +5,10 @@
 # hold at most `ulimit -n` descriptors, 20,000 here), each from its own pair
 # of loopback source addresses; then, on top of them, a `rooms` run over the
 # three nodes (and the same run before, on the bare cluster, to compare).
-# Prints each node's memory per idle connection and the rooms latency. Nodes, Redis and harnesses share the machine's cores: this shows
-# what holding that many costs and that traffic still flows, not a peak.
+# Prints each node's memory per idle connection, what they cost Redis while
+# idle, and the rooms latency. Nodes, Redis and harnesses share the machine's
+# cores: this shows what holding that many costs and that traffic still
+# flows, not a peak.
 #
 #   scripts/bench-scale.sh
 #   CONNECTIONS=30000 ROOMS_RATE=2 scripts/bench-scale.sh
@@ -87,6 +89,16 @@ until [ "$(open_connections)" -ge $((per_node * 3)) ]; do
 done
 echo "all $((per_node * 3)) connected after $(($(date +%s) - t0)) s" >&2
 
+# What holding them costs Redis: commands and CPU over 10 s of idleness.
+redis_pid=$(ss -ltnpH "sport = :16490" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+redis_commands() { redis-cli -p 16490 INFO stats | awk -F: '/^total_commands_processed:/{print $2+0}'; }
+redis_ticks() { awk '{print $14 + $15}' "/proc/$redis_pid/stat"; }
+c0=$(redis_commands); k0=$(redis_ticks); sleep 10; c1=$(redis_commands); k1=$(redis_ticks)
+hz=$(getconf CLK_TCK)
+redis_idle="Redis while $((per_node * 3)) connections idle: $(((c1 - c0) / 10)) commands/s, \
+$(( (k1 - k0) * 1000 / hz / 10 )) ms of CPU per second"
+echo "$redis_idle" >&2
+
 echo "== rooms on top of them" >&2
 rooms 127.0.0.7,127.0.0.8 "$OUT/scale-rooms.json"
 rooms_end=$(date +%s)
@@ -95,9 +107,10 @@ for p in "${idle[@]}"; do wait "$p"; done
 if [ $((rooms_end - t0)) -ge "$HOLD_S" ]; then
   echo "warning: the rooms run ended after the idle connections' hold began to end; raise HOLD_S" >&2
 fi
-python3 - "$tmp" "$OUT" "$held" "$per_node" <<'PY'
+python3 - "$tmp" "$OUT" "$held" "$per_node" "$redis_idle" <<'PY'
 import json, sys
 tmp, out, held, per_node = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+print(sys.argv[5])
 total_before = total_after = conns = 0
 for i in range(3):
     r = json.load(open(f"{tmp}/idle-{i}.json"))

@@ -135,8 +135,9 @@ pub struct PresenceSection {
     pub backend: PresenceBackend,
     /// `redis://[user:password@]host:port[/db]`, for `backend = "redis"`.
     pub redis_url: String,
-    /// With Redis: the longest a dead node's users still show online.
-    /// Each node refreshes its entries every third of it.
+    /// With Redis: how long a node may go without a heartbeat before its
+    /// users are swept offline (within a third more). Each node beats every
+    /// third of it, one Redis call however many connections it holds.
     pub ttl_secs: u64,
     /// Whose presence a user may watch: `"contacts"` (those who share a
     /// conversation with them) or `"everyone"`.

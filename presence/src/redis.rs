@@ -2,39 +2,53 @@
 //!
 //! # Key layout (`P` is [`RedisPresenceConfig::key_prefix`], default `chat:`)
 //!
-//! | key / channel      | type       | content                                                  |
-//! |--------------------|------------|----------------------------------------------------------|
-//! | `P` `p:{user}`     | sorted set | members `node:conn`, scores = expiry (Redis clock, ms)   |
-//! | `P` `ls:{user}`    | string     | last seen, Unix ms                                       |
-//! | `P` `c:user`       | pub/sub    | [`chat_protocol::Presence`] as JSON, on every transition |
+//! | key / channel     | type       | content                                                        |
+//! |-------------------|------------|----------------------------------------------------------------|
+//! | `P` `p:{user}`    | sorted set | members `incarnation/conn`, score `+inf`                       |
+//! | `P` `ls:{user}`   | string     | last seen, Unix ms                                             |
+//! | `P` `c:user`      | pub/sub    | [`chat_protocol::Presence`] as JSON, on every transition       |
+//! | `P` `nodes`       | hash       | incarnation (`node/start.n`) -> its last heartbeat (Redis ms)  |
+//! | `P` `u:{inc}`     | set        | the users an incarnation has entries for                       |
+//! | `P` `sweep:{inc}` | string     | held (for the ttl at most) by the node sweeping an incarnation |
 //!
 //! The braces are literal: they are Redis Cluster hash tags, so both keys of
 //! a user live in one slot and a script may touch both.
 //!
-//! A user is online while one of its members has an expiry in the future.
-//! Each node keeps its own connections in memory and re-adds them with a
-//! fresh expiry every `ttl / 3`, so the entries of a node that dies expire
-//! within the TTL without anyone cleaning up. Every write is a Lua script
-//! that reads the time from Redis (`TIME`), so nodes' clocks may disagree
-//! without making users flap; only the `last_seen` of a disconnect comes
-//! from the node's clock (capped by Redis's), since its removal may reach
-//! Redis late.
+//! A user is online while it has an entry. Entries do not expire: an idle
+//! node costs Redis one heartbeat per `ttl / 3`, however many connections it
+//! holds. Each run of a node is an *incarnation* (`node/start.n`), which
+//! beats in `P nodes` every `ttl / 3` and lists in `P u:{inc}` the users it
+//! added entries for. An incarnation that has not beaten for `ttl` is dead:
+//! the first node to see it (every node looks every `ttl / 3`) takes its
+//! sweep key, removes its entries user by user, announces those left with no
+//! entry offline (`last_seen` = the sweep, the moment until which queries
+//! reported them online), then forgets it. So a dead node's users go offline
+//! within `ttl` and a check period, as when entries expired by themselves.
+//! A node whose heartbeat finds its incarnation gone or stale (Redis lost it,
+//! or the node was cut off long enough to be swept) starts a new incarnation
+//! and adds its live connections again. Every script reads the time from
+//! Redis (`TIME`), so nodes' clocks may disagree; only the `last_seen` of a
+//! disconnect comes from the node's clock (capped by Redis's), since its
+//! removal may reach Redis late.
+//!
+//! Entries of earlier releases (`node:conn`, score = expiry) still count
+//! until they expire, and are trimmed then: nodes of both versions can share
+//! one Redis during a rolling upgrade.
 //!
 //! Transitions are published by whoever causes them: the node that adds a
-//! user's first live member (`online`), the node that removes its last one
-//! (`offline`), and, for a dead node's users, the first node that finds their
-//! entries expired while checking the users it watches (`offline`, with
-//! `last_seen` = the latest expiry, the moment until which queries reported
-//! the user online). Each node subscribes to the channels of the users its
-//! sessions watch and re-checks them every `ttl / 3`, which also repairs
-//! anything pub/sub lost while Redis was unreachable.
+//! user's first entry (`online`), the node that removes its last one
+//! (`offline`), and, for a dead node's users, the node that sweeps them.
+//! Each node subscribes to the channels of the users its sessions watch and
+//! re-checks them every `ttl / 3`, which also repairs anything pub/sub lost
+//! while Redis was unreachable.
 //!
 //! When Redis is unreachable every call fails within
 //! [`RedisPresenceConfig::op_timeout`] (twice that for `watch`/`unwatch`,
 //! which may wait for another one first; at once when the client already
 //! knows the connection is down), the client reconnects forever with
-//! backoff, and on reconnection this node re-adds its live connections,
-//! replays the removals that failed, and re-subscribes.
+//! backoff, and on reconnection this node adds its live connections again
+//! (Redis may have restarted empty), replays the removals that failed, and
+//! re-subscribes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -55,6 +69,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{ConnKey, Presence, PresenceError};
 
+mod lua;
+
 /// Commands per pipeline (and channels per SUBSCRIBE): large enough to
 /// amortise round trips, small enough not to stall Redis.
 const MAX_BATCH: usize = 512;
@@ -69,101 +85,19 @@ const CHANNEL_CAPACITY: usize = 4_096;
 /// Below this the refresh traffic would dominate.
 const MIN_TTL: Duration = Duration::from_millis(300);
 
-// Shared by the scripts. TIME makes Redis the only clock; numbers are
-// formatted with %d because Lua would print large ones in exponent notation.
-const LUA_PRELUDE: &str = r#"
-local function s(n) return string.format('%d', n) end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function last_seen(ls_key)
-  local v = redis.call('GET', ls_key)
-  if v then return tonumber(v) end
-  return -1
-end
-local function raise_last_seen(ls_key, t)
-  local cur = last_seen(ls_key)
-  if t > cur then redis.call('SET', ls_key, s(t)) return t end
-  return cur
-end
--- Drops expired members, folding the latest expiry into last_seen so the
--- trim loses nothing; returns that expiry, or 0 when nothing had expired.
-local function trim(key, ls_key, now)
-  local old = redis.call('ZREVRANGEBYSCORE', key, s(now), '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  if #old == 0 then return 0 end
-  local latest = tonumber(old[2])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', s(now))
-  raise_last_seen(ls_key, latest)
-  return latest
-end
-local function live(key, now)
-  return redis.call('ZCOUNT', key, '(' .. s(now), '+inf')
-end
-local function publish_offline(channel, user, seen)
-  local ls = ''
-  if seen >= 0 then ls = ',"last_seen":' .. s(seen) end
-  redis.call('PUBLISH', channel, '{"user":' .. cjson.encode(user) .. ',"status":"offline"' .. ls .. '}')
-end
-"#;
-
-// KEYS: p, ls. ARGV: member, ttl ms, channel, user. Adds or refreshes a
-// connection; announces the user when it had no live connection before.
-const LUA_TOUCH: &str = r#"
-local now = now_ms()
-local was_live = live(KEYS[1], now)
-trim(KEYS[1], KEYS[2], now)
-redis.call('ZADD', KEYS[1], s(now + tonumber(ARGV[2])), ARGV[1])
-if was_live == 0 then
-  redis.call('PUBLISH', ARGV[3], '{"user":' .. cjson.encode(ARGV[4]) .. ',"status":"online"}')
-  return 1
-end
-return 0
-"#;
-
-// KEYS: p, ls. ARGV: member, time of the disconnect, channel, user.
-// Removes a connection; when none is left, records last_seen and, if this
-// call removed the last one, announces the user offline. The time comes
-// from the node (capped by Redis's clock) because a removal may run long
-// after the disconnect: replayed, or buffered across a reconnection.
-const LUA_LEAVE: &str = r#"
-local now = now_ms()
-local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-trim(KEYS[1], KEYS[2], now)
-if redis.call('ZCARD', KEYS[1]) > 0 then return 0 end
-local seen = raise_last_seen(KEYS[2], math.min(tonumber(ARGV[2]), now))
-if removed == 1 then
-  publish_offline(ARGV[3], ARGV[4], seen)
-  return 1
-end
-return 0
-"#;
-
-// KEYS: p, ls. ARGV: channel, user. Returns {live, last_seen or -1}. The
-// first caller to find a user's last entries expired (its node died)
-// announces it offline: nobody else would.
-const LUA_OBSERVE: &str = r#"
-local now = now_ms()
-local n = live(KEYS[1], now)
-local latest = trim(KEYS[1], KEYS[2], now)
-if n > 0 then return {1, -1} end
-local seen = last_seen(KEYS[2])
-if latest > 0 then publish_offline(ARGV[1], ARGV[2], seen) end
-return {0, seen}
-"#;
-
 /// Settings of [`RedisPresence`].
 #[derive(Clone)]
 pub struct RedisPresenceConfig {
     /// `redis://[user:password@]host:port[/db]`.
     pub url: String,
-    /// How long a connection entry lives without being refreshed: the most a
-    /// dead node's users stay online. Refreshed every `ttl / 3`; at least
-    /// 300 ms.
+    /// How long a node may go without a heartbeat before its entries are
+    /// swept: about the most a dead node's users stay online (a check period
+    /// more at worst). Nodes beat every `ttl / 3`; at least 300 ms.
     pub ttl: Duration,
-    /// This node's name, the first half of its entries' members
-    /// (`node:conn`). It, not [`ConnKey::node`], names the entries, because
-    /// this node refreshes them: two nodes must not share a name.
+    /// This node's name, the first part of its entries' members
+    /// (`node/incarnation/conn`). It, not [`ConnKey::node`], names the
+    /// entries, because this node removes them: two nodes must not share a
+    /// name.
     pub node: Arc<str>,
     /// Prepended to every key and channel, so clusters can share a Redis.
     pub key_prefix: String,
@@ -246,8 +180,11 @@ struct Shared {
     client: Client,
     subscriber: SubscriberClient,
     handles: Mutex<Vec<ConnectHandle>>,
-    scripts: [Script; 3],
+    scripts: [Script; SCRIPTS],
     node: Arc<str>,
+    /// The incarnation this node's writer adds entries under, for the
+    /// checker, which must not sweep it.
+    current: Mutex<Arc<str>>,
     prefix: String,
     ttl: Duration,
     op_timeout: Duration,
@@ -262,16 +199,15 @@ struct Shared {
 
 #[derive(Default)]
 struct Local {
-    conns: HashMap<ConnKey, LocalConn>,
+    /// The user of each live connection.
+    conns: HashMap<ConnKey, UserId>,
+    /// How many of them each user has: a user's last removal also takes it
+    /// off the incarnation's list of users.
+    per_user: HashMap<UserId, u32>,
     /// Sessions report each change from its own task, so a short-lived
     /// connection's disconnect can run before its connect; remembering it
     /// keeps the late connect from leaving an entry refreshed forever.
     early: HashSet<ConnKey>,
-}
-
-struct LocalConn {
-    user: UserId,
-    member: String,
 }
 
 /// What this node knows about a watched user.
@@ -299,7 +235,7 @@ enum Source {
 enum Op {
     Touch {
         user: UserId,
-        member: String,
+        conn: u64,
         reply: oneshot::Sender<Result<(), PresenceError>>,
     },
     Leave {
@@ -318,22 +254,70 @@ struct Events {
 
 struct Leave {
     user: UserId,
-    member: String,
+    conn: u64,
     /// Unix ms, this node's clock.
     at: u64,
+    /// The user's last connection here.
+    last: bool,
 }
 
+/// The scripts, by index in [`Shared::scripts`].
 #[derive(Clone, Copy)]
 enum Which {
     Touch = 0,
     Leave = 1,
     Observe = 2,
+    Sweep = 3,
+    Beat = 4,
+    Stale = 5,
+    Forget = 6,
+}
+
+const SCRIPTS: usize = 7;
+
+/// One command of a pipeline: a script, or a plain command whose first
+/// argument is its key.
+enum Cmd {
+    Script(Which),
+    Plain(&'static str),
 }
 
 struct Call {
-    which: Which,
+    cmd: Cmd,
     keys: Vec<String>,
     args: Vec<String>,
+}
+
+/// This run of the node as Redis knows it: `node/start.n`, where `n` counts
+/// the times Redis lost track of it (see the module docs).
+struct Incarnation {
+    node: Arc<str>,
+    start: u64,
+    n: u32,
+    id: Arc<str>,
+    /// Its first heartbeat is in: a node that dies from now on is swept.
+    registered: bool,
+}
+
+impl Incarnation {
+    fn new(node: Arc<str>) -> Self {
+        let start = now_ms();
+        let id = Arc::from(format!("{node}/{start:x}.0"));
+        Incarnation {
+            node,
+            start,
+            n: 0,
+            id,
+            registered: false,
+        }
+    }
+
+    /// The next one, after Redis lost this one.
+    fn next(&mut self) {
+        self.n += 1;
+        self.id = Arc::from(format!("{}/{:x}.{}", self.node, self.start, self.n));
+        self.registered = false;
+    }
 }
 
 impl RedisPresence {
@@ -401,10 +385,16 @@ impl RedisPresence {
             client,
             subscriber,
             scripts: [
-                Script::from_lua(format!("{LUA_PRELUDE}{LUA_TOUCH}")),
-                Script::from_lua(format!("{LUA_PRELUDE}{LUA_LEAVE}")),
-                Script::from_lua(format!("{LUA_PRELUDE}{LUA_OBSERVE}")),
-            ],
+                lua::TOUCH,
+                lua::LEAVE,
+                lua::OBSERVE,
+                lua::SWEEP,
+                lua::BEAT,
+                lua::STALE,
+                lua::FORGET,
+            ]
+            .map(|script| Script::from_lua(format!("{}{script}", lua::PRELUDE))),
+            current: Mutex::new(Arc::from("")),
             node: config.node,
             prefix: config.key_prefix,
             ttl: config.ttl,
@@ -461,21 +451,16 @@ impl Presence for RedisPresence {
             if local.early.remove(conn) {
                 return Ok(());
             }
-            let member = format!("{}:{}", self.shared.node, conn.conn);
-            local.conns.insert(
-                conn.clone(),
-                LocalConn {
-                    user: user.clone(),
-                    member: member.clone(),
-                },
-            );
+            if local.conns.insert(conn.clone(), user.clone()).is_none() {
+                *local.per_user.entry(user.clone()).or_default() += 1;
+            }
             // Queued under the lock: the writer snapshots the table under it
-            // too, so a refresh can never re-add a connection whose removal
-            // it has already passed.
+            // too, so adding everything again can never re-add a connection
+            // whose removal it has already passed.
             self.ops
                 .send(Op::Touch {
                     user: user.clone(),
-                    member,
+                    conn: conn.conn,
                     reply,
                 })
                 .map_err(|_| stopped())?;
@@ -483,7 +468,8 @@ impl Presence for RedisPresence {
         self.shared.wait(rx).await
     }
 
-    async fn disconnected(&self, user: &UserId, conn: &ConnKey) -> Result<(), PresenceError> {
+    async fn disconnected(&self, _user: &UserId, conn: &ConnKey) -> Result<(), PresenceError> {
+        // The user recorded at connect names the entry.
         let (reply, rx) = oneshot::channel();
         {
             let mut local = self.shared.local();
@@ -494,12 +480,23 @@ impl Presence for RedisPresence {
                 local.early.insert(conn.clone());
                 return Ok(());
             };
+            let last = match local.per_user.get_mut(&gone) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    local.per_user.remove(&gone);
+                    true
+                }
+            };
             self.ops
                 .send(Op::Leave {
                     leave: Leave {
-                        user: user.clone(),
-                        member: gone.member,
+                        user: gone,
+                        conn: conn.conn,
                         at: now_ms(),
+                        last,
                     },
                     reply,
                 })
@@ -674,30 +671,68 @@ impl Shared {
 
     fn call(&self, which: Which, user: &UserId, args: Vec<String>) -> Call {
         Call {
-            which,
+            cmd: Cmd::Script(which),
             keys: vec![self.presence_key(user), self.last_seen_key(user)],
             args,
         }
     }
 
-    fn touch(&self, user: &UserId, member: &str) -> Call {
+    fn nodes_key(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+
+    fn users_key(&self, incarnation: &str) -> String {
+        format!("{}u:{{{incarnation}}}", self.prefix)
+    }
+
+    /// What every member this node adds starts with, whatever the
+    /// incarnation (node names have no `/`).
+    fn node_head(&self) -> String {
+        format!("{}/", self.node)
+    }
+
+    fn touch(&self, incarnation: &str, user: &UserId, conn: u64) -> Call {
         let args = vec![
-            member.to_string(),
-            self.ttl.as_millis().to_string(),
+            format!("{incarnation}/{conn}"),
             self.channel(user),
             user.to_string(),
+            self.node_head(),
+            format!("/{conn}"),
         ];
         self.call(Which::Touch, user, args)
     }
 
     fn leave(&self, leave: &Leave) -> Call {
         let args = vec![
-            leave.member.clone(),
+            self.node_head(),
+            format!("/{}", leave.conn),
             leave.at.to_string(),
             self.channel(&leave.user),
             leave.user.to_string(),
         ];
         self.call(Which::Leave, &leave.user, args)
+    }
+
+    /// Adds `user` to (or removes it from) the users `incarnation` has
+    /// entries for: listed before its entry is added, so a sweep finds it.
+    fn listed(&self, incarnation: &str, user: &UserId, on: bool) -> Call {
+        Call {
+            cmd: Cmd::Plain(if on { "SADD" } else { "SREM" }),
+            keys: vec![self.users_key(incarnation)],
+            args: vec![user.to_string()],
+        }
+    }
+
+    fn beat(&self, incarnation: &str) -> Call {
+        Call {
+            cmd: Cmd::Script(Which::Beat),
+            keys: vec![self.nodes_key()],
+            args: vec![incarnation.to_string(), self.ttl_ms()],
+        }
+    }
+
+    fn ttl_ms(&self) -> String {
+        self.ttl.as_millis().to_string()
     }
 
     /// Runs `calls` in one pipeline; after a Redis restart emptied the script
@@ -737,13 +772,18 @@ impl Shared {
         let pipeline = self.client.pipeline();
         for c in calls {
             let mut args = Vec::with_capacity(2 + c.keys.len() + c.args.len());
-            args.push(self.scripts[c.which as usize].sha1().to_string());
-            args.push(c.keys.len().to_string());
+            let command = match c.cmd {
+                Cmd::Script(which) => {
+                    args.push(self.scripts[which as usize].sha1().to_string());
+                    args.push(c.keys.len().to_string());
+                    // Pipelines have no Lua interface; the slot is the first key's.
+                    CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false)
+                }
+                Cmd::Plain(name) => CustomCommand::new_static(name, ClusterHash::FirstKey, false),
+            };
             args.extend(c.keys.iter().cloned());
             args.extend(c.args.iter().cloned());
-            // Pipelines have no Lua interface; the slot is the first key's.
-            let evalsha = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
-            let queued: Result<(), RedisError> = pipeline.custom(evalsha, args).await;
+            let queued: Result<(), RedisError> = pipeline.custom(command, args).await;
             if let Err(e) = queued {
                 return everything(e);
             }
@@ -958,12 +998,21 @@ impl Shared {
         true
     }
 
-    /// Applies a batch of connects and disconnects in one pipeline.
-    async fn apply(&self, batch: Vec<Op>, pending: &mut VecDeque<Leave>) {
+    /// Applies a batch of connects and disconnects in one pipeline (after
+    /// the incarnation's first heartbeat, if it has had none). Returns false
+    /// when a connect failed: everything is added again at the next beat.
+    async fn apply(
+        &self,
+        batch: Vec<Op>,
+        pending: &mut VecDeque<Leave>,
+        me: &mut Incarnation,
+    ) -> bool {
         if let Err(e) = self.check_connected() {
+            let mut added = true;
             for op in batch {
                 match op {
                     Op::Touch { reply, .. } => {
+                        added = false;
                         let _ = reply.send(Err(e.clone()));
                     }
                     Op::Leave { leave, reply } => {
@@ -972,23 +1021,47 @@ impl Shared {
                     }
                 }
             }
-            return;
+            return added;
         }
-        let calls: Vec<Call> = batch
-            .iter()
-            .map(|op| match op {
-                Op::Touch { user, member, .. } => self.touch(user, member),
-                Op::Leave { leave, .. } => self.leave(leave),
-            })
-            .collect();
-        let results = self.run(&calls).await;
-        for (op, result) in batch.into_iter().zip(results) {
-            let result = result.map(drop);
+        let mut calls = Vec::with_capacity(batch.len() * 2 + 1);
+        let beat = !me.registered && batch.iter().any(|op| matches!(op, Op::Touch { .. }));
+        if beat {
+            calls.push(self.beat(&me.id));
+        }
+        for op in &batch {
+            match op {
+                Op::Touch { user, conn, .. } => {
+                    calls.push(self.listed(&me.id, user, true));
+                    calls.push(self.touch(&me.id, user, *conn));
+                }
+                Op::Leave { leave, .. } => {
+                    calls.push(self.leave(leave));
+                    if leave.last {
+                        calls.push(self.listed(&me.id, &leave.user, false));
+                    }
+                }
+            }
+        }
+        let mut results = self.run(&calls).await.into_iter();
+        if beat && results.next().is_some_and(|r| r.is_ok()) {
+            me.registered = true;
+        }
+        let mut added = true;
+        for op in batch {
             match op {
                 Op::Touch { reply, .. } => {
+                    let listed = results.next().unwrap_or_else(|| Err(stopped()));
+                    let touched = results.next().unwrap_or_else(|| Err(stopped()));
+                    let result = listed.and(touched).map(drop);
+                    added &= result.is_ok();
                     let _ = reply.send(result);
                 }
                 Op::Leave { leave, reply } => {
+                    let result = results.next().unwrap_or_else(|| Err(stopped())).map(drop);
+                    if leave.last {
+                        // A user left on the list costs a sweep one call.
+                        results.next();
+                    }
                     // Replaying is harmless: a removal that did happen
                     // removes nothing the second time and announces nothing.
                     if result.is_err() {
@@ -998,18 +1071,36 @@ impl Shared {
                 }
             }
         }
+        added
     }
 
-    /// Replays failed removals, then re-adds every live local connection
-    /// with a fresh expiry (which also restores them after Redis lost them).
-    async fn refresh(&self, pending: &mut VecDeque<Leave>) {
+    /// The heartbeat: replays failed removals, beats, and when Redis lost
+    /// track of this node (or `add_all`) adds every live local connection
+    /// again. Returns whether adding everything is still due.
+    async fn heartbeat(
+        &self,
+        pending: &mut VecDeque<Leave>,
+        me: &mut Incarnation,
+        mut add_all: bool,
+    ) -> bool {
         while !pending.is_empty() {
             let batch: Vec<Leave> = pending.drain(..pending.len().min(MAX_BATCH)).collect();
-            let calls: Vec<Call> = batch.iter().map(|l| self.leave(l)).collect();
-            let results = self.run(&calls).await;
-            let failed = results.iter().any(Result::is_err);
-            for (leave, result) in batch.into_iter().zip(results) {
+            let mut calls = Vec::with_capacity(batch.len() * 2);
+            for leave in &batch {
+                calls.push(self.leave(leave));
+                if leave.last {
+                    calls.push(self.listed(&me.id, &leave.user, false));
+                }
+            }
+            let mut results = self.run(&calls).await.into_iter();
+            let mut failed = false;
+            for leave in batch {
+                let result = results.next().unwrap_or_else(|| Err(stopped()));
+                if leave.last {
+                    results.next();
+                }
                 if result.is_err() {
+                    failed = true;
                     keep(pending, leave);
                 }
             }
@@ -1017,16 +1108,58 @@ impl Shared {
                 break;
             }
         }
-        let conns: Vec<(UserId, String)> = self
-            .local()
-            .conns
-            .values()
-            .map(|c| (c.user.clone(), c.member.clone()))
-            .collect();
+        match self.run(&[self.beat(&me.id)]).await.pop() {
+            Some(Ok(v)) => {
+                let continuous = v.convert::<i64>().is_ok_and(|v| v == 1);
+                if me.registered && !continuous {
+                    // Redis restarted empty or from an old snapshot, or this
+                    // node was cut off long enough to be swept: its entries
+                    // may be gone, or going. A new incarnation, which no
+                    // sweep of the old one touches, holds them from now on.
+                    tracing::warn!(
+                        incarnation = %me.id,
+                        "presence: Redis lost track of this node; adding its connections again"
+                    );
+                    me.next();
+                    add_all = true;
+                    *lock(&self.current) = me.id.clone();
+                    if self
+                        .run(&[self.beat(&me.id)])
+                        .await
+                        .pop()
+                        .is_none_or(|r| r.is_err())
+                    {
+                        return true;
+                    }
+                }
+                me.registered = true;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "presence heartbeat failed");
+                return add_all;
+            }
+            None => return add_all,
+        }
+        if !add_all {
+            return false;
+        }
+        let mut by_user: HashMap<UserId, Vec<u64>> = HashMap::new();
+        for (key, user) in &self.local().conns {
+            by_user.entry(user.clone()).or_default().push(key.conn);
+        }
+        let mut calls = Vec::new();
         let mut failures = 0usize;
         let mut last_error = None;
-        for chunk in conns.chunks(MAX_BATCH) {
-            let calls: Vec<Call> = chunk.iter().map(|(u, m)| self.touch(u, m)).collect();
+        let mut users = by_user.into_iter().peekable();
+        while users.peek().is_some() {
+            calls.clear();
+            while calls.len() < MAX_BATCH {
+                let Some((user, conns)) = users.next() else {
+                    break;
+                };
+                calls.push(self.listed(&me.id, &user, true));
+                calls.extend(conns.into_iter().map(|c| self.touch(&me.id, &user, c)));
+            }
             for result in self.run(&calls).await {
                 if let Err(e) = result {
                     failures += 1;
@@ -1035,8 +1168,101 @@ impl Shared {
             }
         }
         if let Some(e) = last_error {
-            tracing::warn!(failures, error = %e, "presence refresh failed");
+            tracing::warn!(failures, error = %e, "presence: adding the connections again failed");
+            return true;
         }
+        false
+    }
+
+    /// Sweeps the incarnations that stopped beating (nodes that died, or
+    /// that went on under a new one), unless another node is at it.
+    async fn sweep(&self) -> Result<(), PresenceError> {
+        let stale = Call {
+            cmd: Cmd::Script(Which::Stale),
+            keys: vec![self.nodes_key()],
+            args: vec![self.ttl_ms()],
+        };
+        let dead: Vec<String> = match self.run(&[stale]).await.pop() {
+            Some(r) => r?.convert().map_err(|e| self.redis_error(&e))?,
+            None => return Ok(()),
+        };
+        let current = lock(&self.current).clone();
+        for incarnation in dead.iter().filter(|i| ***i != *current) {
+            let claim = Call {
+                cmd: Cmd::Plain("SET"),
+                keys: vec![format!("{}sweep:{{{incarnation}}}", self.prefix)],
+                args: vec!["1".into(), "NX".into(), "PX".into(), self.ttl_ms()],
+            };
+            let claimed = match self.run(&[claim]).await.pop() {
+                Some(r) => !matches!(r?, Value::Null),
+                None => false,
+            };
+            if claimed {
+                self.sweep_one(incarnation).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn sweep_one(&self, incarnation: &str) -> Result<(), PresenceError> {
+        let list = self.users_key(incarnation);
+        let head = format!("{incarnation}/");
+        let scan = CustomCommand::new_static("SSCAN", ClusterHash::FirstKey, false);
+        let mut cursor = "0".to_string();
+        let mut swept = 0usize;
+        let mut offline = 0usize;
+        loop {
+            let args = vec![
+                list.clone(),
+                cursor.clone(),
+                "COUNT".to_string(),
+                MAX_BATCH.to_string(),
+            ];
+            let page: (String, Vec<String>) = self
+                .bounded(self.client.custom::<Value, _>(scan.clone(), args))
+                .await?
+                .convert()
+                .map_err(|e| self.redis_error(&e))?;
+            let calls: Vec<Call> = page
+                .1
+                .iter()
+                .filter_map(|u| UserId::new(u).ok())
+                .map(|u| {
+                    let args = vec![head.clone(), self.channel(&u), u.to_string()];
+                    self.call(Which::Sweep, &u, args)
+                })
+                .collect();
+            for r in self.run(&calls).await {
+                offline += usize::from(r?.convert::<i64>().is_ok_and(|v| v == 1));
+            }
+            swept += calls.len();
+            cursor = page.0;
+            if cursor == "0" {
+                break;
+            }
+        }
+        let forget = [
+            Call {
+                cmd: Cmd::Plain("DEL"),
+                keys: vec![list],
+                args: Vec::new(),
+            },
+            Call {
+                cmd: Cmd::Script(Which::Forget),
+                keys: vec![self.nodes_key()],
+                args: vec![incarnation.to_string(), self.ttl_ms()],
+            },
+        ];
+        for r in self.run(&forget).await {
+            r?;
+        }
+        tracing::info!(
+            incarnation,
+            users = swept,
+            offline,
+            "presence: swept a node that stopped"
+        );
+        Ok(())
     }
 
     async fn close(&self) {
@@ -1059,24 +1285,30 @@ fn keep(pending: &mut VecDeque<Leave>, leave: Leave) {
 }
 
 /// Owns every write of this node's entries, so they reach Redis in the order
-/// the connections changed: connects and disconnects (batched), refreshes,
-/// and replays of failed removals.
+/// the connections changed: connects and disconnects (batched), heartbeats,
+/// replays of failed removals, and adding everything again.
 async fn writer(
     shared: Arc<Shared>,
     mut ops: mpsc::UnboundedReceiver<Op>,
     mut reconnects: broadcast::Receiver<Server>,
     stop: CancellationToken,
 ) {
-    let period = shared.period();
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut me = Incarnation::new(shared.node.clone());
+    *lock(&shared.current) = me.id.clone();
+    // The first beat at once: a node that dies before it is never swept.
+    let mut tick = tokio::time::interval(shared.period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reconnects_open = true;
     let mut pending = VecDeque::new();
-    let mut refresh_due = false;
+    let mut beat_due = false;
+    let mut add_all = false;
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            // Before the connects: a storm of them must not starve the
+            // heartbeat, or the node would be swept as dead.
+            _ = tick.tick() => beat_due = true,
             op = ops.recv() => {
                 let Some(op) = op else { break };
                 let mut batch = vec![op];
@@ -1086,20 +1318,22 @@ async fn writer(
                         Err(_) => break,
                     }
                 }
-                shared.apply(batch, &mut pending).await;
+                if !shared.apply(batch, &mut pending, &mut me).await {
+                    add_all = true;
+                }
             }
             event = reconnects.recv(), if reconnects_open => match event {
                 Err(broadcast::error::RecvError::Closed) => reconnects_open = false,
-                // Redis may have restarted empty: re-add without waiting.
-                _ => refresh_due = true,
+                // Redis may have restarted empty: add everything again
+                // without waiting.
+                _ => (beat_due, add_all) = (true, true),
             },
-            _ = tick.tick() => refresh_due = true,
             // The client announces a reconnection before it accepts commands.
-            _ = tokio::time::sleep(RECONNECT_POLL), if refresh_due => {}
+            _ = tokio::time::sleep(RECONNECT_POLL), if beat_due => {}
         }
-        if refresh_due && shared.client.is_connected() {
-            refresh_due = false;
-            shared.refresh(&mut pending).await;
+        if beat_due && shared.client.is_connected() {
+            beat_due = false;
+            add_all = shared.heartbeat(&mut pending, &mut me, add_all).await;
         }
     }
     shared.close().await;
@@ -1198,6 +1432,11 @@ async fn checker(
         }
         if check_due {
             check_due = !shared.check().await;
+            if !check_due {
+                if let Err(e) = shared.sweep().await {
+                    tracing::debug!(error = %e, "presence sweep failed");
+                }
+            }
         }
     }
 }

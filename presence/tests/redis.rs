@@ -634,3 +634,158 @@ async fn a_disconnect_made_while_redis_is_away_is_replayed() {
     })
     .await;
 }
+
+/// Runs `redis-cli` against the server; its output, trimmed.
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli (installed with redis-server)");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// How many times Redis ran `command` since its stats were last reset.
+fn calls(port: u16, command: &str) -> u64 {
+    let info = cli(port, &["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a call count"))
+}
+
+/// The incarnations in the heartbeat table, with their last beats.
+fn incarnations(port: u16) -> Vec<(String, String)> {
+    let out = cli(port, &["HGETALL", "test:nodes"]);
+    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    lines
+        .chunks(2)
+        .map(|p| (p[0].to_string(), p.get(1).unwrap_or(&"").to_string()))
+        .collect()
+}
+
+/// Waits until the incarnation `id` has beaten `n` more times.
+async fn beats(port: u16, id: &str, n: usize) {
+    let deadline = Instant::now() + DEADLINE;
+    let beat_of = || {
+        incarnations(port)
+            .into_iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, t)| t)
+    };
+    let mut last = beat_of();
+    let mut seen = 0;
+    while seen < n {
+        assert!(Instant::now() < deadline, "{id} beat {seen} of {n} times");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = beat_of();
+        if now != last {
+            seen += 1;
+            last = now;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_node_costs_redis_a_heartbeat_not_a_call_per_connection() {
+    let redis = RedisServer::start();
+    let ttl = Duration::from_millis(600);
+    let a = node(&redis, "a", ttl).await;
+    let users: Vec<UserId> = (0..100).map(|i| user(&format!("u{i}"))).collect();
+    for i in 0..300u64 {
+        a.connected(&users[i as usize % 100], &conn("a", i))
+            .await
+            .expect("connected");
+    }
+    let mine = incarnations(redis.port);
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    let id = mine[0].0.clone();
+    assert!(id.starts_with("a/"), "{id}");
+    assert_eq!(
+        cli(redis.port, &["SCARD", &format!("test:u:{{{id}}}")]),
+        "100"
+    );
+
+    // Idle for three heartbeats (a period each: a TTL of them).
+    assert_eq!(cli(redis.port, &["CONFIG", "RESETSTAT"]), "OK");
+    beats(redis.port, &id, 3).await;
+    let scripts = calls(redis.port, "evalsha");
+    // A heartbeat and a look for dead nodes per period, one period of
+    // slack; entries refreshed one by one would be 300 per period.
+    assert!(scripts <= 8, "{scripts} scripts ran for an idle node");
+    assert_eq!(calls(redis.port, "sadd"), 0);
+    let b = node(&redis, "b", ttl).await;
+    assert_eq!(
+        status_of(&b, "u7").await.expect("query").status,
+        Status::Online,
+        "entries outlive the TTL while their node beats"
+    );
+
+    // Users leave the incarnation's list with their last connection.
+    for i in 0..300u64 {
+        a.disconnected(&users[i as usize % 100], &conn("a", i))
+            .await
+            .expect("disconnected");
+    }
+    assert_eq!(
+        cli(redis.port, &["SCARD", &format!("test:u:{{{id}}}")]),
+        "0"
+    );
+    assert_eq!(
+        status_of(&b, "u7").await.expect("query").status,
+        Status::Offline
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_redis_lost_track_of_adds_its_connections_again() {
+    let redis = RedisServer::start();
+    let ttl = Duration::from_millis(900);
+    let (a, b, _changes) = alice_online_on_a_seen_from_b(&redis, ttl).await;
+    let mine: Vec<String> = incarnations(redis.port)
+        .into_iter()
+        .map(|(i, _)| i)
+        .filter(|i| i.starts_with("a/"))
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    let old = mine[0].clone();
+
+    // As if a had been cut off from Redis for longer than the TTL: its
+    // last heartbeat is ancient, and b may sweep its entries.
+    assert_eq!(cli(redis.port, &["HSET", "test:nodes", &old, "0"]), "0");
+    eventually(
+        "a under a new incarnation, online, the old one forgotten",
+        || async {
+            let members = cli(redis.port, &["ZRANGE", "test:p:{alice}", "0", "-1"]);
+            let listed: Vec<String> = incarnations(redis.port)
+                .into_iter()
+                .map(|(i, _)| i)
+                .collect();
+            let renewed = members.starts_with("a/") && !members.starts_with(&format!("{old}/"));
+            let status = status_of(&b, "alice").await?.status;
+            if renewed
+                && !members.contains('\n')
+                && status == Status::Online
+                && !listed.contains(&old)
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "members {members:?}, incarnations {listed:?}, {status:?}"
+                ))
+            }
+        },
+    )
+    .await;
+    // And it keeps the new one: the connection goes as usual.
+    a.disconnected(&user("alice"), &conn("a", 1))
+        .await
+        .expect("disconnected");
+    assert_eq!(
+        status_of(&b, "alice").await.expect("query").status,
+        Status::Offline
+    );
+    assert_eq!(cli(redis.port, &["EXISTS", "test:p:{alice}"]), "0");
+}
