@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNECTIONS="${CONNECTIONS:-50000}"
 ROOMS_USERS="${ROOMS_USERS:-1000}"; ROOMS_GROUP="${ROOMS_GROUP:-10}"; ROOMS_RATE="${ROOMS_RATE:-1}"
-HOLD_S="${HOLD_S:-60}"
+HOLD_S="${HOLD_S:-90}"
 SECRET=bench-scale-jwt-secret-0123456789abcdef
 OUT=bench/results
 mkdir -p "$OUT"
@@ -92,11 +92,13 @@ echo "all $((per_node * 3)) connected after $(($(date +%s) - t0)) s" >&2
 # What holding them costs Redis: commands and CPU over 10 s of idleness.
 redis_pid=$(ss -ltnpH "sport = :16490" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
 redis_commands() { redis-cli -p 16490 INFO stats | awk -F: '/^total_commands_processed:/{print $2+0}'; }
-redis_ticks() { awk '{print $14 + $15}' "/proc/$redis_pid/stat"; }
-c0=$(redis_commands); k0=$(redis_ticks); sleep 10; c1=$(redis_commands); k1=$(redis_ticks)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+node_ticks() { local t=0 p; for p in "${ports[@]}"; do t=$((t + $(ticks "$(node_pid "$p")"))); done; echo $t; }
+c0=$(redis_commands); k0=$(ticks "$redis_pid"); n0=$(node_ticks); sleep 10
+c1=$(redis_commands); k1=$(ticks "$redis_pid"); n1=$(node_ticks)
 hz=$(getconf CLK_TCK)
-redis_idle="Redis while $((per_node * 3)) connections idle: $(((c1 - c0) / 10)) commands/s, \
-$(( (k1 - k0) * 1000 / hz / 10 )) ms of CPU per second"
+redis_idle="while $((per_node * 3)) connections idle: Redis $(((c1 - c0) / 10)) commands/s and \
+$(( (k1 - k0) * 1000 / hz / 10 )) ms of CPU per second, the three nodes $(( (n1 - n0) * 1000 / hz / 10 )) ms of CPU per second"
 echo "$redis_idle" >&2
 
 echo "== rooms on top of them" >&2
