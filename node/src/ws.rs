@@ -92,8 +92,17 @@ pub async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER);
     // Attached before the 101 goes out: once a client sees its upgrade
     // accepted, whatever its conversations accept reaches it live (the
-    // frames wait in its queue until the socket is there).
-    let admitted = admit(&app, &claims, codec).await;
+    // frames wait in its queue until the socket is there). In a task of its
+    // own: a client that hangs up drops this handler, and an attachment
+    // made after that must still be dropped, and so detached.
+    let admitted = match tokio::spawn(admit(app.clone(), claims.clone(), codec)).await {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            tracing::error!(error = %e, "admitting a connection failed");
+            return HttpError::from(ChatError::Unavailable("cannot admit the connection".into()))
+                .into_response();
+        }
+    };
     let tracker = app.connections.clone();
     ws.on_upgrade(move |socket| {
         tracker.track_future(async move { serve(app, socket, claims, codec, admitted).await })
@@ -122,7 +131,7 @@ impl Drop for Attachment {
     }
 }
 
-async fn admit(app: &App, claims: &Claims, codec: Codec) -> Admitted {
+async fn admit(app: Arc<App>, claims: Claims, codec: Codec) -> Admitted {
     let limits = &app.config.limits;
     let id = app.next_conn.fetch_add(1, Ordering::Relaxed);
     let (conn, end) = Connection::new(id, codec, limits.outbound_queue, limits.outbound_bytes);

@@ -25,8 +25,13 @@
 //! reported them online), then forgets it. So a dead node's users go offline
 //! within `ttl` and a check period, as when entries expired by themselves.
 //! A node whose heartbeat finds its incarnation gone or stale (Redis lost it,
-//! or the node was cut off long enough to be swept) starts a new incarnation
-//! and adds its live connections again. Every script reads the time from
+//! or the node was cut off long enough to be swept), or that reconnected to
+//! Redis (which may have come back from a snapshot, with entries the node
+//! had removed), starts a new incarnation and adds its live connections
+//! again; the old one is swept once stale, with whatever it still holds.
+//! Lists only grow (a removal replayed onto a restored Redis would hide an
+//! entry from the sweep), so a node also renews its incarnation once the
+//! list holds many more users than it has. Every script reads the time from
 //! Redis (`TIME`), so nodes' clocks may disagree; only the `last_seen` of a
 //! disconnect comes from the node's clock (capped by Redis's), since its
 //! removal may reach Redis late.
@@ -76,6 +81,9 @@ mod lua;
 const MAX_BATCH: usize = 512;
 /// Failed removals kept for replay; beyond this the oldest are left to expire.
 const MAX_PENDING_LEAVES: usize = 65_536;
+/// An incarnation's list may hold this many users beyond twice those here
+/// before it is renewed.
+const MIN_LISTED: usize = 1_024;
 /// Disconnects that overtook their connect (see [`Local::early`]).
 const MAX_EARLY: usize = 4_096;
 /// How often to look whether a lost connection is back.
@@ -201,8 +209,7 @@ struct Shared {
 struct Local {
     /// The user of each live connection.
     conns: HashMap<ConnKey, UserId>,
-    /// How many of them each user has: a user's last removal also takes it
-    /// off the incarnation's list of users.
+    /// How many of them each user has.
     per_user: HashMap<UserId, u32>,
     /// Sessions report each change from its own task, so a short-lived
     /// connection's disconnect can run before its connect; remembering it
@@ -236,6 +243,9 @@ enum Op {
     Touch {
         user: UserId,
         conn: u64,
+        /// The user had no other connection here: it may be new to the
+        /// incarnation's list.
+        first: bool,
         reply: oneshot::Sender<Result<(), PresenceError>>,
     },
     Leave {
@@ -257,8 +267,6 @@ struct Leave {
     conn: u64,
     /// Unix ms, this node's clock.
     at: u64,
-    /// The user's last connection here.
-    last: bool,
 }
 
 /// The scripts, by index in [`Shared::scripts`].
@@ -451,8 +459,11 @@ impl Presence for RedisPresence {
             if local.early.remove(conn) {
                 return Ok(());
             }
+            let mut first = false;
             if local.conns.insert(conn.clone(), user.clone()).is_none() {
-                *local.per_user.entry(user.clone()).or_default() += 1;
+                let n = local.per_user.entry(user.clone()).or_default();
+                first = *n == 0;
+                *n += 1;
             }
             // Queued under the lock: the writer snapshots the table under it
             // too, so adding everything again can never re-add a connection
@@ -461,6 +472,7 @@ impl Presence for RedisPresence {
                 .send(Op::Touch {
                     user: user.clone(),
                     conn: conn.conn,
+                    first,
                     reply,
                 })
                 .map_err(|_| stopped())?;
@@ -480,23 +492,18 @@ impl Presence for RedisPresence {
                 local.early.insert(conn.clone());
                 return Ok(());
             };
-            let last = match local.per_user.get_mut(&gone) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    false
-                }
+            match local.per_user.get_mut(&gone) {
+                Some(n) if *n > 1 => *n -= 1,
                 _ => {
                     local.per_user.remove(&gone);
-                    true
                 }
-            };
+            }
             self.ops
                 .send(Op::Leave {
                     leave: Leave {
                         user: gone,
                         conn: conn.conn,
                         at: now_ms(),
-                        last,
                     },
                     reply,
                 })
@@ -713,21 +720,25 @@ impl Shared {
         self.call(Which::Leave, &leave.user, args)
     }
 
-    /// Adds `user` to (or removes it from) the users `incarnation` has
-    /// entries for: listed before its entry is added, so a sweep finds it.
-    fn listed(&self, incarnation: &str, user: &UserId, on: bool) -> Call {
+    /// Adds `user` to the users `incarnation` has entries for: listed
+    /// before its entry is added, so a sweep finds it. Never taken off (a
+    /// removal replayed onto a Redis restored from a snapshot would hide a
+    /// resurrected entry from the sweep): the list is renewed instead.
+    fn listed(&self, incarnation: &str, user: &UserId) -> Call {
         Call {
-            cmd: Cmd::Plain(if on { "SADD" } else { "SREM" }),
+            cmd: Cmd::Plain("SADD"),
             keys: vec![self.users_key(incarnation)],
             args: vec![user.to_string()],
         }
     }
 
-    fn beat(&self, incarnation: &str) -> Call {
+    /// A heartbeat of `me`, or its registration while it has had none.
+    fn beat(&self, me: &Incarnation) -> Call {
+        let fresh = if me.registered { "0" } else { "1" };
         Call {
             cmd: Cmd::Script(Which::Beat),
             keys: vec![self.nodes_key()],
-            args: vec![incarnation.to_string(), self.ttl_ms()],
+            args: vec![me.id.to_string(), self.ttl_ms(), fresh.to_string()],
         }
     }
 
@@ -999,150 +1010,138 @@ impl Shared {
     }
 
     /// Applies a batch of connects and disconnects in one pipeline (after
-    /// the incarnation's first heartbeat, if it has had none). Returns false
-    /// when a connect failed: everything is added again at the next beat.
-    async fn apply(
-        &self,
-        batch: Vec<Op>,
-        pending: &mut VecDeque<Leave>,
-        me: &mut Incarnation,
-    ) -> bool {
+    /// the incarnation's first heartbeat, if it has had none). A connect
+    /// that fails makes everything due to be added again at the next beat.
+    async fn apply(&self, batch: Vec<Op>, w: &mut WriterState) {
         if let Err(e) = self.check_connected() {
-            let mut added = true;
             for op in batch {
                 match op {
                     Op::Touch { reply, .. } => {
-                        added = false;
+                        w.add_all = true;
                         let _ = reply.send(Err(e.clone()));
                     }
                     Op::Leave { leave, reply } => {
-                        keep(pending, leave);
+                        w.keep(leave);
                         let _ = reply.send(Err(e.clone()));
                     }
                 }
             }
-            return added;
+            return;
         }
         let mut calls = Vec::with_capacity(batch.len() * 2 + 1);
-        let beat = !me.registered && batch.iter().any(|op| matches!(op, Op::Touch { .. }));
+        let beat = !w.me.registered && batch.iter().any(|op| matches!(op, Op::Touch { .. }));
         if beat {
-            calls.push(self.beat(&me.id));
+            calls.push(self.beat(&w.me));
         }
         for op in &batch {
             match op {
-                Op::Touch { user, conn, .. } => {
-                    calls.push(self.listed(&me.id, user, true));
-                    calls.push(self.touch(&me.id, user, *conn));
+                Op::Touch {
+                    user, conn, first, ..
+                } => {
+                    w.listed += usize::from(*first);
+                    calls.push(self.listed(&w.me.id, user));
+                    calls.push(self.touch(&w.me.id, user, *conn));
                 }
-                Op::Leave { leave, .. } => {
-                    calls.push(self.leave(leave));
-                    if leave.last {
-                        calls.push(self.listed(&me.id, &leave.user, false));
-                    }
-                }
+                Op::Leave { leave, .. } => calls.push(self.leave(leave)),
             }
         }
         let mut results = self.run(&calls).await.into_iter();
         if beat && results.next().is_some_and(|r| r.is_ok()) {
-            me.registered = true;
+            w.me.registered = true;
         }
-        let mut added = true;
         for op in batch {
             match op {
                 Op::Touch { reply, .. } => {
                     let listed = results.next().unwrap_or_else(|| Err(stopped()));
                     let touched = results.next().unwrap_or_else(|| Err(stopped()));
                     let result = listed.and(touched).map(drop);
-                    added &= result.is_ok();
+                    w.add_all |= result.is_err();
                     let _ = reply.send(result);
                 }
                 Op::Leave { leave, reply } => {
                     let result = results.next().unwrap_or_else(|| Err(stopped())).map(drop);
-                    if leave.last {
-                        // A user left on the list costs a sweep one call.
-                        results.next();
-                    }
                     // Replaying is harmless: a removal that did happen
                     // removes nothing the second time and announces nothing.
                     if result.is_err() {
-                        keep(pending, leave);
+                        w.keep(leave);
                     }
                     let _ = reply.send(result);
                 }
             }
         }
-        added
     }
 
-    /// The heartbeat: replays failed removals, beats, and when Redis lost
-    /// track of this node (or `add_all`) adds every live local connection
-    /// again. Returns whether adding everything is still due.
-    async fn heartbeat(
-        &self,
-        pending: &mut VecDeque<Leave>,
-        me: &mut Incarnation,
-        mut add_all: bool,
-    ) -> bool {
-        while !pending.is_empty() {
-            let batch: Vec<Leave> = pending.drain(..pending.len().min(MAX_BATCH)).collect();
-            let mut calls = Vec::with_capacity(batch.len() * 2);
-            for leave in &batch {
-                calls.push(self.leave(leave));
-                if leave.last {
-                    calls.push(self.listed(&me.id, &leave.user, false));
+    /// The heartbeat: beats (first: nothing may delay it past the ttl),
+    /// moves to a new incarnation when Redis lost track of this one or may
+    /// hold removals it confirmed and then lost, adds every live local
+    /// connection again when due, and replays failed removals.
+    async fn heartbeat(&self, w: &mut WriterState) {
+        // The list only grows: renewed once it holds many more users than
+        // are here, a sweep of the old one (a call per user, after the ttl)
+        // trims it. Connects pay for that, a few calls each at most.
+        let here = self.local().per_user.len();
+        if w.listed > 2 * here + MIN_LISTED {
+            w.renew = true;
+        }
+        match self.run(&[self.beat(&w.me)]).await.pop() {
+            Some(Ok(v)) => {
+                let continuous = v.convert::<i64>().is_ok_and(|v| v == 1);
+                if w.me.registered && (!continuous || w.renew) {
+                    // Redis restarted (empty, from a snapshot, or on a
+                    // replica that lags: removals it confirmed may be back),
+                    // this node was cut off long enough to be swept, or
+                    // removals were dropped. A new incarnation holds the
+                    // live connections from now on; the old one is swept
+                    // once stale, with whatever it still holds.
+                    if continuous {
+                        tracing::info!(incarnation = %w.me.id, "presence: renewing this node's incarnation");
+                    } else {
+                        tracing::warn!(
+                            incarnation = %w.me.id,
+                            "presence: Redis lost track of this node; adding its connections again"
+                        );
+                    }
+                    w.me.next();
+                    *lock(&self.current) = w.me.id.clone();
+                    w.add_all = true;
+                    w.renew = false;
+                    let registered = self.run(&[self.beat(&w.me)]).await.pop();
+                    if registered.is_none_or(|r| r.is_err()) {
+                        return;
+                    }
                 }
+                w.me.registered = true;
             }
-            let mut results = self.run(&calls).await.into_iter();
-            let mut failed = false;
-            for leave in batch {
-                let result = results.next().unwrap_or_else(|| Err(stopped()));
-                if leave.last {
-                    results.next();
-                }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "presence heartbeat failed");
+                return;
+            }
+            None => return,
+        }
+        if w.add_all {
+            let users = self.add_all(&w.me).await;
+            w.add_all = users.is_none();
+            w.listed = users.unwrap_or(w.listed);
+        }
+        while !w.pending.is_empty() {
+            let batch: Vec<Leave> = w.pending.drain(..w.pending.len().min(MAX_BATCH)).collect();
+            let calls: Vec<Call> = batch.iter().map(|l| self.leave(l)).collect();
+            let results = self.run(&calls).await;
+            let failed = results.iter().any(Result::is_err);
+            for (leave, result) in batch.into_iter().zip(results) {
                 if result.is_err() {
-                    failed = true;
-                    keep(pending, leave);
+                    w.keep(leave);
                 }
             }
             if failed {
                 break;
             }
         }
-        match self.run(&[self.beat(&me.id)]).await.pop() {
-            Some(Ok(v)) => {
-                let continuous = v.convert::<i64>().is_ok_and(|v| v == 1);
-                if me.registered && !continuous {
-                    // Redis restarted empty or from an old snapshot, or this
-                    // node was cut off long enough to be swept: its entries
-                    // may be gone, or going. A new incarnation, which no
-                    // sweep of the old one touches, holds them from now on.
-                    tracing::warn!(
-                        incarnation = %me.id,
-                        "presence: Redis lost track of this node; adding its connections again"
-                    );
-                    me.next();
-                    add_all = true;
-                    *lock(&self.current) = me.id.clone();
-                    if self
-                        .run(&[self.beat(&me.id)])
-                        .await
-                        .pop()
-                        .is_none_or(|r| r.is_err())
-                    {
-                        return true;
-                    }
-                }
-                me.registered = true;
-            }
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "presence heartbeat failed");
-                return add_all;
-            }
-            None => return add_all,
-        }
-        if !add_all {
-            return false;
-        }
+    }
+
+    /// Adds every live local connection under `me`; how many users they
+    /// have, or `None` when some failed.
+    async fn add_all(&self, me: &Incarnation) -> Option<usize> {
         let mut by_user: HashMap<UserId, Vec<u64>> = HashMap::new();
         for (key, user) in &self.local().conns {
             by_user.entry(user.clone()).or_default().push(key.conn);
@@ -1150,6 +1149,7 @@ impl Shared {
         let mut calls = Vec::new();
         let mut failures = 0usize;
         let mut last_error = None;
+        let listed = by_user.len();
         let mut users = by_user.into_iter().peekable();
         while users.peek().is_some() {
             calls.clear();
@@ -1157,7 +1157,7 @@ impl Shared {
                 let Some((user, conns)) = users.next() else {
                     break;
                 };
-                calls.push(self.listed(&me.id, &user, true));
+                calls.push(self.listed(&me.id, &user));
                 calls.extend(conns.into_iter().map(|c| self.touch(&me.id, &user, c)));
             }
             for result in self.run(&calls).await {
@@ -1169,9 +1169,9 @@ impl Shared {
         }
         if let Some(e) = last_error {
             tracing::warn!(failures, error = %e, "presence: adding the connections again failed");
-            return true;
+            return None;
         }
-        false
+        Some(listed)
     }
 
     /// Sweeps the incarnations that stopped beating (nodes that died, or
@@ -1276,12 +1276,30 @@ impl Shared {
     }
 }
 
-fn keep(pending: &mut VecDeque<Leave>, leave: Leave) {
-    if pending.len() >= MAX_PENDING_LEAVES {
-        // The oldest entry expires by itself within the TTL anyway.
-        pending.pop_front();
+/// What the writer task keeps between batches.
+struct WriterState {
+    me: Incarnation,
+    /// Removals that failed, to replay.
+    pending: VecDeque<Leave>,
+    /// Every live connection is to be added again (a connect failed, or
+    /// Redis may have lost entries).
+    add_all: bool,
+    /// The next heartbeat starts a new incarnation: Redis may hold entries
+    /// this node removed, or removals were dropped.
+    renew: bool,
+    /// About how many users the incarnation's list holds.
+    listed: usize,
+}
+
+impl WriterState {
+    fn keep(&mut self, leave: Leave) {
+        if self.pending.len() >= MAX_PENDING_LEAVES {
+            // Its entry stays: the next incarnation leaves it to a sweep.
+            self.pending.pop_front();
+            self.renew = true;
+        }
+        self.pending.push_back(leave);
     }
-    pending.push_back(leave);
 }
 
 /// Owns every write of this node's entries, so they reach Redis in the order
@@ -1293,15 +1311,20 @@ async fn writer(
     mut reconnects: broadcast::Receiver<Server>,
     stop: CancellationToken,
 ) {
-    let mut me = Incarnation::new(shared.node.clone());
-    *lock(&shared.current) = me.id.clone();
+    let mut w = WriterState {
+        me: Incarnation::new(shared.node.clone()),
+        pending: VecDeque::new(),
+        add_all: false,
+        renew: false,
+        listed: 0,
+    };
+    *lock(&shared.current) = w.me.id.clone();
     // The first beat at once: a node that dies before it is never swept.
     let mut tick = tokio::time::interval(shared.period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reconnects_open = true;
-    let mut pending = VecDeque::new();
     let mut beat_due = false;
-    let mut add_all = false;
+    let mut connected_before = false;
     loop {
         tokio::select! {
             biased;
@@ -1318,22 +1341,24 @@ async fn writer(
                         Err(_) => break,
                     }
                 }
-                if !shared.apply(batch, &mut pending, &mut me).await {
-                    add_all = true;
-                }
+                shared.apply(batch, &mut w).await;
             }
             event = reconnects.recv(), if reconnects_open => match event {
                 Err(broadcast::error::RecvError::Closed) => reconnects_open = false,
-                // Redis may have restarted empty: add everything again
-                // without waiting.
-                _ => (beat_due, add_all) = (true, true),
+                // Redis may have restarted, empty or with removals it had
+                // confirmed undone: a new incarnation, without waiting. (The
+                // first connection undid nothing.)
+                _ => {
+                    (beat_due, w.add_all, w.renew) = (true, true, connected_before);
+                    connected_before = true;
+                }
             },
             // The client announces a reconnection before it accepts commands.
             _ = tokio::time::sleep(RECONNECT_POLL), if beat_due => {}
         }
         if beat_due && shared.client.is_connected() {
             beat_due = false;
-            add_all = shared.heartbeat(&mut pending, &mut me, add_all).await;
+            shared.heartbeat(&mut w).await;
         }
     }
     shared.close().await;

@@ -113,14 +113,19 @@ publish_offline(ARGV[2], ARGV[3], raise_last_seen(KEYS[2], now))
 return 1
 "#;
 
-// KEYS: nodes. ARGV: incarnation, ttl ms. Records a heartbeat; returns 1
-// when the previous one is less than the ttl old, 0 when there was none or
-// the incarnation may have been swept since.
+// KEYS: nodes. ARGV: incarnation, ttl ms, fresh (1 for its first beat).
+// Records a heartbeat; returns 1 when the previous one is less than the ttl
+// old. An incarnation that is not fresh and was forgotten or went stale
+// stays so (returns 0, writes nothing): it may be being swept, and a beat
+// whose answer is lost must not hide that from its node.
 pub(super) const BEAT: &str = r#"
 local now = now_ms()
 local prev = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], s(now))
-if prev and now - tonumber(prev) <= tonumber(ARGV[2]) then return 1 end
+if prev and now - tonumber(prev) <= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], ARGV[1], s(now))
+  return 1
+end
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], ARGV[1], s(now)) end
 return 0
 "#;
 
