@@ -65,6 +65,13 @@ rooms() { # source addresses, json
     --users "$ROOMS_USERS" --group-size "$ROOMS_GROUP" --rate "$ROOMS_RATE" --warmup 2 --duration 10 \
     --source-ips "$1" --jwt-secret "$SECRET" --quiet --json "$2"
 }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+node_ticks() { local t=0 p; for p in "${ports[@]}"; do t=$((t + $(ticks "$(node_pid "$p")"))); done; echo $t; }
+hz=$(getconf CLK_TCK)
+b0=$(node_ticks); sleep 10; b1=$(node_ticks)
+bare_idle="the bare cluster, idle: the three nodes $(( (b1 - b0) * 1000 / hz / 10 )) ms of CPU per second"
+echo "$bare_idle" >&2
+
 echo "== rooms on the bare cluster: $ROOMS_USERS users in groups of $ROOMS_GROUP, $ROOMS_RATE msg/s each" >&2
 rooms 127.0.0.9,127.0.0.10 "$OUT/scale-rooms-bare.json"
 
@@ -92,11 +99,8 @@ echo "all $((per_node * 3)) connected after $(($(date +%s) - t0)) s" >&2
 # What holding them costs Redis: commands and CPU over 10 s of idleness.
 redis_pid=$(ss -ltnpH "sport = :16490" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
 redis_commands() { redis-cli -p 16490 INFO stats | awk -F: '/^total_commands_processed:/{print $2+0}'; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-node_ticks() { local t=0 p; for p in "${ports[@]}"; do t=$((t + $(ticks "$(node_pid "$p")"))); done; echo $t; }
 c0=$(redis_commands); k0=$(ticks "$redis_pid"); n0=$(node_ticks); sleep 10
 c1=$(redis_commands); k1=$(ticks "$redis_pid"); n1=$(node_ticks)
-hz=$(getconf CLK_TCK)
 redis_idle="while $((per_node * 3)) connections idle: Redis $(((c1 - c0) / 10)) commands/s and \
 $(( (k1 - k0) * 1000 / hz / 10 )) ms of CPU per second, the three nodes $(( (n1 - n0) * 1000 / hz / 10 )) ms of CPU per second"
 echo "$redis_idle" >&2
@@ -109,10 +113,11 @@ for p in "${idle[@]}"; do wait "$p"; done
 if [ $((rooms_end - t0)) -ge "$HOLD_S" ]; then
   echo "warning: the rooms run ended after the idle connections' hold began to end; raise HOLD_S" >&2
 fi
-python3 - "$tmp" "$OUT" "$held" "$per_node" "$redis_idle" <<'PY'
+python3 - "$tmp" "$OUT" "$held" "$per_node" "$bare_idle" "$redis_idle" <<'PY'
 import json, sys
 tmp, out, held, per_node = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 print(sys.argv[5])
+print(sys.argv[6])
 total_before = total_after = conns = 0
 for i in range(3):
     r = json.load(open(f"{tmp}/idle-{i}.json"))
