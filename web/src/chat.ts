@@ -325,7 +325,11 @@ export class Chat {
       unread: c.unread ?? held?.unread ?? 0,
       mentions: c.mentions ?? held?.mentions ?? 0,
     });
-    this.noteRev(c.id, c.rev);
+    // Only where no messages are shown: a conversation's revision says how
+    // far it has gone, not that the messages up to it are here (the list
+    // and the messages may be read from different nodes in a takeover).
+    // Noting it would start the catch-up past what it has to fetch.
+    if (!this.messages.has(c.id)) this.noteRev(c.id, c.rev);
   }
 
   private noteRev(id: string, rev: number | undefined) {
