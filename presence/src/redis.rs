@@ -81,9 +81,6 @@ mod lua;
 const MAX_BATCH: usize = 512;
 /// Failed removals kept for replay; beyond this the oldest are left to expire.
 const MAX_PENDING_LEAVES: usize = 65_536;
-/// An incarnation's list may hold this many users beyond twice those here
-/// before it is renewed.
-const MIN_LISTED: usize = 1_024;
 /// Disconnects that overtook their connect (see [`Local::early`]).
 const MAX_EARLY: usize = 4_096;
 /// How often to look whether a lost connection is back.
@@ -111,6 +108,12 @@ pub struct RedisPresenceConfig {
     pub key_prefix: String,
     /// The longest any presence call waits for Redis.
     pub op_timeout: Duration,
+    /// How many users beyond twice those connected here this node's list in
+    /// Redis may hold before the node renews it (lists only grow; see the
+    /// module docs). Renewing costs a call per connection and, after the
+    /// ttl, a call per user on the old list: large enough that a connect
+    /// storm (users coming and going at once) does not set it off.
+    pub list_slack: usize,
 }
 
 impl RedisPresenceConfig {
@@ -120,6 +123,8 @@ impl RedisPresenceConfig {
     pub const DEFAULT_PREFIX: &'static str = "chat:";
     /// The default [`op_timeout`](Self::op_timeout).
     pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(1);
+    /// The default [`list_slack`](Self::list_slack).
+    pub const DEFAULT_LIST_SLACK: usize = 65_536;
 
     /// Defaults for everything but where Redis is and who this node is.
     pub fn new(url: impl Into<String>, node: impl Into<Arc<str>>) -> Self {
@@ -129,6 +134,7 @@ impl RedisPresenceConfig {
             node: node.into(),
             key_prefix: Self::DEFAULT_PREFIX.to_string(),
             op_timeout: Self::DEFAULT_OP_TIMEOUT,
+            list_slack: Self::DEFAULT_LIST_SLACK,
         }
     }
 
@@ -149,6 +155,12 @@ impl RedisPresenceConfig {
         self.op_timeout = timeout;
         self
     }
+
+    /// With another [`list_slack`](Self::list_slack).
+    pub fn with_list_slack(mut self, users: usize) -> Self {
+        self.list_slack = users;
+        self
+    }
 }
 
 // By hand so that a password in the URL never reaches a log.
@@ -160,6 +172,7 @@ impl fmt::Debug for RedisPresenceConfig {
             .field("node", &self.node)
             .field("key_prefix", &self.key_prefix)
             .field("op_timeout", &self.op_timeout)
+            .field("list_slack", &self.list_slack)
             .finish()
     }
 }
@@ -196,6 +209,7 @@ struct Shared {
     prefix: String,
     ttl: Duration,
     op_timeout: Duration,
+    list_slack: usize,
     /// `host:port`, for error messages (the URL may hold a password).
     server: String,
     local: Mutex<Local>,
@@ -407,6 +421,7 @@ impl RedisPresence {
             prefix: config.key_prefix,
             ttl: config.ttl,
             op_timeout,
+            list_slack: config.list_slack,
             server,
             local: Mutex::new(Local::default()),
             watched: Mutex::new(HashMap::new()),
@@ -1080,7 +1095,7 @@ impl Shared {
         // are here, a sweep of the old one (a call per user, after the ttl)
         // trims it. Connects pay for that, a few calls each at most.
         let here = self.local().per_user.len();
-        if w.listed > 2 * here + MIN_LISTED {
+        if w.listed > 2 * here + self.list_slack {
             w.renew = true;
         }
         match self.run(&[self.beat(&w.me)]).await.pop() {

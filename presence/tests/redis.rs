@@ -728,7 +728,9 @@ async fn an_idle_node_costs_redis_a_heartbeat_not_a_call_per_connection() {
 async fn a_node_whose_users_come_and_go_renews_its_list() {
     let redis = RedisServer::start();
     let ttl = Duration::from_secs(1);
-    let a = node(&redis, "a", ttl).await;
+    let a = RedisPresence::connect(config(&redis.url(), "a", ttl).with_list_slack(1_024))
+        .await
+        .expect("connect to redis");
     let b = node(&redis, "b", ttl).await;
     a.connected(&user("stays"), &conn("a", 0))
         .await
@@ -743,7 +745,7 @@ async fn a_node_whose_users_come_and_go_renews_its_list() {
     }
     // Renewed at heartbeats, the old lists swept and forgotten after the
     // ttl: what is left lists at most the users since the last renewal
-    // (which comes once a list holds 1,024 more than twice those here).
+    // (which comes here once a list holds 1,024 more than twice those here).
     eventually("one incarnation of a, with a short list", || async {
         let mine: Vec<String> = incarnations(redis.port)
             .into_iter()
