@@ -324,20 +324,23 @@ struct Incarnation {
 impl Incarnation {
     fn new(node: Arc<str>) -> Self {
         let start = now_ms();
-        let id = Arc::from(format!("{node}/{start:x}.0"));
         Incarnation {
+            id: Self::id(&node, start, 0),
             node,
             start,
             n: 0,
-            id,
             registered: false,
         }
+    }
+
+    fn id(node: &str, start: u64, n: u32) -> Arc<str> {
+        Arc::from(format!("{node}/{start:x}.{n}"))
     }
 
     /// The next one, after Redis lost this one.
     fn next(&mut self) {
         self.n += 1;
-        self.id = Arc::from(format!("{}/{:x}.{}", self.node, self.start, self.n));
+        self.id = Self::id(&self.node, self.start, self.n);
         self.registered = false;
     }
 }
