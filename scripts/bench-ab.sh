@@ -44,7 +44,8 @@ run() { # label bin_dir
   out=$(mktemp -d)
   # Keys a build does not know are errors: set only those it knows.
   local env=(CHAT__AUTH__JWT_SECRET="$SECRET" CHAT__LIMITS__SENDS_PER_SECOND=10000
-    CHAT__LIMITS__SEND_BURST=10000 RUST_LOG=warn)
+    CHAT__LIMITS__SEND_BURST=10000 CHAT__LIMITS__REACTIONS_PER_SECOND=10000
+    CHAT__LIMITS__REACTION_BURST=10000 RUST_LOG=warn)
   local defaults
   defaults=$("$bin/chat-node" default-config 2>/dev/null || true)
   grep -q '^require_session' <<<"$defaults" && env+=(CHAT__AUTH__REQUIRE_SESSION=false)

@@ -71,6 +71,7 @@ mkdir -p "$RUN_DIR/data"
 # `valgrind ... &` in a script: $! is the node's (valgrind's) pid.
 CHAT__AUTH__JWT_SECRET=$SECRET \
   CHAT__LIMITS__SENDS_PER_SECOND=10000 CHAT__LIMITS__SEND_BURST=10000 \
+  CHAT__LIMITS__REACTIONS_PER_SECOND=10000 CHAT__LIMITS__REACTION_BURST=10000 \
   CHAT__LISTEN__MAX_CONNECTIONS_PER_IP=0 CHAT__AUTH__REQUIRE_SESSION=false RUST_LOG=warn \
   valgrind --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$RUN_DIR/callgrind.out" \

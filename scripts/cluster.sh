@@ -10,7 +10,9 @@
 #   STORAGE=scylla CQL_NODES=3 scripts/cluster.sh  # ... a 3-node one, RF 3
 #   STORAGE=scylla SCYLLA_NODES=10.0.0.5:9042 scripts/cluster.sh  # yours
 #   ADMIN=alice scripts/cluster.sh   # who may use the admin console (/admin);
-#                                    # default "admin" (register that user)
+#                                    # default "admin", its account made at
+#                                    # start with ADMIN_PASSWORD (default
+#                                    # "admin-password")
 #   TRACES=1 scripts/cluster.sh      # every send traced to an OpenTelemetry
 #                                    # Collector (deploy/otelcol, needs Go),
 #                                    # written to data/cluster/traces.jsonl
@@ -91,7 +93,31 @@ for i in $(seq 1 "$NODES"); do
 done
 seeds="[${seeds%,}]"
 
+# Every node publishes every node's URL (GET /v1/cluster/nodes): the web
+# app served by one fails over to the others, and may connect only to them.
+published=""
+for i in $(seq 1 "$NODES"); do
+  published="$published\"http://127.0.0.1:$((BASE_HTTP + i))\","
+done
+published="[${published%,}]"
+
 ADMIN="${ADMIN:-admin}"
+ADMIN_PASSWORD="${ADMIN_PASSWORD:-admin-password}"
+# The admin's name is reserved (registration refuses it): its account is
+# made here, once, in node 1's store, which the other nodes copy when they
+# join (or in the shared keyspace).
+if ! made=$(printf '%s\n' "$ADMIN_PASSWORD" |
+  env CHAT__NODE__NAME=node-1 CHAT__NODE__ID=1 CHAT__NODE__DATA_DIR="$DATA/node-1" \
+    CHAT__CLUSTER__LISTEN="127.0.0.1:$((BASE_CLUSTER + 1))" \
+    CHAT__CLUSTER__SEEDS="$seeds" CHAT__CLUSTER__COOKIE="$COOKIE" \
+    CHAT__PRESENCE__BACKEND=redis CHAT__PRESENCE__REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+    CHAT__AUTH__JWT_SECRET="$SECRET" CHAT__ADMIN__USERS="[\"$ADMIN\"]" \
+    "${storage_env[@]}" "$BIN" --config cluster.toml admin create-user "$ADMIN" 2>&1); then
+  case "$made" in
+    *"exists already"*) ;;
+    *) echo "making the admin's account failed: $made" >&2; exit 1 ;;
+  esac
+fi
 trace_env=()
 if [ "${TRACES:-0}" = 1 ]; then
   OTLP_PORT="${OTLP_PORT:-4318}"
@@ -108,7 +134,7 @@ for i in $(seq 1 "$NODES"); do
   CHAT__CLUSTER__SEEDS="$seeds" CHAT__CLUSTER__COOKIE="$COOKIE" \
   CHAT__PRESENCE__BACKEND=redis CHAT__PRESENCE__REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
   CHAT__AUTH__JWT_SECRET="$SECRET" \
-  CHAT__ADMIN__USERS="[\"$ADMIN\"]" \
+  CHAT__ADMIN__USERS="[\"$ADMIN\"]" CHAT__WEB__NODES="$published" \
     env "${storage_env[@]}" "${trace_env[@]}" "$BIN" --config cluster.toml >"$DATA/node-$i.log" 2>&1 &
   pids+=($!)
 done
@@ -124,11 +150,9 @@ for i in $(seq 1 "$NODES"); do
 done
 # The nodes are pids[1..NODES] above; the Collector joins the list after.
 [ -z "${otel_pid:-}" ] || pids+=("$otel_pid")
-all=""
-for i in $(seq 1 "$NODES"); do all="$all${all:+,}http://127.0.0.1:$((BASE_HTTP + i))"; done
 echo "cluster of $NODES nodes up; Redis on 127.0.0.1:$REDIS_PORT. Ctrl-C stops it."
-echo "web app: http://127.0.0.1:$((BASE_HTTP + 1))/?nodes=$all (reconnects to another node when one goes)"
-echo "admin console: http://127.0.0.1:$((BASE_HTTP + 1))/admin (sign in as \"$ADMIN\"; register that user in the web app first)"
+echo "web app: http://127.0.0.1:$((BASE_HTTP + 1))/ (on any node; reconnects to another when its own goes)"
+echo "admin console: http://127.0.0.1:$((BASE_HTTP + 1))/admin (sign in as \"$ADMIN\", password \"$ADMIN_PASSWORD\")"
 if [ "${TRACES:-0}" = 1 ]; then
   echo "traces: every send, to the Collector on 127.0.0.1:$OTLP_PORT, written to $DATA/traces.jsonl"
 fi

@@ -70,21 +70,23 @@ check actors \
   "cluster running watchers" \
   "interest" \
   "fanout" \
+  "catch_up" \
   "conversation session dispatch" \
   "services" \
   "router"
 
 # node/: auth; config; membership, HTTP errors and health probes; the shared
 # state; the handlers; the admin API (on the handlers' auth); starting and
-# serving.
+# serving; the operators' commands (on the store as the node opens it).
 check node \
-  "auth gate" \
+  "auth gate origin" \
   "config" \
   "membership error listener health telemetry" \
   "state" \
-  "http ws" \
+  "http ws web" \
   "admin" \
-  "app"
+  "app" \
+  "operator"
 
 if [ "$failed" -ne 0 ]; then
   exit 1

@@ -93,7 +93,8 @@ fi
 if [ "$#" -eq 0 ]; then
   log "node suites on the ScyllaDB backend (CHAT_TEST_STORAGE=scylla)"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node \
-    --test guarantees --test chat --test http_api --test abuse --test cluster --test lifecycle 2>&1 | tee -a "$OUT"
+    --test guarantees --test chat --test http_api --test abuse --test cluster --test lifecycle \
+    --test live_delivery --test hostile_pages 2>&1 | tee -a "$OUT"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test process kill_9 2>&1 | tee -a "$OUT"
 
   log "storage conformance, per backend"

@@ -35,6 +35,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use chat_protocol::peer::{Audience, ConnRef, PeerDelivery, PeerMsg, TraceParent};
 use chat_protocol::{ConversationId, ServerFrame, UserId};
@@ -100,6 +101,14 @@ struct PeerInterest {
     conversations: HashSet<ConversationId>,
 }
 
+/// An interest report waiting for its owner's ack, as its reporter sees it.
+pub struct PendingInterest {
+    /// The conversations reported to that owner.
+    pub conversations: Vec<ConversationId>,
+    /// Ends when the owner applied the report; errs if it left first.
+    pub acked: oneshot::Receiver<()>,
+}
+
 /// Where a conversation's requests go.
 pub enum Owner {
     /// This node.
@@ -108,8 +117,26 @@ pub enum Owner {
     Remote(Arc<str>, ActorRef<RouterMsg>),
 }
 
+/// Delays a test sets to widen the windows live delivery must survive;
+/// zero (off) otherwise.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// As owner, apply and acknowledge a peer's interest report this late.
+    pub interest_ack_delay: Duration,
+    /// As owner, hand deliveries to the other nodes this long after they
+    /// were acknowledged.
+    pub peer_fanout_delay: Duration,
+}
+
+/// Work a fault delay holds back, in the order it came.
+type Delayed = (tokio::time::Instant, Box<dyn FnOnce() + Send>);
+
 /// This node's name, id and view of the cluster.
 pub struct Cluster {
+    faults: Faults,
+    /// Runs what the fault delays hold back, each at its time and in order
+    /// (started on first use).
+    delayed: Mutex<Option<mpsc::UnboundedSender<Delayed>>>,
     name: Arc<str>,
     node_id: u16,
     enabled: bool,
@@ -126,6 +153,8 @@ impl Cluster {
     /// A node that is alone: every conversation is local.
     pub fn single(name: &str, node_id: u16) -> Self {
         Cluster {
+            faults: Faults::default(),
+            delayed: Mutex::default(),
             name: Arc::from(name),
             node_id,
             enabled: false,
@@ -144,6 +173,8 @@ impl Cluster {
         events: mpsc::UnboundedSender<ClusterEvent>,
     ) -> Self {
         Cluster {
+            faults: Faults::default(),
+            delayed: Mutex::default(),
             name: Arc::from(name),
             node_id,
             enabled: true,
@@ -153,6 +184,36 @@ impl Cluster {
             acks: Mutex::default(),
             next_ack: AtomicU64::new(1),
         }
+    }
+
+    /// The same node with `faults` set.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// The fault delays set.
+    pub fn faults(&self) -> Faults {
+        self.faults
+    }
+
+    /// Runs `work` after `delay`, after everything delayed before it (so a
+    /// delay never reorders what a peer is sent or applies). Only the
+    /// fault delays use it.
+    pub(crate) fn after(&self, delay: Duration, work: impl FnOnce() + Send + 'static) {
+        let at = tokio::time::Instant::now() + delay;
+        let mut slot = self.delayed.lock().unwrap_or_else(PoisonError::into_inner);
+        let tx = slot.get_or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Delayed>();
+            tokio::spawn(async move {
+                while let Some((at, work)) = rx.recv().await {
+                    tokio::time::sleep_until(at).await;
+                    work();
+                }
+            });
+            tx
+        });
+        let _ = tx.send((at, Box::new(work)));
     }
 
     /// This node's name.
@@ -295,10 +356,21 @@ impl Cluster {
         match chat_protocol::peer::encode(&PeerMsg::Deliver(Box::new(delivery))) {
             Ok(bytes) => {
                 let bytes: Arc<[u8]> = Arc::from(bytes);
+                let sent = targets.len() as u64;
+                let delay = self.faults.peer_fanout_delay;
+                if !delay.is_zero() {
+                    let targets: Vec<ActorRef<RouterMsg>> = targets.into_iter().cloned().collect();
+                    self.after(delay, move || {
+                        for r in &targets {
+                            let _ = r.cast(RouterMsg::Wire(bytes.clone()));
+                        }
+                    });
+                    return (sent, skipped);
+                }
                 for r in &targets {
                     let _ = r.cast(RouterMsg::Wire(bytes.clone()));
                 }
-                (targets.len() as u64, skipped)
+                (sent, skipped)
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode a delivery");
@@ -316,14 +388,15 @@ impl Cluster {
     /// Tells the owners of `conversations` that this node's sessions started
     /// (`listening`) or stopped listening to them. Called with the local
     /// interest table locked, so that reports leave in the order of changes.
-    /// With `ack`, each owner answers once it applied the report: the
-    /// receivers end then (or when the owner is gone).
+    /// With `ack`, each owner answers once it applied the report: each
+    /// receiver (with the conversations reported to that owner) ends then,
+    /// or errs when the owner is gone.
     pub(crate) fn report_interest(
         &self,
         conversations: &[ConversationId],
         listening: bool,
         ack: bool,
-    ) -> Vec<oneshot::Receiver<()>> {
+    ) -> Vec<PendingInterest> {
         let mut acked = Vec::new();
         if !self.enabled || conversations.is_empty() {
             return acked;
@@ -345,7 +418,10 @@ impl Cluster {
                 let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = oneshot::channel();
                 self.lock_acks().insert(id, (owner.clone(), tx));
-                acked.push(rx);
+                acked.push(PendingInterest {
+                    conversations: conversations.clone(),
+                    acked: rx,
+                });
                 id
             });
             let sent = send_to(

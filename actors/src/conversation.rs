@@ -295,10 +295,6 @@ impl Actor for ConversationActor {
     }
 }
 
-/// About what a message takes as stored besides its body (ids, sender,
-/// key, timestamps), for cutting a page from the tail where the store would.
-const STORED_OVERHEAD: usize = 128;
-
 fn ok() -> OkReply {
     OkReply::default()
 }
@@ -631,7 +627,7 @@ impl ConversationState {
                 let mut messages = Vec::new();
                 let mut more = false;
                 for m in self.tail.iter().filter(|m| m.id > after) {
-                    bytes = bytes.saturating_add(m.body.len() + STORED_OVERHEAD);
+                    bytes = bytes.saturating_add(chat_storage::page_weight(0, m));
                     if messages.len() == query.limit
                         || (bytes > query.max_bytes && !messages.is_empty())
                     {

@@ -26,7 +26,7 @@ use crate::conn::ConnId;
 use crate::error::ChatError;
 use crate::metrics::Metrics;
 use crate::msg::{Reply, Request, RouterMsg, SessionHandle};
-use crate::rate::RateLimiter;
+use crate::rate::UserRates;
 use crate::running::Conversations;
 use crate::telemetry::TraceParent;
 
@@ -50,7 +50,7 @@ pub struct Caller {
 pub struct Dispatch {
     running: Arc<Conversations>,
     router: ActorRef<RouterMsg>,
-    rate: Arc<RateLimiter>,
+    rate: Arc<UserRates>,
     ids: Arc<IdGenerator>,
     store: Arc<dyn MessageStore>,
     metrics: Arc<Metrics>,
@@ -62,7 +62,7 @@ impl Dispatch {
     pub fn new(
         running: Arc<Conversations>,
         router: ActorRef<RouterMsg>,
-        rate: Arc<RateLimiter>,
+        rate: Arc<UserRates>,
         ids: Arc<IdGenerator>,
         store: Arc<dyn MessageStore>,
         metrics: Arc<Metrics>,
@@ -94,7 +94,8 @@ impl Dispatch {
         trace: Option<TraceParent>,
     ) {
         match frame {
-            // Edits and reactions count against the sender's rate as sends do.
+            // Edits and deletes count against the sender's rate as sends
+            // do; reactions against a rate of their own.
             ClientFrame::Send { .. }
             | ClientFrame::Edit { .. }
             | ClientFrame::Delete { .. }
@@ -111,7 +112,11 @@ impl Dispatch {
     /// `send` (and `edit`, `delete`, `react`): the sender's rate, then the
     /// conversation.
     fn send(&self, caller: &Caller, frame: ClientFrame, reply: Reply, trace: Option<TraceParent>) {
-        if let Err(retry_after_ms) = self.rate.take(&caller.user) {
+        let rate = match frame {
+            ClientFrame::React { .. } => &self.rate.reactions,
+            _ => &self.rate.sends,
+        };
+        if let Err(retry_after_ms) = rate.take(&caller.user) {
             self.metrics.rate_limited.inc();
             let _ = reply.send(Err(ChatError::RateLimited { retry_after_ms }));
             return;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chat_protocol::{ConversationId, UserId};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, PendingInterest};
 use crate::maps::{IdMap, IdSet};
 
 /// The users of one conversation with a session on this node, shared
@@ -57,13 +57,13 @@ impl Interest {
     /// Registers a starting session's `user` as listening to each of
     /// `conversations`, and reports all of them to their owners (not only
     /// those no one here listened to: an earlier report may still be on its
-    /// way). Each receiver ends when an owner has applied the report.
+    /// way). Each report ends when its owner has applied it.
     pub fn join(
         &self,
         user: &UserId,
         conversations: &[ConversationId],
         cluster: &Cluster,
-    ) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+    ) -> Vec<PendingInterest> {
         let mut t = self.lock();
         Self::add_locked(&mut t, user, conversations);
         cluster.report_interest(conversations, true, true)
@@ -148,6 +148,20 @@ impl Interest {
     pub fn sync(&self, to: Option<&str>, cluster: &Cluster) {
         let t = self.lock();
         cluster.sync_interest(to, t.by_conversation.keys());
+    }
+
+    /// The conversations listened to here for which `pick` holds, with
+    /// their listeners.
+    pub fn listened_where(
+        &self,
+        pick: impl Fn(&ConversationId) -> bool,
+    ) -> Vec<(ConversationId, Listeners)> {
+        let t = self.lock();
+        t.by_conversation
+            .iter()
+            .filter(|(c, _)| pick(c))
+            .map(|(c, l)| (c.clone(), l.clone()))
+            .collect()
     }
 
     /// The users listening to `conversation` on this node.

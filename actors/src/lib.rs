@@ -29,6 +29,7 @@
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 #![warn(clippy::mod_module_files)]
 
+pub mod catch_up;
 pub mod cluster;
 pub mod conn;
 pub mod conversation;

@@ -47,6 +47,12 @@ pub struct Metrics {
     pub connections_open: Gauge,
     /// Connections closed because their outbound queue overflowed.
     pub slow_consumers: Counter,
+    /// `catch_up` frames queued: the node could not vouch for live delivery
+    /// (an owner confirmed a session's interest late, or owners changed).
+    pub catch_ups: Counter,
+    /// Interest reports whose owner acknowledged after the session's
+    /// deadline (`interest_ack_ms`): the client was let in first.
+    pub interest_acks_late: Counter,
     /// Sends refused by the rate limit.
     pub rate_limited: Counter,
     /// Presence backend calls that failed.
@@ -144,6 +150,8 @@ impl Default for Metrics {
             sessions_asleep: Gauge::default(),
             connections_open: Gauge::default(),
             slow_consumers: Counter::default(),
+            catch_ups: Counter::default(),
+            interest_acks_late: Counter::default(),
             rate_limited: Counter::default(),
             presence_errors: Counter::default(),
             frames_rejected: Family::default(),
@@ -349,6 +357,16 @@ impl Metrics {
             "slow_consumers",
             "Connections closed because their outbound queue overflowed",
             self.slow_consumers.clone(),
+        );
+        r.register(
+            "catch_ups",
+            "catch_up frames queued: live delivery could not be vouched for",
+            self.catch_ups.clone(),
+        );
+        r.register(
+            "interest_acks_late",
+            "Interest reports acknowledged after the session let its client in",
+            self.interest_acks_late.clone(),
         );
         r.register(
             "rate_limited",

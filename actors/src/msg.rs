@@ -95,6 +95,9 @@ pub struct UpdatesDone {
     pub outcomes: Vec<Result<(Message, bool), ChatError>>,
     /// The states stored, one per message changed.
     pub written: Vec<Message>,
+    /// The last revision an update took (one below the batch's first when
+    /// none changed anything).
+    pub last_rev: u64,
 }
 
 /// Messages a conversation actor handles.

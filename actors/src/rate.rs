@@ -20,6 +20,26 @@ pub struct RateLimiter<K = UserId> {
     buckets: Mutex<HashMap<K, Bucket>>,
 }
 
+/// A user's rates for what fans out to every member: sends, edits and
+/// deletes share one; reactions have their own, lower one (a toggle costs
+/// as little to make as a send, and each reaches every member).
+pub struct UserRates {
+    /// Sends, edits and deletes.
+    pub sends: RateLimiter,
+    /// Reactions added or taken back.
+    pub reactions: RateLimiter,
+}
+
+impl UserRates {
+    /// The rates `limits` set.
+    pub fn new(limits: &chat_protocol::Limits) -> Self {
+        UserRates {
+            sends: RateLimiter::new(limits.sends_per_second, limits.send_burst),
+            reactions: RateLimiter::new(limits.reactions_per_second, limits.reaction_burst),
+        }
+    }
+}
+
 /// Buckets kept before full (idle) ones are dropped, which bounds memory.
 const MAX_BUCKETS: usize = 100_000;
 

@@ -19,7 +19,7 @@ use crate::fanout::NodeFanout;
 use crate::interest::Interest;
 use crate::metrics::Metrics;
 use crate::msg::RouterMsg;
-use crate::rate::RateLimiter;
+use crate::rate::UserRates;
 use crate::running::Conversations;
 use crate::session::SessionDeps;
 use crate::watchers::Watchers;
@@ -45,7 +45,7 @@ pub struct Services {
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
     /// Send rate per user.
-    pub rate: Arc<RateLimiter>,
+    pub rate: Arc<UserRates>,
     /// This node's view of the cluster (inert on a single node).
     pub cluster: Arc<Cluster>,
     /// The replicated store behind `store`, when the node is in a cluster
@@ -106,7 +106,7 @@ impl Services {
             sleep_when_idle,
         });
         Arc::new(Services {
-            rate: Arc::new(RateLimiter::new(limits.sends_per_second, limits.send_burst)),
+            rate: Arc::new(UserRates::new(&limits)),
             conversations: Arc::new(Conversations::default()),
             cluster,
             replica,

@@ -34,11 +34,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_presence::{ConnKey, Presence};
-use chat_protocol::{close_code, OkReply, UserId};
+use chat_protocol::{close_code, ConversationId, OkReply, UserId};
 use chat_storage::MessageStore;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
+use crate::catch_up::CatchUp;
 use crate::cluster::Cluster;
 use crate::conn::{ConnId, Connection};
 use crate::error::ChatError;
@@ -50,6 +53,34 @@ use crate::watchers::Watchers;
 
 #[cfg(test)]
 mod tests;
+
+/// How long a late owner's ack is still waited for, to tell the client to
+/// catch up; past it (an owner that neither answers nor leaves the view)
+/// the client's own catch-ups on a revision gap are what is left.
+const LATE_ACK_WAIT: Duration = Duration::from_secs(120);
+
+/// Tells `user`'s connections to catch up on each late report's
+/// conversations once its owner has applied it.
+async fn catch_up_when_acked<F>(
+    deps: Arc<SessionDeps>,
+    user: UserId,
+    mut waiting: FuturesUnordered<F>,
+) where
+    F: std::future::Future<Output = (Vec<ConversationId>, bool)>,
+{
+    let deadline = tokio::time::Instant::now() + LATE_ACK_WAIT;
+    while let Ok(Some((conversations, acked))) =
+        tokio::time::timeout_at(deadline, waiting.next()).await
+    {
+        if acked {
+            let catch_up = CatchUp {
+                directory: &deps.directory,
+                metrics: &deps.metrics,
+            };
+            catch_up.tell(&user, &conversations);
+        }
+    }
+}
 
 /// What every session of a node uses, shared by all of them.
 pub struct SessionDeps {
@@ -241,19 +272,27 @@ impl Actor for UserSession {
         let deps = &state.deps;
         match deps.store.user_conversations(&state.user).await {
             Ok(list) => {
-                let acks = deps.interest.join(&state.user, &list, &deps.cluster);
-                let all = async {
-                    for ack in acks {
-                        let _ = ack.await;
-                    }
-                };
-                if tokio::time::timeout(deps.interest_ack_deadline, all)
-                    .await
-                    .is_err()
-                {
-                    // Live delivery from that owner starts when it gets the
-                    // report; the client's catch-up covers the gap.
-                    tracing::warn!(user = %state.user, "an owner did not acknowledge interest in time");
+                let reports = deps.interest.join(&state.user, &list, &deps.cluster);
+                let mut waiting: FuturesUnordered<_> = reports
+                    .into_iter()
+                    .map(|r| async move { (r.conversations, r.acked.await.is_ok()) })
+                    .collect();
+                let deadline = tokio::time::Instant::now() + deps.interest_ack_deadline;
+                while let Ok(Some(_)) = tokio::time::timeout_at(deadline, waiting.next()).await {}
+                if !waiting.is_empty() {
+                    // The client is let in anyway; what those owners accept
+                    // before they apply the report reaches it neither live
+                    // nor in its first catch-up, so it is told to catch up
+                    // again once they have (see `crate::catch_up`). An
+                    // owner that leaves instead changes the view, which
+                    // tells it too.
+                    tracing::warn!(user = %state.user, owners = waiting.len(), "owners did not acknowledge interest in time");
+                    deps.metrics.interest_acks_late.inc_by(waiting.len() as u64);
+                    tokio::spawn(catch_up_when_acked(
+                        deps.clone(),
+                        state.user.clone(),
+                        waiting,
+                    ));
                 }
             }
             Err(e) => {

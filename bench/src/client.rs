@@ -73,15 +73,10 @@ pub fn body_sent_us(body: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// When the change an update carries was sent: the harness edits with a
-/// timed body and reacts with the send time as the emoji, so the latest of
-/// those is the change's.
+/// When the edit an update carries was sent: the harness edits with a
+/// timed body (reactions come as their own event, see [`crate::reactions`]).
 pub fn update_sent_us(m: &chat_protocol::Message) -> Option<u64> {
-    let reacted = m
-        .reactions
-        .iter()
-        .filter_map(|r| r.emoji.parse::<u64>().ok());
-    body_sent_us(&m.body).into_iter().chain(reacted).max()
+    body_sent_us(&m.body)
 }
 
 impl ChatConn {
@@ -338,6 +333,12 @@ impl ChatConn {
             ServerFrame::MessageUpdated { message } => Incoming::Delivery {
                 id: None,
                 sent_us: update_sent_us(&message),
+            },
+            ServerFrame::Reaction {
+                message, reaction, ..
+            } => Incoming::Delivery {
+                id: None,
+                sent_us: crate::reactions::sent_us(message.0, &reaction.emoji),
             },
             _ => Incoming::Other(String::new()),
         }

@@ -154,20 +154,23 @@ impl Conn {
         }
     }
 
-    /// Edits (`react` false) or reacts to message `id` with a change timed
-    /// `now`, answered like a send (chat target only).
+    /// Edits message `id` with a timed body, or (`react`: the index of an
+    /// emoji of [`crate::reactions::EMOJI`]) reacts to it, the time noted
+    /// for its receivers; answered like a send (chat target only).
     pub async fn change_message(
         &mut self,
         conversation: &str,
         req: u64,
         id: u64,
-        react: bool,
+        react: Option<usize>,
         timed_body: String,
     ) -> Result<()> {
         match self {
-            Conn::Chat(c) if react => {
-                let emoji = body_sent_us(&timed_body).unwrap_or(0).to_string();
-                c.react(conversation, req, id, emoji).await
+            Conn::Chat(c) if react.is_some() => {
+                let emoji = react.unwrap_or(0) % crate::reactions::EMOJI.len();
+                crate::reactions::note(id, emoji, body_sent_us(&timed_body).unwrap_or(0));
+                let e = crate::reactions::EMOJI[emoji].to_string();
+                c.react(conversation, req, id, e).await
             }
             Conn::Chat(c) => c.edit_message(conversation, req, id, timed_body).await,
             Conn::Sio(_) | Conn::Cf(_) => bail!("only the chat target has edits and reactions"),

@@ -38,6 +38,7 @@ pub mod conn;
 pub mod cpu;
 pub mod net;
 pub mod progress;
+pub mod reactions;
 pub mod report;
 pub mod scenario;
 pub mod socketio;

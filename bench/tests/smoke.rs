@@ -135,6 +135,9 @@ async fn chat_node() -> (
     config.auth.jwt_secret = Some(SECRET.into());
     // The harness mints its users' tokens, naming no login.
     config.auth.require_session = false;
+    // As scripts/bench.sh sets them: the harness's rate, not a user's.
+    config.limits.reactions_per_second = 10_000;
+    config.limits.reaction_burst = 10_000;
     let listener = tokio::net::TcpListener::bind(config.listen.http)
         .await
         .unwrap();
@@ -162,8 +165,9 @@ async fn rooms_against_a_chat_node() {
     let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
 }
 
-/// The rooms variant with edits and reactions: each change fans out as
-/// `message_updated` and is counted and timed like a delivery.
+/// The rooms variant with edits and reactions: each change fans out (an
+/// edit as `message_updated`, a reaction as `reaction`) and is counted and
+/// timed like a delivery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_with_edits_and_reactions_against_a_chat_node() {
     let (addr, stop, server, _dir) = chat_node().await;

@@ -6,7 +6,10 @@
 //!
 //! An admin is a user named in `[admin] users` or given the admin flag
 //! (`chat-node admin grant USER`). Without a token every route answers 401,
-//! to anyone else 403.
+//! to anyone else 403. A named admin's account is the operator's to make
+//! (`chat-node admin create-user NAME`): registration refuses those names,
+//! so that the first comer cannot take one, and a node warns at start of
+//! each that has no account yet.
 
 use std::sync::Arc;
 
@@ -18,12 +21,13 @@ use axum::Json;
 use chat_actors::cluster::Owner;
 use chat_actors::msg::RouterMsg;
 use chat_protocol::{close_code, now_ms, ErrorCode, Status, UserId};
-use chat_storage::{AuditEntry, UserFlag};
+use chat_storage::{AuditEntry, MessageStore, UserFlag};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::config::Config;
 use crate::error::HttpError;
-use crate::http::{authenticate, bad_request, conversation_id};
+use crate::http::{authenticate, bad_request, conversation_id, query_error};
 use crate::state::App;
 
 type HttpResult<T> = Result<T, HttpError>;
@@ -31,16 +35,37 @@ type HttpResult<T> = Result<T, HttpError>;
 /// Audit entries answered at most.
 const MAX_AUDIT: usize = 500;
 
-/// The caller, if an admin.
-async fn admin(app: &App, headers: &HeaderMap) -> HttpResult<UserId> {
-    let claims = authenticate(app, headers, None).await?;
-    let named = app
-        .config
+/// Whether the configuration names `user` an admin (names are
+/// case-insensitive, as at registration).
+fn named(config: &Config, user: &UserId) -> bool {
+    config
         .admin
         .users
         .iter()
-        .any(|u| u == claims.sub.as_str());
-    if named || app.services.store.user_flags(&claims.sub).await?.admin {
+        .any(|u| u.eq_ignore_ascii_case(user.as_str()))
+}
+
+/// Warns of every admin the configuration names who has no account: until
+/// an operator makes it, nobody holds that admin's rights.
+pub(crate) async fn warn_unmade(config: &Config, store: &dyn MessageStore) {
+    for name in &config.admin.users {
+        let Ok(id) = UserId::new(&name.to_ascii_lowercase()) else {
+            continue;
+        };
+        match store.user(&id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::warn!(
+                "[admin] users names {id}, who has no account: make it with                  `chat-node admin create-user {id}` (registration refuses the name)"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot tell whether admin {id} has an account"),
+        }
+    }
+}
+
+/// The caller, if an admin.
+async fn admin(app: &App, headers: &HeaderMap) -> HttpResult<UserId> {
+    let claims = authenticate(app, headers, None).await?;
+    if named(&app.config, &claims.sub) || app.services.store.user_flags(&claims.sub).await?.admin {
         Ok(claims.sub)
     } else {
         Err(HttpError::new(
@@ -211,7 +236,7 @@ async fn user_view(app: &App, id: &UserId) -> HttpResult<UserView> {
         .ok()
         .and_then(|mut p| p.pop());
     Ok(UserView {
-        admin: flags.admin || app.config.admin.users.iter().any(|u| u == id.as_str()),
+        admin: flags.admin || named(&app.config, id),
         suspended: flags.suspended,
         online: presence
             .as_ref()
@@ -271,6 +296,9 @@ async fn act_on_user(
             store
                 .set_user_flag(&id, UserFlag::Suspended, true, now_ms())
                 .await?;
+            // And none of the tokens it holds works once the suspension
+            // is lifted: only signing in again does.
+            app.auth.end_logins(store.as_ref(), &id).await?;
             Some(close_code::SUSPENDED)
         }
         UserAction::Unsuspend => {
@@ -345,7 +373,7 @@ pub(crate) async fn audit_log(
     query: Result<Query<AuditParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> HttpResult<Response> {
-    let Query(params) = query.map_err(bad_request)?;
+    let Query(params) = query.map_err(query_error)?;
     admin(&app, &headers).await?;
     let limit = params.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_AUDIT {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::routing::{get, patch, post, put};
-use chat_actors::cluster::{Cluster, RouterLink};
+use chat_actors::cluster::{Cluster, Faults, RouterLink};
 use chat_actors::msg::RouterMsg;
 
 use crate::health::Health;
@@ -26,14 +26,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{Any, CorsLayer};
-use tower_http::services::{ServeDir, ServeFile};
 
 use crate::auth::{Algorithm, Auth, AuthConfig, AuthError};
 use crate::config::{Config, ConfigError, PresenceBackend, StorageBackend};
 use crate::membership::{Membership, NodeClaim};
 pub use crate::state::App;
 use crate::state::OpenStore;
-use crate::{admin, http, listener, ws};
+use crate::{admin, http, listener, web, ws};
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -81,10 +80,11 @@ impl App {
                 .await?,
             ),
         };
-        let auth = Auth::from_config(
+        let mut auth = Auth::from_config(
             &shared_secret(&config, &store).await?,
             &config.node.data_dir,
         )?;
+        auth.reserve_names(config.admin.users.iter().map(String::as_str));
         let tuning = Tuning {
             conversation_idle: Duration::from_secs(config.actors.conversation_idle_secs),
             tail: config.actors.tail,
@@ -110,8 +110,15 @@ impl App {
                 OpenStore::Scylla(_) => None,
             };
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            if config.faults.any() {
+                tracing::warn!(faults = ?config.faults, "fault delays are set: a test node, not one to serve");
+            }
+            let faults = Faults {
+                interest_ack_delay: Duration::from_millis(config.faults.interest_ack_delay_ms),
+                peer_fanout_delay: Duration::from_millis(config.faults.peer_fanout_delay_ms),
+            };
             (
-                Cluster::clustered(name, config.node.id, tx),
+                Cluster::clustered(name, config.node.id, tx).with_faults(faults),
                 replica,
                 Some(rx),
             )
@@ -168,6 +175,8 @@ impl App {
             }
             None => None,
         };
+        // Once joined: a cluster's accounts are here by now.
+        admin::warn_unmade(&config, services.store.as_ref()).await;
         let mut registry = Registry::default();
         services.metrics.register(&mut registry);
         let health = Health;
@@ -247,7 +256,7 @@ async fn shared_secret(config: &Config, store: &OpenStore) -> Result<AuthConfig,
 }
 
 /// The configured store, opened (migrated, on ScyllaDB).
-async fn open_store(config: &Config) -> Result<OpenStore, NodeError> {
+pub(crate) async fn open_store(config: &Config) -> Result<OpenStore, NodeError> {
     Ok(match config.storage.backend {
         StorageBackend::Embedded => OpenStore::Embedded(Arc::new(EmbeddedStore::open(
             &config.node.data_dir.join("store"),
@@ -257,38 +266,6 @@ async fn open_store(config: &Config) -> Result<OpenStore, NodeError> {
             OpenStore::Scylla(Arc::new(ScyllaStore::open(&config.storage.scylla).await?))
         }
     })
-}
-
-/// Gives or takes the admin role of `user`, with the node stopped (the
-/// embedded store is one process's) or running elsewhere (ScyllaDB). In an
-/// embedded cluster the change goes into this node's op log and reaches
-/// the others when it next runs.
-pub async fn set_admin(config: &Config, user: &str, on: bool) -> Result<(), NodeError> {
-    let id = chat_protocol::UserId::new(user)
-        .map_err(|e| ConfigError::Invalid(format!("user {user:?}: {e}")))?;
-    let store = open_store(config).await?;
-    let result = async {
-        let data: Arc<dyn MessageStore> = match (&store, config.cluster.listen.is_some()) {
-            (OpenStore::Embedded(local), true) => Arc::new(ReplicatedStore::new(
-                local.clone(),
-                config.node.name.as_str(),
-            )?),
-            _ => store.shared(),
-        };
-        if data.user(&id).await?.is_none() {
-            return Ok::<bool, chat_storage::StoreError>(false);
-        }
-        let now = chat_protocol::now_ms();
-        data.set_user_flag(&id, chat_storage::UserFlag::Admin, on, now)
-            .await?;
-        Ok(true)
-    }
-    .await;
-    store.close().await;
-    if !result? {
-        return Err(ConfigError::Invalid(format!("no user {user:?} (register it first)")).into());
-    }
-    Ok(())
 }
 
 /// The node's routes.
@@ -317,6 +294,7 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .route("/v1/cluster", get(http::cluster_status))
+        .route("/v1/cluster/nodes", get(web::cluster_nodes))
         .route("/v1/admin/nodes", get(admin::nodes))
         .route("/v1/admin/nodes/{name}/drain", post(admin::drain))
         .route("/v1/admin/users/{id}", get(admin::user))
@@ -325,12 +303,17 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/v1/admin/users/{id}/unsuspend", post(admin::unsuspend))
         .route("/v1/admin/conversations/{id}", get(admin::conversation))
         .route("/v1/admin/audit", get(admin::audit_log))
-        .merge(web_app(&app.config.web.dir))
+        .merge(web::routes(&app.config.web))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            web::Guard::new(&app.config.web),
+            web::guard,
+        ))
         // Bearer tokens, no cookies: any origin may call the API (a page
-        // served by one node signs in through another when it is down).
+        // served by one node signs in through another when it is down; the
+        // nodes a page may use are bounded by the page, `web`, not here).
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)
@@ -338,27 +321,6 @@ pub fn routes(app: Arc<App>) -> axum::Router {
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
         )
         .with_state(app)
-}
-
-/// The web app at `/` and `/assets/`, or at `/` a page saying how to build it.
-fn web_app(dir: &std::path::Path) -> axum::Router<Arc<App>> {
-    let index = dir.join("index.html");
-    if !index.is_file() {
-        let note = format!(
-            "<!doctype html><title>Chat</title><p>The web app is not built in <code>{}</code>: \
-             run <code>scripts/run.sh</code>, or <code>npm ci &amp;&amp; npm run build</code> in \
-             <code>web/</code>.</p>",
-            dir.display()
-        );
-        return axum::Router::new()
-            .route("/", get(move || async move { axum::response::Html(note) }));
-    }
-    // The console is a second page of the same build.
-    let console = dir.join("admin.html");
-    axum::Router::new()
-        .route_service("/", ServeFile::new(index))
-        .route_service("/admin", ServeFile::new(console))
-        .nest_service("/assets", ServeDir::new(dir.join("assets")))
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains.

@@ -15,11 +15,11 @@
 //! A refresh token reads `<user>.<family>.<secret>`: the store's rotation
 //! answers only with the user, and the new access token needs the family as
 //! its `sid`, so both travel in the token; they are bound to the secret by the
-//! hash, so editing them only yields an unknown token.
+//! hash, so editing them only yields an unknown token. A family's id names
+//! its user, and the generation of the user's logins it belongs to, which a
+//! suspension ends ([`logins`]).
 
 use std::fmt;
-use std::fs;
-use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -31,12 +31,20 @@ use chat_storage::{LoginState, MessageStore, RefreshRecord, Rotation, StoreError
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod accounts;
+mod keys;
+mod logins;
 mod passwords;
 mod throttle;
+mod wire;
 
+pub use accounts::operator_account;
+pub(crate) use keys::new_secret;
+use keys::{hmac_keys, pem_keys};
 use passwords::Passwords;
 use throttle::Throttle;
 pub use throttle::ThrottleConfig;
+pub use wire::{LoginRequest, RegisterRequest, TokenSet, UserView};
 
 /// Shortest accepted password, in bytes.
 pub const MIN_PASSWORD_BYTES: usize = 8;
@@ -56,7 +64,6 @@ const MIN_SECRET_BYTES: usize = 32;
 /// Largest accepted `leeway_secs`.
 const MAX_LEEWAY_SECS: u64 = 3600;
 const REFRESH_SECRET_BYTES: usize = 32;
-const FAMILY_BYTES: usize = 16;
 
 /// An argon2id hash (of a password nobody uses) with the crate's default
 /// parameters. Logins of unknown users are verified against it so that they
@@ -284,92 +291,6 @@ impl AuthError {
     }
 }
 
-/// Body of `POST /register`.
-#[derive(Clone, Deserialize)]
-pub struct RegisterRequest {
-    /// The wanted user id.
-    pub username: String,
-    /// 8 to 1024 bytes.
-    pub password: String,
-    /// Up to 128 bytes; blank means none.
-    #[serde(default)]
-    pub display_name: Option<String>,
-}
-
-impl fmt::Debug for RegisterRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegisterRequest")
-            .field("username", &self.username)
-            .field("password", &"[redacted]")
-            .field("display_name", &self.display_name)
-            .finish()
-    }
-}
-
-/// Body of `POST /login`.
-#[derive(Clone, Deserialize)]
-pub struct LoginRequest {
-    /// The user id.
-    pub username: String,
-    /// The password.
-    pub password: String,
-}
-
-impl fmt::Debug for LoginRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginRequest")
-            .field("username", &self.username)
-            .field("password", &"[redacted]")
-            .finish()
-    }
-}
-
-/// What register, login and refresh answer.
-#[derive(Clone, Serialize)]
-pub struct TokenSet {
-    /// The authenticated user.
-    pub user: UserView,
-    /// JWT for the WebSocket and the HTTP API.
-    pub access_token: String,
-    /// Opaque, single-use token for `refresh` and `logout`.
-    pub refresh_token: String,
-    /// Seconds until the access token expires.
-    pub expires_in: u64,
-}
-
-impl fmt::Debug for TokenSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenSet")
-            .field("user", &self.user)
-            .field("access_token", &"[redacted]")
-            .field("refresh_token", &"[redacted]")
-            .field("expires_in", &self.expires_in)
-            .finish()
-    }
-}
-
-/// A user as shown to clients: the record without its password hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UserView {
-    /// The user id.
-    pub id: UserId,
-    /// Shown instead of the id when set.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
-    /// Unix milliseconds.
-    pub created_at: u64,
-}
-
-impl From<&UserRecord> for UserView {
-    fn from(record: &UserRecord) -> Self {
-        UserView {
-            id: record.id.clone(),
-            display_name: record.display_name.clone(),
-            created_at: record.created_at,
-        }
-    }
-}
-
 /// Claims as written into tokens this node issues.
 #[derive(Serialize)]
 struct IssuedClaims<'a> {
@@ -412,6 +333,9 @@ pub struct Auth {
     require_session: bool,
     passwords: Passwords,
     throttle: Throttle,
+    /// Names public registration refuses (lower case): the admins named in
+    /// the configuration, whose accounts an operator makes.
+    reserved: Vec<UserId>,
     /// Told of every login revoked, to close its connections.
     on_revoked: OnceLock<Box<dyn Fn(UserId, String) + Send + Sync>>,
 }
@@ -505,6 +429,7 @@ impl Auth {
                 cfg.password_queue,
             )?,
             throttle: Throttle::new(&cfg.throttle),
+            reserved: Vec::new(),
         };
         // A private key that does not match the public key would only show
         // up as every login's token being rejected; fail at startup instead.
@@ -531,6 +456,17 @@ impl Auth {
     /// refresh).
     pub fn can_issue(&self) -> bool {
         self.encoding.is_some()
+    }
+
+    /// Makes registration refuse `names` (in any case), as it refuses
+    /// taken names: those of admins, whose accounts only an operator makes
+    /// (`chat-node admin create-user`), so that nobody else takes them
+    /// first.
+    pub fn reserve_names<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        self.reserved = names
+            .into_iter()
+            .filter_map(|n| UserId::new(&n.to_ascii_lowercase()).ok())
+            .collect();
     }
 
     /// Lifetime of issued access tokens, in seconds.
@@ -586,7 +522,8 @@ impl Auth {
     }
 
     /// Checks a request's access token, then what only the store knows:
-    /// that the login it names is live, and that its user exists. A login
+    /// that the login it names (one of its user's) is live and was not ended
+    /// by a suspension, that its user exists and is not suspended. A login
     /// is this node's, so its user must exist; a token that names none
     /// (accepted only without `require_session`) comes from an outside
     /// issuer the operator trusts, and its user's first token creates the
@@ -598,19 +535,25 @@ impl Auth {
         query_token: Option<&str>,
     ) -> Result<Claims, AuthError> {
         let claims = self.verify_request(headers, query_token)?;
-        match &claims.sid {
-            Some(login) => match store.login_state(login).await? {
-                Some(LoginState::Active) => {}
-                Some(LoginState::Revoked) => {
-                    return Err(AuthError::InvalidToken("this login was revoked".into()))
+        let generation = match &claims.sid {
+            Some(login) => {
+                // Whoever signed the token, it may only name a login of
+                // its own user.
+                let generation = logins::generation_of(login, &claims.sub).ok_or_else(|| {
+                    AuthError::InvalidToken("the login it names is not its user's".into())
+                })?;
+                match store.login_state(login).await? {
+                    Some(LoginState::Active) => {}
+                    Some(LoginState::Revoked) => return Err(revoked_login()),
+                    None => return Err(AuthError::InvalidToken("no such login".into())),
                 }
-                None => return Err(AuthError::InvalidToken("no such login".into())),
-            },
+                Some(generation)
+            }
             None if self.require_session => {
                 return Err(AuthError::InvalidToken("the token names no login".into()))
             }
-            None => {}
-        }
+            None => None,
+        };
         if claims.sid.is_some() {
             if store.user(&claims.sub).await?.is_none() {
                 return Err(AuthError::InvalidToken("no such user".into()));
@@ -618,8 +561,15 @@ impl Auth {
         } else {
             ensure_user(store, &claims.sub).await?;
         }
+        // While suspended, every token is told so (a client stops there);
+        // once lifted, those of the logins the suspension ended are dead.
         if store.user_flags(&claims.sub).await?.suspended {
             return Err(AuthError::Suspended);
+        }
+        if let Some(generation) = generation {
+            if logins::ended(store, &claims.sub, generation).await? {
+                return Err(revoked_login());
+            }
         }
         Ok(claims)
     }
@@ -680,7 +630,7 @@ impl Auth {
             .map_err(|retry_after_ms| AuthError::RateLimited { retry_after_ms })?;
         // Not authoritative (create_user is), but spares the hashing work for
         // the common case of a name that is plainly taken.
-        if store.user(&id).await?.is_some() {
+        if self.reserved.contains(&id) || store.user(&id).await?.is_some() {
             return Err(AuthError::UsernameTaken);
         }
         let password_hash = self.passwords.hash(req.password.clone()).await?;
@@ -695,7 +645,8 @@ impl Auth {
             Err(StoreError::Conflict) => return Err(AuthError::UsernameTaken),
             Err(e) => return Err(e.into()),
         }
-        self.start_session(store, &record).await
+        let generation = logins::current(store, &record.id).await?;
+        self.start_session(store, &record, generation).await
     }
 
     /// Checks a username and password and starts a session.
@@ -711,11 +662,11 @@ impl Auth {
         let id = parse_username(&req.username)?;
         let limited = |retry_after_ms| AuthError::RateLimited { retry_after_ms };
         self.throttle.login(from).map_err(limited)?;
-        self.throttle.may_try(&id).map_err(limited)?;
+        self.throttle.may_try(&id, from).map_err(limited)?;
         if check_password(&req.password).is_err() {
             // No account has a password outside the policy: wrong, as any
             // wrong password is (401), without hashing it.
-            self.throttle.failed(&id);
+            self.throttle.failed(&id, from);
             return Err(AuthError::BadCredentials);
         }
         let mut user = store.user(&id).await?;
@@ -730,20 +681,25 @@ impl Auth {
             .passwords
             .verify(req.password.clone(), stored_hash)
             .await?;
-        match user {
-            Some(user) if password_ok => {
-                self.throttle.succeeded(&id);
-                // Said only to who knows the password.
-                if store.user_flags(&user.id).await?.suspended {
-                    return Err(AuthError::Suspended);
-                }
-                self.start_session(store, &user).await
-            }
-            _ => {
-                self.throttle.failed(&id);
-                Err(AuthError::BadCredentials)
-            }
+        let Some(user) = user else {
+            self.throttle.failed(&id, from);
+            return Err(AuthError::BadCredentials);
+        };
+        // Read before the suspension flag: a suspension stored after that
+        // read ends this generation, and so the login made here.
+        let generation = logins::current(store, &user.id).await?;
+        if store.user_flags(&user.id).await?.suspended {
+            // The same answer, after the same hashing, whether the password
+            // was right or not, and neither counted: a guesser learns
+            // nothing from a suspended account.
+            return Err(AuthError::Suspended);
         }
+        if !password_ok {
+            self.throttle.failed(&id, from);
+            return Err(AuthError::BadCredentials);
+        }
+        self.throttle.succeeded(&id, from);
+        self.start_session(store, &user, generation).await
     }
 
     /// Exchanges a refresh token for a new access token and a new refresh
@@ -756,10 +712,15 @@ impl Auth {
         self.signing_key()?;
         let (user, family) = parse_refresh_token(refresh_token)
             .ok_or_else(|| AuthError::InvalidToken("malformed refresh token".into()))?;
-        // Before the rotation: a suspended user's token stays as it was, to
-        // work again once the suspension is lifted.
+        let generation = logins::generation_of(family, &user)
+            .ok_or_else(|| AuthError::InvalidToken("malformed refresh token".into()))?;
+        // Told while it lasts, as a connection is; the suspension ended
+        // this login all the same.
         if store.user_flags(&user).await?.suspended {
             return Err(AuthError::Suspended);
+        }
+        if logins::ended(store, &user, generation).await? {
+            return Err(revoked_login());
         }
         let (new_token, new_record) = self.new_refresh(&user, family);
         let rotation = store
@@ -802,9 +763,10 @@ impl Auth {
         }
     }
 
-    /// Revokes the login (refresh family) of a refresh token. Unknown or
-    /// already revoked tokens are fine: logging out twice is not an error.
-    /// Access tokens already issued stay valid until they expire.
+    /// Revokes the login (refresh family) of a refresh token: the access
+    /// tokens naming it are refused from now on, and its connections
+    /// closed. Unknown or already revoked tokens are fine: logging out twice
+    /// is not an error.
     pub async fn logout(
         &self,
         store: &dyn MessageStore,
@@ -827,13 +789,26 @@ impl Auth {
         self.encoding.as_ref().ok_or(AuthError::CannotIssue)
     }
 
-    /// Starts a new refresh family for `user` and issues its first tokens.
+    /// Ends every login of `user` made so far, for good: their refresh
+    /// tokens and the access tokens naming them stop working, though the
+    /// account goes on (an operator suspends it first).
+    pub async fn end_logins(
+        &self,
+        store: &dyn MessageStore,
+        user: &UserId,
+    ) -> Result<(), AuthError> {
+        Ok(logins::end_all(store, user).await?)
+    }
+
+    /// Starts a new refresh family for `user` in `generation` of its
+    /// logins, and issues its first tokens.
     async fn start_session(
         &self,
         store: &dyn MessageStore,
         user: &UserRecord,
+        generation: u32,
     ) -> Result<TokenSet, AuthError> {
-        let family = hex::encode(random_bytes::<FAMILY_BYTES>());
+        let family = logins::new_login(&user.id, generation);
         let (access_token, _) = self.issue_access(&user.id, Some(&family))?;
         let (refresh_token, record) = self.new_refresh(&user.id, &family);
         store.put_refresh(&record).await?;
@@ -886,10 +861,14 @@ fn parse_refresh_token(token: &str) -> Option<(UserId, &str)> {
     let is_hex = |s: &str, bytes: usize| {
         s.len() == bytes * 2 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     };
-    if !is_hex(secret, REFRESH_SECRET_BYTES) || !is_hex(family, FAMILY_BYTES) {
+    if !is_hex(secret, REFRESH_SECRET_BYTES) || !logins::is_login_id(family) {
         return None;
     }
     Some((UserId::new(user).ok()?, family))
+}
+
+fn revoked_login() -> AuthError {
+    AuthError::InvalidToken("this login was revoked".into())
 }
 
 /// Usernames are case-insensitive: the id is the name in lower case.
@@ -940,164 +919,6 @@ fn check_display_name(name: Option<&str>) -> Result<Option<String>, AuthError> {
     Ok(Some(name.to_owned()))
 }
 
-/// argon2id with the crate's defaults; on the blocking pool because it takes
-/// tens of milliseconds of CPU and would stall the async workers.
-type KeyPair = (jsonwebtoken::DecodingKey, Option<jsonwebtoken::EncodingKey>);
-
-fn hmac_keys(cfg: &AuthConfig, data_dir: &Path) -> Result<KeyPair, AuthError> {
-    if cfg.public_key_file.is_some() || cfg.private_key_file.is_some() {
-        return Err(AuthError::Config(
-            "public_key_file and private_key_file are for RS256 and EdDSA; HS256 uses jwt_secret"
-                .into(),
-        ));
-    }
-    let secret = match &cfg.jwt_secret {
-        Some(secret) if secret.is_empty() => {
-            return Err(AuthError::Config("jwt_secret must not be empty".into()))
-        }
-        Some(secret) => {
-            if secret.len() < MIN_SECRET_BYTES {
-                tracing::warn!(
-                    "auth.jwt_secret is shorter than {MIN_SECRET_BYTES} bytes: \
-                     tokens signed with it can be brute-forced"
-                );
-            }
-            secret.as_bytes().to_vec()
-        }
-        None => load_or_create_dev_secret(data_dir)?,
-    };
-    Ok((
-        jsonwebtoken::DecodingKey::from_secret(&secret),
-        Some(jsonwebtoken::EncodingKey::from_secret(&secret)),
-    ))
-}
-
-fn pem_keys(cfg: &AuthConfig) -> Result<KeyPair, AuthError> {
-    let alg = cfg.algorithm;
-    if cfg.jwt_secret.is_some() {
-        return Err(AuthError::Config(format!(
-            "jwt_secret is for HS256; {} uses public_key_file and private_key_file",
-            alg.name()
-        )));
-    }
-    let public_path = cfg
-        .public_key_file
-        .as_ref()
-        .ok_or_else(|| AuthError::Config(format!("{} needs public_key_file", alg.name())))?;
-    let pem = read_key_file(public_path)?;
-    let decoding = match alg {
-        Algorithm::RS256 => jsonwebtoken::DecodingKey::from_rsa_pem(&pem),
-        _ => jsonwebtoken::DecodingKey::from_ed_pem(&pem),
-    }
-    .map_err(|e| bad_key(public_path, alg, "public", &e))?;
-    let encoding = match &cfg.private_key_file {
-        None => None,
-        Some(private_path) => {
-            let pem = read_key_file(private_path)?;
-            let key = match alg {
-                Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
-                _ => jsonwebtoken::EncodingKey::from_ed_pem(&pem),
-            }
-            .map_err(|e| bad_key(private_path, alg, "private", &e))?;
-            Some(key)
-        }
-    };
-    Ok((decoding, encoding))
-}
-
-fn read_key_file(path: &Path) -> Result<Vec<u8>, AuthError> {
-    fs::read(path).map_err(|e| AuthError::Config(format!("cannot read {}: {e}", path.display())))
-}
-
-fn bad_key(path: &Path, alg: Algorithm, kind: &str, e: &jsonwebtoken::errors::Error) -> AuthError {
-    AuthError::Config(format!(
-        "{} is not a PEM {} {kind} key: {e}",
-        path.display(),
-        alg.name()
-    ))
-}
-
-/// A new random HS256 secret, hex.
-pub(crate) fn new_secret() -> String {
-    hex::encode(random_bytes::<MIN_SECRET_BYTES>())
-}
-
-/// Reads the development secret, creating it on first start.
-fn load_or_create_dev_secret(data_dir: &Path) -> Result<Vec<u8>, AuthError> {
-    let path = data_dir.join(DEV_SECRET_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => return decode_dev_secret(&path, &text),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(AuthError::Config(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )))
-        }
-    }
-    let io_err = |what: &str, p: &Path, e: io::Error| {
-        AuthError::Config(format!("cannot {what} {}: {e}", p.display()))
-    };
-    fs::create_dir_all(data_dir).map_err(|e| io_err("create", data_dir, e))?;
-    let secret = random_bytes::<MIN_SECRET_BYTES>();
-    // Written whole under a temporary name, then linked into place: a crash
-    // never leaves a truncated secret, and of two processes starting on one
-    // directory the second finds the first's secret instead of replacing it.
-    let tmp = data_dir.join(format!(
-        ".{DEV_SECRET_FILE}.{}.tmp",
-        hex::encode(random_bytes::<8>())
-    ));
-    write_private(&tmp, hex::encode(secret).as_bytes()).map_err(|e| io_err("write", &tmp, e))?;
-    let linked = fs::hard_link(&tmp, &path);
-    // Best effort: a leftover temporary file is harmless.
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            // Best effort as well: losing the link in a machine crash only
-            // means a new secret (and new logins) on the next start.
-            if let Ok(dir) = fs::File::open(data_dir) {
-                let _ = dir.sync_all();
-            }
-            tracing::warn!(
-                path = %path.display(),
-                "generated a development JWT secret; set auth.jwt_secret to the same \
-                 value on every node of a cluster"
-            );
-            Ok(secret.to_vec())
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let text = fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
-            decode_dev_secret(&path, &text)
-        }
-        Err(e) => Err(io_err("create", &path, e)),
-    }
-}
-
-fn decode_dev_secret(path: &Path, text: &str) -> Result<Vec<u8>, AuthError> {
-    match hex::decode(text.trim()) {
-        Ok(secret) if secret.len() >= MIN_SECRET_BYTES => Ok(secret),
-        _ => Err(AuthError::Config(format!(
-            "{} is not a hex secret of at least {MIN_SECRET_BYTES} bytes; delete it to \
-             generate a new one (every issued token then becomes invalid)",
-            path.display()
-        ))),
-    }
-}
-
-/// Creates `path` readable by the owner only, since it holds a secret.
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
 /// The bearer token of a request: the `Authorization` header, else the
 /// `access_token` query parameter.
 pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> {
@@ -1131,695 +952,4 @@ pub async fn ensure_user(store: &dyn MessageStore, user: &UserId) -> Result<(), 
 }
 
 #[cfg(test)]
-mod tests {
-    use chat_storage::embedded::{Durability, EmbeddedStore};
-
-    use super::*;
-
-    /// Ed25519 pair made with `openssl genpkey -algorithm ed25519`.
-    const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MC4CAQAwBQYDK2VwBCIEIBK6W2D45NlCWX9WiqSwST5Usoulrm5fuY03vzedlODY
------END PRIVATE KEY-----
-";
-    const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MCowBQYDK2VwAyEAoVZmlCvAKPunuWDyL+GEyp2rF46KAG5ClecI7q4esM8=
------END PUBLIC KEY-----
-";
-    /// The public half of another Ed25519 key.
-    const ED_OTHER_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MCowBQYDK2VwAyEAc8y+nPI7kb7z06SNRllb6I5a9vSSN9dOd1/bkxifj2E=
------END PUBLIC KEY-----
-";
-    const SECRET: &str = "0123456789abcdef0123456789abcdef-test-secret";
-
-    fn hs256(secret: &str) -> AuthConfig {
-        AuthConfig {
-            jwt_secret: Some(secret.to_owned()),
-            ..AuthConfig::default()
-        }
-    }
-
-    fn auth(cfg: &AuthConfig) -> Auth {
-        let dir = tempfile::tempdir().unwrap();
-        Auth::from_config(cfg, dir.path()).unwrap()
-    }
-
-    fn uid(s: &str) -> UserId {
-        UserId::new(s).unwrap()
-    }
-
-    fn sign_raw(auth: &Auth, claims: &serde_json::Value) -> String {
-        let header = jsonwebtoken::Header::new(auth.algorithm.to_jwt());
-        jsonwebtoken::encode(&header, claims, auth.encoding.as_ref().unwrap()).unwrap()
-    }
-
-    #[test]
-    fn hs256_issue_and_verify() {
-        let auth = auth(&hs256(SECRET));
-        let (token, exp) = auth.issue_access(&uid("alice"), Some("fam")).unwrap();
-        let now = now_secs();
-        assert!(exp >= now + 899 && exp <= now + 901);
-        let claims = auth.verify(&token).unwrap();
-        assert_eq!(
-            claims,
-            Claims {
-                sub: uid("alice"),
-                exp,
-                sid: Some("fam".into())
-            }
-        );
-        let (token, _) = auth.issue_access(&uid("bob"), None).unwrap();
-        assert_eq!(auth.verify(&token).unwrap().sid, None);
-    }
-
-    #[test]
-    fn tampered_or_foreign_tokens_are_rejected() {
-        let auth = auth(&hs256(SECRET));
-        let (alice, _) = auth.issue_access(&uid("alice"), None).unwrap();
-        let (mallory, _) = auth.issue_access(&uid("mallory"), None).unwrap();
-        let a: Vec<&str> = alice.split('.').collect();
-        let m: Vec<&str> = mallory.split('.').collect();
-
-        // Another user's claims under alice's signature.
-        let spliced = format!("{}.{}.{}", a[0], m[1], a[2]);
-        assert!(matches!(
-            auth.verify(&spliced),
-            Err(AuthError::InvalidToken(_))
-        ));
-
-        // One signature character changed.
-        let mut sig: Vec<u8> = a[2].bytes().collect();
-        sig[10] = if sig[10] == b'A' { b'B' } else { b'A' };
-        let flipped = format!("{}.{}.{}", a[0], a[1], String::from_utf8(sig).unwrap());
-        assert!(matches!(
-            auth.verify(&flipped),
-            Err(AuthError::InvalidToken(_))
-        ));
-
-        // Signed with another secret.
-        let other = self::auth(&hs256("another secret that is long enough!!"));
-        let (foreign, _) = other.issue_access(&uid("alice"), None).unwrap();
-        assert!(matches!(
-            auth.verify(&foreign),
-            Err(AuthError::InvalidToken(_))
-        ));
-
-        for junk in ["", "abc", "a.b.c", &"x".repeat(MAX_ACCESS_TOKEN_BYTES + 1)] {
-            assert!(matches!(auth.verify(junk), Err(AuthError::InvalidToken(_))));
-        }
-    }
-
-    #[test]
-    fn bad_sub_is_rejected() {
-        let auth = auth(&hs256(SECRET));
-        let exp = now_secs() + 60;
-        let token = sign_raw(
-            &auth,
-            &serde_json::json!({ "sub": "no spaces", "exp": exp }),
-        );
-        assert!(matches!(
-            auth.verify(&token),
-            Err(AuthError::InvalidToken(_))
-        ));
-        let token = sign_raw(&auth, &serde_json::json!({ "exp": exp }));
-        assert!(matches!(
-            auth.verify(&token),
-            Err(AuthError::InvalidToken(_))
-        ));
-        let token = sign_raw(&auth, &serde_json::json!({ "sub": "alice" }));
-        assert!(matches!(
-            auth.verify(&token),
-            Err(AuthError::InvalidToken(_))
-        ));
-        // An outside IdP's non-string sid is ignored, not fatal.
-        let token = sign_raw(
-            &auth,
-            &serde_json::json!({ "sub": "alice", "exp": exp, "sid": 7 }),
-        );
-        assert_eq!(auth.verify(&token).unwrap().sid, None);
-    }
-
-    #[test]
-    fn expired_token_is_rejected_beyond_leeway() {
-        let auth = auth(&hs256(SECRET));
-        let now = now_secs();
-        let expired = sign_raw(
-            &auth,
-            &serde_json::json!({ "sub": "alice", "exp": now - 60 }),
-        );
-        assert!(matches!(auth.verify(&expired), Err(AuthError::Expired)));
-        assert_eq!(AuthError::Expired.code(), ErrorCode::Unauthorized);
-        // Within the 5 s leeway: clock skew between nodes must not log users out.
-        let skewed = sign_raw(
-            &auth,
-            &serde_json::json!({ "sub": "alice", "exp": now - 2 }),
-        );
-        assert_eq!(auth.verify(&skewed).unwrap().sub, uid("alice"));
-    }
-
-    #[test]
-    fn issuer_and_audience_are_checked_when_configured() {
-        let strict = auth(&AuthConfig {
-            issuer: Some("https://chat.example".into()),
-            audience: Some("chat".into()),
-            ..hs256(SECRET)
-        });
-        let (good, _) = strict.issue_access(&uid("alice"), None).unwrap();
-        assert_eq!(strict.verify(&good).unwrap().sub, uid("alice"));
-
-        let exp = now_secs() + 60;
-        let cases = [
-            serde_json::json!({ "sub": "a", "exp": exp }),
-            serde_json::json!({ "sub": "a", "exp": exp, "aud": "chat" }),
-            serde_json::json!({ "sub": "a", "exp": exp, "iss": "https://chat.example" }),
-            serde_json::json!({ "sub": "a", "exp": exp, "iss": "https://evil", "aud": "chat" }),
-            serde_json::json!({ "sub": "a", "exp": exp, "iss": "https://chat.example", "aud": "other" }),
-        ];
-        for claims in cases {
-            let token = sign_raw(&strict, &claims);
-            assert!(
-                matches!(strict.verify(&token), Err(AuthError::InvalidToken(_))),
-                "{claims}"
-            );
-        }
-
-        // Without configured iss/aud, tokens carrying them are accepted.
-        let lax = auth(&hs256(SECRET));
-        assert_eq!(lax.verify(&good).unwrap().sub, uid("alice"));
-    }
-
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let path = dir.join(name);
-        fs::write(&path, text).unwrap();
-        path
-    }
-
-    #[tokio::test]
-    async fn eddsa_with_pem_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let public = write(dir.path(), "pub.pem", ED_PUBLIC);
-        let private = write(dir.path(), "priv.pem", ED_PRIVATE);
-        let other_public = write(dir.path(), "other.pem", ED_OTHER_PUBLIC);
-        let cfg = AuthConfig {
-            algorithm: Algorithm::EdDSA,
-            public_key_file: Some(public.clone()),
-            private_key_file: Some(private.clone()),
-            ..AuthConfig::default()
-        };
-        let issuer = Auth::from_config(&cfg, dir.path()).unwrap();
-        assert!(issuer.can_issue());
-        let (token, _) = issuer.issue_access(&uid("alice"), None).unwrap();
-        assert_eq!(issuer.verify(&token).unwrap().sub, uid("alice"));
-
-        // A verify-only node, as with an outside identity provider.
-        let verify_only = Auth::from_config(
-            &AuthConfig {
-                private_key_file: None,
-                ..cfg.clone()
-            },
-            dir.path(),
-        )
-        .unwrap();
-        assert!(!verify_only.can_issue());
-        assert_eq!(verify_only.verify(&token).unwrap().sub, uid("alice"));
-        assert!(matches!(
-            verify_only.issue_access(&uid("alice"), None),
-            Err(AuthError::CannotIssue)
-        ));
-        let (_dir, store) = test_store();
-        let err = verify_only
-            .register(&store, &register_req("alice", "password1"), LOCAL)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, AuthError::CannotIssue));
-
-        // An HS256 token must not pass an EdDSA verifier.
-        let hs = auth(&hs256(SECRET));
-        let (hs_token, _) = hs.issue_access(&uid("alice"), None).unwrap();
-        assert!(matches!(
-            verify_only.verify(&hs_token),
-            Err(AuthError::InvalidToken(_))
-        ));
-
-        // Another key rejects the token.
-        let other = Auth::from_config(
-            &AuthConfig {
-                public_key_file: Some(other_public.clone()),
-                private_key_file: None,
-                ..cfg.clone()
-            },
-            dir.path(),
-        )
-        .unwrap();
-        assert!(matches!(
-            other.verify(&token),
-            Err(AuthError::InvalidToken(_))
-        ));
-
-        // Keys that are not a pair are refused at startup.
-        let mismatched = AuthConfig {
-            public_key_file: Some(other_public),
-            ..cfg.clone()
-        };
-        assert!(matches!(
-            Auth::from_config(&mismatched, dir.path()),
-            Err(AuthError::Config(_))
-        ));
-        // So are a missing public key, a secret, and garbage.
-        for bad in [
-            AuthConfig {
-                public_key_file: None,
-                ..cfg.clone()
-            },
-            AuthConfig {
-                jwt_secret: Some(SECRET.into()),
-                ..cfg.clone()
-            },
-            AuthConfig {
-                public_key_file: Some(write(dir.path(), "junk.pem", "junk")),
-                ..cfg.clone()
-            },
-            AuthConfig {
-                public_key_file: Some(dir.path().join("missing.pem")),
-                ..cfg.clone()
-            },
-        ] {
-            assert!(matches!(
-                Auth::from_config(&bad, dir.path()),
-                Err(AuthError::Config(_))
-            ));
-        }
-    }
-
-    /// RS256 keys need generating; skipped (with a note) without `openssl`.
-    #[test]
-    fn rs256_with_openssl_generated_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let private = dir.path().join("rsa.pem");
-        let public = dir.path().join("rsa.pub.pem");
-        let generated = std::process::Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-            ])
-            .arg(&private)
-            .output()
-            .is_ok_and(|o| o.status.success())
-            && std::process::Command::new("openssl")
-                .args(["pkey", "-pubout", "-in"])
-                .arg(&private)
-                .arg("-out")
-                .arg(&public)
-                .output()
-                .is_ok_and(|o| o.status.success());
-        if !generated {
-            eprintln!("openssl not available: RS256 test skipped");
-            return;
-        }
-        let cfg = AuthConfig {
-            algorithm: Algorithm::RS256,
-            public_key_file: Some(public),
-            private_key_file: Some(private),
-            issuer: Some("idp".into()),
-            ..AuthConfig::default()
-        };
-        let auth = Auth::from_config(&cfg, dir.path()).unwrap();
-        let (token, _) = auth.issue_access(&uid("carol"), Some("f")).unwrap();
-        let claims = auth.verify(&token).unwrap();
-        assert_eq!((claims.sub, claims.sid), (uid("carol"), Some("f".into())));
-    }
-
-    #[test]
-    fn dev_secret_is_persisted_and_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
-        let first = Auth::from_config(&AuthConfig::default(), &data_dir).unwrap();
-        let (token, _) = first.issue_access(&uid("alice"), None).unwrap();
-        let path = data_dir.join(DEV_SECRET_FILE);
-        let stored = fs::read_to_string(&path).unwrap();
-        assert_eq!(stored.len(), 2 * MIN_SECRET_BYTES);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-
-        let second = Auth::from_config(&AuthConfig::default(), &data_dir).unwrap();
-        assert_eq!(second.verify(&token).unwrap().sub, uid("alice"));
-        assert_eq!(fs::read_to_string(&path).unwrap(), stored);
-        // No temporary files are left behind.
-        assert_eq!(fs::read_dir(&data_dir).unwrap().count(), 1);
-
-        let elsewhere = self::auth(&AuthConfig::default());
-        assert!(elsewhere.verify(&token).is_err());
-
-        fs::write(&path, "not hex").unwrap();
-        assert!(matches!(
-            Auth::from_config(&AuthConfig::default(), &data_dir),
-            Err(AuthError::Config(_))
-        ));
-    }
-
-    #[test]
-    fn config_defaults_names_and_checks() {
-        let cfg: AuthConfig = serde_json::from_str("{}").unwrap();
-        assert_eq!(cfg, AuthConfig::default());
-        assert_eq!(
-            (
-                cfg.algorithm,
-                cfg.access_ttl_secs,
-                cfg.refresh_ttl_secs,
-                cfg.leeway_secs
-            ),
-            (Algorithm::HS256, 900, 2_592_000, 5)
-        );
-        for (name, alg) in [
-            ("HS256", Algorithm::HS256),
-            ("RS256", Algorithm::RS256),
-            ("EdDSA", Algorithm::EdDSA),
-        ] {
-            let cfg: AuthConfig =
-                serde_json::from_str(&format!(r#"{{"algorithm":"{name}"}}"#)).unwrap();
-            assert_eq!(cfg.algorithm, alg);
-        }
-        assert!(serde_json::from_str::<AuthConfig>(r#"{"algorithm":"none"}"#).is_err());
-        assert!(serde_json::from_str::<AuthConfig>(r#"{"secret":"x"}"#).is_err());
-        assert!(!format!("{:?}", hs256(SECRET)).contains(SECRET));
-
-        let dir = tempfile::tempdir().unwrap();
-        for bad in [
-            hs256(""),
-            AuthConfig {
-                access_ttl_secs: 0,
-                ..hs256(SECRET)
-            },
-            AuthConfig {
-                issuer: Some(String::new()),
-                ..hs256(SECRET)
-            },
-            AuthConfig {
-                leeway_secs: u64::MAX,
-                ..hs256(SECRET)
-            },
-            AuthConfig {
-                public_key_file: Some("k.pem".into()),
-                ..hs256(SECRET)
-            },
-        ] {
-            assert!(matches!(
-                Auth::from_config(&bad, dir.path()),
-                Err(AuthError::Config(_))
-            ));
-        }
-    }
-
-    #[test]
-    fn error_codes_and_statuses() {
-        assert_eq!(AuthError::BadCredentials.http_status(), 401);
-        assert_eq!(
-            AuthError::InvalidToken("x".into()).code(),
-            ErrorCode::Unauthorized
-        );
-        // The code agrees with the status: a taken name is a conflict.
-        assert_eq!(AuthError::UsernameTaken.code(), ErrorCode::Conflict);
-        assert_eq!(AuthError::UsernameTaken.http_status(), 409);
-        assert_eq!(AuthError::Busy.http_status(), 503);
-        assert_eq!(AuthError::Busy.retry_after_ms(), Some(1000));
-        let limited = AuthError::RateLimited {
-            retry_after_ms: 2500,
-        };
-        assert_eq!(limited.http_status(), 429);
-        assert_eq!(limited.retry_after_ms(), Some(2500));
-        assert_eq!(AuthError::InvalidInput("x".into()).http_status(), 400);
-        let unavailable = AuthError::Store(StoreError::Unavailable("down".into()));
-        assert_eq!(unavailable.code(), ErrorCode::Unavailable);
-        assert_eq!(unavailable.http_status(), 503);
-        assert_eq!(
-            AuthError::Store(StoreError::Conflict).code(),
-            ErrorCode::Internal
-        );
-        assert_eq!(AuthError::CannotIssue.http_status(), 500);
-    }
-
-    #[test]
-    fn dummy_hash_costs_what_a_real_one_does() {
-        let parsed = argon2::PasswordHash::new(DUMMY_PHC).unwrap();
-        let params = argon2::Params::try_from(&parsed).unwrap();
-        let default = argon2::Params::default();
-        assert_eq!(
-            (params.m_cost(), params.t_cost(), params.p_cost()),
-            (default.m_cost(), default.t_cost(), default.p_cost())
-        );
-        assert_eq!(parsed.algorithm.as_str(), "argon2id");
-    }
-
-    #[test]
-    fn refresh_token_format() {
-        let auth = auth(&hs256(SECRET));
-        let family = hex::encode([7u8; FAMILY_BYTES]);
-        let (token, record) = auth.new_refresh(&uid("a.b:c"), &family);
-        let (user, fam) = parse_refresh_token(&token).unwrap();
-        assert_eq!((user, fam), (uid("a.b:c"), family.as_str()));
-        assert_eq!(record.token_hash, hash_token(&token));
-        assert_eq!(record.token_hash.len(), 64);
-        assert!(!record.token_hash.contains(&token));
-        for bad in ["", "x", "a.b.c", &format!("{family}.{}", "0".repeat(64))] {
-            assert!(parse_refresh_token(bad).is_none(), "{bad}");
-        }
-    }
-
-    // ---- register, login, refresh, logout over a real store ----
-
-    /// A real embedded store in a directory removed with the guard.
-    fn test_store() -> (tempfile::TempDir, EmbeddedStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("store"), Durability::Sync).unwrap();
-        (dir, store)
-    }
-
-    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-    fn register_req(username: &str, password: &str) -> RegisterRequest {
-        RegisterRequest {
-            username: username.into(),
-            password: password.into(),
-            display_name: None,
-        }
-    }
-
-    fn login_req(username: &str, password: &str) -> LoginRequest {
-        LoginRequest {
-            username: username.into(),
-            password: password.into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn register_then_login() {
-        let auth = auth(&hs256(SECRET));
-        let (_dir, store) = test_store();
-        let registered = auth
-            .register(
-                &store,
-                &RegisterRequest {
-                    display_name: Some("  Alice A.  ".into()),
-                    ..register_req("alice", "correct horse")
-                },
-                LOCAL,
-            )
-            .await
-            .unwrap();
-        assert_eq!(registered.user.id, uid("alice"));
-        assert_eq!(registered.user.display_name.as_deref(), Some("Alice A."));
-        assert_eq!(registered.expires_in, 900);
-        let claims = auth.verify(&registered.access_token).unwrap();
-        assert_eq!(claims.sub, uid("alice"));
-        let family = claims.sid.unwrap();
-        assert_eq!(
-            parse_refresh_token(&registered.refresh_token).unwrap().1,
-            family
-        );
-
-        let stored = store.user(&uid("alice")).await.unwrap().unwrap();
-        let phc = stored.password_hash.unwrap();
-        assert!(phc.starts_with("$argon2id$"));
-        assert!(!phc.contains("correct horse"));
-        // The refresh token lives refresh_ttl_secs (30 days): the store
-        // refuses it a minute after, and rotates it a minute before.
-        let presented = hash_token(&registered.refresh_token);
-        let next = RefreshRecord {
-            token_hash: hash_token("the next token"),
-            user: uid("alice"),
-            family: family.clone(),
-            expires_at: u64::MAX,
-        };
-        let ttl_ms = 30 * 24 * 3600 * 1000;
-        let late = store
-            .rotate_refresh(&presented, &next, now_ms() + ttl_ms + 60_000)
-            .await
-            .unwrap();
-        assert_eq!(late, Rotation::Invalid);
-        let in_time = store
-            .rotate_refresh(&presented, &next, now_ms() + ttl_ms - 60_000)
-            .await
-            .unwrap();
-        assert_eq!(in_time, Rotation::Rotated { user: uid("alice") });
-
-        let logged_in = auth
-            .login(&store, &login_req("alice", "correct horse"), LOCAL)
-            .await
-            .unwrap();
-        assert_eq!(logged_in.user, registered.user);
-        let login_family = auth.verify(&logged_in.access_token).unwrap().sid.unwrap();
-        assert_ne!(login_family, family, "each login is its own family");
-
-        let json = serde_json::to_value(&logged_in).unwrap();
-        assert_eq!(json["user"]["id"], "alice");
-        assert!(json["refresh_token"].is_string());
-        assert!(!format!("{logged_in:?}").contains(&logged_in.refresh_token));
-    }
-
-    #[tokio::test]
-    async fn wrong_password_unknown_user_and_passwordless_user_fail_alike() {
-        let auth = auth(&hs256(SECRET));
-        let (_dir, store) = test_store();
-        auth.register(&store, &register_req("alice", "correct horse"), LOCAL)
-            .await
-            .unwrap();
-        store
-            .create_user(&UserRecord {
-                id: uid("idp-user"),
-                password_hash: None,
-                display_name: None,
-                created_at: 1,
-            })
-            .await
-            .unwrap();
-        for (user, password) in [
-            ("alice", "wrong horse"),
-            ("nobody", "correct horse"),
-            // The dummy hash's own password must not open unknown accounts.
-            ("nobody", "dummy password that no one has"),
-            ("idp-user", "dummy password that no one has"),
-        ] {
-            let err = auth
-                .login(&store, &login_req(user, password), LOCAL)
-                .await
-                .unwrap_err();
-            assert!(matches!(err, AuthError::BadCredentials), "{user}: {err}");
-        }
-    }
-
-    #[tokio::test]
-    async fn duplicate_username_and_invalid_input() {
-        let auth = auth(&hs256(SECRET));
-        let (_dir, store) = test_store();
-        auth.register(&store, &register_req("alice", "password1"), LOCAL)
-            .await
-            .unwrap();
-        let err = auth
-            .register(&store, &register_req("alice", "password2"), LOCAL)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, AuthError::UsernameTaken));
-        assert_eq!(err.http_status(), 409);
-
-        let long_name = "n".repeat(MAX_DISPLAY_NAME_BYTES + 1);
-        let bad = [
-            register_req("", "password1"),
-            register_req("has space", "password1"),
-            register_req(&"u".repeat(65), "password1"),
-            register_req("bob", "short"),
-            register_req("bob", &"p".repeat(MAX_PASSWORD_BYTES + 1)),
-            RegisterRequest {
-                display_name: Some(long_name),
-                ..register_req("bob", "password1")
-            },
-            RegisterRequest {
-                display_name: Some("bell\u{7}".into()),
-                ..register_req("bob", "password1")
-            },
-        ];
-        for req in bad {
-            let err = auth.register(&store, &req, LOCAL).await.unwrap_err();
-            assert!(matches!(err, AuthError::InvalidInput(_)), "{req:?}: {err}");
-        }
-        assert!(store.user(&uid("bob")).await.unwrap().is_none());
-        let err = auth
-            .login(&store, &login_req("bad name", "password1"), LOCAL)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, AuthError::InvalidInput(_)));
-    }
-
-    #[tokio::test]
-    async fn refresh_rotates_and_reuse_revokes_the_family() {
-        let auth = auth(&hs256(SECRET));
-        let (_dir, store) = test_store();
-        let first = auth
-            .register(&store, &register_req("alice", "password1"), LOCAL)
-            .await
-            .unwrap();
-        let family = auth.verify(&first.access_token).unwrap().sid;
-
-        let second = auth.refresh(&store, &first.refresh_token).await.unwrap();
-        assert_ne!(second.refresh_token, first.refresh_token);
-        assert_eq!(second.user.id, uid("alice"));
-        let claims = auth.verify(&second.access_token).unwrap();
-        assert_eq!((claims.sub, claims.sid), (uid("alice"), family));
-
-        let third = auth.refresh(&store, &second.refresh_token).await.unwrap();
-
-        // The old token is used up; presenting it again (theft) revokes the
-        // family, so the newest token stops working too.
-        let err = auth
-            .refresh(&store, &first.refresh_token)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, AuthError::InvalidToken(_)));
-        let err = auth
-            .refresh(&store, &third.refresh_token)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, AuthError::InvalidToken(_)));
-        assert_eq!(err.code(), ErrorCode::Unauthorized);
-
-        // Another login of the same user is unaffected.
-        let other = auth
-            .login(&store, &login_req("alice", "password1"), LOCAL)
-            .await
-            .unwrap();
-        auth.refresh(&store, &other.refresh_token).await.unwrap();
-
-        for junk in ["", "garbage", &first.refresh_token.replace("alice", "bob")] {
-            let err = auth.refresh(&store, junk).await.unwrap_err();
-            assert!(matches!(err, AuthError::InvalidToken(_)), "{junk}");
-        }
-    }
-
-    #[tokio::test]
-    async fn logout_revokes_and_is_idempotent() {
-        let auth = auth(&hs256(SECRET));
-        let (_dir, store) = test_store();
-        let session = auth
-            .register(&store, &register_req("alice", "password1"), LOCAL)
-            .await
-            .unwrap();
-        let rotated = auth.refresh(&store, &session.refresh_token).await.unwrap();
-        auth.logout(&store, &rotated.refresh_token).await.unwrap();
-        let err = auth
-            .refresh(&store, &rotated.refresh_token)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, AuthError::InvalidToken(_)));
-
-        auth.logout(&store, &rotated.refresh_token).await.unwrap();
-        auth.logout(&store, &session.refresh_token).await.unwrap();
-        auth.logout(&store, "not a token").await.unwrap();
-    }
-}
+mod tests;

@@ -228,12 +228,19 @@ pub struct WebSection {
     /// relative paths are from the working directory. A node started
     /// elsewhere, or before the build, answers `/` with how to build it.
     pub dir: PathBuf,
+    /// The public base URLs (`http(s)://host[:port]`) of the cluster's nodes
+    /// the app's pages may also sign in and connect through when their own
+    /// node goes, published at `GET /v1/cluster/nodes` and allowed by the
+    /// pages' Content-Security-Policy. Empty: a page uses only the node (or
+    /// proxy) that served it. Set the same list on every node.
+    pub nodes: Vec<String>,
 }
 
 impl Default for WebSection {
     fn default() -> Self {
         WebSection {
             dir: PathBuf::from("web/dist"),
+            nodes: Vec::new(),
         }
     }
 }
@@ -366,6 +373,30 @@ pub struct Config {
     pub admin: AdminSection,
     /// Traces.
     pub telemetry: TelemetrySection,
+    /// Delays that tests set to widen failure windows; never in production.
+    pub faults: FaultsSection,
+}
+
+/// `[faults]`: delays the test suites set, so that the windows in which a
+/// failure could cost live delivery are wide enough to hit every run. All
+/// zero (off) by default; a node with any set logs a warning at start.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultsSection {
+    /// An owner applies and acknowledges other nodes' interest reports this
+    /// many milliseconds late (a slow owner).
+    pub interest_ack_delay_ms: u64,
+    /// An owner hands a batch to the other nodes this many milliseconds
+    /// after acknowledging it (the window in which its death loses a
+    /// fan-out).
+    pub peer_fanout_delay_ms: u64,
+}
+
+impl FaultsSection {
+    /// Whether any delay is set.
+    pub fn any(&self) -> bool {
+        self.interest_ack_delay_ms > 0 || self.peer_fanout_delay_ms > 0
+    }
 }
 
 /// Prefix of environment overrides: `CHAT__LIMITS__MAX_BODY_BYTES=1024`.
@@ -426,6 +457,11 @@ impl Config {
         {
             return bad(format!("admin.users: {u:?} is not a user id"));
         }
+        for n in &self.web.nodes {
+            if let Err(e) = crate::origin::origin(n) {
+                return bad(format!("web.nodes: {n:?}: {e}"));
+            }
+        }
         if !(0.0..=1.0).contains(&self.telemetry.sampling_ratio) {
             return bad("telemetry.sampling_ratio must be between 0 and 1".into());
         }
@@ -444,6 +480,9 @@ impl Config {
         }
         if l.sends_per_second == 0 || l.send_burst == 0 {
             return bad("limits.sends_per_second and send_burst must be above 0".into());
+        }
+        if l.reactions_per_second == 0 || l.reaction_burst == 0 {
+            return bad("limits.reactions_per_second and reaction_burst must be above 0".into());
         }
         if l.idle_timeout_secs == 0 {
             return bad("limits.idle_timeout_secs must be above 0".into());

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chat_actors::dispatch::Caller;
 use chat_actors::msg::RouterMsg;
+use chat_protocol::codec::readable;
 use chat_protocol::{
     limits, ClientFrame, ClientMsgId, ConversationId, ErrorCode, MessageId, MessageKind, OkReply,
     UserId,
@@ -56,6 +57,13 @@ async fn json_body<T: DeserializeOwned>(app: &App, body: Body) -> HttpResult<T> 
             ))
         }
     };
+    // serde alone would also take an array for the object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(HttpError::new(
+            ErrorCode::BadRequest,
+            "invalid body: not a JSON object",
+        ));
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| HttpError::new(ErrorCode::BadRequest, json_error(&e)))
 }
@@ -77,35 +85,26 @@ pub(crate) fn json_error(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     match e.classify() {
         Category::Syntax | Category::Eof | Category::Io => "invalid body: not valid JSON".into(),
-        Category::Data => {
-            let text = e.to_string();
-            let text = text.split(" at line ").next().unwrap_or(&text);
-            format!("invalid body: {}", without_type_names(text))
-        }
+        Category::Data => format!("invalid body: {}", readable(&e.to_string())),
     }
 }
 
-/// serde names the Rust type it expected ("struct LoginRequest"): not the
-/// client's business. Each "struct <Name>" reads "an object".
-fn without_type_names(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("struct ") {
-        out.push_str(&rest[..at]);
-        let name = &rest[at + "struct ".len()..];
-        let end = name
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(name.len());
-        out.push_str("an object");
-        rest = &name[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// A path or query rejection as our JSON 400.
+/// A path rejection as our JSON 400.
 pub(crate) fn bad_request(e: impl std::fmt::Display) -> HttpError {
     HttpError::new(ErrorCode::BadRequest, e.to_string())
+}
+
+/// A query string that does not parse, as our JSON 400: what is wrong, in
+/// the words a frame's error uses, without the extractor's own.
+pub(crate) fn query_error(e: QueryRejection) -> HttpError {
+    let text = e.body_text();
+    let text = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(&text);
+    HttpError::new(
+        ErrorCode::BadRequest,
+        format!("invalid query: {}", readable(text)),
+    )
 }
 
 /// Verifies the request's token, its login and its user.
@@ -213,7 +212,7 @@ pub(crate) async fn history(
     headers: HeaderMap,
 ) -> HttpResult<Response> {
     let Path(id) = path.map_err(bad_request)?;
-    let Query(params) = query.map_err(bad_request)?;
+    let Query(params) = query.map_err(query_error)?;
     let claims = authenticate(&app, &headers, params.access_token.as_deref()).await?;
     let conversation = conversation_id(&id)?;
     let limit = params.limit.unwrap_or(limits::DEFAULT_HISTORY_LIMIT);
@@ -391,7 +390,7 @@ pub(crate) async fn changes(
     headers: HeaderMap,
 ) -> HttpResult<Response> {
     let Path(id) = path.map_err(bad_request)?;
-    let Query(params) = query.map_err(bad_request)?;
+    let Query(params) = query.map_err(query_error)?;
     let claims = authenticate(&app, &headers, params.access_token.as_deref()).await?;
     let frame = validated(
         &app,
@@ -461,11 +460,10 @@ pub(crate) async fn not_found() -> HttpError {
     HttpError::new(ErrorCode::NotFound, "no such route")
 }
 
-/// A route the node serves, with a method it does not take.
-pub(crate) async fn method_not_allowed() -> Response {
-    let mut r = HttpError::new(ErrorCode::BadRequest, "method not allowed").into_response();
-    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    r
+/// A route the node serves, with a method it does not take (axum adds the
+/// `Allow` header).
+pub(crate) async fn method_not_allowed() -> HttpError {
+    HttpError::new(ErrorCode::MethodNotAllowed, "method not allowed")
 }
 
 #[cfg(test)]
@@ -480,8 +478,8 @@ mod tests {
         assert!(!m.contains("struct") && !m.contains("LoginRequest"), "{m}");
         assert!(!m.contains("line") && !m.contains("column"), "{m}");
         assert_eq!(
-            without_type_names("expected struct A_b1 or struct C"),
-            "expected an object or an object"
+            readable("invalid type: map, expected struct A_b1 or struct C"),
+            "invalid type: map, expected an object or an object"
         );
     }
 }

@@ -4,7 +4,8 @@
 //!  TCP ─► axum ─┬─ /v1/ws ──────► ws: one task pair per connection ─► Dispatch ─► actors
 //!               ├─ /v1/auth/* ──► auth (argon2, JWT, rotating refresh tokens)
 //!               ├─ /v1/conversations/{id}/messages ─► Dispatch ─► ConversationActor
-//!               └─ /healthz /readyz /metrics /v1/cluster
+//!               ├─ /healthz /readyz /metrics /v1/cluster
+//!               └─ / /admin /assets/ ─► web: the app's pages (and where they may connect)
 //!  cluster port ─► membership (ractor_cluster) ─► Router ◄─► other nodes' Routers
 //! ```
 //!
@@ -25,8 +26,11 @@ pub mod health;
 pub mod http;
 pub mod listener;
 pub mod membership;
+pub mod operator;
+pub mod origin;
 pub mod state;
 pub mod telemetry;
+pub mod web;
 pub mod ws;
 
 pub use app::{run, App, NodeError};

@@ -40,7 +40,8 @@ enum Command {
     /// applies them when it starts; this is for deploy pipelines that
     /// migrate first).
     Migrate,
-    /// Give or take the admin role (the admin console, `/v1/admin/`).
+    /// Make an admin's account, or give or take the admin role (the admin
+    /// console, `/v1/admin/`).
     Admin {
         #[command(subcommand)]
         action: AdminAction,
@@ -49,6 +50,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AdminAction {
+    /// Make the account USER, an admin, with the password read from the
+    /// first line of standard input: how an admin named in `[admin] users`
+    /// gets an account, since registration refuses those names.
+    CreateUser {
+        /// The login name (case-insensitive; the id is it in lower case).
+        user: String,
+    },
     /// Make USER an admin.
     Grant {
         /// The user id (login name).
@@ -102,10 +110,17 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Migrate) => return runtime.block_on(migrate(&config)),
         Some(Command::Admin { action }) => {
             let (user, on) = match action {
+                AdminAction::CreateUser { user } => {
+                    let password = read_password(&user)?;
+                    let made = chat_node::operator::create_admin(&config, &user, &password);
+                    let id = runtime.block_on(made)?;
+                    println!("{id} is made, an admin");
+                    return Ok(());
+                }
                 AdminAction::Grant { user } => (user, true),
                 AdminAction::Revoke { user } => (user, false),
             };
-            runtime.block_on(chat_node::app::set_admin(&config, &user, on))?;
+            runtime.block_on(chat_node::operator::set_admin(&config, &user, on))?;
             println!(
                 "{user} is {} an admin",
                 if on { "now" } else { "no longer" }
@@ -132,6 +147,25 @@ fn main() -> anyhow::Result<()> {
         t.shutdown();
     }
     served
+}
+
+/// The first line of standard input, without its line ending: a password
+/// piped in stays out of the command line (and so of `ps` and shell
+/// history).
+fn read_password(user: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        // Read as typed, shown: pipe it in to keep it off the screen.
+        eprint!("password for {user}: ");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(password.strip_suffix('\r').unwrap_or(password).to_owned())
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -53,8 +54,22 @@ pub async fn upgrade(
     State(app): State<Arc<App>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // axum's own rejection is plain text with no code: a client that
+    // reached this route without upgrading (a fetch, a proxy that drops
+    // the upgrade headers) gets the JSON error every other route answers.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            let why = rejection.body_text();
+            return HttpError::new(
+                ErrorCode::BadRequest,
+                format!("a WebSocket upgrade is required here: {why}"),
+            )
+            .into_response();
+        }
+    };
     if app.shutdown.is_cancelled() {
         return HttpError::from(ChatError::Unavailable("node is shutting down".into()))
             .into_response();
@@ -86,9 +101,8 @@ pub async fn upgrade(
         // The writer waits for each frame to be accepted before the next,
         // so the buffer holds at most `WRITE_BUFFER` and one frame, plus
         // the pongs tungstenite answers pings with (which the reader also
-        // bounds). The cap must exceed the largest frame: a history page
-        // stops at `MAX_PAGE_BYTES` of stored messages, which JSON escaping
-        // can make at most six times larger.
+        // bounds). The cap must exceed the largest frame: a page of
+        // history or changes stops at `MAX_PAGE_BYTES` as encoded.
         .max_write_buffer_size(MAX_WRITE_BUFFER);
     // Attached before the 101 goes out: once a client sees its upgrade
     // accepted, whatever its conversations accept reaches it live (the
@@ -218,12 +232,16 @@ async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Codec, a
     let ping_every = Duration::from_secs(limits.idle_timeout_secs.max(2) / 2);
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     let pongs = Arc::new(Pongs::default());
+    // The same leeway the upgrade allowed, or a reconnect with this token
+    // would be accepted and cut again at once.
+    let token_deadline = deadline_of(claims.exp + app.config.auth.leeway_secs);
     let writer = tokio::spawn(write_loop(
         sink,
         Control {
             closer: closer.clone(),
             outbound: outbound.clone(),
             pongs: pongs.clone(),
+            token_deadline,
         },
         codec,
         ping_every,
@@ -237,9 +255,6 @@ async fn serve(app: Arc<App>, socket: WebSocket, claims: Claims, codec: Codec, a
         .inflight_per_connection
         .min(limits.outbound_queue / 2)
         .max(1);
-    // The same leeway the upgrade allowed, or a reconnect with this token
-    // would be accepted and cut again at once.
-    let token_deadline = deadline_of(claims.exp + app.config.auth.leeway_secs);
     let mut pending: FuturesUnordered<ReplyFuture> = FuturesUnordered::new();
     let mut reserved = 0usize;
     // When a frame was last heard, in ms since `started`: stamped per frame,
@@ -397,16 +412,22 @@ enum Handled {
     Pending(ReplyFuture, usize),
 }
 
-/// Bytes reserved for the reply of a request in flight: a page of history
-/// or of conversations may take up to a page's worth; a send's `ok` echoes
-/// its message; anything else is small.
-fn reservation(frame: &ClientFrame) -> usize {
+/// Bytes reserved for the reply of a request in flight: a page of history,
+/// of changes or of conversations may take up to a page's worth as encoded
+/// (pages are cut by their encoded size); a send's `ok` echoes its message;
+/// an edit's, a delete's or a reaction's echoes the message it changed,
+/// which may be any message (its body escaped, its reactions); anything else
+/// is small.
+fn reservation(frame: &ClientFrame, limits: &chat_protocol::Limits) -> usize {
     const SMALL: usize = 512;
     match frame {
-        ClientFrame::History { .. } | ClientFrame::Conversations { .. } => {
-            chat_protocol::limits::MAX_PAGE_BYTES
-        }
+        ClientFrame::History { .. }
+        | ClientFrame::Changes { .. }
+        | ClientFrame::Conversations { .. } => chat_protocol::limits::MAX_PAGE_BYTES,
         ClientFrame::Send { body, .. } => body.len() + SMALL,
+        ClientFrame::Edit { .. } | ClientFrame::Delete { .. } | ClientFrame::React { .. } => {
+            chat_protocol::limits::message_reply_bound(limits.max_body_bytes)
+        }
         // A member is an id of at most 64 bytes and a role.
         ClientFrame::Members { limit, .. } => {
             limit.unwrap_or(chat_protocol::peer::DEFAULT_MEMBERS_PAGE) as usize * 96 + SMALL
@@ -464,7 +485,7 @@ fn handle_frame(
     }
     // Typing is answered only when the client asked for an answer.
     let silent = matches!(frame, ClientFrame::Typing { .. }) && req.is_none();
-    let reserved = reservation(&frame);
+    let reserved = reservation(&frame, limits);
     let (tx, rx) = ractor::concurrency::oneshot();
     // Sends are what a trace follows across nodes; the root ends with the
     // answer.
@@ -510,6 +531,9 @@ struct Control {
     closer: Arc<Closer>,
     outbound: Arc<Outbound>,
     pongs: Arc<Pongs>,
+    /// When the connection's token expires: a 4001 before then is its
+    /// login revoked (the same code, told apart in the reason).
+    token_deadline: tokio::time::Instant,
 }
 
 fn message_of(codec: Codec, bytes: Bytes) -> Option<WsMessage> {
@@ -558,8 +582,8 @@ const WRITE_BUFFER: usize = 32 * 1024;
 const READ_BUFFER: usize = 1024;
 
 /// The largest write buffer tungstenite may hold: above the largest frame
-/// the node writes (a history page of `MAX_PAGE_BYTES` stored bytes, which
-/// JSON escaping can make up to six times larger) plus a batch.
+/// the node writes (a page, cut at `MAX_PAGE_BYTES` as encoded) plus a
+/// batch, with room left for the pongs the reader lets the client owe.
 const MAX_WRITE_BUFFER: usize = 6 * chat_protocol::limits::MAX_PAGE_BYTES + 2 * WRITE_BUFFER;
 
 /// Writes the outbound queue to the socket until the connection closes,
@@ -580,6 +604,7 @@ async fn write_loop<S>(
         closer,
         outbound,
         pongs,
+        token_deadline,
     } = control;
     let mut failed = false;
     // The frames taken from the queue and not yet written.
@@ -718,6 +743,9 @@ async fn write_loop<S>(
             close_code::TOO_BIG => ("frame too big", CLOSE_TIMEOUT),
             close_code::PROTOCOL_ERROR => ("websocket protocol error", CLOSE_TIMEOUT),
             close_code::INVALID_DATA => ("text frame is not utf-8", CLOSE_TIMEOUT),
+            close_code::TOKEN_EXPIRED if tokio::time::Instant::now() < token_deadline => {
+                ("login revoked", CLOSE_TIMEOUT)
+            }
             close_code::TOKEN_EXPIRED => ("token expired", CLOSE_TIMEOUT),
             close_code::TOO_MANY_CONNECTIONS => ("too many connections", CLOSE_TIMEOUT),
             // The close frame queues behind what the socket already holds:

@@ -16,307 +16,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chat_actors::placement::Placement;
 use chat_protocol::{ClientFrame, Codec, ConversationId, Message, ServerFrame, Status};
+use common::cluster::*;
 use common::procs::*;
 use common::*;
 use serde_json::Value;
-
-/// Shared by every node of a test cluster.
-const SECRET: &str = "cluster-test-secret-0123456789abcdef-0123456789";
-const COOKIE: &str = "cluster-test-cookie-0123456789";
-/// How long a cluster may take to form or re-form.
-const FORM_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Nodes `node-1`..`node-n` with their data and logs in one temp dir.
-struct TestCluster {
-    root: tempfile::TempDir,
-    redis: RedisServer,
-    cluster_ports: Vec<u16>,
-    nodes: Vec<Option<NodeProc>>,
-    starts: usize,
-    /// With `start_cuttable`: `links[k][j]` carries node k's connection to
-    /// node j (j < k), and each node dials only its links.
-    links: Vec<Vec<Link>>,
-    /// With `start_tls`: the PEM files every node uses (cert, key, ca).
-    tls: Option<[std::path::PathBuf; 3]>,
-    /// Set on every node after the rest (`start_env`).
-    extra: Vec<(String, String)>,
-}
-
-impl TestCluster {
-    /// Starts `n` nodes at once and waits until each serves with all others.
-    async fn start(n: usize) -> TestCluster {
-        Self::start_with(n, false).await
-    }
-
-    /// Like `start`, but every pair of nodes talks through its own TCP proxy
-    /// that the test can cut.
-    async fn start_cuttable(n: usize) -> TestCluster {
-        Self::start_with(n, true).await
-    }
-
-    /// Like `start`, with mutual TLS between the nodes (certificates from a
-    /// CA made for the test by the `openssl` tool).
-    async fn start_tls(n: usize) -> TestCluster {
-        Self::start_with_tls(n, false, true).await
-    }
-
-    async fn start_with(n: usize, cuttable: bool) -> TestCluster {
-        Self::start_with_tls(n, cuttable, false).await
-    }
-
-    /// `n` nodes configured (each lists all as seeds), the first `started`
-    /// of them running: the others join later with `restart`.
-    async fn start_some(n: usize, started: usize) -> TestCluster {
-        Self::start_inner(n, started, false, false).await
-    }
-
-    async fn start_with_tls(n: usize, cuttable: bool, tls: bool) -> TestCluster {
-        Self::start_inner(n, n, cuttable, tls).await
-    }
-
-    /// `start` with more settings for every node.
-    async fn start_env(n: usize, extra: &[(&str, &str)]) -> TestCluster {
-        let extra = extra
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Self::start_inner_env(n, n, false, false, extra).await
-    }
-
-    async fn start_inner(n: usize, started: usize, cuttable: bool, tls: bool) -> TestCluster {
-        Self::start_inner_env(n, started, cuttable, tls, Vec::new()).await
-    }
-
-    async fn start_inner_env(
-        n: usize,
-        started: usize,
-        cuttable: bool,
-        tls: bool,
-        extra: Vec<(String, String)>,
-    ) -> TestCluster {
-        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let mut links = Vec::new();
-        if cuttable {
-            for k in 0..n {
-                let mut row = Vec::new();
-                for port in cluster_ports.iter().take(k) {
-                    row.push(Link::start(([127, 0, 0, 1], *port).into()).await);
-                }
-                links.push(row);
-            }
-        }
-        let mut c = TestCluster {
-            root: tempfile::tempdir().unwrap(),
-            redis: RedisServer::start(),
-            cluster_ports,
-            nodes: (0..n).map(|_| None).collect(),
-            starts: 0,
-            links,
-            tls: None,
-            extra,
-        };
-        if tls {
-            c.tls = Some(make_certs(&c.root.path().join("pki"), "cluster-ca"));
-        }
-        let starts: Vec<_> = (0..started).map(|i| c.spawn(i)).collect();
-        for (i, node) in futures_util::future::join_all(starts)
-            .await
-            .into_iter()
-            .enumerate()
-        {
-            c.nodes[i] = Some(node);
-        }
-        c.wait_formed(started).await;
-        c
-    }
-
-    fn name(i: usize) -> String {
-        format!("node-{}", i + 1)
-    }
-
-    fn env(&self, i: usize) -> Vec<(String, String)> {
-        let seeds: Vec<String> = if self.links.is_empty() {
-            self.cluster_ports
-                .iter()
-                .map(|p| format!("\"127.0.0.1:{p}\""))
-                .collect()
-        } else {
-            self.links[i]
-                .iter()
-                .map(|l| format!("\"{}\"", l.addr))
-                .collect()
-        };
-        let mesh = if self.links.is_empty() && self.tls.is_none() {
-            "transitive"
-        } else {
-            "seeds"
-        };
-        let mut tls = Vec::new();
-        if let Some([cert, key, ca]) = &self.tls {
-            for (k, v) in [("CERT", cert), ("KEY", key), ("CA", ca)] {
-                tls.push((format!("CHAT__CLUSTER__TLS_{k}"), v.display().to_string()));
-            }
-        }
-        tls.into_iter()
-            .chain([
-                ("CHAT__CLUSTER__MESH".into(), mesh.into()),
-                ("CHAT__NODE__NAME".into(), Self::name(i)),
-                ("CHAT__NODE__ID".into(), (i + 1).to_string()),
-                (
-                    "CHAT__CLUSTER__LISTEN".into(),
-                    format!("127.0.0.1:{}", self.cluster_ports[i]),
-                ),
-                (
-                    "CHAT__CLUSTER__SEEDS".into(),
-                    format!("[{}]", seeds.join(",")),
-                ),
-                ("CHAT__CLUSTER__COOKIE".into(), COOKIE.into()),
-                ("CHAT__CLUSTER__JOIN_TIMEOUT_SECS".into(), "3".into()),
-                ("CHAT__PRESENCE__BACKEND".into(), "redis".into()),
-                ("CHAT__PRESENCE__REDIS_URL".into(), self.redis.url()),
-                ("CHAT__PRESENCE__TTL_SECS".into(), "5".into()),
-                ("CHAT__LIMITS__SENDS_PER_SECOND".into(), "1000000".into()),
-                ("CHAT__LIMITS__SEND_BURST".into(), "1000000".into()),
-                // A dozen three-node clusters (and, at RF 3, three database
-                // nodes) share two cores while this file runs: an owner may
-                // take many seconds to load a conversation and confirm a
-                // session's interest, and the tests expect live delivery
-                // once it has (the default 2 s would let the client in
-                // before; 10 s did once on the RF 3 run).
-                ("CHAT__ACTORS__INTEREST_ACK_MS".into(), "30000".into()),
-            ])
-            .chain(self.extra.iter().cloned())
-            .collect()
-    }
-
-    /// Starts node `i` on its data directory (a restart keeps its data).
-    fn spawn(&mut self, i: usize) -> impl std::future::Future<Output = NodeProc> + 'static {
-        self.starts += 1;
-        let data = self.root.path().join(Self::name(i));
-        let log = self
-            .root
-            .path()
-            .join(format!("{}-start{}.log", Self::name(i), self.starts));
-        let env = self.env(i);
-        async move {
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            NodeProc::start(&data, &log, Some(SECRET), &env).await
-        }
-    }
-
-    async fn restart(&mut self, i: usize) {
-        assert!(self.nodes[i].is_none(), "node {i} is running");
-        let node = self.spawn(i).await;
-        self.nodes[i] = Some(node);
-    }
-
-    fn node(&self, i: usize) -> &NodeProc {
-        self.nodes[i].as_ref().expect("node running")
-    }
-
-    fn addr(&self, i: usize) -> SocketAddr {
-        self.node(i).addr
-    }
-
-    /// Waits until every running node serves and sees `serving` serving
-    /// nodes, all heard and caught up with.
-    async fn wait_formed(&self, serving: usize) {
-        for (i, n) in self.nodes.iter().enumerate() {
-            let Some(n) = n else { continue };
-            let what = format!("node {i} sees a cluster of {serving}");
-            eventually_within(&what, FORM_DEADLINE, || async {
-                let (status, body) = http(n.addr, "GET", "/v1/cluster", None, None).await;
-                assert_eq!(status, 200, "{body}");
-                let v: Value = serde_json::from_str(&body).unwrap();
-                let peers = v["peers"].as_array().cloned().unwrap_or_default();
-                let formed = v["serving"] == true
-                    && v["serving_nodes"].as_array().map(Vec::len) == Some(serving)
-                    && peers.len() == serving - 1
-                    && peers.iter().all(|p| {
-                        p["synced"] == true && p["serving"] == true && p["interest_synced"] == true
-                    });
-                formed.then_some(()).ok_or(body)
-            })
-            .await;
-        }
-    }
-
-    /// Which node (index) owns `conv` while nodes `live` serve.
-    fn owner(conv: &ConversationId, live: &[usize]) -> usize {
-        let p = Placement::new(live.iter().map(|i| Self::name(*i)));
-        let owner = p.owner(conv).expect("an owner").to_string();
-        live.iter()
-            .copied()
-            .find(|i| Self::name(*i) == owner)
-            .expect("owner is live")
-    }
-
-    async fn status(&self, i: usize) -> Value {
-        let (status, body) = http(self.addr(i), "GET", "/v1/cluster", None, None).await;
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
-}
-
-/// A TCP proxy between two nodes that can be cut (every connection through
-/// it is closed and new ones are refused) and healed.
-struct Link {
-    addr: SocketAddr,
-    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Link {
-    async fn start(target: SocketAddr) -> Link {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (c, k) = (cut.clone(), conns.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if c.load(Ordering::SeqCst) {
-                    continue; // dropped: the dialer sees its connection close
-                }
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                k.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Link {
-            addr,
-            cut,
-            conns,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn heal(&self) {
-        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
 
 fn message_of(f: &ServerFrame) -> Option<&Message> {
     match f {
@@ -852,75 +556,6 @@ async fn a_partition_heals_with_every_history_identical_and_nothing_lost() {
     assert_eq!(histories[0], histories[1]);
     assert_eq!(histories[0], histories[2]);
     let _ = &mut cluster;
-}
-
-/// A CA and one certificate for 127.0.0.1 signed by it, made with the
-/// `openssl` tool in `dir`: (cert, key, ca).
-fn make_certs(dir: &std::path::Path, ca_name: &str) -> [std::path::PathBuf; 3] {
-    std::fs::create_dir_all(dir).unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (scripts/test.sh installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let subj = format!("/CN={ca_name}");
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", &subj,
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=node",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "node.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "node.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    [
-        dir.join("node.pem"),
-        dir.join("node.key"),
-        dir.join("ca.pem"),
-    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2026,18 +1661,72 @@ async fn a_send_is_one_trace_from_the_socket_through_the_owner_and_its_store_to_
     );
 }
 
-/// The admin API on a cluster: 401 without a token and 403 for a user who
-/// is not an admin; suspending a user closes their connections on every
-/// node with 4005 and refuses their login, refresh and new connections on
-/// every node until lifted; a disconnect closes with 4004 and lets them
-/// back; a node drained from another node's API exits; every action is in
-/// the audit log on every node.
+/// The admin API on a cluster: the listed admin's account made by the
+/// operator on one node's store is an admin on every node; 401 without a
+/// token and 403 for a user who is not an admin; suspending a user closes
+/// their connections on every node with 4005, refuses their login, refresh
+/// and new connections on every node until lifted, and ends their logins
+/// (after it, only a new sign-in works); a disconnect closes with 4004 and
+/// lets them back; a node drained from another node's API exits; every
+/// action is in the audit log on every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_suspends_disconnects_and_drains_across_nodes() {
     let root_name = unique("root");
-    let mut cluster =
-        TestCluster::start_env(3, &[("CHAT__ADMIN__USERS", &format!("[\"{root_name}\"]"))]).await;
-    let admin = register(cluster.addr(0), &root_name).await;
+    let listed = vec![("CHAT__ADMIN__USERS".into(), format!("[\"{root_name}\"]"))];
+    // Configured, none running: registration refuses a listed admin's name,
+    // so the operator makes the account, here on node 1's store, which the
+    // others copy when they join.
+    let mut cluster = TestCluster::start_inner_env(3, 0, false, false, listed).await;
+    let mut cli = std::process::Command::new(node_binary());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CHAT__")) {
+        cli.env_remove(k);
+    }
+    let mut cli = cli
+        .arg("--data-dir")
+        .arg(cluster.root.path().join(TestCluster::name(0)))
+        .args(["admin", "create-user", &root_name])
+        .envs(cluster.env(0))
+        .envs(storage_env())
+        .env("CHAT__AUTH__JWT_SECRET", SECRET)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run chat-node admin create-user");
+    std::io::Write::write_all(&mut cli.stdin.take().unwrap(), b"correct horse battery\n").unwrap();
+    let made = cli.wait_with_output().unwrap();
+    assert!(
+        made.status.success(),
+        "create-user: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let starts: Vec<_> = (0..3).map(|i| cluster.spawn(i)).collect();
+    for (i, node) in futures_util::future::join_all(starts)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        cluster.nodes[i] = Some(node);
+    }
+    cluster.wait_formed(3).await;
+    async fn sign_in(addr: SocketAddr, name: &str) -> TestUser {
+        let body = serde_json::json!({"username": name, "password": "correct horse battery"});
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/v1/auth/login",
+            None,
+            Some(&body.to_string()),
+        )
+        .await;
+        assert_eq!(status, 200, "login {name} at {addr}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        TestUser {
+            id: v["user"]["id"].as_str().unwrap().to_string(),
+            access: v["access_token"].as_str().unwrap().to_string(),
+            refresh: v["refresh_token"].as_str().unwrap().to_string(),
+        }
+    }
+    let admin = sign_in(cluster.addr(0), &root_name).await;
     let admin_id = admin.id.clone();
     let bob = register(cluster.addr(1), &unique("bob")).await;
     let path = |p: &str| format!("/v1/admin{p}");
@@ -2125,7 +1814,8 @@ async fn an_admin_suspends_disconnects_and_drains_across_nodes() {
     .await;
     assert_eq!(status, 403);
 
-    // Lifted: the same tokens work again.
+    // Lifted: the tokens from before stay dead on every node; a new
+    // sign-in works.
     let (status, body) = http(
         cluster.addr(1),
         "POST",
@@ -2135,6 +1825,22 @@ async fn an_admin_suspends_disconnects_and_drains_across_nodes() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    for i in 0..3 {
+        assert!(
+            !token_accepted(cluster.addr(i), &bob.access).await,
+            "bob's old token on node {i}"
+        );
+    }
+    let (status, _) = http(
+        cluster.addr(0),
+        "POST",
+        "/v1/auth/refresh",
+        None,
+        Some(&refresh.to_string()),
+    )
+    .await;
+    assert_eq!(status, 401, "bob's old refresh token");
+    let bob = sign_in(cluster.addr(1), &bob.id).await;
     let mut on0 = connect(cluster.addr(0), &bob.access, Codec::Json).await;
     let mut on2 = connect(cluster.addr(2), &bob.access, Codec::Json).await;
 

@@ -9,9 +9,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chat_protocol::{ClientFrame, Codec, ConversationId};
+use chat_protocol::{ClientFrame, Codec};
 use common::frames::*;
-use common::procs::NodeProc;
+use common::target::{pipeline_unread, Target};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -19,76 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-/// How much a node's resident memory may grow under any one attack.
-const MEMORY_BOUND: u64 = 128 << 20;
-
 const SECRET: &str = "hostile-secret-hostile-secret-hostile!";
-
-/// A node process in its own directory.
-struct Target {
-    node: NodeProc,
-    _dir: tempfile::TempDir,
-}
-
-impl Target {
-    async fn start(env: &[(&str, &str)]) -> Target {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let log = dir.path().join("node.log");
-        let node = NodeProc::start(&data, &log, Some(SECRET), env).await;
-        Target { node, _dir: dir }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.node.addr
-    }
-
-    fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.node.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{field} in /proc status"))
-    }
-
-    fn rss(&self) -> u64 {
-        self.status_kib("VmRSS:") << 10
-    }
-
-    /// Starts measuring the peak from now: returns the resident memory.
-    fn mark(&self) -> u64 {
-        // 5 resets the peak resident size (VmHWM) to the current one.
-        std::fs::write(format!("/proc/{}/clear_refs", self.node.pid()), "5").unwrap();
-        self.rss()
-    }
-
-    /// The peak resident memory since [`Target::mark`].
-    fn peak(&self) -> u64 {
-        self.status_kib("VmHWM:") << 10
-    }
-
-    /// The memory bound held during the attack, and holds once it is over.
-    async fn assert_bounded(&self, what: &str, before: u64) {
-        let peak = self.peak();
-        assert!(
-            peak <= before + MEMORY_BOUND,
-            "{what}: the node grew from {} MiB to a peak of {} MiB",
-            before >> 20,
-            peak >> 20
-        );
-        eventually(&format!("{what}: memory back within the bound"), || async {
-            let now = self.rss();
-            (now <= before + MEMORY_BOUND).then_some(()).ok_or(format!(
-                "{} MiB, from {} MiB",
-                now >> 20,
-                before >> 20
-            ))
-        })
-        .await;
-    }
-}
 
 async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Vec<(String, String)>, Value) {
     let (status, headers, text) =
@@ -109,7 +40,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_logins_for_unknown_users_is_bounded_and_answered_busy() {
     // The address limits are lifted: this is about what one burst costs.
-    let t = Target::start(&[("CHAT__AUTH__PASSWORD_QUEUE", "16")]).await;
+    let t = Target::start(SECRET, &[("CHAT__AUTH__PASSWORD_QUEUE", "16")]).await;
     let addr = t.addr();
     let before = t.mark();
     let logins = (0..192).map(|i| async move {
@@ -135,12 +66,15 @@ async fn a_burst_of_logins_for_unknown_users_is_bounded_and_answered_busy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_passwords_lock_the_account_and_one_address_cannot_register_in_bulk() {
-    let t = Target::start(&[
-        ("CHAT__AUTH__THROTTLE__FREE_FAILURES", "3"),
-        ("CHAT__AUTH__THROTTLE__LOCKOUT_SECS", "30"),
-        ("CHAT__AUTH__THROTTLE__REGISTRATION_BURST", "3"),
-        ("CHAT__AUTH__THROTTLE__REGISTRATIONS_PER_HOUR", "3"),
-    ])
+    let t = Target::start(
+        SECRET,
+        &[
+            ("CHAT__AUTH__THROTTLE__FREE_FAILURES", "3"),
+            ("CHAT__AUTH__THROTTLE__LOCKOUT_SECS", "30"),
+            ("CHAT__AUTH__THROTTLE__REGISTRATION_BURST", "3"),
+            ("CHAT__AUTH__THROTTLE__REGISTRATIONS_PER_HOUR", "3"),
+        ],
+    )
     .await;
     let addr = t.addr();
     let name = unique("victim");
@@ -175,7 +109,7 @@ async fn wrong_passwords_lock_the_account_and_one_address_cannot_register_in_bul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usernames_are_case_insensitive() {
-    let t = Target::start(&[]).await;
+    let t = Target::start(SECRET, &[]).await;
     let addr = t.addr();
     let name = unique("Ann");
     let body = |n: &str| json!({"username": n, "password": "correct horse battery"});
@@ -207,11 +141,14 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_slow_http_clients_are_cut_off_and_one_address_is_capped() {
-    let t = Target::start(&[
-        ("CHAT__LISTEN__HEADER_READ_TIMEOUT_SECS", "1"),
-        ("CHAT__LISTEN__BODY_READ_TIMEOUT_SECS", "1"),
-        ("CHAT__LISTEN__MAX_CONNECTIONS_PER_IP", "4"),
-    ])
+    let t = Target::start(
+        SECRET,
+        &[
+            ("CHAT__LISTEN__HEADER_READ_TIMEOUT_SECS", "1"),
+            ("CHAT__LISTEN__BODY_READ_TIMEOUT_SECS", "1"),
+            ("CHAT__LISTEN__MAX_CONNECTIONS_PER_IP", "4"),
+        ],
+    )
     .await;
     let addr = t.addr();
     let limit = Duration::from_secs(5);
@@ -287,7 +224,7 @@ async fn healthz(addr: SocketAddr) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_errors_are_json_with_codes_that_match_and_no_internals() {
-    let t = Target::start(&[]).await;
+    let t = Target::start(SECRET, &[]).await;
     let addr = t.addr();
     let (status, body) = http(addr, "GET", "/no/such/route", None, None).await;
     assert_eq!(status, 404);
@@ -326,7 +263,7 @@ async fn http_errors_are_json_with_codes_that_match_and_no_internals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_floods_pings_and_never_reads_is_bounded_and_dropped() {
-    let t = Target::start(&[("CHAT__LIMITS__IDLE_TIMEOUT_SECS", "2")]).await;
+    let t = Target::start(SECRET, &[("CHAT__LIMITS__IDLE_TIMEOUT_SECS", "2")]).await;
     let user = register(t.addr(), &unique("pinger")).await;
     let client = connect(t.addr(), &user.access, Codec::Json).await;
     let (mut sink, _never_read) = client.ws.split();
@@ -362,7 +299,7 @@ async fn a_client_that_floods_pings_and_never_reads_is_bounded_and_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_large_pages_to_readers_that_never_read_are_bounded() {
-    let t = Target::start(&[]).await;
+    let t = Target::start(SECRET, &[]).await;
     let addr = t.addr();
     let user = register(addr, &unique("reader")).await;
     let mut c = connect(addr, &user.access, Codec::Json).await;
@@ -377,28 +314,12 @@ async fn pipelined_large_pages_to_readers_that_never_read_are_bounded() {
     let mut readers = Vec::new();
     for _ in 0..6 {
         let c = connect(addr, &user.access, Codec::Json).await;
-        readers.push(flood_history(c, conv.clone()));
+        let frame = serde_json::to_string(&history(&conv, None, None, Some(200))).unwrap();
+        readers.push(pipeline_unread(c, frame));
     }
     let sent: Vec<usize> = futures_util::future::join_all(readers).await;
     t.assert_bounded(&format!("history pages pipelined {sent:?} times"), before)
         .await;
-}
-
-/// Pipelines `history limit=200` requests without reading a reply, until
-/// the node stops reading (a write blocks) or 5 s pass; returns how many.
-async fn flood_history(c: Client, conv: ConversationId) -> usize {
-    let (mut sink, _never_read) = c.ws.split();
-    let frame = serde_json::to_string(&history(&conv, None, None, Some(200))).unwrap();
-    let started = Instant::now();
-    let mut n = 0;
-    while started.elapsed() < Duration::from_secs(5) && n < 5_000 {
-        let send = sink.send(WsMessage::Text(frame.clone().into()));
-        match tokio::time::timeout(Duration::from_secs(2), send).await {
-            Ok(Ok(())) => n += 1,
-            _ => break,
-        }
-    }
-    n
 }
 
 /// Sends raw bytes as one WebSocket frame of the client's making.
@@ -424,7 +345,7 @@ fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_websocket_framing_closes_with_1002_and_bad_utf8_with_1007() {
-    let t = Target::start(&[]).await;
+    let t = Target::start(SECRET, &[]).await;
     let user = register(t.addr(), &unique("framer")).await;
     let cases: [(&str, Vec<u8>, u16); 4] = [
         (
@@ -451,7 +372,7 @@ async fn broken_websocket_framing_closes_with_1002_and_bad_utf8_with_1007() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_with_a_req_is_answered_and_without_one_is_not() {
-    let t = Target::start(&[]).await;
+    let t = Target::start(SECRET, &[]).await;
     let user = register(t.addr(), &unique("typist")).await;
     let mut c = connect(t.addr(), &user.access, Codec::Json).await;
     let conv = group(&mut c, &[]).await;
@@ -482,7 +403,7 @@ async fn typing_with_a_req_is_answered_and_without_one_is_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_are_held_to_what_the_protocol_says() {
-    let t = Target::start(&[]).await;
+    let t = Target::start(SECRET, &[]).await;
     let user = register(t.addr(), &unique("strict")).await;
     let mut c = connect(t.addr(), &user.access, Codec::Json).await;
     let conv = group(&mut c, &[]).await;
@@ -576,7 +497,7 @@ fn mint(claims: Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_not_yet_valid_from_the_future_or_too_long_lived_are_refused() {
-    let t = Target::start(&[("CHAT__AUTH__REQUIRE_SESSION", "false")]).await;
+    let t = Target::start(SECRET, &[("CHAT__AUTH__REQUIRE_SESSION", "false")]).await;
     let user = register(t.addr(), &unique("holder")).await;
     let now = chat_protocol::now_ms() / 1000;
     let sub = user.id.as_str();
@@ -607,7 +528,7 @@ async fn tokens_not_yet_valid_from_the_future_or_too_long_lived_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_must_name_a_live_login_of_a_user_that_exists() {
-    let t = Target::start(&[]).await;
+    let t = Target::start(SECRET, &[]).await;
     let addr = t.addr();
     let user = register(addr, &unique("signed")).await;
     let now = chat_protocol::now_ms() / 1000;
@@ -649,7 +570,7 @@ async fn a_token_must_name_a_live_login_of_a_user_that_exists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logging_out_closes_that_logins_sockets_with_4001_and_ends_its_token() {
-    let t = Target::start(&[]).await;
+    let t = Target::start(SECRET, &[]).await;
     let addr = t.addr();
     let name = unique("leaver");
     let user = register(addr, &name).await;
@@ -713,7 +634,7 @@ async fn logging_out_closes_that_logins_sockets_with_4001_and_ends_its_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_is_shown_only_to_those_who_share_a_conversation() {
-    let t = Target::start(&[]).await;
+    let t = Target::start(SECRET, &[]).await;
     let addr = t.addr();
     let (a, b, stranger) = (
         register(addr, &unique("looker")).await,
@@ -771,10 +692,13 @@ async fn presence_is_shown_only_to_those_who_share_a_conversation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_are_capped_and_large_ones_announce_changes_not_lists() {
-    let t = Target::start(&[
-        ("CHAT__AUTH__REQUIRE_SESSION", "false"),
-        ("CHAT__LIMITS__MAX_GROUP_MEMBERS", "150"),
-    ])
+    let t = Target::start(
+        SECRET,
+        &[
+            ("CHAT__AUTH__REQUIRE_SESSION", "false"),
+            ("CHAT__LIMITS__MAX_GROUP_MEMBERS", "150"),
+        ],
+    )
     .await;
     let addr = t.addr();
     let now = chat_protocol::now_ms() / 1000;

@@ -7,7 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use chat_protocol::{
-    ClientFrame, Codec, ConversationKind, ErrorCode, Message, MessageId, ServerFrame,
+    ClientFrame, Codec, ConversationId, ConversationKind, ErrorCode, Message, MessageId,
+    ServerFrame,
 };
 use common::frames::*;
 use common::*;
@@ -51,6 +52,12 @@ async fn catch_up(
     }
 }
 
+/// Twenty distinct emoji.
+const EMOJI: [&str; 20] = [
+    "😀", "😂", "😍", "🤔", "😢", "😮", "😡", "🙏", "🎉", "🔥", "💯", "✅", "❌", "🚀", "🍕", "☕",
+    "🌟", "🐶", "🎵", "🙈",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_deletes_and_reactions_reach_every_member_with_their_errors() {
     let node = TestNode::start().await;
@@ -90,16 +97,27 @@ async fn edits_deletes_and_reactions_reach_every_member_with_their_errors() {
     );
     let again = sent_message(b.request(react(&g, m.id, "👍", true)).await);
     assert_eq!(again, r1, "a repeated reaction changes nothing");
-    let seen = a.event(|f| updated(f).is_some()).await;
-    assert_eq!(updated(&seen), Some(&r1));
+    // Members get the reaction alone, not the whole message again.
+    let seen = a.event(|f| matches!(f, ServerFrame::Reaction { .. })).await;
+    assert_eq!(
+        seen,
+        ServerFrame::Reaction {
+            conversation: g.clone(),
+            message: m.id,
+            rev: r1.rev,
+            user: user(&bob.id),
+            on: true,
+            reaction: r1.reactions[0].clone(),
+        }
+    );
     assert_eq!(
         err_code(&b.request(react(&g, m.id, &"x".repeat(33), true)).await),
         ErrorCode::BadRequest
     );
-    for i in 1..20 {
-        sent_message(a.request(react(&g, m.id, &format!("e{i}"), true)).await);
+    for emoji in EMOJI.iter().take(19) {
+        sent_message(a.request(react(&g, m.id, emoji, true)).await);
     }
-    let e = a.request(react(&g, m.id, "one-too-many", true)).await;
+    let e = a.request(react(&g, m.id, EMOJI[19], true)).await;
     assert_eq!(err_code(&e), ErrorCode::BadRequest, "a 21st distinct emoji");
     let off = sent_message(b.request(react(&g, m.id, "👍", false)).await);
     assert_eq!(off.reactions.len(), 19);
@@ -138,7 +156,7 @@ async fn edits_deletes_and_reactions_reach_every_member_with_their_errors() {
         ErrorCode::BadRequest
     );
     assert_eq!(
-        err_code(&a.request(react(&g, bobs.id, "x", true)).await),
+        err_code(&a.request(react(&g, bobs.id, "🎉", true)).await),
         ErrorCode::BadRequest
     );
     let e = b.request(delete(&g, m.id)).await;
@@ -438,24 +456,96 @@ async fn the_lifecycle_over_http() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edits_and_reactions_count_against_the_send_rate() {
+async fn edits_count_against_the_send_rate_and_reactions_against_their_own() {
     let node = TestNode::start_with(|c| {
         c.limits.sends_per_second = 1;
         c.limits.send_burst = 3;
+        c.limits.reactions_per_second = 1;
+        c.limits.reaction_burst = 2;
     })
     .await;
     let Pair { mut ca, conv, .. } = pair_in_group(&node, "a", "b").await;
     let m = sent_message(ca.request(send(&conv, "k", "x")).await);
     sent_message(ca.request(edit(&conv, m.id, "y")).await);
-    sent_message(ca.request(react(&conv, m.id, "z", true)).await);
-    let e = ca.request(react(&conv, m.id, "w", true)).await;
+    // Reactions take nothing from the sends' bucket...
+    sent_message(ca.request(react(&conv, m.id, "👍", true)).await);
+    sent_message(ca.request(react(&conv, m.id, "🎉", true)).await);
+    let e = ca.request(react(&conv, m.id, "😂", true)).await;
+    assert_eq!(err_code(&e), ErrorCode::RateLimited, "their own is empty");
+    // ...so the third send still goes, and the fourth does not.
+    sent_message(ca.request(edit(&conv, m.id, "z")).await);
+    let e = ca.request(send(&conv, "k2", "x")).await;
     assert_eq!(err_code(&e), ErrorCode::RateLimited);
     let held = ok(ca.request(history(&conv, None, None, None)).await)
         .messages
         .unwrap();
     assert_eq!(
         held[0].reactions.len(),
-        1,
+        2,
         "the refused reaction changed nothing"
     );
+}
+
+/// A reaction toggle sends members what changed (a few hundred bytes), not
+/// the message with its body, and requests that change nothing (a reaction
+/// already there, an edit to the same body, a forbidden or unknown edit)
+/// take no revision: members see no gap to catch up on for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_send_what_changed_and_nothing_changed_takes_no_revision() {
+    let node = TestNode::start().await;
+    let Pair {
+        mut ca,
+        mut cb,
+        conv,
+        ..
+    } = pair_in_group(&node, "a", "b").await;
+    let m = sent_message(ca.request(send(&conv, "big", &"x".repeat(16 * 1024))).await);
+    cb.event(|f| matches!(f, ServerFrame::Message { .. })).await;
+    let start = current_rev(&mut ca, &conv).await;
+    for on in [true, false, true, false] {
+        sent_message(ca.request(react(&conv, m.id, "👍", on)).await);
+        let f = cb
+            .event(|f| {
+                matches!(
+                    f,
+                    ServerFrame::Reaction { .. } | ServerFrame::MessageUpdated { .. }
+                )
+            })
+            .await;
+        let ServerFrame::Reaction { rev, reaction, .. } = &f else {
+            panic!("a whole message for a reaction: {f:?}");
+        };
+        assert_eq!(reaction.count, u32::from(on));
+        let size = Codec::Json.encode(&f).unwrap().len();
+        assert!(size < 512, "a reaction event of {size} bytes");
+        assert!(*rev > start);
+    }
+    let after_toggles = current_rev(&mut ca, &conv).await;
+    assert_eq!(after_toggles, start + 4, "one revision per toggle");
+
+    // Nothing changes, no revision moves.
+    sent_message(ca.request(react(&conv, m.id, "🎉", true)).await);
+    let before = current_rev(&mut ca, &conv).await;
+    sent_message(ca.request(react(&conv, m.id, "🎉", true)).await);
+    sent_message(ca.request(react(&conv, m.id, "🔥", false)).await);
+    sent_message(ca.request(edit(&conv, m.id, &"x".repeat(16 * 1024))).await);
+    let e = cb.request(edit(&conv, m.id, "not mine")).await;
+    assert_eq!(err_code(&e), ErrorCode::Forbidden);
+    let e = ca
+        .request(edit(&conv, MessageId(m.id.0 + 1), "nothing there"))
+        .await;
+    assert_eq!(err_code(&e), ErrorCode::NotFound);
+    assert_eq!(
+        current_rev(&mut ca, &conv).await,
+        before,
+        "no revision for no change"
+    );
+    // The next change takes the very next revision.
+    let edited = sent_message(ca.request(edit(&conv, m.id, "short now")).await);
+    assert_eq!(edited.rev, before + 1);
+}
+
+/// The conversation's revision now.
+async fn current_rev(c: &mut Client, conv: &ConversationId) -> u64 {
+    ok(c.request(changes(conv, 0, Some(1))).await).rev.unwrap()
 }

@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chat_protocol::{ClientFrame, Codec, ConversationId, ReqId, ServerFrame};
@@ -26,32 +25,6 @@ const NO_RATE_LIMIT: [(&str, &str); 2] = [
     ("CHAT__LIMITS__SENDS_PER_SECOND", "1000000"),
     ("CHAT__LIMITS__SEND_BURST", "1000000"),
 ];
-
-/// A test's directory: the node's data, and its logs beside it.
-struct Site {
-    root: tempfile::TempDir,
-    starts: usize,
-}
-
-impl Site {
-    fn new() -> Self {
-        Site {
-            root: tempfile::tempdir().unwrap(),
-            starts: 0,
-        }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.root.path().join("data")
-    }
-
-    /// Starts a node on this site's data directory, with its own log file.
-    async fn start(&mut self, secret: Option<&str>, env: &[(&str, &str)]) -> NodeProc {
-        self.starts += 1;
-        let log = self.root.path().join(format!("node-{}.log", self.starts));
-        NodeProc::start(&self.data(), &log, secret, env).await
-    }
-}
 
 /// Two users and their group; Alice connected.
 async fn alice_and_bob(node: &NodeProc) -> (TestUser, TestUser, Client, ConversationId) {

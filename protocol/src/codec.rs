@@ -108,12 +108,12 @@ impl Codec {
     /// Decodes any protocol value.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, DecodeError> {
         let result = match self {
-            Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+            Codec::Json => decode_json_object(bytes),
             Codec::MsgPack => decode_msgpack_map(bytes),
         };
         result.map_err(|reason| DecodeError {
             req: self.recover_req(bytes),
-            reason,
+            reason: readable(&reason),
         })
     }
 
@@ -129,6 +129,70 @@ impl Codec {
         };
         parsed.and_then(|r| r.req)
     }
+}
+
+/// One JSON object: serde alone would also take a struct written as an
+/// array.
+fn decode_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("a frame must be an object".into());
+    }
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// What serde says is wrong with a value, in a client's words: without the
+/// parser's position, and naming no type of the server's (its structs, its
+/// integer types, the enum a `req` is read into).
+pub fn readable(text: &str) -> String {
+    let text = match text.rfind(" at line ") {
+        Some(at) if text[at..].contains(" column ") => &text[..at],
+        _ => text,
+    };
+    if text.contains("untagged enum ReqId") {
+        return "req must be an integer or a string of at most 64 bytes".into();
+    }
+    if text.contains("untagged enum") {
+        return "a value of the wrong type".into();
+    }
+    if let Some(field) = text.strip_prefix("duplicate field ") {
+        return format!("{field} appears twice");
+    }
+    let (head, expected) = match text.rsplit_once(", expected ") {
+        Some((head, expected)) => (head, Some(expected)),
+        None => (text, None),
+    };
+    let head = head.replace("unknown variant ", "unknown value ");
+    let mut out = without_struct_names(&head);
+    if let Some(expected) = expected {
+        let expected = match expected {
+            "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative integer".into(),
+            "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer".into(),
+            "f32" | "f64" => "a number".into(),
+            "variant identifier" => "a name".into(),
+            other => without_struct_names(other),
+        };
+        out.push_str(", expected ");
+        out.push_str(&expected);
+    }
+    out
+}
+
+/// serde names the Rust type it expected ("struct LoginRequest"): each
+/// "struct <Name>" reads "an object".
+fn without_struct_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("struct ") {
+        out.push_str(&rest[..at]);
+        let name = &rest[at + "struct ".len()..];
+        let end = name
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(name.len());
+        out.push_str("an object");
+        rest = &name[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// One MessagePack map and nothing after it, as the JSON decoder accepts

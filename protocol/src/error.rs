@@ -18,6 +18,9 @@ pub enum ErrorCode {
     TooLarge,
     /// The name asked for is taken (registration).
     Conflict,
+    /// An HTTP route that does not take the request's method (HTTP only; an
+    /// addition to version 1).
+    MethodNotAllowed,
     /// Over the sender's rate; the frame carries `retry_after_ms`.
     RateLimited,
     /// A dependency is down; nothing was stored; retry.
@@ -36,6 +39,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::TooLarge => 413,
             ErrorCode::Conflict => 409,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
@@ -51,6 +55,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",

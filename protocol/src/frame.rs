@@ -12,7 +12,7 @@ use crate::conversation::{Conversation, ConversationKind, ConversationSummary, M
 use crate::error::ErrorCode;
 use crate::ids::{ClientMsgId, ConversationId, MessageId, ReqId, UserId};
 use crate::limits::{self, Limits};
-use crate::message::{Message, MessageKind, MAX_EMOJI_BYTES};
+use crate::message::{Message, MessageKind, Reaction, MAX_EMOJI_BYTES};
 use crate::presence::Presence;
 
 /// A frame from a client.
@@ -336,16 +336,10 @@ impl ClientFrame {
                     ),
                 )
             }
-            ClientFrame::React { emoji, .. }
-                if emoji.is_empty()
-                    || emoji.len() > MAX_EMOJI_BYTES
-                    || emoji.chars().any(char::is_control) =>
-            {
+            ClientFrame::React { emoji, .. } if !crate::message::is_reaction_emoji(emoji) => {
                 reject(
                     ErrorCode::BadRequest,
-                    format!(
-                        "emoji must be 1 to {MAX_EMOJI_BYTES} bytes, without control characters"
-                    ),
+                    format!("emoji must be one Unicode emoji of at most {MAX_EMOJI_BYTES} bytes"),
                 )
             }
             ClientFrame::Changes { limit, .. } => check_page_limit(*limit),
@@ -445,6 +439,9 @@ pub enum ReceiptKind {
     Read,
 }
 
+/// Most conversations one `catch_up` frame names; more go in more frames.
+pub const MAX_CATCH_UP_CONVERSATIONS: usize = 1000;
+
 /// A frame from the node.
 // An `ok` is built once per reply and encoded at once (queues hold encoded
 // bytes), so its size costs nothing held.
@@ -503,6 +500,35 @@ pub enum ServerFrame {
     Conversation {
         /// The conversation as it is now.
         conversation: Conversation,
+    },
+    /// The node cannot vouch that every change of these conversations
+    /// reached this connection live (an owner confirmed late that it
+    /// delivers here, or the owner changed: a node left, joined or was cut
+    /// off), so the client asks `changes` from the last `rev` it saw in
+    /// each. May come when nothing was missed. A 1.2 addition: older
+    /// clients ignore it and catch up on their next revision gap.
+    CatchUp {
+        /// At most [`MAX_CATCH_UP_CONVERSATIONS`] per frame.
+        conversations: Vec<ConversationId>,
+    },
+    /// A reaction was added or taken back: the one emoji's state, not the
+    /// whole message (which a reaction toggle would otherwise send to every
+    /// member). A 1.1 addition that older clients may ignore: they see a
+    /// revision gap at their next event and catch up with `changes`.
+    Reaction {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The message reacted to.
+        message: MessageId,
+        /// The message's (and the conversation's) revision after it.
+        rev: u64,
+        /// Who reacted.
+        user: UserId,
+        /// Added or taken back.
+        on: bool,
+        /// The emoji's state now, as clients are shown it (`count` 0 and no
+        /// users once the last one took it back).
+        reaction: Reaction,
     },
     /// The members of a conversation of more than
     /// [`crate::conversation::INLINE_MEMBERS`] changed: the change alone,

@@ -14,6 +14,10 @@ pub struct Limits {
     pub sends_per_second: u32,
     /// Burst of sends a user may make at once.
     pub send_burst: u32,
+    /// Sustained reactions (added or taken back) per user per second.
+    pub reactions_per_second: u32,
+    /// Burst of reactions a user may make at once.
+    pub reaction_burst: u32,
     /// Connections one user may hold on a node.
     pub connections_per_user: usize,
     /// Seconds without any frame from the client before it is closed.
@@ -41,6 +45,8 @@ impl Default for Limits {
             max_body_bytes: 16 * 1024,
             sends_per_second: 100,
             send_burst: 1000,
+            reactions_per_second: 5,
+            reaction_burst: 30,
             connections_per_user: 16,
             idle_timeout_secs: 60,
             outbound_queue: 1024,
@@ -59,6 +65,18 @@ pub const MAX_HISTORY_LIMIT: u32 = 200;
 /// (`more` is then true): a reply stays small enough to hold and write
 /// whatever the limit asked.
 pub const MAX_PAGE_BYTES: usize = 1 << 20;
+/// An upper bound of one message as a client receives it, with a body of
+/// at most `max_body_bytes` (JSON escapes a control character in six
+/// bytes), its reactions as clients see them and its mentions: what the
+/// reply to an `edit`, `delete` or `react` may take.
+pub fn message_reply_bound(max_body_bytes: usize) -> usize {
+    use crate::message::{MAX_DISTINCT_EMOJI, MAX_EMOJI_BYTES, MAX_MENTIONS, SHOWN_REACTORS};
+    // An id in JSON, with its quotes and comma.
+    const ID: usize = 64 + 3;
+    let reactions = MAX_DISTINCT_EMOJI * (48 + 2 + 6 * MAX_EMOJI_BYTES + SHOWN_REACTORS * ID);
+    512 + 6 * max_body_bytes + reactions + MAX_MENTIONS * ID + 3 * ID
+}
+
 /// Messages a `changes` page returns when the client gives no limit.
 pub const DEFAULT_CHANGES_LIMIT: u32 = 100;
 /// Messages a `history` page returns when the client gives no limit.

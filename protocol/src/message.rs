@@ -91,6 +91,37 @@ impl Message {
         std::borrow::Cow::Owned(m)
     }
 
+    /// An upper bound of this message's size as a client receives it, in
+    /// either codec: JSON is never smaller than MessagePack, and its
+    /// escapes make a body of control characters up to six times longer
+    /// than stored. Pages of history and of changes are cut by this, so
+    /// that a page's encoded reply fits the bytes reserved for it whatever
+    /// its bodies hold; counts only what [`Message::for_clients`] keeps.
+    pub fn encoded_len_bound(&self) -> usize {
+        // Field names, the numbers and the fixed-width values.
+        const FIXED: usize = 256;
+        // A reaction's own field names and count; an id's quotes and comma.
+        const PER_REACTION: usize = 48;
+        const PER_ID: usize = 3;
+        let ids = |users: &[UserId], n: usize| -> usize {
+            users
+                .iter()
+                .take(n)
+                .map(|u| u.as_str().len() + PER_ID)
+                .sum()
+        };
+        let mut n = FIXED
+            + json_string_len(&self.body)
+            + self.conversation.as_str().len()
+            + self.sender.as_str().len()
+            + json_string_len(self.client_msg_id.as_str())
+            + ids(&self.mentions, usize::MAX);
+        for r in &self.reactions {
+            n += PER_REACTION + json_string_len(&r.emoji) + ids(&r.users, SHOWN_REACTORS);
+        }
+        n
+    }
+
     /// Puts this message in its deleted state at `rev`.
     pub fn delete(&mut self, rev: u64) {
         self.deleted = true;
@@ -146,6 +177,27 @@ impl Message {
         }
         Ok(true)
     }
+}
+
+/// Whether `s` may be a reaction: one emoji of Unicode's list (with its
+/// skin tones, flags and joined sequences), at most [`MAX_EMOJI_BYTES`]
+/// bytes. Not markup, zero-width characters or direction overrides, which
+/// any other string could carry into every member's screen.
+pub fn is_reaction_emoji(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_EMOJI_BYTES && emojis::get(s).is_some()
+}
+
+/// The length of `s` as a JSON string, quotes included: serde_json writes
+/// `"` and `\\` as two bytes and other control characters as at most six.
+pub fn json_string_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' => 2,
+            0..=0x1f | 0x7f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
 }
 
 /// Why a reaction cannot be added.
@@ -345,5 +397,57 @@ mod tests {
         m.delete(7);
         assert!(m.deleted && m.body.is_empty() && m.reactions.is_empty() && m.mentions.is_empty());
         assert_eq!((m.id, m.rev), (MessageId(1), 7));
+    }
+
+    #[test]
+    fn the_encoded_bound_holds_in_both_codecs_for_the_worst_bodies() {
+        let long = |c: char| "x".repeat(60) + &c.to_string();
+        let mut m = message();
+        m.id = MessageId(u64::MAX >> 1);
+        m.ts = u64::MAX >> 1;
+        m.rev = u64::MAX;
+        m.reply_to = Some(MessageId(u64::MAX >> 1));
+        m.edited_at = Some(u64::MAX >> 1);
+        m.conversation = ConversationId::new(&long('c')).unwrap();
+        m.sender = user(&long('s'));
+        m.client_msg_id = ClientMsgId::new(&"k".repeat(64)).unwrap();
+        for (i, body) in [
+            "\u{1}".repeat(16_384),
+            "\"\\".repeat(8_192),
+            "é".repeat(8_192),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            m.body = body;
+            m.mentions = (0..MAX_MENTIONS)
+                .map(|n| user(&format!("{}{n}", long('m'))))
+                .collect();
+            m.reactions = (0..MAX_DISTINCT_EMOJI)
+                .map(|e| Reaction {
+                    emoji: "\u{1}".repeat(MAX_EMOJI_BYTES - 1) + &e.to_string(),
+                    count: u32::MAX,
+                    users: (0..50)
+                        .map(|u| user(&format!("{}{u}", long('r'))))
+                        .collect(),
+                })
+                .collect();
+            let shown = m.for_clients();
+            let json = serde_json::to_vec(&*shown).unwrap().len();
+            let msgpack = rmp_serde::to_vec_named(&*shown).unwrap().len();
+            let bound = m.encoded_len_bound();
+            assert!(
+                json <= bound,
+                "body {i}: JSON {json} over the bound {bound}"
+            );
+            assert!(
+                msgpack <= bound,
+                "body {i}: MessagePack {msgpack} over {bound}"
+            );
+            assert!(
+                bound < json + json / 4 + 1024,
+                "body {i}: {bound} is far above {json}"
+            );
+        }
     }
 }

@@ -184,9 +184,26 @@ fn lifecycle_frames_and_fields() {
         on: true,
     };
     let code = |f: ClientFrame| f.validate(&Limits::default()).unwrap_err().code;
-    assert_eq!(code(react(&"x".repeat(33))), ErrorCode::BadRequest);
-    assert_eq!(code(react("")), ErrorCode::BadRequest);
-    react(&"x".repeat(32)).validate(&Limits::default()).unwrap();
+    // Emoji, with skin tones, flags, joined sequences and the text-style
+    // heart; not words, markup, zero-width characters or direction
+    // overrides.
+    for emoji in ["👍", "👍🏽", "👨‍👩‍👧", "🇫🇷", "❤️", "❤", "🎉", "😂"]
+    {
+        react(emoji).validate(&Limits::default()).unwrap();
+    }
+    for bad in [
+        "",
+        "x",
+        &"x".repeat(32),
+        "<b>hi</b>",
+        "\u{200b}",
+        "👍\u{200b}",
+        "\u{202e}👍",
+        "👍👍",
+        &"👍".repeat(9),
+    ] {
+        assert_eq!(code(react(bad)), ErrorCode::BadRequest, "{bad:?}");
+    }
     let edit = ClientFrame::Edit {
         req: None,
         conversation: ConversationId::new("c1").unwrap(),

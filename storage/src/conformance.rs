@@ -24,6 +24,7 @@ pub async fn run_all(store: &dyn MessageStore) {
     check_history_paging(store).await;
     check_page_bounds(store).await;
     check_page_byte_cap(store).await;
+    check_changes_byte_cap(store).await;
     check_last_message_and_client_msg_ids(store).await;
     check_append_new(store).await;
     check_prefix_isolation(store).await;
@@ -1171,7 +1172,7 @@ async fn changes(
 ) -> super::Changes {
     let rev = store.last_rev(conversation).await.expect("last_rev");
     store
-        .changes(conversation, after_rev, rev, limit)
+        .changes(conversation, after_rev, rev, limit, usize::MAX)
         .await
         .expect("changes")
 }
@@ -1202,6 +1203,57 @@ async fn all_changes(
             .rev;
     }
     panic!("changes did not end");
+}
+
+/// A page of changes stops once its messages weigh `max_bytes` as a client
+/// receives them (a body of control characters weighs six times its
+/// length in JSON), saying `more`; read on from its last `rev`, every
+/// change comes once; the first change comes even when it alone is larger.
+pub async fn check_changes_byte_cap(store: &dyn MessageStore) {
+    let c = conversation_id("changes-bytecap");
+    let a = user_id("author");
+    let mut sent = revised(&c, &a, 1, 40);
+    for m in &mut sent {
+        m.body = "\u{1}".repeat(1000);
+    }
+    store.append(&sent).await.expect("append");
+    let rev = store.last_rev(&c).await.expect("last_rev");
+    // About five messages' worth once escaped (6 KB each).
+    let page = store
+        .changes(&c, 0, rev, 40, 33_000)
+        .await
+        .expect("changes");
+    let n = page.messages.len();
+    assert!(
+        (3..=6).contains(&n),
+        "{n} messages of ~6 KB encoded under 33 KB"
+    );
+    assert_eq!(
+        page.messages,
+        sent[..n].to_vec(),
+        "the oldest changes first"
+    );
+    assert!(page.more);
+    let mut read = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .changes(&c, after, rev, 40, 33_000)
+            .await
+            .expect("changes");
+        read.extend(page.messages.iter().cloned());
+        if !page.more {
+            break;
+        }
+        after = page.messages.last().expect("a page with more").rev;
+    }
+    assert_eq!(read, sent, "read on page by page, every change once");
+    let one = store.changes(&c, 0, rev, 40, 1).await.expect("changes");
+    assert_eq!(
+        (one.messages.len(), one.more),
+        (1, true),
+        "one even over the cap"
+    );
 }
 
 /// Edits, reactions and deletes replace a message's state at a higher
@@ -1236,7 +1288,10 @@ pub async fn check_message_updates(store: &dyn MessageStore) {
     );
     let all = changes(store, &c, 0, 10).await;
     assert_eq!((all.messages, all.more), (sent.clone(), false));
-    let bounded = store.changes(&c, 1, 3, 10).await.expect("changes");
+    let bounded = store
+        .changes(&c, 1, 3, 10, usize::MAX)
+        .await
+        .expect("changes");
     assert_eq!(
         (bounded.messages, bounded.more),
         (sent[1..3].to_vec(), false),
@@ -1476,7 +1531,7 @@ macro_rules! conformance_tests {
             #[allow(unused_imports)]
             use super::*;
             $crate::conformance_tests!(@each $open;
-                check_history_paging, check_page_bounds, check_page_byte_cap,
+                check_history_paging, check_page_bounds, check_page_byte_cap, check_changes_byte_cap,
                 check_last_message_and_client_msg_ids, check_append_new,
                 check_prefix_isolation, check_count_unread, check_conversations,
                 check_read_markers, check_users, check_refresh_rotation,

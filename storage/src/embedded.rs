@@ -607,12 +607,13 @@ impl Inner {
                 return Ok(false);
             }
             let value = guard.value().map_err(unavailable)?;
-            bytes = bytes.saturating_add(value.len());
+            let message = decode::<Message>(&value)?;
+            bytes = bytes.saturating_add(crate::page_weight(value.len(), &message));
             if bytes > query.max_bytes && !messages.is_empty() {
                 more = true;
                 return Ok(false);
             }
-            messages.push(decode::<Message>(&value)?);
+            messages.push(message);
             Ok(true)
         };
         if oldest_first {
@@ -658,6 +659,7 @@ impl Inner {
         after_rev: u64,
         rev: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Changes, StoreError> {
         // One snapshot: the index and the messages it names agree.
         let snapshot = self.db.snapshot();
@@ -673,6 +675,7 @@ impl Inner {
                 Bound::Included(rev_key(&prefix, rev)),
             ),
         );
+        let mut weight = 0usize;
         for guard in range {
             let (key, value) = guard.into_inner().map_err(unavailable)?;
             if changes.messages.len() == limit.max(1) {
@@ -689,6 +692,11 @@ impl Inner {
             };
             let message: Message = decode(&bytes)?;
             if message.rev == at {
+                weight = weight.saturating_add(crate::page_weight(bytes.len(), &message));
+                if weight > max_bytes && !changes.messages.is_empty() {
+                    changes.more = true;
+                    break;
+                }
                 changes.messages.push(message);
             }
         }
@@ -1403,9 +1411,10 @@ impl MessageStore for EmbeddedStore {
         after_rev: u64,
         up_to_rev: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Changes, StoreError> {
         let conversation = conversation.clone();
-        self.blocking(move |s| s.changes(&conversation, after_rev, up_to_rev, limit))
+        self.blocking(move |s| s.changes(&conversation, after_rev, up_to_rev, limit, max_bytes))
             .await
     }
 

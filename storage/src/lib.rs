@@ -70,10 +70,19 @@ pub struct PageQuery {
     pub after: Option<MessageId>,
     /// Most messages to return (at least 1).
     pub limit: usize,
-    /// Stop once the page's messages take this many bytes as stored (the
-    /// first message is always returned), so that a page of large messages
-    /// is cut short (`more` tells) rather than held whole in memory.
+    /// Stop once the page's messages weigh this many bytes ([`page_weight`]:
+    /// as stored or as encoded for a client, whichever is larger; the first
+    /// message is always returned), so that a page of large messages is cut
+    /// short (`more` tells) rather than held whole in memory or written as
+    /// a reply larger than the bytes reserved for it.
     pub max_bytes: usize,
+}
+
+/// What a message weighs against a page's `max_bytes`: its stored size or
+/// its size as a client receives it, whichever is larger, so that a page
+/// bounds both what a read holds and the reply built from it.
+pub fn page_weight(stored: usize, message: &Message) -> usize {
+    stored.max(message.encoded_len_bound())
 }
 
 impl PageQuery {
@@ -269,12 +278,16 @@ pub trait MessageStore: Send + Sync + 'static {
     /// to a higher revision (an entry left behind, skipped: the message is
     /// found at its new place, which a reader going on from `up_to_rev` then
     /// reaches), or a write that failed and was never acknowledged (skipped).
+    ///
+    /// A page also stops once its messages weigh `max_bytes`
+    /// ([`page_weight`]; the first message always comes), with `more`.
     async fn changes(
         &self,
         conversation: &ConversationId,
         after_rev: u64,
         up_to_rev: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Changes, StoreError>;
 
     /// The highest `rev` stored in a conversation (0 when none).

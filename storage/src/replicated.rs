@@ -739,9 +739,10 @@ impl MessageStore for ReplicatedStore {
         after_rev: u64,
         up_to_rev: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Changes, StoreError> {
         self.local
-            .changes(conversation, after_rev, up_to_rev, limit)
+            .changes(conversation, after_rev, up_to_rev, limit, max_bytes)
             .await
     }
 

@@ -1689,9 +1689,11 @@ impl MessageStore for ScyllaStore {
         after_rev: u64,
         rev: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Changes, StoreError> {
         let limit = limit.max(1);
         let mut changes = Changes::default();
+        let mut weight = 0usize;
         if after_rev >= rev {
             return Ok(changes);
         }
@@ -1737,7 +1739,16 @@ impl MessageStore for ScyllaStore {
                     let Some(message) = message.filter(|m| m.rev == at as u64) else {
                         continue;
                     };
-                    if changes.messages.len() == limit {
+                    // Stored, it lists every reacting user.
+                    let stored = message.body.len()
+                        + (message.reactions.iter())
+                            .flat_map(|r| &r.users)
+                            .map(|u| u.as_str().len() + 2)
+                            .sum::<usize>();
+                    weight = weight.saturating_add(crate::page_weight(stored, &message));
+                    if changes.messages.len() == limit
+                        || (weight > max_bytes && !changes.messages.is_empty())
+                    {
                         changes.more = true;
                         break 'blocks;
                     }
@@ -1825,12 +1836,14 @@ impl MessageStore for ScyllaStore {
                     more = true;
                     break 'buckets;
                 }
-                bytes = bytes.saturating_add(row.size());
+                let stored = row.size();
+                let message = row.into_message(conversation)?;
+                bytes = bytes.saturating_add(crate::page_weight(stored, &message));
                 if bytes > query.max_bytes && !messages.is_empty() {
                     more = true;
                     break 'buckets;
                 }
-                messages.push(row.into_message(conversation)?);
+                messages.push(message);
             }
         }
         if newest_first {

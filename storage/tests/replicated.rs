@@ -222,11 +222,12 @@ impl MessageStore for Recorder {
         after: u64,
         up_to: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Changes, StoreError> {
         self.note(|s| {
             s.conversations.insert(c.clone());
         });
-        self.store.changes(c, after, up_to, limit).await
+        self.store.changes(c, after, up_to, limit, max_bytes).await
     }
     async fn last_rev(&self, c: &ConversationId) -> Result<u64, StoreError> {
         self.store.last_rev(c).await
@@ -437,7 +438,7 @@ async fn state(store: &dyn MessageStore, seen: &Mutex<Seen>) -> State {
         markers.sort();
         let rev = store.last_rev(&id).await.expect("last_rev");
         let changes = store
-            .changes(&id, 0, rev, 1_000_000)
+            .changes(&id, 0, rev, 1_000_000, usize::MAX)
             .await
             .expect("changes");
         assert!(!changes.more);

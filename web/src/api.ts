@@ -10,32 +10,59 @@ export interface Session {
 }
 
 const KEY = "chat.session";
-const NODES_KEY = "chat.nodes";
+/** The nodes the page's own origin published, kept for the next load. */
+const PUBLISHED_KEY = "chat.cluster.nodes";
 
-/** The nodes this page may talk to: `?nodes=http://a,http://b` (kept for
- * later visits), else the page's own origin (a node or a proxy). */
+// Earlier versions kept here whatever `?nodes=` a link carried, and sent
+// passwords there on every later visit: never read it, and drop it.
+localStorage.removeItem("chat.nodes");
+
+/** `url`'s origin when it is an http(s) URL, else null. */
+function originOf(url: unknown): string | null {
+  if (typeof url !== "string") return null;
+  try {
+    const u = new URL(url);
+    return u.protocol === "http:" || u.protocol === "https:" ? u.origin : null;
+  } catch {
+    return null;
+  }
+}
+
+function keptNodes(): string[] {
+  try {
+    const list = JSON.parse(localStorage.getItem(PUBLISHED_KEY) ?? "[]");
+    return Array.isArray(list) ? list.map(originOf).filter((n): n is string => n !== null) : [];
+  } catch {
+    return [];
+  }
+}
+
+let published: string[] = keptNodes();
+
+/** The nodes this page may talk to: its own origin (the node or proxy that
+ * served it) first, then the other nodes that origin publishes, for when it
+ * goes. Nothing from the address bar: a link must not choose where
+ * passwords go. */
 export function nodes(): string[] {
-  const fromQuery = new URLSearchParams(location.search).get("nodes");
-  if (fromQuery) {
-    const list = fromQuery
-      .split(",")
-      .map((n) => n.trim().replace(/\/$/, ""))
-      .filter(Boolean);
-    if (list.length) {
-      localStorage.setItem(NODES_KEY, JSON.stringify(list));
-      return list;
-    }
+  const own = location.origin;
+  return [own, ...published.filter((n) => n !== own)];
+}
+
+/** Asks the page's own origin which nodes its cluster publishes
+ * (`GET /v1/cluster/nodes`), and keeps the answer: a reload while the
+ * origin is down still knows where else to go. */
+export async function learnNodes(): Promise<void> {
+  let body: any;
+  try {
+    const res = await fetch("/v1/cluster/nodes");
+    if (!res.ok) return;
+    body = await res.json();
+  } catch {
+    return; // The origin is down or older: keep what it said before.
   }
-  const kept = localStorage.getItem(NODES_KEY);
-  if (kept) {
-    try {
-      const list = JSON.parse(kept);
-      if (Array.isArray(list) && list.length) return list;
-    } catch {
-      // fall through to the page's origin
-    }
-  }
-  return [location.origin];
+  if (!Array.isArray(body?.nodes)) return;
+  published = body.nodes.map(originOf).filter((n: string | null): n is string => n !== null);
+  localStorage.setItem(PUBLISHED_KEY, JSON.stringify(published));
 }
 
 export class ApiError extends Error {

@@ -107,7 +107,7 @@ export class Chat {
   ) {
     this.session = session;
     this.socket = new ChatSocket(
-      nodes(),
+      nodes,
       () => this.token(),
       (f) => this.event(f),
       (s) => {

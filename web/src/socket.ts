@@ -1,6 +1,6 @@
 // The WebSocket side of protocol v1.1 (JSON): requests matched to their
 // replies by `req`, events handed on, and reconnection with backoff, to the
-// next configured node each time.
+// next node the page may use (api.ts `nodes()`) each time.
 
 import { ApiError } from "./api";
 
@@ -45,7 +45,9 @@ export class ChatSocket {
   private stopped = false;
 
   constructor(
-    private nodes: string[],
+    /** The nodes to use, asked again at each attempt: the list the page
+     * learns from its origin may arrive after the first one. */
+    private nodes: () => string[],
     /** A valid access token (refreshed first when it is about to expire). */
     private token: () => Promise<string>,
     private onEvent: (frame: any) => void,
@@ -78,7 +80,8 @@ export class ChatSocket {
       const suspended = e instanceof ApiError && e.status === 403 && e.code === "forbidden";
       return this.onEnded(suspended ? "suspended" : "unauthorized");
     }
-    const base = this.nodes[this.node % this.nodes.length].replace(/^http/, "ws");
+    const nodes = this.nodes();
+    const base = nodes[this.node % nodes.length].replace(/^http/, "ws");
     const ws = new WebSocket(`${base}/v1/ws?access_token=${encodeURIComponent(token)}`, "chat.v1.json");
     this.ws = ws;
     ws.onopen = () => {

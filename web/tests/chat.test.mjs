@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { eventually, root, startCluster } from "./cluster.mjs";
+import { eventually, recordFrames, root, startCluster } from "./cluster.mjs";
 
 const artifacts = join(root, "web", "test-artifacts");
 const PASSWORD = "correct horse battery";
@@ -34,16 +34,26 @@ function unique(prefix) {
   return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
 }
 
-/** A new browser context on node `i`'s page (knowing the other node too),
- * with the console watched for errors. */
+/** Chromium reports some Content-Security-Policy violations only as
+ * events: each becomes a console error, which the tests count. */
+function reportCspViolations() {
+  document.addEventListener("securitypolicyviolation", (e) =>
+    console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI}`),
+  );
+}
+
+/** A new browser context on node `i`'s page (which learns the other node
+ * from the list node `i` publishes), with the console watched for errors
+ * and policy violations. */
 async function open(i, viewport = { width: 1100, height: 760 }) {
   const context = await browser.newContext({ viewport });
+  await context.addInitScript(reportCspViolations);
   const page = await context.newPage();
   page.errors = [];
   page.on("console", (m) => m.type() === "error" && page.errors.push(m.text()));
   page.on("pageerror", (e) => page.errors.push(String(e)));
-  const others = cluster.urls.filter((_, j) => j !== i);
-  await page.goto(`${cluster.urls[i]}/?nodes=${[cluster.urls[i], ...others].join(",")}`);
+  recordFrames(page);
+  await page.goto(cluster.urls[i]);
   return page;
 }
 
@@ -155,6 +165,50 @@ test("two users on two nodes chat both ways, with typing, receipts and presence"
   noConsoleErrors(bob);
 });
 
+test("a reaction reaches the other page as a reaction frame: added, a second emoji after it, taken back", async () => {
+  // Bob's message, reacted to by Alice, watched on Bob's page.
+  const target = "[data-testid=message]:has-text('a new line')";
+  const id = await bob.getAttribute(target, "data-id");
+  assert.ok(id, "the message is acknowledged");
+  const chips = () => bob.$$eval(`${target} .chip`, (els) => els.map((e) => e.textContent));
+  const from = bob.wsLog.length;
+  const react = async (label) => {
+    await alice.hover(target);
+    await alice.click(`${target} button[aria-label='${label}']`);
+  };
+  await react("React 🎉");
+  await eventually("bob sees 🎉", async () => JSON.stringify(await chips()) === JSON.stringify(["🎉 1"]), 20_000);
+  // A new emoji goes after the ones already there.
+  await react("React ❤️");
+  await eventually("bob sees 🎉 then ❤️", async () => JSON.stringify(await chips()) === JSON.stringify(["🎉 1", "❤️ 1"]), 20_000);
+  // Alice takes hers back: the chip goes, the other stays.
+  await alice.hover(target);
+  await alice.click(`${target} .chip:has-text('🎉')`);
+  await eventually("bob sees only ❤️", async () => JSON.stringify(await chips()) === JSON.stringify(["❤️ 1"]), 20_000);
+
+  const received = bob.wsLog.slice(from).filter((e) => e.dir === "in").map((e) => e.frame);
+  const reactions = received.filter((f) => f.type === "reaction" && f.message === id);
+  assert.deepEqual(
+    reactions.map((f) => [f.conversation, f.user, f.on, f.reaction.emoji, f.reaction.count]),
+    [
+      [conv, alice.user, true, "🎉", 1],
+      [conv, alice.user, true, "❤️", 1],
+      [conv, alice.user, false, "🎉", 0],
+    ],
+  );
+  assert.ok(reactions.every((f, k) => k === 0 || f.rev === reactions[k - 1].rev + 1), "one revision each");
+  assert.deepEqual(
+    received.filter((f) => f.type === "message_updated"),
+    [],
+    "the whole message is not sent for a reaction",
+  );
+  // Alice's own page shows what her `ok` replies carried.
+  const mine = await alice.$$eval(`${target} .chip`, (els) => els.map((e) => e.textContent));
+  assert.deepEqual(mine, ["❤️ 1"]);
+  noConsoleErrors(alice);
+  noConsoleErrors(bob);
+});
+
 test("a group: created with a title, a member invited and removed, one leaves", async () => {
   const carol = unique("carol");
   const res = await fetch(`${cluster.urls[0]}/v1/auth/register`, {
@@ -255,7 +309,7 @@ test("the session outlives its access token", async () => {
     const page = await context.newPage();
     page.errors = [];
     page.on("pageerror", (e) => page.errors.push(String(e)));
-    await page.goto(`${short.urls[0]}/?nodes=${short.urls[0]}`);
+    await page.goto(short.urls[0]);
     page.user = unique("shortlived");
     await page.fill("[data-testid=username]", page.user);
     await page.fill("[data-testid=password]", PASSWORD);

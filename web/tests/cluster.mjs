@@ -1,7 +1,10 @@
 // A real local cluster for the browser tests: a redis-server and chat-node
 // processes on free loopback ports, serving the built app from web/dist.
 
+import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { once } from "node:events";
 import { mkdtempSync, openSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -38,6 +41,28 @@ export async function freePort() {
   throw new Error("no free port");
 }
 
+/** Records, in `page.wsLog`, every frame the page's WebSockets send
+ * (`dir` "out") and receive ("in"), parsed, in the order they went:
+ * what the page was told and what it asked. */
+export function recordFrames(page) {
+  page.wsLog = [];
+  page.sockets = 0;
+  page.on("websocket", (ws) => {
+    page.sockets += 1;
+    const log = (dir) => (f) => {
+      let frame;
+      try {
+        frame = JSON.parse(f.payload);
+      } catch {
+        return;
+      }
+      page.wsLog.push({ dir, frame });
+    };
+    ws.on("framereceived", log("in"));
+    ws.on("framesent", log("out"));
+  });
+}
+
 /** Polls `check` until it returns a truthy value (or throws past `ms`). */
 export async function eventually(what, check, ms = 60_000) {
   const deadline = Date.now() + ms;
@@ -54,7 +79,31 @@ export async function eventually(what, check, ms = 60_000) {
   }
 }
 
-export async function startCluster(n, extraEnv = {}) {
+/** Starts `n` nodes (and Redis) and waits until they serve together.
+ * `admins` (name to password) are made with `chat-node admin create-user`
+ * on node 1's store before it first starts: registration refuses the names
+ * in `[admin] users`, and the embedded store is one process's. Node 1's
+ * op log carries the accounts to the others. */
+/** The weight of `node` for `key` in rendezvous hashing, as
+ * actors/src/placement.rs computes it: the first 8 bytes of
+ * SHA-256(node, 0, key), big-endian. */
+export function weight(node, key) {
+  const digest = createHash("sha256").update(node).update(Buffer.from([0])).update(key).digest();
+  return digest.readBigUInt64BE(0);
+}
+
+/** Which of the live node names owns `conversation`: the highest weight
+ * (ties broken by the greater name, as the Rust side's `max_by_key`). */
+export function ownerName(conversation, names) {
+  let best = null;
+  for (const name of names) {
+    const w = weight(name, conversation);
+    if (!best || w > best.w || (w === best.w && name > best.name)) best = { w, name };
+  }
+  return best?.name ?? null;
+}
+
+export async function startCluster(n, extraEnv = {}, { admins = {} } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "chat-web-test-"));
   const redisPort = await freePort();
   const redis = spawn("redis-server", ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
@@ -69,14 +118,19 @@ export async function startCluster(n, extraEnv = {}) {
     redis,
     nodes: [],
     urls: httpPorts.map((p) => `http://127.0.0.1:${p}`),
-    start(i) {
-      const log = openSync(join(dir, `node-${i + 1}.log`), "a");
+    /** Node `i`'s name, as placement hashes it. */
+    name(i) {
+      return `node-${i + 1}`;
+    },
+    /** The environment node `i` runs with, also for its operator commands:
+     * they must open its store as it does (its name, its cluster). */
+    env(i) {
       const env = { ...process.env };
       for (const k of Object.keys(env)) if (k.startsWith("CHAT__")) delete env[k];
       Object.assign(env, {
         RUST_LOG: "info",
         NO_COLOR: "1",
-        CHAT__NODE__NAME: `node-${i + 1}`,
+        CHAT__NODE__NAME: this.name(i),
         CHAT__NODE__ID: String(i + 1),
         CHAT__AUTH__JWT_SECRET: "web-test-secret-web-test-secret-0123456789",
         CHAT__AUTH__THROTTLE__REGISTRATIONS_PER_HOUR: "1000000",
@@ -93,14 +147,44 @@ export async function startCluster(n, extraEnv = {}) {
         CHAT__PRESENCE__REDIS_URL: `redis://127.0.0.1:${redisPort}`,
         CHAT__PRESENCE__TTL_SECS: "5",
         CHAT__WEB__DIR: join(root, "web", "dist"),
+        // Every node publishes them all: a page fails over to the others.
+        CHAT__WEB__NODES: JSON.stringify(this.urls),
         ...extraEnv,
       });
-      const child = spawn(nodeBin, ["--http", `127.0.0.1:${httpPorts[i]}`, "--data-dir", join(dir, `node-${i + 1}`)], {
-        env,
+      return env;
+    },
+    /** The index of the node that owns `conversation` while the nodes
+     * `live` (indexes) serve. */
+    owner(conversation, live) {
+      const name = ownerName(conversation, live.map((i) => this.name(i)));
+      return live.find((i) => this.name(i) === name);
+    },
+    dataDir(i) {
+      return join(dir, `node-${i + 1}`);
+    },
+    start(i) {
+      const log = openSync(join(dir, `node-${i + 1}.log`), "a");
+      const child = spawn(nodeBin, ["--http", `127.0.0.1:${httpPorts[i]}`, "--data-dir", this.dataDir(i)], {
+        env: this.env(i),
         stdio: ["ignore", "ignore", log],
       });
       this.nodes[i] = child;
       return child;
+    },
+    /** `chat-node admin create-user NAME` on node `i`'s store, as an
+     * operator runs it: with the node stopped, the password on stdin. */
+    async createAdmin(i, name, password) {
+      assert.ok(!this.nodes[i], `node ${i + 1} must be stopped to open its store`);
+      const child = spawn(nodeBin, ["--data-dir", this.dataDir(i), "admin", "create-user", name], {
+        env: this.env(i),
+        stdio: ["pipe", "pipe", "pipe"],
+      });
+      let out = "";
+      child.stdout.on("data", (d) => (out += d));
+      child.stderr.on("data", (d) => (out += d));
+      child.stdin.end(`${password}\n`);
+      const [code] = await once(child, "exit");
+      assert.equal(code, 0, `chat-node admin create-user ${name}: ${out}`);
     },
     kill(i) {
       this.nodes[i]?.kill("SIGKILL");
@@ -130,6 +214,7 @@ export async function startCluster(n, extraEnv = {}) {
       redis.kill("SIGKILL");
     },
   };
+  for (const [name, password] of Object.entries(admins)) await cluster.createAdmin(0, name, password);
   for (let i = 0; i < n; i++) cluster.start(i);
   await cluster.formed();
   return cluster;

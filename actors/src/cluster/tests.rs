@@ -193,11 +193,17 @@ async fn reports_go_to_owners_and_acks_end_the_wait() {
             other => panic!("{other:?}"),
         }
     }
+    let mut reported: Vec<ConversationId> = Vec::new();
     for ack in acks {
-        ack.await.expect("acked");
+        reported.extend(ack.conversations);
+        ack.acked.await.expect("acked");
     }
+    reported.sort();
+    let mut expected = vec![x.clone(), y.clone()];
+    expected.sort();
+    assert_eq!(reported, expected, "each wait names what it reported");
     // A departed owner's acks end too, unanswered.
     let acks = f.cluster.report_interest(&[x], true, true);
     f.cluster.forget_interest("b");
-    assert!(acks.into_iter().next().unwrap().await.is_err());
+    assert!(acks.into_iter().next().unwrap().acked.await.is_err());
 }

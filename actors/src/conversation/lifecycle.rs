@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chat_protocol::{
-    now_ms, parse_mentions, ConversationId, Message, MessageId, OkReply, ServerFrame, SharedFrame,
-    UserId,
+    now_ms, parse_mentions, ConversationId, Message, MessageId, OkReply, Reaction, ServerFrame,
+    SharedFrame, UserId,
 };
 use chat_storage::{MessageStore, StoreError};
 use ractor::ActorRef;
@@ -126,12 +126,17 @@ async fn write_updates(
         return UpdatesDone {
             outcomes: specs.iter().map(|_| Err(err.clone())).collect(),
             written: Vec::new(),
+            last_rev: first_rev - 1,
         };
     }
     let now = now_ms();
     let mut before: HashMap<MessageId, Message> = HashMap::new();
     let mut outcomes = Vec::with_capacity(specs.len());
-    for (rev, spec) in (first_rev..).zip(&specs) {
+    // Only an update that changes something takes a revision: a refused
+    // one, a reaction already there or an edit to the same body would show
+    // every member a gap to catch up on for nothing.
+    let mut rev = first_rev;
+    for spec in &specs {
         let state = match states.entry(spec.target) {
             Entry::Occupied(held) => held.into_mut(),
             Entry::Vacant(slot) => match store.message(&conversation, spec.target).await {
@@ -154,10 +159,12 @@ async fn write_updates(
         outcomes.push(apply(&mut next, spec, rev, now).map(|changed| {
             if changed {
                 *state = next;
+                rev += 1;
             }
             (state.clone(), changed)
         }));
     }
+    let last_rev = rev - 1;
     let mut finals: Vec<&Message> = states
         .values()
         .filter(|m| before.get(&m.id).is_some_and(|b| b.rev != m.rev))
@@ -185,7 +192,38 @@ async fn write_updates(
             *outcome = Err(e.clone());
         }
     }
-    UpdatesDone { outcomes, written }
+    UpdatesDone {
+        outcomes,
+        written,
+        last_rev,
+    }
+}
+
+/// What members are sent of a change: a reaction's own state (a toggle
+/// would otherwise send every member the whole message, body and all), or
+/// the whole message after an edit or a delete.
+fn event_of(spec: &UpdateSpec, shown: &Message) -> ServerFrame {
+    let Change::React { emoji, on } = &spec.change else {
+        return ServerFrame::MessageUpdated {
+            message: shown.clone(),
+        };
+    };
+    let reaction = (shown.reactions.iter())
+        .find(|r| &r.emoji == emoji)
+        .cloned()
+        .unwrap_or_else(|| Reaction {
+            emoji: emoji.clone(),
+            count: 0,
+            users: Vec::new(),
+        });
+    ServerFrame::Reaction {
+        conversation: shown.conversation.clone(),
+        message: shown.id,
+        rev: shown.rev,
+        user: spec.user.clone(),
+        on: *on,
+        reaction,
+    }
 }
 
 impl ConversationState {
@@ -249,6 +287,9 @@ impl ConversationState {
                 states.insert(u.spec.target, self.tail[at].clone());
             }
         }
+        // Revisions are reserved for every update, and those of updates
+        // that change nothing given back when the batch is done (nothing
+        // else takes one while it is in flight).
         let first_rev = self.rev + 1;
         self.rev += updates.len() as u64;
         let specs: Vec<UpdateSpec> = updates.iter().map(|u| u.spec.clone()).collect();
@@ -277,6 +318,8 @@ impl ConversationState {
         };
         // Stored after the lease ran out: not acknowledged (see sends).
         let fenced = self.fence().map_err(ChatError::from);
+        debug_assert!(done.last_rev <= self.rev);
+        self.rev = done.last_rev;
         let mut deliveries = Vec::new();
         for (u, outcome) in in_flight.updates.into_iter().zip(done.outcomes) {
             let outcome = match (&fenced, outcome) {
@@ -293,9 +336,7 @@ impl ConversationState {
                             .observe_send(u.received.elapsed().as_secs_f64());
                         deliveries.push(Delivery {
                             trace: None,
-                            frame: Arc::new(SharedFrame::new(ServerFrame::MessageUpdated {
-                                message: shown.clone(),
-                            })),
+                            frame: Arc::new(SharedFrame::new(event_of(&u.spec, &shown))),
                             skip_conn: u.origin,
                         });
                     }
@@ -316,7 +357,7 @@ impl ConversationState {
             }
         }
         self.fan_out(&deliveries, None);
-        self.durable_rev = in_flight.top_rev;
+        self.durable_rev = done.last_rev;
         if self.lease.is_none() && self.deps.store.lease_ttl().is_some() {
             self.lose_lease("lost while writing");
         }
@@ -374,7 +415,10 @@ impl ConversationState {
         let metrics = self.deps.metrics.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let page = store.changes(&id, after_rev, up_to, limit as usize).await;
+            let max_bytes = chat_protocol::limits::MAX_PAGE_BYTES;
+            let page = store
+                .changes(&id, after_rev, up_to, limit as usize, max_bytes)
+                .await;
             metrics
                 .store_read_latency
                 .observe(started.elapsed().as_secs_f64());

@@ -14,6 +14,7 @@ use super::{
     InFlight, Peer, RemoteRequest, RouterState, INTEREST_ASK_EVERY, PEER_DEADLINE,
     REQUEST_DEADLINE, RESYNC_EVERY,
 };
+use crate::catch_up::CatchUp;
 use crate::cluster::{self, Owner, View, NODES_GROUP, ROUTERS_GROUP};
 use crate::error::ChatError;
 use crate::metrics::PeerLabel;
@@ -131,10 +132,22 @@ impl RouterState {
                 conversations,
                 ack,
             } => {
-                let cluster = &self.services.cluster;
-                cluster.peer_interest(&from, view, listening, conversations);
-                if let Some(id) = ack {
-                    cluster.send(&from, &PeerMsg::InterestAck { id });
+                let cluster = self.services.cluster.clone();
+                let delay = cluster.faults().interest_ack_delay;
+                let apply = {
+                    let cluster = cluster.clone();
+                    move || {
+                        cluster.peer_interest(&from, view, listening, conversations);
+                        if let Some(id) = ack {
+                            cluster.send(&from, &PeerMsg::InterestAck { id });
+                        }
+                    }
+                };
+                if delay.is_zero() {
+                    apply();
+                } else {
+                    // A slow owner, for tests (`[faults]`).
+                    cluster.after(delay, apply);
                 }
             }
             PeerMsg::InterestAck { id } => self.services.cluster.interest_acked(id),
@@ -505,6 +518,22 @@ impl RouterState {
             // that sessions here listen to.
             let services = &self.services;
             services.interest.sync(None, &services.cluster);
+            // Then listeners of a conversation whose owner changed are told
+            // to catch up: the owner before may have left with messages it
+            // acknowledged and never fanned out (see `crate::catch_up`).
+            let catch_up = CatchUp {
+                directory: &services.directory,
+                metrics: &services.metrics,
+            };
+            let new = services.cluster.view();
+            let moved =
+                catch_up.after_view_change(services.cluster.name(), &old, &new, &services.interest);
+            if moved > 0 {
+                tracing::info!(
+                    conversations = moved,
+                    "owners changed: listeners told to catch up"
+                );
+            }
         }
         for n in joined {
             self.pull(&n);

@@ -197,9 +197,10 @@ impl Traffic {
             Some(id) if self.change_credit >= 1.0 => {
                 self.change_credit -= 1.0;
                 // At most 19 reactions per message: past that, edit.
-                let react = self.next_change_reacts && self.reactions_on_last < 19;
+                let react = (self.next_change_reacts && self.reactions_on_last < 19)
+                    .then_some(self.reactions_on_last);
                 self.next_change_reacts = !self.next_change_reacts;
-                self.reactions_on_last += usize::from(react);
+                self.reactions_on_last += usize::from(react.is_some());
                 conn.change_message(&self.conv, req, id, react, body)
                     .await?;
             }

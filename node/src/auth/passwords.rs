@@ -148,6 +148,12 @@ fn bad(e: impl std::fmt::Display) -> AuthError {
     AuthError::Internal(format!("password hash: {e}"))
 }
 
+/// The PHC string of `password`, on the calling thread: for a command run
+/// once (an operator making an account), not for a serving node.
+pub(crate) fn hash_once(password: &str) -> Result<String, AuthError> {
+    hash(&mut Vec::new(), password)
+}
+
 fn hash(memory: &mut Vec<Block>, password: &str) -> Result<String, AuthError> {
     let mut salt = [0u8; SALT_BYTES];
     rand::fill(&mut salt[..]);

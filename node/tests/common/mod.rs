@@ -3,7 +3,9 @@
 //! bare sleeps.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
 pub mod procs;
+pub mod target;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -545,3 +545,60 @@ pub async fn reconnect(nodes: &[SocketAddr], token: &str, start: usize) -> Clien
     })
     .await
 }
+
+/// One node's data directory, run as a process several times (each start
+/// with its own log file), and the `chat-node admin` commands run on it in
+/// between.
+pub struct Site {
+    pub root: tempfile::TempDir,
+    starts: usize,
+}
+
+impl Site {
+    pub fn new() -> Self {
+        Site {
+            root: tempfile::tempdir().unwrap(),
+            starts: 0,
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    /// Starts a node on this site's data directory, with its own log file.
+    pub async fn start(&mut self, secret: Option<&str>, env: &[(&str, &str)]) -> NodeProc {
+        self.starts += 1;
+        let log = self.root.path().join(format!("node-{}.log", self.starts));
+        NodeProc::start(&self.data(), &log, secret, env).await
+    }
+
+    /// Stops `node` with SIGTERM and checks it exits cleanly.
+    pub async fn stop(&self, mut node: NodeProc) {
+        node.sigterm();
+        let exit = node.wait_exit(Duration::from_secs(30)).await;
+        assert!(exit.success(), "a clean exit: {exit:?}");
+    }
+
+    /// `chat-node admin ARGS` on the node's data, `stdin` on its input.
+    pub fn admin(&self, args: &[&str], env: &[(&str, &str)], stdin: &str) -> std::process::Output {
+        let mut child = Command::new(super::node_binary())
+            .arg("--data-dir")
+            .arg(self.data())
+            .arg("admin")
+            .args(args)
+            .envs(super::storage_env())
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run chat-node admin");
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().unwrap();
+            input.write_all(stdin.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+}

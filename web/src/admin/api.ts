@@ -1,6 +1,9 @@
 // The admin console's HTTP side: an admin's sign-in (kept in sessionStorage,
 // apart from the chat app's session on the same origin), and the
 // `/v1/admin/*` calls with `Authorization: Bearer`, refreshed once on a 401.
+// Every call goes to the page's own origin, the node that served it: an
+// address in the link could otherwise collect an admin's password (under
+// `vite`, its proxy forwards to a node: vite.config.ts).
 
 import { ApiError, expiryOf, readJson } from "../api";
 
@@ -63,16 +66,10 @@ export type UserAction = "disconnect" | "suspend" | "unsuspend";
 
 const KEY = "chat.admin.session";
 
-/** The node to talk to: the page's own origin, or `?node=http://host:port`
- * (for `vite dev`, which serves the page from elsewhere). */
-function base(): string {
-  return (new URLSearchParams(location.search).get("node") ?? "").trim().replace(/\/$/, "");
-}
-
 async function postJson(path: string, body: unknown): Promise<any> {
   let res: Response;
   try {
-    res = await fetch(base() + path, {
+    res = await fetch(path, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(body),
@@ -142,7 +139,7 @@ export class AdminApi {
   private async call(method: "GET" | "POST", path: string): Promise<any> {
     const send = async () => {
       try {
-        return await fetch(base() + path, {
+        return await fetch(path, {
           method,
           headers: { authorization: `Bearer ${this.session.access}` },
         });
