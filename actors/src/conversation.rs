@@ -844,7 +844,10 @@ impl ConversationState {
             Ok(held) => {
                 let mut deliveries = Vec::with_capacity(batch.len());
                 for (p, held) in batch.into_iter().zip(held) {
-                    if let Some(first) = held {
+                    // Its own id found under its key is this send's own
+                    // write (stores say `None` then; this guards the rule):
+                    // new, so delivered.
+                    if let Some(first) = held.filter(|f| f.id != p.message.id) {
                         // A retry of a send stored before the tail began.
                         metrics.sends_deduplicated.inc();
                         self.acknowledge(p.message.id, p.reply, &first);

@@ -25,6 +25,7 @@ pub async fn run_all(store: &dyn MessageStore) {
     check_page_bounds(store).await;
     check_page_byte_cap(store).await;
     check_changes_byte_cap(store).await;
+    check_a_retried_append_new_is_its_own(store).await;
     check_last_message_and_client_msg_ids(store).await;
     check_append_new(store).await;
     check_prefix_isolation(store).await;
@@ -1205,6 +1206,30 @@ async fn all_changes(
     panic!("changes did not end");
 }
 
+/// A write of new messages retried after it went through (a timeout whose
+/// request had landed) finds them stored under their own ids: they are new
+/// to the writer, not retries of earlier sends, or a conversation would
+/// acknowledge them and never deliver them. A different message under the
+/// same key is still held.
+pub async fn check_a_retried_append_new_is_its_own(store: &dyn MessageStore) {
+    let c = conversation_id("retried-append");
+    let a = user_id("author");
+    let sent = revised(&c, &a, 1, 3);
+    let first = store.append_new(&sent).await.expect("append_new");
+    assert_eq!(first, vec![None, None, None]);
+    let again = store.append_new(&sent).await.expect("append_new again");
+    assert_eq!(again, vec![None, None, None], "its own write, not a retry");
+    let mut other = sent[1].clone();
+    other.id = MessageId(sent[2].id.0 + 100);
+    let held = store.append_new(&[other]).await.expect("append_new");
+    assert_eq!(held, vec![Some(sent[1].clone())], "another send of the key");
+    let page = store
+        .page(&c, PageQuery::new(None, None, 10))
+        .await
+        .expect("page");
+    assert_eq!(page.messages, sent, "each stored once");
+}
+
 /// A page of changes stops once its messages weigh `max_bytes` as a client
 /// receives them (a body of control characters weighs six times its
 /// length in JSON), saying `more`; read on from its last `rev`, every
@@ -1531,7 +1556,7 @@ macro_rules! conformance_tests {
             #[allow(unused_imports)]
             use super::*;
             $crate::conformance_tests!(@each $open;
-                check_history_paging, check_page_bounds, check_page_byte_cap, check_changes_byte_cap,
+                check_history_paging, check_page_bounds, check_page_byte_cap, check_changes_byte_cap, check_a_retried_append_new_is_its_own,
                 check_last_message_and_client_msg_ids, check_append_new,
                 check_prefix_isolation, check_count_unread, check_conversations,
                 check_read_markers, check_users, check_refresh_rotation,

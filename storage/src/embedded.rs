@@ -960,11 +960,16 @@ impl Txn<'_> {
         let mut held = Vec::with_capacity(messages.len());
         let mut fresh = Vec::with_capacity(messages.len());
         for m in messages {
-            let found = self.held(m, &client_msg_index(m))?;
-            if found.is_none() {
-                fresh.push(m.clone());
+            match self.held(m, &client_msg_index(m))? {
+                // This very message, stored by a write that was retried.
+                Some(own) if own.id == m.id => held.push(None),
+                found => {
+                    if found.is_none() {
+                        fresh.push(m.clone());
+                    }
+                    held.push(found);
+                }
             }
-            held.push(found);
         }
         Ok((held, fresh))
     }
@@ -986,7 +991,9 @@ impl Txn<'_> {
                 self.write_message(None, m)?;
                 self.put_index(index, m.id);
             }
-            held.push(found);
+            // This very message, stored by a write that was retried, is new
+            // to the caller, not a retry of an earlier send.
+            held.push(found.filter(|own| own.id != m.id));
         }
         Ok(held)
     }

@@ -234,7 +234,9 @@ pub trait MessageStore: Send + Sync + 'static {
     /// `messages`, `None` when it was stored, or the message stored earlier
     /// under its key. How a conversation turns retried sends into one message
     /// without a lookup of its own per send. The keys within one call must be
-    /// distinct.
+    /// distinct. A message found stored under its key with its own id (a
+    /// write retried after it went through) is `None`: it is this send's,
+    /// and must be delivered like any new one.
     async fn append_new(&self, messages: &[Message]) -> Result<Vec<Option<Message>>, StoreError> {
         let mut held = Vec::with_capacity(messages.len());
         let mut fresh = Vec::new();
@@ -245,7 +247,7 @@ pub trait MessageStore: Send + Sync + 'static {
             if found.is_none() {
                 fresh.push(m.clone());
             }
-            held.push(found);
+            held.push(found.filter(|own| own.id != m.id));
         }
         self.append(&fresh).await?;
         Ok(held)

@@ -1633,6 +1633,7 @@ impl MessageStore for ScyllaStore {
         // The claim comes first: a message row never exists without the
         // claim that makes its retries find it.
         let claims = try_join_all(messages.iter().map(|m| self.claim(m))).await?;
+        let claims = own_claims_are_fresh(messages, claims);
         let fresh: Vec<&Message> = messages
             .iter()
             .zip(&claims)
@@ -2414,6 +2415,7 @@ impl MessageStore for ScyllaStore {
             )
         }))
         .await?;
+        let claimed = own_claims_are_fresh(messages, claimed);
         let fresh: Vec<&Message> = messages
             .iter()
             .zip(&claimed)
@@ -2423,6 +2425,22 @@ impl MessageStore for ScyllaStore {
         self.index_and_write(&fresh).await?;
         self.held_messages(messages, claimed).await
     }
+}
+
+/// A key claimed under the message's own id was claimed by this very send:
+/// a transaction the driver retried after it had gone through answers "not
+/// applied" with our id. The message is then new (its row written, again if
+/// need be), not a retry of an earlier send: taken for one, it would be
+/// acknowledged and never delivered live.
+fn own_claims_are_fresh(
+    messages: &[Message],
+    claims: Vec<Option<MessageId>>,
+) -> Vec<Option<MessageId>> {
+    messages
+        .iter()
+        .zip(claims)
+        .map(|(m, c)| c.filter(|id| *id != m.id))
+        .collect()
 }
 
 /// A refresh token row's TTL: its remaining life plus a grace period, so
