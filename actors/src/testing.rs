@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chat_protocol::peer::ConversationRequest;
 use chat_protocol::{now_ms, Codec, ConversationId, Message, OkReply, ServerFrame, UserId};
 use chat_storage::embedded::{Durability, EmbeddedStore};
-use chat_storage::{MessageStore, PageQuery, UserRecord};
+use chat_storage::{AccountStore, HistoryStore, MessageStore, PageQuery, UserRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 

@@ -62,8 +62,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    bucket_of, AuditEntry, Changes, ConversationChange, LoginState, MessageStore, Page, PageQuery,
-    RefreshRecord, Rotation, StoreError, UserFlag, UserFlags, UserRecord,
+    bucket_of, AccountStore, AuditEntry, Changes, ConversationChange, ConversationStore,
+    HistoryStore, LeaseStore, LoginState, ModerationStore, Page, PageQuery, RefreshRecord,
+    Rotation, StoreError, UserFlag, UserFlags, UserRecord,
 };
 
 /// How far a write has gone when the store acknowledges it.
@@ -101,7 +102,7 @@ const MAX_GROUP: usize = 2048;
 /// the disk only when the OS or a memtable flush decides.
 const BUFFERED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The [`MessageStore`] on fjall in one directory of local disk.
+/// The [`MessageStore`](crate::MessageStore) on fjall in one directory of local disk.
 ///
 /// Only one process may open a directory; a second `open` fails until the
 /// first store is dropped. Dropping blocks until the queued writes are
@@ -977,7 +978,7 @@ impl Txn<'_> {
     /// What [`Self::new_messages`] and then [`Self::append_messages`] of the
     /// new ones do, with one index lookup per message instead of two: the
     /// entry found missing is the one written. The keys must be distinct
-    /// (see [`MessageStore::append_new`]).
+    /// (see [`HistoryStore::append_new`]).
     pub(crate) fn append_new_messages(
         &mut self,
         messages: &[Message],
@@ -1025,7 +1026,7 @@ impl Txn<'_> {
         self.merge_message(held, m)
     }
 
-    /// [`MessageStore::update_message`]: as [`Self::put_message`], for a
+    /// [`HistoryStore::update_message`]: as [`Self::put_message`], for a
     /// message stored already.
     pub(crate) fn update_message(&mut self, m: &Message) -> Result<(), StoreError> {
         match self.stored(m)? {
@@ -1379,7 +1380,7 @@ impl Txn<'_> {
 }
 
 #[async_trait]
-impl MessageStore for EmbeddedStore {
+impl HistoryStore for EmbeddedStore {
     async fn append(&self, messages: &[Message]) -> Result<(), StoreError> {
         if messages.is_empty() {
             return Ok(());
@@ -1485,7 +1486,10 @@ impl MessageStore for EmbeddedStore {
         self.blocking(move |s| s.count_unread(&conversation, &reader, after, cap))
             .await
     }
+}
 
+#[async_trait]
+impl ConversationStore for EmbeddedStore {
     async fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError> {
         let id = id.clone();
         self.blocking(move |s| s.conversation(&id)).await
@@ -1542,7 +1546,10 @@ impl MessageStore for EmbeddedStore {
         self.blocking(move |s| s.read_marker(&conversation, &user))
             .await
     }
+}
 
+#[async_trait]
+impl AccountStore for EmbeddedStore {
     async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let user = user.clone();
         self.update(move |txn| txn.create_user(&user)).await
@@ -1557,32 +1564,6 @@ impl MessageStore for EmbeddedStore {
         let effect = RefreshEffect::Tokens(vec![RefreshToken::unused(record)]);
         self.update(move |txn| txn.apply_refresh_effect(&effect))
             .await
-    }
-
-    async fn set_user_flag(
-        &self,
-        user: &UserId,
-        flag: UserFlag,
-        on: bool,
-        at_ms: u64,
-    ) -> Result<(), StoreError> {
-        let user = user.clone();
-        self.update(move |txn| txn.set_user_flag(&user, flag, on, at_ms, ""))
-            .await
-    }
-
-    async fn user_flags(&self, user: &UserId) -> Result<UserFlags, StoreError> {
-        let user = user.clone();
-        self.blocking(move |s| s.user_flags(&user)).await
-    }
-
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let entry = entry.clone();
-        self.update(move |txn| txn.put_audit(&entry)).await
-    }
-
-    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        self.blocking(move |s| s.audit(limit)).await
     }
 
     async fn rotate_refresh(
@@ -1623,6 +1604,37 @@ impl MessageStore for EmbeddedStore {
                 .map(|v| login_of(&v)))
         })
         .await
+    }
+}
+
+impl LeaseStore for EmbeddedStore {}
+
+#[async_trait]
+impl ModerationStore for EmbeddedStore {
+    async fn set_user_flag(
+        &self,
+        user: &UserId,
+        flag: UserFlag,
+        on: bool,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.update(move |txn| txn.set_user_flag(&user, flag, on, at_ms, ""))
+            .await
+    }
+
+    async fn user_flags(&self, user: &UserId) -> Result<UserFlags, StoreError> {
+        let user = user.clone();
+        self.blocking(move |s| s.user_flags(&user)).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let entry = entry.clone();
+        self.update(move |txn| txn.put_audit(&entry)).await
+    }
+
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.blocking(move |s| s.audit(limit)).await
     }
 }
 

@@ -113,8 +113,9 @@ use serde::{Deserialize, Serialize};
 
 use super::embedded::{key_of, EmbeddedStore, RefreshEffect, RefreshToken, ReplicaTable, Txn};
 use super::{
-    AuditEntry, Changes, ConversationChange, LoginState, MessageStore, Page, PageQuery,
-    RefreshRecord, Rotation, StoreError, UserFlag, UserFlags, UserRecord,
+    AccountStore, AuditEntry, Changes, ConversationChange, ConversationStore, HistoryStore,
+    LeaseStore, LoginState, ModerationStore, Page, PageQuery, RefreshRecord, Rotation, StoreError,
+    UserFlag, UserFlags, UserRecord,
 };
 
 /// Longest origin (node name) an op may carry: it is part of keys.
@@ -242,7 +243,7 @@ impl Marks {
     }
 }
 
-/// The [`MessageStore`] of a node of a cluster of embedded stores: reads are
+/// The [`MessageStore`](crate::MessageStore) of a node of a cluster of embedded stores: reads are
 /// local, writes are logged and replicated (see the module documentation).
 pub struct ReplicatedStore {
     local: Arc<EmbeddedStore>,
@@ -694,7 +695,7 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 #[async_trait]
-impl MessageStore for ReplicatedStore {
+impl HistoryStore for ReplicatedStore {
     async fn append(&self, messages: &[Message]) -> Result<(), StoreError> {
         if messages.is_empty() {
             return Ok(());
@@ -799,7 +800,10 @@ impl MessageStore for ReplicatedStore {
             .count_unread(conversation, reader, after, cap)
             .await
     }
+}
 
+#[async_trait]
+impl ConversationStore for ReplicatedStore {
     async fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError> {
         self.local.conversation(id).await
     }
@@ -866,7 +870,10 @@ impl MessageStore for ReplicatedStore {
     ) -> Result<Option<MessageId>, StoreError> {
         self.local.read_marker(conversation, user).await
     }
+}
 
+#[async_trait]
+impl AccountStore for ReplicatedStore {
     async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let record = user.clone();
         self.write(move |txn| {
@@ -888,6 +895,38 @@ impl MessageStore for ReplicatedStore {
             .await
     }
 
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new: &RefreshRecord,
+        now: u64,
+    ) -> Result<Rotation, StoreError> {
+        let (old_hash, new) = (old_hash.to_owned(), new.clone());
+        self.write(move |txn| {
+            let (rotation, effect) = txn.plan_rotation(&old_hash, &new, now)?;
+            Ok((rotation, effect.map(|effect| StoreOp::Refresh { effect })))
+        })
+        .await
+    }
+
+    async fn revoke_refresh_family(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.write(move |txn| {
+            let (user, effect) = txn.plan_revocation(&token_hash)?;
+            Ok((user, effect.map(|effect| StoreOp::Refresh { effect })))
+        })
+        .await
+    }
+
+    async fn login_state(&self, family: &str) -> Result<Option<LoginState>, StoreError> {
+        self.local.login_state(family).await
+    }
+}
+
+impl LeaseStore for ReplicatedStore {}
+
+#[async_trait]
+impl ModerationStore for ReplicatedStore {
     async fn set_user_flag(
         &self,
         user: &UserId,
@@ -918,33 +957,6 @@ impl MessageStore for ReplicatedStore {
 
     async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.local.audit(limit).await
-    }
-
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new: &RefreshRecord,
-        now: u64,
-    ) -> Result<Rotation, StoreError> {
-        let (old_hash, new) = (old_hash.to_owned(), new.clone());
-        self.write(move |txn| {
-            let (rotation, effect) = txn.plan_rotation(&old_hash, &new, now)?;
-            Ok((rotation, effect.map(|effect| StoreOp::Refresh { effect })))
-        })
-        .await
-    }
-
-    async fn revoke_refresh_family(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
-        let token_hash = token_hash.to_owned();
-        self.write(move |txn| {
-            let (user, effect) = txn.plan_revocation(&token_hash)?;
-            Ok((user, effect.map(|effect| StoreOp::Refresh { effect })))
-        })
-        .await
-    }
-
-    async fn login_state(&self, family: &str) -> Result<Option<LoginState>, StoreError> {
-        self.local.login_state(family).await
     }
 }
 

@@ -61,9 +61,9 @@ use scylla::value::{CqlValue, MaybeUnset, Row};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    rev_block, AuditEntry, Changes, ConversationChange, Lease, LeaseGrant, LoginState,
-    MessageStore, Page, PageQuery, RefreshRecord, Rotation, StoreError, UserFlag, UserFlags,
-    UserRecord,
+    rev_block, AccountStore, AuditEntry, Changes, ConversationChange, ConversationStore,
+    HistoryStore, Lease, LeaseGrant, LeaseStore, LoginState, ModerationStore, Page, PageQuery,
+    RefreshRecord, Rotation, StoreError, UserFlag, UserFlags, UserRecord,
 };
 
 /// `[storage.scylla]`: where the cluster is and how to use it.
@@ -1608,7 +1608,7 @@ fn applied_of(row: &Row) -> Result<bool, StoreError> {
 }
 
 #[async_trait]
-impl MessageStore for ScyllaStore {
+impl HistoryStore for ScyllaStore {
     async fn append(&self, messages: &[Message]) -> Result<(), StoreError> {
         // Not the path of sends (`append_new`), so a read per message is
         // affordable: a message stored already keeps its newer state.
@@ -1920,7 +1920,10 @@ impl MessageStore for ScyllaStore {
         }
         Ok(count)
     }
+}
 
+#[async_trait]
+impl ConversationStore for ScyllaStore {
     async fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError> {
         let mut meta: Option<(ConversationKind, Option<String>, u64)> = None;
         let mut members = Vec::new();
@@ -2096,7 +2099,10 @@ impl MessageStore for ScyllaStore {
             .and_then(|(up_to,)| up_to)
             .map(|id| MessageId(id as u64)))
     }
+}
 
+#[async_trait]
+impl AccountStore for ScyllaStore {
     async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let result = self
             .run(
@@ -2128,87 +2134,6 @@ impl MessageStore for ScyllaStore {
             })),
             None => Ok(None),
         }
-    }
-
-    async fn set_user_flag(
-        &self,
-        user: &UserId,
-        flag: UserFlag,
-        on: bool,
-        at_ms: u64,
-    ) -> Result<(), StoreError> {
-        let micros = i64::try_from(at_ms.saturating_mul(1000)).unwrap_or(i64::MAX);
-        self.run(
-            &self.q.set_user_flag,
-            (micros, on, user.as_str(), flag.as_str()),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn user_flags(&self, user: &UserId) -> Result<UserFlags, StoreError> {
-        let rows = self
-            .rows(&self.q.select_user_flags, (user.as_str(),))
-            .await?;
-        let mut flags = UserFlags::default();
-        for row in rows.rows::<(String, Option<bool>)>().map_err(corrupt)? {
-            let (name, on) = row.map_err(corrupt)?;
-            // A flag a newer build knows is not this build's business.
-            if let Some(flag) = UserFlag::from_name(&name) {
-                flags.set(flag, on.unwrap_or(false));
-            }
-        }
-        Ok(flags)
-    }
-
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let day = (entry.at / 86_400_000) as i32;
-        // The day's row first: an entry is never in a day the log skips.
-        self.run(&self.q.insert_audit_day, (day,)).await?;
-        self.run(
-            &self.q.insert_audit,
-            (
-                day,
-                entry.at as i64,
-                entry.id as i64,
-                entry.admin.as_str(),
-                entry.action.as_str(),
-                entry.target.as_str(),
-                entry.node.as_str(),
-            ),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let days = self.rows(&self.q.select_audit_days, ()).await?;
-        let days: Vec<i32> = days
-            .rows::<(i32,)>()
-            .map_err(corrupt)?
-            .map(|r| r.map(|(d,)| d).map_err(corrupt))
-            .collect::<Result<_, _>>()?;
-        let mut entries = Vec::new();
-        for day in days {
-            if entries.len() >= limit {
-                break;
-            }
-            let left = i32::try_from(limit - entries.len()).unwrap_or(i32::MAX);
-            let rows = self.rows(&self.q.select_audit, (day, left)).await?;
-            type AuditRow = (i64, i64, String, String, String, String);
-            for row in rows.rows::<AuditRow>().map_err(corrupt)? {
-                let (at, id, admin, action, target, node) = row.map_err(corrupt)?;
-                entries.push(AuditEntry {
-                    at: at as u64,
-                    id: id as u64,
-                    admin: UserId::new(&admin).map_err(corrupt)?,
-                    action,
-                    target,
-                    node,
-                });
-            }
-        }
-        Ok(entries)
     }
 
     async fn put_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError> {
@@ -2292,7 +2217,10 @@ impl MessageStore for ScyllaStore {
             .await
             .map(Some)
     }
+}
 
+#[async_trait]
+impl LeaseStore for ScyllaStore {
     fn lease_ttl(&self) -> Option<Duration> {
         Some(Duration::from_millis(self.lease_ms))
     }
@@ -2424,6 +2352,90 @@ impl MessageStore for ScyllaStore {
             .collect();
         self.index_and_write(&fresh).await?;
         self.held_messages(messages, claimed).await
+    }
+}
+
+#[async_trait]
+impl ModerationStore for ScyllaStore {
+    async fn set_user_flag(
+        &self,
+        user: &UserId,
+        flag: UserFlag,
+        on: bool,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let micros = i64::try_from(at_ms.saturating_mul(1000)).unwrap_or(i64::MAX);
+        self.run(
+            &self.q.set_user_flag,
+            (micros, on, user.as_str(), flag.as_str()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn user_flags(&self, user: &UserId) -> Result<UserFlags, StoreError> {
+        let rows = self
+            .rows(&self.q.select_user_flags, (user.as_str(),))
+            .await?;
+        let mut flags = UserFlags::default();
+        for row in rows.rows::<(String, Option<bool>)>().map_err(corrupt)? {
+            let (name, on) = row.map_err(corrupt)?;
+            // A flag a newer build knows is not this build's business.
+            if let Some(flag) = UserFlag::from_name(&name) {
+                flags.set(flag, on.unwrap_or(false));
+            }
+        }
+        Ok(flags)
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let day = (entry.at / 86_400_000) as i32;
+        // The day's row first: an entry is never in a day the log skips.
+        self.run(&self.q.insert_audit_day, (day,)).await?;
+        self.run(
+            &self.q.insert_audit,
+            (
+                day,
+                entry.at as i64,
+                entry.id as i64,
+                entry.admin.as_str(),
+                entry.action.as_str(),
+                entry.target.as_str(),
+                entry.node.as_str(),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let days = self.rows(&self.q.select_audit_days, ()).await?;
+        let days: Vec<i32> = days
+            .rows::<(i32,)>()
+            .map_err(corrupt)?
+            .map(|r| r.map(|(d,)| d).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        let mut entries = Vec::new();
+        for day in days {
+            if entries.len() >= limit {
+                break;
+            }
+            let left = i32::try_from(limit - entries.len()).unwrap_or(i32::MAX);
+            let rows = self.rows(&self.q.select_audit, (day, left)).await?;
+            type AuditRow = (i64, i64, String, String, String, String);
+            for row in rows.rows::<AuditRow>().map_err(corrupt)? {
+                let (at, id, admin, action, target, node) = row.map_err(corrupt)?;
+                entries.push(AuditEntry {
+                    at: at as u64,
+                    id: id as u64,
+                    admin: UserId::new(&admin).map_err(corrupt)?,
+                    action,
+                    target,
+                    node,
+                });
+            }
+        }
+        Ok(entries)
     }
 }
 

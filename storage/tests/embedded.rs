@@ -9,8 +9,8 @@ use chat_protocol::{
 };
 use chat_storage::embedded::{Durability, EmbeddedStore};
 use chat_storage::{
-    conformance, ConversationChange, MessageStore, PageQuery, RefreshRecord, Rotation, StoreError,
-    UserRecord,
+    conformance, AccountStore, ConversationChange, ConversationStore, HistoryStore, PageQuery,
+    RefreshRecord, Rotation, StoreError, UserRecord,
 };
 
 fn conversation(s: &str) -> ConversationId {

@@ -16,8 +16,9 @@ use chat_protocol::{
 use chat_storage::embedded::{Durability, EmbeddedStore};
 use chat_storage::replicated::{ReplicaLink, ReplicatedOp, ReplicatedStore};
 use chat_storage::{
-    conformance, AuditEntry, Changes, ConversationChange, LoginState, MessageStore, Page,
-    PageQuery, RefreshRecord, Rotation, StoreError, UserFlag, UserFlags, UserRecord,
+    conformance, AccountStore, AuditEntry, Changes, ConversationChange, ConversationStore,
+    HistoryStore, LeaseStore, LoginState, MessageStore, ModerationStore, Page, PageQuery,
+    RefreshRecord, Rotation, StoreError, UserFlag, UserFlags, UserRecord,
 };
 use tempfile::TempDir;
 
@@ -188,7 +189,7 @@ impl Recorder {
 }
 
 #[async_trait]
-impl MessageStore for Recorder {
+impl HistoryStore for Recorder {
     async fn append(&self, messages: &[Message]) -> Result<(), StoreError> {
         self.note(|s| {
             for m in messages {
@@ -203,12 +204,14 @@ impl MessageStore for Recorder {
         });
         self.store.append(messages).await
     }
+
     async fn update_message(&self, m: &Message) -> Result<(), StoreError> {
         self.note(|s| {
             s.conversations.insert(m.conversation.clone());
         });
         self.store.update_message(m).await
     }
+
     async fn message(
         &self,
         c: &ConversationId,
@@ -216,6 +219,7 @@ impl MessageStore for Recorder {
     ) -> Result<Option<Message>, StoreError> {
         self.store.message(c, id).await
     }
+
     async fn changes(
         &self,
         c: &ConversationId,
@@ -229,9 +233,11 @@ impl MessageStore for Recorder {
         });
         self.store.changes(c, after, up_to, limit, max_bytes).await
     }
+
     async fn last_rev(&self, c: &ConversationId) -> Result<u64, StoreError> {
         self.store.last_rev(c).await
     }
+
     async fn count_unread_mentions(
         &self,
         c: &ConversationId,
@@ -246,15 +252,18 @@ impl MessageStore for Recorder {
             .count_unread_mentions(c, reader, after, cap)
             .await
     }
+
     async fn page(&self, c: &ConversationId, q: PageQuery) -> Result<Page, StoreError> {
         self.note(|s| {
             s.conversations.insert(c.clone());
         });
         self.store.page(c, q).await
     }
+
     async fn last_message(&self, c: &ConversationId) -> Result<Option<Message>, StoreError> {
         self.store.last_message(c).await
     }
+
     async fn find_by_client_msg_id(
         &self,
         c: &ConversationId,
@@ -267,6 +276,7 @@ impl MessageStore for Recorder {
         });
         self.store.find_by_client_msg_id(c, sender, key).await
     }
+
     async fn count_unread(
         &self,
         c: &ConversationId,
@@ -276,12 +286,17 @@ impl MessageStore for Recorder {
     ) -> Result<u64, StoreError> {
         self.store.count_unread(c, reader, after, cap).await
     }
+}
+
+#[async_trait]
+impl ConversationStore for Recorder {
     async fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError> {
         self.note(|s| {
             s.conversations.insert(id.clone());
         });
         self.store.conversation(id).await
     }
+
     async fn apply_conversation(&self, change: &ConversationChange) -> Result<(), StoreError> {
         self.note(|s| {
             s.conversations.insert(change.conversation.id.clone());
@@ -290,12 +305,14 @@ impl MessageStore for Recorder {
         });
         self.store.apply_conversation(change).await
     }
+
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationId>, StoreError> {
         self.note(|s| {
             s.users.insert(user.clone());
         });
         self.store.user_conversations(user).await
     }
+
     async fn set_read_marker(
         &self,
         c: &ConversationId,
@@ -308,12 +325,14 @@ impl MessageStore for Recorder {
         });
         self.store.set_read_marker(c, user, up_to).await
     }
+
     async fn read_markers(
         &self,
         c: &ConversationId,
     ) -> Result<Vec<(UserId, MessageId)>, StoreError> {
         self.store.read_markers(c).await
     }
+
     async fn read_marker(
         &self,
         c: &ConversationId,
@@ -321,48 +340,31 @@ impl MessageStore for Recorder {
     ) -> Result<Option<MessageId>, StoreError> {
         self.store.read_marker(c, user).await
     }
+}
+
+#[async_trait]
+impl AccountStore for Recorder {
     async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         self.note(|s| {
             s.users.insert(user.id.clone());
         });
         self.store.create_user(user).await
     }
+
     async fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
         self.note(|s| {
             s.users.insert(id.clone());
         });
         self.store.user(id).await
     }
-    async fn set_user_flag(
-        &self,
-        user: &UserId,
-        flag: UserFlag,
-        on: bool,
-        at_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.note(|s| {
-            s.users.insert(user.clone());
-        });
-        self.store.set_user_flag(user, flag, on, at_ms).await
-    }
-    async fn user_flags(&self, user: &UserId) -> Result<UserFlags, StoreError> {
-        self.note(|s| {
-            s.users.insert(user.clone());
-        });
-        self.store.user_flags(user).await
-    }
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        self.store.append_audit(entry).await
-    }
-    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        self.store.audit(limit).await
-    }
+
     async fn put_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError> {
         self.note(|s| {
             s.tokens.insert(record.token_hash.clone());
         });
         self.store.put_refresh(record).await
     }
+
     async fn rotate_refresh(
         &self,
         old_hash: &str,
@@ -375,6 +377,7 @@ impl MessageStore for Recorder {
         });
         self.store.rotate_refresh(old_hash, new, now).await
     }
+
     async fn revoke_refresh_family(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
         self.note(|s| {
             s.tokens.insert(token_hash.to_owned());
@@ -384,6 +387,39 @@ impl MessageStore for Recorder {
 
     async fn login_state(&self, family: &str) -> Result<Option<LoginState>, StoreError> {
         self.store.login_state(family).await
+    }
+}
+
+impl LeaseStore for Recorder {}
+
+#[async_trait]
+impl ModerationStore for Recorder {
+    async fn set_user_flag(
+        &self,
+        user: &UserId,
+        flag: UserFlag,
+        on: bool,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.set_user_flag(user, flag, on, at_ms).await
+    }
+
+    async fn user_flags(&self, user: &UserId) -> Result<UserFlags, StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.user_flags(user).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.store.append_audit(entry).await
+    }
+
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.store.audit(limit).await
     }
 }
 

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use chat_protocol::{ClientMsgId, ConversationId, Message, MessageId, MessageKind, UserId};
 use chat_storage::scylladb::{migrate, ScyllaConfig, ScyllaStore, SCHEMA_VERSION};
-use chat_storage::{conformance_tests, MessageStore, PageQuery, RefreshRecord, Rotation};
+use chat_storage::{
+    conformance_tests, AccountStore, HistoryStore, LeaseStore, PageQuery, RefreshRecord, Rotation,
+};
 
 /// Where the CQL server is, or `None` when these tests may skip.
 fn nodes() -> Option<Vec<String>> {

@@ -66,6 +66,24 @@ const TYPING_RESEND_MS = 3000;
 const PAGE = 50;
 /** Past the node's wait for owners (2 s by default), with a margin. */
 const RESYNC_AFTER_MS = 3000;
+/** First wait before asking again when a catch-up met a conversation
+ * whose owner is moving (`unavailable`); doubled up to 5 s. */
+const RESYNC_RETRY_MS = 250;
+
+/** A catch-up due for a conversation: from which revision (below the
+ * noted one after a gap), and whether new messages it brings count as
+ * unread (they do when it runs while connected: nothing else will count
+ * them; after a reconnect the list's `unread` has). */
+interface Due {
+  fromRev?: number;
+  count: boolean;
+}
+
+function merge(a: Due | null, b: Due): Due {
+  if (!a) return b;
+  const froms = [a.fromRev, b.fromRev].filter((r): r is number => r !== undefined);
+  return { fromRev: froms.length ? Math.min(...froms) : undefined, count: a.count || b.count };
+}
 
 function randomKey(): string {
   const bytes = new Uint8Array(12);
@@ -98,7 +116,11 @@ export class Chat {
   private refreshTimer: number | undefined;
   private readSent = new Map<string, string>();
   private resyncTimer: number | undefined;
-  private resyncing = new Set<string>();
+  /** Conversations with a catch-up running, each with the one due after
+   * it (null when none): a `catch_up` or a gap that comes during a
+   * catch-up may announce what its requests were already past, so it
+   * runs once more, but never two at a time. */
+  private resyncing = new Map<string, Due | null>();
 
   constructor(
     session: Session,
@@ -184,7 +206,7 @@ export class Chat {
       const reply = await this.socket.request({ type: "conversations", limit: 200 });
       for (const c of reply.conversations as Conversation[]) this.putConversation(c);
       await this.watchMembers();
-      for (const id of this.messages.keys()) await this.catchUp(id);
+      for (const id of this.messages.keys()) await this.reconnectCatchUp(id);
       if (this.open && !this.messages.has(this.open)) await this.load(this.open);
       // What came in while away is on screen now: read.
       if (this.open && document.visibilityState === "visible") this.markRead(this.open);
@@ -216,28 +238,54 @@ export class Chat {
   }
 
   /** New messages with `history after`, then edits, deletes and reactions
-   * of the ones already shown with `changes`. */
-  private async catchUp(id: string, fromRev?: number) {
-    const list = this.messages.get(id) ?? [];
-    let after = list.length ? list[list.length - 1].id : undefined;
-    for (;;) {
-      const reply = await this.socket.request({
-        type: "history",
-        conversation: id,
-        ...(after ? { after } : {}),
-        limit: 200,
-      });
-      for (const m of reply.messages as Message[]) this.putMessage(m);
-      if (!reply.more || !reply.messages.length) break;
-      after = reply.messages[reply.messages.length - 1].id;
-    }
-    // From the revision before a gap, not the one noted since: the message
-    // that showed the gap has already moved the noted one past it.
+   * of the ones already shown with `changes`; of a conversation whose
+   * messages are not loaded, `changes` alone (its last message, unread
+   * count and revision). `count`: new messages count as unread. */
+  private async catchUp(id: string, fromRev?: number, count = false) {
+    // Taken before `history`: the messages it brings note their revisions,
+    // which are past the edits, deletes and reactions still to fetch. From
+    // the revision before a gap, not the one noted since: the message that
+    // showed the gap has already moved the noted one past it.
     let rev = this.revs.get(id) ?? 0;
     if (fromRev !== undefined && fromRev < rev) rev = fromRev;
+    const start = rev;
+    try {
+      await this.fetchMissed(id, rev, count);
+    } catch (e) {
+      // Some of it may be in and noted (`history` notes the newest
+      // revisions first): the next catch-up starts where this one did.
+      if ((this.revs.get(id) ?? 0) > start) this.revs.set(id, start);
+      throw e;
+    }
+  }
+
+  private async fetchMissed(id: string, rev: number, count: boolean) {
+    const put = (m: Message) => this.putMessage(m, false, count && !m.deleted);
+    const list = this.messages.get(id);
+    if (list) {
+      let after = list.length ? list[list.length - 1].id : undefined;
+      for (;;) {
+        const reply = await this.socket.request({
+          type: "history",
+          conversation: id,
+          ...(after ? { after } : {}),
+          limit: 200,
+        });
+        for (const m of reply.messages as Message[]) put(m);
+        if (!reply.more || !reply.messages.length) break;
+        after = reply.messages[reply.messages.length - 1].id;
+      }
+    } else if (!this.conversations.has(id)) {
+      // Not in the list (its `conversation` event lost too): the list
+      // brings it, with its last message and unread count, as after a
+      // reconnect.
+      const reply = await this.socket.request({ type: "conversations", limit: 200 });
+      for (const c of reply.conversations as Conversation[]) this.putConversation(c);
+      return;
+    }
     for (;;) {
       const reply = await this.socket.request({ type: "changes", conversation: id, after_rev: rev, limit: 200 });
-      for (const m of reply.messages as Message[]) this.putMessage(m);
+      for (const m of reply.messages as Message[]) put(m);
       if (!reply.more || !reply.messages.length) {
         this.noteRev(id, reply.rev);
         break;
@@ -246,17 +294,64 @@ export class Chat {
     }
   }
 
-  /** A catch-up of one conversation, unless one is running. */
-  private resync(id: string, fromRev?: number) {
-    if (this.resyncing.has(id) || this.conn !== "open") return;
-    this.resyncing.add(id);
-    this.catchUp(id, fromRev)
-      .catch(() => undefined)
-      .finally(() => {
-        this.resyncing.delete(id);
-        if (this.open === id && document.visibilityState === "visible") this.markRead(id);
-        this.changed();
-      });
+  /** The reconnect's catch-up of one conversation, its failure the
+   * caller's; one already running (a `catch_up` came first) covers it with
+   * one more run after it. */
+  private async reconnectCatchUp(id: string) {
+    if (this.resyncing.has(id)) {
+      this.resyncing.set(id, merge(this.resyncing.get(id) ?? null, { count: false }));
+      return;
+    }
+    this.resyncing.set(id, null);
+    try {
+      await this.catchUp(id);
+    } finally {
+      const due = this.resyncing.get(id) ?? null;
+      this.resyncing.delete(id);
+      if (due) this.resync(id, due.fromRev, due.count);
+    }
+  }
+
+  /** A catch-up of one conversation; while one runs, one more after it. */
+  private resync(id: string, fromRev?: number, count = false) {
+    // Disconnected: the reconnect catches everything up.
+    if (this.conn !== "open") return;
+    const due: Due = { fromRev, count };
+    if (this.resyncing.has(id)) {
+      this.resyncing.set(id, merge(this.resyncing.get(id) ?? null, due));
+      return;
+    }
+    this.resyncing.set(id, null);
+    void this.resyncLoop(id, due);
+  }
+
+  private async resyncLoop(id: string, first: Due) {
+    let due: Due | null = first;
+    let failures = 0;
+    while (due && this.conn === "open") {
+      const run: Due = due;
+      try {
+        await this.catchUp(id, run.fromRev, run.count);
+        failures = 0;
+        due = this.resyncing.get(id) ?? null;
+        this.resyncing.set(id, null);
+      } catch (e) {
+        // `unavailable` while connected: the conversation's owner is
+        // moving (taking over from a node that died, which is when a
+        // `catch_up` comes); what was missed is stored, and the new owner
+        // serves it once it has taken over: ask again.
+        if (!(e instanceof RequestError && e.code === "unavailable")) break;
+        const wait = Math.min(5000, RESYNC_RETRY_MS * 2 ** failures);
+        failures += 1;
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        due = merge(this.resyncing.get(id) ?? null, run);
+        this.resyncing.set(id, null);
+      }
+      this.changed();
+    }
+    this.resyncing.delete(id);
+    if (this.open === id && document.visibilityState === "visible") this.markRead(id);
+    this.changed();
   }
 
   // --- events ------------------------------------------------------------------
@@ -266,6 +361,14 @@ export class Chat {
       case "message":
       case "message_updated":
         this.putMessage(f.message as Message, true, f.type === "message");
+        break;
+      case "reaction":
+        this.putReaction(f);
+        break;
+      case "catch_up":
+        // The node cannot vouch that every change of these reached this
+        // connection live (an owner confirmed late, or changed).
+        for (const id of f.conversations as string[]) this.resync(id, undefined, true);
         break;
       case "typing": {
         const per = this.typing.get(f.conversation) ?? new Map<string, number>();
@@ -336,29 +439,69 @@ export class Chat {
     if (rev !== undefined && rev > (this.revs.get(id) ?? 0)) this.revs.set(id, rev);
   }
 
+  /** A revision seen live (an event, or the answer to this client's own
+   * change): revisions count every change of a conversation, so one more
+   * than one past the last seen means something was missed; fetch it. The
+   * answer to our own send counts too: noting its rev without the check
+   * would step over an event lost just before it (a reconnect during an
+   * owner's takeover), and the next events would show no gap. */
+  private liveRev(conversation: string, rev: number) {
+    const known = this.revs.get(conversation) ?? 0;
+    if (known > 0 && rev > known + 1 && this.messages.has(conversation)) {
+      this.resync(conversation, known, true);
+    }
+  }
+
+  /** A reaction added or taken back: the one emoji's state, not the whole
+   * message. Applied where that message is held, unless what is held is
+   * already a later state of it (from a catch-up). */
+  private putReaction(f: {
+    conversation: string;
+    message: string;
+    rev: number;
+    reaction: Reaction;
+  }) {
+    this.liveRev(f.conversation, f.rev);
+    const apply = (m: Message): Message => {
+      if (m.rev >= f.rev) return m;
+      const at = m.reactions.findIndex((r) => r.emoji === f.reaction.emoji);
+      let reactions: Reaction[];
+      if (f.reaction.count === 0) reactions = m.reactions.filter((_, i) => i !== at);
+      else if (at < 0) reactions = [...m.reactions, f.reaction];
+      else reactions = m.reactions.map((r, i) => (i === at ? f.reaction : r));
+      return { ...m, reactions, rev: f.rev };
+    };
+    const list = this.messages.get(f.conversation);
+    const i = list ? this.indexOf(list, f.message) : -1;
+    if (list && i < list.length && list[i].id === f.message) list[i] = apply(list[i]);
+    const c = this.conversations.get(f.conversation);
+    if (c?.last_message?.id === f.message) c.last_message = apply(c.last_message);
+    this.noteRev(f.conversation, f.rev);
+  }
+
+  /** Where message `id` is, or would go, in `list` (ascending by id). */
+  private indexOf(list: Message[], id: string): number {
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (cmpId(list[mid].id, id) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
   /** Adds or replaces (by id, keeping the higher rev) a message; `live`
    * for anything not read by a catch-up (events, and the answers to this
-   * client's own changes), `created` for a new message's event. */
+   * client's own changes); `created` when, if new to this page, it counts
+   * as unread (a new message's event, or a catch-up made while connected). */
   private putMessage(m: Message, live = false, created = false) {
-    // Revisions count every change of a conversation: a live one more than
-    // one past the last seen means something was missed; fetch it. The
-    // answer to our own send counts too: noting its rev without the check
-    // would step over an event lost just before it (a reconnect during an
-    // owner's takeover), and the next events would show no gap.
-    const known = this.revs.get(m.conversation) ?? 0;
-    if (live && known > 0 && m.rev > known + 1 && this.messages.has(m.conversation)) {
-      this.resync(m.conversation, known);
-    }
+    if (live) this.liveRev(m.conversation, m.rev);
     const list = this.messages.get(m.conversation);
+    const c = this.conversations.get(m.conversation);
     let isNew = true;
     if (list) {
-      let lo = 0;
-      let hi = list.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (cmpId(list[mid].id, m.id) < 0) lo = mid + 1;
-        else hi = mid;
-      }
+      const lo = this.indexOf(list, m.id);
       if (lo < list.length && list[lo].id === m.id) {
         isNew = false;
         if (m.rev >= list[lo].rev) list[lo] = m;
@@ -366,14 +509,19 @@ export class Chat {
         // Inside or after the loaded window (not older than what is shown).
         list.splice(lo, 0, m);
       }
+    } else if (c?.last_message) {
+      // No messages loaded: the last one known says what is new, so that a
+      // message both caught up and delivered live counts once.
+      isNew = cmpId(m.id, c.last_message.id) > 0;
     }
     this.outbox = this.outbox.filter(
       (o) => !(o.conversation === m.conversation && o.client_msg_id === m.client_msg_id && m.sender === this.session.user),
     );
     this.noteRev(m.conversation, m.rev);
-    const c = this.conversations.get(m.conversation);
     if (c) {
-      if (!c.last_message || cmpId(m.id, c.last_message.id) >= 0) c.last_message = m;
+      const last = c.last_message;
+      const newer = !last || cmpId(m.id, last.id) > 0 || (m.id === last.id && m.rev >= last.rev);
+      if (newer) c.last_message = m;
       if (created && isNew && m.sender !== this.session.user) {
         if (this.open === m.conversation && document.visibilityState === "visible") {
           this.markRead(m.conversation);

@@ -112,15 +112,21 @@ test("a page told to catch up after an owner died shows the message it missed, w
   // only reason left for it to ask `changes` later is the `catch_up`.
   const asked = (e) => e.dir === "out" && e.frame.type === "changes" && e.frame.conversation === group;
   await eventually("the page's own catch-up after connecting", () => bob.wsLog.some(asked), 20_000);
+  const post = (client_msg_id, body) =>
+    http(SENDER_NODE, "POST", `/v1/conversations/${encodeURIComponent(group)}/messages`, {
+      token: aliceToken,
+      body: { client_msg_id, body },
+    });
+  // One message the page sees live (3 s late): the last revision it saw.
+  const first = await post("first", "seen live");
+  assert.equal(first.status, 201, JSON.stringify(first.body));
+  await bob.waitForSelector(`[data-testid=message][data-id="${first.body.message.id}"]`, { timeout: 20_000 });
   const from = bob.wsLog.length;
   const sockets = bob.sockets;
 
   // Acknowledged to Alice (201: stored), then its owner dies before it
   // hands the message to node 1.
-  const sent = await http(SENDER_NODE, "POST", `/v1/conversations/${encodeURIComponent(group)}/messages`, {
-    token: aliceToken,
-    body: { client_msg_id: "last-words", body: "sent as the owner died" },
-  });
+  const sent = await post("last-words", "sent as the owner died");
   assert.equal(sent.status, 201, JSON.stringify(sent.body));
   cluster.kill(OWNER);
   const id = sent.body.message.id;
@@ -136,7 +142,9 @@ test("a page told to catch up after an owner died shows the message it missed, w
   const since = bob.wsLog.slice(from);
   const told = since.findIndex((e) => e.dir === "in" && e.frame.type === "catch_up" && e.frame.conversations.includes(group));
   assert.ok(told >= 0, "the page was told to catch up on the group");
-  assert.ok(since.slice(told + 1).some(asked), "and then asked `changes` for it");
+  const changes = since.slice(told + 1).find(asked);
+  assert.ok(changes, "and then asked `changes` for it");
+  assert.equal(changes.frame.after_rev, first.body.message.rev, "from the last revision it saw");
   assert.ok(
     !since.some((e) => e.dir === "in" && e.frame.type === "message" && e.frame.message.id === id),
     "the message came by the catch-up, not live (the owner died before handing it over)",

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chat_protocol::peer::ConversationRequest;
 use chat_protocol::{ClientMsgId, ConversationKind, MessageKind, ServerFrame};
+use chat_storage::ConversationStore;
 use ractor::Actor;
 use tokio::sync::mpsc;
 

@@ -5,7 +5,7 @@ use chat_presence::MemoryPresence;
 use chat_protocol::{
     Conversation, ConversationKind, Member, Role, ServerFrame, SharedFrame, Status,
 };
-use chat_storage::ConversationChange;
+use chat_storage::{ConversationChange, ConversationStore};
 use ractor::{Actor, RpcReplyPort};
 use tokio::sync::mpsc;
 

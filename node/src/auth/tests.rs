@@ -4,6 +4,7 @@
 use std::fs;
 
 use chat_storage::embedded::{Durability, EmbeddedStore};
+use chat_storage::AccountStore;
 
 use super::*;
 

@@ -3,8 +3,11 @@
 //! from [`crate::UserRecord`], which is written once when the account is
 //! made, because flags change and every backend merges them by time.
 
+use async_trait::async_trait;
 use chat_protocol::UserId;
 use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
 
 /// A flag an operator sets or clears on an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -68,4 +71,28 @@ pub struct AuditEntry {
     pub target: String,
     /// The node that carried it out.
     pub node: String,
+}
+
+/// Account flags and the audit log.
+#[async_trait]
+pub trait ModerationStore: Send + Sync {
+    /// Sets or clears `flag` on `user` as of `at_ms` (Unix ms): of two
+    /// settings of one flag, the later `at_ms` wins wherever they land
+    /// first (on a tie, the one stored last here).
+    async fn set_user_flag(
+        &self,
+        user: &UserId,
+        flag: UserFlag,
+        on: bool,
+        at_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// A user's flags (all clear when never set).
+    async fn user_flags(&self, user: &UserId) -> Result<UserFlags, StoreError>;
+
+    /// Records an admin action.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// The newest `limit` admin actions, newest first.
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
 }

@@ -1,0 +1,55 @@
+//! Conversations: their records and members, each user's list of
+//! conversations, and read markers.
+
+use async_trait::async_trait;
+use chat_protocol::{Conversation, ConversationId, Member, MessageId, UserId};
+
+use crate::StoreError;
+
+/// A change to a conversation's record: its metadata and some members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationChange {
+    /// The conversation as it is after the change; its `members` field is
+    /// ignored, `upsert` and `remove` say what changes.
+    pub conversation: Conversation,
+    /// Members added or whose role changed.
+    pub upsert: Vec<Member>,
+    /// Members removed.
+    pub remove: Vec<UserId>,
+}
+
+/// Conversation records, memberships and read markers.
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    /// A conversation with all its members, if it exists.
+    async fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError>;
+
+    /// Writes a conversation's metadata and member changes, and the per-user
+    /// conversation index, atomically and durably.
+    async fn apply_conversation(&self, change: &ConversationChange) -> Result<(), StoreError>;
+
+    /// Ids of the conversations a user is a member of.
+    async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationId>, StoreError>;
+
+    /// Moves a read marker forward; a marker never moves back (an older
+    /// value is ignored), so replicas converge whatever order writes arrive in.
+    async fn set_read_marker(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+        up_to: MessageId,
+    ) -> Result<(), StoreError>;
+
+    /// All read markers of a conversation.
+    async fn read_markers(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Vec<(UserId, MessageId)>, StoreError>;
+
+    /// One user's read marker in a conversation.
+    async fn read_marker(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<Option<MessageId>, StoreError>;
+}
