@@ -5,7 +5,6 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::frame::ClientFrame;
 use crate::ids::ReqId;
 
 /// A frame encoding.
@@ -115,11 +114,6 @@ impl Codec {
             req: self.recover_req(bytes),
             reason: readable(&reason),
         })
-    }
-
-    /// Decodes a client frame.
-    pub fn decode_client(self, bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
-        self.decode(bytes)
     }
 
     fn recover_req(self, bytes: &[u8]) -> Option<ReqId> {

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Codec, EncodeError};
+use crate::codec::{Codec, DecodeError, EncodeError};
 use crate::conversation::{Conversation, ConversationKind, ConversationSummary, Member};
 use crate::error::ErrorCode;
 use crate::ids::{ClientMsgId, ConversationId, MessageId, ReqId, UserId};
@@ -396,6 +396,15 @@ impl ClientFrame {
             }
             _ => Ok(()),
         }
+    }
+}
+
+// Here rather than in codec.rs, beside the other methods on Codec, so that
+// codec stays below the frames it encodes instead of importing them back.
+impl Codec {
+    /// Decodes a client frame.
+    pub fn decode_client(self, bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
+        self.decode(bytes)
     }
 }
 
