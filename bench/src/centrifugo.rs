@@ -27,8 +27,8 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::client::body_sent_us;
-use crate::conn::Incoming;
+use crate::body::body_sent_us;
+use crate::incoming::Incoming;
 use crate::net::{ws_connect, Ws};
 
 /// The WebSocket endpoint of the JSON protocol.

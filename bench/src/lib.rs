@@ -30,14 +30,15 @@
 #![warn(clippy::mod_module_files)]
 
 pub mod auth;
+pub mod body;
 pub mod ceiling;
 pub mod centrifugo;
 pub mod cli;
 pub mod client;
 pub mod conn;
 pub mod cpu;
+pub mod incoming;
 pub mod net;
-pub mod progress;
 pub mod reactions;
 pub mod report;
 pub mod scenario;

@@ -14,8 +14,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::client::body_sent_us;
-use crate::conn::Incoming;
+use crate::body::body_sent_us;
+use crate::incoming::Incoming;
 use crate::net::{ws_connect, Ws};
 
 /// Path of the Engine.IO endpoint, WebSocket transport straight away.

@@ -18,7 +18,7 @@ use anyhow::{bail, Result};
 use super::rooms::{
     connect_and_join, padding, start_groups, wait_phase, Groups, Inflight, Traffic, MAX_INFLIGHT,
 };
-use super::{base_report, finish, Member, Phase, Shared};
+use super::shared::{base_report, finish, Member, Phase, Shared};
 use crate::cli::{RunArgs, ScenarioKind};
 use crate::conn::{Conn, Incoming};
 use crate::report::{HistoryReport, RunReport};

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::progress::Progress;
 use super::rooms::wait_phase;
-use super::{base_report, finish, Member, Phase, Shared};
+use super::shared::{base_report, finish, Member, Phase, Shared};
 use crate::cli::RunArgs;
 use crate::conn::GroupPlan;
-use crate::progress::Progress;
 use crate::report::{MemoryReport, RunReport};
 
 /// Wait after the last connect before reading RSS: the server's allocator
@@ -97,7 +97,7 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
     let n = args.connections;
     crate::sys::check_open_files(n)?;
     let user_count = n.div_ceil(args.conns_per_user);
-    let users = super::user_names(user_count);
+    let users = super::shared::user_names(user_count);
     let tokens = crate::auth::tokens(args, &users, nodes).await?;
     if args.prewarm {
         prewarm(args, nodes, &tokens).await?;

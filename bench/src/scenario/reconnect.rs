@@ -22,7 +22,7 @@ use anyhow::{anyhow, bail, Result};
 use super::rooms::{
     connect_and_join, measure, padding, start_groups, traffic, Exit, Groups, Traffic,
 };
-use super::{base_report, finish, Member, Phase, Shared};
+use super::shared::{base_report, finish, Member, Phase, Shared};
 use crate::cli::{RunArgs, ScenarioKind};
 use crate::conn::{Conn, Incoming};
 use crate::report::{ReconnectReport, RunReport};

@@ -26,11 +26,11 @@ use chat_protocol::ConversationKind;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{base_report, finish, members, user_names, Member, Phase, Shared};
+use super::progress::Progress;
+use super::shared::{base_report, finish, members, user_names, Member, Phase, Shared};
 use crate::cli::{RunArgs, ScenarioKind};
 use crate::conn::{Conn, GroupPlan, Incoming};
 use crate::cpu::{CpuWindow, Mark};
-use crate::progress::Progress;
 use crate::report::{RunReport, StepReport};
 use crate::stats::now_us;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use crate::scenario::Shared;
+use super::shared::Shared;
 
 /// A running progress printer; [`Progress::stop`] ends its line.
 pub(crate) struct Progress {
