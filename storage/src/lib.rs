@@ -58,6 +58,17 @@ pub enum StoreError {
     Conflict,
 }
 
+/// [`StoreError::Unavailable`] with what the backend said: every backend's
+/// way to report that it could not read or write.
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// [`StoreError::Corrupt`] with what was wrong with the stored bytes.
+pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
 /// Storage the actors and the node need: every domain's store in one.
 ///
 /// Nothing to implement: every type that implements all the domain traits

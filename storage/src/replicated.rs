@@ -101,7 +101,6 @@
 //!   op is gone for good, the ops above it stay on the nodes that have them.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
@@ -111,11 +110,13 @@ use chat_protocol::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::embedded::{key_of, EmbeddedStore, RefreshEffect, RefreshToken, ReplicaTable, Txn};
+use super::embedded::{
+    decode_u64, key_of, split_part, EmbeddedStore, RefreshEffect, RefreshToken, ReplicaTable, Txn,
+};
 use super::{
-    AccountStore, AuditEntry, Changes, ConversationChange, ConversationStore, HistoryStore,
-    LeaseStore, LoginState, ModerationStore, Page, PageQuery, RefreshRecord, Rotation, StoreError,
-    UserFlag, UserFlags, UserRecord,
+    corrupt, AccountStore, AuditEntry, Changes, ConversationChange, ConversationStore,
+    HistoryStore, LeaseStore, LoginState, ModerationStore, Page, PageQuery, RefreshRecord,
+    Rotation, StoreError, UserFlag, UserFlags, UserRecord,
 };
 
 /// Longest origin (node name) an op may carry: it is part of keys.
@@ -237,8 +238,8 @@ impl Marks {
             .map_err(|_| corrupt("malformed op-log marks"))?;
         let (contiguous, highest) = bytes.split_at(8);
         Ok(Marks {
-            contiguous: u64_of(contiguous)?,
-            highest: u64_of(highest)?,
+            contiguous: decode_u64(contiguous)?,
+            highest: decode_u64(highest)?,
         })
     }
 }
@@ -278,10 +279,8 @@ impl ReplicatedStore {
             ))
         })?;
         let mut contiguous = BTreeMap::new();
-        for guard in local.replica_keyspace(ReplicaTable::OpMarks).iter() {
-            let (key, value) = guard
-                .into_inner()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        for entry in local.replica_keyspace(ReplicaTable::OpMarks).all() {
+            let (key, value) = entry?;
             let (origin, rest) = split_part(&key)?;
             if !rest.is_empty() {
                 return Err(corrupt("malformed op-log marks key"));
@@ -324,7 +323,7 @@ impl ReplicatedStore {
             .update(move |txn| {
                 if let Some(held) = txn.replica_get(ReplicaTable::OpLog, &log_key(&origin, seq))? {
                     if held != bytes {
-                        return Err(corrupt(&format!(
+                        return Err(corrupt(format!(
                             "op {seq} of {origin} is held with other content: \
                              did a node come back without its disk under its old name?"
                         )));
@@ -390,22 +389,17 @@ impl ReplicatedStore {
             let mut ops = Vec::new();
             let mut bytes = 0usize;
             for (origin, first, last) in wanted {
-                let range = log.range::<Vec<u8>, _>((
-                    Bound::Included(log_key(&origin, first)),
-                    Bound::Included(log_key(&origin, last)),
-                ));
+                let range = log.range(log_key(&origin, first), log_key(&origin, last));
                 let mut expected = first;
-                for guard in range {
-                    let (key, value) = guard
-                        .into_inner()
-                        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                for entry in range {
+                    let (key, value) = entry?;
                     if ops.len() == max_ops || (!ops.is_empty() && bytes + value.len() > max_bytes)
                     {
                         return Ok(ops);
                     }
                     let seq = log_seq(&key, &origin)?;
                     if seq != expected {
-                        return Err(corrupt(&format!(
+                        return Err(corrupt(format!(
                             "op {expected} of {origin} is missing below its mark"
                         )));
                     }
@@ -414,11 +408,11 @@ impl ReplicatedStore {
                     ops.push(ReplicatedOp {
                         origin: origin.clone(),
                         seq,
-                        bytes: value.to_vec(),
+                        bytes: value,
                     });
                 }
                 if expected != last + 1 {
-                    return Err(corrupt(&format!(
+                    return Err(corrupt(format!(
                         "op {expected} of {origin} is missing below its mark"
                     )));
                 }
@@ -625,30 +619,12 @@ fn log_seq(key: &[u8], origin: &str) -> Result<u64, StoreError> {
     if held != origin {
         return Err(corrupt("op-log key of another origin"));
     }
-    u64_of(seq)
-}
-
-/// The leading length-prefixed string of a key, and the rest.
-fn split_part(key: &[u8]) -> Result<(&str, &[u8]), StoreError> {
-    let malformed = || corrupt("malformed op-log key");
-    let (len, rest) = key.split_first_chunk::<2>().ok_or_else(malformed)?;
-    let len = usize::from(u16::from_be_bytes(*len));
-    if rest.len() < len {
-        return Err(malformed());
-    }
-    let (part, rest) = rest.split_at(len);
-    let part = std::str::from_utf8(part).map_err(|_| malformed())?;
-    Ok((part, rest))
-}
-
-fn u64_of(bytes: &[u8]) -> Result<u64, StoreError> {
-    let bytes: [u8; 8] = bytes.try_into().map_err(|_| corrupt("expected 8 bytes"))?;
-    Ok(u64::from_be_bytes(bytes))
+    decode_u64(seq)
 }
 
 fn check_origin(origin: &str) -> Result<(), StoreError> {
     if origin.is_empty() || origin.len() > MAX_ORIGIN {
-        return Err(corrupt(&format!(
+        return Err(corrupt(format!(
             "an op's origin must be 1 to {MAX_ORIGIN} bytes, not {}",
             origin.len()
         )));
@@ -683,15 +659,11 @@ fn check_op(op: &StoreOp) -> Result<(), StoreError> {
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     // Maps rather than arrays: fields can be added without breaking peers
     // that run the previous version.
-    rmp_serde::to_vec_named(value).map_err(|e| corrupt(&format!("cannot encode an op: {e}")))
+    rmp_serde::to_vec_named(value).map_err(|e| corrupt(format!("cannot encode an op: {e}")))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    rmp_serde::from_slice(bytes).map_err(|e| corrupt(&format!("malformed op: {e}")))
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(what.to_owned())
+    rmp_serde::from_slice(bytes).map_err(|e| corrupt(format!("malformed op: {e}")))
 }
 
 #[async_trait]
