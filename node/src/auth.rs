@@ -21,177 +21,49 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::{header, HeaderMap};
-use chat_protocol::{now_ms, ErrorCode, UserId};
+use chat_protocol::{now_ms, UserId};
 use chat_storage::{LoginState, MessageStore, RefreshRecord, Rotation, StoreError, UserRecord};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 mod accounts;
+mod checks;
+mod config;
+mod error;
 mod keys;
 mod logins;
 mod passwords;
+mod secrets;
 mod throttle;
 mod wire;
 
+// What the files of this module share lives in leaves (checks, config,
+// error, secrets) rather than here, so that they need not import this file,
+// which imports them (scripts/layers.sh refuses such circles).
 pub use accounts::operator_account;
+use checks::{check_display_name, check_password, parse_username};
+pub use checks::{MAX_DISPLAY_NAME_BYTES, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
+pub use config::{Algorithm, AuthConfig};
+pub use error::AuthError;
 pub(crate) use keys::new_secret;
+pub use keys::DEV_SECRET_FILE;
 use keys::{hmac_keys, pem_keys};
 use passwords::Passwords;
+use secrets::{hash_token, random_bytes};
 use throttle::Throttle;
 pub use throttle::ThrottleConfig;
 pub use wire::{LoginRequest, RegisterRequest, TokenSet, UserView};
 
-/// Shortest accepted password, in bytes.
-pub const MIN_PASSWORD_BYTES: usize = 8;
-/// Longest accepted password, in bytes: bounds the work one request can cause.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
-/// Longest display name, in bytes.
-pub const MAX_DISPLAY_NAME_BYTES: usize = 128;
-/// Name of the file in the data directory that keeps the generated HS256
-/// development secret.
-pub const DEV_SECRET_FILE: &str = "jwt_secret";
-
 /// Longest access token looked at: anything larger is not one of ours nor a
 /// sane IdP token, and is refused before any base64 or JSON work.
 const MAX_ACCESS_TOKEN_BYTES: usize = 8 * 1024;
-/// HS256 secrets shorter than this are guessable offline from one token.
-const MIN_SECRET_BYTES: usize = 32;
 /// Largest accepted `leeway_secs`.
 const MAX_LEEWAY_SECS: u64 = 3600;
 const REFRESH_SECRET_BYTES: usize = 32;
-
-/// An argon2id hash (of a password nobody uses) with the crate's default
-/// parameters. Logins of unknown users are verified against it so that they
-/// take as long as logins of known users and do not reveal which names exist.
-const DUMMY_PHC: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$TQrf3tcw9fDgjOdV9ZNKwQ$EsIBhzCcT3fIlFujIhkM65q7YdnKM7Y0fL6cJaK2ydw";
-
-/// JWT signature algorithm of the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-pub enum Algorithm {
-    /// HMAC-SHA256 with a secret shared by all nodes.
-    #[default]
-    HS256,
-    /// RSA PKCS#1 v1.5 with SHA-256; typical of outside identity providers.
-    RS256,
-    /// Ed25519.
-    EdDSA,
-}
-
-impl Algorithm {
-    fn to_jwt(self) -> jsonwebtoken::Algorithm {
-        match self {
-            Algorithm::HS256 => jsonwebtoken::Algorithm::HS256,
-            Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
-            Algorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Algorithm::HS256 => "HS256",
-            Algorithm::RS256 => "RS256",
-            Algorithm::EdDSA => "EdDSA",
-        }
-    }
-}
-
-/// The `[auth]` section of `cluster.toml`.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Signature algorithm of access tokens.
-    pub algorithm: Algorithm,
-    /// HS256 secret, the same on every node. When unset, a random development
-    /// secret is generated once and kept in `<data_dir>/jwt_secret`; that only
-    /// works for a single node, since each node would generate its own.
-    pub jwt_secret: Option<String>,
-    /// RS256/EdDSA: PEM public key that verifies tokens, e.g. those of an
-    /// outside identity provider.
-    pub public_key_file: Option<PathBuf>,
-    /// RS256/EdDSA: PEM private key, needed only if this node issues tokens
-    /// itself (register, login, refresh).
-    pub private_key_file: Option<PathBuf>,
-    /// Required `iss` of tokens when set; put into issued tokens.
-    pub issuer: Option<String>,
-    /// Required `aud` of tokens when set; put into issued tokens. When unset,
-    /// `aud` is not checked at all.
-    pub audience: Option<String>,
-    /// Lifetime of issued access tokens, in seconds.
-    pub access_ttl_secs: u64,
-    /// Lifetime of a refresh token, in seconds; each rotation starts a new one.
-    pub refresh_ttl_secs: u64,
-    /// Clock skew tolerated when checking `exp`, `nbf` and `iat`, in seconds.
-    pub leeway_secs: u64,
-    /// Longest lifetime accepted in a token (`exp` minus `iat`, or minus now
-    /// without `iat`), in seconds: a leaked long-lived token is refused.
-    pub max_token_lifetime_secs: u64,
-    /// Threads hashing passwords (argon2id, 19 MiB each while it runs); 0
-    /// for one per core.
-    pub password_threads: usize,
-    /// Logins and registrations waiting for a hashing thread; past it they
-    /// are answered 503 with `Retry-After` at once.
-    pub password_queue: usize,
-    /// Whether an access token must name a live login (`sid`): logging out
-    /// then ends it at once. Turn off to accept tokens minted elsewhere
-    /// (an identity provider, a backend holding the secret) that name none;
-    /// a token that names one is always checked.
-    pub require_session: bool,
-    /// Limits on logins and registrations.
-    pub throttle: ThrottleConfig,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            algorithm: Algorithm::HS256,
-            jwt_secret: None,
-            public_key_file: None,
-            private_key_file: None,
-            issuer: None,
-            audience: None,
-            access_ttl_secs: 900,
-            refresh_ttl_secs: 30 * 24 * 3600,
-            leeway_secs: 5,
-            max_token_lifetime_secs: 24 * 3600,
-            password_threads: 0,
-            password_queue: 64,
-            require_session: true,
-            throttle: ThrottleConfig::default(),
-        }
-    }
-}
-
-// Hand-written so that printing the config (e.g. at startup) never prints the
-// secret.
-impl fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("algorithm", &self.algorithm)
-            .field(
-                "jwt_secret",
-                &self.jwt_secret.as_ref().map(|_| "[redacted]"),
-            )
-            .field("public_key_file", &self.public_key_file)
-            .field("private_key_file", &self.private_key_file)
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("access_ttl_secs", &self.access_ttl_secs)
-            .field("refresh_ttl_secs", &self.refresh_ttl_secs)
-            .field("leeway_secs", &self.leeway_secs)
-            .field("max_token_lifetime_secs", &self.max_token_lifetime_secs)
-            .field("password_threads", &self.password_threads)
-            .field("password_queue", &self.password_queue)
-            .field("require_session", &self.require_session)
-            .field("throttle", &self.throttle)
-            .finish()
-    }
-}
 
 /// What a valid access token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,92 +75,6 @@ pub struct Claims {
     /// The refresh-token family (the login) the token was issued for, when
     /// issued by this cluster; an outside IdP's session id otherwise, if any.
     pub sid: Option<String>,
-}
-
-/// Why authentication failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// The request carries no access token.
-    #[error("missing bearer token")]
-    MissingToken,
-    /// The token is malformed, badly signed, for someone else, or (refresh
-    /// tokens) unknown, used or revoked.
-    #[error("invalid token: {0}")]
-    InvalidToken(String),
-    /// The access token has expired.
-    #[error("token expired")]
-    Expired,
-    /// Unknown user or wrong password; deliberately not saying which.
-    #[error("wrong username or password")]
-    BadCredentials,
-    /// Registration with a name that exists.
-    #[error("username already taken")]
-    UsernameTaken,
-    /// An operator suspended the account: no sign-in, refresh or
-    /// connection until one lifts it.
-    #[error("this account is suspended")]
-    Suspended,
-    /// A request field breaks a rule; the message says which.
-    #[error("{0}")]
-    InvalidInput(String),
-    /// The node only verifies tokens: it has no key to sign them with.
-    #[error("this node does not issue tokens (no signing key configured)")]
-    CannotIssue,
-    /// Every password hashing thread is busy and the queue full: retry.
-    #[error("too many logins at once; retry shortly")]
-    Busy,
-    /// Too many attempts from this address, or on this account.
-    #[error("too many attempts; retry in {retry_after_ms} ms")]
-    RateLimited {
-        /// When to retry.
-        retry_after_ms: u64,
-    },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The `[auth]` configuration or its key files are unusable.
-    #[error("auth configuration: {0}")]
-    Config(String),
-    /// A bug or a failure of the hashing or signing machinery.
-    #[error("internal auth error: {0}")]
-    Internal(String),
-}
-
-impl AuthError {
-    /// The protocol error code for this error.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            AuthError::MissingToken
-            | AuthError::InvalidToken(_)
-            | AuthError::Expired
-            | AuthError::BadCredentials => ErrorCode::Unauthorized,
-            AuthError::UsernameTaken => ErrorCode::Conflict,
-            AuthError::Suspended => ErrorCode::Forbidden,
-            AuthError::InvalidInput(_) => ErrorCode::BadRequest,
-            AuthError::RateLimited { .. } => ErrorCode::RateLimited,
-            AuthError::Busy | AuthError::Store(StoreError::Unavailable(_)) => {
-                ErrorCode::Unavailable
-            }
-            AuthError::CannotIssue
-            | AuthError::Store(_)
-            | AuthError::Config(_)
-            | AuthError::Internal(_) => ErrorCode::Internal,
-        }
-    }
-
-    /// The HTTP status for this error: that of [`Self::code`].
-    pub fn http_status(&self) -> u16 {
-        self.code().http_status()
-    }
-
-    /// When a client may retry, for the errors that say so.
-    pub fn retry_after_ms(&self) -> Option<u64> {
-        match self {
-            AuthError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
-            AuthError::Busy => Some(1000),
-            _ => None,
-        }
-    }
 }
 
 /// Claims as written into tokens this node issues.
@@ -841,16 +627,6 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    rand::fill(&mut bytes[..]);
-    bytes
-}
-
-fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
 /// Splits `<user>.<family>.<secret>`; user ids may contain dots, so it is
 /// split from the right.
 fn parse_refresh_token(token: &str) -> Option<(UserId, &str)> {
@@ -871,12 +647,6 @@ fn revoked_login() -> AuthError {
     AuthError::InvalidToken("this login was revoked".into())
 }
 
-/// Usernames are case-insensitive: the id is the name in lower case.
-fn parse_username(username: &str) -> Result<UserId, AuthError> {
-    UserId::new(&username.to_ascii_lowercase())
-        .map_err(|e| AuthError::InvalidInput(format!("username: {e}")))
-}
-
 /// What is wrong with a token, in words that name no library internals.
 fn token_problem(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
     use jsonwebtoken::errors::ErrorKind;
@@ -889,34 +659,6 @@ fn token_problem(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
         ErrorKind::MissingRequiredClaim(_) => "a required claim is missing",
         _ => "malformed",
     }
-}
-
-fn check_password(password: &str) -> Result<(), AuthError> {
-    let len = password.len();
-    if !(MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&len) {
-        return Err(AuthError::InvalidInput(format!(
-            "password must be {MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes long, got {len}"
-        )));
-    }
-    Ok(())
-}
-
-fn check_display_name(name: Option<&str>) -> Result<Option<String>, AuthError> {
-    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
-        return Ok(None);
-    };
-    if name.len() > MAX_DISPLAY_NAME_BYTES {
-        return Err(AuthError::InvalidInput(format!(
-            "display_name must be at most {MAX_DISPLAY_NAME_BYTES} bytes long, got {}",
-            name.len()
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(AuthError::InvalidInput(
-            "display_name must not contain control characters".into(),
-        ));
-    }
-    Ok(Some(name.to_owned()))
 }
 
 /// The bearer token of a request: the `Authorization` header, else the

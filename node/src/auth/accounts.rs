@@ -4,7 +4,9 @@
 use chat_protocol::now_ms;
 use chat_storage::UserRecord;
 
-use super::{check_display_name, check_password, parse_username, passwords, AuthError};
+use super::checks::{check_display_name, check_password, parse_username};
+use super::error::AuthError;
+use super::passwords;
 
 /// The account `username` with `password`, ready to store: the name and the
 /// password checked as registration checks them (the id in lower case, the

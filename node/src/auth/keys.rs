@@ -6,7 +6,15 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::{random_bytes, Algorithm, AuthConfig, AuthError, DEV_SECRET_FILE, MIN_SECRET_BYTES};
+use super::config::{Algorithm, AuthConfig};
+use super::error::AuthError;
+use super::secrets::random_bytes;
+
+/// Name of the file in the data directory that keeps the generated HS256
+/// development secret.
+pub const DEV_SECRET_FILE: &str = "jwt_secret";
+/// HS256 secrets shorter than this are guessable offline from one token.
+pub(super) const MIN_SECRET_BYTES: usize = 32;
 
 /// A verifying key and, when the node issues tokens, a signing key.
 pub(super) type KeyPair = (jsonwebtoken::DecodingKey, Option<jsonwebtoken::EncodingKey>);

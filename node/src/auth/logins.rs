@@ -23,7 +23,7 @@ use chat_protocol::{now_ms, UserId};
 use chat_storage::{LoginState, MessageStore, RefreshRecord, StoreError};
 use sha2::{Digest, Sha256};
 
-use super::{hash_token, random_bytes};
+use super::secrets::{hash_token, random_bytes};
 
 /// Random bytes of a login id: as many as the ids had before they named
 /// their user.

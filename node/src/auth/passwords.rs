@@ -20,7 +20,13 @@ use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
 
-use super::{AuthError, DUMMY_PHC};
+use super::error::AuthError;
+
+/// An argon2id hash (of a password nobody uses) with the crate's default
+/// parameters. Logins of unknown users are verified against it so that they
+/// take as long as logins of known users and do not reveal which names exist.
+pub(super) const DUMMY_PHC: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$TQrf3tcw9fDgjOdV9ZNKwQ$EsIBhzCcT3fIlFujIhkM65q7YdnKM7Y0fL6cJaK2ydw";
 
 enum Job {
     Hash {

@@ -2,10 +2,14 @@
 //! refresh rotation, on a real embedded store.
 
 use std::fs;
+use std::path::PathBuf;
 
+use chat_protocol::ErrorCode;
 use chat_storage::embedded::{Durability, EmbeddedStore};
 use chat_storage::AccountStore;
 
+use super::keys::MIN_SECRET_BYTES;
+use super::passwords::DUMMY_PHC;
 use super::*;
 
 /// Ed25519 pair made with `openssl genpkey -algorithm ed25519`.
