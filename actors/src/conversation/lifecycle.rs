@@ -25,40 +25,17 @@ use chat_protocol::{
 use chat_storage::{MessageStore, StoreError};
 use ractor::ActorRef;
 
+// The update's types are in a leaf, so that the actor's state (in
+// conversation.rs, which this file extends) can hold them without naming
+// this file back.
+mod update;
+
 use super::{ok, ConversationState, InFlight};
 use crate::conn::{ConnId, Delivery};
 use crate::error::ChatError;
 use crate::msg::{answer, ConversationMsg, Reply, UpdatesDone};
-
-/// What an update does to a message.
-#[derive(Debug, Clone)]
-pub(super) enum Change {
-    /// A new body, and the members it mentions (parsed when the edit
-    /// arrived, against the members then).
-    Edit { body: String, mentions: Vec<UserId> },
-    /// Delete.
-    Delete,
-    /// Add (`on`) or take back a reaction.
-    React { emoji: String, on: bool },
-}
-
-/// An update as the writing task needs it.
-#[derive(Debug, Clone)]
-pub(super) struct UpdateSpec {
-    user: UserId,
-    target: MessageId,
-    change: Change,
-    /// An owner or admin: deletes anyone's message.
-    moderates: bool,
-}
-
-/// An update waiting for its batch, or in flight.
-pub(super) struct PendingUpdate {
-    spec: UpdateSpec,
-    origin: Option<ConnId>,
-    received: Instant,
-    reply: Option<Reply>,
-}
+use update::UpdateSpec;
+pub(super) use update::{Change, PendingUpdate};
 
 /// Applies `spec` to `state` at revision `rev`: whether it changed anything,
 /// or why it may not.
