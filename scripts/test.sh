@@ -29,6 +29,8 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# scripts/layers.sh reads the crates' imports with a Python script.
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 # The web app's tests: Debian's chromium (driven by playwright-core from
 # npm), with an emoji font so that screenshots show reactions.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
@@ -49,8 +51,9 @@ if [ "$#" -eq 0 ]; then
   cargo fmt --all -- --check
   log "cargo clippy --all-targets -- -D warnings"
   cargo clippy --workspace --all-targets -- -D warnings
-  log "module layers (scripts/layers.sh)"
+  log "module layers (scripts/layers.sh, and its own check: scripts/layers_test.py)"
   bash scripts/layers.sh
+  python3 scripts/layers_test.py
 fi
 
 # The traces test sends to a real OpenTelemetry Collector, built from the Go
