@@ -1,8 +1,10 @@
 //! Conversations: their records and members, each user's list of
 //! conversations, and read markers.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
-use chat_protocol::{Conversation, ConversationId, Member, MessageId, UserId};
+use chat_protocol::{Conversation, ConversationId, Member, MessageId, Role, UserId};
 
 use crate::StoreError;
 
@@ -16,6 +18,24 @@ pub struct ConversationChange {
     pub upsert: Vec<Member>,
     /// Members removed.
     pub remove: Vec<UserId>,
+}
+
+/// What a change makes of each membership it touches: upserts in order (a
+/// later one of the same user wins), then removals, which win over upserts.
+/// Every store applies a change so, as if the two lists came one after the
+/// other.
+pub(crate) fn memberships<'a>(
+    upsert: &'a [Member],
+    remove: &'a [UserId],
+) -> BTreeMap<&'a UserId, Option<Role>> {
+    let mut changes = BTreeMap::new();
+    for member in upsert {
+        changes.insert(&member.user, Some(member.role));
+    }
+    for user in remove {
+        changes.insert(user, None);
+    }
+    changes
 }
 
 /// Conversation records, memberships and read markers.
@@ -52,4 +72,31 @@ pub trait ConversationStore: Send + Sync {
         conversation: &ConversationId,
         user: &UserId,
     ) -> Result<Option<MessageId>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removals_win_over_upserts() {
+        let (a, b) = (UserId::new("a").unwrap(), UserId::new("b").unwrap());
+        let upsert = [
+            Member {
+                user: a.clone(),
+                role: Role::Member,
+            },
+            Member {
+                user: b.clone(),
+                role: Role::Member,
+            },
+            Member {
+                user: a.clone(),
+                role: Role::Admin,
+            },
+        ];
+        let changes = memberships(&upsert, std::slice::from_ref(&b));
+        assert_eq!(changes.get(&a), Some(&Some(Role::Admin)));
+        assert_eq!(changes.get(&b), Some(&None));
+    }
 }

@@ -57,6 +57,92 @@ impl PageQuery {
     }
 }
 
+/// A page (of history or of changes) as a backend fills it, one message at
+/// a time in the order it reads them: every backend cuts pages by the same
+/// rule, so that they all answer a query alike.
+pub(crate) struct PageFill {
+    messages: Vec<Message>,
+    limit: usize,
+    max_bytes: usize,
+    weight: usize,
+    more: bool,
+}
+
+impl PageFill {
+    /// At most `limit` (at least 1) messages, and past the first no more
+    /// than `max_bytes` by [`page_weight`].
+    pub(crate) fn new(limit: usize, max_bytes: usize) -> Self {
+        let limit = limit.max(1);
+        PageFill {
+            messages: Vec::with_capacity(limit.min(256)),
+            limit,
+            max_bytes,
+            weight: 0,
+            more: false,
+        }
+    }
+
+    /// Whether the page holds `limit` messages; then it has `more`, since
+    /// the caller has one more in range (and need not decode it).
+    pub(crate) fn is_full(&mut self) -> bool {
+        if self.messages.len() >= self.limit {
+            self.more = true;
+        }
+        self.more
+    }
+
+    /// Adds `message`, which weighs `stored` bytes as stored; `false`, and
+    /// `more`, when the page is full or the message would take it past
+    /// `max_bytes` (the first message always fits).
+    pub(crate) fn push(&mut self, stored: usize, message: Message) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        self.weight = self.weight.saturating_add(page_weight(stored, &message));
+        if self.weight > self.max_bytes && !self.messages.is_empty() {
+            self.more = true;
+            return false;
+        }
+        self.messages.push(message);
+        true
+    }
+
+    /// How many messages it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// The messages in the order they were added, and whether more lie
+    /// beyond.
+    pub(crate) fn finish(self) -> (Vec<Message>, bool) {
+        (self.messages, self.more)
+    }
+}
+
+/// What finding `found` under `m`'s `client_msg_id` means for `m`: the
+/// earlier send that `m` retries, or `None` when nothing was there, or only
+/// `m` itself (its write was retried after it went through: it is this
+/// send's, and must be delivered like any new one).
+pub(crate) fn earlier_send(m: &Message, found: Option<Message>) -> Option<Message> {
+    found.filter(|own| own.id != m.id)
+}
+
+/// The revision index entry that a message's new state `m` leaves behind:
+/// its previous state's, unless that one had none (`rev` 0) or it is the
+/// same entry.
+pub(crate) fn replaced_rev(previous: &Message, m: &Message) -> Option<u64> {
+    (previous.rev > 0 && previous.rev != m.rev).then_some(previous.rev)
+}
+
+/// The users a message's previous state mentions and its new state `m` no
+/// longer does: their mentions index entries go.
+pub(crate) fn lost_mentions<'a>(
+    previous: &'a Message,
+    m: &'a Message,
+) -> impl Iterator<Item = &'a UserId> {
+    previous.mentions.iter().filter(|u| !m.mentions.contains(u))
+}
+
 /// A page of history.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Page {
@@ -113,7 +199,7 @@ pub trait HistoryStore: Send + Sync {
             if found.is_none() {
                 fresh.push(m.clone());
             }
-            held.push(found.filter(|own| own.id != m.id));
+            held.push(earlier_send(m, found));
         }
         self.append(&fresh).await?;
         Ok(held)

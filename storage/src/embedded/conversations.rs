@@ -12,6 +12,7 @@ use super::keys::{decode, decode_u64, encode, key_of, last_part, user_id};
 use super::keyspaces::{Inner, Table};
 use super::txn::Txn;
 use super::EmbeddedStore;
+use crate::conversations::memberships;
 use crate::{unavailable, ConversationChange, ConversationStore, StoreError};
 
 #[derive(Serialize, Deserialize)]
@@ -179,13 +180,8 @@ impl ConversationStore for EmbeddedStore {
         self.update(move |txn| {
             txn.put_conversation_meta(&change.conversation)?;
             let id = &change.conversation.id;
-            // Removals after upserts: a user in both lists ends up removed,
-            // the same outcome as applying the two lists one after the other.
-            for member in &change.upsert {
-                txn.set_member(id, &member.user, Some(member.role))?;
-            }
-            for user in &change.remove {
-                txn.set_member(id, user, None)?;
+            for (user, role) in memberships(&change.upsert, &change.remove) {
+                txn.set_member(id, user, role)?;
             }
             Ok(())
         })

@@ -12,6 +12,7 @@ use super::keys::{decode, decode_u64, encode, key_of};
 use super::keyspaces::{Inner, Table};
 use super::txn::Txn;
 use super::EmbeddedStore;
+use crate::history::{earlier_send, lost_mentions, replaced_rev, PageFill};
 use crate::{bucket_of, unavailable, Changes, HistoryStore, Page, PageQuery, StoreError};
 
 /// What `count_unread` needs of a message: borrowing the sender out of the
@@ -43,24 +44,15 @@ impl Inner {
         };
         let range = self.messages.range::<Vec<u8>, _>((low, high));
         let oldest_first = query.after.is_some() && query.before.is_none();
-        let mut messages = Vec::with_capacity(limit.min(256));
-        let mut more = false;
-        let mut bytes = 0usize;
+        let mut fill = PageFill::new(limit, query.max_bytes);
         let mut take = |guard: fjall::Guard| -> Result<bool, StoreError> {
-            if messages.len() == limit {
+            if fill.is_full() {
                 // One more in range is all `more` needs: no need to decode it.
-                more = true;
                 return Ok(false);
             }
             let value = guard.value().map_err(unavailable)?;
             let message = decode::<Message>(&value)?;
-            bytes = bytes.saturating_add(crate::page_weight(value.len(), &message));
-            if bytes > query.max_bytes && !messages.is_empty() {
-                more = true;
-                return Ok(false);
-            }
-            messages.push(message);
-            Ok(true)
+            Ok(fill.push(value.len(), message))
         };
         if oldest_first {
             for guard in range {
@@ -74,6 +66,9 @@ impl Inner {
                     break;
                 }
             }
+        }
+        let (mut messages, more) = fill.finish();
+        if !oldest_first {
             messages.reverse();
         }
         Ok(Page { messages, more })
@@ -110,9 +105,8 @@ impl Inner {
         // One snapshot: the index and the messages it names agree.
         let snapshot = self.db.snapshot();
         let prefix = key_of(&[conversation.as_str()]);
-        let mut changes = Changes::default();
         if after_rev >= rev {
-            return Ok(changes);
+            return Ok(Changes::default());
         }
         let range = snapshot.range::<Vec<u8>, _>(
             &self.message_revs,
@@ -121,11 +115,10 @@ impl Inner {
                 Bound::Included(rev_key(&prefix, rev)),
             ),
         );
-        let mut weight = 0usize;
+        let mut fill = PageFill::new(limit, max_bytes);
         for guard in range {
             let (key, value) = guard.into_inner().map_err(unavailable)?;
-            if changes.messages.len() == limit.max(1) {
-                changes.more = true;
+            if fill.is_full() {
                 break;
             }
             let at = rev_of_key(&key, prefix.len())?;
@@ -137,16 +130,12 @@ impl Inner {
                 continue;
             };
             let message: Message = decode(&bytes)?;
-            if message.rev == at {
-                weight = weight.saturating_add(crate::page_weight(bytes.len(), &message));
-                if weight > max_bytes && !changes.messages.is_empty() {
-                    changes.more = true;
-                    break;
-                }
-                changes.messages.push(message);
+            if message.rev == at && !fill.push(bytes.len(), message) {
+                break;
             }
         }
-        Ok(changes)
+        let (messages, more) = fill.finish();
+        Ok(Changes { messages, more })
     }
 
     fn last_rev(&self, conversation: &ConversationId) -> Result<u64, StoreError> {
@@ -258,16 +247,11 @@ impl Txn<'_> {
         let mut held = Vec::with_capacity(messages.len());
         let mut fresh = Vec::with_capacity(messages.len());
         for m in messages {
-            match self.held(m, &client_msg_index(m))? {
-                // This very message, stored by a write that was retried.
-                Some(own) if own.id == m.id => held.push(None),
-                found => {
-                    if found.is_none() {
-                        fresh.push(m.clone());
-                    }
-                    held.push(found);
-                }
+            let found = self.held(m, &client_msg_index(m))?;
+            if found.is_none() {
+                fresh.push(m.clone());
             }
+            held.push(earlier_send(m, found));
         }
         Ok((held, fresh))
     }
@@ -289,9 +273,7 @@ impl Txn<'_> {
                 self.write_message(None, m)?;
                 self.put_index(index, m.id);
             }
-            // This very message, stored by a write that was retried, is new
-            // to the caller, not a retry of an earlier send.
-            held.push(found.filter(|own| own.id != m.id));
+            held.push(earlier_send(m, found));
         }
         Ok(held)
     }
@@ -359,8 +341,8 @@ impl Txn<'_> {
             message_key(&conversation, m.id),
             Some(encode(m)?),
         );
-        if let Some(h) = held.filter(|h| h.rev > 0 && h.rev != m.rev) {
-            self.set(Table::MessageRevs, rev_key(&conversation, h.rev), None);
+        if let Some(rev) = held.and_then(|h| replaced_rev(h, m)) {
+            self.set(Table::MessageRevs, rev_key(&conversation, rev), None);
         }
         if m.rev > 0 {
             self.set(
@@ -369,11 +351,7 @@ impl Txn<'_> {
                 Some(m.id.0.to_be_bytes().to_vec()),
             );
         }
-        for gone in held
-            .iter()
-            .flat_map(|h| h.mentions.iter())
-            .filter(|u| !m.mentions.contains(u))
-        {
+        for gone in held.into_iter().flat_map(|h| lost_mentions(h, m)) {
             self.set(Table::Mentions, mention_key(m, gone), None);
         }
         for user in &m.mentions {

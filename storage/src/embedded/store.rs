@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::keyspaces::{Inner, ReplicaKeyspace, ReplicaTable};
 use super::txn::Txn;
 use super::writer::{syncer_loop, writer_loop, Job, Update, QUEUE};
-use crate::StoreError;
+use crate::{lock, StoreError};
 
 /// How far a write has gone when the store acknowledges it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -155,14 +155,14 @@ impl EmbeddedStore {
         let filled = slot.clone();
         let update: Update = Box::new(move |txn| {
             let result = f(txn)?;
-            *filled.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+            *lock(&filled) = Some(result);
             Ok(())
         });
         let (reply, done) = oneshot::channel();
         self.submit(Job::Update { update, reply }).await?;
         // A dropped reply means the writer died without answering.
         done.await.map_err(|_| closed())??;
-        let result = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let result = lock(&slot).take();
         result.ok_or_else(|| StoreError::Unavailable("the update lost its result".into()))
     }
 

@@ -2,17 +2,14 @@
 //! the origin and at every replica, as merges that converge whatever order
 //! the ops arrive in (see the module documentation).
 
-use std::collections::BTreeMap;
-
-use chat_protocol::{
-    now_ms, Conversation, ConversationId, Member, Message, MessageId, Role, UserId,
-};
+use chat_protocol::{now_ms, Conversation, ConversationId, Member, Message, MessageId, UserId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::link::ReplicatedOp;
 use super::op_log::{check_origin, log_key, log_op};
 use super::ReplicatedStore;
+use crate::conversations::memberships;
 use crate::embedded::{key_of, RefreshEffect, ReplicaTable, Txn};
 use crate::{corrupt, AuditEntry, ConversationChange, StoreError, UserFlag, UserRecord};
 
@@ -170,22 +167,6 @@ pub(super) fn apply_op(txn: &mut Txn<'_>, origin: &str, op: &StoreOp) -> Result<
     }
 }
 
-/// The membership registers a change sets: upserts in order (a later one of
-/// the same user wins), then removals, which win over upserts.
-fn memberships<'a>(
-    upsert: &'a [Member],
-    remove: &'a [UserId],
-) -> BTreeMap<&'a UserId, Option<Role>> {
-    let mut changes = BTreeMap::new();
-    for member in upsert {
-        changes.insert(&member.user, Some(member.role));
-    }
-    for user in remove {
-        changes.insert(user, None);
-    }
-    changes
-}
-
 fn held_version(txn: &Txn<'_>, key: &[u8]) -> Result<Option<Version>, StoreError> {
     match txn.replica_get(ReplicaTable::Versions, key)? {
         Some(bytes) => Version::decode(&bytes).map(Some),
@@ -275,27 +256,5 @@ mod tests {
             assert_eq!(Version::decode(&version.encode()).ok(), Some(version));
         }
         assert!(Version::decode(&[1, 2, 3]).is_err());
-    }
-
-    #[test]
-    fn removals_win_over_upserts() {
-        let (a, b) = (UserId::new("a").unwrap(), UserId::new("b").unwrap());
-        let upsert = [
-            Member {
-                user: a.clone(),
-                role: Role::Member,
-            },
-            Member {
-                user: b.clone(),
-                role: Role::Member,
-            },
-            Member {
-                user: a.clone(),
-                role: Role::Admin,
-            },
-        ];
-        let changes = memberships(&upsert, std::slice::from_ref(&b));
-        assert_eq!(changes.get(&a), Some(&Some(Role::Admin)));
-        assert_eq!(changes.get(&b), Some(&None));
     }
 }

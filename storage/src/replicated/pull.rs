@@ -7,15 +7,13 @@ use super::link::ReplicatedOp;
 use super::op_log::{log_key, log_seq};
 use super::ReplicatedStore;
 use crate::embedded::ReplicaTable;
-use crate::{corrupt, StoreError};
+use crate::{corrupt, lock, StoreError};
 
 impl ReplicatedStore {
     /// Per origin, the highest seq S such that every op 1..=S of that origin
     /// is held here (origins with S = 0 are left out).
     pub fn vector(&self) -> BTreeMap<String, u64> {
-        self.contiguous
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.contiguous)
             .iter()
             .filter(|(_, &seq)| seq > 0)
             .map(|(origin, &seq)| (origin.clone(), seq))
@@ -40,10 +38,7 @@ impl ReplicatedStore {
         max_ops: usize,
         max_bytes: usize,
     ) -> Result<Vec<ReplicatedOp>, StoreError> {
-        let wanted: Vec<(String, u64, u64)> = self
-            .contiguous
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let wanted: Vec<(String, u64, u64)> = lock(&self.contiguous)
             .iter()
             .filter_map(|(origin, &held)| {
                 let have = vector.get(origin).copied().unwrap_or(0);

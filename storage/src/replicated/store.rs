@@ -12,7 +12,7 @@ use super::link::{ReplicaLink, ReplicatedOp};
 use super::op_log::{check_origin, log_op, marks, Marks, MAX_ORIGIN};
 use crate::embedded::{split_part, EmbeddedStore, RefreshEffect, RefreshToken, ReplicaTable, Txn};
 use crate::{
-    corrupt, AccountStore, AuditEntry, Changes, ConversationChange, ConversationStore,
+    corrupt, lock, AccountStore, AuditEntry, Changes, ConversationChange, ConversationStore,
     HistoryStore, LeaseStore, LoginState, ModerationStore, Page, PageQuery, RefreshRecord,
     Rotation, StoreError, UserFlag, UserFlags, UserRecord,
 };
@@ -78,7 +78,7 @@ impl ReplicatedStore {
     /// Records a committed contiguous mark. Marks only grow, and replies of
     /// two commits may be handled in either order, hence the max.
     pub(super) fn note(&self, origin: &str, contiguous: u64) {
-        let mut marks = self.contiguous.lock().unwrap_or_else(|e| e.into_inner());
+        let mut marks = lock(&self.contiguous);
         let mark = marks.entry(origin.to_owned()).or_insert(0);
         *mark = (*mark).max(contiguous);
     }

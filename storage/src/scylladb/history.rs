@@ -15,6 +15,7 @@ use scylla::value::{CqlValue, Row};
 
 use super::statements::{not_idempotent, Prepare};
 use super::store::{applied_of, ScyllaStore};
+use crate::history::PageFill;
 use crate::{corrupt, rev_block, Changes, HistoryStore, Page, PageQuery, StoreError};
 use buckets::BucketWalk;
 pub(super) use rows::index_key;
@@ -350,10 +351,8 @@ impl HistoryStore for ScyllaStore {
         max_bytes: usize,
     ) -> Result<Changes, StoreError> {
         let limit = limit.max(1);
-        let mut changes = Changes::default();
-        let mut weight = 0usize;
         if after_rev >= rev {
-            return Ok(changes);
+            return Ok(Changes::default());
         }
         let blocks = self
             .rows(
@@ -370,12 +369,13 @@ impl HistoryStore for ScyllaStore {
             .map_err(corrupt)?
             .map(|r| r.map(|(b,)| b).map_err(corrupt))
             .collect::<Result<_, _>>()?;
+        let mut fill = PageFill::new(limit, max_bytes);
         let mut low = after_rev as i64;
         'blocks: for block in blocks {
             loop {
                 // One entry past what the page needs tells `more`; entries
                 // whose message moved on are skipped, so read on until full.
-                let want = (limit + 1 - changes.messages.len()) as i32;
+                let want = (limit + 1 - fill.len()) as i32;
                 let rows = self
                     .rows(
                         &self.q.history.select_revs,
@@ -403,21 +403,17 @@ impl HistoryStore for ScyllaStore {
                             .flat_map(|r| &r.users)
                             .map(|u| u.as_str().len() + 2)
                             .sum::<usize>();
-                    weight = weight.saturating_add(crate::page_weight(stored, &message));
-                    if changes.messages.len() == limit
-                        || (weight > max_bytes && !changes.messages.is_empty())
-                    {
-                        changes.more = true;
+                    if !fill.push(stored, message) {
                         break 'blocks;
                     }
-                    changes.messages.push(message);
                 }
                 if got < want as usize {
                     break;
                 }
             }
         }
-        Ok(changes)
+        let (messages, more) = fill.finish();
+        Ok(Changes { messages, more })
     }
 
     async fn last_rev(&self, conversation: &ConversationId) -> Result<u64, StoreError> {
@@ -476,12 +472,10 @@ impl HistoryStore for ScyllaStore {
         } else {
             &self.q.history.select_page_asc
         };
-        let mut messages = Vec::with_capacity(limit.min(256));
-        let mut bytes = 0usize;
-        let mut more = false;
+        let mut fill = PageFill::new(limit, query.max_bytes);
         'buckets: while let Some(bucket) = walk.next().await? {
             // One row past the page tells `more`.
-            let want = (limit + 1 - messages.len()).min(i32::MAX as usize) as i32;
+            let want = (limit + 1 - fill.len()).min(i32::MAX as usize) as i32;
             let rows = self
                 .rows(
                     statement,
@@ -490,20 +484,16 @@ impl HistoryStore for ScyllaStore {
                 .await?;
             for row in rows.rows::<MessageRow>().map_err(corrupt)? {
                 let row = row.map_err(corrupt)?;
-                if messages.len() == limit {
-                    more = true;
+                if fill.is_full() {
                     break 'buckets;
                 }
                 let stored = row.size();
-                let message = row.into_message(conversation)?;
-                bytes = bytes.saturating_add(crate::page_weight(stored, &message));
-                if bytes > query.max_bytes && !messages.is_empty() {
-                    more = true;
+                if !fill.push(stored, row.into_message(conversation)?) {
                     break 'buckets;
                 }
-                messages.push(message);
             }
         }
+        let (mut messages, more) = fill.finish();
         if newest_first {
             messages.reverse();
         }

@@ -11,8 +11,8 @@ use scylla::statement::prepared::PreparedStatement;
 
 use super::history::{index_key, own_claims_are_fresh};
 use super::statements::{not_idempotent, Prepare};
-use super::store::{applied, lock, ScyllaStore};
-use crate::{corrupt, Lease, LeaseGrant, LeaseStore, StoreError};
+use super::store::{applied, ScyllaStore};
+use crate::{corrupt, lock, Lease, LeaseGrant, LeaseStore, StoreError};
 
 /// How far apart the nodes' wall clocks may be: a lease holder stops writing
 /// this long before its lease runs out by its own clock, and a new holder

@@ -19,7 +19,7 @@ use super::config::ScyllaConfig;
 use super::leases::CLOCK_MARGIN_MS;
 use super::schema::migrate_on;
 use super::statements::{self, not_idempotent, Prepare};
-use crate::{corrupt, unavailable, StoreError};
+use crate::{corrupt, lock, unavailable, StoreError};
 
 /// Bucket-list rows known to be written, so a busy conversation writes its
 /// bucket's row once, not once per message. Bounded: cleared when full.
@@ -239,10 +239,6 @@ pub(super) fn remember<K: std::hash::Hash + Eq>(known: &Mutex<HashSet<K>>, key: 
         set.clear();
     }
     set.insert(key);
-}
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether a lightweight transaction applied: its `[applied]` column, the

@@ -4,8 +4,8 @@
 
 use chat_protocol::ConversationId;
 
-use super::super::store::{lock, ScyllaStore, KNOWN_BUCKETS};
-use crate::{corrupt, StoreError};
+use super::super::store::{ScyllaStore, KNOWN_BUCKETS};
+use crate::{corrupt, lock, StoreError};
 
 /// Buckets fetched per step of a walk through a conversation's history.
 const BUCKET_STEP: i32 = 32;

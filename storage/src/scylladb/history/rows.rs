@@ -9,8 +9,9 @@ use futures_util::future::try_join_all;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::value::MaybeUnset;
 
-use super::super::store::{lock, remember, ScyllaStore};
-use crate::{corrupt, rev_block, unavailable, StoreError};
+use super::super::store::{remember, ScyllaStore};
+use crate::history::{lost_mentions, replaced_rev};
+use crate::{corrupt, lock, rev_block, unavailable, StoreError};
 
 /// Rows per single-partition batch of messages, and the bytes that end one
 /// sooner: servers warn at 5 KiB and refuse 50 KiB by default.
@@ -152,29 +153,19 @@ impl ScyllaStore {
         m: &Message,
     ) -> Result<(), StoreError> {
         let conversation = m.conversation.as_str();
-        if previous.rev > 0 && previous.rev != m.rev {
+        if let Some(rev) = replaced_rev(previous, m) {
             self.run(
                 &self.q.history.delete_rev,
-                (
-                    conversation,
-                    rev_block(previous.rev) as i64,
-                    previous.rev as i64,
-                ),
+                (conversation, rev_block(rev) as i64, rev as i64),
             )
             .await?;
         }
-        try_join_all(
-            previous
-                .mentions
-                .iter()
-                .filter(|u| !m.mentions.contains(u))
-                .map(|u| {
-                    self.run(
-                        &self.q.history.delete_mention,
-                        (conversation, u.as_str(), m.id.0 as i64),
-                    )
-                }),
-        )
+        try_join_all(lost_mentions(previous, m).map(|u| {
+            self.run(
+                &self.q.history.delete_mention,
+                (conversation, u.as_str(), m.id.0 as i64),
+            )
+        }))
         .await?;
         Ok(())
     }
