@@ -104,8 +104,9 @@
 //!
 //! `link.rs`: the op as shipped and the [`ReplicaLink`] that ships it.
 //! `op_log.rs`: the log and its marks. `apply.rs`: what an op does, at its
-//! origin and at every replica, and the ops a peer sends. `pull.rs`:
-//! anti-entropy. `store.rs`: the [`ReplicatedStore`] and its domain traits.
+//! origin and at every replica. `receive.rs`: the ops a peer sends.
+//! `pull.rs`: anti-entropy. `store.rs`: the [`ReplicatedStore`], its local
+//! writes and its domain traits.
 //! The embedded store is used only through the face it exposes for this
 //! (see [`super::embedded`]).
 
@@ -113,6 +114,7 @@ mod apply;
 mod link;
 mod op_log;
 mod pull;
+mod receive;
 mod store;
 
 pub use link::{ReplicaLink, ReplicatedOp};

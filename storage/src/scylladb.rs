@@ -40,10 +40,11 @@
 //!
 //! # Where things are
 //!
-//! `config.rs` (`[storage.scylla]`), `schema.rs` (the migrations),
-//! `statements.rs` (where each domain's prepared statements meet),
-//! `store.rs` (the handle: session, settings, how a statement runs); one
-//! file per domain with its statements and its trait's implementation:
+//! `config.rs` (`[storage.scylla]`), `cql.rs` (the session, what a
+//! lightweight transaction answered), `schema.rs` (the migrations),
+//! `statements.rs` and `statements/` (each domain's prepared statements, in a
+//! file of its own), `store.rs` (the handle: settings, how a statement
+//! runs); one file per domain with its trait's implementation:
 //! `history.rs` (with `history/rows.rs`, the message row and its writes, and
 //! `history/buckets.rs`), `conversations.rs`, `accounts.rs`, `leases.rs`,
 //! `moderation.rs`.
@@ -51,6 +52,7 @@
 mod accounts;
 mod config;
 mod conversations;
+mod cql;
 mod history;
 mod leases;
 mod moderation;
@@ -58,7 +60,6 @@ mod schema;
 mod statements;
 mod store;
 
-pub use config::{ConsistencyLevel, ScyllaConfig};
-pub use leases::CLOCK_MARGIN_MS;
+pub use config::{ConsistencyLevel, ScyllaConfig, CLOCK_MARGIN_MS};
 pub use schema::{migrate, SCHEMA_VERSION};
 pub use store::ScyllaStore;

@@ -3,7 +3,7 @@
 
 use chat_protocol::UserId;
 
-use super::{unique, user_id};
+use super::fixtures::{unique, user_id};
 use crate::{LoginState, MessageStore, RefreshRecord, Rotation, StoreError, UserRecord};
 
 /// Accounts: create, read, and the conflict on a taken id, also when many

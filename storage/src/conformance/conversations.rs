@@ -7,7 +7,7 @@ use chat_protocol::{
     Conversation, ConversationId, ConversationKind, Member, MessageId, Role, UserId,
 };
 
-use super::{bucket_start, conversation_id, user_id};
+use super::fixtures::{bucket_start, conversation_id, user_id};
 use crate::{ConversationChange, MessageStore};
 
 fn member_set(members: &[Member]) -> BTreeSet<(UserId, Role)> {

@@ -4,7 +4,9 @@
 
 use chat_protocol::{ClientMsgId, ConversationId, Message, MessageId, UserId};
 
-use super::{bucket_start, conversation_id, ids, message, page, two_bucket_history, user_id};
+use super::fixtures::{
+    bucket_start, conversation_id, ids, message, page, two_bucket_history, user_id,
+};
 use crate::{bucket_of, MessageStore, PageQuery};
 
 /// Stores a few hundred messages across two buckets and walks them newest

@@ -5,7 +5,7 @@ use chat_protocol::{
     Conversation, ConversationId, ConversationKind, Member, Message, MessageId, Role, UserId,
 };
 
-use super::{bucket_start, conversation_id, message, page, user_id};
+use super::fixtures::{bucket_start, conversation_id, message, page, user_id};
 use crate::{ConversationChange, MessageStore};
 
 /// A conversation whose id is a prefix of another's (`x` and `x0`, users `u`

@@ -1,7 +1,7 @@
 //! The contract of [`ModerationStore`](crate::ModerationStore): account
 //! flags and the audit log.
 
-use super::{unique, user_id};
+use super::fixtures::{unique, user_id};
 use crate::{AuditEntry, MessageStore, UserFlag, UserFlags};
 
 /// Account flags: clear until set, the later setting wins whatever order

@@ -6,9 +6,6 @@ use chat_protocol::{now_ms, Conversation, ConversationId, Member, Message, Messa
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::link::ReplicatedOp;
-use super::op_log::{check_origin, log_key, log_op};
-use super::ReplicatedStore;
 use crate::conversations::memberships;
 use crate::embedded::{key_of, RefreshEffect, ReplicaTable, Txn};
 use crate::{corrupt, AuditEntry, ConversationChange, StoreError, UserFlag, UserRecord};
@@ -80,46 +77,6 @@ impl Version {
             ms: u64::from_be_bytes(*ms),
             origin: origin.to_owned(),
         })
-    }
-}
-
-impl ReplicatedStore {
-    /// Applies an op received from a peer (live replication or
-    /// anti-entropy), durably when it returns `Ok`. An op held already is
-    /// skipped, so duplicates and any order of arrival are fine. A malformed
-    /// op is [`StoreError::Corrupt`] and changes nothing; so is an op whose
-    /// (origin, seq) is held with other content (see the module's limits).
-    pub async fn apply_remote(&self, op: ReplicatedOp) -> Result<(), StoreError> {
-        let ReplicatedOp { origin, seq, bytes } = op;
-        check_origin(&origin)?;
-        if seq == 0 {
-            return Err(corrupt("an op's seq starts at 1"));
-        }
-        // Decoded here rather than on the writer thread, which every write
-        // of the node waits for.
-        let decoded: StoreOp = decode(&bytes)?;
-        check_op(&decoded)?;
-        let held_by = origin.clone();
-        let contiguous = self
-            .local
-            .update(move |txn| {
-                if let Some(held) = txn.replica_get(ReplicaTable::OpLog, &log_key(&origin, seq))? {
-                    if held != bytes {
-                        return Err(corrupt(format!(
-                            "op {seq} of {origin} is held with other content: \
-                             did a node come back without its disk under its old name?"
-                        )));
-                    }
-                    return Ok(None);
-                }
-                apply_op(txn, &origin, &decoded)?;
-                log_op(txn, &origin, seq, bytes).map(Some)
-            })
-            .await?;
-        if let Some(contiguous) = contiguous {
-            self.note(&held_by, contiguous);
-        }
-        Ok(())
     }
 }
 
@@ -208,7 +165,7 @@ fn version_key(conversation: &ConversationId, user: Option<&UserId>) -> Vec<u8> 
 
 /// What decoding does not check of a peer's op: strings that become keys
 /// must fit a key part. (Ids check themselves when they are decoded.)
-fn check_op(op: &StoreOp) -> Result<(), StoreError> {
+pub(super) fn check_op(op: &StoreOp) -> Result<(), StoreError> {
     let check = |s: &str| {
         if s.len() > MAX_KEY_STRING {
             Err(corrupt("a token hash or family in an op is too long"))
@@ -236,7 +193,7 @@ pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     rmp_serde::to_vec_named(value).map_err(|e| corrupt(format!("cannot encode an op: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     rmp_serde::from_slice(bytes).map_err(|e| corrupt(format!("malformed op: {e}")))
 }
 

@@ -4,88 +4,15 @@
 
 use async_trait::async_trait;
 use chat_protocol::{now_ms, UserId};
-use scylla::statement::prepared::PreparedStatement;
 
-use super::statements::{not_idempotent, Prepare};
-use super::store::{applied, ScyllaStore};
+use super::cql::applied;
+use super::store::ScyllaStore;
 use crate::{corrupt, AccountStore, LoginState, RefreshRecord, Rotation, StoreError, UserRecord};
 
 /// How long a refresh token's row outlives its expiry (then the database
 /// drops it by itself), and the longest TTL it is given (Cassandra refuses expiry past 2038).
 const REFRESH_GRACE_SECS: u64 = 7 * 24 * 3600;
 const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
-
-/// Write timestamps that order a login's two states: revocation wins.
-const LOGIN_ACTIVE_TS: i64 = 1;
-const LOGIN_REVOKED_TS: i64 = 2;
-
-/// The accounts' statements.
-pub(super) struct Statements {
-    pub(super) create_user: PreparedStatement,
-    pub(super) select_user: PreparedStatement,
-    pub(super) insert_refresh: PreparedStatement,
-    pub(super) select_refresh: PreparedStatement,
-    pub(super) use_refresh: PreparedStatement,
-    pub(super) activate_login: PreparedStatement,
-    pub(super) revoke_login: PreparedStatement,
-    pub(super) select_login: PreparedStatement,
-}
-
-impl Statements {
-    pub(super) async fn prepare(p: &Prepare<'_>) -> Result<Self, StoreError> {
-        Ok(Statements {
-            create_user: not_idempotent(
-                p.cql(
-                    "INSERT INTO {ks}.users (user_id, password_hash, display_name, created_at) \
-                   VALUES (?, ?, ?, ?) IF NOT EXISTS",
-                )
-                .await?,
-            ),
-            select_user: p
-                .cql(
-                    "SELECT user_id, password_hash, display_name, created_at \
-                 FROM {ks}.users WHERE user_id = ?",
-                )
-                .await?,
-            // The write time is the setting's time: the later one wins in
-            // every replica without a read.
-            insert_refresh: p
-                .cql(
-                    "INSERT INTO {ks}.refresh_tokens (token_hash, user_id, family, \
-                 expires_at, used) VALUES (?, ?, ?, ?, false) USING TTL ?",
-                )
-                .await?,
-            select_refresh: p
-                .cql(
-                    "SELECT user_id, family, expires_at, used \
-                 FROM {ks}.refresh_tokens WHERE token_hash = ?",
-                )
-                .await?,
-            use_refresh: not_idempotent(
-                p.cql(
-                    "UPDATE {ks}.refresh_tokens SET used = true WHERE token_hash = ? \
-                   IF used = false",
-                )
-                .await?,
-            ),
-            activate_login: p
-                .cql(&format!(
-                    "UPDATE {{ks}}.logins USING TIMESTAMP {LOGIN_ACTIVE_TS} SET revoked = false \
-                 WHERE family = ?"
-                ))
-                .await?,
-            revoke_login: p
-                .cql(&format!(
-                    "UPDATE {{ks}}.logins USING TIMESTAMP {LOGIN_REVOKED_TS} SET revoked = true \
-                 WHERE family = ?"
-                ))
-                .await?,
-            select_login: p
-                .cql("SELECT revoked FROM {ks}.logins WHERE family = ?")
-                .await?,
-        })
-    }
-}
 
 #[async_trait]
 impl AccountStore for ScyllaStore {

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use scylla::statement::{Consistency, SerialConsistency};
 use serde::{Deserialize, Serialize};
 
-use super::leases::CLOCK_MARGIN_MS;
+/// How far apart the nodes' wall clocks may be: a lease holder stops writing
+/// this long before its lease runs out by its own clock, and a new holder
+/// waits this long (and the request timeout) after it runs out by its own.
+pub const CLOCK_MARGIN_MS: u64 = 1_000;
 
 /// `[storage.scylla]`: where the cluster is and how to use it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,72 +8,12 @@ use chat_protocol::{
 use futures_util::future::try_join_all;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
-use scylla::statement::prepared::PreparedStatement;
 
-use super::statements::Prepare;
 use super::store::ScyllaStore;
 use crate::{corrupt, unavailable, ConversationChange, ConversationStore, StoreError};
 
 /// Members written per batch of a conversation change.
 const MEMBER_BATCH: usize = 200;
-
-/// The conversations' statements.
-pub(super) struct Statements {
-    pub(super) update_conversation: PreparedStatement,
-    pub(super) upsert_member: PreparedStatement,
-    pub(super) delete_member: PreparedStatement,
-    pub(super) select_conversation: PreparedStatement,
-    pub(super) insert_user_conversation: PreparedStatement,
-    pub(super) delete_user_conversation: PreparedStatement,
-    pub(super) select_user_conversations: PreparedStatement,
-    pub(super) raise_read_marker: PreparedStatement,
-    pub(super) select_read_markers: PreparedStatement,
-    pub(super) select_read_marker: PreparedStatement,
-}
-
-impl Statements {
-    pub(super) async fn prepare(p: &Prepare<'_>) -> Result<Self, StoreError> {
-        Ok(Statements {
-            update_conversation: p.cql("UPDATE {ks}.conversations SET kind = ?, title = ?, \
-                 created_at = ? WHERE conversation_id = ?")
-            .await?,
-            upsert_member: p.cql(
-                "UPDATE {ks}.conversations SET role = ? WHERE conversation_id = ? AND user_id = ?",
-            )
-            .await?,
-            delete_member: p.cql(
-                "DELETE FROM {ks}.conversations WHERE conversation_id = ? AND user_id = ?",
-            )
-            .await?,
-            select_conversation: p.cql("SELECT kind, title, created_at, user_id, role \
-                 FROM {ks}.conversations WHERE conversation_id = ?")
-            .await?,
-            insert_user_conversation: p.cql(
-                "INSERT INTO {ks}.user_conversations (user_id, conversation_id) VALUES (?, ?)",
-            )
-            .await?,
-            delete_user_conversation: p.cql(
-                "DELETE FROM {ks}.user_conversations WHERE user_id = ? AND conversation_id = ?",
-            )
-            .await?,
-            select_user_conversations: p.cql(
-                "SELECT conversation_id FROM {ks}.user_conversations WHERE user_id = ?",
-            )
-            .await?,
-            raise_read_marker: p.cql("UPDATE {ks}.read_markers USING TIMESTAMP ? SET up_to = ? \
-                 WHERE conversation_id = ? AND user_id = ?")
-            .await?,
-            select_read_markers: p.cql(
-                "SELECT user_id, up_to FROM {ks}.read_markers WHERE conversation_id = ?",
-            )
-            .await?,
-            select_read_marker: p.cql(
-                "SELECT up_to FROM {ks}.read_markers WHERE conversation_id = ? AND user_id = ?",
-            )
-            .await?,
-        })
-    }
-}
 
 #[async_trait]
 impl ConversationStore for ScyllaStore {

@@ -10,156 +10,15 @@ mod rows;
 use async_trait::async_trait;
 use chat_protocol::{ClientMsgId, ConversationId, Message, MessageId, UserId};
 use futures_util::future::try_join_all;
-use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 
-use super::statements::{not_idempotent, Prepare};
-use super::store::{applied_of, ScyllaStore};
+use super::cql::applied_of;
+use super::store::ScyllaStore;
 use crate::history::PageFill;
 use crate::{corrupt, rev_block, Changes, HistoryStore, Page, PageQuery, StoreError};
 use buckets::BucketWalk;
 pub(super) use rows::index_key;
 use rows::{reactions_blob, MessageRow};
-
-/// The history's statements.
-pub(super) struct Statements {
-    pub(super) insert_message: PreparedStatement,
-    pub(super) select_page_desc: PreparedStatement,
-    pub(super) select_page_asc: PreparedStatement,
-    pub(super) select_message: PreparedStatement,
-    pub(super) select_senders: PreparedStatement,
-    pub(super) insert_bucket: PreparedStatement,
-    pub(super) select_buckets_desc: PreparedStatement,
-    pub(super) select_buckets_asc: PreparedStatement,
-    pub(super) select_all_buckets: PreparedStatement,
-    pub(super) insert_client_msg_id: PreparedStatement,
-    pub(super) claim_client_msg_id: PreparedStatement,
-    pub(super) select_client_msg_id: PreparedStatement,
-    pub(super) update_message_state: PreparedStatement,
-    pub(super) insert_rev: PreparedStatement,
-    pub(super) delete_rev: PreparedStatement,
-    pub(super) insert_rev_block: PreparedStatement,
-    pub(super) select_rev_blocks: PreparedStatement,
-    pub(super) select_last_rev_block: PreparedStatement,
-    pub(super) select_revs: PreparedStatement,
-    pub(super) select_last_rev: PreparedStatement,
-    pub(super) insert_mention: PreparedStatement,
-    pub(super) delete_mention: PreparedStatement,
-    pub(super) select_mentions: PreparedStatement,
-}
-
-impl Statements {
-    pub(super) async fn prepare(p: &Prepare<'_>) -> Result<Self, StoreError> {
-        let message_columns = "id, sender, body, kind, ts, client_msg_id, reply_to, rev, \
-                               edited_at, deleted, reactions, mentions";
-        Ok(Statements {
-            insert_message: p.cql(
-                "INSERT INTO {ks}.messages (conversation_id, bucket, id, sender, \
-                 body, kind, ts, client_msg_id, reply_to, rev, edited_at, deleted, reactions, \
-                 mentions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .await?,
-            select_page_desc: p.cql(&format!(
-                "SELECT {message_columns} FROM {{ks}}.messages WHERE conversation_id = ? \
-                 AND bucket = ? AND id > ? AND id < ? ORDER BY id DESC LIMIT ?"
-            ))
-            .await?,
-            select_page_asc: p.cql(&format!(
-                "SELECT {message_columns} FROM {{ks}}.messages WHERE conversation_id = ? \
-                 AND bucket = ? AND id > ? AND id < ? ORDER BY id ASC LIMIT ?"
-            ))
-            .await?,
-            select_message: p.cql(&format!(
-                "SELECT {message_columns} FROM {{ks}}.messages WHERE conversation_id = ? \
-                 AND bucket = ? AND id = ?"
-            ))
-            .await?,
-            select_senders: p.cql(
-                "SELECT sender FROM {ks}.messages WHERE conversation_id = ? \
-                 AND bucket = ? AND id > ? ORDER BY id ASC",
-            )
-            .await?,
-            insert_bucket: p.cql(
-                "INSERT INTO {ks}.conversation_buckets (conversation_id, bucket) VALUES (?, ?)",
-            )
-            .await?,
-            select_buckets_desc: p.cql("SELECT bucket FROM {ks}.conversation_buckets \
-                 WHERE conversation_id = ? AND bucket >= ? AND bucket <= ? \
-                 ORDER BY bucket DESC LIMIT ?")
-            .await?,
-            select_buckets_asc: p.cql("SELECT bucket FROM {ks}.conversation_buckets \
-                 WHERE conversation_id = ? AND bucket >= ? AND bucket <= ? \
-                 ORDER BY bucket ASC LIMIT ?")
-            .await?,
-            select_all_buckets: p.cql(
-                "SELECT bucket FROM {ks}.conversation_buckets WHERE conversation_id = ?",
-            )
-            .await?,
-            insert_client_msg_id: p.cql("INSERT INTO {ks}.client_msg_ids (conversation_id, sender, \
-                 client_msg_id, id) VALUES (?, ?, ?, ?)")
-            .await?,
-            claim_client_msg_id: not_idempotent(
-                p.cql(
-                    "INSERT INTO {ks}.client_msg_ids (conversation_id, sender, client_msg_id, id) \
-                   VALUES (?, ?, ?, ?) IF NOT EXISTS",
-                )
-                .await?,
-            ),
-            select_client_msg_id: p.cql("SELECT id FROM {ks}.client_msg_ids \
-                 WHERE conversation_id = ? AND sender = ? AND client_msg_id = ?")
-            .await?,
-            update_message_state: p.cql(
-                "UPDATE {ks}.messages SET body = ?, rev = ?, edited_at = ?, \
-                 deleted = ?, reactions = ?, mentions = ? \
-                 WHERE conversation_id = ? AND bucket = ? AND id = ?",
-            )
-            .await?,
-            insert_rev: p.cql(
-                "INSERT INTO {ks}.message_revs (conversation_id, block, rev, id) \
-                 VALUES (?, ?, ?, ?)",
-            )
-            .await?,
-            delete_rev: p.cql(
-                "DELETE FROM {ks}.message_revs WHERE conversation_id = ? AND block = ? AND rev = ?",
-            )
-            .await?,
-            insert_rev_block: p.cql(
-                "INSERT INTO {ks}.rev_blocks (conversation_id, block) VALUES (?, ?)",
-            )
-            .await?,
-            select_rev_blocks: p.cql(
-                "SELECT block FROM {ks}.rev_blocks WHERE conversation_id = ? \
-                 AND block >= ? AND block <= ? ORDER BY block ASC",
-            )
-            .await?,
-            select_last_rev_block: p.cql(
-                "SELECT block FROM {ks}.rev_blocks WHERE conversation_id = ? LIMIT 1",
-            )
-            .await?,
-            select_revs: p.cql(
-                "SELECT rev, id FROM {ks}.message_revs WHERE conversation_id = ? \
-                 AND block = ? AND rev > ? AND rev <= ? LIMIT ?",
-            )
-            .await?,
-            select_last_rev: p.cql(
-                "SELECT rev FROM {ks}.message_revs WHERE conversation_id = ? \
-                 AND block = ? ORDER BY rev DESC LIMIT 1",
-            )
-            .await?,
-            insert_mention: p.cql(
-                "INSERT INTO {ks}.mentions (conversation_id, user_id, id) VALUES (?, ?, ?)",
-            )
-            .await?,
-            delete_mention: p.cql(
-                "DELETE FROM {ks}.mentions WHERE conversation_id = ? AND user_id = ? AND id = ?",
-            )
-            .await?,
-            select_mentions: p.cql("SELECT id FROM {ks}.mentions WHERE conversation_id = ? \
-                 AND user_id = ? AND id > ? LIMIT ?")
-            .await?,
-        })
-    }
-}
 
 impl ScyllaStore {
     /// The highest revision in a conversation's index.

@@ -7,72 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chat_protocol::{now_ms, ConversationId, Message, MessageId};
 use futures_util::future::try_join_all;
-use scylla::statement::prepared::PreparedStatement;
 
+use super::cql::applied;
 use super::history::{index_key, own_claims_are_fresh};
-use super::statements::{not_idempotent, Prepare};
-use super::store::{applied, ScyllaStore};
+use super::store::ScyllaStore;
 use crate::{corrupt, lock, Lease, LeaseGrant, LeaseStore, StoreError};
-
-/// How far apart the nodes' wall clocks may be: a lease holder stops writing
-/// this long before its lease runs out by its own clock, and a new holder
-/// waits this long (and the request timeout) after it runs out by its own.
-pub const CLOCK_MARGIN_MS: u64 = 1_000;
-
-/// The leases' statements.
-pub(super) struct Statements {
-    pub(super) select_lease: PreparedStatement,
-    pub(super) insert_lease: PreparedStatement,
-    pub(super) take_lease: PreparedStatement,
-    pub(super) renew_lease: PreparedStatement,
-    pub(super) release_lease: PreparedStatement,
-}
-
-impl Statements {
-    pub(super) async fn prepare(p: &Prepare<'_>) -> Result<Self, StoreError> {
-        Ok(Statements {
-            select_lease: {
-                // A serial read: it sees every transaction decided so far.
-                let mut s = p
-                    .cql(
-                        "SELECT owner, epoch, expires_at FROM {ks}.conversation_leases \
-                     WHERE conversation_id = ?",
-                    )
-                    .await?;
-                s.set_consistency(p.serial_read());
-                s
-            },
-            insert_lease: not_idempotent(
-                p.cql(
-                    "INSERT INTO {ks}.conversation_leases (conversation_id, owner, epoch, \
-                   expires_at) VALUES (?, ?, ?, ?) IF NOT EXISTS",
-                )
-                .await?,
-            ),
-            take_lease: not_idempotent(
-                p.cql(
-                    "UPDATE {ks}.conversation_leases SET owner = ?, epoch = ?, expires_at = ? \
-                   WHERE conversation_id = ? IF epoch = ?",
-                )
-                .await?,
-            ),
-            renew_lease: not_idempotent(
-                p.cql(
-                    "UPDATE {ks}.conversation_leases SET expires_at = ? \
-                   WHERE conversation_id = ? IF owner = ? AND epoch = ?",
-                )
-                .await?,
-            ),
-            release_lease: not_idempotent(
-                p.cql(
-                    "UPDATE {ks}.conversation_leases SET expires_at = 0 \
-                   WHERE conversation_id = ? IF owner = ? AND epoch = ?",
-                )
-                .await?,
-            ),
-        })
-    }
-}
 
 impl ScyllaStore {
     fn forget_lease(&self, conversation: &ConversationId) {

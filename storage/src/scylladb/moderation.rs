@@ -2,60 +2,9 @@
 
 use async_trait::async_trait;
 use chat_protocol::UserId;
-use scylla::statement::prepared::PreparedStatement;
 
-use super::statements::Prepare;
 use super::store::ScyllaStore;
 use crate::{corrupt, AuditEntry, ModerationStore, StoreError, UserFlag, UserFlags};
-
-/// Days of audit log read back at most (one partition per day).
-const AUDIT_DAYS: i32 = 400;
-
-/// The moderation's statements.
-pub(super) struct Statements {
-    pub(super) set_user_flag: PreparedStatement,
-    pub(super) select_user_flags: PreparedStatement,
-    pub(super) insert_audit_day: PreparedStatement,
-    pub(super) insert_audit: PreparedStatement,
-    pub(super) select_audit_days: PreparedStatement,
-    pub(super) select_audit: PreparedStatement,
-}
-
-impl Statements {
-    pub(super) async fn prepare(p: &Prepare<'_>) -> Result<Self, StoreError> {
-        Ok(Statements {
-            set_user_flag: p
-                .cql(
-                    "UPDATE {ks}.user_flags USING TIMESTAMP ? SET enabled = ? \
-                 WHERE user_id = ? AND flag = ?",
-                )
-                .await?,
-            select_user_flags: p
-                .cql("SELECT flag, enabled FROM {ks}.user_flags WHERE user_id = ?")
-                .await?,
-            insert_audit_day: p
-                .cql("INSERT INTO {ks}.audit_days (part, day) VALUES (0, ?)")
-                .await?,
-            insert_audit: p
-                .cql(
-                    "INSERT INTO {ks}.audit_log (day, at, id, admin, action, target, \
-                 node) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                )
-                .await?,
-            select_audit_days: p
-                .cql(&format!(
-                    "SELECT day FROM {{ks}}.audit_days WHERE part = 0 LIMIT {AUDIT_DAYS}"
-                ))
-                .await?,
-            select_audit: p
-                .cql(
-                    "SELECT at, id, admin, action, target, node FROM {ks}.audit_log \
-                 WHERE day = ? LIMIT ?",
-                )
-                .await?,
-        })
-    }
-}
 
 #[async_trait]
 impl ModerationStore for ScyllaStore {

@@ -8,7 +8,7 @@ use chat_protocol::now_ms;
 use scylla::client::session::Session;
 
 use super::config::ScyllaConfig;
-use super::store::{applied, connect};
+use super::cql::{applied, connect};
 use crate::{corrupt, unavailable, StoreError};
 
 /// One schema change, applied once per keyspace, in order.

@@ -6,19 +6,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chat_protocol::{ConversationId, MessageId};
-use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 use scylla::response::query_result::{QueryResult, QueryRowsResult};
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlValue, Row};
 
-use super::config::ScyllaConfig;
-use super::leases::CLOCK_MARGIN_MS;
+use super::config::{ScyllaConfig, CLOCK_MARGIN_MS};
+use super::cql::{applied, connect};
 use super::schema::migrate_on;
-use super::statements::{self, not_idempotent, Prepare};
+use super::statements;
 use crate::{corrupt, lock, unavailable, StoreError};
 
 /// Bucket-list rows known to be written, so a busy conversation writes its
@@ -50,28 +47,6 @@ impl std::fmt::Debug for ScyllaStore {
             .field("bucket_ms", &self.bucket_ms)
             .finish_non_exhaustive()
     }
-}
-
-pub(super) async fn connect(config: &ScyllaConfig) -> Result<Session, StoreError> {
-    config.check().map_err(StoreError::Unavailable)?;
-    let profile = ExecutionProfile::builder()
-        .consistency(config.consistency.driver())
-        .serial_consistency(Some(config.consistency.serial()))
-        .request_timeout(Some(Duration::from_millis(config.request_timeout_ms)))
-        .build();
-    let mut builder = SessionBuilder::new()
-        .known_nodes(&config.nodes)
-        .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
-        .default_execution_profile_handle(profile.into_handle());
-    if let (Some(user), Some(password)) = (&config.username, &config.password) {
-        builder = builder.user(user, password);
-    }
-    builder.build().await.map_err(|e| {
-        StoreError::Unavailable(format!(
-            "cannot reach ScyllaDB at {}: {e}",
-            config.nodes.join(",")
-        ))
-    })
 }
 
 impl ScyllaStore {
@@ -211,26 +186,6 @@ impl ScyllaStore {
     }
 }
 
-/// The statements of the settings every node shares.
-pub(super) struct Statements {
-    init_setting: PreparedStatement,
-    select_setting: PreparedStatement,
-}
-
-impl Statements {
-    pub(super) async fn prepare(p: &Prepare<'_>) -> Result<Self, StoreError> {
-        Ok(Statements {
-            init_setting: not_idempotent(
-                p.cql("INSERT INTO {ks}.settings (name, value) VALUES (?, ?) IF NOT EXISTS")
-                    .await?,
-            ),
-            select_setting: p
-                .cql("SELECT value FROM {ks}.settings WHERE name = ?")
-                .await?,
-        })
-    }
-}
-
 /// Notes a list row as written, in a set bounded by clearing it when full
 /// (a row written twice costs a write, not a wrong answer).
 pub(super) fn remember<K: std::hash::Hash + Eq>(known: &Mutex<HashSet<K>>, key: K) {
@@ -239,25 +194,4 @@ pub(super) fn remember<K: std::hash::Hash + Eq>(known: &Mutex<HashSet<K>>, key: 
         set.clear();
     }
     set.insert(key);
-}
-
-/// Whether a lightweight transaction applied: its `[applied]` column, the
-/// first on both ScyllaDB and Cassandra (which differ in what follows).
-pub(super) fn applied(result: QueryResult) -> Result<bool, StoreError> {
-    let rows = result.into_rows_result().map_err(corrupt)?;
-    match rows.maybe_first_row::<Row>().map_err(corrupt)? {
-        Some(row) => applied_of(&row),
-        None => Err(StoreError::Corrupt(
-            "a lightweight transaction without a row".into(),
-        )),
-    }
-}
-
-pub(super) fn applied_of(row: &Row) -> Result<bool, StoreError> {
-    match row.columns.first() {
-        Some(Some(CqlValue::Boolean(b))) => Ok(*b),
-        other => Err(StoreError::Corrupt(format!(
-            "a lightweight transaction answered {other:?}"
-        ))),
-    }
 }
