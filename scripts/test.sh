@@ -3,7 +3,11 @@
 # against real servers on loopback, and the web app in headless Chromium
 # against a real two-node cluster. Installs what it needs first.
 #
-#   scripts/test.sh            everything
+#   scripts/test.sh            everything (what CI runs)
+#   scripts/test.sh --quick    for people changing code: formatting, lints,
+#                              layers, unit tests and the node suites on the
+#                              embedded store (no CQL server, no browser,
+#                              no Go builds); a few minutes
 #   scripts/test.sh -p chat-node --test chat   extra args go to `cargo test`
 #
 # A real CQL server (scripts/cql.sh: Apache Cassandra 5.0 from Maven Central)
@@ -24,6 +28,27 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+if [ "${1:-}" = "--quick" ]; then
+  command -v redis-server >/dev/null 2>&1 || {
+    echo "redis-server not found: run scripts/test.sh once (it installs it), or apt-get install redis-server" >&2
+    exit 1
+  }
+  log "cargo fmt --check"
+  cargo fmt --all -- --check
+  log "cargo clippy --all-targets -- -D warnings"
+  cargo clippy --workspace --all-targets -- -D warnings
+  log "module layers (scripts/layers.sh, and its own check: scripts/layers_test.py)"
+  bash scripts/layers.sh
+  python3 scripts/layers_test.py
+  log "unit tests, the protocol's and the embedded store's suites, the node suites on the embedded store"
+  cargo test --workspace --lib --bins
+  cargo test -p chat-protocol --tests
+  cargo test -p chat-storage --test embedded --test replicated
+  cargo test -p chat-node --test chat --test guarantees --test http_api --test lifecycle \
+    --test abuse --test hostile --test hostile_pages --test hostile_auth
+  exit 0
+fi
 
 # Real servers the tests start on free loopback ports.
 need_apt=()

@@ -36,14 +36,14 @@ use chat_protocol::{ConversationId, ServerFrame, SharedFrame, UserId};
 
 use crate::cluster::View;
 use crate::conn::Delivery;
-use crate::fanout::Directory;
+use crate::fanout::LocalSessions;
 use crate::interest::Interest;
 use crate::metrics::Metrics;
 
 /// Where `catch_up` frames go, and what counts them.
 pub struct CatchUp<'a> {
     /// The local sessions' connections.
-    pub directory: &'a Directory,
+    pub directory: &'a LocalSessions,
     /// Counts the frames queued.
     pub metrics: &'a Metrics,
 }

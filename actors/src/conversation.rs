@@ -41,48 +41,13 @@ use crate::maps::IdMap;
 use crate::metrics::Metrics;
 use crate::msg::{answer, ConversationMsg, Reply, Request, RouterMsg};
 use crate::telemetry::{parent_of, Span};
+use crate::tuning::Tuning;
 
 mod lifecycle;
 mod members;
 mod signals;
 #[cfg(test)]
 mod tests;
-
-/// Knobs of the conversation actors that are not client limits.
-#[derive(Debug, Clone)]
-pub struct Tuning {
-    /// A conversation actor with no activity for this long stops.
-    pub conversation_idle: Duration,
-    /// Recent messages a conversation actor keeps in memory.
-    pub tail: usize,
-    /// A typing indicator ends after this long without a refresh.
-    pub typing_timeout: Duration,
-    /// Most members of a group.
-    pub max_group_members: usize,
-    /// Most members of a channel.
-    pub max_channel_members: usize,
-    /// How long a starting session waits for the owners of its
-    /// conversations to acknowledge its interest before it lets the client
-    /// in anyway (then live delivery from a late owner starts when its
-    /// acknowledgement comes, and the client's catch-up covers the gap).
-    pub interest_ack_deadline: Duration,
-    /// Whether sessions with nothing to do sleep (see [`crate::session`]).
-    pub sessions_sleep: bool,
-}
-
-impl Default for Tuning {
-    fn default() -> Self {
-        Tuning {
-            conversation_idle: Duration::from_secs(120),
-            tail: 256,
-            typing_timeout: Duration::from_secs(6),
-            max_group_members: 1_000,
-            max_channel_members: 10_000,
-            interest_ack_deadline: Duration::from_secs(2),
-            sessions_sleep: true,
-        }
-    }
-}
 
 /// What every conversation actor of a node uses, shared by all of them.
 pub struct ConversationDeps {

@@ -12,73 +12,29 @@
 //!
 //! Sends and the other requests to an existing conversation are routed
 //! here; the kinds that need more have a file each: [`create`] (the new
-//! conversation's id), [`conversations`] (the list), [`watch`] (presence
+//! conversation's id), [`conversation_list`] (the `conversations` list), [`watch`] (presence
 //! watches).
 
-use std::sync::Arc;
-
 use chat_protocol::peer::ConversationRequest;
-use chat_protocol::{ClientFrame, IdGenerator, OkReply, UserId};
-use chat_storage::MessageStore;
-use ractor::ActorRef;
+use chat_protocol::{ClientFrame, OkReply};
 
-use crate::conn::ConnId;
 use crate::error::ChatError;
-use crate::metrics::Metrics;
-use crate::msg::{Reply, Request, RouterMsg, SessionHandle};
-use crate::rate::UserRates;
-use crate::running::Conversations;
+use crate::msg::{Reply, Request};
 use crate::telemetry::TraceParent;
 
-mod conversations;
+mod conversation_list;
 mod create;
+mod dispatcher;
+mod visibility;
 mod watch;
 
-pub use watch::Visibility;
-
-/// Who a request comes from.
-pub struct Caller {
-    /// The authenticated user.
-    pub user: UserId,
-    /// The connection, for WebSocket requests.
-    pub conn: Option<ConnId>,
-    /// The user's session on this node, for WebSocket requests.
-    pub session: Option<SessionHandle>,
-}
-
-/// What the dispatcher reaches.
-pub struct Dispatch {
-    running: Arc<Conversations>,
-    router: ActorRef<RouterMsg>,
-    rate: Arc<UserRates>,
-    ids: Arc<IdGenerator>,
-    store: Arc<dyn MessageStore>,
-    metrics: Arc<Metrics>,
-    visibility: Visibility,
-}
+// The dispatcher's state and the presence setting are leaves that the
+// handlers of each kind use, so that they need not import this file, which
+// calls them.
+pub use dispatcher::{Caller, Dispatch};
+pub use visibility::Visibility;
 
 impl Dispatch {
-    /// A dispatcher over the node's running conversations and its Router.
-    pub fn new(
-        running: Arc<Conversations>,
-        router: ActorRef<RouterMsg>,
-        rate: Arc<UserRates>,
-        ids: Arc<IdGenerator>,
-        store: Arc<dyn MessageStore>,
-        metrics: Arc<Metrics>,
-        visibility: Visibility,
-    ) -> Self {
-        Dispatch {
-            running,
-            router,
-            rate,
-            ids,
-            store,
-            metrics,
-            visibility,
-        }
-    }
-
     /// Handles one validated frame; the answer goes to `reply`.
     pub fn dispatch(&self, caller: &Caller, frame: ClientFrame, reply: Reply) {
         self.dispatch_traced(caller, frame, reply, None)
@@ -101,7 +57,9 @@ impl Dispatch {
             | ClientFrame::Delete { .. }
             | ClientFrame::React { .. } => self.send(caller, frame, reply, trace),
             ClientFrame::Create { .. } => create::create(self, caller, frame, reply),
-            ClientFrame::Conversations { .. } => conversations::list(self, caller, frame, reply),
+            ClientFrame::Conversations { .. } => {
+                conversation_list::list(self, caller, frame, reply)
+            }
             ClientFrame::Watch { users, .. } => watch::watch(self, caller, users, reply),
             ClientFrame::Unwatch { users, .. } => watch::unwatch(caller, users, reply),
             ClientFrame::Ping { .. } => drop(reply.send(Ok(OkReply::default()))),
@@ -146,18 +104,5 @@ impl Dispatch {
         let mut request = Request::new(caller.user.clone(), caller.conn, body, reply);
         request.trace = trace;
         self.route(request);
-    }
-
-    /// To the conversation's actor if it runs here, else through the Router
-    /// (which starts it, or forwards to the owner on another node).
-    fn route(&self, request: Request) {
-        let Err(request) = self.running.cast(request) else {
-            return;
-        };
-        if let Err(ractor::MessagingErr::SendErr(RouterMsg::Route(request))) =
-            self.router.cast(RouterMsg::Route(request))
-        {
-            request.fail(ChatError::Unavailable("node is shutting down".into()));
-        }
     }
 }

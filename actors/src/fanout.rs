@@ -2,14 +2,14 @@
 //! members who listen, here and on other nodes.
 //!
 //! ```text
-//!  ConversationActor ──Fanout──► Directory (local connections' queues)
+//!  ConversationActor ──Fanout──► LocalSessions (local connections' queues)
 //!                          └───► Cluster::deliver (one message per listening node)
-//!  peer's Router ──PeerDelivery──► NodeFanout::from_peer ──► Directory
+//!  peer's Router ──PeerDelivery──► NodeFanout::from_peer ──► LocalSessions
 //! ```
 //!
 //! The conversation actor sees only the [`Fanout`] trait, so its unit tests
 //! drive it with a recording stand-in; [`NodeFanout`] is the node's, over
-//! the interest table, the [`Directory`] of local sessions and the cluster.
+//! the interest table, the [`LocalSessions`] of local sessions and the cluster.
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -42,7 +42,7 @@ pub struct QueueDepths {
 /// queue pushes, not G actor messages and G more task wake-ups. The session
 /// keeps the list in step as connections attach and detach.
 #[derive(Default)]
-pub struct Directory {
+pub struct LocalSessions {
     sessions: RwLock<IdMap<UserId, Local>>,
 }
 
@@ -52,7 +52,7 @@ struct Local {
     conns: Arc<[Connection]>,
 }
 
-impl Directory {
+impl LocalSessions {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, IdMap<UserId, Local>> {
         self.sessions.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -175,7 +175,7 @@ pub trait Fanout: Send + Sync + 'static {
 /// The node's fan-out.
 pub struct NodeFanout {
     interest: Arc<Interest>,
-    directory: Arc<Directory>,
+    directory: Arc<LocalSessions>,
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
 }
@@ -184,7 +184,7 @@ impl NodeFanout {
     /// Over the node's tables.
     pub fn new(
         interest: Arc<Interest>,
-        directory: Arc<Directory>,
+        directory: Arc<LocalSessions>,
         cluster: Arc<Cluster>,
         metrics: Arc<Metrics>,
     ) -> Self {

@@ -3,7 +3,7 @@
 //! ```text
 //!  node (ws, http) ─► dispatch ─► ConversationActor (one per live conversation)
 //!                        │  ▲          │ append_new (group commit) ─► chat-storage
-//!                        │  │          └─ Fanout ─► Directory ─► connections' queues
+//!                        │  │          └─ Fanout ─► LocalSessions ─► connections' queues
 //!                        ▼  │                    └► Cluster ─► other nodes' Routers
 //!                      Router (starts actors; forwards to owner nodes)
 //!                        └─► UserSession (one per user here) ─► chat-presence
@@ -47,11 +47,12 @@ pub mod running;
 pub mod services;
 pub mod session;
 pub mod telemetry;
+pub mod tuning;
 pub mod watchers;
 
 #[cfg(test)]
 mod testing;
 
-pub use conversation::Tuning;
 pub use error::ChatError;
 pub use services::Services;
+pub use tuning::Tuning;

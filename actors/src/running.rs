@@ -19,7 +19,7 @@ use crate::msg::{ConversationMsg, Request};
 /// write lock and only when the count equals the messages the actor reported
 /// handled, so nothing is ever left in a stopping actor's mailbox.
 #[derive(Default)]
-pub struct Conversations {
+pub struct RunningConversations {
     running: RwLock<IdMap<ConversationId, Running>>,
 }
 
@@ -28,7 +28,7 @@ struct Running {
     forwarded: AtomicU64,
 }
 
-impl Conversations {
+impl RunningConversations {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, IdMap<ConversationId, Running>> {
         self.running.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -146,7 +146,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_actor_is_removed_as_idle_only_when_it_handled_every_cast() {
-        let table = Conversations::default();
+        let table = RunningConversations::default();
         let c = ConversationId::new("g:1").unwrap();
         let typing = || {
             Request::new(

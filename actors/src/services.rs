@@ -5,23 +5,24 @@
 
 use std::sync::Arc;
 
-use chat_presence::Presence;
+use chat_presence::PresenceStore;
 use chat_protocol::{IdGenerator, Limits};
 use chat_storage::replicated::ReplicatedStore;
 use chat_storage::MessageStore;
 use ractor::ActorRef;
 
 use crate::cluster::Cluster;
-use crate::conversation::{ConversationDeps, Tuning};
+use crate::conversation::ConversationDeps;
 use crate::dispatch::{Dispatch, Visibility};
-use crate::fanout::Directory;
+use crate::fanout::LocalSessions;
 use crate::fanout::NodeFanout;
 use crate::interest::Interest;
 use crate::metrics::Metrics;
 use crate::msg::RouterMsg;
 use crate::rate::UserRates;
-use crate::running::Conversations;
+use crate::running::RunningConversations;
 use crate::session::SessionDeps;
+use crate::tuning::Tuning;
 use crate::watchers::Watchers;
 
 /// Everything the actors of one node share.
@@ -29,7 +30,7 @@ pub struct Services {
     /// History, conversations, accounts.
     pub store: Arc<dyn MessageStore>,
     /// Who is online.
-    pub presence: Arc<dyn Presence>,
+    pub presence: Arc<dyn PresenceStore>,
     /// Message ids of this node.
     pub ids: Arc<IdGenerator>,
     /// Which local users listen to which conversations.
@@ -37,9 +38,9 @@ pub struct Services {
     /// Which local sessions watch which users' presence.
     pub watchers: Arc<Watchers>,
     /// Local sessions by user.
-    pub directory: Arc<Directory>,
+    pub directory: Arc<LocalSessions>,
     /// Conversation actors running here.
-    pub conversations: Arc<Conversations>,
+    pub conversations: Arc<RunningConversations>,
     /// Client limits.
     pub limits: Limits,
     /// Counters and histograms.
@@ -65,14 +66,14 @@ impl Services {
         cluster: Cluster,
         store: Arc<dyn MessageStore>,
         replica: Option<Arc<ReplicatedStore>>,
-        presence: Arc<dyn Presence>,
+        presence: Arc<dyn PresenceStore>,
         limits: Limits,
         tuning: Tuning,
     ) -> Arc<Self> {
         let cluster = Arc::new(cluster);
         let ids = Arc::new(IdGenerator::new(cluster.node_id()));
         let interest = Arc::new(Interest::new());
-        let directory = Arc::new(Directory::default());
+        let directory = Arc::new(LocalSessions::default());
         let watchers = Arc::new(Watchers::new());
         let metrics = Arc::new(Metrics::default());
         let fanout = Arc::new(NodeFanout::new(
@@ -107,7 +108,7 @@ impl Services {
         });
         Arc::new(Services {
             rate: Arc::new(UserRates::new(&limits)),
-            conversations: Arc::new(Conversations::default()),
+            conversations: Arc::new(RunningConversations::default()),
             cluster,
             replica,
             store,

@@ -1,7 +1,7 @@
 //! The user session: one actor per user connected to this node.
 //!
 //! ```text
-//!  Router ──Attach/Detach──► UserSession ──publishes conns──► Directory ◄── fan-out
+//!  Router ──Attach/Detach──► UserSession ──publishes conns──► LocalSessions ◄── fan-out
 //!  dispatch ──Watch/Unwatch──►   │   ├──connected/disconnected──► Presence backend
 //!  Watchers ──PresenceChanged──► │   └──join/remove_user──► Interest (and the owners, in a cluster)
 //! ```
@@ -9,7 +9,7 @@
 //! It owns the user's connections on this node (several devices), each with a
 //! bounded outbound queue: a connection whose queue is full is closed with
 //! 4003 rather than buffered without bound. It publishes them in the
-//! [`Directory`], through which conversations push events straight into the
+//! [`LocalSessions`], through which conversations push events straight into the
 //! queues. It registers the user's interest in its conversations when it
 //! starts and withdraws it when the Router stops it, reports each
 //! connection's presence, and keeps each connection's presence watches.
@@ -33,7 +33,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_presence::{ConnKey, Presence};
+use chat_presence::{ConnKey, PresenceStore};
 use chat_protocol::{close_code, ConversationId, OkReply, UserId};
 use chat_storage::MessageStore;
 use futures_util::stream::FuturesUnordered;
@@ -45,7 +45,7 @@ use crate::catch_up::CatchUp;
 use crate::cluster::Cluster;
 use crate::conn::{ConnId, Connection};
 use crate::error::ChatError;
-use crate::fanout::Directory;
+use crate::fanout::LocalSessions;
 use crate::interest::Interest;
 use crate::metrics::Metrics;
 use crate::msg::{Reply, RouterMsg, SessionHandle, SessionMsg};
@@ -89,9 +89,9 @@ pub struct SessionDeps {
     /// Where the user's conversations are listed.
     pub store: Arc<dyn MessageStore>,
     /// Who is online.
-    pub presence: Arc<dyn Presence>,
+    pub presence: Arc<dyn PresenceStore>,
     /// Local sessions and their connections.
-    pub directory: Arc<Directory>,
+    pub directory: Arc<LocalSessions>,
     /// Which local users listen to which conversations.
     pub interest: Arc<Interest>,
     /// The owners interest is reported to.
@@ -106,7 +106,7 @@ pub struct SessionDeps {
     pub watch_per_connection: usize,
     /// Whether sessions with nothing to do sleep (see the module doc).
     pub sleep_when_idle: bool,
-    /// See [`crate::conversation::Tuning::interest_ack_deadline`].
+    /// See [`crate::tuning::Tuning::interest_ack_deadline`].
     pub interest_ack_deadline: Duration,
 }
 

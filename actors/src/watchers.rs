@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use chat_protocol::{Presence as PresenceInfo, ServerFrame, SharedFrame, UserId};
+use chat_protocol::{Presence, ServerFrame, SharedFrame, UserId};
 use ractor::ActorId;
 use tokio::sync::broadcast;
 
@@ -71,7 +71,7 @@ impl Watchers {
 
     /// Forwards the backend's changes to the sessions watching, until the
     /// backend's channel closes.
-    pub async fn run(self: Arc<Self>, mut changes: broadcast::Receiver<PresenceInfo>) {
+    pub async fn run(self: Arc<Self>, mut changes: broadcast::Receiver<Presence>) {
         loop {
             match changes.recv().await {
                 Ok(change) => {

@@ -144,7 +144,7 @@ async fn chat_node() -> (
     let addr = listener.local_addr().unwrap();
     let app = chat_node::App::start(config).await.expect("node starts");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(chat_node::app::serve(app, listener, async {
+    let server = tokio::spawn(chat_node::serve::serve(app, listener, async {
         let _ = stopped.await;
     }));
     (addr, stop, server, dir)

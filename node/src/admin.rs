@@ -21,14 +21,14 @@ use axum::Json;
 use chat_actors::cluster::Owner;
 use chat_actors::msg::RouterMsg;
 use chat_protocol::{close_code, now_ms, ErrorCode, Status, UserId};
-use chat_storage::{AuditEntry, MessageStore, UserFlag};
+use chat_storage::{AuditEntry, UserFlag};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::app::App;
 use crate::config::Config;
 use crate::error::HttpError;
 use crate::http::{authenticate, bad_request, conversation_id, query_error};
-use crate::state::App;
 
 type HttpResult<T> = Result<T, HttpError>;
 
@@ -45,27 +45,10 @@ fn named(config: &Config, user: &UserId) -> bool {
         .any(|u| u.eq_ignore_ascii_case(user.as_str()))
 }
 
-/// Warns of every admin the configuration names who has no account: until
-/// an operator makes it, nobody holds that admin's rights.
-pub(crate) async fn warn_unmade(config: &Config, store: &dyn MessageStore) {
-    for name in &config.admin.users {
-        let Ok(id) = UserId::new(&name.to_ascii_lowercase()) else {
-            continue;
-        };
-        match store.user(&id).await {
-            Ok(Some(_)) => {}
-            Ok(None) => tracing::warn!(
-                "[admin] users names {id}, who has no account: make it with                  `chat-node admin create-user {id}` (registration refuses the name)"
-            ),
-            Err(e) => tracing::warn!(error = %e, "cannot tell whether admin {id} has an account"),
-        }
-    }
-}
-
 /// The caller, if an admin.
 async fn admin(app: &App, headers: &HeaderMap) -> HttpResult<UserId> {
     let claims = authenticate(app, headers, None).await?;
-    if named(&app.config, &claims.sub) || app.services.store.user_flags(&claims.sub).await?.admin {
+    if named(&app.config, &claims.sub) || app.store.user_flags(&claims.sub).await?.admin {
         Ok(claims.sub)
     } else {
         Err(HttpError::new(
@@ -87,7 +70,7 @@ async fn audit(app: &App, admin: &UserId, action: &str, target: &str) -> HttpRes
         node: app.config.node.name.clone(),
     };
     tracing::warn!(%admin, action, target, "admin action");
-    app.services.store.append_audit(&entry).await?;
+    app.store.append_audit(&entry).await?;
     Ok(())
 }
 
@@ -221,7 +204,7 @@ fn user_id(raw: &str) -> HttpResult<UserId> {
 }
 
 async fn user_view(app: &App, id: &UserId) -> HttpResult<UserView> {
-    let store = &app.services.store;
+    let store = &app.store;
     let record = store
         .user(id)
         .await?
@@ -229,7 +212,6 @@ async fn user_view(app: &App, id: &UserId) -> HttpResult<UserView> {
     let flags = store.user_flags(id).await?;
     // Presence down: the account still shows, as offline and unknown.
     let presence = app
-        .services
         .presence
         .query(std::slice::from_ref(id))
         .await
@@ -284,7 +266,7 @@ async fn act_on_user(
 ) -> HttpResult<Response> {
     let by = admin(app, headers).await?;
     let id = user_id(raw)?;
-    let store = &app.services.store;
+    let store = &app.store;
     if store.user(&id).await?.is_none() {
         return Err(HttpError::new(ErrorCode::NotFound, format!("no user {id}")));
     }
@@ -344,12 +326,12 @@ pub(crate) async fn conversation(
     let Path(raw) = path.map_err(bad_request)?;
     admin(&app, &headers).await?;
     let id = conversation_id(&raw)?;
-    let store = &app.services.store;
+    let store = &app.store;
     let record = store
         .conversation(&id)
         .await?
         .ok_or_else(|| HttpError::new(ErrorCode::NotFound, format!("no conversation {id}")))?;
-    let owner = match app.services.cluster.owner(&id) {
+    let owner = match app.cluster.owner(&id) {
         Owner::Local => app.config.node.name.clone(),
         Owner::Remote(node, _) => node.to_string(),
     };
@@ -382,6 +364,6 @@ pub(crate) async fn audit_log(
             format!("limit must be 1 to {MAX_AUDIT}"),
         ));
     }
-    let entries = app.services.store.audit(limit).await?;
+    let entries = app.store.audit(limit).await?;
     Ok(Json(json!({ "entries": entries })).into_response())
 }

@@ -1,38 +1,99 @@
-//! Starting a node: open the store, start the actors, serve, drain.
+//! The node as its handlers see it, [`App`], and how it is assembled: open
+//! the store, start the actors, join the cluster; and how it drains.
 
-use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::header;
-use axum::routing::{get, patch, post, put};
 use chat_actors::cluster::{Cluster, Faults, RouterLink};
+use chat_actors::dispatch::Dispatch;
+use chat_actors::fanout::LocalSessions;
+use chat_actors::metrics::Metrics;
 use chat_actors::msg::RouterMsg;
-
-use crate::health::Health;
 use chat_actors::router::Router;
 use chat_actors::{Services, Tuning};
 use chat_presence::redis::{RedisPresence, RedisPresenceConfig};
-use chat_presence::{MemoryPresence, Presence, PresenceError};
+use chat_presence::{MemoryPresence, PresenceError, PresenceStore};
+use chat_protocol::UserId;
 use chat_storage::embedded::EmbeddedStore;
 use chat_storage::replicated::ReplicatedStore;
 use chat_storage::scylladb::ScyllaStore;
 use chat_storage::MessageStore;
 use prometheus_client::registry::Registry;
-use ractor::Actor;
-use tokio::net::TcpListener;
+use ractor::{Actor, ActorRef};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_http::cors::{Any, CorsLayer};
 
 use crate::auth::{Algorithm, Auth, AuthConfig, AuthError};
 use crate::config::{Config, ConfigError, PresenceBackend, StorageBackend};
+use crate::health::Health;
 use crate::membership::{Membership, NodeClaim};
-pub use crate::state::App;
-use crate::state::OpenStore;
-use crate::{admin, http, listener, web, ws};
+
+/// Everything request handlers share.
+pub struct App {
+    /// The configuration in force.
+    pub config: Config,
+    /// The actors' services, as composed (the handlers use the handles
+    /// below).
+    pub(crate) services: Arc<Services>,
+    /// History, conversations and accounts.
+    pub store: Arc<dyn MessageStore>,
+    /// Who is online.
+    pub presence: Arc<dyn PresenceStore>,
+    /// The node's counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// This node's view of the cluster.
+    pub cluster: Arc<Cluster>,
+    /// The sessions on this node and their connections.
+    pub sessions: Arc<LocalSessions>,
+    /// The node's Router.
+    pub router: ActorRef<RouterMsg>,
+    /// Client frames to their handlers.
+    pub dispatch: Dispatch,
+    /// Token checks and accounts.
+    pub auth: Auth,
+    /// Metrics for `/metrics`.
+    pub registry: Registry,
+    /// The dependency gauges (and what `/readyz` probes).
+    pub health: Health,
+    /// Cancelled when the node starts draining.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks, so draining can wait for them.
+    pub connections: TaskTracker,
+    /// Next connection id.
+    pub next_conn: AtomicU64,
+    /// Store kept by its concrete type for closing.
+    pub(crate) opened: OpenStore,
+    /// Cluster membership and the claim on this node's name and id, when
+    /// clustered.
+    pub(crate) membership: Option<(Membership, NodeClaim)>,
+}
+
+/// The store the node opened, by backend.
+#[derive(Clone)]
+pub(crate) enum OpenStore {
+    /// On local disk: closing flushes it.
+    Embedded(Arc<EmbeddedStore>),
+    /// In ScyllaDB: every acknowledged write is already there.
+    Scylla(Arc<ScyllaStore>),
+}
+
+impl OpenStore {
+    /// The store behind the trait the actors use.
+    pub(crate) fn shared(&self) -> Arc<dyn MessageStore> {
+        match self {
+            OpenStore::Embedded(s) => s.clone(),
+            OpenStore::Scylla(s) => s.clone(),
+        }
+    }
+
+    /// Flushes what is buffered (the embedded store's writer).
+    pub(crate) async fn close(&self) {
+        if let OpenStore::Embedded(s) = self {
+            s.close().await;
+        }
+    }
+}
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +128,7 @@ impl App {
         config.validate()?;
         std::fs::create_dir_all(&config.node.data_dir)?;
         let store = open_store(&config).await?;
-        let presence: Arc<dyn Presence> = match config.presence.backend {
+        let presence: Arc<dyn PresenceStore> = match config.presence.backend {
             PresenceBackend::Memory => Arc::new(MemoryPresence::new()),
             PresenceBackend::Redis => Arc::new(
                 RedisPresence::connect(
@@ -176,7 +237,7 @@ impl App {
             None => None,
         };
         // Once joined: a cluster's accounts are here by now.
-        admin::warn_unmade(&config, services.store.as_ref()).await;
+        warn_unmade(&config, services.store.as_ref()).await;
         let mut registry = Registry::default();
         services.metrics.register(&mut registry);
         let health = Health;
@@ -188,6 +249,11 @@ impl App {
         });
         let app = Arc::new(App {
             config,
+            store: services.store.clone(),
+            presence: services.presence.clone(),
+            metrics: services.metrics.clone(),
+            cluster: services.cluster.clone(),
+            sessions: services.directory.clone(),
             services,
             router,
             dispatch,
@@ -199,7 +265,7 @@ impl App {
             // Connection ids embed the node id, so a connection is named
             // cluster-wide (a send's own connection is skipped on any node).
             next_conn: AtomicU64::new((u64::from(node_id) << 48) + 1),
-            store,
+            opened: store,
             membership,
         });
         Health::watch(Arc::downgrade(&app), |app: &App| {
@@ -229,7 +295,7 @@ impl App {
         if let Some((m, _)) = &self.membership {
             m.stop();
         }
-        self.store.close().await;
+        self.opened.close().await;
     }
 }
 
@@ -268,110 +334,19 @@ pub(crate) async fn open_store(config: &Config) -> Result<OpenStore, NodeError> 
     })
 }
 
-/// The node's routes.
-pub fn routes(app: Arc<App>) -> axum::Router {
-    let body_limit = app.config.limits.max_frame_bytes;
-    axum::Router::new()
-        .route("/v1/ws", get(ws::upgrade))
-        .route("/v1/auth/register", post(http::register))
-        .route("/v1/auth/login", post(http::login))
-        .route("/v1/auth/refresh", post(http::refresh))
-        .route("/v1/auth/logout", post(http::logout))
-        .route(
-            "/v1/conversations/{id}/messages",
-            get(http::history).post(http::send),
-        )
-        .route(
-            "/v1/conversations/{id}/messages/{mid}",
-            patch(http::edit).delete(http::delete),
-        )
-        .route(
-            "/v1/conversations/{id}/messages/{mid}/reactions/{emoji}",
-            put(http::react_on).delete(http::react_off),
-        )
-        .route("/v1/conversations/{id}/changes", get(http::changes))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(http::readyz))
-        .route("/metrics", get(http::metrics))
-        .route("/v1/cluster", get(http::cluster_status))
-        .route("/v1/cluster/nodes", get(web::cluster_nodes))
-        .route("/v1/admin/nodes", get(admin::nodes))
-        .route("/v1/admin/nodes/{name}/drain", post(admin::drain))
-        .route("/v1/admin/users/{id}", get(admin::user))
-        .route("/v1/admin/users/{id}/disconnect", post(admin::disconnect))
-        .route("/v1/admin/users/{id}/suspend", post(admin::suspend))
-        .route("/v1/admin/users/{id}/unsuspend", post(admin::unsuspend))
-        .route("/v1/admin/conversations/{id}", get(admin::conversation))
-        .route("/v1/admin/audit", get(admin::audit_log))
-        .merge(web::routes(&app.config.web))
-        .fallback(http::not_found)
-        .method_not_allowed_fallback(http::method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            web::Guard::new(&app.config.web),
-            web::guard,
-        ))
-        // Bearer tokens, no cookies: any origin may call the API (a page
-        // served by one node signs in through another when it is down; the
-        // nodes a page may use are bounded by the page, `web`, not here).
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods(Any)
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
-        )
-        .with_state(app)
-}
-
-/// Serves on `listener` until `shutdown` resolves, then drains.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), NodeError> {
-    let app = App::start(config).await?;
-    serve(app, listener, shutdown).await
-}
-
-/// Serves an already started node.
-pub async fn serve(
-    app: Arc<App>,
-    tcp: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), NodeError> {
-    let routes = routes(app.clone());
-    let token = app.shutdown.clone();
-    let trigger = app.shutdown.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        trigger.cancel();
-    });
-    let (failed_tx, mut failed_rx) = tokio::sync::watch::channel(None::<String>);
-    if let Some((m, _)) = &app.membership {
-        let drain = m.drain_requested();
-        let trigger = app.shutdown.clone();
-        tokio::spawn(async move {
-            drain.await;
-            tracing::warn!("draining at an operator's request");
-            trigger.cancel();
-        });
-        let fatal = m.fatal();
-        let trigger = app.shutdown.clone();
-        tokio::spawn(async move {
-            let why = fatal.await;
-            tracing::error!("{why}; stopping");
-            let _ = failed_tx.send(Some(why));
-            trigger.cancel();
-        });
+/// Warns of every admin the configuration names who has no account: until
+/// an operator makes it, nobody holds that admin's rights.
+pub(crate) async fn warn_unmade(config: &Config, store: &dyn MessageStore) {
+    for name in &config.admin.users {
+        let Ok(id) = UserId::new(&name.to_ascii_lowercase()) else {
+            continue;
+        };
+        match store.user(&id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::warn!(
+                "[admin] users names {id}, who has no account: make it with                  `chat-node admin create-user {id}` (registration refuses the name)"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot tell whether admin {id} has an account"),
+        }
     }
-    let bounds = listener::Bounds {
-        header_read_timeout: Duration::from_secs(app.config.listen.header_read_timeout_secs),
-        max_connections_per_ip: app.config.listen.max_connections_per_ip,
-    };
-    listener::serve(tcp, routes, bounds, token).await?;
-    app.drain().await;
-    if let Some(why) = failed_rx.borrow_and_update().clone() {
-        return Err(crate::membership::JoinError::Duplicate(why).into());
-    }
-    Ok(())
 }

@@ -23,9 +23,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::app::App;
 use crate::auth::{Claims, LoginRequest, RegisterRequest};
 use crate::error::HttpError;
-use crate::state::App;
 
 type HttpResult<T> = Result<T, HttpError>;
 
@@ -113,7 +113,7 @@ pub(crate) async fn authenticate(
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> HttpResult<Claims> {
-    let store = app.services.store.as_ref();
+    let store = app.store.as_ref();
     Ok(app.auth.authorize(store, headers, query_token).await?)
 }
 
@@ -123,7 +123,7 @@ pub(crate) async fn register(
     body: Body,
 ) -> HttpResult<Response> {
     let req: RegisterRequest = json_body(&app, body).await?;
-    let store = app.services.store.as_ref();
+    let store = app.store.as_ref();
     let tokens = app.auth.register(store, &req, peer.ip()).await?;
     Ok((StatusCode::CREATED, Json(tokens)).into_response())
 }
@@ -134,7 +134,7 @@ pub(crate) async fn login(
     body: Body,
 ) -> HttpResult<Response> {
     let req: LoginRequest = json_body(&app, body).await?;
-    let store = app.services.store.as_ref();
+    let store = app.store.as_ref();
     let tokens = app.auth.login(store, &req, peer.ip()).await?;
     Ok(Json(tokens).into_response())
 }
@@ -148,7 +148,7 @@ pub(crate) async fn refresh(State(app): State<Arc<App>>, body: Body) -> HttpResu
     let req: RefreshBody = json_body(&app, body).await?;
     let tokens = app
         .auth
-        .refresh(app.services.store.as_ref(), &req.refresh_token)
+        .refresh(app.store.as_ref(), &req.refresh_token)
         .await?;
     Ok(Json(tokens).into_response())
 }
@@ -156,7 +156,7 @@ pub(crate) async fn refresh(State(app): State<Arc<App>>, body: Body) -> HttpResu
 pub(crate) async fn logout(State(app): State<Arc<App>>, body: Body) -> HttpResult<StatusCode> {
     let req: RefreshBody = json_body(&app, body).await?;
     app.auth
-        .logout(app.services.store.as_ref(), &req.refresh_token)
+        .logout(app.store.as_ref(), &req.refresh_token)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -436,8 +436,8 @@ pub(crate) async fn cluster_status(State(app): State<Arc<App>>) -> Response {
 }
 
 pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let queues = app.services.directory.queues();
-    let m = &app.services.metrics;
+    let queues = app.sessions.queues();
+    let m = &app.metrics;
     m.outbound_queued_frames.set(queues.frames as i64);
     m.outbound_queued_bytes.set(queues.bytes as i64);
     m.outbound_queue_max_frames.set(queues.max_frames as i64);

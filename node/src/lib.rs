@@ -28,10 +28,11 @@ pub mod listener;
 pub mod membership;
 pub mod operator;
 pub mod origin;
-pub mod state;
+pub mod serve;
 pub mod telemetry;
 pub mod web;
 pub mod ws;
 
-pub use app::{run, App, NodeError};
+pub use app::{App, NodeError};
 pub use config::Config;
+pub use serve::run;

@@ -139,7 +139,7 @@ fn main() -> anyhow::Result<()> {
         // Scripts and tests read this line to find the port.
         println!("chat-node listening on http://{addr}");
         tracing::info!(%addr, "listening");
-        chat_node::app::serve(app, listener, shutdown_signal()).await?;
+        chat_node::serve::serve(app, listener, shutdown_signal()).await?;
         tracing::info!("drained; exiting");
         anyhow::Ok(())
     });

@@ -11,10 +11,9 @@ use chat_protocol::{now_ms, UserId};
 use chat_storage::replicated::ReplicatedStore;
 use chat_storage::{MessageStore, StoreError, UserFlag};
 
-use crate::app::{open_store, NodeError};
+use crate::app::{open_store, NodeError, OpenStore};
 use crate::auth::{operator_account, AuthError};
 use crate::config::Config;
-use crate::state::OpenStore;
 
 /// Why an operator's command failed.
 #[derive(Debug, thiserror::Error)]

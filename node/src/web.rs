@@ -26,10 +26,10 @@ use chat_protocol::ErrorCode;
 use serde_json::json;
 use tower_http::services::{ServeDir, ServeFile};
 
+use crate::app::App;
 use crate::config::WebSection;
 use crate::error::HttpError;
 use crate::origin::origin;
-use crate::state::App;
 
 /// The origins of `[web] nodes` (checked by `Config::validate`), each once.
 pub fn published(web: &WebSection) -> Vec<String> {

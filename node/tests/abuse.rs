@@ -461,7 +461,7 @@ async fn bad_frames_get_bad_request_and_harm_nothing(codec: Codec) {
             ),
         ]),
     }
-    let rejected_before = node.app.services.metrics.rejected_total();
+    let rejected_before = node.app.metrics.rejected_total();
     for case in &cases {
         send_bytes(&mut a, case.bytes.clone()).await;
         let (req, code, message, _) = next_error(&mut a).await;
@@ -482,7 +482,7 @@ async fn bad_frames_get_bad_request_and_harm_nothing(codec: Codec) {
     }
     let extra = u64::from(codec == Codec::Json);
     assert_eq!(
-        node.app.services.metrics.rejected_total() - rejected_before,
+        node.app.metrics.rejected_total() - rejected_before,
         cases.len() as u64 + extra,
         "every bad frame is counted once"
     );
@@ -864,7 +864,7 @@ async fn third_connection_of_a_user_is_closed_with_4002() {
     assert_alive(&mut bob2).await;
 
     // A closed connection frees its slot.
-    let open = || node.app.services.metrics.connections_open.get();
+    let open = || node.app.metrics.connections_open.get();
     let before = open();
     first
         .ws
@@ -897,7 +897,7 @@ async fn a_client_that_stops_answering_pings_is_closed_and_a_quiet_one_is_kept()
     let opened = Instant::now();
     let mut quiet = connect(node.addr, &alice.access, Codec::Json).await;
     let mut dead = connect(node.addr, &bob.access, Codec::Json).await;
-    let open = || node.app.services.metrics.connections_open.get();
+    let open = || node.app.metrics.connections_open.get();
     until("both connections to be open", || open() == 2).await;
 
     // `quiet` reads (so its client answers the pings) and sends nothing;
@@ -1006,7 +1006,7 @@ async fn slow_consumer() {
         "RSS grew by {} MiB while flooding a reader that never reads",
         growth >> 20
     );
-    assert_eq!(node.app.services.metrics.slow_consumers.get(), 1);
+    assert_eq!(node.app.metrics.slow_consumers.get(), 1);
 
     // The slow reader got a prefix of the messages, then 4003.
     let mut seen = 0usize;
@@ -1328,6 +1328,6 @@ async fn pipelined_large_replies() {
         "peak RSS grew by {} MiB for a client pipelining without reading",
         peak >> 20
     );
-    assert_eq!(node.app.services.metrics.slow_consumers.get(), 0);
+    assert_eq!(node.app.metrics.slow_consumers.get(), 0);
     assert_alive(&mut a).await;
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use chat_protocol::{now_ms, Presence as PresenceInfo, Status, UserId};
+use chat_protocol::{now_ms, Presence, Status, UserId};
 use tokio::sync::broadcast;
 
 pub mod redis;
@@ -36,16 +36,16 @@ pub struct ConnKey {
 
 /// A presence backend.
 #[async_trait]
-pub trait Presence: Send + Sync + 'static {
+pub trait PresenceStore: Send + Sync + 'static {
     /// A connection of `user` opened.
     async fn connected(&self, user: &UserId, conn: &ConnKey) -> Result<(), PresenceError>;
     /// A connection of `user` closed.
     async fn disconnected(&self, user: &UserId, conn: &ConnKey) -> Result<(), PresenceError>;
     /// The current presence of `users`.
-    async fn query(&self, users: &[UserId]) -> Result<Vec<PresenceInfo>, PresenceError>;
+    async fn query(&self, users: &[UserId]) -> Result<Vec<Presence>, PresenceError>;
     /// Changes of every user this node watches. Bounded: a receiver that
     /// falls behind skips changes (and is told so by `Lagged`).
-    fn changes(&self) -> broadcast::Receiver<PresenceInfo>;
+    fn changes(&self) -> broadcast::Receiver<Presence>;
     /// This node now watches `users` (a backend with pub/sub subscribes).
     async fn watch(&self, users: &[UserId]) -> Result<(), PresenceError>;
     /// This node no longer watches `users`.
@@ -63,7 +63,7 @@ struct UserPresence {
 /// Presence of a single node, in memory.
 pub struct MemoryPresence {
     users: Mutex<HashMap<UserId, UserPresence>>,
-    tx: broadcast::Sender<PresenceInfo>,
+    tx: broadcast::Sender<Presence>,
 }
 
 impl Default for MemoryPresence {
@@ -83,7 +83,7 @@ impl MemoryPresence {
 }
 
 #[async_trait]
-impl Presence for MemoryPresence {
+impl PresenceStore for MemoryPresence {
     async fn connected(&self, user: &UserId, conn: &ConnKey) -> Result<(), PresenceError> {
         let came_online = {
             let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
@@ -91,7 +91,7 @@ impl Presence for MemoryPresence {
             p.conns.insert(conn.clone()) && p.conns.len() == 1
         };
         if came_online {
-            let _ = self.tx.send(PresenceInfo {
+            let _ = self.tx.send(Presence {
                 user: user.clone(),
                 status: Status::Online,
                 last_seen: None,
@@ -117,7 +117,7 @@ impl Presence for MemoryPresence {
             }
         };
         if let Some(ts) = went_offline {
-            let _ = self.tx.send(PresenceInfo {
+            let _ = self.tx.send(Presence {
                 user: user.clone(),
                 status: Status::Offline,
                 last_seen: Some(ts),
@@ -126,22 +126,22 @@ impl Presence for MemoryPresence {
         Ok(())
     }
 
-    async fn query(&self, users: &[UserId]) -> Result<Vec<PresenceInfo>, PresenceError> {
+    async fn query(&self, users: &[UserId]) -> Result<Vec<Presence>, PresenceError> {
         let table = self.users.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(users
             .iter()
             .map(|u| match table.get(u) {
-                Some(p) if !p.conns.is_empty() => PresenceInfo {
+                Some(p) if !p.conns.is_empty() => Presence {
                     user: u.clone(),
                     status: Status::Online,
                     last_seen: None,
                 },
-                Some(p) => PresenceInfo {
+                Some(p) => Presence {
                     user: u.clone(),
                     status: Status::Offline,
                     last_seen: p.last_seen,
                 },
-                None => PresenceInfo {
+                None => Presence {
                     user: u.clone(),
                     status: Status::Offline,
                     last_seen: None,
@@ -150,7 +150,7 @@ impl Presence for MemoryPresence {
             .collect())
     }
 
-    fn changes(&self) -> broadcast::Receiver<PresenceInfo> {
+    fn changes(&self) -> broadcast::Receiver<Presence> {
         self.tx.subscribe()
     }
 

@@ -62,7 +62,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_protocol::{now_ms, Presence as PresenceInfo, Status, UserId};
+use chat_protocol::{now_ms, Presence, Status, UserId};
 use fred::clients::SubscriberClient;
 use fred::error::Error as RedisError;
 use fred::interfaces::{ClientLike, EventInterface, LuaInterface, PubsubInterface};
@@ -72,7 +72,7 @@ use fred::types::{ClusterHash, ConnectHandle, CustomCommand, Message};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{ConnKey, Presence, PresenceError};
+use super::{ConnKey, PresenceError, PresenceStore};
 
 mod lua;
 
@@ -214,7 +214,7 @@ struct Shared {
     server: String,
     local: Mutex<Local>,
     watched: Mutex<HashMap<UserId, Known>>,
-    tx: broadcast::Sender<PresenceInfo>,
+    tx: broadcast::Sender<Presence>,
     recheck: Notify,
     sub_order: tokio::sync::Mutex<()>,
 }
@@ -469,7 +469,7 @@ impl RedisPresence {
 }
 
 #[async_trait]
-impl Presence for RedisPresence {
+impl PresenceStore for RedisPresence {
     async fn connected(&self, user: &UserId, conn: &ConnKey) -> Result<(), PresenceError> {
         let (reply, rx) = oneshot::channel();
         {
@@ -530,7 +530,7 @@ impl Presence for RedisPresence {
         self.shared.wait(rx).await
     }
 
-    async fn query(&self, users: &[UserId]) -> Result<Vec<PresenceInfo>, PresenceError> {
+    async fn query(&self, users: &[UserId]) -> Result<Vec<Presence>, PresenceError> {
         let shared = &self.shared;
         let generations = shared.generations(users);
         let answer = shared.query(users).await;
@@ -554,7 +554,7 @@ impl Presence for RedisPresence {
         answer
     }
 
-    fn changes(&self) -> broadcast::Receiver<PresenceInfo> {
+    fn changes(&self) -> broadcast::Receiver<Presence> {
         self.shared.tx.subscribe()
     }
 
@@ -842,7 +842,7 @@ impl Shared {
     }
 
     /// Reads (and, for a dead node's users, settles) the presence of `users`.
-    async fn observe(&self, users: &[UserId]) -> Vec<Result<PresenceInfo, PresenceError>> {
+    async fn observe(&self, users: &[UserId]) -> Vec<Result<Presence, PresenceError>> {
         let calls: Vec<Call> = users
             .iter()
             .map(|u| self.call(Which::Observe, u, vec![self.channel(u), u.to_string()]))
@@ -854,12 +854,12 @@ impl Shared {
             .map(|(r, user)| {
                 let pair: Vec<i64> = r?.convert().map_err(|e| self.redis_error(&e))?;
                 match pair.as_slice() {
-                    [1, _] => Ok(PresenceInfo {
+                    [1, _] => Ok(Presence {
                         user: user.clone(),
                         status: Status::Online,
                         last_seen: None,
                     }),
-                    [0, seen] => Ok(PresenceInfo {
+                    [0, seen] => Ok(Presence {
                         user: user.clone(),
                         status: Status::Offline,
                         last_seen: u64::try_from(*seen).ok(),
@@ -873,7 +873,7 @@ impl Shared {
             .collect()
     }
 
-    async fn query(&self, users: &[UserId]) -> Result<Vec<PresenceInfo>, PresenceError> {
+    async fn query(&self, users: &[UserId]) -> Result<Vec<Presence>, PresenceError> {
         self.check_connected()?;
         let work = async {
             let mut out = Vec::with_capacity(users.len());
@@ -899,7 +899,7 @@ impl Shared {
 
     /// Records what was learnt about a watched user and tells watchers when
     /// it is news to them.
-    fn observed(&self, info: PresenceInfo, source: Source) {
+    fn observed(&self, info: Presence, source: Source) {
         let mut watched = self.watched();
         let Some(known) = watched.get_mut(&info.user) else {
             return;
@@ -1399,7 +1399,7 @@ async fn listener(
                 let parsed = message
                     .value
                     .as_str()
-                    .and_then(|text| fred::serde_json::from_str::<PresenceInfo>(&text).ok());
+                    .and_then(|text| fred::serde_json::from_str::<Presence>(&text).ok());
                 match parsed {
                     Some(info) => shared.observed(info, Source::Message),
                     None => {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_presence::redis::{RedisPresence, RedisPresenceConfig};
-use chat_presence::{ConnKey, Presence};
-use chat_protocol::{now_ms, Presence as PresenceInfo, Status, UserId};
+use chat_presence::{ConnKey, PresenceStore};
+use chat_protocol::{now_ms, Presence, Status, UserId};
 use chat_testkit::eventually;
 use tokio::sync::broadcast;
 
@@ -187,11 +187,7 @@ async fn node(redis: &RedisServer, name: &str, ttl: Duration) -> RedisPresence {
 async fn alice_online_on_a_seen_from_b(
     redis: &RedisServer,
     ttl: Duration,
-) -> (
-    RedisPresence,
-    RedisPresence,
-    broadcast::Receiver<PresenceInfo>,
-) {
+) -> (RedisPresence, RedisPresence, broadcast::Receiver<Presence>) {
     let a = node(redis, "a", ttl).await;
     let b = node(redis, "b", ttl).await;
     let mut changes = b.changes();
@@ -206,7 +202,7 @@ async fn alice_online_on_a_seen_from_b(
     (a, b, changes)
 }
 
-async fn next_for(rx: &mut broadcast::Receiver<PresenceInfo>, users: &[&str]) -> PresenceInfo {
+async fn next_for(rx: &mut broadcast::Receiver<Presence>, users: &[&str]) -> Presence {
     let wanted: Vec<UserId> = users.iter().map(|u| user(u)).collect();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
@@ -220,14 +216,14 @@ async fn next_for(rx: &mut broadcast::Receiver<PresenceInfo>, users: &[&str]) ->
 }
 
 /// Waits for `name` to be announced with `status`, skipping other changes.
-async fn until(rx: &mut broadcast::Receiver<PresenceInfo>, name: &str, status: Status) {
+async fn until(rx: &mut broadcast::Receiver<Presence>, name: &str, status: Status) {
     let deadline = Instant::now() + DEADLINE;
     while next_for(rx, &[name]).await.status != status {
         assert!(Instant::now() < deadline, "{name} never became {status:?}");
     }
 }
 
-async fn status_of(p: &RedisPresence, name: &str) -> Result<PresenceInfo, String> {
+async fn status_of(p: &RedisPresence, name: &str) -> Result<Presence, String> {
     let mut answer = p.query(&[user(name)]).await.map_err(|e| e.to_string())?;
     answer.pop().ok_or_else(|| "empty answer".to_string())
 }

@@ -12,7 +12,7 @@ fn c(s: &str) -> ConversationId {
 
 #[tokio::test]
 async fn a_changed_owner_tells_the_listeners_of_its_conversations_and_no_one_else() {
-    let directory = Directory::default();
+    let directory = LocalSessions::default();
     let metrics = Metrics::default();
     let interest = Interest::new();
     let alone = Cluster::single("a", 1);

@@ -10,19 +10,9 @@ use std::collections::HashSet;
 use chat_protocol::{Presence, Status, UserId};
 use chat_storage::MessageStore;
 
-use super::{Caller, Dispatch};
+use super::{Caller, Dispatch, Visibility};
 use crate::error::ChatError;
 use crate::msg::{Reply, SessionMsg};
-
-/// Whose presence a user may see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Visibility {
-    /// Users who share a conversation with them (and themselves).
-    #[default]
-    Contacts,
-    /// Anyone.
-    Everyone,
-}
 
 pub(super) fn watch(d: &Dispatch, caller: &Caller, users: Vec<UserId>, reply: Reply) {
     if d.visibility == Visibility::Everyone {

@@ -37,9 +37,9 @@ mod actors {
     use chat_protocol::close_code;
 
     use crate::cluster::Cluster;
-    use crate::conversation::Tuning;
     use crate::msg::SessionHandle;
     use crate::testing::{answer, conversation, request, user, TestConn, TestStore};
+    use crate::tuning::Tuning;
 
     struct Fixture {
         router: ActorRef<RouterMsg>,

@@ -52,7 +52,7 @@ async fn start(limit: usize) -> Fixture {
         node: Arc::from("n1"),
         store: store.dyn_store(),
         presence: memory.clone(),
-        directory: Arc::new(Directory::default()),
+        directory: Arc::new(LocalSessions::default()),
         interest: Arc::new(Interest::new()),
         cluster: Arc::new(Cluster::single("n1", 1)),
         watchers,

@@ -147,7 +147,7 @@ impl TestNode {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = app.clone();
         let task = tokio::spawn(async move {
-            chat_node::app::serve(serving, listener, async move {
+            chat_node::serve::serve(serving, listener, async move {
                 let _ = stopped.await;
             })
             .await

@@ -1,0 +1,124 @@
+//! Serving a started node: its routes, the listener, and the drain when
+//! the shutdown signal (or an operator, or a fatal cluster error) comes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::header;
+use axum::routing::{get, patch, post, put};
+use tokio::net::TcpListener;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::app::{App, NodeError};
+use crate::config::Config;
+use crate::{admin, http, listener, web, ws};
+
+/// The node's routes.
+pub fn routes(app: Arc<App>) -> axum::Router {
+    let body_limit = app.config.limits.max_frame_bytes;
+    axum::Router::new()
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/auth/register", post(http::register))
+        .route("/v1/auth/login", post(http::login))
+        .route("/v1/auth/refresh", post(http::refresh))
+        .route("/v1/auth/logout", post(http::logout))
+        .route(
+            "/v1/conversations/{id}/messages",
+            get(http::history).post(http::send),
+        )
+        .route(
+            "/v1/conversations/{id}/messages/{mid}",
+            patch(http::edit).delete(http::delete),
+        )
+        .route(
+            "/v1/conversations/{id}/messages/{mid}/reactions/{emoji}",
+            put(http::react_on).delete(http::react_off),
+        )
+        .route("/v1/conversations/{id}/changes", get(http::changes))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(http::readyz))
+        .route("/metrics", get(http::metrics))
+        .route("/v1/cluster", get(http::cluster_status))
+        .route("/v1/cluster/nodes", get(web::cluster_nodes))
+        .route("/v1/admin/nodes", get(admin::nodes))
+        .route("/v1/admin/nodes/{name}/drain", post(admin::drain))
+        .route("/v1/admin/users/{id}", get(admin::user))
+        .route("/v1/admin/users/{id}/disconnect", post(admin::disconnect))
+        .route("/v1/admin/users/{id}/suspend", post(admin::suspend))
+        .route("/v1/admin/users/{id}/unsuspend", post(admin::unsuspend))
+        .route("/v1/admin/conversations/{id}", get(admin::conversation))
+        .route("/v1/admin/audit", get(admin::audit_log))
+        .merge(web::routes(&app.config.web))
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            web::Guard::new(&app.config.web),
+            web::guard,
+        ))
+        // Bearer tokens, no cookies: any origin may call the API (a page
+        // served by one node signs in through another when it is down; the
+        // nodes a page may use are bounded by the page, `web`, not here).
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods(Any)
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+        )
+        .with_state(app)
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let app = App::start(config).await?;
+    serve(app, listener, shutdown).await
+}
+
+/// Serves an already started node.
+pub async fn serve(
+    app: Arc<App>,
+    tcp: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let routes = routes(app.clone());
+    let token = app.shutdown.clone();
+    let trigger = app.shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    let (failed_tx, mut failed_rx) = tokio::sync::watch::channel(None::<String>);
+    if let Some((m, _)) = &app.membership {
+        let drain = m.drain_requested();
+        let trigger = app.shutdown.clone();
+        tokio::spawn(async move {
+            drain.await;
+            tracing::warn!("draining at an operator's request");
+            trigger.cancel();
+        });
+        let fatal = m.fatal();
+        let trigger = app.shutdown.clone();
+        tokio::spawn(async move {
+            let why = fatal.await;
+            tracing::error!("{why}; stopping");
+            let _ = failed_tx.send(Some(why));
+            trigger.cancel();
+        });
+    }
+    let bounds = listener::Bounds {
+        header_read_timeout: Duration::from_secs(app.config.listen.header_read_timeout_secs),
+        max_connections_per_ip: app.config.listen.max_connections_per_ip,
+    };
+    listener::serve(tcp, routes, bounds, token).await?;
+    app.drain().await;
+    if let Some(why) = failed_rx.borrow_and_update().clone() {
+        return Err(crate::membership::JoinError::Duplicate(why).into());
+    }
+    Ok(())
+}

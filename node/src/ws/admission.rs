@@ -1,0 +1,64 @@
+//! Admission: a connection attached to its user's session before its
+//! upgrade is answered, so that once a client sees 101, whatever its
+//! conversations accept reaches it live.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chat_actors::conn::{Connection, ConnectionEnd};
+use chat_actors::msg::{RouterMsg, SessionHandle, SessionMsg};
+use chat_actors::ChatError;
+use chat_protocol::{close_code, Codec};
+
+use crate::app::App;
+use crate::auth::Claims;
+
+/// A connection attached to its user's session before its upgrade, or the
+/// close code and reason it gets instead.
+pub(super) struct Admitted {
+    pub(super) id: u64,
+    pub(super) conn: Connection,
+    pub(super) end: ConnectionEnd,
+    pub(super) attached: Result<Attachment, (u16, String)>,
+}
+
+/// Detaches the connection from its session when dropped: when it ends, or
+/// when its upgrade never completes.
+pub(super) struct Attachment {
+    pub(super) session: SessionHandle,
+    conn: u64,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let _ = self.session.send(SessionMsg::Detach { conn: self.conn });
+    }
+}
+
+/// Attaches a new connection of `claims`' user to its session.
+pub(super) async fn admit(app: Arc<App>, claims: Claims, codec: Codec) -> Admitted {
+    let limits = &app.config.limits;
+    let id = app.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (conn, end) = Connection::new(id, codec, limits.outbound_queue, limits.outbound_bytes);
+    let conn = conn.signed_in(claims.sid.as_deref().map(Arc::from));
+    let attached = ractor::call!(app.router, |reply| RouterMsg::Connect {
+        user: claims.sub.clone(),
+        conn: conn.clone(),
+        reply,
+    });
+    let attached = match attached {
+        Ok(Ok(session)) => Ok(Attachment { session, conn: id }),
+        Ok(Err(ChatError::TooManyConnections)) => Err((
+            close_code::TOO_MANY_CONNECTIONS,
+            "too many connections".to_string(),
+        )),
+        Ok(Err(e)) => Err((1011, e.to_string())),
+        Err(_) => Err((close_code::GOING_AWAY, "node is shutting down".to_string())),
+    };
+    Admitted {
+        id,
+        conn,
+        end,
+        attached,
+    }
+}
