@@ -109,6 +109,9 @@
 //! writes and its domain traits.
 //! The embedded store is used only through the face it exposes for this
 //! (see [`super::embedded`]).
+//!
+//! [`StoreError::Conflict`]: crate::StoreError::Conflict
+//! [`StoreError::Corrupt`]: crate::StoreError::Corrupt
 
 mod apply;
 mod link;
