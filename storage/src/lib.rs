@@ -64,8 +64,9 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// Locks `m`: a panic elsewhere while it was held (a bug already reported)
-/// leaves data no worse than before, so every store goes on with it.
+/// Locks `m` even if a panic elsewhere poisoned it: what the stores guard
+/// with a mutex (caches of rows written, op-log marks, a result slot) stays
+/// usable, and the panic is reported where it happened.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
