@@ -31,6 +31,7 @@ check protocol \
   "codec message presence" \
   "conversation limits" \
   "frame" \
+  "request" \
   "peer"
 
 # storage/: what the store keeps, by kind; leases over history; the two

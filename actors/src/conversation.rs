@@ -26,7 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_protocol::peer::ConversationRequest;
+use chat_protocol::request::ConversationRequest;
 use chat_protocol::{
     now_ms, ClientMsgId, Conversation, ConversationId, ConversationKind, IdGenerator, Message,
     MessageId, MessageKind, OkReply, Role, ServerFrame, SharedFrame, UserId,

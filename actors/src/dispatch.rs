@@ -15,7 +15,7 @@
 //! conversation's id), [`conversation_list`] (the `conversations` list), [`watch`] (presence
 //! watches).
 
-use chat_protocol::peer::ConversationRequest;
+use chat_protocol::request::ConversationRequest;
 use chat_protocol::{ClientFrame, OkReply};
 
 use crate::error::ChatError;

@@ -18,7 +18,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chat_protocol::peer::{ConversationRequest, PeerMsg};
+use chat_protocol::peer::PeerMsg;
+use chat_protocol::request::ConversationRequest;
 use chat_protocol::{Message, MessageId, OkReply, SharedFrame, UserId};
 use chat_storage::replicated::ReplicatedOp;
 use chat_storage::StoreError;

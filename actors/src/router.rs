@@ -56,7 +56,7 @@ const REPLICATION_DEADLINE: Duration = Duration::from_secs(5);
 /// Requests in flight to one peer; past this, new ones fail at once rather
 /// than queue in ractor_cluster's unbounded channels.
 const MAX_IN_FLIGHT_PER_PEER: usize = 20_000;
-/// The same, in bytes ([`chat_protocol::peer::ConversationRequest::weight`]):
+/// The same, in bytes ([`chat_protocol::request::ConversationRequest::weight`]):
 /// 20,000 sends of the largest body would otherwise hold hundreds of MiB for
 /// a peer that stopped answering.
 const MAX_IN_FLIGHT_BYTES_PER_PEER: usize = 32 << 20;
@@ -118,7 +118,7 @@ struct RemoteRequest {
     reply: Reply,
     peer: Arc<str>,
     deadline: Instant,
-    /// Its [`chat_protocol::peer::ConversationRequest::weight`], given back to the
+    /// Its [`chat_protocol::request::ConversationRequest::weight`], given back to the
     /// peer's budget.
     weight: usize,
 }

@@ -124,7 +124,7 @@ impl RunningConversations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chat_protocol::peer::ConversationRequest;
+    use chat_protocol::request::ConversationRequest;
     use chat_protocol::UserId;
 
     /// Stands in for a conversation actor: takes any message.

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use chat_protocol::peer::ConversationRequest;
+use chat_protocol::request::ConversationRequest;
 use chat_protocol::{now_ms, Codec, ConversationId, Message, OkReply, ServerFrame, UserId};
 use chat_storage::embedded::{Durability, EmbeddedStore};
 use chat_storage::{AccountStore, HistoryStore, MessageStore, PageQuery, UserRecord};

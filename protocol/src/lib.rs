@@ -23,6 +23,7 @@ pub mod limits;
 pub mod message;
 pub mod peer;
 pub mod presence;
+pub mod request;
 
 pub use codec::{Codec, DecodeError};
 pub use conversation::{Conversation, ConversationKind, ConversationSummary, Member, Role};

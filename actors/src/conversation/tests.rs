@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chat_protocol::peer::ConversationRequest;
+use chat_protocol::request::ConversationRequest;
 use chat_protocol::{ClientMsgId, ConversationKind, MessageKind, ServerFrame};
 use chat_storage::ConversationStore;
 use ractor::Actor;

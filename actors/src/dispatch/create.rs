@@ -2,7 +2,7 @@
 //! A direct conversation's id is a function of its two members, so asking
 //! twice (from any node) reaches the one actor that knows it exists.
 
-use chat_protocol::peer::ConversationRequest;
+use chat_protocol::request::ConversationRequest;
 use chat_protocol::{ClientFrame, ConversationId, ConversationKind};
 
 use super::{Caller, Dispatch};

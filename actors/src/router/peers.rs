@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use chat_protocol::peer::{ConnRef, ConversationRequest, NodeStats, PeerMsg, TraceParent};
+use chat_protocol::peer::{ConnRef, NodeStats, PeerMsg, TraceParent};
+use chat_protocol::request::ConversationRequest;
 use chat_protocol::{ConversationId, OkReply, UserId};
 use ractor::ActorRef;
 

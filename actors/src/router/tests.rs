@@ -30,7 +30,7 @@ mod actors {
     use std::time::Duration;
 
     use chat_presence::MemoryPresence;
-    use chat_protocol::peer::ConversationRequest;
+    use chat_protocol::request::ConversationRequest;
     use chat_protocol::{ClientMsgId, ConversationKind, Limits, MessageKind, OkReply};
 
     use super::*;

@@ -327,7 +327,7 @@ fn reservation(frame: &ClientFrame, limits: &chat_protocol::Limits) -> usize {
         }
         // A member is an id of at most 64 bytes and a role.
         ClientFrame::Members { limit, .. } => {
-            limit.unwrap_or(chat_protocol::peer::DEFAULT_MEMBERS_PAGE) as usize * 96 + SMALL
+            limit.unwrap_or(chat_protocol::request::DEFAULT_MEMBERS_PAGE) as usize * 96 + SMALL
         }
         _ => SMALL,
     }
