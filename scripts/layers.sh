@@ -25,7 +25,8 @@ check() {
 }
 
 # protocol/: leaves; the objects and the codecs; what holds objects and the
-# limits on them; the client frames; the frames between nodes.
+# limits on them; the client frames; a request to a conversation, local or
+# remote; the frames between nodes.
 check protocol \
   "error ids" \
   "codec message presence" \
