@@ -1,0 +1,152 @@
+use clap::Parser;
+
+use super::{Comparison, RunReport, StepReport, Summary};
+use crate::cli::RunArgs;
+use crate::cpu::CpuWindow;
+
+fn rooms_run(target: &str, fixed: &[(f64, bool, f64)]) -> RunReport {
+    let args = RunArgs::try_parse_from(["chat-bench"]).unwrap();
+    let mut r = RunReport::new(&args, &[]);
+    r.target = target.into();
+    r.fixed = fixed
+        .iter()
+        .map(|&(rate, kept_up, us)| StepReport {
+            rate_per_user: rate,
+            senders: 1000,
+            offered_msgs_per_s: rate * 1000.0,
+            accepted: 100,
+            expected_deliveries: 900,
+            kept_up,
+            server_cpu_s: Some(1.0),
+            server_cpu_us_per_delivery: Some(us),
+            server_cpu_share: Some(0.5),
+            ..StepReport::default()
+        })
+        .collect();
+    r
+}
+
+fn cpu_line(s: &Summary) -> &Comparison {
+    s.comparisons
+        .iter()
+        .find(|c| c.metric == "rooms: server CPU us per delivery")
+        .expect("the CPU line")
+}
+
+#[test]
+fn compares_cpu_per_delivery_at_the_standard_rate() {
+    let rates = |us: f64| {
+        [
+            (1.0, true, us * 2.0),
+            (2.5, true, us * 1.5),
+            (5.27, true, us),
+        ]
+    };
+    let s = Summary::of(vec![
+        rooms_run("chat", &rates(10.0)),
+        rooms_run("socketio", &rates(60.0)),
+        rooms_run("ceiling", &rates(8.0)),
+        rooms_run("centrifugo", &rates(25.0)),
+    ]);
+    let c = cpu_line(&s);
+    assert_eq!(c.chat, Some(10.0));
+    assert_eq!(c.centrifugo, Some(25.0));
+    assert_eq!(c.vs_ceiling, Some(1.25));
+    assert!(c.note.as_deref().unwrap().contains("5.27"));
+    let met: Vec<Option<bool>> = s
+        .checks
+        .iter()
+        .filter(|c| c.target.starts_with("rooms: server CPU per delivery"))
+        .map(|c| c.met)
+        .collect();
+    // <= 1.25x the ceiling (1.25: met), <= half of Centrifugo's (0.4:
+    // met), <= a fifth of Socket.IO's (0.167: met).
+    assert_eq!(met, vec![Some(true), Some(true), Some(true)]);
+    assert!(s.table().contains("centrifugo"));
+}
+
+#[test]
+fn sets_chat_against_the_ceiling_fsyncing_its_history() {
+    let mut floor = rooms_run("ceiling", &[(5.27, true, 12.0)]);
+    floor.storage = "journal".into();
+    let s = Summary::of(vec![
+        rooms_run("chat", &[(5.27, true, 18.0)]),
+        rooms_run("ceiling", &[(5.27, true, 8.0)]),
+        // Last, so a summary that took the last ceiling run for the bare
+        // one would compare against it.
+        floor,
+    ]);
+    assert_eq!(cpu_line(&s).ceiling, Some(8.0), "the bare ceiling");
+    let f = s
+        .comparisons
+        .iter()
+        .find(|c| c.metric.contains("ceiling fsyncing its history"))
+        .expect("the floor line");
+    assert_eq!(
+        (f.chat, f.ceiling, f.vs_ceiling),
+        (Some(18.0), Some(12.0), Some(1.5))
+    );
+    assert!(
+        s.notes.iter().any(|n| n.contains("(1.50x)")),
+        "{:?}",
+        s.notes
+    );
+}
+
+#[test]
+fn falls_back_to_the_highest_rate_every_target_kept_up() {
+    let s = Summary::of(vec![
+        rooms_run(
+            "chat",
+            &[(1.0, true, 20.0), (2.5, true, 15.0), (5.27, false, 9.0)],
+        ),
+        rooms_run(
+            "socketio",
+            &[(1.0, true, 90.0), (2.5, true, 70.0), (5.27, true, 60.0)],
+        ),
+    ]);
+    let c = cpu_line(&s);
+    assert_eq!((c.chat, c.socketio), (Some(15.0), Some(70.0)));
+    assert!(c.note.as_deref().unwrap().contains("2.5 msgs/s"));
+    assert_eq!(c.ceiling, None);
+    let ceiling = s
+        .checks
+        .iter()
+        .find(|c| c.target.contains("ceiling's") && c.target.contains("CPU"))
+        .unwrap();
+    assert_eq!(ceiling.met, None, "not measured");
+}
+
+#[test]
+fn a_harness_bound_window_is_never_compared_or_a_peak() {
+    let mut chat = rooms_run("chat", &[(1.0, true, 20.0), (5.27, true, 9.0)]);
+    chat.fixed[1].harness_bound = true;
+    assert!(!chat.fixed[1].counts());
+    let s = Summary::of(vec![
+        chat,
+        rooms_run("ceiling", &[(1.0, true, 10.0), (5.27, true, 5.0)]),
+    ]);
+    assert_eq!(cpu_line(&s).chat, Some(20.0));
+    assert!(s.notes.iter().any(|n| n.contains("harness-bound")));
+}
+
+#[test]
+fn add_cpu_marks_a_busy_harness() {
+    let mut st = StepReport::default();
+    let w = CpuWindow {
+        secs: 10.0,
+        server_cpu_s: Some(4.0),
+        server_cpu_s_by_pid: vec![4.0],
+        server_kernel_s: Some(1.0),
+        harness_cpu_s: Some(9.0),
+        deliveries: 400_000,
+    };
+    st.add_cpu(&w, 1, 1, 0.85);
+    assert_eq!(st.server_cpu_us_per_delivery, Some(10.0));
+    assert_eq!(st.server_kernel_us_per_delivery, Some(2.5));
+    assert_eq!(st.server_cpu_share, Some(0.4));
+    assert_eq!(st.harness_cpu_share, Some(0.9));
+    assert!(st.harness_bound);
+    st.add_cpu(&w, 1, 2, 0.85);
+    assert!(!st.harness_bound, "9 s of 2 cores over 10 s is 45%");
+}
