@@ -489,7 +489,9 @@ function Composer(props: { chat: Chat; c: Conversation; replyTo: Message | null;
   const { chat, c, replyTo, editing, done } = props;
   const [text, setText] = useState("");
   const input = useRef<HTMLTextAreaElement>(null);
-  useEffect(() => {
+  // Before the browser paints, not after: text typed right after "Edit"
+  // (a fast user, a test) must not be overwritten by the old body.
+  useLayoutEffect(() => {
     if (editing) setText(editing.body);
     input.current?.focus();
   }, [editing, replyTo]);

@@ -138,6 +138,10 @@ test("two users on two nodes chat both ways, with typing, receipts and presence"
   // Edit, reply (quoting), mention, delete: the other side sees each.
   await alice.hover("[data-testid=message]:has-text('hello bob')");
   await alice.click("[data-testid=message]:has-text('hello bob') button:has-text('Edit')");
+  // As a person does: edit once the composer holds the message to edit.
+  await alice.waitForSelector(".composer .context:has-text('Editing your message')");
+  await eventually("the composer holds the old body", async () =>
+    (await alice.inputValue("[data-testid=composer]")) === "hello bob");
   await alice.fill("[data-testid=composer]", "hello bob, edited");
   await alice.press("[data-testid=composer]", "Enter");
   await bob.waitForSelector("[data-testid=message]:has-text('hello bob, edited') .edited");
