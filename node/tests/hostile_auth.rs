@@ -14,7 +14,6 @@ use common::procs::{NodeProc, Site};
 use common::target::Target;
 use common::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
 const SECRET: &str = "hostile-auth-secret-hostile-auth-secret!";
@@ -31,30 +30,15 @@ async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
 async fn post_from(source: IpAddr, addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(source, 0)).unwrap();
-    let mut s = socket.connect(addr).await.unwrap();
+    let s = socket.connect(addr).await.unwrap();
     let body = body.to_string();
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    (status, json)
+    let (status, _, text) = exchange(s, &req).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 fn login_body(name: &str, password: &str) -> Value {

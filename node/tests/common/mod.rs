@@ -247,7 +247,7 @@ pub async fn http_full(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Vec<(String, String)>, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let s = TcpStream::connect(addr).await.unwrap();
     let body = body.unwrap_or("");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -256,6 +256,14 @@ pub async fn http_full(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
+    exchange(s, &req).await
+}
+
+/// Writes a whole HTTP/1.1 request (made with `Connection: close`) on `s`
+/// and reads the answer to its end: (status, headers with lower-cased
+/// names, body, de-chunked). Tests that need their own request line,
+/// headers or source address build the request and the socket themselves.
+pub async fn exchange(mut s: TcpStream, req: &str) -> (u16, Vec<(String, String)>, String) {
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
