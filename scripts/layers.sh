@@ -29,7 +29,7 @@ check() {
 # remote; the frames between nodes.
 check protocol \
   "error ids" \
-  "codec message presence" \
+  "codec message notify presence" \
   "conversation limits" \
   "frame" \
   "request" \
@@ -39,7 +39,7 @@ check protocol \
 # backends and the conformance suite (which sees only the trait); the
 # replicated store over the embedded one.
 check storage \
-  "accounts conversations history moderation" \
+  "accounts conversations history moderation notifications outbox people" \
   "leases" \
   "conformance embedded scylladb" \
   "replicated"
@@ -68,10 +68,10 @@ check actors \
 check node \
   "auth gate origin" \
   "config" \
-  "membership error listener health telemetry" \
+  "membership error listener health notifier telemetry" \
   "app" \
   "http ws web" \
-  "admin" \
+  "admin notifications people" \
   "serve" \
   "operator"
 

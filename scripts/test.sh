@@ -46,7 +46,7 @@ if [ "${1:-}" = "--quick" ]; then
   cargo test -p chat-protocol --tests
   cargo test -p chat-storage --test embedded --test replicated
   cargo test -p chat-node --test chat --test guarantees --test http_api --test lifecycle \
-    --test abuse --test hostile --test hostile_pages --test hostile_auth
+    --test abuse --test hostile --test hostile_pages --test hostile_auth --test notifications
   exit 0
 fi
 
@@ -54,8 +54,10 @@ fi
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
-# scripts/layers.sh reads the crates' imports with a Python script.
+# scripts/layers.sh reads the crates' imports with a Python script; the
+# push-service stand-in of the notification tests runs in a virtualenv.
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 # The web app's tests: Debian's chromium (driven by playwright-core from
 # npm), with an emoji font so that screenshots show reactions.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
@@ -93,6 +95,13 @@ bash scripts/otelcol.sh build
 log "Centrifugo for the bench's smoke test (scripts/centrifugo.sh build)"
 bash scripts/centrifugo.sh build
 
+# The notification tests mail through a real SMTP server (Mailpit, go
+# install; cached) and push to a stand-in that decrypts with Python's
+# http-ece (a cached virtualenv).
+log "Mailpit and the push-service stand-in (scripts/mailpit.sh, scripts/push-service.sh)"
+bash scripts/mailpit.sh build
+bash scripts/push-service.sh python
+
 log "starting a CQL server (scripts/cql.sh)"
 CQL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-cql.XXXXXX")
 OUT=$(mktemp "${TMPDIR:-/tmp}/chat-test-out.XXXXXX")
@@ -122,7 +131,8 @@ if [ "$#" -eq 0 ]; then
   log "node suites on the ScyllaDB backend (CHAT_TEST_STORAGE=scylla)"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node \
     --test guarantees --test chat --test http_api --test abuse --test cluster --test lifecycle \
-    --test live_delivery --test hostile_pages 2>&1 | tee -a "$OUT"
+    --test live_delivery --test hostile_pages --test notifications --test notifications_mail \
+    2>&1 | tee -a "$OUT"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test process kill_9 2>&1 | tee -a "$OUT"
 
   log "storage conformance, per backend"

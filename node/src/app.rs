@@ -12,6 +12,8 @@ use chat_actors::metrics::Metrics;
 use chat_actors::msg::RouterMsg;
 use chat_actors::router::Router;
 use chat_actors::{Services, Tuning};
+use chat_notify::metrics::NotifyMetrics;
+use chat_notify::push::PushSender;
 use chat_presence::redis::{RedisPresence, RedisPresenceConfig};
 use chat_presence::{MemoryPresence, PresenceError, PresenceStore};
 use chat_protocol::UserId;
@@ -64,6 +66,12 @@ pub struct App {
     pub next_conn: AtomicU64,
     /// Store kept by its concrete type for closing.
     pub(crate) opened: OpenStore,
+    /// Web Push: the cluster's VAPID key and the sender.
+    pub push: Arc<PushSender>,
+    /// The links mails carry (and the check of unsubscribe links).
+    pub links: Arc<chat_notify::links::Links>,
+    /// The notification outbox's worker, awaited when draining.
+    pub(crate) notifier: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Cluster membership and the claim on this node's name and id, when
     /// clustered.
     pub(crate) membership: Option<(Membership, NodeClaim)>,
@@ -120,6 +128,9 @@ pub enum NodeError {
     /// Serving failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// Notifications could not be set up (a bad VAPID key).
+    #[error("notifications: {0}")]
+    Notify(String),
 }
 
 impl App {
@@ -242,6 +253,48 @@ impl App {
         services.metrics.register(&mut registry);
         let health = Health;
         health.register(&mut registry);
+        let notify_metrics = NotifyMetrics::register(&mut registry);
+        let vapid = crate::notifier::vapid(
+            &config.notifications,
+            store.shared().as_ref(),
+            &config.node.data_dir,
+        )
+        .await
+        .map_err(NodeError::Notify)?;
+        if replica.is_some() && config.notifications.push.vapid_private_key.is_none() {
+            tracing::warn!(
+                "a cluster without ScyllaDB and without notifications.push.vapid_private_key: \
+                 each node signs pushes with its own VAPID key, so a browser subscribed \
+                 through one node rejects pushes from the others; set the same key on every node"
+            );
+        }
+        let push = Arc::new(PushSender::new(
+            Arc::new(vapid),
+            config.notifications.push.allow_loopback_http,
+        ));
+        let links = Arc::new(
+            crate::notifier::links(
+                &config.notifications,
+                store.shared().as_ref(),
+                &config.node.data_dir,
+            )
+            .await
+            .map_err(NodeError::Notify)?,
+        );
+        let mailer = crate::notifier::mailer(&config.notifications).map_err(NodeError::Notify)?;
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let notifier = crate::notifier::start(
+            &config.notifications,
+            services.store.clone(),
+            services.presence.clone(),
+            &services.cluster,
+            push.clone(),
+            mailer,
+            links.clone(),
+            notify_metrics,
+            async move { stop.cancelled().await },
+        );
         let dispatch = services.dispatch(router.clone(), config.presence.visible_to.into());
         let revoked = router.clone();
         auth.on_login_revoked(move |user, login| {
@@ -260,12 +313,15 @@ impl App {
             auth,
             registry,
             health,
-            shutdown: CancellationToken::new(),
+            shutdown,
             connections: TaskTracker::new(),
             // Connection ids embed the node id, so a connection is named
             // cluster-wide (a send's own connection is skipped on any node).
             next_conn: AtomicU64::new((u64::from(node_id) << 48) + 1),
             opened: store,
+            push,
+            links,
+            notifier: std::sync::Mutex::new(notifier),
             membership,
         });
         Health::watch(Arc::downgrade(&app), |app: &App| {
@@ -292,6 +348,15 @@ impl App {
             tracing::warn!(error = %e, "router drain failed");
         }
         self.router.stop(None);
+        let notifier = self
+            .notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(notifier) = notifier {
+            // It stops at the shutdown signal, after the job in hand.
+            let _ = tokio::time::timeout(Duration::from_secs(15), notifier).await;
+        }
         if let Some((m, _)) = &self.membership {
             m.stop();
         }

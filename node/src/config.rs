@@ -373,6 +373,8 @@ pub struct Config {
     pub admin: AdminSection,
     /// Traces.
     pub telemetry: TelemetrySection,
+    /// Notifications for people who are away.
+    pub notifications: chat_notify::NotifyConfig,
     /// Delays that tests set to widen failure windows; never in production.
     pub faults: FaultsSection,
 }

@@ -32,7 +32,7 @@ type HttpResult<T> = Result<T, HttpError>;
 /// Reads and parses a JSON body, with our error format, within the body
 /// deadline: a client that sends its headers and then withholds or trickles
 /// the body is cut off instead of holding the connection.
-async fn json_body<T: DeserializeOwned>(app: &App, body: Body) -> HttpResult<T> {
+pub(crate) async fn json_body<T: DeserializeOwned>(app: &App, body: Body) -> HttpResult<T> {
     let limit = app.config.limits.max_frame_bytes;
     let secs = app.config.listen.body_read_timeout_secs;
     let read = axum::body::to_bytes(body, limit);

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
-use axum::routing::{get, patch, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use tokio::net::TcpListener;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::app::{App, NodeError};
 use crate::config::Config;
-use crate::{admin, http, listener, web, ws};
+use crate::{admin, http, listener, notifications, people, web, ws};
 
 /// The node's routes.
 pub fn routes(app: Arc<App>) -> axum::Router {
@@ -37,6 +37,33 @@ pub fn routes(app: Arc<App>) -> axum::Router {
             put(http::react_on).delete(http::react_off),
         )
         .route("/v1/conversations/{id}/changes", get(http::changes))
+        .route(
+            "/v1/conversations/{id}/notifications",
+            put(notifications::put_conversation),
+        )
+        .route(
+            "/v1/me/notifications",
+            get(notifications::settings).put(notifications::put_settings),
+        )
+        .route(
+            "/v1/me/push-subscriptions",
+            get(notifications::subscriptions).post(notifications::subscribe),
+        )
+        .route(
+            "/v1/me/push-subscriptions/{id}",
+            delete(notifications::unsubscribe),
+        )
+        .route(
+            "/v1/push/vapid-public-key",
+            get(notifications::vapid_public_key),
+        )
+        .route(
+            "/v1/notifications/unsubscribe",
+            get(notifications::unsubscribe_email).post(notifications::unsubscribe_email),
+        )
+        .route("/v1/me", get(people::me))
+        .route("/v1/me/email", put(people::put_email))
+        .route("/v1/auth/verify-email", post(people::verify_email))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))

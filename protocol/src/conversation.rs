@@ -139,6 +139,22 @@ impl Conversation {
     }
 }
 
+impl ConversationKind {
+    /// The notification setting of a member who never chose one: channels
+    /// notify only mentions, where a broadcast would otherwise ring
+    /// everyone.
+    pub fn default_notify(self) -> crate::notify::ConversationNotify {
+        use crate::notify::{ConversationNotify, NotifyLevel};
+        ConversationNotify {
+            level: match self {
+                ConversationKind::Channel => NotifyLevel::Mentions,
+                _ => NotifyLevel::All,
+            },
+            muted_until: None,
+        }
+    }
+}
+
 /// An entry of the `conversations` reply: the conversation, its newest message
 /// and how many messages the reader has not read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +171,10 @@ pub struct ConversationSummary {
     /// Of those, the ones that mention the reader.
     #[serde(default)]
     pub mentions: u64,
+    /// What of it notifies the reader (added in 1.2; absent from older
+    /// servers' lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::ConversationNotify>,
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod frame;
 pub mod ids;
 pub mod limits;
 pub mod message;
+pub mod notify;
 pub mod peer;
 pub mod presence;
 pub mod request;

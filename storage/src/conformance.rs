@@ -7,7 +7,8 @@
 //! cluster of a test environment), and several checks may run at once.
 //!
 //! One file per domain holds that domain's checks (`history.rs`,
-//! `conversations.rs`, `accounts.rs`, `moderation.rs`; `isolation.rs` for
+//! `conversations.rs`, `accounts.rs`, `moderation.rs`, `notifications.rs`,
+//! `outbox.rs`, `people.rs`; `isolation.rs` for
 //! what spans them), built with `fixtures.rs`; this file runs them all and names them for each
 //! backend's tests ([`conformance_tests!`](crate::conformance_tests)). A new
 //! check goes in its domain's file, in [`run_all`] and in that macro's list.
@@ -20,6 +21,9 @@ mod fixtures;
 mod history;
 mod isolation;
 mod moderation;
+mod notifications;
+mod outbox;
+mod people;
 
 pub use accounts::{
     check_login_state, check_refresh_revocation, check_refresh_rotation, check_users,
@@ -33,6 +37,11 @@ pub use history::{
 };
 pub use isolation::check_prefix_isolation;
 pub use moderation::check_user_flags_and_audit;
+pub use notifications::{
+    check_conversation_notify, check_notification_settings, check_push_subscriptions,
+};
+pub use outbox::{check_digest_items, check_jobs, check_notify_marks};
+pub use people::check_emails_and_tokens;
 
 /// Runs every check of this module.
 pub async fn run_all(store: &dyn MessageStore) {
@@ -54,6 +63,13 @@ pub async fn run_all(store: &dyn MessageStore) {
     check_message_updates(store).await;
     check_changes_across_rev_blocks(store).await;
     check_user_flags_and_audit(store).await;
+    check_notification_settings(store).await;
+    check_conversation_notify(store).await;
+    check_push_subscriptions(store).await;
+    check_notify_marks(store).await;
+    check_jobs(store).await;
+    check_digest_items(store).await;
+    check_emails_and_tokens(store).await;
 }
 
 /// One test per check of this suite, in a module named after the backend,
@@ -74,7 +90,10 @@ macro_rules! conformance_tests {
                 check_prefix_isolation, check_count_unread, check_conversations,
                 check_read_markers, check_users, check_refresh_rotation,
                 check_refresh_revocation, check_login_state, check_message_updates,
-                check_changes_across_rev_blocks, check_user_flags_and_audit);
+                check_changes_across_rev_blocks, check_user_flags_and_audit,
+                check_notification_settings, check_conversation_notify,
+                check_push_subscriptions, check_notify_marks, check_jobs,
+                check_digest_items, check_emails_and_tokens);
         }
     };
     (@each $open:expr; $($check:ident),*) => {

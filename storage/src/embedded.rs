@@ -65,6 +65,10 @@ mod history;
 mod keys;
 mod keyspaces;
 mod moderation;
+mod notifications;
+mod outbox;
+mod people;
+mod registers;
 mod store;
 mod txn;
 mod writer;
@@ -74,6 +78,7 @@ pub use store::{Durability, EmbeddedStore};
 pub(crate) use accounts::{RefreshEffect, RefreshToken};
 pub(crate) use keys::{decode_u64, key_of, split_part};
 pub(crate) use keyspaces::ReplicaTable;
+pub(crate) use registers::Writes;
 pub(crate) use txn::Txn;
 
 use crate::LeaseStore;

@@ -32,6 +32,11 @@ pub use history::{
 };
 pub use leases::{Lease, LeaseGrant, LeaseStore};
 pub use moderation::{AuditEntry, ModerationStore, UserFlag, UserFlags};
+pub use notifications::NotificationStore;
+pub use outbox::{
+    outbox_shard, DeadJob, DigestItem, Job, Mark, NotifyCursor, OutboxStore, OUTBOX_SHARDS,
+};
+pub use people::{EmailAddress, EmailToken, PeopleStore, TokenPurpose};
 
 pub mod accounts;
 #[cfg(feature = "conformance")]
@@ -41,6 +46,9 @@ pub mod embedded;
 pub mod history;
 pub mod leases;
 pub mod moderation;
+pub mod notifications;
+pub mod outbox;
+pub mod people;
 pub mod replicated;
 pub mod scylladb;
 
@@ -83,7 +91,15 @@ pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
 /// its trait here and to each backend, not growing one trait of everything.
 /// `Arc<dyn MessageStore>` calls any domain's methods.
 pub trait MessageStore:
-    HistoryStore + ConversationStore + AccountStore + LeaseStore + ModerationStore + 'static
+    HistoryStore
+    + ConversationStore
+    + AccountStore
+    + LeaseStore
+    + ModerationStore
+    + NotificationStore
+    + OutboxStore
+    + PeopleStore
+    + 'static
 {
 }
 
@@ -93,6 +109,9 @@ impl<T> MessageStore for T where
         + AccountStore
         + LeaseStore
         + ModerationStore
+        + NotificationStore
+        + OutboxStore
+        + PeopleStore
         + ?Sized
         + 'static
 {

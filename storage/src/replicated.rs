@@ -84,6 +84,13 @@
 //!   applied already, can never be mistaken for the reuse of a used token
 //!   and revoke its family, as replaying the call would. Failed rotations
 //!   write nothing and log nothing.
+//! - **notification settings, push subscriptions, outbox jobs, digests,
+//!   dead letters, e-mail addresses and mailed tokens**: last-writer-wins
+//!   registers, one per key (`registers.rs`), versioned like the
+//!   conversation registers; deletes are kept as versions, so a delete
+//!   that arrives before its put still wins. **Notification cursors**:
+//!   max. The outbox's *marks* are not replicated: every node marks its own
+//!   copy when it applies a message write, and its worker clears its own.
 //!
 //! # Limits
 //!
@@ -91,6 +98,10 @@
 //!   body of a deleted message stays in the append op that brought it.
 //!   Trimming what every node holds, with a snapshot transfer for a node
 //!   whose gap has been trimmed, is future work.
+//! - The versions of deleted registers (a job done, a digest mailed) are
+//!   kept for good, like the op log.
+//! - A mailed token taken on two nodes cut off from each other works on
+//!   both (each store takes it once); on ScyllaDB a transaction decides.
 //! - A node that loses its disk must come back under a new name: with the
 //!   old one, its new ops would reuse seqs its peers hold with other
 //!   content. Such a clash is detected ([`StoreError::Corrupt`] from
@@ -115,10 +126,13 @@
 
 mod apply;
 mod link;
+mod notifications;
 mod op_log;
 mod pull;
 mod receive;
+mod registers;
 mod store;
+mod version;
 
 pub use link::{ReplicaLink, ReplicatedOp};
 pub use store::ReplicatedStore;

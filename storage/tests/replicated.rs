@@ -22,6 +22,9 @@ use chat_storage::{
 };
 use tempfile::TempDir;
 
+#[path = "replicated/notify.rs"]
+mod notify;
+
 // ---------------------------------------------------------------------------
 // Nodes and links
 
@@ -430,6 +433,7 @@ struct State {
     client_msg_ids: Vec<Option<MessageId>>,
     users: Vec<(UserId, Option<UserRecord>, UserFlags, Vec<ConversationId>)>,
     audit: Vec<AuditEntry>,
+    notify: notify::NotifyState,
 }
 
 #[derive(Debug, PartialEq)]
@@ -461,6 +465,12 @@ async fn state(store: &dyn MessageStore, seen: &Mutex<Seen>) -> State {
         client_msg_ids: Vec::new(),
         users: Vec::new(),
         audit: store.audit(usize::MAX).await.expect("audit"),
+        notify: notify::notify_state(
+            store,
+            &users.iter().cloned().collect::<Vec<_>>(),
+            &conversations.iter().cloned().collect::<Vec<_>>(),
+        )
+        .await,
     };
     for id in conversations {
         let all = PageQuery::new(None, None, 1_000_000);

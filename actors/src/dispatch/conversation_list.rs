@@ -71,6 +71,12 @@ async fn list_conversations(
     entries.sort_by_key(|e| std::cmp::Reverse(e.0));
     more |= entries.len() > limit;
     entries.truncate(limit);
+    // The member's own settings, read once for the whole list.
+    let notifies: std::collections::HashMap<_, _> = store
+        .conversation_notifies(user)
+        .await?
+        .into_iter()
+        .collect();
     let mut out = Vec::with_capacity(entries.len());
     let mut weight = 0usize;
     for (_, conversation, last_message) in entries {
@@ -97,6 +103,12 @@ async fn list_conversations(
             last_message: last_message.map(|m| m.for_clients().into_owned()),
             unread,
             mentions,
+            notify: Some(
+                notifies
+                    .get(&conversation.id)
+                    .copied()
+                    .unwrap_or_else(|| conversation.kind.default_notify()),
+            ),
         };
         weight = weight.saturating_add(summary_weight(&summary));
         if weight > limits::MAX_PAGE_BYTES && !out.is_empty() {

@@ -4,7 +4,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cluster;
+pub mod mailpit;
 pub mod procs;
+pub mod push;
 pub mod target;
 
 use std::collections::VecDeque;
@@ -225,6 +227,38 @@ pub async fn register(addr: SocketAddr, name: &str) -> TestUser {
         access: v["access_token"].as_str().unwrap().to_string(),
         refresh: v["refresh_token"].as_str().unwrap().to_string(),
     }
+}
+
+/// Waits until the node's metric `name` (with its labels) reaches `at_least`.
+pub async fn wait_metric(addr: SocketAddr, name: &str, at_least: f64) {
+    chat_testkit::eventually(&format!("{name} >= {at_least}"), || async move {
+        let n = metric(addr, name).await;
+        if n >= at_least {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
+    })
+    .await
+}
+
+/// One request with a JSON body; the answer's status and body as JSON (a
+/// string when it is not JSON).
+pub async fn call_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let body = body.map(|b| b.to_string());
+    let (status, text) = http(addr, method, path, token, body.as_deref()).await;
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, v)
 }
 
 /// A minimal HTTP/1.1 client over a real socket: (status, body).

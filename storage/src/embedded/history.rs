@@ -344,6 +344,7 @@ impl Txn<'_> {
         if let Some(rev) = held.and_then(|h| replaced_rev(h, m)) {
             self.set(Table::MessageRevs, rev_key(&conversation, rev), None);
         }
+        self.mark_for_notify(&m.conversation, m.rev);
         if m.rev > 0 {
             self.set(
                 Table::MessageRevs,

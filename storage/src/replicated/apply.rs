@@ -6,8 +6,10 @@ use chat_protocol::{now_ms, Conversation, ConversationId, Member, Message, Messa
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::version::Version;
 use crate::conversations::memberships;
-use crate::embedded::{key_of, RefreshEffect, ReplicaTable, Txn};
+use crate::embedded::{key_of, RefreshEffect, ReplicaTable, Txn, Writes};
+use crate::outbox::NotifyCursor;
 use crate::{corrupt, AuditEntry, ConversationChange, StoreError, UserFlag, UserRecord};
 
 /// Longest token hash or family an op may carry: they are keys, and a key
@@ -51,33 +53,14 @@ pub(super) enum StoreOp {
     },
     /// An admin action (idempotent: keyed by its time and id).
     Audit { entry: AuditEntry },
-}
-
-/// The version of a conversation register. Ordered by `ms`, then `origin`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Version {
-    ms: u64,
-    origin: String,
-}
-
-impl Version {
-    fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(8 + self.origin.len());
-        bytes.extend_from_slice(&self.ms.to_be_bytes());
-        bytes.extend_from_slice(self.origin.as_bytes());
-        bytes
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Version, StoreError> {
-        let (ms, origin) = bytes
-            .split_first_chunk::<8>()
-            .ok_or_else(|| corrupt("malformed version"))?;
-        let origin = std::str::from_utf8(origin).map_err(|_| corrupt("malformed version"))?;
-        Ok(Version {
-            ms: u64::from_be_bytes(*ms),
-            origin: origin.to_owned(),
-        })
-    }
+    /// Writes of last-writer-wins registers at version (`ms`, the op's
+    /// origin): see `registers.rs`.
+    Registers { ms: u64, writes: Writes },
+    /// A conversation's notification cursor, merged by max.
+    NotifyCursor {
+        conversation: ConversationId,
+        cursor: NotifyCursor,
+    },
 }
 
 /// Applies an op of `origin`: the same code at the origin and at replicas.
@@ -121,6 +104,11 @@ pub(super) fn apply_op(txn: &mut Txn<'_>, origin: &str, op: &StoreOp) -> Result<
             txn.set_user_flag(user, *flag, *on, *at, origin)
         }
         StoreOp::Audit { entry } => txn.put_audit(entry),
+        StoreOp::Registers { ms, writes } => super::registers::apply(txn, origin, *ms, writes),
+        StoreOp::NotifyCursor {
+            conversation,
+            cursor,
+        } => txn.raise_notify_cursor(conversation, *cursor),
     }
 }
 
@@ -195,23 +183,4 @@ pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     rmp_serde::from_slice(bytes).map_err(|e| corrupt(format!("malformed op: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_order_by_time_then_origin() {
-        let v = |ms, origin: &str| Version {
-            ms,
-            origin: origin.into(),
-        };
-        assert!(v(1, "b") < v(2, "a"));
-        assert!(v(2, "a") < v(2, "b"));
-        for version in [v(0, "a"), v(u64::MAX, "node-7"), v(5, "")] {
-            assert_eq!(Version::decode(&version.encode()).ok(), Some(version));
-        }
-        assert!(Version::decode(&[1, 2, 3]).is_err());
-    }
 }

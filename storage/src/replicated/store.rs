@@ -87,7 +87,7 @@ impl ReplicatedStore {
     /// write changes (`None`: nothing, so nothing is logged); the change is
     /// applied with the code a replica runs, logged under the next seq, all
     /// in one batch, then replicated.
-    async fn write<R, F>(&self, decide: F) -> Result<R, StoreError>
+    pub(super) async fn write<R, F>(&self, decide: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Txn<'_>) -> Result<(R, Option<StoreOp>), StoreError> + Send + 'static,

@@ -173,6 +173,7 @@ impl HistoryStore for ScyllaStore {
         // The new index rows first, then the state, then the old rows away:
         // at every moment a reader of the index finds the message.
         self.add_index_rows(message).await?;
+        self.mark_for_notify(&[message]).await?;
         let reactions = reactions_blob(message)?;
         let mentions: Vec<&str> = message.mentions.iter().map(UserId::as_str).collect();
         self.run(

@@ -76,10 +76,32 @@ const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS {ks}.audit_days (part int, day int,          PRIMARY KEY (part, day)) WITH CLUSTERING ORDER BY (day DESC)",
         "CREATE TABLE IF NOT EXISTS {ks}.audit_log (day int, at bigint, id bigint, admin text,          action text, target text, node text, PRIMARY KEY (day, at, id))          WITH CLUSTERING ORDER BY (at DESC, id DESC)",
     ],
+}, Migration {
+    version: 5,
+    name: "notifications: settings, subscriptions, the outbox; e-mail addresses",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS {ks}.notify_settings (user_id text PRIMARY KEY, settings blob)",
+        "CREATE TABLE IF NOT EXISTS {ks}.notify_levels (user_id text, conversation_id text, \
+         notify blob, PRIMARY KEY (user_id, conversation_id))",
+        "CREATE TABLE IF NOT EXISTS {ks}.push_subscriptions (user_id text, id text, sub blob, \
+         PRIMARY KEY (user_id, id))",
+        "CREATE TABLE IF NOT EXISTS {ks}.notify_marks (shard int, conversation_id text, \
+         rev bigint, PRIMARY KEY (shard, conversation_id))",
+        "CREATE TABLE IF NOT EXISTS {ks}.notify_cursors (conversation_id text PRIMARY KEY, \
+         rev bigint, last_id bigint)",
+        "CREATE TABLE IF NOT EXISTS {ks}.notify_jobs (shard int, due bigint, id bigint, \
+         job blob, PRIMARY KEY (shard, due, id))",
+        "CREATE TABLE IF NOT EXISTS {ks}.notify_dead (part int, id bigint, dead blob, \
+         PRIMARY KEY (part, id))",
+        "CREATE TABLE IF NOT EXISTS {ks}.notify_digest (user_id text, conversation_id text, \
+         message bigint, PRIMARY KEY (user_id, conversation_id, message))",
+        "CREATE TABLE IF NOT EXISTS {ks}.user_emails (user_id text PRIMARY KEY, email blob)",
+        "CREATE TABLE IF NOT EXISTS {ks}.email_tokens (token_hash text PRIMARY KEY, record blob)",
+    ],
 }];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// How long a node may hold the migration lock before others take over
 /// (it expires with the row's TTL if the node dies mid-migration).

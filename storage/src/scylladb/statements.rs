@@ -6,6 +6,7 @@ mod conversations;
 mod history;
 mod leases;
 mod moderation;
+mod notify;
 mod prepare;
 mod settings;
 
@@ -23,6 +24,7 @@ pub(super) struct Statements {
     pub(super) settings: settings::Statements,
     pub(super) leases: leases::Statements,
     pub(super) moderation: moderation::Statements,
+    pub(super) notify: notify::Statements,
 }
 
 impl Statements {
@@ -43,6 +45,7 @@ impl Statements {
             settings: settings::Statements::prepare(&p).await?,
             leases: leases::Statements::prepare(&p).await?,
             moderation: moderation::Statements::prepare(&p).await?,
+            notify: notify::Statements::prepare(&p).await?,
         })
     }
 }

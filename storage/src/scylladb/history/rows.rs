@@ -50,14 +50,16 @@ impl ScyllaStore {
                 .or_default()
                 .push(m);
         }
-        try_join_all(
+        // The outbox's marks go with the rows: an acknowledged write is
+        // never missing from the notifications.
+        let rows = try_join_all(
             partitions
                 .into_iter()
                 .map(|((conversation, bucket), rows)| {
                     self.write_partition(conversation, bucket, rows)
                 }),
-        )
-        .await?;
+        );
+        futures_util::future::try_join(rows, self.mark_for_notify(messages)).await?;
         Ok(())
     }
 

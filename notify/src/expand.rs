@@ -1,0 +1,209 @@
+//! Stage one of the outbox: a marked conversation's new messages turned
+//! into jobs for the members the rules pick, then the cursor moved past
+//! them. Jobs are written before the cursor moves, so a crash between the
+//! two repeats the jobs (same message ids) rather than losing them.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
+use chat_protocol::notify::{ConversationNotify, NotificationSettings, PushSubscription};
+use chat_protocol::{Conversation, Message, Presence, Status, UserId};
+use chat_storage::{DigestItem, Job, Mark, NotifyCursor};
+
+use crate::jobs::{digest_job_id, job_id, Work};
+use crate::rules::{reason, Member};
+use crate::{Ctx, NotifyError};
+
+/// Changes read per conversation per pass.
+const CHANGES_PER_PASS: usize = 256;
+/// Bytes of changes read per conversation per pass.
+const CHANGE_BYTES_PER_PASS: usize = 1 << 20;
+
+/// Works through the marks of `shard`; how many jobs it wrote.
+pub(crate) async fn expand_shard(ctx: &Ctx, shard: u32) -> Result<usize, NotifyError> {
+    let marks = ctx.store.marks(shard, 256).await?;
+    let mut written = 0;
+    for mark in marks {
+        written += expand_one(ctx, shard, &mark).await?;
+    }
+    Ok(written)
+}
+
+/// What one pass learned of a member who was away, read once however many
+/// messages it judges.
+struct Known {
+    settings: NotificationSettings,
+    notify: ConversationNotify,
+    subscriptions: Vec<PushSubscription>,
+    /// Whether digests go to them: on, and a verified address.
+    mailed: bool,
+}
+
+impl Known {
+    async fn read(ctx: &Ctx, user: &UserId, c: &Conversation) -> Result<Known, NotifyError> {
+        let store = ctx.store.as_ref();
+        let settings = store.notification_settings(user).await?.unwrap_or_default();
+        let notify = store
+            .conversation_notify(user, &c.id)
+            .await?
+            .unwrap_or_else(|| c.kind.default_notify());
+        // Only someone push could reach costs the read of their browsers.
+        let subscriptions = if settings.push.enabled {
+            store.push_subscriptions(user).await?
+        } else {
+            Vec::new()
+        };
+        let mailed = settings.email.enabled && store.email(user).await?.is_some_and(|e| e.verified);
+        Ok(Known {
+            settings,
+            notify,
+            subscriptions,
+            mailed,
+        })
+    }
+}
+
+async fn expand_one(ctx: &Ctx, shard: u32, mark: &Mark) -> Result<usize, NotifyError> {
+    let store = ctx.store.as_ref();
+    let id = &mark.conversation;
+    let cursor = store.notify_cursor(id).await?;
+    let last_rev = store.last_rev(id).await?;
+    let changes = store
+        .changes(
+            id,
+            cursor.rev,
+            last_rev,
+            CHANGES_PER_PASS,
+            CHANGE_BYTES_PER_PASS,
+        )
+        .await?;
+    let fresh: Vec<&Message> = changes
+        .messages
+        .iter()
+        .filter(|m| m.id > cursor.last_id)
+        .collect();
+    let mut jobs = Vec::new();
+    if !fresh.is_empty() {
+        if let Some(conversation) = store.conversation(id).await? {
+            jobs = jobs_for(ctx, &conversation, &fresh).await?;
+        }
+    }
+    // Over the queue's bound, new work is dropped (and counted) rather
+    // than let the outbox grow without end while push services are down.
+    let (kept, dropped): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| ctx.admit(j));
+    store.put_jobs(&kept).await?;
+    for job in &kept {
+        ctx.metrics.counted(&ctx.metrics.queued, channel_of(job), 1);
+    }
+    if !dropped.is_empty() {
+        for job in &dropped {
+            ctx.metrics
+                .counted(&ctx.metrics.dropped, channel_of(job), 1);
+        }
+        tracing::warn!(conversation = %id, jobs = dropped.len(), "notification queue full; dropped");
+    }
+    let next = NotifyCursor {
+        rev: changes
+            .messages
+            .iter()
+            .map(|m| m.rev)
+            .max()
+            .unwrap_or(last_rev)
+            .max(cursor.rev),
+        last_id: fresh.iter().map(|m| m.id).max().unwrap_or(cursor.last_id),
+    };
+    if next != cursor {
+        store.set_notify_cursor(id, next).await?;
+    }
+    if !changes.more {
+        store.clear_mark(shard, mark).await?;
+    }
+    Ok(kept.len())
+}
+
+/// The push jobs `messages` of `conversation` call for.
+async fn jobs_for(
+    ctx: &Ctx,
+    conversation: &Conversation,
+    messages: &[&Message],
+) -> Result<Vec<Job>, NotifyError> {
+    let members: Vec<UserId> = conversation
+        .members
+        .iter()
+        .map(|m| m.user.clone())
+        .collect();
+    // Presence first, for everyone at once: most members of a busy
+    // conversation are online, and they cost nothing more.
+    let away: HashMap<UserId, Presence> = ctx
+        .presence
+        .query(&members)
+        .await?
+        .into_iter()
+        .filter(|p| p.status == Status::Offline)
+        .map(|p| (p.user.clone(), p))
+        .collect();
+    let mut known: HashMap<UserId, Known> = HashMap::new();
+    let mut jobs = Vec::new();
+    let mut digests: HashMap<UserId, Vec<(DigestItem, u64)>> = HashMap::new();
+    let ttl_ms = ctx.config.push.ttl().as_millis() as u64;
+    for m in messages {
+        for (user, p) in &away {
+            if *user == m.sender {
+                continue;
+            }
+            let k = match known.entry(user.clone()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(Known::read(ctx, user, conversation).await?),
+            };
+            let member = Member {
+                user,
+                settings: &k.settings,
+                notify: k.notify,
+                presence: p,
+            };
+            let Some(why) = reason(m, conversation.kind, &member) else {
+                continue;
+            };
+            if k.mailed {
+                let due = m.ts + u64::from(k.settings.email.delay_secs) * 1000;
+                digests.entry(user.clone()).or_default().push((
+                    DigestItem {
+                        conversation: conversation.id.clone(),
+                        message: m.id,
+                    },
+                    due,
+                ));
+            }
+            if !k.settings.push.enabled {
+                continue;
+            }
+            for sub in &k.subscriptions {
+                let work = Work::Push {
+                    user: user.clone(),
+                    subscription: sub.id.clone(),
+                    conversation: conversation.id.clone(),
+                    message: m.id,
+                    urgent: why.urgent(),
+                    expires_ms: m.ts + ttl_ms,
+                };
+                // Due when stored: a member's pushes run in message order.
+                jobs.push(Job::new(user.as_str(), m.ts, job_id(), work.encode()));
+            }
+        }
+    }
+    // Items first, then their mail's job: a job finding no item is
+    // harmless, an item without a job would wait for the next message.
+    for (user, items) in digests {
+        let due = items.iter().map(|(_, due)| *due).min().unwrap_or(0);
+        let items: Vec<DigestItem> = items.into_iter().map(|(i, _)| i).collect();
+        ctx.store.add_digest_items(&user, &items).await?;
+        let work = Work::Digest { user: user.clone() };
+        let id = digest_job_id(&user, due);
+        jobs.push(Job::new(user.as_str(), due, id, work.encode()));
+    }
+    Ok(jobs)
+}
+
+fn channel_of(job: &Job) -> &'static str {
+    Work::decode(&job.payload).map_or("push", |w| w.channel())
+}

@@ -1,0 +1,260 @@
+//! Notifications for people who are not looking: Web Push to their
+//! browsers for messages stored while they were away, by the rules of
+//! their settings.
+//!
+//! ```text
+//!  message write ──(same atomic write)──► outbox mark of its conversation
+//!                                              │  stage one (expand.rs)
+//!                                              ▼
+//!        rules.rs: away? level? mute? quiet hours? ──► jobs, by member
+//!                                              │  stage two (runner.rs)
+//!                                              ▼
+//!                          push.rs: encrypt, sign, POST to the push service
+//! ```
+//!
+//! Everything between the message and the push service lives in the store
+//! (chat-storage's outbox), never only in memory, so a node that dies
+//! loses no notification: another node takes its shards over
+//! ([`owners`]) and finishes its work, at worst repeating a push with the
+//! same message id. This crate sits beside the actors, over storage and
+//! presence; the node starts it ([`Notifier::start`]).
+#![deny(missing_docs, unreachable_pub, unsafe_code)]
+#![warn(clippy::mod_module_files)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_presence::{PresenceError, PresenceStore};
+use chat_storage::{Job, MessageStore, StoreError, OUTBOX_SHARDS};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+pub mod jobs;
+pub mod links;
+pub mod mail;
+pub mod metrics;
+pub mod owners;
+pub mod push;
+pub mod quiet;
+pub mod rules;
+pub mod vapid;
+
+mod expand;
+mod mail_jobs;
+mod push_job;
+mod runner;
+
+use metrics::NotifyMetrics;
+use owners::ShardOwners;
+use push::PushSender;
+
+/// What stops a pass of the worker (it tries again on the next).
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Presence could not say who is away.
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
+}
+
+/// `[notifications]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Whether this node works the outbox at all.
+    pub enabled: bool,
+    /// How often the worker looks for new work.
+    pub poll_ms: u64,
+    /// Jobs the outbox may hold, all shards together; past it new work is
+    /// dropped and counted.
+    pub queue_limit: u64,
+    /// The web app's address, which mailed links open (verification,
+    /// digests, unsubscribing).
+    pub public_url: String,
+    /// Web Push.
+    pub push: PushConfig,
+    /// Mail.
+    pub smtp: mail::SmtpConfig,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            enabled: true,
+            poll_ms: 250,
+            queue_limit: 1_000_000,
+            public_url: "http://127.0.0.1:8080".into(),
+            push: PushConfig::default(),
+            smtp: mail::SmtpConfig::default(),
+        }
+    }
+}
+
+/// `[notifications.push]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// The VAPID `sub`: a `mailto:` or `https:` contact for push services.
+    pub subject: String,
+    /// How long a push service keeps trying a browser (`TTL`), and how
+    /// long we retry a push service.
+    pub ttl_secs: u64,
+    /// Accept `http://` endpoints on loopback addresses (tests run their
+    /// push service so); never in production.
+    pub allow_loopback_http: bool,
+    /// The VAPID private key (base64url of the P-256 scalar). Left unset,
+    /// the store keeps one for the cluster (ScyllaDB) or the node makes its
+    /// own in its data directory.
+    pub vapid_private_key: Option<String>,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            subject: "mailto:postmaster@localhost".into(),
+            ttl_secs: 24 * 3600,
+            allow_loopback_http: false,
+            vapid_private_key: None,
+        }
+    }
+}
+
+impl PushConfig {
+    /// `ttl_secs` as a duration.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_secs)
+    }
+}
+
+/// What both stages use.
+pub(crate) struct Ctx {
+    pub(crate) store: Arc<dyn MessageStore>,
+    pub(crate) presence: Arc<dyn PresenceStore>,
+    pub(crate) config: NotifyConfig,
+    pub(crate) metrics: Arc<NotifyMetrics>,
+    pub(crate) push: Option<Arc<PushSender>>,
+    pub(crate) mailer: Option<Arc<mail::Mailer>>,
+    pub(crate) links: Arc<links::Links>,
+    /// Jobs waiting per shard as of the last pass over it.
+    backlog: std::sync::Mutex<Vec<u64>>,
+}
+
+impl Ctx {
+    /// Whether `job` fits under the queue limit (each shard's share of it).
+    pub(crate) fn admit(&self, job: &Job) -> bool {
+        let share = self.config.queue_limit / u64::from(OUTBOX_SHARDS);
+        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        match backlog.get_mut(job.shard as usize) {
+            Some(n) if *n < share.max(1) => {
+                *n += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What the worker sends with.
+pub struct Senders {
+    /// Web Push (none: push jobs are dropped).
+    pub push: Option<Arc<PushSender>>,
+    /// Mail (none: no digest or verification mail goes).
+    pub mailer: Option<Arc<mail::Mailer>>,
+    /// The links mails carry.
+    pub links: Arc<links::Links>,
+}
+
+/// The outbox worker of one node.
+pub struct Notifier {
+    ctx: Ctx,
+    owners: Arc<dyn ShardOwners>,
+}
+
+impl Notifier {
+    /// A worker over `store` and `presence`, sending with `senders`,
+    /// working the shards `owners` gives.
+    pub fn new(
+        config: NotifyConfig,
+        store: Arc<dyn MessageStore>,
+        presence: Arc<dyn PresenceStore>,
+        senders: Senders,
+        owners: Arc<dyn ShardOwners>,
+        metrics: Arc<NotifyMetrics>,
+    ) -> Notifier {
+        Notifier {
+            ctx: Ctx {
+                store,
+                presence,
+                config,
+                metrics,
+                push: senders.push,
+                mailer: senders.mailer,
+                links: senders.links,
+                backlog: std::sync::Mutex::new(vec![0; OUTBOX_SHARDS as usize]),
+            },
+            owners,
+        }
+    }
+
+    /// Works the outbox until `stop` resolves, then lets go of its shards.
+    pub fn start(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let period = Duration::from_millis(self.ctx.config.poll_ms.max(10));
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tick.tick() => self.pass().await,
+                }
+            }
+            self.owners.release_all().await;
+        })
+    }
+
+    /// One pass over every shard this node works.
+    async fn pass(&self) {
+        let owned = self.owners.owned().await;
+        self.ctx.metrics.shards.set(owned.len() as i64);
+        {
+            // Shards worked elsewhere: what this node admitted to them since
+            // the last pass is all it knows of them.
+            let mut counts = self.ctx.backlog.lock().unwrap_or_else(|e| e.into_inner());
+            for (shard, n) in counts.iter_mut().enumerate() {
+                if !owned.contains(&(shard as u32)) {
+                    *n = 0;
+                }
+            }
+        }
+        let mut backlog = 0;
+        for shard in owned {
+            match self.pass_shard(shard).await {
+                Ok(n) => backlog += n,
+                Err(e) => tracing::warn!(shard, error = %e, "notification pass failed"),
+            }
+        }
+        self.ctx.metrics.backlog.set(backlog as i64);
+    }
+
+    async fn pass_shard(&self, shard: u32) -> Result<u64, NotifyError> {
+        let waiting = self.ctx.store.count_jobs(shard).await?;
+        if let Some(n) = self
+            .ctx
+            .backlog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(shard as usize)
+        {
+            *n = waiting;
+        }
+        expand::expand_shard(&self.ctx, shard).await?;
+        runner::run_due(&self.ctx, shard).await?;
+        Ok(waiting)
+    }
+}

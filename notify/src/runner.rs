@@ -1,0 +1,145 @@
+//! Stage two of the outbox: due jobs run, then go (done, or nothing left to
+//! do), come back later (a push service asked to wait), or are given up.
+//! A job is deleted only after its push went out, so a node dying mid-way
+//! leaves it for the next worker of its shard: a duplicate at worst, with
+//! the same message id.
+
+use std::time::Duration;
+
+use chat_protocol::now_ms;
+use chat_storage::Job;
+use futures_util::stream::{self, StreamExt};
+
+use crate::jobs::Work;
+use crate::push_job::PushJob;
+use crate::{mail_jobs, Ctx, NotifyError};
+
+/// Jobs read per shard per pass.
+const JOBS_PER_PASS: usize = 256;
+/// Members whose jobs run at once per shard.
+const CONCURRENCY: usize = 16;
+/// Attempts at a mail before it is given up (about 1.5 h of retries).
+const MAIL_ATTEMPTS: u32 = 20;
+
+/// Runs what is due in `shard`; how many jobs it finished. Jobs of one
+/// key (a member) run one after the other, in due order, so that a browser
+/// gets a conversation's pushes in the order of its messages; different
+/// members' run at once.
+pub(crate) async fn run_due(ctx: &Ctx, shard: u32) -> Result<usize, NotifyError> {
+    let jobs = ctx.store.due_jobs(shard, now_ms(), JOBS_PER_PASS).await?;
+    let n = jobs.len();
+    let mut by_key: Vec<Vec<Job>> = Vec::new();
+    for job in jobs {
+        match by_key.iter_mut().find(|g| g[0].key == job.key) {
+            Some(group) => group.push(job),
+            None => by_key.push(vec![job]),
+        }
+    }
+    let results: Vec<Result<(), NotifyError>> = stream::iter(by_key)
+        .map(|mut group| async move {
+            // Pushes of one millisecond come out by message id.
+            group.sort_by_cached_key(|j| {
+                (j.due_ms, Work::decode(&j.payload).map_or(0, |w| w.order()))
+            });
+            for job in group {
+                run_one(ctx, job).await?;
+            }
+            Ok(())
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(n)
+}
+
+/// What to do with a job after it ran.
+pub(crate) enum After {
+    /// It is done (sent, or nothing is left to do).
+    Done,
+    /// Try again after this long.
+    Retry(Duration, String),
+    /// Give it up.
+    Drop(String),
+}
+
+async fn run_one(ctx: &Ctx, job: Job) -> Result<(), NotifyError> {
+    let work = match Work::decode(&job.payload) {
+        Ok(w) => w,
+        Err(e) => {
+            // Written by a newer build, or damaged: not this build's to do.
+            tracing::warn!(job = job.id, error = %e, "unreadable notification job dropped");
+            ctx.store.delete_job(&job).await?;
+            return Ok(());
+        }
+    };
+    let channel = work.channel();
+    let after = match &work {
+        Work::Push {
+            user,
+            subscription,
+            conversation,
+            message,
+            urgent,
+            expires_ms,
+        } => {
+            let push = PushJob {
+                user,
+                subscription,
+                conversation,
+                message: *message,
+                urgent: *urgent,
+                expires_ms: *expires_ms,
+                attempts: job.attempts,
+            };
+            push.run(ctx).await?
+        }
+        Work::Digest { user } => mail_jobs::digest(ctx, user, job.attempts).await?,
+        Work::VerifyEmail { user, address } => {
+            mail_jobs::verify(ctx, user, address, job.attempts).await?
+        }
+    };
+    let m = &ctx.metrics;
+    match after {
+        After::Done => {}
+        After::Retry(delay, why) => {
+            m.counted(&m.failed, channel, 1);
+            let due = now_ms() + delay.as_millis() as u64;
+            if gives_up(&work, due, job.attempts + 1) {
+                m.counted(&m.dropped, channel, 1);
+                tracing::info!(job = job.id, %why, "notification given up after retries");
+            } else {
+                let next = Job {
+                    due_ms: due,
+                    attempts: job.attempts + 1,
+                    ..job.clone()
+                };
+                ctx.store.put_jobs(&[next]).await?;
+            }
+        }
+        After::Drop(why) => {
+            m.counted(&m.dropped, channel, 1);
+            tracing::info!(job = job.id, %why, "notification given up");
+        }
+    }
+    ctx.store.delete_job(&job).await?;
+    Ok(())
+}
+
+/// Whether a retry due at `due` (its `attempts`th) is one too many: a
+/// push past its TTL, a mail after [`MAIL_ATTEMPTS`].
+fn gives_up(work: &Work, due: u64, attempts: u32) -> bool {
+    match work {
+        Work::Push { expires_ms, .. } => due >= *expires_ms,
+        Work::Digest { .. } | Work::VerifyEmail { .. } => attempts >= MAIL_ATTEMPTS,
+    }
+}
+
+/// A retry's delay after `attempts` failures: 1 s doubling to 5 minutes,
+/// or what the service asked for when longer.
+pub(crate) fn backoff(attempts: u32, asked: Option<Duration>) -> Duration {
+    let doubling = Duration::from_secs(1u64 << attempts.min(9)).min(Duration::from_secs(300));
+    asked.map_or(doubling, |a| a.max(doubling))
+}

@@ -1,0 +1,251 @@
+//! The recorder's notification, outbox and people traits, and what of them
+//! every node must hold alike after replication: settings, subscriptions,
+//! per-conversation levels, digests, addresses, every shard's jobs and the
+//! dead letters. (Marks are each node's own and are left out.)
+
+use async_trait::async_trait;
+use chat_protocol::notify::{ConversationNotify, NotificationSettings, PushSubscription};
+use chat_protocol::{ConversationId, UserId};
+use chat_storage::{
+    DeadJob, DigestItem, EmailAddress, EmailToken, Job, Mark, MessageStore, NotificationStore,
+    NotifyCursor, OutboxStore, PeopleStore, StoreError, OUTBOX_SHARDS,
+};
+
+use super::Recorder;
+
+/// What a node holds of the users and conversations seen.
+#[derive(Debug, PartialEq)]
+pub(super) struct NotifyState {
+    users: Vec<UserNotify>,
+    cursors: Vec<NotifyCursor>,
+    jobs: Vec<Job>,
+    dead: Vec<DeadJob>,
+}
+
+#[derive(Debug, PartialEq)]
+struct UserNotify {
+    settings: Option<NotificationSettings>,
+    subscriptions: Vec<PushSubscription>,
+    levels: Vec<(ConversationId, ConversationNotify)>,
+    digest: Vec<DigestItem>,
+    email: Option<EmailAddress>,
+}
+
+pub(super) async fn notify_state(
+    store: &dyn MessageStore,
+    users: &[UserId],
+    conversations: &[ConversationId],
+) -> NotifyState {
+    let mut out = NotifyState {
+        users: Vec::new(),
+        cursors: Vec::new(),
+        jobs: Vec::new(),
+        dead: store.dead_jobs(usize::MAX).await.expect("dead"),
+    };
+    for user in users {
+        let mut levels = store.conversation_notifies(user).await.expect("levels");
+        levels.sort_by(|a, b| a.0.cmp(&b.0));
+        out.users.push(UserNotify {
+            settings: store.notification_settings(user).await.expect("settings"),
+            subscriptions: store.push_subscriptions(user).await.expect("subs"),
+            levels,
+            digest: store.digest_items(user).await.expect("digest"),
+            email: store.email(user).await.expect("email"),
+        });
+    }
+    for c in conversations {
+        out.cursors
+            .push(store.notify_cursor(c).await.expect("cursor"));
+    }
+    for shard in 0..OUTBOX_SHARDS {
+        out.jobs.extend(
+            store
+                .due_jobs(shard, u64::MAX, usize::MAX)
+                .await
+                .expect("jobs"),
+        );
+    }
+    out
+}
+
+#[async_trait]
+impl NotificationStore for Recorder {
+    async fn notification_settings(
+        &self,
+        user: &UserId,
+    ) -> Result<Option<NotificationSettings>, StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.notification_settings(user).await
+    }
+
+    async fn put_notification_settings(
+        &self,
+        user: &UserId,
+        settings: &NotificationSettings,
+    ) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.put_notification_settings(user, settings).await
+    }
+
+    async fn conversation_notify(
+        &self,
+        user: &UserId,
+        conversation: &ConversationId,
+    ) -> Result<Option<ConversationNotify>, StoreError> {
+        self.store.conversation_notify(user, conversation).await
+    }
+
+    async fn conversation_notifies(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<(ConversationId, ConversationNotify)>, StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.conversation_notifies(user).await
+    }
+
+    async fn put_conversation_notify(
+        &self,
+        user: &UserId,
+        conversation: &ConversationId,
+        notify: &ConversationNotify,
+    ) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store
+            .put_conversation_notify(user, conversation, notify)
+            .await
+    }
+
+    async fn put_push_subscription(
+        &self,
+        user: &UserId,
+        subscription: &PushSubscription,
+    ) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.put_push_subscription(user, subscription).await
+    }
+
+    async fn push_subscriptions(&self, user: &UserId) -> Result<Vec<PushSubscription>, StoreError> {
+        self.store.push_subscriptions(user).await
+    }
+
+    async fn delete_push_subscription(&self, user: &UserId, id: &str) -> Result<bool, StoreError> {
+        self.store.delete_push_subscription(user, id).await
+    }
+}
+
+#[async_trait]
+impl OutboxStore for Recorder {
+    async fn marks(&self, shard: u32, limit: usize) -> Result<Vec<Mark>, StoreError> {
+        self.store.marks(shard, limit).await
+    }
+
+    async fn clear_mark(&self, shard: u32, mark: &Mark) -> Result<(), StoreError> {
+        self.store.clear_mark(shard, mark).await
+    }
+
+    async fn notify_cursor(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<NotifyCursor, StoreError> {
+        self.store.notify_cursor(conversation).await
+    }
+
+    async fn set_notify_cursor(
+        &self,
+        conversation: &ConversationId,
+        cursor: NotifyCursor,
+    ) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.conversations.insert(conversation.clone());
+        });
+        self.store.set_notify_cursor(conversation, cursor).await
+    }
+
+    async fn put_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        self.store.put_jobs(jobs).await
+    }
+
+    async fn due_jobs(
+        &self,
+        shard: u32,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.store.due_jobs(shard, now_ms, limit).await
+    }
+
+    async fn count_jobs(&self, shard: u32) -> Result<u64, StoreError> {
+        self.store.count_jobs(shard).await
+    }
+
+    async fn delete_job(&self, job: &Job) -> Result<(), StoreError> {
+        self.store.delete_job(job).await
+    }
+
+    async fn put_dead_job(&self, dead: &DeadJob) -> Result<(), StoreError> {
+        self.store.put_dead_job(dead).await
+    }
+
+    async fn dead_jobs(&self, limit: usize) -> Result<Vec<DeadJob>, StoreError> {
+        self.store.dead_jobs(limit).await
+    }
+
+    async fn take_dead_job(&self, id: u64) -> Result<Option<DeadJob>, StoreError> {
+        self.store.take_dead_job(id).await
+    }
+
+    async fn add_digest_items(
+        &self,
+        user: &UserId,
+        items: &[DigestItem],
+    ) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.add_digest_items(user, items).await
+    }
+
+    async fn digest_items(&self, user: &UserId) -> Result<Vec<DigestItem>, StoreError> {
+        self.store.digest_items(user).await
+    }
+
+    async fn remove_digest_items(
+        &self,
+        user: &UserId,
+        items: &[DigestItem],
+    ) -> Result<(), StoreError> {
+        self.store.remove_digest_items(user, items).await
+    }
+}
+
+#[async_trait]
+impl PeopleStore for Recorder {
+    async fn email(&self, user: &UserId) -> Result<Option<EmailAddress>, StoreError> {
+        self.store.email(user).await
+    }
+
+    async fn put_email(&self, user: &UserId, email: &EmailAddress) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.put_email(user, email).await
+    }
+
+    async fn put_email_token(&self, token: &EmailToken) -> Result<(), StoreError> {
+        self.store.put_email_token(token).await
+    }
+
+    async fn take_email_token(&self, hash: &str) -> Result<Option<EmailToken>, StoreError> {
+        self.store.take_email_token(hash).await
+    }
+}
