@@ -72,6 +72,7 @@ check node \
   "app" \
   "http ws web" \
   "admin notifications people" \
+  "dead_letters" \
   "serve" \
   "operator"
 

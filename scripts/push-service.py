@@ -2,7 +2,9 @@
 """A Web Push service stand-in for the tests: it plays both the push
 service (RFC 8030) and the browsers subscribed to it, with code that is
 not the node's own: `cryptography` checks the VAPID JWT (RFC 8292) and
-`http_ece` decrypts the payload (RFC 8291, aes128gcm).
+`http_ece` decrypts the payload (RFC 8291, aes128gcm). It is also the
+operators' webhook receiver, checking each delivery's signature with the
+standard library's `hmac`.
 
   POST /subscribe                 -> {"endpoint", "keys": {"p256dh", "auth"}}
                                      a new browser's subscription
@@ -14,6 +16,11 @@ not the node's own: `cryptography` checks the VAPID JWT (RFC 8292) and
                                      "status"}] every push that arrived,
                                      decrypted, in order, with our answer
   GET  /errors                    -> pushes that failed a check, in words
+  POST /hooks/<name>  {"secret"}  a webhook receiver with that secret
+  POST /hook/<name>               a delivery; answered 200, or as /fail/<name>
+                                  says (the failure rules are shared)
+  GET  /deliveries/<name>         -> [{"event", "delivery", "body",
+                                     "signature_ok", "status"}] in order
 
 A push that fails a check (no or bad VAPID, wrong audience, expiry over
 24 h, undecryptable body) is answered 400 and listed under /errors, so a
@@ -24,6 +31,8 @@ test can assert there are none.
 
 import argparse
 import base64
+import hashlib
+import hmac
 import json
 import os
 import threading
@@ -41,6 +50,8 @@ SUBS = {}  # id -> {"key": private key, "auth": bytes}
 RECEIVED = {}  # id -> [push]
 FAIL = {}  # id -> [status, times]
 ERRORS = []
+HOOKS = {}  # name -> secret
+DELIVERIES = {}  # name -> [delivery]
 
 
 def b64d(s):
@@ -105,6 +116,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.answer(200, ERRORS)
             if self.path.startswith("/received/"):
                 return self.answer(200, RECEIVED.get(self.path[len("/received/"):], []))
+            if self.path.startswith("/deliveries/"):
+                return self.answer(200, DELIVERIES.get(self.path[len("/deliveries/"):], []))
         self.answer(404, {"error": "no such path"})
 
     def do_POST(self):
@@ -132,6 +145,14 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(204)
         if self.path.startswith("/push/"):
             return self.push(self.path[len("/push/"):], body, port)
+        if self.path.startswith("/hooks/"):
+            with LOCK:
+                name = self.path[len("/hooks/"):]
+                HOOKS[name] = json.loads(body)["secret"]
+                DELIVERIES[name] = []
+            return self.answer(204)
+        if self.path.startswith("/hook/"):
+            return self.hook(self.path[len("/hook/"):], body)
         self.answer(404, {"error": "no such path"})
 
     def push(self, sid, body, port):
@@ -172,6 +193,32 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 SUBS.pop(sid, None)
         self.answer(status, None if status == 201 else {"error": "as asked"})
+
+
+def hook_delivery(handler, name, body):
+    """Records a webhook delivery; the status to answer."""
+    with LOCK:
+        secret = HOOKS.get(name)
+        if secret is None:
+            return 404
+        want = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        got = handler.headers.get("X-Chat-Signature", "")
+        rule = FAIL.get(name)
+        status = 200
+        if rule and rule[1] > 0:
+            status = rule[0]
+            rule[1] -= 1
+        DELIVERIES[name].append({
+            "event": handler.headers.get("X-Chat-Event"),
+            "delivery": handler.headers.get("X-Chat-Delivery"),
+            "body": json.loads(body),
+            "signature_ok": hmac.compare_digest(want, got),
+            "status": status,
+        })
+        return status
+
+
+Handler.hook = lambda self, name, body: self.answer(hook_delivery(self, name, body), {})
 
 
 def main():

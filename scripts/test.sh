@@ -131,7 +131,7 @@ if [ "$#" -eq 0 ]; then
   log "node suites on the ScyllaDB backend (CHAT_TEST_STORAGE=scylla)"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node \
     --test guarantees --test chat --test http_api --test abuse --test cluster --test lifecycle \
-    --test live_delivery --test hostile_pages --test notifications --test notifications_mail \
+    --test live_delivery --test hostile_pages --test notifications --test notifications_mail --test notifications_webhooks \
     2>&1 | tee -a "$OUT"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test process kill_9 2>&1 | tee -a "$OUT"
 

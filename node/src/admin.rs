@@ -46,7 +46,7 @@ fn named(config: &Config, user: &UserId) -> bool {
 }
 
 /// The caller, if an admin.
-async fn admin(app: &App, headers: &HeaderMap) -> HttpResult<UserId> {
+pub(crate) async fn admin(app: &App, headers: &HeaderMap) -> HttpResult<UserId> {
     let claims = authenticate(app, headers, None).await?;
     if named(&app.config, &claims.sub) || app.store.user_flags(&claims.sub).await?.admin {
         Ok(claims.sub)
@@ -60,7 +60,7 @@ async fn admin(app: &App, headers: &HeaderMap) -> HttpResult<UserId> {
 
 /// Writes an action to the audit log (before it is answered: an action
 /// the log does not show did not happen).
-async fn audit(app: &App, admin: &UserId, action: &str, target: &str) -> HttpResult<()> {
+pub(crate) async fn audit(app: &App, admin: &UserId, action: &str, target: &str) -> HttpResult<()> {
     let entry = AuditEntry {
         at: now_ms(),
         id: rand::random(),

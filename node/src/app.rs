@@ -292,6 +292,9 @@ impl App {
             push.clone(),
             mailer,
             links.clone(),
+            Arc::new(chat_notify::webhooks::Webhooks::new(
+                config.notifications.webhooks.clone(),
+            )),
             notify_metrics,
             async move { stop.cancelled().await },
         );

@@ -442,6 +442,9 @@ impl Config {
     /// Checks ranges and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        for hook in &self.notifications.webhooks {
+            hook.check().map_err(ConfigError::Invalid)?;
+        }
         if self.node.id > chat_protocol::ids::MAX_NODE_ID {
             return bad(format!(
                 "node.id must be at most {}",

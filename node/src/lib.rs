@@ -20,6 +20,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod dead_letters;
 pub mod error;
 pub mod gate;
 pub mod health;

@@ -13,6 +13,7 @@ use chat_notify::metrics::NotifyMetrics;
 use chat_notify::owners::{AllShards, PlacedShards, ShardOwners};
 use chat_notify::push::PushSender;
 use chat_notify::vapid::{new_secret, Vapid};
+use chat_notify::webhooks::Webhooks;
 use chat_notify::{Notifier, NotifyConfig, Senders};
 use chat_presence::PresenceStore;
 use chat_storage::MessageStore;
@@ -134,6 +135,7 @@ pub(crate) fn start(
     push: Arc<PushSender>,
     mailer: Option<Arc<Mailer>>,
     links: Arc<Links>,
+    webhooks: Arc<Webhooks>,
     metrics: Arc<NotifyMetrics>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Option<JoinHandle<()>> {
@@ -145,6 +147,7 @@ pub(crate) fn start(
         push: Some(push),
         mailer,
         links,
+        webhooks,
     };
     let notifier = Notifier::new(config.clone(), store, presence, senders, owners, metrics);
     Some(notifier.start(stop))

@@ -13,7 +13,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::app::{App, NodeError};
 use crate::config::Config;
-use crate::{admin, http, listener, notifications, people, web, ws};
+use crate::{admin, dead_letters, http, listener, notifications, people, web, ws};
 
 /// The node's routes.
 pub fn routes(app: Arc<App>) -> axum::Router {
@@ -77,6 +77,11 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/v1/admin/users/{id}/unsuspend", post(admin::unsuspend))
         .route("/v1/admin/conversations/{id}", get(admin::conversation))
         .route("/v1/admin/audit", get(admin::audit_log))
+        .route("/v1/admin/webhooks/dead", get(dead_letters::list))
+        .route(
+            "/v1/admin/webhooks/dead/{id}/replay",
+            post(dead_letters::replay),
+        )
         .merge(web::routes(&app.config.web))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)

@@ -88,6 +88,19 @@ async fn expand_one(ctx: &Ctx, shard: u32, mark: &Mark) -> Result<usize, NotifyE
             jobs = jobs_for(ctx, &conversation, &fresh).await?;
         }
     }
+    // Operators' webhooks hear of every change, new or updated.
+    let now = chat_protocol::now_ms();
+    for m in &changes.messages {
+        let event = if m.id > cursor.last_id {
+            "message.created"
+        } else {
+            "message.updated"
+        };
+        if ctx.webhooks.wanted(event) {
+            let data = serde_json::json!({"message": m.for_clients()});
+            jobs.extend(ctx.webhooks.jobs(event, data, now));
+        }
+    }
     // Over the queue's bound, new work is dropped (and counted) rather
     // than let the outbox grow without end while push services are down.
     let (kept, dropped): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| ctx.admit(j));

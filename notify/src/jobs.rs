@@ -25,6 +25,17 @@ pub enum Work {
         /// message was stored.
         expires_ms: u64,
     },
+    /// A webhook delivery.
+    Webhook {
+        /// The hook's name.
+        hook: String,
+        /// The event (`X-Chat-Event`).
+        event: String,
+        /// Its unique id (`X-Chat-Delivery`), the same on every attempt.
+        delivery: String,
+        /// The JSON body, the same on every attempt.
+        body: String,
+    },
     /// Mail `user` the messages waiting in their digest.
     Digest {
         /// Whose digest.
@@ -46,6 +57,7 @@ impl Work {
         match self {
             Work::Push { .. } => "push",
             Work::Digest { .. } | Work::VerifyEmail { .. } => "email",
+            Work::Webhook { .. } => "webhook",
         }
     }
 
@@ -54,7 +66,7 @@ impl Work {
     pub fn order(&self) -> u64 {
         match self {
             Work::Push { message, .. } => message.0,
-            Work::Digest { .. } | Work::VerifyEmail { .. } => 0,
+            Work::Digest { .. } | Work::VerifyEmail { .. } | Work::Webhook { .. } => 0,
         }
     }
 

@@ -38,6 +38,7 @@ pub mod push;
 pub mod quiet;
 pub mod rules;
 pub mod vapid;
+pub mod webhooks;
 
 mod expand;
 mod mail_jobs;
@@ -70,6 +71,8 @@ pub struct NotifyConfig {
     /// Jobs the outbox may hold, all shards together; past it new work is
     /// dropped and counted.
     pub queue_limit: u64,
+    /// The first retry's delay; each next one doubles, up to 5 minutes.
+    pub retry_base_ms: u64,
     /// The web app's address, which mailed links open (verification,
     /// digests, unsubscribing).
     pub public_url: String,
@@ -77,6 +80,8 @@ pub struct NotifyConfig {
     pub push: PushConfig,
     /// Mail.
     pub smtp: mail::SmtpConfig,
+    /// Operators' webhooks (`[[notifications.webhooks]]`).
+    pub webhooks: Vec<webhooks::WebhookConfig>,
 }
 
 impl Default for NotifyConfig {
@@ -85,9 +90,11 @@ impl Default for NotifyConfig {
             enabled: true,
             poll_ms: 250,
             queue_limit: 1_000_000,
+            retry_base_ms: 1000,
             public_url: "http://127.0.0.1:8080".into(),
             push: PushConfig::default(),
             smtp: mail::SmtpConfig::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -137,6 +144,7 @@ pub(crate) struct Ctx {
     pub(crate) push: Option<Arc<PushSender>>,
     pub(crate) mailer: Option<Arc<mail::Mailer>>,
     pub(crate) links: Arc<links::Links>,
+    pub(crate) webhooks: Arc<webhooks::Webhooks>,
     /// Jobs waiting per shard as of the last pass over it.
     backlog: std::sync::Mutex<Vec<u64>>,
 }
@@ -164,6 +172,8 @@ pub struct Senders {
     pub mailer: Option<Arc<mail::Mailer>>,
     /// The links mails carry.
     pub links: Arc<links::Links>,
+    /// Operators' webhooks.
+    pub webhooks: Arc<webhooks::Webhooks>,
 }
 
 /// The outbox worker of one node.
@@ -192,6 +202,7 @@ impl Notifier {
                 push: senders.push,
                 mailer: senders.mailer,
                 links: senders.links,
+                webhooks: senders.webhooks,
                 backlog: std::sync::Mutex::new(vec![0; OUTBOX_SHARDS as usize]),
             },
             owners,

@@ -145,7 +145,7 @@ where
             ctx.metrics.counted(&ctx.metrics.sent, "email", 1);
             Ok(After::Done)
         }
-        Err(e) if e.transient => Ok(After::Retry(backoff(attempts, None), e.text)),
+        Err(e) if e.transient => Ok(After::Retry(backoff(ctx, attempts, None), e.text)),
         Err(e) => Ok(After::Drop(e.text)),
     }
 }

@@ -29,6 +29,8 @@ pub struct NotifyMetrics {
     /// Jobs that found nothing left to do: the message was read, deleted,
     /// or the member muted the conversation since.
     pub cancelled: Family<Channel, Counter>,
+    /// Webhook deliveries kept as dead letters.
+    pub dead: Family<Channel, Counter>,
     /// Jobs waiting in the shards this node works.
     pub backlog: Gauge,
     /// Shards this node works.
@@ -52,6 +54,11 @@ impl NotifyMetrics {
             "cancelled",
             "Notification jobs with nothing left to do (read or deleted first)",
             m.cancelled.clone(),
+        );
+        r.register(
+            "dead",
+            "Webhook deliveries given up and kept for replay",
+            m.dead.clone(),
         );
         r.register(
             "backlog",

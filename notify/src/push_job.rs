@@ -95,7 +95,7 @@ impl PushJob<'_> {
                     .await?;
                 After::Drop("subscription gone at the push service".into())
             }
-            Outcome::Retry(why, asked) => After::Retry(backoff(self.attempts, asked), why),
+            Outcome::Retry(why, asked) => After::Retry(backoff(ctx, self.attempts, asked), why),
             Outcome::Refused(why) => After::Drop(why),
         })
     }

@@ -7,11 +7,12 @@
 use std::time::Duration;
 
 use chat_protocol::now_ms;
-use chat_storage::Job;
+use chat_storage::{DeadJob, Job};
 use futures_util::stream::{self, StreamExt};
 
 use crate::jobs::Work;
 use crate::push_job::PushJob;
+use crate::webhooks::WEBHOOK_ATTEMPTS;
 use crate::{mail_jobs, Ctx, NotifyError};
 
 /// Jobs read per shard per pass.
@@ -63,6 +64,8 @@ pub(crate) enum After {
     Retry(Duration, String),
     /// Give it up.
     Drop(String),
+    /// Keep it as a dead letter, for an operator to replay.
+    Dead(String),
 }
 
 async fn run_one(ctx: &Ctx, job: Job) -> Result<(), NotifyError> {
@@ -100,6 +103,19 @@ async fn run_one(ctx: &Ctx, job: Job) -> Result<(), NotifyError> {
         Work::VerifyEmail { user, address } => {
             mail_jobs::verify(ctx, user, address, job.attempts).await?
         }
+        Work::Webhook {
+            hook,
+            event,
+            delivery,
+            body,
+        } => match ctx.webhooks.deliver(hook, event, delivery, body).await {
+            Ok(()) => {
+                ctx.metrics.counted(&ctx.metrics.sent, "webhook", 1);
+                After::Done
+            }
+            Err(why) if job.attempts + 1 >= WEBHOOK_ATTEMPTS => After::Dead(why),
+            Err(why) => After::Retry(backoff(ctx, job.attempts, None), why),
+        },
     };
     let m = &ctx.metrics;
     match after {
@@ -123,6 +139,20 @@ async fn run_one(ctx: &Ctx, job: Job) -> Result<(), NotifyError> {
             m.counted(&m.dropped, channel, 1);
             tracing::info!(job = job.id, %why, "notification given up");
         }
+        After::Dead(why) => {
+            m.counted(&m.failed, channel, 1);
+            m.counted(&m.dead, channel, 1);
+            tracing::warn!(job = job.id, %why, "webhook delivery given up: kept as a dead letter");
+            let dead = DeadJob {
+                job: Job {
+                    attempts: job.attempts + 1,
+                    ..job.clone()
+                },
+                failed_at: now_ms(),
+                error: why,
+            };
+            ctx.store.put_dead_job(&dead).await?;
+        }
     }
     ctx.store.delete_job(&job).await?;
     Ok(())
@@ -134,12 +164,19 @@ fn gives_up(work: &Work, due: u64, attempts: u32) -> bool {
     match work {
         Work::Push { expires_ms, .. } => due >= *expires_ms,
         Work::Digest { .. } | Work::VerifyEmail { .. } => attempts >= MAIL_ATTEMPTS,
+        // Dead letters rather than given up: see `run_one`.
+        Work::Webhook { .. } => false,
     }
 }
 
-/// A retry's delay after `attempts` failures: 1 s doubling to 5 minutes,
-/// or what the service asked for when longer.
-pub(crate) fn backoff(attempts: u32, asked: Option<Duration>) -> Duration {
-    let doubling = Duration::from_secs(1u64 << attempts.min(9)).min(Duration::from_secs(300));
+/// A retry's delay after `attempts` failures: `[notifications]
+/// retry_base_ms` (1 s) doubling to 5 minutes, or what the service asked
+/// for when longer.
+pub(crate) fn backoff(ctx: &Ctx, attempts: u32, asked: Option<Duration>) -> Duration {
+    let base = Duration::from_millis(ctx.config.retry_base_ms.max(1));
+    let most = Duration::from_secs(300);
+    let doubling = base
+        .checked_mul(1u32 << attempts.min(16))
+        .map_or(most, |d| d.min(most));
     asked.map_or(doubling, |a| a.max(doubling))
 }

@@ -110,6 +110,57 @@ impl PushService {
         assert_eq!(code, 204, "{text}");
     }
 
+    /// Makes a webhook receiver `name` checking signatures with `secret`;
+    /// its URL.
+    pub async fn hook(&self, name: &str, secret: &str) -> String {
+        let body = serde_json::json!({ "secret": secret }).to_string();
+        let (code, text) = http(
+            self.addr,
+            "POST",
+            &format!("/hooks/{name}"),
+            None,
+            Some(&body),
+        )
+        .await;
+        assert_eq!(code, 204, "{text}");
+        format!("http://{}/hook/{name}", self.addr)
+    }
+
+    /// Every delivery to hook `name`, in order.
+    pub async fn deliveries(&self, name: &str) -> Vec<Value> {
+        let (status, body) =
+            http(self.addr, "GET", &format!("/deliveries/{name}"), None, None).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits until hook `name` has had at least `n` deliveries; all of them.
+    pub async fn wait_deliveries(&self, name: &str, n: usize) -> Vec<Value> {
+        chat_testkit::eventually(&format!("{n} deliveries to {name}"), || async move {
+            let got = self.deliveries(name).await;
+            if got.len() >= n {
+                Ok(got)
+            } else {
+                Err(format!("{} so far: {got:?}", got.len()))
+            }
+        })
+        .await
+    }
+
+    /// Fails the next `times` deliveries to hook `name` with `status`.
+    pub async fn fail_hook(&self, name: &str, status: u16, times: u32) {
+        let body = serde_json::json!({"status": status, "times": times}).to_string();
+        let (code, text) = http(
+            self.addr,
+            "POST",
+            &format!("/fail/{name}"),
+            None,
+            Some(&body),
+        )
+        .await;
+        assert_eq!(code, 204, "{text}");
+    }
+
     /// Pushes that failed the stand-in's checks (VAPID, encryption).
     pub async fn errors(&self) -> Vec<String> {
         let (_, body) = http(self.addr, "GET", "/errors", None, None).await;
