@@ -132,6 +132,7 @@ if [ "$#" -eq 0 ]; then
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node \
     --test guarantees --test chat --test http_api --test abuse --test cluster --test lifecycle \
     --test live_delivery --test hostile_pages --test notifications --test notifications_mail --test notifications_webhooks \
+    --test notifications_cluster \
     2>&1 | tee -a "$OUT"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test process kill_9 2>&1 | tee -a "$OUT"
 
