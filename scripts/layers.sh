@@ -51,7 +51,7 @@ check presence \
 # actors/: leaves; connection handles; messages; shared tables; interest;
 # fan-out; the actors and the dispatcher; the composition; the Router.
 check actors \
-  "error maps placement metrics rate telemetry tuning" \
+  "error events maps placement metrics rate telemetry tuning" \
   "conn" \
   "msg" \
   "cluster running watchers" \

@@ -36,6 +36,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::conn::{ConnId, Delivery};
 use crate::error::ChatError;
+use crate::events::ConversationEvents;
 use crate::fanout::Fanout;
 use crate::maps::IdMap;
 use crate::metrics::Metrics;
@@ -63,6 +64,8 @@ pub struct ConversationDeps {
     pub metrics: Arc<Metrics>,
     /// Knobs.
     pub tuning: Tuning,
+    /// Who hears of stored membership changes (operators' webhooks).
+    pub events: Arc<dyn ConversationEvents>,
 }
 
 /// Starting arguments.

@@ -35,6 +35,7 @@ pub mod conn;
 pub mod conversation;
 pub mod dispatch;
 pub mod error;
+pub mod events;
 pub mod fanout;
 pub mod interest;
 pub mod maps;

@@ -14,6 +14,7 @@ use ractor::ActorRef;
 use crate::cluster::Cluster;
 use crate::conversation::ConversationDeps;
 use crate::dispatch::{Dispatch, Visibility};
+use crate::events::ConversationEvents;
 use crate::fanout::LocalSessions;
 use crate::fanout::NodeFanout;
 use crate::interest::Interest;
@@ -69,6 +70,7 @@ impl Services {
         presence: Arc<dyn PresenceStore>,
         limits: Limits,
         tuning: Tuning,
+        events: Arc<dyn ConversationEvents>,
     ) -> Arc<Self> {
         let cluster = Arc::new(cluster);
         let ids = Arc::new(IdGenerator::new(cluster.node_id()));
@@ -91,6 +93,7 @@ impl Services {
             fanout: fanout.clone(),
             metrics: metrics.clone(),
             tuning,
+            events,
         });
         let session_deps = Arc::new(SessionDeps {
             node: cluster.name().clone(),

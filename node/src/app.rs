@@ -201,6 +201,13 @@ impl App {
             Some(r) => r.clone(),
             None => store.shared(),
         };
+        let webhooks = Arc::new(chat_notify::webhooks::Webhooks::new(
+            config.notifications.webhooks.clone(),
+        ));
+        let conversation_events = Arc::new(crate::notifier::WebhookEvents {
+            store: data.clone(),
+            webhooks: webhooks.clone(),
+        });
         let services = Services::new(
             cluster,
             data,
@@ -208,6 +215,7 @@ impl App {
             presence.clone(),
             config.limits.clone(),
             tuning,
+            conversation_events,
         );
         tokio::spawn(services.watchers.clone().run(presence.changes()));
         // Named only in a cluster: names are process-wide, and tests run
@@ -292,9 +300,7 @@ impl App {
             push.clone(),
             mailer,
             links.clone(),
-            Arc::new(chat_notify::webhooks::Webhooks::new(
-                config.notifications.webhooks.clone(),
-            )),
+            webhooks,
             notify_metrics,
             async move { stop.cancelled().await },
         );

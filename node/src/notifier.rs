@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chat_actors::cluster::{Cluster, Owner};
+use chat_actors::events::ConversationEvents;
 use chat_notify::links::Links;
 use chat_notify::mail::Mailer;
 use chat_notify::metrics::NotifyMetrics;
@@ -115,6 +116,56 @@ fn owners(cluster: &Arc<Cluster>, store: Arc<dyn MessageStore>) -> Arc<dyn Shard
         matches!(view.owner(key), Owner::Local)
     });
     Arc::new(PlacedShards::new(store, cluster.name(), here))
+}
+
+/// Operators' webhooks of conversation and membership changes: queued in
+/// the outbox once the conversation actor has stored the change (a node
+/// dying between the two loses the event; message events, from the outbox
+/// itself, are never lost).
+pub(crate) struct WebhookEvents {
+    pub(crate) store: Arc<dyn MessageStore>,
+    pub(crate) webhooks: Arc<Webhooks>,
+}
+
+impl WebhookEvents {
+    fn emit(&self, event: &str, data: impl FnOnce() -> serde_json::Value) {
+        if !self.webhooks.wanted(event) {
+            return;
+        }
+        let jobs = self.webhooks.jobs(event, data(), chat_protocol::now_ms());
+        let store = self.store.clone();
+        let event = event.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = store.put_jobs(&jobs).await {
+                tracing::warn!(%event, error = %e, "webhook event not queued");
+            }
+        });
+    }
+}
+
+impl ConversationEvents for WebhookEvents {
+    fn created(&self, conversation: &chat_protocol::Conversation) {
+        self.emit(
+            "conversation.created",
+            || serde_json::json!({ "conversation": conversation }),
+        );
+    }
+
+    fn members_changed(
+        &self,
+        conversation: &chat_protocol::ConversationId,
+        joined: &[chat_protocol::UserId],
+        left: &[chat_protocol::UserId],
+    ) {
+        for (event, users) in [("member.joined", joined), ("member.left", left)] {
+            for user in users {
+                self.emit(
+                    event,
+                    || serde_json::json!({ "conversation": conversation, "user": user }),
+                );
+            }
+        }
+    }
 }
 
 /// The mailer `[notifications.smtp]` configures, if any.

@@ -2,7 +2,8 @@
 //! in-process node: deliveries signed with HMAC-SHA256 that a receiver
 //! outside the node checks (scripts/push-service.py, Python's `hmac`), a
 //! failing receiver retried with backoff, then the delivery kept as a dead
-//! letter, listed and replayed through the admin API with its delivery id.
+//! letter, listed and replayed through the admin API with its delivery id;
+//! conversation and membership events.
 
 mod common;
 
@@ -107,4 +108,57 @@ async fn deliveries_are_signed_retried_then_dead_lettered_and_replayed() {
         .unwrap()
         .iter()
         .any(|d| d["delivery"] == tries[0]["delivery"]));
+}
+
+#[tokio::test]
+async fn conversation_and_membership_events_reach_their_hook() {
+    let receiver = PushService::start().await;
+    let url = receiver.hook("people", SECRET).await;
+    let (node, _serial) = outbox_node(|c| {
+        c.notifications.poll_ms = 20;
+        c.notifications.webhooks = vec![chat_notify::webhooks::WebhookConfig {
+            name: Some("people".into()),
+            url,
+            secret: SECRET.into(),
+            events: Vec::new(),
+        }];
+    })
+    .await;
+    let ann = node.user(&unique("ann")).await;
+    let bob = node.user(&unique("bob")).await;
+    let cat = node.user(&unique("cat")).await;
+    let mut a = connect(node.addr, &ann.access, Codec::Json).await;
+    let conv = group(&mut a, &[&bob.id]).await;
+    let first = receiver.wait_deliveries("people", 1).await;
+    assert_eq!(first[0]["event"], "conversation.created");
+    assert_eq!(
+        first[0]["body"]["data"]["conversation"]["id"],
+        conv.as_str()
+    );
+    ok(a.request(chat_protocol::ClientFrame::Invite {
+        req: None,
+        conversation: conv.clone(),
+        users: vec![UserId::new(&cat.id).unwrap()],
+    })
+    .await);
+    ok(a.request(chat_protocol::ClientFrame::Kick {
+        req: None,
+        conversation: conv.clone(),
+        user: UserId::new(&bob.id).unwrap(),
+    })
+    .await);
+    let got = receiver.wait_deliveries("people", 3).await;
+    let events: Vec<(&Value, &Value)> = got[1..]
+        .iter()
+        .map(|d| (&d["event"], &d["body"]["data"]["user"]))
+        .collect();
+    assert!(
+        events.contains(&(&Value::from("member.joined"), &Value::from(cat.id.as_str()))),
+        "{got:?}"
+    );
+    assert!(
+        events.contains(&(&Value::from("member.left"), &Value::from(bob.id.as_str()))),
+        "{got:?}"
+    );
+    assert!(got.iter().all(|d| d["signature_ok"] == true));
 }

@@ -118,6 +118,7 @@ impl ConversationState {
         }
         self.set_conversation(Some(conversation.clone()));
         self.announce(&conversation.members, &[]);
+        self.deps.events.created(&conversation);
         answer(
             reply,
             Ok(OkReply {
@@ -148,6 +149,11 @@ impl ConversationState {
         upsert: Vec<Member>,
         remove: Vec<UserId>,
     ) -> Result<Conversation, ChatError> {
+        let joined: Vec<UserId> = upsert
+            .iter()
+            .filter(|m| !next.members.iter().any(|x| x.user == m.user))
+            .map(|m| m.user.clone())
+            .collect();
         next.members.retain(|m| !remove.contains(&m.user));
         for m in &upsert {
             match next.members.iter_mut().find(|x| x.user == m.user) {
@@ -170,6 +176,9 @@ impl ConversationState {
             })?;
         self.set_conversation(Some(next.clone()));
         self.announce(&change.upsert, &remove);
+        if !joined.is_empty() || !remove.is_empty() {
+            self.deps.events.members_changed(&self.id, &joined, &remove);
+        }
         Ok(self.shown(&next))
     }
 

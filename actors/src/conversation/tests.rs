@@ -35,6 +35,7 @@ async fn start(tuning: Tuning) -> Fixture {
         fanout: fanout.clone(),
         metrics: Arc::new(Metrics::default()),
         tuning,
+        events: Arc::new(crate::events::NoEvents),
     });
     let args = ConversationArgs {
         id: id.clone(),

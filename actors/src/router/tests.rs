@@ -60,6 +60,7 @@ mod actors {
                 conversation_idle: idle,
                 ..Tuning::default()
             },
+            Arc::new(crate::events::NoEvents),
         );
         let (router, _) = Actor::spawn(None, Router, services.clone())
             .await
