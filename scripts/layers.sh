@@ -44,7 +44,9 @@ check storage \
   "conformance embedded scylladb" \
   "replicated"
 
-# presence/: the Redis backend over the trait in lib.rs.
+# presence/: the Redis backend over the trait in lib.rs (its files: config
+# and state at the bottom, then the commands, reads, writes and tasks that
+# work on the shared state, and redis.rs, the face, over all of them).
 check presence \
   "redis"
 
