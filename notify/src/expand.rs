@@ -19,14 +19,25 @@ const CHANGES_PER_PASS: usize = 256;
 /// Bytes of changes read per conversation per pass.
 const CHANGE_BYTES_PER_PASS: usize = 1 << 20;
 
-/// Works through the marks of `shard`; how many jobs it wrote.
-pub(crate) async fn expand_shard(ctx: &Ctx, shard: u32) -> Result<usize, NotifyError> {
+/// What stage one did with a mark: the cursor to move to, and whether the
+/// mark is to be cleared (no more changes wait behind this pass's). The
+/// worker writes every conversation's in one batch per pass: a write each
+/// would cost a durable commit per conversation per pass.
+pub(crate) struct Finish {
+    pub(crate) shard: u32,
+    pub(crate) mark: Mark,
+    pub(crate) cursor: NotifyCursor,
+    pub(crate) clear: bool,
+}
+
+/// Works through the marks of `shard`; what to write for each.
+pub(crate) async fn expand_shard(ctx: &Ctx, shard: u32) -> Result<Vec<Finish>, NotifyError> {
     let marks = ctx.store.marks(shard, 256).await?;
-    let mut written = 0;
+    let mut done = Vec::with_capacity(marks.len());
     for mark in marks {
-        written += expand_one(ctx, shard, &mark).await?;
+        done.push(expand_one(ctx, shard, mark).await?);
     }
-    Ok(written)
+    Ok(done)
 }
 
 /// What one pass learned of a member who was away, read once however many
@@ -63,10 +74,33 @@ impl Known {
     }
 }
 
-async fn expand_one(ctx: &Ctx, shard: u32, mark: &Mark) -> Result<usize, NotifyError> {
+async fn expand_one(ctx: &Ctx, shard: u32, mark: Mark) -> Result<Finish, NotifyError> {
     let store = ctx.store.as_ref();
     let id = &mark.conversation;
     let cursor = store.notify_cursor(id).await?;
+    let conversation = store.conversation(id).await?;
+    let away = match &conversation {
+        Some(c) => away_members(ctx, c).await?,
+        None => HashMap::new(),
+    };
+    let hooks = ctx.webhooks.wanted("message.created") || ctx.webhooks.wanted("message.updated");
+    if away.is_empty() && !hooks {
+        // Nobody to tell (everyone was online, or the conversation is
+        // gone): move past it all without reading it. The last message
+        // first: one stored after both reads is past the cursor either way.
+        let last = store.last_message(id).await?.map(|m| m.id);
+        let last_rev = store.last_rev(id).await?;
+        let next = NotifyCursor {
+            rev: cursor.rev.max(last_rev),
+            last_id: cursor.last_id.max(last.unwrap_or_default()),
+        };
+        return Ok(Finish {
+            shard,
+            mark,
+            cursor: next,
+            clear: true,
+        });
+    }
     let last_rev = store.last_rev(id).await?;
     let changes = store
         .changes(
@@ -83,10 +117,8 @@ async fn expand_one(ctx: &Ctx, shard: u32, mark: &Mark) -> Result<usize, NotifyE
         .filter(|m| m.id > cursor.last_id)
         .collect();
     let mut jobs = Vec::new();
-    if !fresh.is_empty() {
-        if let Some(conversation) = store.conversation(id).await? {
-            jobs = jobs_for(ctx, &conversation, &fresh).await?;
-        }
+    if let (Some(c), false, false) = (&conversation, fresh.is_empty(), away.is_empty()) {
+        jobs = jobs_for(ctx, c, &away, &fresh).await?;
     }
     // Operators' webhooks hear of every change, new or updated.
     let now = chat_protocol::now_ms();
@@ -125,42 +157,44 @@ async fn expand_one(ctx: &Ctx, shard: u32, mark: &Mark) -> Result<usize, NotifyE
             .max(cursor.rev),
         last_id: fresh.iter().map(|m| m.id).max().unwrap_or(cursor.last_id),
     };
-    if next != cursor {
-        store.set_notify_cursor(id, next).await?;
-    }
-    if !changes.more {
-        store.clear_mark(shard, mark).await?;
-    }
-    Ok(kept.len())
+    Ok(Finish {
+        shard,
+        mark,
+        cursor: next,
+        clear: !changes.more,
+    })
 }
 
-/// The push jobs `messages` of `conversation` call for.
-async fn jobs_for(
+/// The members of `c` who are away, with what presence says of them: most
+/// members of a busy conversation are online, and cost nothing more.
+async fn away_members(
     ctx: &Ctx,
-    conversation: &Conversation,
-    messages: &[&Message],
-) -> Result<Vec<Job>, NotifyError> {
-    let members: Vec<UserId> = conversation
-        .members
-        .iter()
-        .map(|m| m.user.clone())
-        .collect();
-    // Presence first, for everyone at once: most members of a busy
-    // conversation are online, and they cost nothing more.
-    let away: HashMap<UserId, Presence> = ctx
+    c: &Conversation,
+) -> Result<HashMap<UserId, Presence>, NotifyError> {
+    let members: Vec<UserId> = c.members.iter().map(|m| m.user.clone()).collect();
+    Ok(ctx
         .presence
         .query(&members)
         .await?
         .into_iter()
         .filter(|p| p.status == Status::Offline)
         .map(|p| (p.user.clone(), p))
-        .collect();
+        .collect())
+}
+
+/// The push jobs `messages` of `conversation` call for.
+async fn jobs_for(
+    ctx: &Ctx,
+    conversation: &Conversation,
+    away: &HashMap<UserId, Presence>,
+    messages: &[&Message],
+) -> Result<Vec<Job>, NotifyError> {
     let mut known: HashMap<UserId, Known> = HashMap::new();
     let mut jobs = Vec::new();
     let mut digests: HashMap<UserId, Vec<(DigestItem, u64)>> = HashMap::new();
     let ttl_ms = ctx.config.push.ttl().as_millis() as u64;
     for m in messages {
-        for (user, p) in &away {
+        for (user, p) in away {
             if *user == m.sender {
                 continue;
             }

@@ -88,7 +88,7 @@ impl Default for NotifyConfig {
     fn default() -> Self {
         NotifyConfig {
             enabled: true,
-            poll_ms: 250,
+            poll_ms: 1000,
             queue_limit: 1_000_000,
             retry_base_ms: 1000,
             public_url: "http://127.0.0.1:8080".into(),
@@ -244,16 +244,34 @@ impl Notifier {
             }
         }
         let mut backlog = 0;
+        let mut finished = Vec::new();
         for shard in owned {
-            match self.pass_shard(shard).await {
+            match self.pass_shard(shard, &mut finished).await {
                 Ok(n) => backlog += n,
                 Err(e) => tracing::warn!(shard, error = %e, "notification pass failed"),
             }
         }
+        // Every conversation's cursor and mark in one write.
+        let finished: Vec<chat_storage::MarkDone> = finished
+            .into_iter()
+            .map(|f| chat_storage::MarkDone {
+                shard: f.shard,
+                mark: f.mark,
+                cursor: f.cursor,
+                clear: f.clear,
+            })
+            .collect();
+        if let Err(e) = self.ctx.store.finish_marks(&finished).await {
+            tracing::warn!(error = %e, "notification cursors not written; the next pass redoes them");
+        }
         self.ctx.metrics.backlog.set(backlog as i64);
     }
 
-    async fn pass_shard(&self, shard: u32) -> Result<u64, NotifyError> {
+    async fn pass_shard(
+        &self,
+        shard: u32,
+        finished: &mut Vec<expand::Finish>,
+    ) -> Result<u64, NotifyError> {
         let waiting = self.ctx.store.count_jobs(shard).await?;
         if let Some(n) = self
             .ctx
@@ -264,7 +282,7 @@ impl Notifier {
         {
             *n = waiting;
         }
-        expand::expand_shard(&self.ctx, shard).await?;
+        finished.extend(expand::expand_shard(&self.ctx, shard).await?);
         runner::run_due(&self.ctx, shard).await?;
         Ok(waiting)
     }

@@ -34,7 +34,8 @@ pub use leases::{Lease, LeaseGrant, LeaseStore};
 pub use moderation::{AuditEntry, ModerationStore, UserFlag, UserFlags};
 pub use notifications::NotificationStore;
 pub use outbox::{
-    outbox_shard, DeadJob, DigestItem, Job, Mark, NotifyCursor, OutboxStore, OUTBOX_SHARDS,
+    outbox_shard, DeadJob, DigestItem, Job, Mark, MarkDone, NotifyCursor, OutboxStore,
+    OUTBOX_SHARDS,
 };
 pub use people::{EmailAddress, EmailToken, PeopleStore, TokenPurpose};
 

@@ -89,6 +89,20 @@ impl Job {
     }
 }
 
+/// What a worker did with a mark: the conversation's new cursor, and
+/// whether to clear the mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkDone {
+    /// The mark's shard.
+    pub shard: u32,
+    /// The mark as read.
+    pub mark: Mark,
+    /// Where the conversation's cursor moves.
+    pub cursor: NotifyCursor,
+    /// Clear the mark (unless set again since).
+    pub clear: bool,
+}
+
 /// A job given up on, kept for an operator to look at and replay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadJob {
@@ -138,6 +152,20 @@ pub trait OutboxStore: Send + Sync {
         conversation: &ConversationId,
         cursor: NotifyCursor,
     ) -> Result<(), StoreError>;
+
+    /// [`OutboxStore::set_notify_cursor`] then, where `clear`,
+    /// [`OutboxStore::clear_mark`], for each of `done`: a worker's pass in
+    /// one call, which a backend may write as one batch.
+    async fn finish_marks(&self, done: &[MarkDone]) -> Result<(), StoreError> {
+        for d in done {
+            self.set_notify_cursor(&d.mark.conversation, d.cursor)
+                .await?;
+            if d.clear {
+                self.clear_mark(d.shard, &d.mark).await?;
+            }
+        }
+        Ok(())
+    }
 
     /// Stores jobs (one with the id of a stored one replaces it).
     async fn put_jobs(&self, jobs: &[Job]) -> Result<(), StoreError>;

@@ -20,7 +20,9 @@ use super::keyspaces::{Inner, Table};
 use super::registers::{RegisterTable, Writes};
 use super::txn::Txn;
 use super::EmbeddedStore;
-use crate::outbox::{newest_dead, outbox_shard, DeadJob, DigestItem, Job, Mark, NotifyCursor};
+use crate::outbox::{
+    newest_dead, outbox_shard, DeadJob, DigestItem, Job, Mark, MarkDone, NotifyCursor,
+};
 use crate::{corrupt, unavailable, OutboxStore, StoreError};
 
 fn mark_key(shard: u32, conversation: &str) -> Vec<u8> {
@@ -53,6 +55,16 @@ impl Txn<'_> {
 }
 
 impl Txn<'_> {
+    /// Clears `mark` unless a write set it again since it was read.
+    pub(crate) fn clear_mark(&mut self, shard: u32, mark: &Mark) -> Result<(), StoreError> {
+        let key = mark_key(shard, mark.conversation.as_str());
+        let held = self.get(Table::NotifyMarks, &key)?;
+        if held.is_some_and(|v| decode_u64(&v).ok() == Some(mark.token)) {
+            self.set(Table::NotifyMarks, key, None);
+        }
+        Ok(())
+    }
+
     /// Moves a conversation's notification cursor to `cursor`, each field
     /// by max: never back, whatever order moves arrive in.
     pub(crate) fn raise_notify_cursor(
@@ -171,16 +183,8 @@ impl OutboxStore for EmbeddedStore {
     }
 
     async fn clear_mark(&self, shard: u32, mark: &Mark) -> Result<(), StoreError> {
-        let key = mark_key(shard, mark.conversation.as_str());
-        let token = mark.token;
-        self.update(move |txn| {
-            let held = txn.get(Table::NotifyMarks, &key)?;
-            if held.is_some_and(|v| decode_u64(&v).ok() == Some(token)) {
-                txn.set(Table::NotifyMarks, key, None);
-            }
-            Ok(())
-        })
-        .await
+        let mark = mark.clone();
+        self.update(move |txn| txn.clear_mark(shard, &mark)).await
     }
 
     async fn notify_cursor(
@@ -207,6 +211,24 @@ impl OutboxStore for EmbeddedStore {
         let conversation = conversation.clone();
         self.update(move |txn| txn.raise_notify_cursor(&conversation, cursor))
             .await
+    }
+
+    async fn finish_marks(&self, done: &[MarkDone]) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let done = done.to_vec();
+        // One batch for the pass: one commit, however many conversations.
+        self.update(move |txn| {
+            for d in &done {
+                txn.raise_notify_cursor(&d.mark.conversation, d.cursor)?;
+                if d.clear {
+                    txn.clear_mark(d.shard, &d.mark)?;
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn put_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
