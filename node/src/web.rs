@@ -132,6 +132,10 @@ pub(crate) fn routes(web: &WebSection) -> axum::Router<Arc<App>> {
     axum::Router::new()
         .route_service("/", ServeFile::new(index))
         .route_service("/admin", ServeFile::new(console))
+        // The page a mailed verification link opens is the app's.
+        .route_service("/verify-email", ServeFile::new(dir.join("index.html")))
+        // The service worker, at the root so that its scope is the app.
+        .route_service("/sw.js", ServeFile::new(dir.join("sw.js")))
         .merge(
             axum::Router::new()
                 .nest_service("/assets", assets)

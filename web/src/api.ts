@@ -75,21 +75,29 @@ export class ApiError extends Error {
   }
 }
 
-/** POSTs JSON to the first node that answers (a dead node is skipped). */
-async function post(path: string, body: unknown): Promise<Response> {
+/** Sends a request (with a JSON body, and a bearer token when given) to
+ * the first node that answers (a dead node is skipped). */
+export async function send(method: string, path: string, body?: unknown, token?: string): Promise<Response> {
   let lastError: unknown = null;
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
   for (const node of nodes()) {
     try {
       return await fetch(node + path, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify(body),
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (e) {
       lastError = e;
     }
   }
   throw new ApiError(0, "unavailable", `no node answers (${String(lastError)})`);
+}
+
+/** POSTs JSON to the first node that answers. */
+function post(path: string, body: unknown): Promise<Response> {
+  return send("POST", path, body);
 }
 
 /** The JSON body of a reply, or an ApiError from its `{code, message}`. */

@@ -2,14 +2,25 @@ import { useEffect, useLayoutEffect, useMemo, useReducer, useRef, useState } fro
 import { ApiError, Session, clearSession, loadSession, login, logout, register } from "./api";
 import { Chat, Conversation, Message, Outgoing } from "./chat";
 import { Ended } from "./socket";
+import { Bell, SettingsPage, VerifyEmail } from "./settings";
+import { registerWorker } from "./notify";
 
-/** `#/c/<id>` → the conversation id. */
+/** What `#/settings` routes to. */
+const SETTINGS = "\u0000settings";
+
+/** `#/c/<id>` → the conversation id; `#/settings` → [`SETTINGS`]. */
 function route(): string | null {
+  if (location.hash === "#/settings") return SETTINGS;
   const m = location.hash.match(/^#\/c\/(.+)$/);
   return m ? decodeURIComponent(m[1]) : null;
 }
 
 export function App() {
+  // A mailed verification link opens this page: no sign-in needed.
+  return location.pathname === "/verify-email" ? <VerifyEmail /> : <Main />;
+}
+
+function Main() {
   const [session, setSession] = useState<Session | null>(loadSession());
   const [suspended, setSuspended] = useState(false);
   if (!session) {
@@ -127,6 +138,7 @@ function Signed({ session, onOut }: { session: Session; onOut: (why?: Ended) => 
   const [open, setOpen] = useState<string | null>(route());
   useEffect(() => {
     chat.start();
+    void registerWorker();
     const onHash = () => setOpen(route());
     addEventListener("hashchange", onHash);
     const onVisible = () => chat.open && document.visibilityState === "visible" && chat.markRead(chat.open);
@@ -138,14 +150,18 @@ function Signed({ session, onOut }: { session: Session; onOut: (why?: Ended) => 
     };
   }, [chat]);
   useEffect(() => {
-    void chat.show(open);
+    void chat.show(open === SETTINGS ? null : open);
   }, [chat, open]);
   const conversation = open ? chat.conversations.get(open) : undefined;
+  const settings = open === SETTINGS;
   return (
     <div class={`shell ${open ? "has-open" : ""}`}>
       <header class="top">
         <strong>Chat</strong>
         <span class="me">{chat.session.user}</span>
+        <a data-testid="settings-link" href="#/settings">
+          Settings
+        </a>
         <span
           data-testid="connection"
           data-state={chat.conn === "open" ? "open" : "reconnecting"}
@@ -178,7 +194,9 @@ function Signed({ session, onOut }: { session: Session; onOut: (why?: Ended) => 
         </ul>
       </nav>
       <section class="pane">
-        {open && conversation ? (
+        {settings ? (
+          <SettingsPage chat={chat} />
+        ) : open && conversation ? (
           <ConversationView key={open} chat={chat} c={conversation} />
         ) : (
           <p class="empty">{open ? "Loading…" : "Pick a conversation or start one."}</p>
@@ -300,6 +318,7 @@ function ConversationView({ chat, c }: { chat: Chat; c: Conversation }) {
           ←
         </a>
         <h2>{chat.title(c)}</h2>
+        <Bell chat={chat} c={c} />
         <ul class="members" aria-label="Members">
           {c.members.map((m) => (
             <li key={m.user}>

@@ -4,7 +4,7 @@
 // `subscribe`.
 
 import { ChatSocket, ConnState, Ended, RequestError } from "./socket";
-import { Session, loadSession, nodes, refresh } from "./api";
+import { Session, loadSession, nodes, readJson, refresh, send } from "./api";
 
 export interface Reaction {
   emoji: string;
@@ -44,6 +44,8 @@ export interface Conversation {
   last_message?: Message | null;
   unread: number;
   mentions: number;
+  /** What of it notifies this user (servers of 1.2 and later). */
+  notify?: { level: "all" | "mentions" | "none"; muted_until?: number };
 }
 
 /** A send not acknowledged yet: shown at once, sent again with the same
@@ -161,6 +163,11 @@ export class Chat {
   }
 
   // --- tokens ---------------------------------------------------------------
+
+  /** An HTTP request as this user (JSON in and out), to any node. */
+  async request(method: string, path: string, body?: unknown): Promise<any> {
+    return readJson(await send(method, path, body, await this.token()));
+  }
 
   /** The access token, refreshed first when it expires within a minute. */
   private async token(): Promise<string> {
@@ -417,6 +424,15 @@ export class Chat {
         return;
     }
     this.changed();
+  }
+
+  /** Notes this user's new setting for conversation `id`. */
+  setNotify(id: string, notify: Conversation["notify"]) {
+    const c = this.conversations.get(id);
+    if (c) {
+      c.notify = notify;
+      this.changed();
+    }
   }
 
   private putConversation(c: Conversation) {

@@ -1,0 +1,142 @@
+// The web app's notification settings in a real browser (Debian's chromium,
+// driven by playwright-core) against a real node: the settings page writes
+// what the server then holds, a conversation's bell sets its level and
+// mutes it (kept across a reload), the service worker shows a push as a
+// browser notification (delivered through the DevTools protocol, as a push
+// service would), and a verification link's page reports a bad token.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+import { eventually, startCluster } from "./cluster.mjs";
+
+const PASSWORD = "correct horse battery";
+let cluster;
+let browser;
+
+before(async () => {
+  cluster = await startCluster(1);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  cluster?.stop();
+});
+
+function unique(prefix) {
+  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+async function signUp(context, prefix) {
+  const page = await context.newPage();
+  page.errors = [];
+  page.on("console", (m) => m.type() === "error" && page.errors.push(m.text()));
+  page.on("pageerror", (e) => page.errors.push(String(e)));
+  await page.goto(cluster.urls[0]);
+  const name = unique(prefix);
+  await page.fill("[data-testid=username]", name);
+  await page.fill("[data-testid=password]", PASSWORD);
+  await page.click("[data-testid=register]");
+  await page.waitForSelector("[data-testid=connection][data-state=open]");
+  page.user = name;
+  return page;
+}
+
+/** A JSON request as the page's signed-in user. */
+function api(page, method, path, body) {
+  return page.evaluate(
+    async ([method, path, body]) => {
+      const token = JSON.parse(localStorage.getItem("chat.session")).access;
+      const res = await fetch(path, {
+        method,
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return res.json();
+    },
+    [method, path, body],
+  );
+}
+
+test("settings, the bell and the service worker's notifications", async () => {
+  const context = await browser.newContext({ permissions: ["notifications"] });
+  const bob = await signUp(context, "bob");
+  const ann = await signUp(await browser.newContext(), "ann");
+
+  // The settings page writes what the server holds.
+  await ann.click("[data-testid=settings-link]");
+  await ann.waitForSelector("[data-testid=settings]");
+  await ann.check("[data-testid=dnd-enabled]");
+  await ann.waitForSelector("[data-testid=dnd-start]");
+  await eventually("quiet hours stored", async () => (await api(ann, "GET", "/v1/me/notifications")).dnd?.start === "22:00");
+  await ann.selectOption("[data-testid=email-delay]", "3600");
+  await eventually("the delay stored", async () => (await api(ann, "GET", "/v1/me/notifications")).email.delay_secs === 3600);
+  await ann.uncheck("[data-testid=push-enabled]");
+  await eventually("push off", async () => (await api(ann, "GET", "/v1/me/notifications")).push.enabled === false);
+  await ann.fill("[data-testid=email]", `${ann.user}@example.com`);
+  await ann.click("button:has-text('Save address')");
+  await ann.waitForSelector("[data-testid=email-state]:has-text('not confirmed yet')");
+
+  // The bell: a level, then a mute; both kept across a reload.
+  await ann.goto(cluster.urls[0] + "/#/");
+  await ann.fill("[data-testid=new-members]", bob.user);
+  await ann.click("[data-testid=start]");
+  await ann.waitForFunction(() => location.hash.startsWith("#/c/"));
+  const conv = decodeURIComponent(await ann.evaluate(() => location.hash.slice(4)));
+  await ann.waitForSelector("[data-testid=bell][data-state=all]");
+  await ann.selectOption("[data-testid=bell]", "mentions");
+  await ann.waitForSelector("[data-testid=bell][data-state=mentions]");
+  await ann.reload();
+  await ann.waitForSelector("[data-testid=bell][data-state=mentions]");
+  await ann.selectOption("[data-testid=bell]", "mute8");
+  await ann.waitForSelector("[data-testid=bell][data-state=muted]");
+  await ann.reload();
+  await ann.waitForSelector("[data-testid=bell][data-state=muted]");
+
+  // Bob's service worker shows a push of Ann's message as a notification
+  // tagged with its conversation.
+  const registrationId = await (async () => {
+    const cdp = await context.newCDPSession(bob);
+    const ids = [];
+    cdp.on("ServiceWorker.workerRegistrationUpdated", (e) => {
+      for (const r of e.registrations) if (!r.isDeleted) ids.push(r.registrationId);
+    });
+    await cdp.send("ServiceWorker.enable");
+    await eventually("the service worker registered", async () => ids.length > 0);
+    await bob.evaluate(() => navigator.serviceWorker.ready);
+    const payload = {
+      type: "message",
+      conversation: conv,
+      message: { id: "1", sender: ann.user, body: "are you there?" },
+      unread: 1,
+    };
+    await cdp.send("ServiceWorker.deliverPushMessage", {
+      origin: cluster.urls[0],
+      registrationId: ids[ids.length - 1],
+      data: JSON.stringify(payload),
+    });
+    return ids[ids.length - 1];
+  })();
+  assert.ok(registrationId);
+  const shown = await eventually("the notification shown", async () => {
+    const list = await bob.evaluate(async () => {
+      const reg = await navigator.serviceWorker.ready;
+      return (await reg.getNotifications()).map((n) => ({ title: n.title, body: n.body, tag: n.tag }));
+    });
+    return list.length > 0 ? list : null;
+  });
+  assert.deepEqual(shown[0], { title: ann.user, body: "are you there?", tag: `conversation:${conv}` });
+
+  // A verification link with a bad token says so.
+  const verify = await context.newPage();
+  await verify.goto(cluster.urls[0] + "/verify-email?token=deadbeef");
+  await verify.waitForSelector("[data-testid=verify][data-state=failed]");
+  assert.match(await verify.textContent("[data-testid=verify] [role=status]"), /used, expired or unknown/);
+
+  assert.deepEqual(ann.errors, [], "console errors on ann's page");
+  assert.deepEqual(bob.errors, [], "console errors on bob's page");
+});
