@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { eventually, root, startCluster } from "./cluster.mjs";
+import { eventually, freePort, root, startCluster } from "./cluster.mjs";
 
 const artifacts = join(root, "web", "test-artifacts");
 const PASSWORD = "correct horse battery";
@@ -57,7 +57,16 @@ before(async () => {
   mkdirSync(artifacts, { recursive: true });
   // The value is TOML: an array of strings. A name listed there is
   // reserved: the operator makes its account, as an operator would.
-  cluster = await startCluster(3, { CHAT__ADMIN__USERS: JSON.stringify([ADMIN]) }, { admins: { [ADMIN]: PASSWORD } });
+  // A webhook to a port nothing listens on: its deliveries end as dead
+  // letters within seconds (retries 10 ms apart, doubling).
+  const deadEnd = await freePort();
+  const env = {
+    CHAT__ADMIN__USERS: JSON.stringify([ADMIN]),
+    CHAT__NOTIFICATIONS__POLL_MS: "100",
+    CHAT__NOTIFICATIONS__RETRY_BASE_MS: "10",
+    CHAT__NOTIFICATIONS__WEBHOOKS: `[{name = "dead-end", url = "http://127.0.0.1:${deadEnd}/hook", secret = "web-test-webhook-secret", events = ["message.created"]}]`,
+  };
+  cluster = await startCluster(3, env, { admins: { [ADMIN]: PASSWORD } });
   const taken = await http(1, "POST", "/v1/auth/register", { body: { username: ADMIN.toUpperCase(), password: PASSWORD } });
   assert.equal(taken.status, 409, `register ${ADMIN.toUpperCase()}: ${JSON.stringify(taken.body)}`);
   assert.equal(taken.body?.code, "conflict");
@@ -388,6 +397,32 @@ test("a conversation bob created: the console says which node owns it", async ()
   await console1.fill("[data-testid=conv-query]", id);
   await console1.click("[data-testid=conv-lookup]");
   await console1.waitForSelector(`[data-testid=conv-card][data-id="${id}"]`);
+});
+
+test("a webhook delivery given up is listed in the console and replayed from it", async () => {
+  // Bob says something: its message.created delivery fails 8 times.
+  const chat = await openChat(1, BOB);
+  await chat.fill("[data-testid=new-members]", ADMIN);
+  await chat.click("[data-testid=start]");
+  await chat.waitForFunction(() => location.hash.startsWith("#/c/"));
+  await chat.fill("[data-testid=composer]", "for the webhook");
+  await chat.press("[data-testid=composer]", "Enter");
+  const page = await openConsole(0, ADMIN);
+  const row = page.locator("[data-testid=dead-letter]").first();
+  await row.waitFor({ timeout: 30_000 });
+  const delivery = await row.getAttribute("data-delivery");
+  const cells = await row.locator("td").allTextContents();
+  assert.equal(cells[1], "dead-end");
+  assert.equal(cells[2], "message.created");
+  assert.equal(cells[3], "8");
+  await row.locator("[data-testid=replay]").click();
+  await eventually("the replayed letter leaves the list", async () =>
+    (await page.locator(`[data-testid=dead-letter][data-delivery="${delivery}"]`).count()) === 0,
+  );
+  const replayed = page.locator(`[data-testid=audit-row][data-action=replay_webhook]`).first();
+  await replayed.waitFor({ timeout: 30_000 });
+  noConsoleErrors(page, "the admin");
+  noConsoleErrors(chat, BOB);
 });
 
 test("drain node-3 from node 1's console: its clients move, it exits, the table shows two nodes", async () => {

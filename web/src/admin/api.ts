@@ -192,4 +192,23 @@ export class AdminApi {
   audit(limit = 50): Promise<{ entries: AuditEntry[] }> {
     return this.call("GET", `/v1/admin/audit?limit=${limit}`);
   }
+
+  deadLetters(): Promise<{ dead: DeadLetter[] }> {
+    return this.call("GET", "/v1/admin/webhooks/dead");
+  }
+
+  replay(id: string): Promise<{ replayed: string }> {
+    return this.call("POST", `/v1/admin/webhooks/dead/${encodeURIComponent(id)}/replay`);
+  }
+}
+
+/** A webhook delivery given up after its retries. */
+export interface DeadLetter {
+  id: string;
+  hook: string;
+  event: string;
+  delivery: string;
+  attempts: number;
+  failed_at: number;
+  error: string;
 }

@@ -1,6 +1,7 @@
 // The operators' console: the nodes (live, with drain), a user (disconnect,
 // suspend, unsuspend), which node owns a conversation, and the audit log.
 
+import { DeadLetters } from "./dead_letters";
 import { ComponentChildren } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError } from "../api";
@@ -269,6 +270,9 @@ function Console({ session, onOut }: { session: AdminSession; onOut: (why?: stri
           </Section>
           <Section title="Conversation">
             <ConversationPanel api={api} />
+          </Section>
+          <Section title="Webhook dead letters" wide aside={`newest first, every 5 s`}>
+            <DeadLetters api={api} onAction={acted} />
           </Section>
           <Section title="Audit log" wide aside={`newest first, every ${AUDIT_EVERY_MS / 1000} s`}>
             {auditError && (
