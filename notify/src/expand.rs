@@ -77,7 +77,6 @@ impl Known {
 async fn expand_one(ctx: &Ctx, shard: u32, mark: Mark) -> Result<Finish, NotifyError> {
     let store = ctx.store.as_ref();
     let id = &mark.conversation;
-    let cursor = store.notify_cursor(id).await?;
     let conversation = store.conversation(id).await?;
     let away = match &conversation {
         Some(c) => away_members(ctx, c).await?,
@@ -88,11 +87,11 @@ async fn expand_one(ctx: &Ctx, shard: u32, mark: Mark) -> Result<Finish, NotifyE
         // Nobody to tell (everyone was online, or the conversation is
         // gone): move past it all without reading it. The last message
         // first: one stored after both reads is past the cursor either way.
+        // The cursor is raised by max when written: no need to read it.
         let last = store.last_message(id).await?.map(|m| m.id);
-        let last_rev = store.last_rev(id).await?;
         let next = NotifyCursor {
-            rev: cursor.rev.max(last_rev),
-            last_id: cursor.last_id.max(last.unwrap_or_default()),
+            rev: store.last_rev(id).await?,
+            last_id: last.unwrap_or_default(),
         };
         return Ok(Finish {
             shard,
@@ -101,6 +100,7 @@ async fn expand_one(ctx: &Ctx, shard: u32, mark: Mark) -> Result<Finish, NotifyE
             clear: true,
         });
     }
+    let cursor = store.notify_cursor(id).await?;
     let last_rev = store.last_rev(id).await?;
     let changes = store
         .changes(

@@ -180,6 +180,7 @@ pub struct Senders {
 pub struct Notifier {
     ctx: Ctx,
     owners: Arc<dyn ShardOwners>,
+    passes: std::sync::atomic::AtomicU64,
 }
 
 impl Notifier {
@@ -206,6 +207,7 @@ impl Notifier {
                 backlog: std::sync::Mutex::new(vec![0; OUTBOX_SHARDS as usize]),
             },
             owners,
+            passes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -231,14 +233,20 @@ impl Notifier {
 
     /// One pass over every shard this node works.
     async fn pass(&self) {
+        // The queues are counted (a scan of each shard) every tenth pass:
+        // admissions in between add to the last count.
+        let count = self
+            .passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(10);
         let owned = self.owners.owned().await;
         self.ctx.metrics.shards.set(owned.len() as i64);
         {
             // Shards worked elsewhere: what this node admitted to them since
-            // the last pass is all it knows of them.
+            // the last count is all it knows of them.
             let mut counts = self.ctx.backlog.lock().unwrap_or_else(|e| e.into_inner());
             for (shard, n) in counts.iter_mut().enumerate() {
-                if !owned.contains(&(shard as u32)) {
+                if count && !owned.contains(&(shard as u32)) {
                     *n = 0;
                 }
             }
@@ -246,7 +254,7 @@ impl Notifier {
         let mut backlog = 0;
         let mut finished = Vec::new();
         for shard in owned {
-            match self.pass_shard(shard, &mut finished).await {
+            match self.pass_shard(shard, count, &mut finished).await {
                 Ok(n) => backlog += n,
                 Err(e) => tracing::warn!(shard, error = %e, "notification pass failed"),
             }
@@ -264,23 +272,29 @@ impl Notifier {
         if let Err(e) = self.ctx.store.finish_marks(&finished).await {
             tracing::warn!(error = %e, "notification cursors not written; the next pass redoes them");
         }
-        self.ctx.metrics.backlog.set(backlog as i64);
+        if count {
+            self.ctx.metrics.backlog.set(backlog as i64);
+        }
     }
 
     async fn pass_shard(
         &self,
         shard: u32,
+        count: bool,
         finished: &mut Vec<expand::Finish>,
     ) -> Result<u64, NotifyError> {
-        let waiting = self.ctx.store.count_jobs(shard).await?;
-        if let Some(n) = self
-            .ctx
-            .backlog
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(shard as usize)
-        {
-            *n = waiting;
+        let mut waiting = 0;
+        if count {
+            waiting = self.ctx.store.count_jobs(shard).await?;
+            if let Some(n) = self
+                .ctx
+                .backlog
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(shard as usize)
+            {
+                *n = waiting;
+            }
         }
         finished.extend(expand::expand_shard(&self.ctx, shard).await?);
         runner::run_due(&self.ctx, shard).await?;
