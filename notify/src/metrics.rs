@@ -7,6 +7,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// The channels.
+pub const CHANNELS: [&str; 3] = ["push", "email", "webhook"];
+
 /// A channel label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Channel {
@@ -66,6 +69,22 @@ impl NotifyMetrics {
             m.backlog.clone(),
         );
         r.register("shards", "Outbox shards this node works", m.shards.clone());
+        // Every channel's series from the start, at 0: a rate over a
+        // series that appears with its first event misses that event, and
+        // an alert on it would have nothing to evaluate until then.
+        for channel in CHANNELS {
+            let label = Channel { channel };
+            for family in [
+                &m.queued,
+                &m.sent,
+                &m.failed,
+                &m.dropped,
+                &m.cancelled,
+                &m.dead,
+            ] {
+                family.get_or_create(&label);
+            }
+        }
         std::sync::Arc::new(m)
     }
 
