@@ -82,7 +82,7 @@ impl NotifyMetrics {
                 &m.cancelled,
                 &m.dead,
             ] {
-                family.get_or_create(&label);
+                let _ = family.get_or_create(&label);
             }
         }
         std::sync::Arc::new(m)
