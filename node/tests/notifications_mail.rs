@@ -138,14 +138,29 @@ async fn a_digest_lists_what_stays_unread_once_and_its_link_unsubscribes() {
     // Two unread, one read within the delay.
     send(&mut a, &kept, "k1", "first of the kept").await;
     let gone = send(&mut a, &read, "r1", "read before the digest").await;
-    send(&mut a, &kept, "k2", "second of the kept").await;
+    let last = send(&mut a, &kept, "k2", "second of the kept").await;
     // Bob comes online only once the outbox has judged the three while he
-    // was away (a digest job per conversation).
-    wait_metric(
-        node.addr,
-        "chat_notifications_queued_total{channel=\"email\"}",
-        2.0,
-    )
+    // was away: both conversations' cursors are past their messages.
+    let store = node.app.store.clone();
+    chat_testkit::eventually("the outbox past the three messages", || {
+        let store = store.clone();
+        let (kept, read) = (kept.clone(), read.clone());
+        async move {
+            let k = store
+                .notify_cursor(&kept)
+                .await
+                .map_err(|e| e.to_string())?;
+            let r = store
+                .notify_cursor(&read)
+                .await
+                .map_err(|e| e.to_string())?;
+            if k.last_id >= last.id && r.last_id >= gone.id {
+                Ok(())
+            } else {
+                Err(format!("{k:?} {r:?}"))
+            }
+        }
+    })
     .await;
     {
         let mut b = connect(node.addr, &bob.access, Codec::Json).await;
