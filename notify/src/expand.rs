@@ -88,9 +88,13 @@ async fn expand_one(ctx: &Ctx, shard: u32, mark: Mark) -> Result<Finish, NotifyE
         // gone): move past it all without reading it. The last message
         // first: one stored after both reads is past the cursor either way.
         // The cursor is raised by max when written: no need to read it.
+        // Its revision stays: on a shared store the revision index may
+        // already count a write whose message row has not landed, and a
+        // cursor moved past it would never come back to it. The last
+        // message is one that landed; later ones have higher ids.
         let last = store.last_message(id).await?.map(|m| m.id);
         let next = NotifyCursor {
-            rev: store.last_rev(id).await?,
+            rev: 0,
             last_id: last.unwrap_or_default(),
         };
         return Ok(Finish {
@@ -153,7 +157,9 @@ async fn expand_one(ctx: &Ctx, shard: u32, mark: Mark) -> Result<Finish, NotifyE
             .iter()
             .map(|m| m.rev)
             .max()
-            .unwrap_or(last_rev)
+            // Nothing read is not "nothing up to `last_rev`": the index may
+            // count a message whose row has not landed yet.
+            .unwrap_or(cursor.rev)
             .max(cursor.rev),
         last_id: fresh.iter().map(|m| m.id).max().unwrap_or(cursor.last_id),
     };

@@ -173,7 +173,6 @@ impl HistoryStore for ScyllaStore {
         // The new index rows first, then the state, then the old rows away:
         // at every moment a reader of the index finds the message.
         self.add_index_rows(message).await?;
-        self.mark_for_notify(&[message]).await?;
         let reactions = reactions_blob(message)?;
         let mentions: Vec<&str> = message.mentions.iter().map(UserId::as_str).collect();
         self.run(
@@ -191,6 +190,8 @@ impl HistoryStore for ScyllaStore {
             ),
         )
         .await?;
+        // Marked once the new state is in (see `write_messages`).
+        self.mark_for_notify(&[message]).await?;
         self.remove_index_rows(&previous, message).await
     }
 

@@ -59,6 +59,10 @@ impl ScyllaStore {
 #[async_trait]
 impl OutboxStore for ScyllaStore {
     async fn marks(&self, shard: u32, limit: usize) -> Result<Vec<Mark>, StoreError> {
+        // CQL refuses `LIMIT 0`; up to none is none.
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let rows = self
             .rows(&self.q.notify.select_marks, (shard as i32, limit))
@@ -145,6 +149,10 @@ impl OutboxStore for ScyllaStore {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<Job>, StoreError> {
+        // CQL refuses `LIMIT 0`; up to none is none.
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let rows = self

@@ -50,17 +50,18 @@ impl ScyllaStore {
                 .or_default()
                 .push(m);
         }
-        // The outbox's marks go with the rows: an acknowledged write is
-        // never missing from the notifications.
-        let rows = try_join_all(
+        try_join_all(
             partitions
                 .into_iter()
                 .map(|((conversation, bucket), rows)| {
                     self.write_partition(conversation, bucket, rows)
                 }),
-        );
-        futures_util::future::try_join(rows, self.mark_for_notify(messages)).await?;
-        Ok(())
+        )
+        .await?;
+        // The outbox's marks after the rows (a failure fails the write, so
+        // an acknowledged one is never missing from the notifications): a
+        // worker that sees a mark finds every message it marks.
+        self.mark_for_notify(messages).await
     }
 
     pub(super) async fn write_partition(
