@@ -474,8 +474,18 @@ impl Client {
         self.reply_to(&req).await
     }
 
-    /// Waits for the reply to `req`.
+    /// Waits for the reply to `req`. Replies to pipelined requests come in
+    /// any order, so one that came while waiting for another is taken from
+    /// the frames kept meanwhile.
     pub async fn reply_to(&mut self, req: &ReqId) -> ServerFrame {
+        let answers = |f: &ServerFrame| match f {
+            ServerFrame::Ok(ok) => ok.req.as_ref() == Some(req),
+            ServerFrame::Error { req: Some(r), .. } => r == req,
+            _ => false,
+        };
+        if let Some(i) = self.events.iter().position(answers) {
+            return self.events.remove(i).expect("a kept frame");
+        }
         loop {
             let Some(f) = self.recv().await else {
                 panic!(
@@ -483,11 +493,10 @@ impl Client {
                     self.closed
                 )
             };
-            match &f {
-                ServerFrame::Ok(ok) if ok.req.as_ref() == Some(req) => return f,
-                ServerFrame::Error { req: Some(r), .. } if r == req => return f,
-                _ => self.events.push_back(f),
+            if answers(&f) {
+                return f;
             }
+            self.events.push_back(f);
         }
     }
 
