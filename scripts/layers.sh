@@ -79,11 +79,12 @@ check node \
   "operator"
 
 # bench/: leaves (timed bodies, the command line, what clients read,
-# sockets, reactions, statistics, the machine, the ceiling server); the
+# sockets, reactions, statistics, the machine, the ceiling server, the push
+# service of notification runs); the
 # client of each target, tokens and CPU windows; one connection to any
 # target, and reports; the scenarios.
 check bench \
-  "body ceiling cli incoming net reactions stats sys" \
+  "body ceiling cli incoming net push_sink reactions stats sys" \
   "auth centrifugo client cpu socketio" \
   "conn report" \
   "scenario"

@@ -152,12 +152,24 @@ pub async fn register(node: SocketAddr, user: &str) -> Result<String> {
 
 /// A minimal HTTP/1.1 request over a fresh connection: (status, body).
 pub async fn http(node: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    http_as(node, method, path, None, body).await
+}
+
+/// [`http`] as the user `token` stands for, when given.
+pub async fn http_as(
+    node: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, String)> {
     let exchange = async {
         let mut s = TcpStream::connect(node)
             .await
             .with_context(|| format!("connecting to {node}"))?;
+        let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {node}\r\nConnection: close\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {node}\r\nConnection: close\r\n{auth}\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );

@@ -140,6 +140,14 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0.0)]
     #[serde(default)]
     pub changes_share: f64,
+    /// rooms, chat target: this share of each group's members never connect
+    /// and have a push subscription instead, at a push service the harness
+    /// runs (src/push_sink.rs): what the notification outbox costs. The
+    /// node must allow loopback push endpoints
+    /// (`notifications.push.allow_loopback_http`).
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default)]
+    pub offline_share: f64,
     /// rooms, direct, burst: before any ramp, one window at each of these
     /// per-user rates (e.g. 1,2.5,5.27), `--fixed-step` seconds each: the
     /// server's CPU per delivery at offered loads that are the same for
@@ -258,6 +266,14 @@ impl RunArgs {
             && (self.target != Target::Chat || self.scenario != ScenarioKind::Rooms)
         {
             bail!("--changes-share is for the rooms scenario against the chat target");
+        }
+        if !(0.0..=0.8).contains(&self.offline_share) {
+            bail!("--offline-share must be 0 to 0.8");
+        }
+        if self.offline_share > 0.0
+            && (self.target != Target::Chat || self.scenario != ScenarioKind::Rooms)
+        {
+            bail!("--offline-share is for the rooms scenario against the chat target");
         }
         if self
             .fixed_rates

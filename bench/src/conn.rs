@@ -25,6 +25,9 @@ pub struct GroupPlan {
     pub kind: ConversationKind,
     /// Members; the first one creates it.
     pub members: Vec<String>,
+    /// The last this many members never connect (`--offline-share`): they
+    /// are reached by push only.
+    pub offline: usize,
     /// Room name for Socket.IO (protocol v1 servers choose their own ids).
     pub room: String,
     /// The id the server gave the conversation, once created. Members learn
@@ -42,6 +45,7 @@ impl GroupPlan {
             index,
             kind,
             members,
+            offline: 0,
             room,
             created: tokio::sync::watch::channel(None).0,
         }

@@ -39,6 +39,7 @@ pub mod conn;
 pub mod cpu;
 pub mod incoming;
 pub mod net;
+pub mod push_sink;
 pub mod reactions;
 pub mod report;
 pub mod scenario;

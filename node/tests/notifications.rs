@@ -500,3 +500,55 @@ async fn settings_routes_validate_and_the_list_shows_each_conversations_level() 
     assert_eq!(level(&g), Some(NotifyLevel::None));
     assert_eq!(level(&channel), Some(NotifyLevel::Mentions));
 }
+
+#[tokio::test]
+async fn a_members_pushes_past_their_limit_are_dropped_and_counted() {
+    let (node, _serial) = outbox_node(|c| {
+        c.notifications.push.allow_loopback_http = true;
+        c.notifications.poll_ms = 20;
+        c.notifications.user_queue_limit = 2;
+        c.notifications.retry_base_ms = 50;
+    })
+    .await;
+    let push = PushService::start().await;
+    let ann = node.user(&unique("ann")).await;
+    let bob = node.user(&unique("bob")).await;
+    let mut a = connect(node.addr, &ann.access, Codec::Json).await;
+    let conv = group(&mut a, &[&bob.id]).await;
+    let browser = subscribe(&node, &push, &bob).await;
+    // Bob's push service is down: his pushes wait, retried.
+    push.fail(&browser, 500, 1_000_000).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(send(&mut a, &conv, &format!("l{i}"), "hello?").await.id);
+    }
+    let dropped = "chat_notifications_dropped_total{channel=\"push\"}";
+    wait_metric(node.addr, dropped, 3.0).await;
+    // It is back: the two that were queued go out, and only they.
+    push.fail(&browser, 500, 0).await;
+    let delivered = chat_testkit::eventually("the queued pushes delivered", || {
+        let push = &push;
+        let browser = &browser;
+        async move {
+            let got = push.received(browser).await;
+            let ok: Vec<Value> = got.into_iter().filter(|p| p["status"] == 201).collect();
+            if ok.len() >= 2 {
+                Ok(ok)
+            } else {
+                Err(format!("{} delivered so far", ok.len()))
+            }
+        }
+    })
+    .await;
+    let first_two: Vec<String> = sent[..2].iter().map(|id| id.to_string()).collect();
+    assert_eq!(message_ids(&delivered), first_two);
+    let tried: std::collections::BTreeSet<String> = message_ids(&push.received(&browser).await)
+        .into_iter()
+        .collect();
+    assert_eq!(
+        tried,
+        first_two.iter().cloned().collect(),
+        "pushes past the limit were never queued"
+    );
+    assert_eq!(metric(node.addr, dropped).await, 3.0);
+}

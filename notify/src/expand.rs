@@ -10,6 +10,7 @@ use chat_protocol::notify::{ConversationNotify, NotificationSettings, PushSubscr
 use chat_protocol::{Conversation, Message, Presence, Status, UserId};
 use chat_storage::{DigestItem, Job, Mark, NotifyCursor};
 
+use crate::admission::Full;
 use crate::jobs::{digest_job_id, job_id, Work};
 use crate::rules::{reason, Member};
 use crate::{Ctx, NotifyError};
@@ -137,19 +138,39 @@ async fn expand_one(ctx: &Ctx, shard: u32, mark: Mark) -> Result<Finish, NotifyE
             jobs.extend(ctx.webhooks.jobs(event, data, now));
         }
     }
-    // Over the queue's bound, new work is dropped (and counted) rather
-    // than let the outbox grow without end while push services are down.
-    let (kept, dropped): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| ctx.admit(j));
-    store.put_jobs(&kept).await?;
-    for job in &kept {
-        ctx.metrics.counted(&ctx.metrics.queued, channel_of(job), 1);
-    }
-    if !dropped.is_empty() {
-        for job in &dropped {
-            ctx.metrics
-                .counted(&ctx.metrics.dropped, channel_of(job), 1);
+    // Over a bound (see `admission`), new work is dropped (and counted)
+    // rather than let the outbox grow without end while push services are
+    // down.
+    let mut kept = Vec::with_capacity(jobs.len());
+    let (mut over_queue, mut over_member) = (0usize, 0usize);
+    for job in jobs {
+        let channel = channel_of(&job);
+        match ctx.admission.admit(&job, channel == "push") {
+            Ok(()) => {
+                ctx.metrics.counted(&ctx.metrics.queued, channel, 1);
+                kept.push(job);
+            }
+            Err(full) => {
+                ctx.metrics.counted(&ctx.metrics.dropped, channel, 1);
+                match full {
+                    Full::Queue => over_queue += 1,
+                    Full::Member => over_member += 1,
+                }
+            }
         }
-        tracing::warn!(conversation = %id, jobs = dropped.len(), "notification queue full; dropped");
+    }
+    if let Err(e) = store.put_jobs(&kept).await {
+        // Not queued after all: the next pass makes them again.
+        for job in &kept {
+            ctx.admission.release(job, channel_of(job) == "push");
+        }
+        return Err(e.into());
+    }
+    if over_queue > 0 {
+        tracing::warn!(conversation = %id, jobs = over_queue, "notification queue full; dropped");
+    }
+    if over_member > 0 {
+        tracing::info!(conversation = %id, jobs = over_member, "members' pushes over their limit; dropped");
     }
     let next = NotifyCursor {
         rev: changes

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_presence::{PresenceError, PresenceStore};
-use chat_storage::{Job, MessageStore, StoreError, OUTBOX_SHARDS};
+use chat_storage::{MessageStore, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
@@ -40,6 +40,7 @@ pub mod rules;
 pub mod vapid;
 pub mod webhooks;
 
+mod admission;
 mod expand;
 mod mail_jobs;
 mod push_job;
@@ -71,6 +72,10 @@ pub struct NotifyConfig {
     /// Jobs the outbox may hold, all shards together; past it new work is
     /// dropped and counted.
     pub queue_limit: u64,
+    /// Pushes one member may have waiting; past it their new pushes are
+    /// dropped and counted (a member away from a thousand busy rooms, or
+    /// whose push service is down).
+    pub user_queue_limit: u64,
     /// The first retry's delay; each next one doubles, up to 5 minutes.
     pub retry_base_ms: u64,
     /// The web app's address, which mailed links open (verification,
@@ -90,6 +95,7 @@ impl Default for NotifyConfig {
             enabled: true,
             poll_ms: 1000,
             queue_limit: 1_000_000,
+            user_queue_limit: 1_000,
             retry_base_ms: 1000,
             public_url: "http://127.0.0.1:8080".into(),
             push: PushConfig::default(),
@@ -145,23 +151,8 @@ pub(crate) struct Ctx {
     pub(crate) mailer: Option<Arc<mail::Mailer>>,
     pub(crate) links: Arc<links::Links>,
     pub(crate) webhooks: Arc<webhooks::Webhooks>,
-    /// Jobs waiting per shard as of the last pass over it.
-    backlog: std::sync::Mutex<Vec<u64>>,
-}
-
-impl Ctx {
-    /// Whether `job` fits under the queue limit (each shard's share of it).
-    pub(crate) fn admit(&self, job: &Job) -> bool {
-        let share = self.config.queue_limit / u64::from(OUTBOX_SHARDS);
-        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
-        match backlog.get_mut(job.shard as usize) {
-            Some(n) if *n < share.max(1) => {
-                *n += 1;
-                true
-            }
-            _ => false,
-        }
-    }
+    /// The outbox's bounds and what counts against them.
+    pub(crate) admission: admission::Admission,
 }
 
 /// What the worker sends with.
@@ -198,13 +189,13 @@ impl Notifier {
             ctx: Ctx {
                 store,
                 presence,
-                config,
                 metrics,
                 push: senders.push,
                 mailer: senders.mailer,
                 links: senders.links,
                 webhooks: senders.webhooks,
-                backlog: std::sync::Mutex::new(vec![0; OUTBOX_SHARDS as usize]),
+                admission: admission::Admission::new(config.queue_limit, config.user_queue_limit),
+                config,
             },
             owners,
             passes: std::sync::atomic::AtomicU64::new(0),
@@ -241,15 +232,8 @@ impl Notifier {
             .is_multiple_of(10);
         let owned = self.owners.owned().await;
         self.ctx.metrics.shards.set(owned.len() as i64);
-        {
-            // Shards worked elsewhere: what this node admitted to them since
-            // the last count is all it knows of them.
-            let mut counts = self.ctx.backlog.lock().unwrap_or_else(|e| e.into_inner());
-            for (shard, n) in counts.iter_mut().enumerate() {
-                if count && !owned.contains(&(shard as u32)) {
-                    *n = 0;
-                }
-            }
+        if count {
+            self.ctx.admission.forget_others(&owned);
         }
         let mut backlog = 0;
         let mut finished = Vec::new();
@@ -286,15 +270,7 @@ impl Notifier {
         let mut waiting = 0;
         if count {
             waiting = self.ctx.store.count_jobs(shard).await?;
-            if let Some(n) = self
-                .ctx
-                .backlog
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_mut(shard as usize)
-            {
-                *n = waiting;
-            }
+            self.ctx.admission.counted(shard, waiting);
         }
         finished.extend(expand::expand_shard(&self.ctx, shard).await?);
         runner::run_due(&self.ctx, shard).await?;

@@ -118,6 +118,8 @@ async fn run_one(ctx: &Ctx, job: Job) -> Result<(), NotifyError> {
         },
     };
     let m = &ctx.metrics;
+    // A retry replaces the job with a later one: it still counts.
+    let mut requeued = false;
     match after {
         After::Done => {}
         After::Retry(delay, why) => {
@@ -133,6 +135,7 @@ async fn run_one(ctx: &Ctx, job: Job) -> Result<(), NotifyError> {
                     ..job.clone()
                 };
                 ctx.store.put_jobs(&[next]).await?;
+                requeued = true;
             }
         }
         After::Drop(why) => {
@@ -155,6 +158,9 @@ async fn run_one(ctx: &Ctx, job: Job) -> Result<(), NotifyError> {
         }
     }
     ctx.store.delete_job(&job).await?;
+    if !requeued {
+        ctx.admission.release(&job, channel == "push");
+    }
     Ok(())
 }
 

@@ -81,6 +81,14 @@ pub struct StepReport {
     /// peak.
     #[serde(default)]
     pub harness_bound: bool,
+    /// `--offline-share` runs: pushes the harness's push service took in
+    /// the window (sent for offline members, about a poll interval behind
+    /// the messages that caused them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushes: Option<u64>,
+    /// pushes / cpu_window_s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushes_per_s: Option<f64>,
 }
 
 impl StepReport {
@@ -154,6 +162,12 @@ impl StepReport {
             .harness_cpu_s
             .map(|s| s / (secs * self.harness_cores as f64));
         self.harness_bound = self.harness_cpu_share.is_some_and(|s| s > bound_share);
+    }
+
+    /// Adds the pushes taken in `secs` seconds.
+    pub fn add_pushes(&mut self, pushes: u64, secs: f64) {
+        self.pushes = Some(pushes);
+        self.pushes_per_s = Some(pushes as f64 / secs.max(1e-9));
     }
 
     /// Kept up, and measured the server rather than the harness: a step

@@ -88,6 +88,21 @@ impl RunReport {
                     pct(st.harness_cpu_share),
                 );
             }
+            for (tag, st) in self
+                .fixed
+                .iter()
+                .map(|st| ("fixed", st))
+                .chain(self.steps.iter().map(|st| ("", st)))
+            {
+                if let Some(per_s) = st.pushes_per_s {
+                    let _ = writeln!(
+                        s,
+                        "{:>9.2} pushes: {per_s:.0}/s ({} in the window) {tag}",
+                        st.rate_per_user,
+                        st.pushes.unwrap_or(0)
+                    );
+                }
+            }
             if let Some(p) = &self.peak {
                 let _ = writeln!(
                     s,

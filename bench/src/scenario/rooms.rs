@@ -31,6 +31,7 @@ use super::shared::{base_report, finish, members, user_names, Member, Phase, Sha
 use crate::cli::{RunArgs, ScenarioKind};
 use crate::conn::{Conn, GroupPlan, Incoming};
 use crate::cpu::{CpuWindow, Mark};
+use crate::push_sink::{self, PushSink};
 use crate::report::{RunReport, StepReport};
 use crate::stats::now_us;
 
@@ -51,6 +52,7 @@ pub(crate) fn plan_groups(
     scenario: ScenarioKind,
     users: &[String],
     group_size: usize,
+    offline_share: f64,
 ) -> Vec<Arc<GroupPlan>> {
     let (size, kind) = match scenario {
         ScenarioKind::Direct => (2, ConversationKind::Direct),
@@ -67,12 +69,16 @@ pub(crate) fn plan_groups(
             } else {
                 kind
             };
-            Arc::new(GroupPlan::new(
+            let mut plan = GroupPlan::new(
                 index,
                 kind,
                 chunk.to_vec(),
                 format!("{}-r{index}", users[0]),
-            ))
+            );
+            // The creator and at least one other member stay online.
+            plan.offline = ((chunk.len() as f64 * offline_share).round() as usize)
+                .min(chunk.len().saturating_sub(2));
+            Arc::new(plan)
         })
         .collect()
 }
@@ -154,7 +160,7 @@ impl Traffic {
     pub fn new(m: &Member, conv: String, next_req: u64, pad: Arc<str>) -> Traffic {
         Traffic {
             conv,
-            fanout: m.group.members.len().saturating_sub(1) as u64,
+            fanout: (m.group.members.len() - m.group.offline).saturating_sub(1) as u64,
             inflight: Inflight::new(),
             next_req,
             last_delivered: 0,
@@ -371,28 +377,80 @@ pub(crate) async fn start_groups(
 ) -> Result<Groups> {
     crate::sys::check_open_files(args.users)?;
     let users = user_names(args.users);
-    let groups = plan_groups(kind, &users, args.group_size);
+    let groups = plan_groups(kind, &users, args.group_size, args.offline_share);
     let group_size = groups.first().map(|g| g.members.len()).unwrap_or(0);
     let tokens = crate::auth::tokens(args, &users, nodes).await?;
-    let sh = Shared::new(args, users.len());
-    let ms = members(args, nodes, &users, &tokens, |i| {
+    let all = members(args, nodes, &users, &tokens, |i| {
         groups[i / group_size].clone()
     });
+    let (offline, ms): (Vec<Member>, Vec<Member>) = all.into_iter().partition(is_offline);
+    let sink = if offline.is_empty() {
+        None
+    } else {
+        let sink = PushSink::start().await?;
+        subscribe_offline(&offline, &sink).await?;
+        Some(sink)
+    };
+    let sh = Shared::new(args, ms.len());
+    if let Some(sink) = sink {
+        let _ = sh.push_sink.set(sink);
+    }
     let title = format!("{}/{}", args.scenario.name(), args.target.name());
     let progress = Progress::start(sh.clone(), title, args.quiet);
-    let plan = format!(
+    let mut plan = format!(
         "{} users in {} conversations of {} ({:?})",
         users.len(),
         groups.len(),
         group_size,
         groups[0].kind,
     );
+    if !offline.is_empty() {
+        plan.push_str(&format!(
+            "; {} of them offline with a push subscription",
+            offline.len()
+        ));
+    }
     Ok(Groups {
         members: ms,
         shared: sh,
         progress,
         plan,
     })
+}
+
+/// Whether `m` is one of its group's members that never connect.
+fn is_offline(m: &Member) -> bool {
+    let g = &m.group;
+    g.members[g.members.len() - g.offline..].contains(&m.user)
+}
+
+/// Subscribes each offline member to push at `sink` (which also makes the
+/// user, when its token was minted here, before anyone invites it).
+async fn subscribe_offline(offline: &[Member], sink: &PushSink) -> Result<()> {
+    use futures_util::{stream, StreamExt, TryStreamExt};
+    stream::iter(offline)
+        .map(|m| async move {
+            let body = serde_json::json!({
+                "endpoint": sink.endpoint(&m.user),
+                "keys": {"p256dh": push_sink::P256DH, "auth": push_sink::AUTH},
+            })
+            .to_string();
+            let path = "/v1/me/push-subscriptions";
+            let (status, text) =
+                crate::auth::http_as(m.addr, "POST", path, Some(&m.token), &body).await?;
+            if status != 201 {
+                bail!(
+                    "subscribing {} to push: {status} {text} (does the node allow loopback \
+                     push endpoints: notifications.push.allow_loopback_http?)",
+                    m.user
+                );
+            }
+            Ok(())
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
 }
 
 async fn client_inner(m: &Member, sh: &Shared, pad: Arc<str>) -> Result<()> {
@@ -433,10 +491,12 @@ pub(crate) async fn measure(
         .await;
     let delivered = || sh.stats.totals.delivered.load(Ordering::Relaxed);
     let start = Mark::now(&sh.cpu_pids, delivered());
+    let pushes_before = sh.pushes();
     sh.stats.open_window();
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     sh.stats.close_window();
     let end = Mark::now(&sh.cpu_pids, delivered());
+    let pushes = sh.pushes() - pushes_before;
     sh.set_phase(Phase::Run { rate: 0.0 });
     let deadline = Instant::now() + DRAIN_MAX;
     while !sh.stats.window_settled() && Instant::now() < deadline {
@@ -452,8 +512,12 @@ pub(crate) async fn measure(
     // would land in the next window: wait until nothing moves any more.
     wait_quiet(sh).await;
     let mut step = StepReport::from_window(&w, rate, senders, slo_ms);
+    let cpu = CpuWindow::between(&start, &end);
+    if sh.push_sink.get().is_some() {
+        step.add_pushes(pushes, cpu.secs);
+    }
     step.add_cpu(
-        &CpuWindow::between(&start, &end),
+        &cpu,
         sh.server_cores,
         sh.harness_cores,
         sh.harness_bound_share,
@@ -652,13 +716,25 @@ mod tests {
     #[test]
     fn groups_cover_every_user() {
         let users: Vec<String> = (0..25).map(|i| format!("u{i}")).collect();
-        let g = plan_groups(ScenarioKind::Rooms, &users, 10);
+        let g = plan_groups(ScenarioKind::Rooms, &users, 10, 0.0);
         assert_eq!(g.len(), 3);
         assert_eq!(g[2].members.len(), 5);
-        let d = plan_groups(ScenarioKind::Direct, &users, 10);
+        let d = plan_groups(ScenarioKind::Direct, &users, 10, 0.0);
         assert_eq!(d.len(), 13);
         assert_eq!(d[0].kind, ConversationKind::Direct);
         assert_eq!(d[12].kind, ConversationKind::Group);
-        assert_eq!(plan_groups(ScenarioKind::Burst, &users, 10).len(), 1);
+        assert_eq!(plan_groups(ScenarioKind::Burst, &users, 10, 0.0).len(), 1);
+    }
+
+    #[test]
+    fn offline_members_are_the_last_of_each_group_and_never_the_creator() {
+        let users: Vec<String> = (0..23).map(|i| format!("u{i}")).collect();
+        let g = plan_groups(ScenarioKind::Rooms, &users, 10, 0.3);
+        assert_eq!(
+            g.iter().map(|g| g.offline).collect::<Vec<_>>(),
+            vec![3, 3, 1]
+        );
+        let two = plan_groups(ScenarioKind::Rooms, &users[..2], 10, 0.8);
+        assert_eq!(two[0].offline, 0, "a creator and one other stay online");
     }
 }

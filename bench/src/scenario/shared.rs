@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::cli::{RunArgs, Target};
 use crate::conn::{Conn, GroupPlan};
+use crate::push_sink::PushSink;
 use crate::report::{ConnectReport, RunReport};
 use crate::stats::{now_us, Latency, Stats};
 
@@ -86,6 +87,8 @@ pub(crate) struct Shared {
     /// `--hook-open`, `--hook-settled`.
     pub hook_open: Option<String>,
     pub hook_settled: Option<String>,
+    /// The push service of `--offline-share` runs.
+    pub push_sink: OnceLock<PushSink>,
     gate: Semaphore,
     first_failure: Mutex<Option<String>>,
 }
@@ -116,9 +119,15 @@ impl Shared {
             harness_bound_share: args.harness_bound_share,
             hook_open: args.hook_open.clone(),
             hook_settled: args.hook_settled.clone(),
+            push_sink: OnceLock::new(),
             gate: Semaphore::new(args.connect_concurrency),
             first_failure: Mutex::new(None),
         })
+    }
+
+    /// Pushes the sink has taken (0 without one).
+    pub fn pushes(&self) -> u64 {
+        self.push_sink.get().map_or(0, PushSink::received)
     }
 
     pub fn set_phase(&self, p: Phase) {
