@@ -58,7 +58,7 @@ run() { # on|off
   taskset -c 1 "$BIN/chat-bench" --target chat --nodes "http://127.0.0.1:$port" --jwt-secret "$SECRET" \
     --scenario rooms --users "$USERS" --group-size "$GROUP" --offline-share "$OFFLINE" \
     --fixed-rates "$FIXED" --rate "$RATE" --ramp "$RAMP" --step 4 --no-half-peak \
-    --pid "$NODE_PID" --source-ips 127.0.0.1,127.0.0.2 --quiet --json "$OUT_DIR/notify-$mode.json" >&2
+    --pid "$NODE_PID" --server-cores 1 --source-ips 127.0.0.1,127.0.0.2 --quiet --json "$OUT_DIR/notify-$mode.json" >&2
   # The node's own count of what it pushed, dropped and failed.
   (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3) |
     grep '^chat_notifications_.*push' >"$OUT_DIR/notify-$mode.metrics" || true

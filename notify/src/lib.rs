@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use chat_presence::{PresenceError, PresenceStore};
 use chat_storage::{MessageStore, StoreError};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
@@ -167,6 +168,9 @@ pub struct Senders {
     pub webhooks: Arc<webhooks::Webhooks>,
 }
 
+/// Shards a pass works at once.
+const SHARDS_AT_ONCE: usize = 4;
+
 /// The outbox worker of one node.
 pub struct Notifier {
     ctx: Ctx,
@@ -237,9 +241,17 @@ impl Notifier {
         }
         let mut backlog = 0;
         let mut finished = Vec::new();
-        for shard in owned {
-            match self.pass_shard(shard, count, &mut finished).await {
-                Ok(n) => backlog += n,
+        // A few shards at once: one shard's pushes wait on push services,
+        // and the others' need not wait behind them.
+        let mut passes = futures_util::stream::iter(owned)
+            .map(|shard| async move { (shard, self.pass_shard(shard, count).await) })
+            .buffer_unordered(SHARDS_AT_ONCE);
+        while let Some((shard, result)) = passes.next().await {
+            match result {
+                Ok((n, done)) => {
+                    backlog += n;
+                    finished.extend(done);
+                }
                 Err(e) => tracing::warn!(shard, error = %e, "notification pass failed"),
             }
         }
@@ -261,19 +273,24 @@ impl Notifier {
         }
     }
 
+    /// One shard's pass: its count (when `count`), what stage one did with
+    /// its marks, then its due jobs run.
     async fn pass_shard(
         &self,
         shard: u32,
         count: bool,
-        finished: &mut Vec<expand::Finish>,
-    ) -> Result<u64, NotifyError> {
+    ) -> Result<(u64, Vec<expand::Finish>), NotifyError> {
         let mut waiting = 0;
         if count {
             waiting = self.ctx.store.count_jobs(shard).await?;
             self.ctx.admission.counted(shard, waiting);
         }
-        finished.extend(expand::expand_shard(&self.ctx, shard).await?);
-        runner::run_due(&self.ctx, shard).await?;
-        Ok(waiting)
+        let finished = expand::expand_shard(&self.ctx, shard).await?;
+        // Stage one's work stands (its jobs are stored, its cursors are to
+        // be written) whatever becomes of the jobs that were due.
+        if let Err(e) = runner::run_due(&self.ctx, shard).await {
+            tracing::warn!(shard, error = %e, "notification jobs not run; the next pass retries");
+        }
+        Ok((waiting, finished))
     }
 }

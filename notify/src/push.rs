@@ -60,11 +60,20 @@ pub fn topic(conversation: &ConversationId) -> String {
     URL_SAFE_NO_PAD.encode(&digest[..24])
 }
 
+/// How long a signed VAPID token is used: push services accept up to
+/// 24 h; one is signed (an ECDSA signature) per push service origin every
+/// 12 h rather than per push.
+const VAPID_VALID_SECS: u64 = 12 * 3600;
+/// A kept token is signed again once less than this of it is left.
+const VAPID_RENEW_SECS: u64 = 3600;
+
 /// Sends pushes.
 pub struct PushSender {
     client: reqwest::Client,
     vapid: Arc<Vapid>,
     allow_loopback_http: bool,
+    /// `Authorization` per push service origin, with its `exp`.
+    signed: std::sync::Mutex<std::collections::HashMap<String, (String, u64)>>,
 }
 
 impl PushSender {
@@ -80,7 +89,31 @@ impl PushSender {
             client,
             vapid,
             allow_loopback_http,
+            signed: Default::default(),
         }
+    }
+
+    /// The `Authorization` header for pushes to `audience`, signed anew
+    /// only when the kept one is near its end. Origins are few (one per
+    /// browser vendor's service), so the map stays small.
+    fn authorization(&self, audience: &str) -> Result<String, String> {
+        let now = chat_protocol::now_ms() / 1000;
+        let mut signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((header, exp)) = signed.get(audience) {
+            if *exp > now + VAPID_RENEW_SECS {
+                return Ok(header.clone());
+            }
+        }
+        let exp = now + VAPID_VALID_SECS;
+        let header = self
+            .vapid
+            .authorization(audience, exp)
+            .map_err(|e| e.to_string())?;
+        if signed.len() >= 1024 {
+            signed.clear();
+        }
+        signed.insert(audience.to_owned(), (header.clone(), exp));
+        Ok(header)
     }
 
     /// The cluster's key.
@@ -106,10 +139,9 @@ impl PushSender {
             Err(e) => return Outcome::Refused(e),
         };
         let audience = url.origin().ascii_serialization();
-        let exp = chat_protocol::now_ms() / 1000 + 12 * 3600;
-        let auth = match self.vapid.authorization(&audience, exp) {
+        let auth = match self.authorization(&audience) {
             Ok(a) => a,
-            Err(e) => return Outcome::Refused(e.to_string()),
+            Err(e) => return Outcome::Refused(e),
         };
         let sent = self
             .client

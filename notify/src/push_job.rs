@@ -1,6 +1,7 @@
 //! A push job: one message to one browser, unless it was read, deleted or
 //! muted since it was queued.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chat_protocol::notify::PushSubscription;
@@ -16,6 +17,25 @@ const PUSH_BODY_CHARS: usize = 200;
 /// Unread messages counted per conversation for a push's badge.
 const UNREAD_CAP: u64 = 9_999;
 
+/// What a run of one member's pushes reads once rather than per push:
+/// their browsers, their unread total (a scan of every conversation's
+/// unread messages), and per conversation their read marker and mute. The
+/// run is a pass's jobs of that member, a moment's worth: a read or mute
+/// that lands during it is seen by the next pass.
+#[derive(Default)]
+pub(crate) struct Memo {
+    subscriptions: Option<Vec<PushSubscription>>,
+    unread: Option<u64>,
+    conversations: HashMap<ConversationId, Seen>,
+}
+
+/// A member's read marker and mute in one conversation.
+#[derive(Clone, Copy)]
+struct Seen {
+    read_up_to: Option<MessageId>,
+    muted: bool,
+}
+
 pub(crate) struct PushJob<'a> {
     pub(crate) user: &'a UserId,
     pub(crate) subscription: &'a str,
@@ -27,7 +47,7 @@ pub(crate) struct PushJob<'a> {
 }
 
 impl PushJob<'_> {
-    pub(crate) async fn run(&self, ctx: &Ctx) -> Result<After, NotifyError> {
+    pub(crate) async fn run(&self, ctx: &Ctx, memo: &mut Memo) -> Result<After, NotifyError> {
         let store = ctx.store.as_ref();
         let Some(sender) = &ctx.push else {
             return Ok(After::Drop("push is not configured".into()));
@@ -36,8 +56,11 @@ impl PushJob<'_> {
         if now >= self.expires_ms {
             return Ok(After::Drop("expired".into()));
         }
-        let subs = store.push_subscriptions(self.user).await?;
-        let Some(sub) = subs.iter().find(|s| s.id == self.subscription) else {
+        if memo.subscriptions.is_none() {
+            memo.subscriptions = Some(store.push_subscriptions(self.user).await?);
+        }
+        let subs = memo.subscriptions.as_deref().unwrap_or_default();
+        let Some(sub) = subs.iter().find(|s| s.id == self.subscription).cloned() else {
             return Ok(After::Drop("subscription gone".into()));
         };
         // Read (on any device), deleted or muted since it was queued:
@@ -45,18 +68,28 @@ impl PushJob<'_> {
         let Some(message) = store.message(self.conversation, self.message).await? else {
             return self.cancelled(ctx);
         };
-        let read = store
-            .read_marker(self.conversation, self.user)
-            .await?
-            .is_some_and(|r| r >= self.message);
-        let muted = store
-            .conversation_notify(self.user, self.conversation)
-            .await?
-            .is_some_and(|n| n.muted_at(now));
-        if message.deleted || read || muted {
+        let seen = match memo.conversations.get(self.conversation) {
+            Some(seen) => *seen,
+            None => {
+                let seen = Seen {
+                    read_up_to: store.read_marker(self.conversation, self.user).await?,
+                    muted: store
+                        .conversation_notify(self.user, self.conversation)
+                        .await?
+                        .is_some_and(|n| n.muted_at(now)),
+                };
+                memo.conversations.insert(self.conversation.clone(), seen);
+                seen
+            }
+        };
+        let read = seen.read_up_to.is_some_and(|r| r >= self.message);
+        if message.deleted || read || seen.muted {
             return self.cancelled(ctx);
         }
-        let unread = unread_total(ctx, self.user).await?;
+        let unread = match memo.unread {
+            Some(n) => n,
+            None => *memo.unread.insert(unread_total(ctx, self.user).await?),
+        };
         let body: String = message.body.chars().take(PUSH_BODY_CHARS).collect();
         let payload = json!({
             "type": "message",
@@ -67,9 +100,15 @@ impl PushJob<'_> {
         let payload = serde_json::to_vec(&payload).unwrap_or_default();
         let ttl = Duration::from_millis(self.expires_ms - now);
         let outcome = sender
-            .send(sub, &payload, ttl, self.urgent, &topic(self.conversation))
+            .send(&sub, &payload, ttl, self.urgent, &topic(self.conversation))
             .await;
-        self.after(ctx, sub, outcome).await
+        if outcome == Outcome::Gone {
+            // The rest of this run skips it too.
+            if let Some(subs) = &mut memo.subscriptions {
+                subs.retain(|s| s.id != sub.id);
+            }
+        }
+        self.after(ctx, &sub, outcome).await
     }
 
     fn cancelled(&self, ctx: &Ctx) -> Result<After, NotifyError> {

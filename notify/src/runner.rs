@@ -11,7 +11,7 @@ use chat_storage::{DeadJob, Job};
 use futures_util::stream::{self, StreamExt};
 
 use crate::jobs::Work;
-use crate::push_job::PushJob;
+use crate::push_job::{Memo, PushJob};
 use crate::webhooks::WEBHOOK_ATTEMPTS;
 use crate::{mail_jobs, Ctx, NotifyError};
 
@@ -36,24 +36,53 @@ pub(crate) async fn run_due(ctx: &Ctx, shard: u32) -> Result<usize, NotifyError>
             None => by_key.push(vec![job]),
         }
     }
-    let results: Vec<Result<(), NotifyError>> = stream::iter(by_key)
+    let results: Vec<(Vec<Finished>, Option<NotifyError>)> = stream::iter(by_key)
         .map(|mut group| async move {
             // Pushes of one millisecond come out by message id.
             group.sort_by_cached_key(|j| {
                 (j.due_ms, Work::decode(&j.payload).map_or(0, |w| w.order()))
             });
+            let mut memo = Memo::default();
+            let mut finished = Vec::with_capacity(group.len());
             for job in group {
-                run_one(ctx, job).await?;
+                match run_one(ctx, job, &mut memo).await {
+                    Ok(f) => finished.push(f),
+                    // The rest of this member's jobs wait for the next pass.
+                    Err(e) => return (finished, Some(e)),
+                }
             }
-            Ok(())
+            (finished, None)
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
-    for r in results {
-        r?;
+    // What went out leaves the store in one write: a crash before it sends
+    // those again, with the same ids.
+    let mut first_error = None;
+    let mut finished = Vec::new();
+    for (f, e) in results {
+        finished.extend(f);
+        first_error = first_error.or(e);
     }
-    Ok(n)
+    let jobs: Vec<Job> = finished.iter().map(|f| f.job.clone()).collect();
+    ctx.store.delete_jobs(&jobs).await?;
+    for f in &finished {
+        if !f.requeued {
+            ctx.admission.release(&f.job, f.push);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(n),
+    }
+}
+
+/// A job that ran: to delete, and whether it left the outbox's counts
+/// (a retry replaced it with a later one, which still counts).
+struct Finished {
+    job: Job,
+    requeued: bool,
+    push: bool,
 }
 
 /// What to do with a job after it ran.
@@ -68,14 +97,17 @@ pub(crate) enum After {
     Dead(String),
 }
 
-async fn run_one(ctx: &Ctx, job: Job) -> Result<(), NotifyError> {
+async fn run_one(ctx: &Ctx, job: Job, memo: &mut Memo) -> Result<Finished, NotifyError> {
     let work = match Work::decode(&job.payload) {
         Ok(w) => w,
         Err(e) => {
             // Written by a newer build, or damaged: not this build's to do.
             tracing::warn!(job = job.id, error = %e, "unreadable notification job dropped");
-            ctx.store.delete_job(&job).await?;
-            return Ok(());
+            return Ok(Finished {
+                job,
+                requeued: false,
+                push: false,
+            });
         }
     };
     let channel = work.channel();
@@ -97,7 +129,7 @@ async fn run_one(ctx: &Ctx, job: Job) -> Result<(), NotifyError> {
                 expires_ms: *expires_ms,
                 attempts: job.attempts,
             };
-            push.run(ctx).await?
+            push.run(ctx, memo).await?
         }
         Work::Digest { user } => mail_jobs::digest(ctx, user, job.attempts).await?,
         Work::VerifyEmail { user, address } => {
@@ -157,11 +189,11 @@ async fn run_one(ctx: &Ctx, job: Job) -> Result<(), NotifyError> {
             ctx.store.put_dead_job(&dead).await?;
         }
     }
-    ctx.store.delete_job(&job).await?;
-    if !requeued {
-        ctx.admission.release(&job, channel == "push");
-    }
-    Ok(())
+    Ok(Finished {
+        job,
+        requeued,
+        push: channel == "push",
+    })
 }
 
 /// Whether a retry due at `due` (its `attempts`th) is one too many: a

@@ -181,6 +181,16 @@ pub trait OutboxStore: Send + Sync {
     /// Removes a job (done, or replaced by its next attempt).
     async fn delete_job(&self, job: &Job) -> Result<(), StoreError>;
 
+    /// Removes `jobs`: what a worker finished in a pass, which a backend may
+    /// write as one batch (a write per job would cost a durable commit per
+    /// push).
+    async fn delete_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        for job in jobs {
+            self.delete_job(job).await?;
+        }
+        Ok(())
+    }
+
     /// Keeps a job given up on.
     async fn put_dead_job(&self, dead: &DeadJob) -> Result<(), StoreError>;
 

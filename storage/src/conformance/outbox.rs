@@ -125,9 +125,22 @@ pub async fn check_jobs(store: &dyn MessageStore) {
     store.delete_job(&late).await.expect("delete old");
     let due = mine(store.due_jobs(shard, 5_000, 100_000).await.expect("due"));
     assert_eq!(due, vec![retry.clone()]);
-    store.delete_job(&retry).await.expect("delete");
-    store.delete_job(&future).await.expect("delete");
+    // Several at once (a worker's pass), one of them in another shard.
+    let other = (0..)
+        .map(|i| Job::new(&format!("{key}-{i}"), 1_000, rand_id(), Vec::new()))
+        .find(|j| j.shard != shard)
+        .expect("a key in another shard");
+    let other_before = store.count_jobs(other.shard).await.expect("count");
+    store.put_jobs(&[other.clone()]).await.expect("put");
+    store
+        .delete_jobs(&[retry, future, other.clone()])
+        .await
+        .expect("delete several");
     assert_eq!(store.count_jobs(shard).await.expect("count"), before);
+    assert_eq!(
+        store.count_jobs(other.shard).await.expect("count"),
+        other_before
+    );
 
     let dead = |job: Job, at: u64| DeadJob {
         job,

@@ -147,6 +147,15 @@ impl Writes {
         Writes::one(RegisterTable::Jobs, job_key(job), None)
     }
 
+    /// [`OutboxStore::delete_jobs`].
+    pub(crate) fn delete_jobs(jobs: &[Job]) -> Writes {
+        let mut w = Writes::default();
+        for job in jobs {
+            w.delete(RegisterTable::Jobs, job_key(job));
+        }
+        w
+    }
+
     /// [`OutboxStore::put_dead_job`].
     pub(crate) fn dead_job(dead: &DeadJob) -> Result<Writes, StoreError> {
         let key = dead.job.id.to_be_bytes().to_vec();
@@ -255,6 +264,10 @@ impl OutboxStore for EmbeddedStore {
 
     async fn delete_job(&self, job: &Job) -> Result<(), StoreError> {
         self.write(Writes::delete_job(job)).await
+    }
+
+    async fn delete_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        self.write(Writes::delete_jobs(jobs)).await
     }
 
     async fn put_dead_job(&self, dead: &DeadJob) -> Result<(), StoreError> {

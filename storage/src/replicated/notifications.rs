@@ -151,6 +151,10 @@ impl OutboxStore for ReplicatedStore {
         self.registers(Writes::delete_job(job)).await
     }
 
+    async fn delete_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        self.registers(Writes::delete_jobs(jobs)).await
+    }
+
     async fn put_dead_job(&self, dead: &DeadJob) -> Result<(), StoreError> {
         self.registers(Writes::dead_job(dead)?).await
     }

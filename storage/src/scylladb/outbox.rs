@@ -181,6 +181,21 @@ impl OutboxStore for ScyllaStore {
         Ok(())
     }
 
+    async fn delete_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        // Concurrent single-row deletes: a batch would cross partitions
+        // (a shard is one) only to be split again by the coordinator.
+        let deletes = jobs.iter().map(|job| {
+            self.run(
+                &self.q.notify.delete_job,
+                (job.shard as i32, job.due_ms as i64, job.id as i64),
+            )
+        });
+        for done in futures_util::future::join_all(deletes).await {
+            done?;
+        }
+        Ok(())
+    }
+
     async fn put_dead_job(&self, dead: &DeadJob) -> Result<(), StoreError> {
         self.run(&self.q.notify.put_dead, (dead.job.id as i64, blob(dead)?))
             .await?;
