@@ -131,7 +131,10 @@ pub async fn check_jobs(store: &dyn MessageStore) {
         .find(|j| j.shard != shard)
         .expect("a key in another shard");
     let other_before = store.count_jobs(other.shard).await.expect("count");
-    store.put_jobs(&[other.clone()]).await.expect("put");
+    store
+        .put_jobs(std::slice::from_ref(&other))
+        .await
+        .expect("put");
     store
         .delete_jobs(&[retry, future, other.clone()])
         .await
