@@ -552,3 +552,34 @@ async fn a_members_pushes_past_their_limit_are_dropped_and_counted() {
     assert_eq!(tried, first_two, "pushes past the limit were never queued");
     assert_eq!(metric(node.addr, dropped).await, 3.0);
 }
+
+/// The worker's threads run at nice 19: live chat always comes first.
+#[tokio::test]
+async fn the_worker_runs_at_the_lowest_cpu_priority() {
+    let (_node, _serial) = node().await;
+    let niced = chat_testkit::eventually("the notification threads niced", || async {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("notify") {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // Fields after the parenthesised name: state is field 3, nice 19.
+            let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+            let nice: i32 = after
+                .split_whitespace()
+                .nth(16)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            found.push((comm.trim().to_owned(), nice));
+        }
+        if !found.is_empty() && found.iter().all(|(_, nice)| *nice == 19) {
+            Ok(found)
+        } else {
+            Err(format!("{found:?}"))
+        }
+    })
+    .await;
+    assert!(niced.iter().any(|(name, _)| name == "notify-main"));
+}

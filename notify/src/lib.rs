@@ -42,6 +42,7 @@ pub mod vapid;
 pub mod webhooks;
 
 mod admission;
+mod background;
 mod expand;
 mod mail_jobs;
 mod push_job;
@@ -73,6 +74,9 @@ pub struct NotifyConfig {
     /// Jobs the outbox may hold, all shards together; past it new work is
     /// dropped and counted.
     pub queue_limit: u64,
+    /// Threads the worker runs on, at the lowest CPU priority so that live
+    /// chat always comes first; 0 runs it on the node's own runtime.
+    pub threads: usize,
     /// Pushes one member may have waiting; past it their new pushes are
     /// dropped and counted (a member away from a thousand busy rooms, or
     /// whose push service is down).
@@ -97,6 +101,7 @@ impl Default for NotifyConfig {
             poll_ms: 1000,
             queue_limit: 1_000_000,
             user_queue_limit: 1_000,
+            threads: 1,
             retry_base_ms: 1000,
             public_url: "http://127.0.0.1:8080".into(),
             push: PushConfig::default(),
@@ -206,12 +211,15 @@ impl Notifier {
         }
     }
 
-    /// Works the outbox until `stop` resolves, then lets go of its shards.
+    /// Works the outbox until `stop` resolves, then lets go of its shards:
+    /// on threads of its own at the lowest CPU priority (see `background`)
+    /// unless `[notifications] threads` is 0, then on the caller's runtime.
     pub fn start(
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> JoinHandle<()> {
-        tokio::spawn(async move {
+        let threads = self.ctx.config.threads;
+        let work = async move {
             let period = Duration::from_millis(self.ctx.config.poll_ms.max(10));
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -223,7 +231,17 @@ impl Notifier {
                 }
             }
             self.owners.release_all().await;
-        })
+        };
+        if threads == 0 {
+            return tokio::spawn(work);
+        }
+        match background::spawn(threads, work) {
+            Ok(handle) => handle,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the notification threads; notifications are off");
+                tokio::spawn(async {})
+            }
+        }
     }
 
     /// One pass over every shard this node works.
