@@ -72,13 +72,17 @@ impl ScyllaStore {
         claims: Vec<Option<MessageId>>,
     ) -> Result<Vec<Option<Message>>, StoreError> {
         let mut held = Vec::with_capacity(messages.len());
+        let mut found = Vec::new();
         for (m, claim) in messages.iter().zip(claims) {
             let Some(id) = claim else {
                 held.push(None);
                 continue;
             };
             match self.message(&m.conversation, id).await? {
-                Some(first) => held.push(Some(first)),
+                Some(first) => {
+                    found.push(held.len());
+                    held.push(Some(first));
+                }
                 None => {
                     // The first claimer has not written its row (yet, or
                     // ever: it failed between the claim and the row). This
@@ -92,6 +96,13 @@ impl ScyllaStore {
                     held.push(Some(repaired));
                 }
             }
+        }
+        // The first writer may have died between its rows and its outbox
+        // mark: a retry marks again (a mark is idempotent; the worker finds
+        // nothing new past its cursor if it was there).
+        let rows: Vec<&Message> = found.iter().filter_map(|&i| held[i].as_ref()).collect();
+        if !rows.is_empty() {
+            self.mark_for_notify(&rows).await?;
         }
         Ok(held)
     }
