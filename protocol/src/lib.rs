@@ -23,6 +23,7 @@ pub mod limits;
 pub mod message;
 pub mod notify;
 pub mod peer;
+pub mod people;
 pub mod presence;
 pub mod request;
 

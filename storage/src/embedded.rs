@@ -69,6 +69,7 @@ mod notifications;
 mod outbox;
 mod people;
 mod registers;
+mod relations;
 mod store;
 mod txn;
 mod writer;

@@ -38,6 +38,7 @@ pub use outbox::{
     OUTBOX_SHARDS,
 };
 pub use people::{EmailAddress, EmailToken, PeopleStore, TokenPurpose};
+pub use relations::RelationStore;
 
 pub mod accounts;
 #[cfg(feature = "conformance")]
@@ -50,6 +51,7 @@ pub mod moderation;
 pub mod notifications;
 pub mod outbox;
 pub mod people;
+pub mod relations;
 pub mod replicated;
 pub mod scylladb;
 
@@ -100,6 +102,7 @@ pub trait MessageStore:
     + NotificationStore
     + OutboxStore
     + PeopleStore
+    + RelationStore
     + 'static
 {
 }
@@ -113,6 +116,7 @@ impl<T> MessageStore for T where
         + NotificationStore
         + OutboxStore
         + PeopleStore
+        + RelationStore
         + ?Sized
         + 'static
 {

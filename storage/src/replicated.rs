@@ -131,6 +131,7 @@ mod op_log;
 mod pull;
 mod receive;
 mod registers;
+mod relations;
 mod store;
 mod version;
 

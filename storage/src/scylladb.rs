@@ -59,6 +59,7 @@ mod moderation;
 mod notifications;
 mod outbox;
 mod people;
+mod relations;
 mod schema;
 mod statements;
 mod store;

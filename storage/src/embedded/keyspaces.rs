@@ -40,6 +40,7 @@ pub(super) struct Inner {
     pub(super) digest_items: Keyspace,
     pub(super) emails: Keyspace,
     pub(super) email_tokens: Keyspace,
+    pub(super) relations: Keyspace,
     pub(super) persist: PersistMode,
     /// Something was written since the last background fsync.
     pub(super) dirty: AtomicBool,
@@ -71,6 +72,7 @@ pub(super) enum Table {
     DigestItems,
     Emails,
     EmailTokens,
+    Relations,
     Replica(ReplicaTable),
 }
 
@@ -128,6 +130,7 @@ impl Inner {
             digest_items: keyspace("digest_items")?,
             emails: keyspace("emails")?,
             email_tokens: keyspace("email_tokens")?,
+            relations: keyspace("relations")?,
             persist,
             dirty: AtomicBool::new(false),
             db,
@@ -159,6 +162,7 @@ impl Inner {
             Table::DigestItems => &self.digest_items,
             Table::Emails => &self.emails,
             Table::EmailTokens => &self.email_tokens,
+            Table::Relations => &self.relations,
             Table::Replica(ReplicaTable::OpLog) => &self.op_log,
             Table::Replica(ReplicaTable::OpMarks) => &self.op_marks,
             Table::Replica(ReplicaTable::Versions) => &self.replica_versions,

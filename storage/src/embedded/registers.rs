@@ -1,5 +1,6 @@
 //! Writes of the small, independently kept records (notification settings,
-//! push subscriptions, outbox jobs, digests, e-mail addresses and tokens) as
+//! push subscriptions, outbox jobs, digests, e-mail addresses and tokens,
+//! contacts, blocks and privacy) as
 //! plain key writes: what the embedded store commits for them, and what the
 //! replicated store ships to other nodes and merges there, last writer
 //! wins per key. Built here, where the layout of keys and values is known,
@@ -21,6 +22,7 @@ pub(crate) enum RegisterTable {
     DigestItems,
     Emails,
     EmailTokens,
+    Relations,
 }
 
 impl RegisterTable {
@@ -34,6 +36,7 @@ impl RegisterTable {
             RegisterTable::DigestItems => Table::DigestItems,
             RegisterTable::Emails => Table::Emails,
             RegisterTable::EmailTokens => Table::EmailTokens,
+            RegisterTable::Relations => Table::Relations,
         }
     }
 

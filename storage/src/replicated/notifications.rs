@@ -18,7 +18,7 @@ use crate::{NotificationStore, OutboxStore, PeopleStore, StoreError};
 
 impl ReplicatedStore {
     /// Writes `writes` here and on every node, versioned as one op.
-    async fn registers(&self, writes: Writes) -> Result<(), StoreError> {
+    pub(super) async fn registers(&self, writes: Writes) -> Result<(), StoreError> {
         if writes.0.is_empty() {
             return Ok(());
         }

@@ -98,10 +98,16 @@ const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS {ks}.user_emails (user_id text PRIMARY KEY, email blob)",
         "CREATE TABLE IF NOT EXISTS {ks}.email_tokens (token_hash text PRIMARY KEY, record blob)",
     ],
+}, Migration {
+    version: 6,
+    name: "people: contacts, blocks and privacy",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS {ks}.user_relations (user_id text PRIMARY KEY, record blob)",
+    ],
 }];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// How long a node may hold the migration lock before others take over
 /// (it expires with the row's TTL if the node dies mid-migration).

@@ -8,6 +8,7 @@ mod leases;
 mod moderation;
 mod notify;
 mod prepare;
+mod relations;
 mod settings;
 
 use scylla::client::session::Session;
@@ -25,6 +26,7 @@ pub(super) struct Statements {
     pub(super) leases: leases::Statements,
     pub(super) moderation: moderation::Statements,
     pub(super) notify: notify::Statements,
+    pub(super) relations: relations::Statements,
 }
 
 impl Statements {
@@ -46,6 +48,7 @@ impl Statements {
             leases: leases::Statements::prepare(&p).await?,
             moderation: moderation::Statements::prepare(&p).await?,
             notify: notify::Statements::prepare(&p).await?,
+            relations: relations::Statements::prepare(&p).await?,
         })
     }
 }

@@ -5,10 +5,11 @@
 
 use async_trait::async_trait;
 use chat_protocol::notify::{ConversationNotify, NotificationSettings, PushSubscription};
+use chat_protocol::people::Relations;
 use chat_protocol::{ConversationId, UserId};
 use chat_storage::{
     DeadJob, DigestItem, EmailAddress, EmailToken, Job, Mark, MessageStore, NotificationStore,
-    NotifyCursor, OutboxStore, PeopleStore, StoreError, OUTBOX_SHARDS,
+    NotifyCursor, OutboxStore, PeopleStore, RelationStore, StoreError, OUTBOX_SHARDS,
 };
 
 use super::Recorder;
@@ -247,5 +248,19 @@ impl PeopleStore for Recorder {
 
     async fn take_email_token(&self, hash: &str) -> Result<Option<EmailToken>, StoreError> {
         self.store.take_email_token(hash).await
+    }
+}
+
+#[async_trait]
+impl RelationStore for Recorder {
+    async fn relations(&self, user: &UserId) -> Result<Option<Relations>, StoreError> {
+        self.store.relations(user).await
+    }
+
+    async fn put_relations(&self, user: &UserId, relations: &Relations) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.put_relations(user, relations).await
     }
 }
