@@ -29,7 +29,7 @@ check() {
 # remote; the frames between nodes.
 check protocol \
   "error ids" \
-  "codec message notify presence" \
+  "codec message notify people presence" \
   "conversation limits" \
   "frame" \
   "request" \
@@ -39,7 +39,7 @@ check protocol \
 # backends and the conformance suite (which sees only the trait); the
 # replicated store over the embedded one.
 check storage \
-  "accounts conversations history moderation notifications outbox people" \
+  "accounts conversations history moderation notifications outbox people relations" \
   "leases" \
   "conformance embedded scylladb" \
   "replicated"
