@@ -73,7 +73,7 @@ check node \
   "membership error listener health notifier telemetry" \
   "app" \
   "http ws web" \
-  "admin notifications people" \
+  "admin notifications people relations" \
   "dead_letters" \
   "serve" \
   "operator"

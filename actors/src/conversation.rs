@@ -44,6 +44,7 @@ use crate::msg::{answer, ConversationMsg, Reply, Request, RouterMsg};
 use crate::telemetry::{parent_of, Span};
 use crate::tuning::Tuning;
 
+mod blocks;
 mod lifecycle;
 mod members;
 mod signals;
@@ -137,6 +138,16 @@ pub struct ConversationState {
     last_activity: tokio::time::Instant,
     /// The write lease, on a store shared by several nodes.
     lease: Option<HeldLease>,
+    /// A direct conversation's members' blocks, as last read (`blocks`).
+    direct_blocks: DirectBlocks,
+}
+
+/// What a direct conversation last read: which of its two members the
+/// other blocked, and when.
+#[derive(Default)]
+struct DirectBlocks {
+    read_at: Option<tokio::time::Instant>,
+    refused: Vec<UserId>,
 }
 
 /// A lease and how long this actor may rely on it.
@@ -188,6 +199,7 @@ impl Actor for ConversationActor {
             retiring: false,
             handled: 0,
             last_activity: tokio::time::Instant::now(),
+            direct_blocks: DirectBlocks::default(),
             lease: None,
         })
     }
@@ -309,6 +321,9 @@ impl ConversationState {
                     if let Err(e) = self.check_reply_to(&user, target).await {
                         return answer(reply, Err(e));
                     }
+                }
+                if let Err(e) = self.check_direct_send(&user).await {
+                    return answer(reply, Err(e));
                 }
                 let mut span = Span::child("conversation.send", trace);
                 if let Some(span) = &mut span {

@@ -13,7 +13,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::app::{App, NodeError};
 use crate::config::Config;
-use crate::{admin, dead_letters, http, listener, notifications, people, web, ws};
+use crate::{admin, dead_letters, http, listener, notifications, people, relations, web, ws};
 
 /// The node's routes.
 pub fn routes(app: Arc<App>) -> axum::Router {
@@ -63,6 +63,20 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         )
         .route("/v1/me", get(people::me))
         .route("/v1/me/email", put(people::put_email))
+        .route("/v1/me/contacts", get(relations::contacts))
+        .route(
+            "/v1/me/contacts/{user}",
+            put(relations::add_contact).delete(relations::remove_contact),
+        )
+        .route("/v1/me/blocks", get(relations::blocks))
+        .route(
+            "/v1/me/blocks/{user}",
+            put(relations::block).delete(relations::unblock),
+        )
+        .route(
+            "/v1/me/privacy",
+            get(relations::privacy).put(relations::put_privacy),
+        )
         .route("/v1/auth/verify-email", post(people::verify_email))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(http::readyz))

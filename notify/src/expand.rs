@@ -7,6 +7,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use chat_protocol::notify::{ConversationNotify, NotificationSettings, PushSubscription};
+use chat_protocol::people::Relations;
 use chat_protocol::{Conversation, Message, Presence, Status, UserId};
 use chat_storage::{DigestItem, Job, Mark, NotifyCursor};
 
@@ -49,6 +50,8 @@ struct Known {
     subscriptions: Vec<PushSubscription>,
     /// Whether digests go to them: on, and a verified address.
     mailed: bool,
+    /// Whom they blocked: their messages notify them of nothing.
+    relations: Option<Relations>,
 }
 
 impl Known {
@@ -66,11 +69,13 @@ impl Known {
             Vec::new()
         };
         let mailed = settings.email.enabled && store.email(user).await?.is_some_and(|e| e.verified);
+        let relations = store.relations(user).await?;
         Ok(Known {
             settings,
             notify,
             subscriptions,
             mailed,
+            relations,
         })
     }
 }
@@ -238,6 +243,9 @@ async fn jobs_for(
             let Some(why) = reason(m, conversation.kind, &member) else {
                 continue;
             };
+            if k.relations.as_ref().is_some_and(|r| r.blocks(&m.sender)) {
+                continue;
+            }
             if k.mailed {
                 let due = m.ts + u64::from(k.settings.email.delay_secs) * 1000;
                 digests.entry(user.clone()).or_default().push((

@@ -94,6 +94,10 @@ impl ConversationState {
         if let Err(e) = self.check_users_exist(&others).await {
             return answer(reply, Err(e));
         }
+        let direct = kind == ConversationKind::Direct;
+        if let Err(e) = self.check_admitted(&creator, &others, direct).await {
+            return answer(reply, Err(e));
+        }
         let conversation = Conversation {
             rev: 0,
             id: self.id.clone(),
@@ -278,6 +282,7 @@ impl ConversationState {
             }
             self.check_size(conv.kind, conv.members.len() + fresh.len())?;
             self.check_users_exist(&fresh).await?;
+            self.check_admitted(&by, &fresh, false).await?;
             let upsert = fresh
                 .into_iter()
                 .map(|user| Member {

@@ -1,0 +1,235 @@
+//! Contacts, blocks and privacy (docs/protocol.md, "Blocking"), end to end
+//! on an in-process node over real sockets: the routes, and the rules where
+//! they are enforced (the conversation actor, the notification worker).
+
+mod common;
+
+use chat_protocol::codec::Codec;
+use chat_protocol::{ClientFrame, ConversationKind, ErrorCode, UserId};
+use common::push::{outbox_node, PushService};
+use common::*;
+use serde_json::{json, Value};
+
+async fn put(node: &TestNode, who: &TestUser, path: &str, body: Option<Value>) -> (u16, Value) {
+    call_json(node.addr, "PUT", path, Some(&who.access), body).await
+}
+
+async fn create(
+    c: &mut Client,
+    kind: ConversationKind,
+    members: &[&str],
+) -> chat_protocol::ServerFrame {
+    c.request(frames::create(kind, members, Some("t"))).await
+}
+
+#[tokio::test]
+async fn the_routes_keep_each_users_lists_and_refuse_bad_input() {
+    let node = TestNode::start().await;
+    let ann = node.user(&unique("ann")).await;
+    let bob = node.user(&unique("bob")).await;
+    let (s, _) = put(&node, &ann, &format!("/v1/me/blocks/{}", bob.id), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = put(&node, &ann, &format!("/v1/me/contacts/{}", bob.id), None).await;
+    assert_eq!(s, 204);
+    let (s, body) = call_json(node.addr, "GET", "/v1/me/blocks", Some(&ann.access), None).await;
+    assert_eq!((s, body), (200, json!({"blocks": [bob.id]})));
+    let (_, body) = call_json(node.addr, "GET", "/v1/me/blocks", Some(&bob.access), None).await;
+    assert_eq!(body, json!({"blocks": []}), "lists are their owner's");
+    let (s, _) = put(&node, &ann, "/v1/me/blocks/nobody-of-that-name", None).await;
+    assert_eq!(s, 404);
+    let (s, _) = put(&node, &ann, &format!("/v1/me/blocks/{}", ann.id), None).await;
+    assert_eq!(s, 400, "not oneself");
+    let (s, _) = put(&node, &ann, "/v1/me/blocks/%00bad", None).await;
+    assert_eq!(s, 400);
+    let (s, _) = call_json(
+        node.addr,
+        "DELETE",
+        &format!("/v1/me/contacts/{}", bob.id),
+        Some(&ann.access),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (_, body) = call_json(node.addr, "GET", "/v1/me/contacts", Some(&ann.access), None).await;
+    assert_eq!(body, json!({"contacts": []}));
+    let (s, _) = put(
+        &node,
+        &ann,
+        "/v1/me/privacy",
+        Some(json!({"direct_messages": "friends", "presence": "nobody"})),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (s, body) = put(
+        &node,
+        &ann,
+        "/v1/me/privacy",
+        Some(json!({"direct_messages": "contacts", "presence": "nobody"})),
+    )
+    .await;
+    assert_eq!(
+        (s, body),
+        (
+            200,
+            json!({"direct_messages": "contacts", "presence": "nobody"})
+        )
+    );
+    let (_, body) = call_json(node.addr, "GET", "/v1/me/privacy", Some(&ann.access), None).await;
+    assert_eq!(body["presence"], "nobody");
+}
+
+#[tokio::test]
+async fn a_blocked_user_cannot_start_invite_or_write_directly_but_groups_go_on() {
+    let node = TestNode::start().await;
+    let ann = node.user(&unique("ann")).await;
+    let bob = node.user(&unique("bob")).await;
+    let cat = node.user(&unique("cat")).await;
+    let mut a = connect(node.addr, &ann.access, Codec::Json).await;
+    let mut b = connect(node.addr, &bob.access, Codec::Json).await;
+    // A direct conversation from before the block, and a group of all three.
+    let direct = ok(create(&mut b, ConversationKind::Direct, &[&ann.id]).await)
+        .conversation
+        .unwrap()
+        .id;
+    ok(b.request(frames::send(&direct, "d0", "hi ann")).await);
+    let shared = group(&mut a, &[&bob.id, &cat.id]).await;
+    let (s, _) = put(&node, &ann, &format!("/v1/me/blocks/{}", bob.id), None).await;
+    assert_eq!(s, 204);
+
+    // Bob cannot write in their direct conversation (within the actor's
+    // two seconds of trust in what it read).
+    let addr = node.addr;
+    let access = bob.access.clone();
+    let d = direct.clone();
+    chat_testkit::eventually("bob's direct sends refused", || {
+        let (access, d) = (access.clone(), d.clone());
+        async move {
+            let mut b = connect(addr, &access, Codec::Json).await;
+            let reply = b
+                .request(frames::send(&d, &unique("d"), "still there?"))
+                .await;
+            match reply {
+                chat_protocol::ServerFrame::Error {
+                    code: ErrorCode::Forbidden,
+                    ..
+                } => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    // Nor start one with Ann (the existing one is the same id: a new pair
+    // here), nor put her in a new group, nor invite her into one.
+    let dan = node.user(&unique("dan")).await;
+    let (s, _) = put(&node, &dan, &format!("/v1/me/blocks/{}", bob.id), None).await;
+    assert_eq!(s, 204);
+    let refused = create(&mut b, ConversationKind::Direct, &[&dan.id]).await;
+    assert_eq!(err_code(&refused), ErrorCode::Forbidden);
+    let refused = create(&mut b, ConversationKind::Group, &[&cat.id, &ann.id]).await;
+    assert_eq!(err_code(&refused), ErrorCode::Forbidden);
+    let own = group(&mut b, &[&cat.id]).await;
+    let refused = b
+        .request(ClientFrame::Invite {
+            req: None,
+            conversation: own.clone(),
+            users: vec![UserId::new(&ann.id).unwrap()],
+        })
+        .await;
+    assert_eq!(err_code(&refused), ErrorCode::Forbidden);
+    // Ann may still write to Bob, and the group goes on for both.
+    ok(a.request(frames::send(&direct, "a1", "I can")).await);
+    ok(b.request(frames::send(&shared, "g1", "to everyone")).await);
+    // Unblocked, Bob may write again.
+    let (s, _) = call_json(
+        node.addr,
+        "DELETE",
+        &format!("/v1/me/blocks/{}", bob.id),
+        Some(&ann.access),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let access = bob.access.clone();
+    chat_testkit::eventually("bob's direct sends taken again", || {
+        let (access, d) = (access.clone(), direct.clone());
+        async move {
+            let mut b = connect(addr, &access, Codec::Json).await;
+            match b.request(frames::send(&d, &unique("d"), "friends?")).await {
+                chat_protocol::ServerFrame::Ok(_) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn direct_messages_from_contacts_only_or_from_nobody() {
+    let node = TestNode::start().await;
+    let ann = node.user(&unique("ann")).await;
+    let cat = node.user(&unique("cat")).await;
+    let mut c = connect(node.addr, &cat.access, Codec::Json).await;
+    let contacts = json!({"direct_messages": "contacts", "presence": "everyone"});
+    assert_eq!(
+        put(&node, &ann, "/v1/me/privacy", Some(contacts)).await.0,
+        200
+    );
+    let refused = create(&mut c, ConversationKind::Direct, &[&ann.id]).await;
+    assert_eq!(err_code(&refused), ErrorCode::Forbidden);
+    let (s, _) = put(&node, &ann, &format!("/v1/me/contacts/{}", cat.id), None).await;
+    assert_eq!(s, 204);
+    ok(create(&mut c, ConversationKind::Direct, &[&ann.id]).await);
+    let nobody = json!({"direct_messages": "nobody", "presence": "everyone"});
+    assert_eq!(
+        put(&node, &ann, "/v1/me/privacy", Some(nobody)).await.0,
+        200
+    );
+    let dan = node.user(&unique("dan")).await;
+    let mut d = connect(node.addr, &dan.access, Codec::Json).await;
+    let refused = create(&mut d, ConversationKind::Direct, &[&ann.id]).await;
+    assert_eq!(err_code(&refused), ErrorCode::Forbidden);
+}
+
+#[tokio::test]
+async fn a_blocked_senders_messages_notify_no_one_who_blocked_them() {
+    let (node, _serial) = outbox_node(|c| {
+        c.notifications.push.allow_loopback_http = true;
+        c.notifications.poll_ms = 20;
+    })
+    .await;
+    let push = PushService::start().await;
+    let ann = node.user(&unique("ann")).await;
+    let bob = node.user(&unique("bob")).await;
+    let cat = node.user(&unique("cat")).await;
+    let mut b = connect(node.addr, &bob.access, Codec::Json).await;
+    let mut c = connect(node.addr, &cat.access, Codec::Json).await;
+    let g = group(&mut c, &[&ann.id, &bob.id]).await;
+    let browser = push.browser().await;
+    let (s, body) = call_json(
+        node.addr,
+        "POST",
+        "/v1/me/push-subscriptions",
+        Some(&ann.access),
+        Some(browser.subscription.clone()),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(
+        put(&node, &ann, &format!("/v1/me/blocks/{}", bob.id), None)
+            .await
+            .0,
+        204
+    );
+    // Bob's message first, then Cat's: the conversation's outbox is worked
+    // in order, so once Cat's push is in, Bob's would have been too.
+    ok(b.request(frames::send(&g, "b1", "from bob")).await);
+    let from_cat = ok(c.request(frames::send(&g, "c1", "from cat")).await)
+        .message
+        .unwrap();
+    let got = push.wait_for(&browser, 1).await;
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|p| p["payload"]["message"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![from_cat.id.to_string().as_str()]);
+}
