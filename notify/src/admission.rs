@@ -67,9 +67,6 @@ impl Admission {
         if push {
             let held = members.entry(job.key.clone()).or_default();
             if *held >= self.member_limit.max(1) {
-                if *held == 0 {
-                    members.remove(&job.key);
-                }
                 return Err(Full::Member);
             }
             *held += 1;

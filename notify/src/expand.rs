@@ -151,10 +151,7 @@ async fn expand_one(ctx: &Ctx, shard: u32, mark: Mark) -> Result<Finish, NotifyE
     for job in jobs {
         let channel = channel_of(&job);
         match ctx.admission.admit(&job, channel == "push") {
-            Ok(()) => {
-                ctx.metrics.counted(&ctx.metrics.queued, channel, 1);
-                kept.push(job);
-            }
+            Ok(()) => kept.push(job),
             Err(full) => {
                 ctx.metrics.counted(&ctx.metrics.dropped, channel, 1);
                 match full {
@@ -170,6 +167,9 @@ async fn expand_one(ctx: &Ctx, shard: u32, mark: Mark) -> Result<Finish, NotifyE
             ctx.admission.release(job, channel_of(job) == "push");
         }
         return Err(e.into());
+    }
+    for job in &kept {
+        ctx.metrics.counted(&ctx.metrics.queued, channel_of(job), 1);
     }
     if over_queue > 0 {
         tracing::warn!(conversation = %id, jobs = over_queue, "notification queue full; dropped");
