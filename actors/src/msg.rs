@@ -190,6 +190,13 @@ pub enum SessionMsg {
         /// The login (the access tokens' `sid`).
         login: Arc<str>,
     },
+    /// `user` no longer shows the session's user their presence (a block,
+    /// or a stricter privacy setting): stop watching them and say they are
+    /// offline.
+    HidePresence {
+        /// Whose presence.
+        user: UserId,
+    },
 }
 
 // Local only, like conversation messages: events reach remote sessions
@@ -343,6 +350,12 @@ pub enum RouterMsg {
         user: UserId,
         /// The login (the access tokens' `sid`).
         login: String,
+    },
+    /// `user` shows their presence to fewer people than before: the
+    /// watches of it, here and on every other node, are checked again.
+    PresenceRestricted {
+        /// Whose presence.
+        user: UserId,
     },
     /// An operator closes every connection of a user with `code`, here
     /// and on every other node.

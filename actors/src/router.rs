@@ -312,6 +312,14 @@ impl Actor for Router {
             RouterMsg::Status { reply } => {
                 let _ = reply.send(state.status());
             }
+            RouterMsg::PresenceRestricted { user } => {
+                let msg = PeerMsg::PresenceRestricted { user: user.clone() };
+                if let Ok(bytes) = chat_protocol::peer::encode(&msg) {
+                    state.services.cluster.broadcast(&Arc::from(bytes));
+                }
+                let s = &state.services;
+                s.watchers.recheck(s.store.clone(), user);
+            }
             RouterMsg::CloseUser { user, code } => {
                 let msg = PeerMsg::CloseUser {
                     user: user.clone(),

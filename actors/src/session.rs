@@ -34,7 +34,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_presence::{ConnKey, PresenceStore};
-use chat_protocol::{close_code, ConversationId, OkReply, UserId};
+use chat_protocol::{
+    close_code, ConversationId, OkReply, Presence, ServerFrame, SharedFrame, Status, UserId,
+};
 use chat_storage::MessageStore;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
@@ -357,6 +359,7 @@ impl Actor for UserSession {
                     a.conn.close(close_code::TOKEN_EXPIRED);
                 }
             }
+            SessionMsg::HidePresence { user } => state.hide_presence(user),
         }
         if !state.asleep && state.may_sleep() {
             // What is already queued is handled first; what comes later
@@ -487,6 +490,27 @@ impl SessionState {
             tokio::spawn(async move {
                 let _ = presence.unwatch(&unwatched).await;
             });
+        }
+    }
+
+    /// Ends every watch of `user` here, telling each connection that had
+    /// one that `user` is offline (as a watch refused from the start is
+    /// answered), so a client shows no stale "online".
+    fn hide_presence(&mut self, user: UserId) {
+        let mut removed = false;
+        let frame = Arc::new(SharedFrame::new(ServerFrame::Presence(Presence {
+            user: user.clone(),
+            status: Status::Offline,
+            last_seen: None,
+        })));
+        for a in &mut self.conns {
+            if a.watching.remove(&user) {
+                a.conn.push_event(&frame);
+                removed = true;
+            }
+        }
+        if removed {
+            self.drop_watches(&HashSet::from([user]));
         }
     }
 

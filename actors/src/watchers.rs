@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chat_protocol::{Presence, ServerFrame, SharedFrame, UserId};
+use chat_storage::MessageStore;
 use ractor::ActorId;
 use tokio::sync::broadcast;
 
@@ -67,6 +68,33 @@ impl Watchers {
         t.get(user)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Checks again, against `user`'s contacts, blocks and privacy, each
+    /// local session that watches them, and ends the watches of those who
+    /// may no longer see them. Run when `user` restricted their presence:
+    /// a watch is checked when made, and this is what keeps it honest after.
+    pub fn recheck(self: &Arc<Self>, store: Arc<dyn MessageStore>, user: UserId) {
+        let sessions = self.sessions_watching(&user);
+        if sessions.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            let relations = match store.relations(&user).await {
+                Ok(r) => r.unwrap_or_default(),
+                Err(e) => {
+                    // Watches made from now on are checked all the same;
+                    // these stay until their connection ends.
+                    tracing::warn!(error = %e, user = %user, "presence recheck: relations unread");
+                    return;
+                }
+            };
+            for s in sessions {
+                if !relations.shows_presence_to(s.user()) {
+                    let _ = s.send(SessionMsg::HidePresence { user: user.clone() });
+                }
+            }
+        });
     }
 
     /// Forwards the backend's changes to the sessions watching, until the

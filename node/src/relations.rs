@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chat_actors::msg::RouterMsg;
 use chat_protocol::people::{Privacy, Relations, MAX_BLOCKS, MAX_CONTACTS};
 use chat_protocol::{ErrorCode, UserId};
 use serde_json::json;
@@ -98,8 +99,23 @@ async fn edit(
     };
     if changed {
         app.store.put_relations(&claims.sub, &r).await?;
+        // A block, or a contact gone, may hide the user's presence from
+        // someone who watches it now.
+        let restricts = matches!((which, add), (List::Blocks, true) | (List::Contacts, false));
+        if restricts {
+            presence_restricted(&app, &claims.sub);
+        }
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Has every node check its watches of `user`'s presence again.
+fn presence_restricted(app: &App, user: &UserId) {
+    let msg = RouterMsg::PresenceRestricted { user: user.clone() };
+    if let Err(e) = app.router.cast(msg) {
+        // Only while the node stops: its watches end with it.
+        tracing::warn!(error = %e, "presence recheck not sent");
+    }
 }
 
 /// `GET /v1/me/contacts`.
@@ -173,7 +189,11 @@ pub(crate) async fn put_privacy(
     let claims = authenticate(&app, &headers, None).await?;
     let privacy: Privacy = json_body(&app, body).await?;
     let mut r = held(&app, &claims.sub).await?;
+    let restricts = privacy.presence != r.privacy.presence;
     r.privacy = privacy;
     app.store.put_relations(&claims.sub, &r).await?;
+    if restricts {
+        presence_restricted(&app, &claims.sub);
+    }
     Ok(Json(privacy))
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use chat_protocol::codec::Codec;
-use chat_protocol::{ClientFrame, ConversationKind, ErrorCode, UserId};
+use chat_protocol::{ClientFrame, ConversationKind, ErrorCode, ServerFrame, Status, UserId};
 use common::push::{outbox_node, PushService};
 use common::*;
 use serde_json::{json, Value};
@@ -232,4 +232,117 @@ async fn a_blocked_senders_messages_notify_no_one_who_blocked_them() {
         .map(|p| p["payload"]["message"]["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec![from_cat.id.to_string().as_str()]);
+}
+
+/// The status `c`'s new watch of `user` reports.
+async fn watch_status(c: &mut Client, user: &str) -> Status {
+    let reply = ok(c
+        .request(ClientFrame::Watch {
+            req: None,
+            users: vec![UserId::new(user).unwrap()],
+        })
+        .await);
+    reply.presence.expect("presence")[0].status
+}
+
+/// Waits for `c` to be told that `user` is offline with no `last_seen`:
+/// what a watch of hidden presence says (a real going offline has one).
+async fn told_hidden(c: &mut Client, user: &str) {
+    c.event(|f| {
+        matches!(f, ServerFrame::Presence(p)
+            if p.user.as_str() == user && p.status == Status::Offline && p.last_seen.is_none())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn blocks_and_privacy_hide_presence_from_watches_made_before_and_after() {
+    let node = TestNode::start().await;
+    let ann = node.user(&unique("ann")).await;
+    let bob = node.user(&unique("bob")).await;
+    let cat = node.user(&unique("cat")).await;
+    let mut a = connect(node.addr, &ann.access, Codec::Json).await;
+    group(&mut a, &[&bob.id, &cat.id]).await;
+    let mut b = connect(node.addr, &bob.access, Codec::Json).await;
+    let mut c = connect(node.addr, &cat.access, Codec::Json).await;
+    assert_eq!(watch_status(&mut b, &ann.id).await, Status::Online);
+    assert_eq!(watch_status(&mut c, &ann.id).await, Status::Online);
+
+    // Ann blocks Bob: his watch ends with an "offline", and a new one
+    // shows her offline while she is online; Cat still sees her.
+    let (s, _) = put(&node, &ann, &format!("/v1/me/blocks/{}", bob.id), None).await;
+    assert_eq!(s, 204);
+    told_hidden(&mut b, &ann.id).await;
+    assert_eq!(watch_status(&mut b, &ann.id).await, Status::Offline);
+    assert_eq!(watch_status(&mut c, &ann.id).await, Status::Online);
+    // Her going offline and back reaches Cat, and not Bob.
+    drop(a);
+    c.event(|f| matches!(f, ServerFrame::Presence(p) if p.user.as_str() == ann.id && p.status == Status::Offline))
+        .await;
+    let a = connect(node.addr, &ann.access, Codec::Json).await;
+    c.event(|f| matches!(f, ServerFrame::Presence(p) if p.user.as_str() == ann.id && p.status == Status::Online))
+        .await;
+    // Bob's connection was told the same changes after Cat's, if at all:
+    // a ping's answer comes after anything queued before it.
+    ok(b.request(ClientFrame::Ping { req: None }).await);
+    assert!(
+        !b.events.iter().any(
+            |f| matches!(f, ServerFrame::Presence(p) if p.user.as_str() == ann.id && p.status == Status::Online)
+        ),
+        "bob saw ann online after the block: {:?}",
+        b.events
+    );
+
+    // Presence for contacts only: Cat, no contact, is told she is gone;
+    // once a contact, Cat sees her again.
+    let privacy = json!({"direct_messages": "everyone", "presence": "contacts"});
+    let (s, _) = put(&node, &ann, "/v1/me/privacy", Some(privacy)).await;
+    assert_eq!(s, 200);
+    told_hidden(&mut c, &ann.id).await;
+    assert_eq!(watch_status(&mut c, &ann.id).await, Status::Offline);
+    let (s, _) = put(&node, &ann, &format!("/v1/me/contacts/{}", cat.id), None).await;
+    assert_eq!(s, 204);
+    assert_eq!(watch_status(&mut c, &ann.id).await, Status::Online);
+    // A contact removed is told too.
+    let (s, _) = call_json(
+        node.addr,
+        "DELETE",
+        &format!("/v1/me/contacts/{}", cat.id),
+        Some(&ann.access),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    told_hidden(&mut c, &ann.id).await;
+    // Nobody: not even a contact; her own watch of herself is no secret.
+    let (s, _) = put(&node, &ann, &format!("/v1/me/contacts/{}", cat.id), None).await;
+    assert_eq!(s, 204);
+    let privacy = json!({"direct_messages": "everyone", "presence": "nobody"});
+    let (s, _) = put(&node, &ann, "/v1/me/privacy", Some(privacy)).await;
+    assert_eq!(s, 200);
+    assert_eq!(watch_status(&mut c, &ann.id).await, Status::Offline);
+    let mut a = a;
+    assert_eq!(watch_status(&mut a, &ann.id).await, Status::Online);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_on_one_node_hides_presence_from_a_watch_on_another() {
+    let cluster = common::cluster::TestCluster::start(2).await;
+    let ann = register(cluster.addr(0), &unique("ann")).await;
+    let bob = register(cluster.addr(1), &unique("bob")).await;
+    let mut a = connect(cluster.addr(0), &ann.access, Codec::Json).await;
+    group(&mut a, &[&bob.id]).await;
+    let mut b = connect(cluster.addr(1), &bob.access, Codec::Json).await;
+    assert_eq!(watch_status(&mut b, &ann.id).await, Status::Online);
+    let (s, _) = call_json(
+        cluster.addr(0),
+        "PUT",
+        &format!("/v1/me/blocks/{}", bob.id),
+        Some(&ann.access),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    told_hidden(&mut b, &ann.id).await;
+    assert_eq!(watch_status(&mut b, &ann.id).await, Status::Offline);
 }

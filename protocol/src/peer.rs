@@ -149,6 +149,13 @@ pub enum PeerMsg {
         /// The login (refresh family, the access tokens' `sid`).
         login: String,
     },
+    /// A user shows their presence to fewer people than before (a block or
+    /// a stricter privacy setting): the receiver checks its watches of it
+    /// again.
+    PresenceRestricted {
+        /// Whose presence.
+        user: UserId,
+    },
     /// An operator closes every connection of a user on every node (a
     /// disconnect, or a suspension: the close code tells the client which).
     CloseUser {
@@ -370,6 +377,9 @@ mod tests {
             PeerMsg::CloseUser {
                 user: UserId::new("u").unwrap(),
                 code: 4005,
+            },
+            PeerMsg::PresenceRestricted {
+                user: UserId::new("u").unwrap(),
             },
             PeerMsg::Drain {
                 by: UserId::new("root").unwrap(),

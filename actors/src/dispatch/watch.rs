@@ -1,9 +1,12 @@
 //! `watch` and `unwatch`: presence watches belong to the connection, so the
 //! session that holds the connection keeps them. Unless the node shows
 //! presence to everyone, a user's presence is shown only to those who share
-//! a conversation with them: the others are answered `offline`, with no
-//! `last_seen`, and get no events, so presence is no directory of who uses
-//! the service and when.
+//! a conversation with them; and never to someone they block, nor beyond
+//! their `presence` privacy (contacts, nobody). The others are answered
+//! `offline`, with no `last_seen`, and get no events, so presence is no
+//! directory of who uses the service and when. A user who restricts their
+//! presence later has the watches of it checked again
+//! ([`crate::watchers::Watchers::recheck`]).
 
 use std::collections::HashSet;
 
@@ -15,19 +18,13 @@ use crate::error::ChatError;
 use crate::msg::{Reply, SessionMsg};
 
 pub(super) fn watch(d: &Dispatch, caller: &Caller, users: Vec<UserId>, reply: Reply) {
-    if d.visibility == Visibility::Everyone {
-        return to_session(caller, reply, |conn, reply| SessionMsg::Watch {
-            conn,
-            users,
-            reply,
-        });
-    }
     let (Some(session), Some(conn)) = (caller.session.clone(), caller.conn) else {
         return drop(reply.send(Err(no_connection())));
     };
-    let (store, viewer) = (d.store.clone(), caller.user.clone());
+    let (store, viewer, visibility) = (d.store.clone(), caller.user.clone(), d.visibility);
     tokio::spawn(async move {
-        let (visible, hidden) = match visible_to(store.as_ref(), &viewer, users).await {
+        let split = visible_to(store.as_ref(), &viewer, users, visibility).await;
+        let (visible, hidden) = match split {
             Ok(split) => split,
             Err(e) => return drop(reply.send(Err(e))),
         };
@@ -58,21 +55,30 @@ async fn visible_to(
     store: &dyn MessageStore,
     viewer: &UserId,
     users: Vec<UserId>,
+    visibility: Visibility,
 ) -> Result<(Vec<UserId>, Vec<UserId>), ChatError> {
-    let mine: HashSet<_> = store
-        .user_conversations(viewer)
-        .await?
-        .into_iter()
-        .collect();
+    let mine: HashSet<_> = match visibility {
+        Visibility::Contacts => store
+            .user_conversations(viewer)
+            .await?
+            .into_iter()
+            .collect(),
+        Visibility::Everyone => HashSet::new(),
+    };
     let (mut visible, mut hidden) = (Vec::new(), Vec::new());
     for user in users {
-        let shares = user == *viewer
-            || store
-                .user_conversations(&user)
+        let shown = user == *viewer
+            || (store
+                .relations(&user)
                 .await?
-                .iter()
-                .any(|c| mine.contains(c));
-        if shares {
+                .is_none_or(|r| r.shows_presence_to(viewer))
+                && (visibility == Visibility::Everyone
+                    || store
+                        .user_conversations(&user)
+                        .await?
+                        .iter()
+                        .any(|c| mine.contains(c))));
+        if shown {
             visible.push(user);
         } else {
             hidden.push(user);

@@ -169,6 +169,10 @@ impl RouterState {
             }
             PeerMsg::LoginRevoked { user, login } => self.login_revoked(myself, &user, login).await,
             PeerMsg::CloseUser { user, code } => self.close_user(myself, &user, code).await,
+            PeerMsg::PresenceRestricted { user } => {
+                let s = &self.services;
+                s.watchers.recheck(s.store.clone(), user);
+            }
             PeerMsg::Drain { by } => {
                 tracing::warn!(admin = %by, "an operator asked this node to drain");
                 self.services.cluster.emit(ClusterEvent::Drain { by });
