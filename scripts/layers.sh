@@ -39,7 +39,7 @@ check protocol \
 # backends and the conformance suite (which sees only the trait); the
 # replicated store over the embedded one.
 check storage \
-  "accounts conversations history moderation notifications outbox people relations" \
+  "accounts conversations history moderation notifications outbox people profiles relations" \
   "leases" \
   "conformance embedded scylladb" \
   "replicated"
@@ -73,7 +73,7 @@ check node \
   "membership error listener health notifier telemetry" \
   "app" \
   "http ws web" \
-  "admin notifications people relations" \
+  "admin notifications people profiles relations" \
   "dead_letters" \
   "serve" \
   "operator"

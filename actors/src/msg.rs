@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use chat_protocol::peer::PeerMsg;
 use chat_protocol::request::ConversationRequest;
-use chat_protocol::{Message, MessageId, OkReply, SharedFrame, UserId};
+use chat_protocol::{Message, MessageId, OkReply, ServerFrame, SharedFrame, UserId};
 use chat_storage::replicated::ReplicatedOp;
 use chat_storage::StoreError;
 use ractor::{ActorId, ActorRef, RpcReplyPort};
@@ -350,6 +350,14 @@ pub enum RouterMsg {
         user: UserId,
         /// The login (the access tokens' `sid`).
         login: String,
+    },
+    /// An event for every connection of `users`, here and on every other
+    /// node (one that belongs to no conversation: a profile change).
+    ToUsers {
+        /// Whose connections.
+        users: Vec<UserId>,
+        /// The event (boxed: it is far larger than the other variants).
+        frame: Box<ServerFrame>,
     },
     /// `user` shows their presence to fewer people than before: the
     /// watches of it, here and on every other node, are checked again.

@@ -312,6 +312,15 @@ impl Actor for Router {
             RouterMsg::Status { reply } => {
                 let _ = reply.send(state.status());
             }
+            RouterMsg::ToUsers { users, frame } => {
+                let msg = PeerMsg::ToUsers { users, frame };
+                if let Ok(bytes) = chat_protocol::peer::encode(&msg) {
+                    state.services.cluster.broadcast(&Arc::from(bytes));
+                }
+                if let PeerMsg::ToUsers { users, frame } = msg {
+                    state.services.to_users(&users, *frame);
+                }
+            }
             RouterMsg::PresenceRestricted { user } => {
                 let msg = PeerMsg::PresenceRestricted { user: user.clone() };
                 if let Ok(bytes) = chat_protocol::peer::encode(&msg) {

@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use chat_presence::PresenceStore;
-use chat_protocol::{IdGenerator, Limits};
+use chat_protocol::{IdGenerator, Limits, ServerFrame, SharedFrame, UserId};
 use chat_storage::replicated::ReplicatedStore;
 use chat_storage::MessageStore;
 use ractor::ActorRef;
 
 use crate::cluster::Cluster;
+use crate::conn::Delivery;
 use crate::conversation::ConversationDeps;
 use crate::dispatch::{Dispatch, Visibility};
 use crate::events::ConversationEvents;
@@ -140,5 +141,15 @@ impl Services {
             self.metrics.clone(),
             visibility,
         )
+    }
+
+    /// Queues `frame` on every connection of `users` on this node.
+    pub fn to_users(&self, users: &[UserId], frame: ServerFrame) {
+        let delivery = Delivery {
+            frame: Arc::new(SharedFrame::new(frame)),
+            skip_conn: None,
+            trace: None,
+        };
+        self.directory.deliver(users, &[delivery]);
     }
 }

@@ -37,6 +37,7 @@ mod error;
 mod keys;
 mod logins;
 mod passwords;
+mod profile;
 mod secrets;
 mod throttle;
 mod wire;
@@ -53,6 +54,7 @@ pub(crate) use keys::new_secret;
 pub use keys::DEV_SECRET_FILE;
 use keys::{hmac_keys, pem_keys};
 use passwords::Passwords;
+pub use profile::ensure_profile;
 use secrets::{hash_token, random_bytes};
 use throttle::Throttle;
 pub use throttle::ThrottleConfig;
@@ -527,7 +529,7 @@ impl Auth {
                     .ok_or_else(|| AuthError::InvalidToken("the user no longer exists".into()))?;
                 let (access_token, _) = self.issue_access(&user, Some(family))?;
                 Ok(TokenSet {
-                    user: UserView::from(&record),
+                    user: profile::view(store, &record).await?,
                     access_token,
                     refresh_token: new_token,
                     expires_in: self.access_ttl_secs,
@@ -599,7 +601,7 @@ impl Auth {
         let (refresh_token, record) = self.new_refresh(&user.id, &family);
         store.put_refresh(&record).await?;
         Ok(TokenSet {
-            user: UserView::from(user),
+            user: profile::view(store, user).await?,
             access_token,
             refresh_token,
             expires_in: self.access_ttl_secs,

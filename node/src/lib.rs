@@ -32,6 +32,7 @@ pub mod notifier;
 pub mod operator;
 pub mod origin;
 pub mod people;
+pub mod profiles;
 pub mod relations;
 pub mod serve;
 pub mod telemetry;

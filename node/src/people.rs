@@ -1,5 +1,4 @@
-//! The account as its owner sees it (`GET /v1/me`) and its e-mail address:
-//! set (a verification mail goes out through the notification outbox, so
+//! An account's e-mail address: set (a verification mail goes out through the notification outbox, so
 //! a mail server that is down delays it rather than failing the request)
 //! and verified by the mailed token.
 
@@ -29,28 +28,6 @@ const MAX_EMAIL_LEN: usize = 254;
 /// A user may have a verification mail sent at most this often: the
 /// address is someone else's until verified, and must not be flooded.
 const VERIFY_EVERY_MS: u64 = 60_000;
-
-/// `GET /v1/me`.
-pub(crate) async fn me(State(app): State<Arc<App>>, headers: HeaderMap) -> HttpResult<Response> {
-    let claims = authenticate(&app, &headers, None).await?;
-    let user = app
-        .store
-        .user(&claims.sub)
-        .await?
-        .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such user"))?;
-    let email = app.store.email(&claims.sub).await?;
-    let mut body = json!({
-        "id": user.id,
-        "display_name": user.display_name.unwrap_or_else(|| user.id.to_string()),
-        "email_verified": email.as_ref().is_some_and(|e| e.verified),
-        "totp_enabled": false,
-        "created_at": user.created_at,
-    });
-    if let Some(e) = email {
-        body["email"] = json!(e.address);
-    }
-    Ok(Json(body).into_response())
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -13,7 +13,9 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::app::{App, NodeError};
 use crate::config::Config;
-use crate::{admin, dead_letters, http, listener, notifications, people, relations, web, ws};
+use crate::{
+    admin, dead_letters, http, listener, notifications, people, profiles, relations, web, ws,
+};
 
 /// The node's routes.
 pub fn routes(app: Arc<App>) -> axum::Router {
@@ -61,7 +63,9 @@ pub fn routes(app: Arc<App>) -> axum::Router {
             "/v1/notifications/unsubscribe",
             get(notifications::unsubscribe_email).post(notifications::unsubscribe_email),
         )
-        .route("/v1/me", get(people::me))
+        .route("/v1/me", get(profiles::me).patch(profiles::patch_me))
+        .route("/v1/users", get(profiles::lookup))
+        .route("/v1/users/{id}", get(profiles::user))
         .route("/v1/me/email", put(people::put_email))
         .route("/v1/me/contacts", get(relations::contacts))
         .route(

@@ -505,6 +505,13 @@ pub enum ServerFrame {
     },
     /// A watched user's presence changed.
     Presence(Presence),
+    /// Someone who shares a direct conversation or group with the user
+    /// changed their profile: it as it is now. A 1.2 addition that older
+    /// clients ignore.
+    Profile {
+        /// The profile.
+        profile: crate::people::Profile,
+    },
     /// A conversation the user is (or was) in was created or changed members.
     Conversation {
         /// The conversation as it is now.

@@ -149,6 +149,14 @@ pub enum PeerMsg {
         /// The login (refresh family, the access tokens' `sid`).
         login: String,
     },
+    /// An event for these users' connections on the receiver (one that
+    /// belongs to no conversation: a profile change).
+    ToUsers {
+        /// Whose connections.
+        users: Vec<UserId>,
+        /// The event (boxed: it is far larger than the other variants).
+        frame: Box<ServerFrame>,
+    },
     /// A user shows their presence to fewer people than before (a block or
     /// a stricter privacy setting): the receiver checks its watches of it
     /// again.
@@ -380,6 +388,10 @@ mod tests {
             },
             PeerMsg::PresenceRestricted {
                 user: UserId::new("u").unwrap(),
+            },
+            PeerMsg::ToUsers {
+                users: vec![UserId::new("u").unwrap()],
+                frame: Box::new(ServerFrame::ok(None)),
             },
             PeerMsg::Drain {
                 by: UserId::new("root").unwrap(),

@@ -16,6 +16,30 @@ pub const MAX_CONTACTS: usize = 1_000;
 /// Most users one user blocks.
 pub const MAX_BLOCKS: usize = 1_000;
 
+/// Longest status text, in characters.
+pub const MAX_STATUS_TEXT_CHARS: usize = 140;
+/// Shortest prefix a user lookup takes: shorter ones would list the
+/// directory.
+pub const MIN_LOOKUP_PREFIX_CHARS: usize = 2;
+/// Most users one lookup answers.
+pub const MAX_LOOKUP_RESULTS: usize = 50;
+
+/// What others see of a user (`GET /v1/users/{id}`, the `profile` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Whose.
+    #[serde(rename = "id")]
+    pub user: UserId,
+    /// The name to show (the id when they set none).
+    pub display_name: String,
+    /// A line of their own, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
+    /// A media id, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+}
+
 /// Who a privacy setting lets in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

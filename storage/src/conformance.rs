@@ -8,7 +8,7 @@
 //!
 //! One file per domain holds that domain's checks (`history.rs`,
 //! `conversations.rs`, `accounts.rs`, `moderation.rs`, `notifications.rs`,
-//! `outbox.rs`, `people.rs`, `relations.rs`; `isolation.rs` for
+//! `outbox.rs`, `people.rs`, `relations.rs`, `profiles.rs`; `isolation.rs` for
 //! what spans them), built with `fixtures.rs`; this file runs them all and names them for each
 //! backend's tests ([`conformance_tests!`](crate::conformance_tests)). A new
 //! check goes in its domain's file, in [`run_all`] and in that macro's list.
@@ -24,6 +24,7 @@ mod moderation;
 mod notifications;
 mod outbox;
 mod people;
+mod profiles;
 mod relations;
 
 pub use accounts::{
@@ -43,6 +44,7 @@ pub use notifications::{
 };
 pub use outbox::{check_digest_items, check_jobs, check_notify_marks};
 pub use people::check_emails_and_tokens;
+pub use profiles::check_profiles;
 pub use relations::check_relations;
 
 /// Runs every check of this module.
@@ -73,6 +75,7 @@ pub async fn run_all(store: &dyn MessageStore) {
     check_digest_items(store).await;
     check_emails_and_tokens(store).await;
     check_relations(store).await;
+    check_profiles(store).await;
 }
 
 /// One test per check of this suite, in a module named after the backend,
@@ -96,7 +99,8 @@ macro_rules! conformance_tests {
                 check_changes_across_rev_blocks, check_user_flags_and_audit,
                 check_notification_settings, check_conversation_notify,
                 check_push_subscriptions, check_notify_marks, check_jobs,
-                check_digest_items, check_emails_and_tokens, check_relations);
+                check_digest_items, check_emails_and_tokens, check_relations,
+                check_profiles);
         }
     };
     (@each $open:expr; $($check:ident),*) => {

@@ -68,6 +68,7 @@ mod moderation;
 mod notifications;
 mod outbox;
 mod people;
+mod profiles;
 mod registers;
 mod relations;
 mod store;

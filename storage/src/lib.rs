@@ -38,6 +38,7 @@ pub use outbox::{
     OUTBOX_SHARDS,
 };
 pub use people::{EmailAddress, EmailToken, PeopleStore, TokenPurpose};
+pub use profiles::{NameEntry, ProfileRecord, ProfileStore};
 pub use relations::RelationStore;
 
 pub mod accounts;
@@ -51,6 +52,7 @@ pub mod moderation;
 pub mod notifications;
 pub mod outbox;
 pub mod people;
+pub mod profiles;
 pub mod relations;
 pub mod replicated;
 pub mod scylladb;
@@ -103,6 +105,7 @@ pub trait MessageStore:
     + OutboxStore
     + PeopleStore
     + RelationStore
+    + ProfileStore
     + 'static
 {
 }
@@ -117,6 +120,7 @@ impl<T> MessageStore for T where
         + OutboxStore
         + PeopleStore
         + RelationStore
+        + ProfileStore
         + ?Sized
         + 'static
 {

@@ -128,6 +128,7 @@ mod apply;
 mod link;
 mod notifications;
 mod op_log;
+mod profiles;
 mod pull;
 mod receive;
 mod registers;

@@ -59,6 +59,7 @@ mod moderation;
 mod notifications;
 mod outbox;
 mod people;
+mod profiles;
 mod relations;
 mod schema;
 mod statements;

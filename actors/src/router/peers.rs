@@ -169,6 +169,7 @@ impl RouterState {
             }
             PeerMsg::LoginRevoked { user, login } => self.login_revoked(myself, &user, login).await,
             PeerMsg::CloseUser { user, code } => self.close_user(myself, &user, code).await,
+            PeerMsg::ToUsers { users, frame } => self.services.to_users(&users, *frame),
             PeerMsg::PresenceRestricted { user } => {
                 let s = &self.services;
                 s.watchers.recheck(s.store.clone(), user);

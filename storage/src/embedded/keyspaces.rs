@@ -41,6 +41,8 @@ pub(super) struct Inner {
     pub(super) emails: Keyspace,
     pub(super) email_tokens: Keyspace,
     pub(super) relations: Keyspace,
+    pub(super) profiles: Keyspace,
+    pub(super) user_names: Keyspace,
     pub(super) persist: PersistMode,
     /// Something was written since the last background fsync.
     pub(super) dirty: AtomicBool,
@@ -73,6 +75,8 @@ pub(super) enum Table {
     Emails,
     EmailTokens,
     Relations,
+    Profiles,
+    UserNames,
     Replica(ReplicaTable),
 }
 
@@ -131,6 +135,8 @@ impl Inner {
             emails: keyspace("emails")?,
             email_tokens: keyspace("email_tokens")?,
             relations: keyspace("relations")?,
+            profiles: keyspace("profiles")?,
+            user_names: keyspace("user_names")?,
             persist,
             dirty: AtomicBool::new(false),
             db,
@@ -163,6 +169,8 @@ impl Inner {
             Table::Emails => &self.emails,
             Table::EmailTokens => &self.email_tokens,
             Table::Relations => &self.relations,
+            Table::Profiles => &self.profiles,
+            Table::UserNames => &self.user_names,
             Table::Replica(ReplicaTable::OpLog) => &self.op_log,
             Table::Replica(ReplicaTable::OpMarks) => &self.op_marks,
             Table::Replica(ReplicaTable::Versions) => &self.replica_versions,

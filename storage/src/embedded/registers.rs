@@ -1,6 +1,6 @@
 //! Writes of the small, independently kept records (notification settings,
 //! push subscriptions, outbox jobs, digests, e-mail addresses and tokens,
-//! contacts, blocks and privacy) as
+//! contacts, blocks and privacy, profiles and the name index) as
 //! plain key writes: what the embedded store commits for them, and what the
 //! replicated store ships to other nodes and merges there, last writer
 //! wins per key. Built here, where the layout of keys and values is known,
@@ -23,6 +23,8 @@ pub(crate) enum RegisterTable {
     Emails,
     EmailTokens,
     Relations,
+    Profiles,
+    UserNames,
 }
 
 impl RegisterTable {
@@ -37,6 +39,8 @@ impl RegisterTable {
             RegisterTable::Emails => Table::Emails,
             RegisterTable::EmailTokens => Table::EmailTokens,
             RegisterTable::Relations => Table::Relations,
+            RegisterTable::Profiles => Table::Profiles,
+            RegisterTable::UserNames => Table::UserNames,
         }
     }
 

@@ -104,10 +104,18 @@ const MIGRATIONS: &[Migration] = &[Migration {
     statements: &[
         "CREATE TABLE IF NOT EXISTS {ks}.user_relations (user_id text PRIMARY KEY, record blob)",
     ],
+}, Migration {
+    version: 7,
+    name: "people: profiles and the name index",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS {ks}.user_profiles (user_id text PRIMARY KEY, record blob)",
+        "CREATE TABLE IF NOT EXISTS {ks}.user_names (bucket text, name text, user_id text, \
+         PRIMARY KEY (bucket, name, user_id))",
+    ],
 }];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// How long a node may hold the migration lock before others take over
 /// (it expires with the row's TTL if the node dies mid-migration).

@@ -8,6 +8,7 @@ mod leases;
 mod moderation;
 mod notify;
 mod prepare;
+mod profiles;
 mod relations;
 mod settings;
 
@@ -27,6 +28,7 @@ pub(super) struct Statements {
     pub(super) moderation: moderation::Statements,
     pub(super) notify: notify::Statements,
     pub(super) relations: relations::Statements,
+    pub(super) profiles: profiles::Statements,
 }
 
 impl Statements {
@@ -49,6 +51,7 @@ impl Statements {
             moderation: moderation::Statements::prepare(&p).await?,
             notify: notify::Statements::prepare(&p).await?,
             relations: relations::Statements::prepare(&p).await?,
+            profiles: profiles::Statements::prepare(&p).await?,
         })
     }
 }

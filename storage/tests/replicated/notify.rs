@@ -8,8 +8,9 @@ use chat_protocol::notify::{ConversationNotify, NotificationSettings, PushSubscr
 use chat_protocol::people::Relations;
 use chat_protocol::{ConversationId, UserId};
 use chat_storage::{
-    DeadJob, DigestItem, EmailAddress, EmailToken, Job, Mark, MessageStore, NotificationStore,
-    NotifyCursor, OutboxStore, PeopleStore, RelationStore, StoreError, OUTBOX_SHARDS,
+    DeadJob, DigestItem, EmailAddress, EmailToken, Job, Mark, MessageStore, NameEntry,
+    NotificationStore, NotifyCursor, OutboxStore, PeopleStore, ProfileRecord, ProfileStore,
+    RelationStore, StoreError, OUTBOX_SHARDS,
 };
 
 use super::Recorder;
@@ -30,6 +31,10 @@ struct UserNotify {
     levels: Vec<(ConversationId, ConversationNotify)>,
     digest: Vec<DigestItem>,
     email: Option<EmailAddress>,
+    relations: Option<Relations>,
+    profile: Option<ProfileRecord>,
+    /// The name index's entries under the user's id.
+    names: Vec<NameEntry>,
 }
 
 pub(super) async fn notify_state(
@@ -52,6 +57,12 @@ pub(super) async fn notify_state(
             levels,
             digest: store.digest_items(user).await.expect("digest"),
             email: store.email(user).await.expect("email"),
+            relations: store.relations(user).await.expect("relations"),
+            profile: store.profile(user).await.expect("profile"),
+            names: store
+                .find_names(&chat_storage::profiles::index_name(user.as_str()), 100)
+                .await
+                .expect("names"),
         });
     }
     for c in conversations {
@@ -262,5 +273,28 @@ impl RelationStore for Recorder {
             s.users.insert(user.clone());
         });
         self.store.put_relations(user, relations).await
+    }
+}
+
+#[async_trait]
+impl ProfileStore for Recorder {
+    async fn profile(&self, user: &UserId) -> Result<Option<ProfileRecord>, StoreError> {
+        self.store.profile(user).await
+    }
+
+    async fn put_profile(
+        &self,
+        user: &UserId,
+        old: Option<&ProfileRecord>,
+        new: &ProfileRecord,
+    ) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.put_profile(user, old, new).await
+    }
+
+    async fn find_names(&self, prefix: &str, limit: usize) -> Result<Vec<NameEntry>, StoreError> {
+        self.store.find_names(prefix, limit).await
     }
 }
