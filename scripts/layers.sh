@@ -39,7 +39,7 @@ check protocol \
 # backends and the conformance suite (which sees only the trait); the
 # replicated store over the embedded one.
 check storage \
-  "accounts conversations history moderation notifications outbox people profiles relations" \
+  "accounts conversations credentials history logins moderation notifications outbox people profiles relations" \
   "leases" \
   "conformance embedded scylladb" \
   "replicated"

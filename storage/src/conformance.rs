@@ -8,7 +8,7 @@
 //!
 //! One file per domain holds that domain's checks (`history.rs`,
 //! `conversations.rs`, `accounts.rs`, `moderation.rs`, `notifications.rs`,
-//! `outbox.rs`, `people.rs`, `relations.rs`, `profiles.rs`; `isolation.rs` for
+//! `outbox.rs`, `people.rs`, `relations.rs`, `profiles.rs`, `security.rs`; `isolation.rs` for
 //! what spans them), built with `fixtures.rs`; this file runs them all and names them for each
 //! backend's tests ([`conformance_tests!`](crate::conformance_tests)). A new
 //! check goes in its domain's file, in [`run_all`] and in that macro's list.
@@ -26,6 +26,7 @@ mod outbox;
 mod people;
 mod profiles;
 mod relations;
+mod security;
 
 pub use accounts::{
     check_login_state, check_refresh_revocation, check_refresh_rotation, check_users,
@@ -46,6 +47,7 @@ pub use outbox::{check_digest_items, check_jobs, check_notify_marks};
 pub use people::check_emails_and_tokens;
 pub use profiles::check_profiles;
 pub use relations::check_relations;
+pub use security::{check_credentials, check_logins};
 
 /// Runs every check of this module.
 pub async fn run_all(store: &dyn MessageStore) {
@@ -76,6 +78,8 @@ pub async fn run_all(store: &dyn MessageStore) {
     check_emails_and_tokens(store).await;
     check_relations(store).await;
     check_profiles(store).await;
+    check_credentials(store).await;
+    check_logins(store).await;
 }
 
 /// One test per check of this suite, in a module named after the backend,
@@ -100,7 +104,7 @@ macro_rules! conformance_tests {
                 check_notification_settings, check_conversation_notify,
                 check_push_subscriptions, check_notify_marks, check_jobs,
                 check_digest_items, check_emails_and_tokens, check_relations,
-                check_profiles);
+                check_profiles, check_credentials, check_logins);
         }
     };
     (@each $open:expr; $($check:ident),*) => {

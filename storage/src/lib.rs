@@ -26,11 +26,13 @@
 
 pub use accounts::{AccountStore, LoginState, RefreshRecord, Rotation, UserRecord};
 pub use conversations::{ConversationChange, ConversationStore};
+pub use credentials::{CredentialStore, Credentials, TotpState};
 pub use history::{
     bucket_of, page_weight, rev_block, Changes, HistoryStore, Page, PageQuery, BUCKET_MS,
     REV_BLOCK_BITS,
 };
 pub use leases::{Lease, LeaseGrant, LeaseStore};
+pub use logins::{LoginRecord, LoginStore};
 pub use moderation::{AuditEntry, ModerationStore, UserFlag, UserFlags};
 pub use notifications::NotificationStore;
 pub use outbox::{
@@ -45,9 +47,11 @@ pub mod accounts;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod conversations;
+pub mod credentials;
 pub mod embedded;
 pub mod history;
 pub mod leases;
+pub mod logins;
 pub mod moderation;
 pub mod notifications;
 pub mod outbox;
@@ -106,6 +110,8 @@ pub trait MessageStore:
     + PeopleStore
     + RelationStore
     + ProfileStore
+    + CredentialStore
+    + LoginStore
     + 'static
 {
 }
@@ -121,6 +127,8 @@ impl<T> MessageStore for T where
         + PeopleStore
         + RelationStore
         + ProfileStore
+        + CredentialStore
+        + LoginStore
         + ?Sized
         + 'static
 {

@@ -62,6 +62,7 @@ mod people;
 mod profiles;
 mod relations;
 mod schema;
+mod security;
 mod statements;
 mod store;
 

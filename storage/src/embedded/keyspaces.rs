@@ -43,6 +43,8 @@ pub(super) struct Inner {
     pub(super) relations: Keyspace,
     pub(super) profiles: Keyspace,
     pub(super) user_names: Keyspace,
+    pub(super) credentials: Keyspace,
+    pub(super) logins: Keyspace,
     pub(super) persist: PersistMode,
     /// Something was written since the last background fsync.
     pub(super) dirty: AtomicBool,
@@ -77,6 +79,8 @@ pub(super) enum Table {
     Relations,
     Profiles,
     UserNames,
+    Credentials,
+    Logins,
     Replica(ReplicaTable),
 }
 
@@ -137,6 +141,8 @@ impl Inner {
             relations: keyspace("relations")?,
             profiles: keyspace("profiles")?,
             user_names: keyspace("user_names")?,
+            credentials: keyspace("credentials")?,
+            logins: keyspace("logins")?,
             persist,
             dirty: AtomicBool::new(false),
             db,
@@ -171,6 +177,8 @@ impl Inner {
             Table::Relations => &self.relations,
             Table::Profiles => &self.profiles,
             Table::UserNames => &self.user_names,
+            Table::Credentials => &self.credentials,
+            Table::Logins => &self.logins,
             Table::Replica(ReplicaTable::OpLog) => &self.op_log,
             Table::Replica(ReplicaTable::OpMarks) => &self.op_marks,
             Table::Replica(ReplicaTable::Versions) => &self.replica_versions,

@@ -1,6 +1,6 @@
 //! Writes of the small, independently kept records (notification settings,
 //! push subscriptions, outbox jobs, digests, e-mail addresses and tokens,
-//! contacts, blocks and privacy, profiles and the name index) as
+//! contacts, blocks and privacy, profiles and the name index, credentials and listed logins) as
 //! plain key writes: what the embedded store commits for them, and what the
 //! replicated store ships to other nodes and merges there, last writer
 //! wins per key. Built here, where the layout of keys and values is known,
@@ -25,6 +25,8 @@ pub(crate) enum RegisterTable {
     Relations,
     Profiles,
     UserNames,
+    Credentials,
+    Logins,
 }
 
 impl RegisterTable {
@@ -41,6 +43,8 @@ impl RegisterTable {
             RegisterTable::Relations => Table::Relations,
             RegisterTable::Profiles => Table::Profiles,
             RegisterTable::UserNames => Table::UserNames,
+            RegisterTable::Credentials => Table::Credentials,
+            RegisterTable::Logins => Table::Logins,
         }
     }
 

@@ -112,10 +112,18 @@ const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS {ks}.user_names (bucket text, name text, user_id text, \
          PRIMARY KEY (bucket, name, user_id))",
     ],
+}, Migration {
+    version: 8,
+    name: "people: credentials and listed logins",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS {ks}.user_credentials (user_id text PRIMARY KEY, record blob)",
+        "CREATE TABLE IF NOT EXISTS {ks}.user_logins (user_id text, login_id text, record blob, \
+         PRIMARY KEY (user_id, login_id))",
+    ],
 }];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 
 /// How long a node may hold the migration lock before others take over
 /// (it expires with the row's TTL if the node dies mid-migration).

@@ -10,6 +10,7 @@ mod notify;
 mod prepare;
 mod profiles;
 mod relations;
+mod security;
 mod settings;
 
 use scylla::client::session::Session;
@@ -29,6 +30,7 @@ pub(super) struct Statements {
     pub(super) notify: notify::Statements,
     pub(super) relations: relations::Statements,
     pub(super) profiles: profiles::Statements,
+    pub(super) security: security::Statements,
 }
 
 impl Statements {
@@ -52,6 +54,7 @@ impl Statements {
             notify: notify::Statements::prepare(&p).await?,
             relations: relations::Statements::prepare(&p).await?,
             profiles: profiles::Statements::prepare(&p).await?,
+            security: security::Statements::prepare(&p).await?,
         })
     }
 }

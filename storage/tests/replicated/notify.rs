@@ -8,9 +8,9 @@ use chat_protocol::notify::{ConversationNotify, NotificationSettings, PushSubscr
 use chat_protocol::people::Relations;
 use chat_protocol::{ConversationId, UserId};
 use chat_storage::{
-    DeadJob, DigestItem, EmailAddress, EmailToken, Job, Mark, MessageStore, NameEntry,
-    NotificationStore, NotifyCursor, OutboxStore, PeopleStore, ProfileRecord, ProfileStore,
-    RelationStore, StoreError, OUTBOX_SHARDS,
+    CredentialStore, Credentials, DeadJob, DigestItem, EmailAddress, EmailToken, Job, LoginRecord,
+    LoginStore, Mark, MessageStore, NameEntry, NotificationStore, NotifyCursor, OutboxStore,
+    PeopleStore, ProfileRecord, ProfileStore, RelationStore, StoreError, OUTBOX_SHARDS,
 };
 
 use super::Recorder;
@@ -35,6 +35,8 @@ struct UserNotify {
     profile: Option<ProfileRecord>,
     /// The name index's entries under the user's id.
     names: Vec<NameEntry>,
+    credentials: Option<Credentials>,
+    logins: Vec<LoginRecord>,
 }
 
 pub(super) async fn notify_state(
@@ -63,6 +65,12 @@ pub(super) async fn notify_state(
                 .find_names(&chat_storage::profiles::index_name(user.as_str()), 100)
                 .await
                 .expect("names"),
+            credentials: store.credentials(user).await.expect("credentials"),
+            logins: {
+                let mut l = store.logins(user).await.expect("logins");
+                l.sort_by(|a, b| a.id.cmp(&b.id));
+                l
+            },
         });
     }
     for c in conversations {
@@ -296,5 +304,44 @@ impl ProfileStore for Recorder {
 
     async fn find_names(&self, prefix: &str, limit: usize) -> Result<Vec<NameEntry>, StoreError> {
         self.store.find_names(prefix, limit).await
+    }
+}
+
+#[async_trait]
+impl CredentialStore for Recorder {
+    async fn credentials(&self, user: &UserId) -> Result<Option<Credentials>, StoreError> {
+        self.store.credentials(user).await
+    }
+
+    async fn put_credentials(&self, user: &UserId, c: &Credentials) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.put_credentials(user, c).await
+    }
+}
+
+#[async_trait]
+impl LoginStore for Recorder {
+    async fn logins(&self, user: &UserId) -> Result<Vec<LoginRecord>, StoreError> {
+        self.store.logins(user).await
+    }
+
+    async fn login(&self, user: &UserId, id: &str) -> Result<Option<LoginRecord>, StoreError> {
+        self.store.login(user, id).await
+    }
+
+    async fn put_login(&self, user: &UserId, login: &LoginRecord) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.put_login(user, login).await
+    }
+
+    async fn delete_login(&self, user: &UserId, id: &str) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.delete_login(user, id).await
     }
 }
