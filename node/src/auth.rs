@@ -34,30 +34,38 @@ mod accounts;
 mod checks;
 mod config;
 mod error;
+mod factors;
 mod keys;
 mod logins;
 mod passwords;
 mod profile;
 mod secrets;
+mod security;
+mod sessions;
 mod throttle;
+mod totp;
 mod wire;
 
 // What the files of this module share lives in leaves (checks, config,
 // error, secrets) rather than here, so that they need not import this file,
 // which imports them (scripts/layers.sh refuses such circles).
 pub use accounts::operator_account;
-use checks::{check_display_name, check_password, parse_username};
+pub(crate) use checks::check_password;
+use checks::{check_display_name, parse_username};
 pub use checks::{MAX_DISPLAY_NAME_BYTES, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
 pub use config::{Algorithm, AuthConfig};
 pub use error::AuthError;
+use factors::{password_hash, second_factor};
 pub(crate) use keys::new_secret;
 pub use keys::DEV_SECRET_FILE;
 use keys::{hmac_keys, pem_keys};
 use passwords::Passwords;
 pub use profile::ensure_profile;
 use secrets::{hash_token, random_bytes};
+pub use sessions::ClientInfo;
 use throttle::Throttle;
 pub use throttle::ThrottleConfig;
+pub use totp::RECOVERY_CODES;
 pub use wire::{LoginRequest, RegisterRequest, TokenSet, UserView};
 
 /// Longest access token looked at: anything larger is not one of ours nor a
@@ -464,7 +472,11 @@ impl Auth {
                 user = store.user(&exact).await?;
             }
         }
-        let stored_hash = user.as_ref().and_then(|u| u.password_hash.clone());
+        let credentials = match &user {
+            Some(u) => store.credentials(&u.id).await?,
+            None => None,
+        };
+        let stored_hash = password_hash(user.as_ref(), credentials.as_ref());
         let password_ok = self
             .passwords
             .verify(req.password.clone(), stored_hash)
@@ -485,6 +497,14 @@ impl Auth {
         if !password_ok {
             self.throttle.failed(&id, from);
             return Err(AuthError::BadCredentials);
+        }
+        if let Some(c) = credentials.filter(|c| c.totp.as_ref().is_some_and(|t| t.confirmed)) {
+            if let Err(e) = second_factor(store, &user.id, c, req).await {
+                if matches!(e, AuthError::WrongCode) {
+                    self.throttle.failed(&id, from);
+                }
+                return Err(e);
+            }
         }
         self.throttle.succeeded(&id, from);
         self.start_session(store, &user, generation).await
@@ -533,6 +553,8 @@ impl Auth {
                     access_token,
                     refresh_token: new_token,
                     expires_in: self.access_ttl_secs,
+                    login: family.to_owned(),
+                    refresh_expires_at: new_record.expires_at,
                 })
             }
             Rotation::Reused => {
@@ -568,6 +590,7 @@ impl Auth {
             .revoke_refresh_family(&hash_token(refresh_token))
             .await?;
         if let Some(user) = owner {
+            store.delete_login(&user, family).await?;
             self.revoked(user, family.to_string());
         }
         Ok(())
@@ -605,6 +628,8 @@ impl Auth {
             access_token,
             refresh_token,
             expires_in: self.access_ttl_secs,
+            login: family,
+            refresh_expires_at: record.expires_at,
         })
     }
 

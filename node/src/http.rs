@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::App;
-use crate::auth::{Claims, LoginRequest, RegisterRequest};
+use crate::auth::{Claims, ClientInfo, LoginRequest, RegisterRequest};
 use crate::error::HttpError;
 
 type HttpResult<T> = Result<T, HttpError>;
@@ -120,22 +120,28 @@ pub(crate) async fn authenticate(
 pub(crate) async fn register(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> HttpResult<Response> {
     let req: RegisterRequest = json_body(&app, body).await?;
     let store = app.store.as_ref();
     let tokens = app.auth.register(store, &req, peer.ip()).await?;
+    let client = ClientInfo::of(&headers, peer.ip());
+    app.auth.list_login(store, &tokens, &client).await?;
     Ok((StatusCode::CREATED, Json(tokens)).into_response())
 }
 
 pub(crate) async fn login(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> HttpResult<Response> {
     let req: LoginRequest = json_body(&app, body).await?;
     let store = app.store.as_ref();
     let tokens = app.auth.login(store, &req, peer.ip()).await?;
+    let client = ClientInfo::of(&headers, peer.ip());
+    app.auth.list_login(store, &tokens, &client).await?;
     Ok(Json(tokens).into_response())
 }
 
@@ -144,12 +150,17 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-pub(crate) async fn refresh(State(app): State<Arc<App>>, body: Body) -> HttpResult<Response> {
+pub(crate) async fn refresh(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResult<Response> {
     let req: RefreshBody = json_body(&app, body).await?;
-    let tokens = app
-        .auth
-        .refresh(app.store.as_ref(), &req.refresh_token)
-        .await?;
+    let store = app.store.as_ref();
+    let tokens = app.auth.refresh(store, &req.refresh_token).await?;
+    let client = ClientInfo::of(&headers, peer.ip());
+    app.auth.note_refresh(store, &tokens, &client).await?;
     Ok(Json(tokens).into_response())
 }
 

@@ -112,5 +112,9 @@ pub(crate) async fn verify_email(
     email.verified = true;
     email.updated_at = now_ms();
     app.store.put_email(&token.user, &email).await?;
+    // Where a password reset for this address starts.
+    app.store
+        .put_email_owner(&email.address.to_lowercase(), &token.user)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

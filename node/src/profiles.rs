@@ -108,7 +108,8 @@ pub(crate) async fn me_json(app: &App, id: &UserId) -> HttpResult<Response> {
     let mut body = serde_json::to_value(public(id, Some(&profile)))
         .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))?;
     body["email_verified"] = json!(email.as_ref().is_some_and(|e| e.verified));
-    body["totp_enabled"] = json!(false);
+    let totp = store.credentials(id).await?.and_then(|c| c.totp);
+    body["totp_enabled"] = json!(totp.is_some_and(|t| t.confirmed));
     body["created_at"] = json!(user.created_at);
     if let Some(e) = email {
         body["email"] = json!(e.address);

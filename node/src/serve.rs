@@ -14,7 +14,8 @@ use tower_http::cors::{Any, CorsLayer};
 use crate::app::{App, NodeError};
 use crate::config::Config;
 use crate::{
-    admin, dead_letters, http, listener, notifications, people, profiles, relations, web, ws,
+    admin, dead_letters, http, listener, notifications, people, profiles, relations, security, web,
+    ws,
 };
 
 /// The node's routes.
@@ -82,6 +83,19 @@ pub fn routes(app: Arc<App>) -> axum::Router {
             get(relations::privacy).put(relations::put_privacy),
         )
         .route("/v1/auth/verify-email", post(people::verify_email))
+        .route("/v1/me/sessions", get(security::sessions))
+        .route("/v1/me/sessions/{id}", delete(security::end_session))
+        .route("/v1/auth/password", post(security::change_password))
+        .route("/v1/auth/password-reset", post(security::request_reset))
+        .route(
+            "/v1/auth/password-reset/confirm",
+            post(security::confirm_reset),
+        )
+        .route(
+            "/v1/me/totp",
+            post(security::totp_enrol).delete(security::totp_disable),
+        )
+        .route("/v1/me/totp/confirm", post(security::totp_confirm))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))

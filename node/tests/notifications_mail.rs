@@ -11,20 +11,9 @@ use std::net::SocketAddr;
 
 use chat_protocol::codec::Codec;
 use chat_protocol::{ClientFrame, ConversationId, Message};
-use common::mailpit::{Mail, Mailpit};
-use common::push::{outbox_node, Serial};
+use common::mailpit::{mail_node, Mail, Mailpit};
 use common::*;
 use serde_json::{json, Value};
-
-async fn node(smtp: SocketAddr) -> (TestNode, Serial) {
-    outbox_node(|c| {
-        c.notifications.poll_ms = 20;
-        c.notifications.smtp.url = format!("smtp://{smtp}");
-        c.notifications.smtp.from = "Chat <chat@chat.test>".into();
-        c.notifications.public_url = "http://chat.test".into();
-    })
-    .await
-}
 
 /// Sets `user`'s address: the status and answer.
 async fn put_email(node: &TestNode, user: &TestUser, address: &str) -> (u16, Value) {
@@ -77,7 +66,7 @@ async fn send(c: &mut Client, conv: &ConversationId, key: &str, body: &str) -> M
 #[tokio::test]
 async fn an_address_is_verified_by_its_mailed_link_once() {
     let mail = Mailpit::start().await;
-    let (node, _serial) = node(mail.smtp).await;
+    let (node, _serial) = mail_node(mail.smtp).await;
     let bob = node.user(&unique("bob")).await;
     let token = Some(bob.access.as_str());
     let address = format!("{}@example.com", bob.id.to_lowercase());
@@ -117,7 +106,7 @@ async fn an_address_is_verified_by_its_mailed_link_once() {
 #[tokio::test]
 async fn a_digest_lists_what_stays_unread_once_and_its_link_unsubscribes() {
     let mail = Mailpit::start().await;
-    let (node, _serial) = node(mail.smtp).await;
+    let (node, _serial) = mail_node(mail.smtp).await;
     let ann = node.user(&unique("ann")).await;
     let bob = node.user(&unique("bob")).await;
     let address = format!("{}@example.com", bob.id.to_lowercase());
@@ -236,7 +225,7 @@ async fn a_digest_lists_what_stays_unread_once_and_its_link_unsubscribes() {
 async fn a_mail_server_down_at_first_gets_the_mail_once_it_is_up() {
     let port = chat_testkit::free_port();
     let smtp: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let (node, _serial) = node(smtp).await;
+    let (node, _serial) = mail_node(smtp).await;
     let bob = node.user(&unique("bob")).await;
     let address = format!("{}@example.com", bob.id.to_lowercase());
     let (status, _) = put_email(&node, &bob, &address).await;

@@ -41,6 +41,13 @@ pub enum Work {
         /// Whose digest.
         user: UserId,
     },
+    /// Mail the owner of `address`, if a user verified it, a link that
+    /// sets a new password. Made for any address asked (the answer says
+    /// nothing of accounts); the worker looks the owner up.
+    ResetPassword {
+        /// The address as typed (lower case).
+        address: String,
+    },
     /// Mail `address` a link that proves it is `user`'s.
     VerifyEmail {
         /// Whose address.
@@ -56,7 +63,7 @@ impl Work {
     pub fn channel(&self) -> &'static str {
         match self {
             Work::Push { .. } => "push",
-            Work::Digest { .. } | Work::VerifyEmail { .. } => "email",
+            Work::Digest { .. } | Work::VerifyEmail { .. } | Work::ResetPassword { .. } => "email",
             Work::Webhook { .. } => "webhook",
         }
     }
@@ -66,7 +73,10 @@ impl Work {
     pub fn order(&self) -> u64 {
         match self {
             Work::Push { message, .. } => message.0,
-            Work::Digest { .. } | Work::VerifyEmail { .. } | Work::Webhook { .. } => 0,
+            Work::Digest { .. }
+            | Work::VerifyEmail { .. }
+            | Work::ResetPassword { .. }
+            | Work::Webhook { .. } => 0,
         }
     }
 

@@ -31,6 +31,11 @@ impl Links {
         format!("{}/verify-email?token={token}", self.base)
     }
 
+    /// Where a password reset token is opened.
+    pub fn reset_password(&self, token: &str) -> String {
+        format!("{}/reset-password?token={token}", self.base)
+    }
+
     /// The signed link that turns `user`'s digests off.
     pub fn unsubscribe(&self, user: &str) -> String {
         format!(

@@ -113,6 +113,24 @@ impl Mailer {
         self.build(to, "Confirm your e-mail address", text, html, None)
     }
 
+    /// A link that sets a new password.
+    pub fn password_reset(&self, to: &str, link: &str) -> Result<Message, MailError> {
+        let text = format!(
+            "Someone, probably you, asked to reset the password of the chat account \
+             with this address.\n\n\
+             Open this link to choose a new one (valid for 30 minutes, once):\n{link}\n\n\
+             If it was not you, ignore this mail: your password stays as it is.\n"
+        );
+        let html = format!(
+            "<p>Someone, probably you, asked to reset the password of the chat account \
+             with this address.</p>\
+             <p><a href=\"{link}\">Choose a new password</a> (valid for 30 minutes, once).</p>\
+             <p>If it was not you, ignore this mail: your password stays as it is.</p>",
+            link = escape(link)
+        );
+        self.build(to, "Reset your password", text, html, None)
+    }
+
     /// A digest of `lines`, with the unsubscribe link.
     pub fn digest(
         &self,

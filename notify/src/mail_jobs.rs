@@ -13,6 +13,8 @@ use crate::{Ctx, NotifyError};
 
 /// How long a verification link works.
 const VERIFY_TTL_MS: u64 = 24 * 3600 * 1000;
+/// How long a password reset link works.
+const RESET_TTL_MS: u64 = 30 * 60 * 1000;
 /// Messages one digest lists; the rest go in the next.
 const DIGEST_LINES: usize = 50;
 /// Characters of each message a digest shows.
@@ -101,26 +103,73 @@ pub(crate) async fn verify(
     address: &str,
     attempts: u32,
 ) -> Result<After, NotifyError> {
-    let store = ctx.store.as_ref();
-    let current = store.email(user).await?;
+    let current = ctx.store.email(user).await?;
     if current.is_none_or(|e| e.address != address || e.verified) {
         return Ok(After::Done);
     }
+    mail_link(ctx, user, address, TokenPurpose::VerifyEmail, attempts).await
+}
+
+/// Mails the user who verified `address` a single-use link that sets a
+/// new password (valid [`RESET_TTL_MS`]); nothing when no user did, or
+/// they changed address since.
+pub(crate) async fn reset_password(
+    ctx: &Ctx,
+    address: &str,
+    attempts: u32,
+) -> Result<After, NotifyError> {
+    let store = ctx.store.as_ref();
+    let Some(user) = store.email_owner(address).await? else {
+        return Ok(After::Done);
+    };
+    match store.email(&user).await? {
+        Some(e) if e.verified && e.address.eq_ignore_ascii_case(address) => {
+            mail_link(
+                ctx,
+                &user,
+                &e.address,
+                TokenPurpose::ResetPassword,
+                attempts,
+            )
+            .await
+        }
+        _ => Ok(After::Done),
+    }
+}
+
+/// Mails `address` (`user`'s) a link with a new token for `purpose`. A
+/// token per attempt: one mailed before a failure report still works.
+async fn mail_link(
+    ctx: &Ctx,
+    user: &UserId,
+    address: &str,
+    purpose: TokenPurpose,
+    attempts: u32,
+) -> Result<After, NotifyError> {
     let Some(mailer) = &ctx.mailer else {
         return Ok(After::Drop("mail is not configured".into()));
     };
-    // A token per attempt: one mailed before a failure report still works.
+    let ttl = match purpose {
+        TokenPurpose::VerifyEmail => VERIFY_TTL_MS,
+        TokenPurpose::ResetPassword => RESET_TTL_MS,
+    };
     let (token, hash) = new_token();
-    store
+    ctx.store
         .put_email_token(&EmailToken {
             hash,
             user: user.clone(),
             address: address.to_owned(),
-            purpose: TokenPurpose::VerifyEmail,
-            expires_at: now_ms() + VERIFY_TTL_MS,
+            purpose,
+            expires_at: now_ms() + ttl,
         })
         .await?;
-    let sent = match mailer.verification(address, &ctx.links.verify_email(&token)) {
+    let mail = match purpose {
+        TokenPurpose::VerifyEmail => mailer.verification(address, &ctx.links.verify_email(&token)),
+        TokenPurpose::ResetPassword => {
+            mailer.password_reset(address, &ctx.links.reset_password(&token))
+        }
+    };
+    let sent = match mail {
         Ok(mail) => mailer.send(mail).await,
         Err(e) => Err(e),
     };

@@ -135,6 +135,9 @@ async fn run_one(ctx: &Ctx, job: Job, memo: &mut Memo) -> Result<Finished, Notif
         Work::VerifyEmail { user, address } => {
             mail_jobs::verify(ctx, user, address, job.attempts).await?
         }
+        Work::ResetPassword { address } => {
+            mail_jobs::reset_password(ctx, address, job.attempts).await?
+        }
         Work::Webhook {
             hook,
             event,
@@ -201,7 +204,9 @@ async fn run_one(ctx: &Ctx, job: Job, memo: &mut Memo) -> Result<Finished, Notif
 fn gives_up(work: &Work, due: u64, attempts: u32) -> bool {
     match work {
         Work::Push { expires_ms, .. } => due >= *expires_ms,
-        Work::Digest { .. } | Work::VerifyEmail { .. } => attempts >= MAIL_ATTEMPTS,
+        Work::Digest { .. } | Work::VerifyEmail { .. } | Work::ResetPassword { .. } => {
+            attempts >= MAIL_ATTEMPTS
+        }
         // Dead letters rather than given up: see `run_one`.
         Work::Webhook { .. } => false,
     }

@@ -27,6 +27,11 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug.
     Internal,
+    /// The account has a second factor: sign in again with a `totp` code
+    /// or a `recovery_code` (HTTP only; a 1.2 addition).
+    TotpRequired,
+    /// Over a storage quota (HTTP only; a 1.2 addition).
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -43,6 +48,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::TotpRequired => 401,
+            ErrorCode::QuotaExceeded => 403,
         }
     }
 
@@ -59,6 +66,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::TotpRequired => "totp_required",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
         }
     }
 }

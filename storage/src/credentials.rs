@@ -41,7 +41,8 @@ pub struct TotpState {
     pub recovery: Vec<String>,
 }
 
-/// Credentials by user.
+/// Credentials by user, and who verified which address (what a password
+/// reset and a sign-in by e-mail start from).
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
     /// `user`'s record; `None` until first written.
@@ -49,4 +50,11 @@ pub trait CredentialStore: Send + Sync {
 
     /// Replaces `user`'s record.
     async fn put_credentials(&self, user: &UserId, c: &Credentials) -> Result<(), StoreError>;
+
+    /// Who last verified `address` (lower case). The answer may be stale
+    /// (they changed address since): callers check the user's address.
+    async fn email_owner(&self, address: &str) -> Result<Option<UserId>, StoreError>;
+
+    /// Notes that `user` verified `address` (lower case).
+    async fn put_email_owner(&self, address: &str, user: &UserId) -> Result<(), StoreError>;
 }

@@ -18,7 +18,7 @@ pub(super) fn parse_username(username: &str) -> Result<UserId, AuthError> {
         .map_err(|e| AuthError::InvalidInput(format!("username: {e}")))
 }
 
-pub(super) fn check_password(password: &str) -> Result<(), AuthError> {
+pub(crate) fn check_password(password: &str) -> Result<(), AuthError> {
     let len = password.len();
     if !(MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&len) {
         return Err(AuthError::InvalidInput(format!(

@@ -19,6 +19,16 @@ pub enum AuthError {
     /// Unknown user or wrong password; deliberately not saying which.
     #[error("wrong username or password")]
     BadCredentials,
+    /// The password was right, and the account has a second factor: a
+    /// code is needed too.
+    #[error("this account needs a code from its authenticator app, or a recovery code")]
+    TotpRequired,
+    /// A second factor's code that is wrong, used, or too old.
+    #[error("wrong, used or expired code")]
+    WrongCode,
+    /// A signed-in user's current password, given to change it, is wrong.
+    #[error("the current password is wrong")]
+    WrongPassword,
     /// Registration with a name that exists.
     #[error("username already taken")]
     UsernameTaken,
@@ -59,7 +69,10 @@ impl AuthError {
             AuthError::MissingToken
             | AuthError::InvalidToken(_)
             | AuthError::Expired
-            | AuthError::BadCredentials => ErrorCode::Unauthorized,
+            | AuthError::BadCredentials
+            | AuthError::WrongCode => ErrorCode::Unauthorized,
+            AuthError::TotpRequired => ErrorCode::TotpRequired,
+            AuthError::WrongPassword => ErrorCode::Forbidden,
             AuthError::UsernameTaken => ErrorCode::Conflict,
             AuthError::Suspended => ErrorCode::Forbidden,
             AuthError::InvalidInput(_) => ErrorCode::BadRequest,

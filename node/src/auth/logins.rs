@@ -113,13 +113,23 @@ pub(super) async fn current(store: &dyn MessageStore, user: &UserId) -> Result<u
 /// Ends every login of `user` made so far, for good.
 pub(super) async fn end_all(store: &dyn MessageStore, user: &UserId) -> Result<(), StoreError> {
     let generation = current(store, user).await?;
-    // The store revokes a login through one of its tokens: the marker gets
-    // one that nobody holds (its secret is not kept), expired from the start.
+    revoke(store, user, &marker(user, generation)).await
+}
+
+/// Revokes the login (or marker) `family` of `user`, for good.
+pub(super) async fn revoke(
+    store: &dyn MessageStore,
+    user: &UserId,
+    family: &str,
+) -> Result<(), StoreError> {
+    // The store revokes a login through one of its tokens: it gets one
+    // that nobody holds (its secret is not kept), expired from the start.
+    // (A revoked login stays revoked: storing a token does not revive it.)
     let token = hex::encode(random_bytes::<32>());
     let record = RefreshRecord {
         token_hash: hash_token(&token),
         user: user.clone(),
-        family: marker(user, generation),
+        family: family.to_owned(),
         expires_at: now_ms(),
     };
     store.put_refresh(&record).await?;

@@ -492,6 +492,8 @@ fn login_req(username: &str, password: &str) -> LoginRequest {
     LoginRequest {
         username: username.into(),
         password: password.into(),
+        totp: None,
+        recovery_code: None,
     }
 }
 

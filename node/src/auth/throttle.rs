@@ -139,11 +139,17 @@ struct Locks {
     accounts: Lockouts<UserId>,
 }
 
+/// Reset mails one address may be sent per hour, from one node.
+const RESETS_PER_HOUR: u32 = 5;
+
 /// The node's limits on logins and registrations.
 pub(crate) struct Throttle {
     config: ThrottleConfig,
     logins: RateLimiter<IpAddr>,
     registrations: RateLimiter<IpAddr>,
+    /// Password reset mails per address: however many sources ask, one
+    /// inbox is not flooded (per node).
+    resets: RateLimiter<String>,
     locks: Mutex<Locks>,
 }
 
@@ -160,6 +166,7 @@ impl Throttle {
                 Duration::from_secs(3600),
                 config.registration_burst,
             ),
+            resets: RateLimiter::per_period(RESETS_PER_HOUR, Duration::from_secs(3600), 1),
             locks: Mutex::new(Locks {
                 sources: Lockouts::new(config.free_failures),
                 accounts: Lockouts::new(config.account_free_failures.max(config.free_failures)),
@@ -176,6 +183,13 @@ impl Throttle {
     /// A registration from `ip`: `Err(ms)` when over the address's rate.
     pub(crate) fn registration(&self, ip: IpAddr) -> Result<(), u64> {
         self.registrations.take(&source(ip))
+    }
+
+    /// A password reset for `address` asked from `ip`: counted as a login
+    /// attempt of the source, and against the address's own rate.
+    pub(crate) fn reset(&self, ip: IpAddr, address: &str) -> Result<(), u64> {
+        self.logins.take(&source(ip))?;
+        self.resets.take(&address.to_owned())
     }
 
     /// Whether `user` may try a password from `ip` now: `Err(ms)` while

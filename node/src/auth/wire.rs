@@ -37,6 +37,12 @@ pub struct LoginRequest {
     pub username: String,
     /// The password.
     pub password: String,
+    /// With a second factor: the authenticator's code of now.
+    #[serde(default)]
+    pub totp: Option<String>,
+    /// With a second factor: one of the recovery codes instead.
+    #[serde(default)]
+    pub recovery_code: Option<String>,
 }
 
 impl fmt::Debug for LoginRequest {
@@ -44,6 +50,7 @@ impl fmt::Debug for LoginRequest {
         f.debug_struct("LoginRequest")
             .field("username", &self.username)
             .field("password", &"[redacted]")
+            .field("totp", &self.totp.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -59,6 +66,12 @@ pub struct TokenSet {
     pub refresh_token: String,
     /// Seconds until the access token expires.
     pub expires_in: u64,
+    /// The login the tokens belong to (the access token's `sid`).
+    #[serde(skip)]
+    pub login: String,
+    /// When the refresh token stops working (Unix ms).
+    #[serde(skip)]
+    pub refresh_expires_at: u64,
 }
 
 impl fmt::Debug for TokenSet {

@@ -161,3 +161,15 @@ impl Mailpit {
         .await
     }
 }
+
+/// A node with an outbox worker (see `push::outbox_node`) that mails
+/// through the SMTP server at `smtp`, its links under http://chat.test.
+pub async fn mail_node(smtp: SocketAddr) -> (super::TestNode, super::push::Serial) {
+    super::push::outbox_node(|c| {
+        c.notifications.poll_ms = 20;
+        c.notifications.smtp.url = format!("smtp://{smtp}");
+        c.notifications.smtp.from = "Chat <chat@chat.test>".into();
+        c.notifications.public_url = "http://chat.test".into();
+    })
+    .await
+}

@@ -31,22 +31,28 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The tests' Python (a virtualenv with http-ece, py-vapid and pyotp),
+/// made on first use by scripts/push-service.sh.
+pub async fn test_python() -> String {
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/push-service.sh"))
+        .arg("python")
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .expect("scripts/push-service.sh runs");
+    assert!(
+        out.status.success(),
+        "scripts/push-service.sh python failed"
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 impl PushService {
     /// Starts one on a free loopback port (making its Python environment
     /// on first use).
     pub async fn start() -> PushService {
-        let out = Command::new("bash")
-            .arg(repo().join("scripts/push-service.sh"))
-            .arg("python")
-            .stderr(Stdio::inherit())
-            .output()
-            .await
-            .expect("scripts/push-service.sh runs");
-        assert!(
-            out.status.success(),
-            "scripts/push-service.sh python failed"
-        );
-        let python = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let python = test_python().await;
         let port = chat_testkit::free_port();
         let child = Command::new(python)
             .arg(repo().join("scripts/push-service.py"))

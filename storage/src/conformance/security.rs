@@ -41,6 +41,17 @@ pub async fn check_credentials(store: &dyn MessageStore) {
     }
     store.put_credentials(&ann, &c).await.expect("put again");
     assert_eq!(store.credentials(&ann).await.expect("read"), Some(c));
+
+    // An address's owner: the last to verify it.
+    let address = format!("{}@example.com", ann.as_str());
+    assert_eq!(store.email_owner(&address).await.expect("read"), None);
+    store.put_email_owner(&address, &ann).await.expect("put");
+    assert_eq!(
+        store.email_owner(&address).await.expect("read"),
+        Some(ann.clone())
+    );
+    store.put_email_owner(&address, &bob).await.expect("put");
+    assert_eq!(store.email_owner(&address).await.expect("read"), Some(bob));
 }
 
 /// Logins are listed per user, updated in place, and deleted.

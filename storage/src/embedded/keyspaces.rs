@@ -44,6 +44,7 @@ pub(super) struct Inner {
     pub(super) profiles: Keyspace,
     pub(super) user_names: Keyspace,
     pub(super) credentials: Keyspace,
+    pub(super) email_owners: Keyspace,
     pub(super) logins: Keyspace,
     pub(super) persist: PersistMode,
     /// Something was written since the last background fsync.
@@ -81,6 +82,7 @@ pub(super) enum Table {
     UserNames,
     Credentials,
     Logins,
+    EmailOwners,
     Replica(ReplicaTable),
 }
 
@@ -142,6 +144,7 @@ impl Inner {
             profiles: keyspace("profiles")?,
             user_names: keyspace("user_names")?,
             credentials: keyspace("credentials")?,
+            email_owners: keyspace("email_owners")?,
             logins: keyspace("logins")?,
             persist,
             dirty: AtomicBool::new(false),
@@ -179,6 +182,7 @@ impl Inner {
             Table::UserNames => &self.user_names,
             Table::Credentials => &self.credentials,
             Table::Logins => &self.logins,
+            Table::EmailOwners => &self.email_owners,
             Table::Replica(ReplicaTable::OpLog) => &self.op_log,
             Table::Replica(ReplicaTable::OpMarks) => &self.op_marks,
             Table::Replica(ReplicaTable::Versions) => &self.replica_versions,

@@ -27,6 +27,7 @@ pub(crate) enum RegisterTable {
     UserNames,
     Credentials,
     Logins,
+    EmailOwners,
 }
 
 impl RegisterTable {
@@ -45,6 +46,7 @@ impl RegisterTable {
             RegisterTable::UserNames => Table::UserNames,
             RegisterTable::Credentials => Table::Credentials,
             RegisterTable::Logins => Table::Logins,
+            RegisterTable::EmailOwners => Table::EmailOwners,
         }
     }
 

@@ -1,5 +1,6 @@
-//! Credentials and listed logins on the embedded store: a register per
-//! user's credentials, and one per login under its user's prefix.
+//! Credentials, e-mail owners and listed logins on the embedded store: a
+//! register per user's credentials and per address, and one per login
+//! under its user's prefix.
 
 use async_trait::async_trait;
 use chat_protocol::UserId;
@@ -18,6 +19,15 @@ impl Writes {
             RegisterTable::Credentials,
             key_of(&[user.as_str()]),
             Some(encode(c)?),
+        ))
+    }
+
+    /// [`CredentialStore::put_email_owner`].
+    pub(crate) fn email_owner(address: &str, user: &UserId) -> Result<Writes, StoreError> {
+        Ok(Writes::one(
+            RegisterTable::EmailOwners,
+            key_of(&[address]),
+            Some(encode(user)?),
         ))
     }
 
@@ -51,6 +61,22 @@ impl CredentialStore for EmbeddedStore {
 
     async fn put_credentials(&self, user: &UserId, c: &Credentials) -> Result<(), StoreError> {
         self.write(Writes::credentials(user, c)?).await
+    }
+
+    async fn email_owner(&self, address: &str) -> Result<Option<UserId>, StoreError> {
+        let key = key_of(&[address]);
+        self.blocking(move |s| {
+            s.email_owners
+                .get(&key)
+                .map_err(unavailable)?
+                .map(|b| decode(&b))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn put_email_owner(&self, address: &str, user: &UserId) -> Result<(), StoreError> {
+        self.write(Writes::email_owner(address, user)?).await
     }
 }
 

@@ -19,6 +19,14 @@ impl CredentialStore for ReplicatedStore {
     async fn put_credentials(&self, user: &UserId, c: &Credentials) -> Result<(), StoreError> {
         self.registers(Writes::credentials(user, c)?).await
     }
+
+    async fn email_owner(&self, address: &str) -> Result<Option<UserId>, StoreError> {
+        self.local.email_owner(address).await
+    }
+
+    async fn put_email_owner(&self, address: &str, user: &UserId) -> Result<(), StoreError> {
+        self.registers(Writes::email_owner(address, user)?).await
+    }
 }
 
 #[async_trait]

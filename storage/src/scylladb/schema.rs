@@ -114,9 +114,10 @@ const MIGRATIONS: &[Migration] = &[Migration {
     ],
 }, Migration {
     version: 8,
-    name: "people: credentials and listed logins",
+    name: "people: credentials, e-mail owners and listed logins",
     statements: &[
         "CREATE TABLE IF NOT EXISTS {ks}.user_credentials (user_id text PRIMARY KEY, record blob)",
+        "CREATE TABLE IF NOT EXISTS {ks}.email_owners (address text PRIMARY KEY, user_id text)",
         "CREATE TABLE IF NOT EXISTS {ks}.user_logins (user_id text, login_id text, record blob, \
          PRIMARY KEY (user_id, login_id))",
     ],

@@ -23,6 +23,22 @@ impl CredentialStore for ScyllaStore {
             .await?;
         Ok(())
     }
+
+    async fn email_owner(&self, address: &str) -> Result<Option<UserId>, StoreError> {
+        let rows = self
+            .rows(&self.q.security.select_email_owner, (address,))
+            .await?;
+        match rows.maybe_first_row::<(String,)>().map_err(corrupt)? {
+            Some((user,)) => Ok(Some(UserId::new(&user).map_err(corrupt)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_email_owner(&self, address: &str, user: &UserId) -> Result<(), StoreError> {
+        self.run(&self.q.security.put_email_owner, (address, user.as_str()))
+            .await?;
+        Ok(())
+    }
 }
 
 #[async_trait]

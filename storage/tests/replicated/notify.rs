@@ -319,6 +319,17 @@ impl CredentialStore for Recorder {
         });
         self.store.put_credentials(user, c).await
     }
+
+    async fn email_owner(&self, address: &str) -> Result<Option<UserId>, StoreError> {
+        self.store.email_owner(address).await
+    }
+
+    async fn put_email_owner(&self, address: &str, user: &UserId) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.put_email_owner(address, user).await
+    }
 }
 
 #[async_trait]

@@ -10,6 +10,8 @@ use crate::StoreError;
 pub(in crate::scylladb) struct Statements {
     pub(in crate::scylladb) put_credentials: PreparedStatement,
     pub(in crate::scylladb) select_credentials: PreparedStatement,
+    pub(in crate::scylladb) put_email_owner: PreparedStatement,
+    pub(in crate::scylladb) select_email_owner: PreparedStatement,
     pub(in crate::scylladb) put_login: PreparedStatement,
     pub(in crate::scylladb) select_logins: PreparedStatement,
     pub(in crate::scylladb) select_login: PreparedStatement,
@@ -24,6 +26,12 @@ impl Statements {
                 .await?,
             select_credentials: p
                 .cql("SELECT record FROM {ks}.user_credentials WHERE user_id = ?")
+                .await?,
+            put_email_owner: p
+                .cql("INSERT INTO {ks}.email_owners (address, user_id) VALUES (?, ?)")
+                .await?,
+            select_email_owner: p
+                .cql("SELECT user_id FROM {ks}.email_owners WHERE address = ?")
                 .await?,
             put_login: p
                 .cql(
