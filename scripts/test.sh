@@ -47,7 +47,7 @@ if [ "${1:-}" = "--quick" ]; then
   cargo test -p chat-storage --test embedded --test replicated
   cargo test -p chat-node --test chat --test guarantees --test http_api --test lifecycle \
     --test abuse --test hostile --test hostile_pages --test hostile_auth --test notifications --test blocking \
-    --test profiles --test account_security
+    --test profiles --test account_security --test roles
   exit 0
 fi
 
@@ -133,7 +133,7 @@ if [ "$#" -eq 0 ]; then
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node \
     --test guarantees --test chat --test http_api --test abuse --test cluster --test lifecycle \
     --test live_delivery --test hostile_pages --test notifications --test notifications_mail --test notifications_webhooks \
-    --test notifications_cluster --test blocking --test profiles --test account_security \
+    --test notifications_cluster --test blocking --test profiles --test account_security --test roles \
     2>&1 | tee -a "$OUT"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test process kill_9 2>&1 | tee -a "$OUT"
 

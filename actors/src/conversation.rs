@@ -47,6 +47,7 @@ use crate::tuning::Tuning;
 mod blocks;
 mod lifecycle;
 mod members;
+mod roles;
 mod signals;
 #[cfg(test)]
 mod tests;
@@ -361,6 +362,10 @@ impl ConversationState {
             } => self.create(user, kind, members, title, reply).await,
             ConversationRequest::Invite { users, .. } => self.invite(user, users, reply).await,
             ConversationRequest::Kick { user: target, .. } => self.kick(user, target, reply).await,
+            ConversationRequest::SetRole {
+                user: target, role, ..
+            } => self.set_role(user, target, role, reply).await,
+            ConversationRequest::SetTitle { title, .. } => self.set_title(user, title, reply).await,
             ConversationRequest::Leave { .. } => self.leave(user, reply).await,
             ConversationRequest::Members { after, limit, .. } => {
                 self.members_page(&user, after, limit, reply)

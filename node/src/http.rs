@@ -199,7 +199,7 @@ pub(crate) fn conversation_id(raw: &str) -> HttpResult<ConversationId> {
 }
 
 /// Asks a conversation through the dispatcher, as a WebSocket frame would.
-async fn ask(app: &App, user: UserId, frame: ClientFrame) -> HttpResult<OkReply> {
+pub(crate) async fn ask(app: &App, user: UserId, frame: ClientFrame) -> HttpResult<OkReply> {
     let (tx, rx) = ractor::concurrency::oneshot();
     let caller = Caller {
         user,
@@ -292,7 +292,7 @@ pub(crate) async fn send(
 }
 
 /// A frame checked as the WebSocket path checks it.
-fn validated(app: &App, frame: ClientFrame) -> HttpResult<ClientFrame> {
+pub(crate) fn validated(app: &App, frame: ClientFrame) -> HttpResult<ClientFrame> {
     frame
         .validate(&app.config.limits)
         .map_err(|r| HttpError::new(r.code, r.message))?;

@@ -14,8 +14,8 @@ use tower_http::cors::{Any, CorsLayer};
 use crate::app::{App, NodeError};
 use crate::config::Config;
 use crate::{
-    admin, dead_letters, http, listener, notifications, people, profiles, relations, security, web,
-    ws,
+    admin, dead_letters, http, listener, notifications, people, profiles, relations, roles,
+    security, web, ws,
 };
 
 /// The node's routes.
@@ -83,6 +83,11 @@ pub fn routes(app: Arc<App>) -> axum::Router {
             get(relations::privacy).put(relations::put_privacy),
         )
         .route("/v1/auth/verify-email", post(people::verify_email))
+        .route("/v1/conversations/{id}", patch(roles::set_title))
+        .route(
+            "/v1/conversations/{id}/members/{user}",
+            put(roles::set_role),
+        )
         .route("/v1/me/sessions", get(security::sessions))
         .route("/v1/me/sessions/{id}", delete(security::end_session))
         .route("/v1/auth/password", post(security::change_password))

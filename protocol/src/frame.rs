@@ -107,6 +107,32 @@ pub enum ClientFrame {
         /// The member to remove.
         user: UserId,
     },
+    /// Change a member's role (owners only; a 1.2 addition, also
+    /// `PUT /v1/conversations/{id}/members/{user}`): `admin`, `member`, or
+    /// `owner` to hand ownership over (the caller becomes an admin).
+    Role {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The conversation.
+        conversation: ConversationId,
+        /// The member.
+        user: UserId,
+        /// Their new role.
+        role: crate::Role,
+    },
+    /// Set or clear a group's or channel's title (owners and admins; a 1.2
+    /// addition, also `PATCH /v1/conversations/{id}`).
+    Title {
+        /// Request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The conversation.
+        conversation: ConversationId,
+        /// The new title; none clears it.
+        #[serde(default)]
+        title: Option<String>,
+    },
     /// Leave a conversation.
     Leave {
         /// Request id.
@@ -265,6 +291,8 @@ macro_rules! req_field {
             | ClientFrame::Create { req, .. }
             | ClientFrame::Invite { req, .. }
             | ClientFrame::Kick { req, .. }
+            | ClientFrame::Role { req, .. }
+            | ClientFrame::Title { req, .. }
             | ClientFrame::Leave { req, .. }
             | ClientFrame::Conversations { req, .. }
             | ClientFrame::Watch { req, .. }
@@ -308,6 +336,8 @@ impl ClientFrame {
             ClientFrame::Create { .. } => "create",
             ClientFrame::Invite { .. } => "invite",
             ClientFrame::Kick { .. } => "kick",
+            ClientFrame::Role { .. } => "role",
+            ClientFrame::Title { .. } => "title",
             ClientFrame::Leave { .. } => "leave",
             ClientFrame::Conversations { .. } => "conversations",
             ClientFrame::Watch { .. } => "watch",
@@ -363,26 +393,9 @@ impl ClientFrame {
                         "a direct conversation takes exactly one other user",
                     );
                 }
-                if title
-                    .as_ref()
-                    .is_some_and(|t| t.len() > limits::MAX_TITLE_BYTES)
-                {
-                    return reject(
-                        ErrorCode::TooLarge,
-                        format!("title is over {} bytes", limits::MAX_TITLE_BYTES),
-                    );
-                }
-                if title
-                    .as_ref()
-                    .is_some_and(|t| t.chars().any(char::is_control))
-                {
-                    return reject(
-                        ErrorCode::BadRequest,
-                        "title may not hold control characters",
-                    );
-                }
-                Ok(())
+                check_title(title.as_deref())
             }
+            ClientFrame::Title { title, .. } => check_title(title.as_deref()),
             ClientFrame::Invite { users, .. } => check_user_list(users, "invite"),
             ClientFrame::Members { limit, .. } => match limit {
                 Some(l) if *l == 0 || *l as usize > limits::MAX_MEMBERS_PER_REQUEST => reject(
@@ -618,4 +631,22 @@ impl SharedFrame {
         let bytes = Bytes::from(codec.encode(&self.frame)?);
         Ok(cell.get_or_init(|| bytes).clone())
     }
+}
+
+/// A title's limits: its length, and no control characters.
+fn check_title(title: Option<&str>) -> Result<(), Rejection> {
+    let Some(title) = title else { return Ok(()) };
+    if title.len() > limits::MAX_TITLE_BYTES {
+        return reject(
+            ErrorCode::TooLarge,
+            format!("title is over {} bytes", limits::MAX_TITLE_BYTES),
+        );
+    }
+    if title.chars().any(char::is_control) {
+        return reject(
+            ErrorCode::BadRequest,
+            "title may not hold control characters",
+        );
+    }
+    Ok(())
 }

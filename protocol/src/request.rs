@@ -81,6 +81,22 @@ pub enum ConversationRequest {
         /// Who goes.
         user: UserId,
     },
+    /// `role`: a member's new role.
+    SetRole {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The member.
+        user: UserId,
+        /// Their new role.
+        role: crate::Role,
+    },
+    /// `title`: the new title.
+    SetTitle {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The title; none clears it.
+        title: Option<String>,
+    },
     /// `leave`.
     Leave {
         /// Which conversation.
@@ -193,6 +209,24 @@ impl ConversationRequest {
             ClientFrame::Kick {
                 conversation, user, ..
             } => ConversationRequest::Kick { conversation, user },
+            ClientFrame::Role {
+                conversation,
+                user,
+                role,
+                ..
+            } => ConversationRequest::SetRole {
+                conversation,
+                user,
+                role,
+            },
+            ClientFrame::Title {
+                conversation,
+                title,
+                ..
+            } => ConversationRequest::SetTitle {
+                conversation,
+                title: title.filter(|t| !t.trim().is_empty()),
+            },
             ClientFrame::Leave { conversation, .. } => ConversationRequest::Leave { conversation },
             ClientFrame::Members {
                 conversation,
@@ -263,6 +297,8 @@ impl ConversationRequest {
             | ConversationRequest::Create { conversation, .. }
             | ConversationRequest::Invite { conversation, .. }
             | ConversationRequest::Kick { conversation, .. }
+            | ConversationRequest::SetRole { conversation, .. }
+            | ConversationRequest::SetTitle { conversation, .. }
             | ConversationRequest::Leave { conversation }
             | ConversationRequest::Members { conversation, .. }
             | ConversationRequest::Edit { conversation, .. }
@@ -302,9 +338,14 @@ impl ConversationRequest {
                 conversation.as_str().len()
                     + users.iter().map(|u| u.as_str().len() + 8).sum::<usize>()
             }
-            ConversationRequest::Kick { conversation, user } => {
-                conversation.as_str().len() + user.as_str().len()
-            }
+            ConversationRequest::Kick { conversation, user }
+            | ConversationRequest::SetRole {
+                conversation, user, ..
+            } => conversation.as_str().len() + user.as_str().len(),
+            ConversationRequest::SetTitle {
+                conversation,
+                title,
+            } => conversation.as_str().len() + title.as_ref().map_or(0, String::len),
             ConversationRequest::History { conversation, .. }
             | ConversationRequest::Typing { conversation, .. }
             | ConversationRequest::Read { conversation, .. }

@@ -17,7 +17,7 @@ use crate::error::ChatError;
 use crate::msg::Reply;
 
 /// Answers with the conversation as it is after a change.
-fn answer_conversation(reply: Option<Reply>, result: Result<Conversation, ChatError>) {
+pub(super) fn answer_conversation(reply: Option<Reply>, result: Result<Conversation, ChatError>) {
     answer(
         reply,
         result.map(|c| OkReply {
@@ -147,7 +147,7 @@ impl ConversationState {
     }
 
     /// Stores a membership change and tells everyone concerned.
-    async fn commit_members(
+    pub(super) async fn commit_members(
         &mut self,
         mut next: Conversation,
         upsert: Vec<Member>,
