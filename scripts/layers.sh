@@ -39,7 +39,7 @@ check protocol \
 # backends and the conformance suite (which sees only the trait); the
 # replicated store over the embedded one.
 check storage \
-  "accounts conversations credentials history logins moderation notifications outbox people profiles relations" \
+  "accounts conversations credentials history logins moderation notifications outbox people profiles relations reports" \
   "leases" \
   "conformance embedded scylladb" \
   "replicated"
@@ -74,7 +74,7 @@ check node \
   "app" \
   "http ws web" \
   "admin notifications people profiles relations roles security" \
-  "dead_letters" \
+  "dead_letters reports" \
   "serve" \
   "operator"
 

@@ -375,7 +375,7 @@ impl ConversationState {
                     body,
                     mentions: Vec::new(),
                 };
-                self.update(myself, user, message, change, conn, reply)
+                self.update(myself, user, message, change, conn, reply, false)
             }
             ConversationRequest::Delete { message, .. } => self.update(
                 myself,
@@ -384,12 +384,22 @@ impl ConversationState {
                 lifecycle::Change::Delete,
                 conn,
                 reply,
+                false,
+            ),
+            ConversationRequest::OperatorDelete { message, .. } => self.update(
+                myself,
+                user,
+                message,
+                lifecycle::Change::Delete,
+                conn,
+                reply,
+                true,
             ),
             ConversationRequest::React {
                 message, emoji, on, ..
             } => {
                 let change = lifecycle::Change::React { emoji, on };
-                self.update(myself, user, message, change, conn, reply)
+                self.update(myself, user, message, change, conn, reply, false)
             }
             ConversationRequest::Changes {
                 after_rev, limit, ..

@@ -16,7 +16,7 @@
 //! watches).
 
 use chat_protocol::request::ConversationRequest;
-use chat_protocol::{ClientFrame, OkReply};
+use chat_protocol::{ClientFrame, OkReply, UserId};
 
 use crate::error::ChatError;
 use crate::msg::{Reply, Request};
@@ -80,6 +80,12 @@ impl Dispatch {
             return;
         }
         self.to_conversation(caller, frame, reply, trace);
+    }
+
+    /// A request the node makes itself for an operator (an admin): sent as
+    /// is, with no frame behind it.
+    pub fn operator(&self, admin: UserId, body: ConversationRequest, reply: Reply) {
+        self.route(Request::new(admin, None, body, Some(reply)));
     }
 
     /// A request to an existing conversation: typing is answered at once

@@ -271,34 +271,38 @@ async fn act_on_user(
         return Err(HttpError::new(ErrorCode::NotFound, format!("no user {id}")));
     }
     audit(app, &by, action.name(), id.as_str()).await?;
-    let close = match action {
-        UserAction::Disconnect => Some(close_code::DISCONNECTED),
-        UserAction::Suspend => {
-            // Stored first: a client reconnecting after the close is refused.
-            store
-                .set_user_flag(&id, UserFlag::Suspended, true, now_ms())
-                .await?;
-            // And none of the tokens it holds works once the suspension
-            // is lifted: only signing in again does.
-            app.auth.end_logins(store.as_ref(), &id).await?;
-            Some(close_code::SUSPENDED)
-        }
+    match action {
+        UserAction::Disconnect => close_user(app, &id, close_code::DISCONNECTED)?,
+        UserAction::Suspend => suspend_user(app, &id).await?,
         UserAction::Unsuspend => {
             store
                 .set_user_flag(&id, UserFlag::Suspended, false, now_ms())
                 .await?;
-            None
         }
-    };
-    if let Some(code) = close {
-        app.router
-            .cast(RouterMsg::CloseUser {
-                user: id.clone(),
-                code,
-            })
-            .map_err(|e| HttpError::new(ErrorCode::Unavailable, e.to_string()))?;
     }
     Ok(Json(user_view(app, &id).await?).into_response())
+}
+
+/// Suspends `id` (the caller wrote the audit entry): stored first, so a
+/// client reconnecting after the close is refused; every token it holds
+/// ends, so only signing in again works once the suspension is lifted;
+/// its connections close with 4005 on every node.
+pub(crate) async fn suspend_user(app: &App, id: &UserId) -> HttpResult<()> {
+    let store = &app.store;
+    store
+        .set_user_flag(id, UserFlag::Suspended, true, now_ms())
+        .await?;
+    app.auth.end_logins(store.as_ref(), id).await?;
+    close_user(app, id, close_code::SUSPENDED)
+}
+
+fn close_user(app: &App, id: &UserId, code: u16) -> HttpResult<()> {
+    app.router
+        .cast(RouterMsg::CloseUser {
+            user: id.clone(),
+            code,
+        })
+        .map_err(|e| HttpError::new(ErrorCode::Unavailable, e.to_string()))
 }
 
 macro_rules! user_action {

@@ -34,6 +34,7 @@ pub mod origin;
 pub mod people;
 pub mod profiles;
 pub mod relations;
+pub mod reports;
 pub mod roles;
 pub mod security;
 pub mod serve;

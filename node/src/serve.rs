@@ -14,8 +14,8 @@ use tower_http::cors::{Any, CorsLayer};
 use crate::app::{App, NodeError};
 use crate::config::Config;
 use crate::{
-    admin, dead_letters, http, listener, notifications, people, profiles, relations, roles,
-    security, web, ws,
+    admin, dead_letters, http, listener, notifications, people, profiles, relations, reports,
+    roles, security, web, ws,
 };
 
 /// The node's routes.
@@ -114,6 +114,9 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/v1/admin/users/{id}/unsuspend", post(admin::unsuspend))
         .route("/v1/admin/conversations/{id}", get(admin::conversation))
         .route("/v1/admin/audit", get(admin::audit_log))
+        .route("/v1/reports", post(reports::create))
+        .route("/v1/admin/reports", get(reports::list))
+        .route("/v1/admin/reports/{id}/resolve", post(reports::resolve))
         .route("/v1/admin/webhooks/dead", get(dead_letters::list))
         .route(
             "/v1/admin/webhooks/dead/{id}/replay",

@@ -97,6 +97,15 @@ pub enum ConversationRequest {
         /// The title; none clears it.
         title: Option<String>,
     },
+    /// An operator deletes a message (a report resolved): never made from
+    /// a client's frame, only by a node for one of its admins, who need
+    /// not be a member.
+    OperatorDelete {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The message.
+        message: MessageId,
+    },
     /// `leave`.
     Leave {
         /// Which conversation.
@@ -299,6 +308,7 @@ impl ConversationRequest {
             | ConversationRequest::Kick { conversation, .. }
             | ConversationRequest::SetRole { conversation, .. }
             | ConversationRequest::SetTitle { conversation, .. }
+            | ConversationRequest::OperatorDelete { conversation, .. }
             | ConversationRequest::Leave { conversation }
             | ConversationRequest::Members { conversation, .. }
             | ConversationRequest::Edit { conversation, .. }
@@ -349,6 +359,7 @@ impl ConversationRequest {
             ConversationRequest::History { conversation, .. }
             | ConversationRequest::Typing { conversation, .. }
             | ConversationRequest::Read { conversation, .. }
+            | ConversationRequest::OperatorDelete { conversation, .. }
             | ConversationRequest::Leave { conversation } => conversation.as_str().len(),
             ConversationRequest::Members {
                 conversation,

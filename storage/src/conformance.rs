@@ -8,7 +8,7 @@
 //!
 //! One file per domain holds that domain's checks (`history.rs`,
 //! `conversations.rs`, `accounts.rs`, `moderation.rs`, `notifications.rs`,
-//! `outbox.rs`, `people.rs`, `relations.rs`, `profiles.rs`, `security.rs`; `isolation.rs` for
+//! `outbox.rs`, `people.rs`, `relations.rs`, `profiles.rs`, `security.rs`, `reports.rs`; `isolation.rs` for
 //! what spans them), built with `fixtures.rs`; this file runs them all and names them for each
 //! backend's tests ([`conformance_tests!`](crate::conformance_tests)). A new
 //! check goes in its domain's file, in [`run_all`] and in that macro's list.
@@ -26,6 +26,7 @@ mod outbox;
 mod people;
 mod profiles;
 mod relations;
+mod reports;
 mod security;
 
 pub use accounts::{
@@ -47,6 +48,7 @@ pub use outbox::{check_digest_items, check_jobs, check_notify_marks};
 pub use people::check_emails_and_tokens;
 pub use profiles::check_profiles;
 pub use relations::check_relations;
+pub use reports::check_reports;
 pub use security::{check_credentials, check_logins};
 
 /// Runs every check of this module.
@@ -80,6 +82,7 @@ pub async fn run_all(store: &dyn MessageStore) {
     check_profiles(store).await;
     check_credentials(store).await;
     check_logins(store).await;
+    check_reports(store).await;
 }
 
 /// One test per check of this suite, in a module named after the backend,
@@ -104,7 +107,7 @@ macro_rules! conformance_tests {
                 check_notification_settings, check_conversation_notify,
                 check_push_subscriptions, check_notify_marks, check_jobs,
                 check_digest_items, check_emails_and_tokens, check_relations,
-                check_profiles, check_credentials, check_logins);
+                check_profiles, check_credentials, check_logins, check_reports);
         }
     };
     (@each $open:expr; $($check:ident),*) => {

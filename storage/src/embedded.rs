@@ -71,6 +71,7 @@ mod people;
 mod profiles;
 mod registers;
 mod relations;
+mod reports;
 mod security;
 mod store;
 mod txn;

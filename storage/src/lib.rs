@@ -42,6 +42,7 @@ pub use outbox::{
 pub use people::{EmailAddress, EmailToken, PeopleStore, TokenPurpose};
 pub use profiles::{NameEntry, ProfileRecord, ProfileStore};
 pub use relations::RelationStore;
+pub use reports::{Report, ReportAction, ReportStore, Resolution};
 
 pub mod accounts;
 #[cfg(feature = "conformance")]
@@ -59,6 +60,7 @@ pub mod people;
 pub mod profiles;
 pub mod relations;
 pub mod replicated;
+pub mod reports;
 pub mod scylladb;
 
 /// What can go wrong in a store.
@@ -112,6 +114,7 @@ pub trait MessageStore:
     + ProfileStore
     + CredentialStore
     + LoginStore
+    + ReportStore
     + 'static
 {
 }
@@ -129,6 +132,7 @@ impl<T> MessageStore for T where
         + ProfileStore
         + CredentialStore
         + LoginStore
+        + ReportStore
         + ?Sized
         + 'static
 {

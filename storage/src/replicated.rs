@@ -133,6 +133,7 @@ mod pull;
 mod receive;
 mod registers;
 mod relations;
+mod reports;
 mod security;
 mod store;
 mod version;

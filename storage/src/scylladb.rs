@@ -61,6 +61,7 @@ mod outbox;
 mod people;
 mod profiles;
 mod relations;
+mod reports;
 mod schema;
 mod security;
 mod statements;

@@ -206,6 +206,7 @@ fn event_of(spec: &UpdateSpec, shown: &Message) -> ServerFrame {
 impl ConversationState {
     /// An `edit`, `delete` or `react`: checked for membership here, queued
     /// for the next batch of updates.
+    #[allow(clippy::too_many_arguments)] // one call site per kind of change
     pub(super) fn update(
         &mut self,
         myself: &ActorRef<ConversationMsg>,
@@ -214,9 +215,13 @@ impl ConversationState {
         change: Change,
         origin: Option<ConnId>,
         reply: Option<Reply>,
+        operator: bool,
     ) {
-        let role = match self.member_role(&user) {
-            Ok(role) => role,
+        // An operator (a node acting for an admin) moderates without being
+        // a member.
+        let moderates = match self.member_role(&user) {
+            Ok(role) => role.moderates() || operator,
+            Err(_) if operator && self.conversation.is_some() => true,
             Err(e) => return answer(reply, Err(e)),
         };
         let change = match change {
@@ -231,7 +236,7 @@ impl ConversationState {
                 user,
                 target,
                 change,
-                moderates: role.moderates(),
+                moderates,
             },
             origin,
             received: Instant::now(),

@@ -45,6 +45,8 @@ pub(super) struct Inner {
     pub(super) user_names: Keyspace,
     pub(super) credentials: Keyspace,
     pub(super) email_owners: Keyspace,
+    pub(super) reports: Keyspace,
+    pub(super) open_reports: Keyspace,
     pub(super) logins: Keyspace,
     pub(super) persist: PersistMode,
     /// Something was written since the last background fsync.
@@ -83,6 +85,8 @@ pub(super) enum Table {
     Credentials,
     Logins,
     EmailOwners,
+    Reports,
+    OpenReports,
     Replica(ReplicaTable),
 }
 
@@ -145,6 +149,8 @@ impl Inner {
             user_names: keyspace("user_names")?,
             credentials: keyspace("credentials")?,
             email_owners: keyspace("email_owners")?,
+            reports: keyspace("reports")?,
+            open_reports: keyspace("open_reports")?,
             logins: keyspace("logins")?,
             persist,
             dirty: AtomicBool::new(false),
@@ -183,6 +189,8 @@ impl Inner {
             Table::Credentials => &self.credentials,
             Table::Logins => &self.logins,
             Table::EmailOwners => &self.email_owners,
+            Table::Reports => &self.reports,
+            Table::OpenReports => &self.open_reports,
             Table::Replica(ReplicaTable::OpLog) => &self.op_log,
             Table::Replica(ReplicaTable::OpMarks) => &self.op_marks,
             Table::Replica(ReplicaTable::Versions) => &self.replica_versions,

@@ -1,6 +1,6 @@
 //! Writes of the small, independently kept records (notification settings,
 //! push subscriptions, outbox jobs, digests, e-mail addresses and tokens,
-//! contacts, blocks and privacy, profiles and the name index, credentials and listed logins) as
+//! contacts, blocks and privacy, profiles and the name index, credentials and listed logins, reports) as
 //! plain key writes: what the embedded store commits for them, and what the
 //! replicated store ships to other nodes and merges there, last writer
 //! wins per key. Built here, where the layout of keys and values is known,
@@ -28,6 +28,8 @@ pub(crate) enum RegisterTable {
     Credentials,
     Logins,
     EmailOwners,
+    Reports,
+    OpenReports,
 }
 
 impl RegisterTable {
@@ -47,6 +49,8 @@ impl RegisterTable {
             RegisterTable::Credentials => Table::Credentials,
             RegisterTable::Logins => Table::Logins,
             RegisterTable::EmailOwners => Table::EmailOwners,
+            RegisterTable::Reports => Table::Reports,
+            RegisterTable::OpenReports => Table::OpenReports,
         }
     }
 

@@ -121,10 +121,17 @@ const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS {ks}.user_logins (user_id text, login_id text, record blob, \
          PRIMARY KEY (user_id, login_id))",
     ],
+}, Migration {
+    version: 9,
+    name: "people: reports",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS {ks}.reports (id text PRIMARY KEY, record blob)",
+        "CREATE TABLE IF NOT EXISTS {ks}.open_reports (part int, id text, PRIMARY KEY (part, id))",
+    ],
 }];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 8;
+pub const SCHEMA_VERSION: i32 = 9;
 
 /// How long a node may hold the migration lock before others take over
 /// (it expires with the row's TTL if the node dies mid-migration).

@@ -10,6 +10,7 @@ mod notify;
 mod prepare;
 mod profiles;
 mod relations;
+mod reports;
 mod security;
 mod settings;
 
@@ -31,6 +32,7 @@ pub(super) struct Statements {
     pub(super) relations: relations::Statements,
     pub(super) profiles: profiles::Statements,
     pub(super) security: security::Statements,
+    pub(super) reports: reports::Statements,
 }
 
 impl Statements {
@@ -55,6 +57,7 @@ impl Statements {
             relations: relations::Statements::prepare(&p).await?,
             profiles: profiles::Statements::prepare(&p).await?,
             security: security::Statements::prepare(&p).await?,
+            reports: reports::Statements::prepare(&p).await?,
         })
     }
 }

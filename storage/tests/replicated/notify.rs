@@ -10,7 +10,8 @@ use chat_protocol::{ConversationId, UserId};
 use chat_storage::{
     CredentialStore, Credentials, DeadJob, DigestItem, EmailAddress, EmailToken, Job, LoginRecord,
     LoginStore, Mark, MessageStore, NameEntry, NotificationStore, NotifyCursor, OutboxStore,
-    PeopleStore, ProfileRecord, ProfileStore, RelationStore, StoreError, OUTBOX_SHARDS,
+    PeopleStore, ProfileRecord, ProfileStore, RelationStore, Report, ReportStore, StoreError,
+    OUTBOX_SHARDS,
 };
 
 use super::Recorder;
@@ -354,5 +355,23 @@ impl LoginStore for Recorder {
             s.users.insert(user.clone());
         });
         self.store.delete_login(user, id).await
+    }
+}
+
+#[async_trait]
+impl ReportStore for Recorder {
+    async fn put_report(&self, report: &Report) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(report.reporter.clone());
+        });
+        self.store.put_report(report).await
+    }
+
+    async fn report(&self, id: &str) -> Result<Option<Report>, StoreError> {
+        self.store.report(id).await
+    }
+
+    async fn open_reports(&self, limit: usize) -> Result<Vec<Report>, StoreError> {
+        self.store.open_reports(limit).await
     }
 }
