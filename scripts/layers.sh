@@ -73,7 +73,7 @@ check node \
   "membership error listener health notifier telemetry" \
   "app" \
   "http ws web" \
-  "admin notifications people profiles relations roles security" \
+  "admin notifications oidc people profiles relations roles security" \
   "dead_letters reports" \
   "serve" \
   "operator"

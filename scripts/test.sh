@@ -47,7 +47,7 @@ if [ "${1:-}" = "--quick" ]; then
   cargo test -p chat-storage --test embedded --test replicated
   cargo test -p chat-node --test chat --test guarantees --test http_api --test lifecycle \
     --test abuse --test hostile --test hostile_pages --test hostile_auth --test notifications --test blocking \
-    --test profiles --test account_security --test roles --test reports
+    --test profiles --test account_security --test roles --test reports --test oidc
   exit 0
 fi
 
@@ -102,6 +102,10 @@ bash scripts/centrifugo.sh build
 log "Mailpit and the push-service stand-in (scripts/mailpit.sh, scripts/push-service.sh)"
 bash scripts/mailpit.sh build
 bash scripts/push-service.sh python
+# The OpenID Connect sign-in tests run a real provider (NAV's
+# mock-oauth2-server from Maven Central, on Java 17; cached).
+log "the OpenID Connect provider (scripts/oidc.sh install)"
+bash scripts/oidc.sh install
 
 log "starting a CQL server (scripts/cql.sh)"
 CQL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-cql.XXXXXX")
@@ -134,7 +138,7 @@ if [ "$#" -eq 0 ]; then
     --test guarantees --test chat --test http_api --test abuse --test cluster --test lifecycle \
     --test live_delivery --test hostile_pages --test notifications --test notifications_mail --test notifications_webhooks \
     --test notifications_cluster --test blocking --test profiles --test account_security --test roles \
-    --test reports \
+    --test reports --test oidc \
     2>&1 | tee -a "$OUT"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test process kill_9 2>&1 | tee -a "$OUT"
 

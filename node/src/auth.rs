@@ -53,7 +53,7 @@ pub use accounts::operator_account;
 pub(crate) use checks::check_password;
 use checks::{check_display_name, parse_username};
 pub use checks::{MAX_DISPLAY_NAME_BYTES, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
-pub use config::{Algorithm, AuthConfig};
+pub use config::{Algorithm, AuthConfig, OidcConfig};
 pub use error::AuthError;
 use factors::{password_hash, second_factor};
 pub(crate) use keys::new_secret;

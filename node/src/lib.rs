@@ -29,6 +29,7 @@ pub mod listener;
 pub mod membership;
 pub mod notifications;
 pub mod notifier;
+pub mod oidc;
 pub mod operator;
 pub mod origin;
 pub mod people;

@@ -14,7 +14,7 @@ use tower_http::cors::{Any, CorsLayer};
 use crate::app::{App, NodeError};
 use crate::config::Config;
 use crate::{
-    admin, dead_letters, http, listener, notifications, people, profiles, relations, reports,
+    admin, dead_letters, http, listener, notifications, oidc, people, profiles, relations, reports,
     roles, security, web, ws,
 };
 
@@ -88,6 +88,9 @@ pub fn routes(app: Arc<App>) -> axum::Router {
             "/v1/conversations/{id}/members/{user}",
             put(roles::set_role),
         )
+        .route("/v1/auth/providers", get(oidc::providers))
+        .route("/v1/auth/oidc/start", get(oidc::start))
+        .route("/v1/auth/oidc/callback", get(oidc::callback))
         .route("/v1/me/sessions", get(security::sessions))
         .route("/v1/me/sessions/{id}", delete(security::end_session))
         .route("/v1/auth/password", post(security::change_password))

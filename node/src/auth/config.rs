@@ -81,6 +81,45 @@ pub struct AuthConfig {
     pub require_session: bool,
     /// Limits on logins and registrations.
     pub throttle: ThrottleConfig,
+    /// Sign-in with an OpenID Connect provider (`[auth.oidc]`), if any.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[auth.oidc]`: sign-in with an OpenID Connect provider (the
+/// authorization code flow with PKCE). Accounts are linked by the
+/// provider's verified e-mail address.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (its discovery document is under
+    /// `/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// This cluster's client id at the provider.
+    pub client_id: String,
+    /// Its client secret.
+    pub client_secret: String,
+    /// Where the provider sends the browser back:
+    /// `<public URL>/v1/auth/oidc/callback`.
+    pub redirect_url: String,
+    /// The provider's name on the web app's button ("Sign in with ...").
+    #[serde(default = "default_oidc_name")]
+    pub name: String,
+}
+
+fn default_oidc_name() -> String {
+    "SSO".into()
+}
+
+impl fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("redirect_url", &self.redirect_url)
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 impl Default for AuthConfig {
@@ -100,6 +139,7 @@ impl Default for AuthConfig {
             password_queue: 64,
             require_session: true,
             throttle: ThrottleConfig::default(),
+            oidc: None,
         }
     }
 }
@@ -126,6 +166,7 @@ impl fmt::Debug for AuthConfig {
             .field("password_queue", &self.password_queue)
             .field("require_session", &self.require_session)
             .field("throttle", &self.throttle)
+            .field("oidc", &self.oidc)
             .finish()
     }
 }

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use chat_protocol::{now_ms, UserId};
-use chat_storage::{Credentials, LoginRecord, MessageStore, TotpState};
+use chat_storage::{Credentials, LoginRecord, MessageStore, TotpState, UserRecord};
 
 use super::checks::check_password;
 use super::factors::password_hash;
@@ -117,6 +117,20 @@ impl Auth {
             }
         }
         Ok(())
+    }
+
+    /// Starts a session for `user`, who proved who they are elsewhere (an
+    /// OpenID Connect provider): refused while suspended, like a sign-in.
+    pub async fn sign_in_external(
+        &self,
+        store: &dyn MessageStore,
+        user: &UserRecord,
+    ) -> Result<TokenSet, AuthError> {
+        let generation = logins::current(store, &user.id).await?;
+        if store.user_flags(&user.id).await?.suspended {
+            return Err(AuthError::Suspended);
+        }
+        self.start_session(store, user, generation).await
     }
 
     /// Whether a password reset mail for `address` may be asked from

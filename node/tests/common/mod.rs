@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod mailpit;
+pub mod oidc;
 pub mod procs;
 pub mod push;
 pub mod target;
