@@ -132,8 +132,9 @@ pub(crate) fn routes(web: &WebSection) -> axum::Router<Arc<App>> {
     axum::Router::new()
         .route_service("/", ServeFile::new(index))
         .route_service("/admin", ServeFile::new(console))
-        // The page a mailed verification link opens is the app's.
+        // The pages mailed links open are the app's.
         .route_service("/verify-email", ServeFile::new(dir.join("index.html")))
+        .route_service("/reset-password", ServeFile::new(dir.join("index.html")))
         // The service worker, at the root so that its scope is the app.
         .route_service("/sw.js", ServeFile::new(dir.join("sw.js")))
         .merge(

@@ -154,8 +154,34 @@ export async function register(username: string, password: string): Promise<Sess
   return sessionOf(await readJson(await post("/v1/auth/register", { username, password })));
 }
 
-export async function login(username: string, password: string): Promise<Session> {
-  return sessionOf(await readJson(await post("/v1/auth/login", { username, password })));
+/** Signs in; `second` is a code of the account's second factor (an
+ * authenticator's, or a recovery code), when it has one. */
+export async function login(
+  username: string,
+  password: string,
+  second?: { totp?: string; recovery_code?: string },
+): Promise<Session> {
+  return sessionOf(await readJson(await post("/v1/auth/login", { username, password, ...second })));
+}
+
+/** The session an OpenID Connect sign-in handed over in the URL fragment
+ * (`#/signed-in?access_token=..&refresh_token=..`), kept; the fragment is
+ * dropped from the address bar and history. */
+export function adoptSignedIn(): Session | null {
+  const m = location.hash.match(/^#\/signed-in\?(.*)$/);
+  if (!m) return null;
+  const q = new URLSearchParams(m[1]);
+  history.replaceState(null, "", location.pathname);
+  const access = q.get("access_token");
+  const refresh = q.get("refresh_token");
+  if (!access || !refresh) return null;
+  let user = "";
+  try {
+    user = JSON.parse(atob(access.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).sub ?? "";
+  } catch {
+    return null;
+  }
+  return sessionOf({ user: { id: user }, access_token: access, refresh_token: refresh });
 }
 
 /** A new access token (and refresh token); the old refresh token is used up. */

@@ -1,27 +1,36 @@
 import { useEffect, useLayoutEffect, useMemo, useReducer, useRef, useState } from "preact/hooks";
-import { ApiError, Session, clearSession, loadSession, login, logout, register } from "./api";
+import { Session, adoptSignedIn, clearSession, loadSession, logout } from "./api";
 import { Chat, Conversation, Message, Outgoing } from "./chat";
 import { Ended } from "./socket";
 import { Bell, SettingsPage, VerifyEmail } from "./settings";
 import { registerWorker } from "./notify";
+import { ResetPassword, SignIn } from "./signin";
+import { Avatar, MessageMenu, ProfilePage, SecurityPage, UserSearch } from "./people";
 
-/** What `#/settings` routes to. */
+/** What `#/settings`, `#/profile` and `#/security` route to: no
+ * conversation id holds a NUL. */
 const SETTINGS = "\u0000settings";
+const PROFILE = "\u0000profile";
+const SECURITY = "\u0000security";
+const PAGES: Record<string, string> = { "#/settings": SETTINGS, "#/profile": PROFILE, "#/security": SECURITY };
 
-/** `#/c/<id>` → the conversation id; `#/settings` → [`SETTINGS`]. */
+/** `#/c/<id>` → the conversation id; a page's hash → its key. */
 function route(): string | null {
-  if (location.hash === "#/settings") return SETTINGS;
+  if (PAGES[location.hash]) return PAGES[location.hash];
   const m = location.hash.match(/^#\/c\/(.+)$/);
   return m ? decodeURIComponent(m[1]) : null;
 }
 
 export function App() {
-  // A mailed verification link opens this page: no sign-in needed.
-  return location.pathname === "/verify-email" ? <VerifyEmail /> : <Main />;
+  // Mailed links open these pages: no sign-in needed.
+  if (location.pathname === "/verify-email") return <VerifyEmail />;
+  if (location.pathname === "/reset-password") return <ResetPassword />;
+  return <Main />;
 }
 
 function Main() {
-  const [session, setSession] = useState<Session | null>(loadSession());
+  // An OpenID Connect sign-in comes back with the tokens in the fragment.
+  const [session, setSession] = useState<Session | null>(() => adoptSignedIn() ?? loadSession());
   const [suspended, setSuspended] = useState(false);
   if (!session) {
     return (
@@ -43,75 +52,6 @@ function Main() {
         setSession(null);
       }}
     />
-  );
-}
-
-function SignIn({ onIn, suspended }: { onIn: (s: Session) => void; suspended: boolean }) {
-  const [username, setUsername] = useState("");
-  const [password, setPassword] = useState("");
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  const go = async (how: "login" | "register") => {
-    setBusy(true);
-    setError(null);
-    try {
-      onIn(await (how === "login" ? login : register)(username.trim(), password));
-    } catch (e) {
-      setError(e instanceof ApiError ? e.message : String(e));
-    } finally {
-      setBusy(false);
-    }
-  };
-  return (
-    <main class="signin">
-      <h1>Chat</h1>
-      {suspended && (
-        <p data-testid="suspended" class="error notice" role="alert">
-          Your account is suspended. You were signed out; ask an operator to lift the suspension.
-        </p>
-      )}
-      <form
-        onSubmit={(e) => {
-          e.preventDefault();
-          void go("login");
-        }}
-      >
-        <label>
-          Username
-          <input
-            data-testid="username"
-            autocomplete="username"
-            value={username}
-            onInput={(e) => setUsername(e.currentTarget.value)}
-            required
-          />
-        </label>
-        <label>
-          Password
-          <input
-            data-testid="password"
-            type="password"
-            autocomplete="current-password"
-            value={password}
-            onInput={(e) => setPassword(e.currentTarget.value)}
-            required
-          />
-        </label>
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
-        <div class="row">
-          <button data-testid="login" type="submit" disabled={busy}>
-            Sign in
-          </button>
-          <button data-testid="register" type="button" disabled={busy} onClick={() => void go("register")}>
-            Create account
-          </button>
-        </div>
-      </form>
-    </main>
   );
 }
 
@@ -150,17 +90,22 @@ function Signed({ session, onOut }: { session: Session; onOut: (why?: Ended) => 
     };
   }, [chat]);
   useEffect(() => {
-    void chat.show(open === SETTINGS ? null : open);
+    void chat.show(open && open.startsWith("\u0000") ? null : open);
   }, [chat, open]);
   const conversation = open ? chat.conversations.get(open) : undefined;
-  const settings = open === SETTINGS;
   return (
     <div class={`shell ${open ? "has-open" : ""}`}>
       <header class="top">
         <strong>Chat</strong>
-        <span class="me">{chat.session.user}</span>
+        <a class="me" data-testid="profile-link" href="#/profile">
+          <Avatar user={chat.session.user} />
+          {chat.session.user}
+        </a>
         <a data-testid="settings-link" href="#/settings">
           Settings
+        </a>
+        <a data-testid="security-link" href="#/security">
+          Security
         </a>
         <span
           data-testid="connection"
@@ -194,8 +139,12 @@ function Signed({ session, onOut }: { session: Session; onOut: (why?: Ended) => 
         </ul>
       </nav>
       <section class="pane">
-        {settings ? (
+        {open === SETTINGS ? (
           <SettingsPage chat={chat} />
+        ) : open === PROFILE ? (
+          <ProfilePage chat={chat} />
+        ) : open === SECURITY ? (
+          <SecurityPage chat={chat} />
         ) : open && conversation ? (
           <ConversationView key={open} chat={chat} c={conversation} />
         ) : (
@@ -262,6 +211,11 @@ function NewConversation({ chat }: { chat: Chat }) {
         placeholder={kind === "direct" ? "username" : "usernames, comma separated"}
         value={members}
         onInput={(e) => setMembers(e.currentTarget.value)}
+      />
+      <UserSearch
+        chat={chat}
+        query={members}
+        pick={(id) => setMembers(members.replace(/[^\s,]*$/, "") + id + (kind === "direct" ? "" : ", "))}
       />
       {kind !== "direct" && (
         <input aria-label="Title" placeholder="title" value={title} onInput={(e) => setTitle(e.currentTarget.value)} />
@@ -330,7 +284,25 @@ function ConversationView({ chat, c }: { chat: Chat; c: Conversation }) {
                 title={m.user === me || chat.presence.get(m.user) === "online" ? "online" : "offline"}
               />
               {m.user}
-              {m.role !== "member" && <em> {m.role}</em>}
+              {m.role !== "member" && <em data-testid="role"> {m.role}</em>}
+              {myRole === "owner" && m.user !== me && c.kind !== "direct" && (
+                <select
+                  class="small"
+                  data-testid="role-select"
+                  data-user={m.user}
+                  aria-label={`Role of ${m.user}`}
+                  value={m.role}
+                  onChange={(e) => {
+                    const role = e.currentTarget.value;
+                    if (role === "owner" && !confirm(`Hand ownership of this conversation to ${m.user}? You become an admin.`)) return;
+                    void chat.request("PUT", `/v1/conversations/${encodeURIComponent(c.id)}/members/${encodeURIComponent(m.user)}`, { role }).catch(() => undefined);
+                  }}
+                >
+                  <option value="member">member</option>
+                  <option value="admin">admin</option>
+                  <option value="owner">owner</option>
+                </select>
+              )}
               {myRole && myRole !== "member" && m.user !== me && c.kind !== "direct" && (
                 <button type="button" class="small" onClick={() => void chat.kick(c.id, m.user).catch(() => undefined)}>
                   remove
@@ -471,6 +443,7 @@ function MessageRow(props: {
                 Delete
               </button>
             )}
+            {!mine && <MessageMenu chat={chat} conversation={m.conversation} id={m.id} sender={m.sender} />}
           </span>
         </div>
       )}

@@ -149,7 +149,8 @@ export async function startCluster(n, extraEnv = {}, { admins = {} } = {}) {
         CHAT__WEB__DIR: join(root, "web", "dist"),
         // Every node publishes them all: a page fails over to the others.
         CHAT__WEB__NODES: JSON.stringify(this.urls),
-        ...extraEnv,
+        // A function of the nodes' URLs, for settings that name them.
+        ...(typeof extraEnv === "function" ? extraEnv(this.urls) : extraEnv),
       });
       return env;
     },

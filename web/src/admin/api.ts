@@ -136,12 +136,15 @@ export class AdminApi {
     return this.refreshing;
   }
 
-  private async call(method: "GET" | "POST", path: string): Promise<any> {
+  private async call(method: "GET" | "POST", path: string, body?: unknown): Promise<any> {
     const send = async () => {
       try {
+        const headers: Record<string, string> = { authorization: `Bearer ${this.session.access}` };
+        if (body !== undefined) headers["content-type"] = "application/json";
         return await fetch(path, {
           method,
-          headers: { authorization: `Bearer ${this.session.access}` },
+          headers,
+          body: body === undefined ? undefined : JSON.stringify(body),
         });
       } catch (e) {
         throw new ApiError(0, "unavailable", `the node does not answer (${String(e)})`);
@@ -200,6 +203,28 @@ export class AdminApi {
   replay(id: string): Promise<{ replayed: string }> {
     return this.call("POST", `/v1/admin/webhooks/dead/${encodeURIComponent(id)}/replay`);
   }
+
+  reports(): Promise<{ reports: Report[] }> {
+    return this.call("GET", "/v1/admin/reports?status=open");
+  }
+
+  resolve(id: string, action: ReportAction): Promise<{ report: Report }> {
+    return this.call("POST", `/v1/admin/reports/${encodeURIComponent(id)}/resolve`, { action });
+  }
+}
+
+/** What an admin does about a report. */
+export type ReportAction = "dismiss" | "delete_message" | "suspend_user";
+
+/** A user's report of a message or a user. */
+export interface Report {
+  id: string;
+  reporter: string;
+  user: string;
+  conversation?: string;
+  message?: string | number;
+  reason: string;
+  created_at: number;
 }
 
 /** A webhook delivery given up after its retries. */

@@ -2,6 +2,7 @@
 // suspend, unsuspend), which node owns a conversation, and the audit log.
 
 import { DeadLetters } from "./dead_letters";
+import { Reports } from "./reports";
 import { ComponentChildren } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError } from "../api";
@@ -270,6 +271,9 @@ function Console({ session, onOut }: { session: AdminSession; onOut: (why?: stri
           </Section>
           <Section title="Conversation">
             <ConversationPanel api={api} />
+          </Section>
+          <Section title="Reports" wide aside="oldest first, every 5 s">
+            <Reports api={api} onAction={acted} />
           </Section>
           <Section title="Webhook dead letters" wide aside={`newest first, every 5 s`}>
             <DeadLetters api={api} onAction={acted} />
