@@ -262,10 +262,11 @@ pub(crate) async fn callback(
             .email()
             .filter(|_| claims.email_verified() == Some(true))
             .map(|e| e.as_str().to_lowercase()),
-        name: claims
-            .preferred_username()
-            .map(|u| u.as_str().to_owned())
-            .or_else(|| claims.email().map(|e| e.as_str().to_owned())),
+        username: claims.preferred_username().map(|u| u.as_str().to_owned()),
+        // The part before the @ only: the address is nobody else's to see.
+        local_part: claims
+            .email()
+            .and_then(|e| e.as_str().split('@').next().map(str::to_owned)),
     };
     let user = account_of(&app, &identity).await?;
     let store = app.store.as_ref();
@@ -295,8 +296,11 @@ struct Identity {
     key: String,
     /// The address, when the provider verified it (lower case).
     email: Option<String>,
-    /// What to name a new account after.
-    name: Option<String>,
+    /// The provider's username: a new account's name and display name.
+    username: Option<String>,
+    /// The address's local part: a new account's name when there is no
+    /// username (never shown as its display name: the address is private).
+    local_part: Option<String>,
 }
 
 /// The account linked to `identity`: by the provider's subject once
@@ -335,14 +339,16 @@ async fn account_of(app: &App, identity: &Identity) -> HttpResult<UserRecord> {
 }
 
 /// A new account with no password, named after the provider's username
-/// or address (what of it makes a user id), with a suffix when taken.
+/// or the address's local part (what of it makes a user id), with a suffix
+/// when taken.
 async fn new_account(app: &App, identity: &Identity) -> HttpResult<UserRecord> {
     let store = app.store.as_ref();
-    let shown = identity.name.clone().unwrap_or_else(|| "user".into());
+    let shown = identity
+        .username
+        .clone()
+        .or_else(|| identity.local_part.clone())
+        .unwrap_or_else(|| "user".into());
     let base: String = shown
-        .split('@')
-        .next()
-        .unwrap_or_default()
         .to_lowercase()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
@@ -363,7 +369,7 @@ async fn new_account(app: &App, identity: &Identity) -> HttpResult<UserRecord> {
         };
         match store.create_user(&record).await {
             Ok(()) => {
-                ensure_profile(store, &record.id, identity.name.as_deref()).await?;
+                ensure_profile(store, &record.id, identity.username.as_deref()).await?;
                 return Ok(record);
             }
             Err(StoreError::Conflict) => continue,

@@ -35,9 +35,9 @@ type HttpResult<T> = Result<T, HttpError>;
 
 /// Lookups answer this many users unless asked for another number.
 const DEFAULT_LOOKUP_RESULTS: usize = 20;
-/// The conversations of a user whose members hear of a profile change:
-/// the most recent ones past this are left out (a change is cosmetic, and
-/// one request must not become unbounded work).
+/// The conversations of a user whose members hear of a profile change;
+/// those past it are left out (a change is cosmetic, and one request must
+/// not become unbounded work).
 const MAX_AUDIENCE_CONVERSATIONS: usize = 500;
 /// Most users a profile change is sent to.
 const MAX_AUDIENCE_USERS: usize = 10_000;
