@@ -61,13 +61,25 @@ async fn deliveries_are_signed_retried_then_dead_lettered_and_replayed() {
         1.0,
     )
     .await;
+    // Eight attempts by the worker's count. The receiver notes those that
+    // reached it: under load one may fail on the way (a connection error
+    // is a failed attempt too), so it may have fewer, never more.
+    let failed = metric(
+        node.addr,
+        "chat_notifications_failed_total{channel=\"webhook\"}",
+    )
+    .await;
+    assert_eq!(failed, 8.0, "eight attempts");
     let tries: Vec<Value> = receiver
         .deliveries("ops")
         .await
         .into_iter()
         .skip(2)
         .collect();
-    assert_eq!(tries.len(), 8, "eight attempts: {tries:?}");
+    assert!(
+        (1..=8).contains(&tries.len()),
+        "eight attempts at most: {tries:?}"
+    );
     assert!(tries.iter().all(|t| t["delivery"] == tries[0]["delivery"]));
 
     // Listed to admins only; replayed with the same delivery id.
