@@ -61,6 +61,7 @@ pub use keys::DEV_SECRET_FILE;
 use keys::{hmac_keys, pem_keys};
 use passwords::Passwords;
 pub use profile::ensure_profile;
+pub(crate) use secrets::same_secret;
 use secrets::{hash_token, random_bytes};
 pub use sessions::ClientInfo;
 use throttle::Throttle;

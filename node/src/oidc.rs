@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::App;
-use crate::auth::{ensure_profile, ClientInfo, OidcConfig};
+use crate::auth::{ensure_profile, same_secret, ClientInfo, OidcConfig};
 use crate::error::HttpError;
 use crate::http::query_error;
 
@@ -231,7 +231,7 @@ pub(crate) async fn callback(
     };
     let (expected, nonce, verifier) =
         from_cookie(&headers).ok_or_else(|| refused("no sign-in was started in this browser"))?;
-    if !same(&state, &expected) {
+    if !same_secret(&state, &expected) {
         return Err(refused("the state does not match this browser's"));
     }
     let http = http_client()?;
@@ -280,14 +280,6 @@ pub(crate) async fn callback(
     // The flow is over: the cookie goes.
     let clear = format!("{COOKIE}=; Path=/v1/auth/oidc; HttpOnly; SameSite=Lax; Max-Age=0");
     redirect(&fragment, Some(clear))
-}
-
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// Who the provider says signed in.

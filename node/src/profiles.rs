@@ -22,7 +22,7 @@ use chat_protocol::people::{
 };
 use chat_protocol::{now_ms, ConversationKind, ErrorCode, ServerFrame, UserId};
 use chat_storage::profiles::index_name;
-use chat_storage::ProfileRecord;
+use chat_storage::{MessageStore, ProfileRecord, UserRecord};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
@@ -93,19 +93,26 @@ fn text(
 /// `GET /v1/me`.
 pub(crate) async fn me(State(app): State<Arc<App>>, headers: HeaderMap) -> HttpResult<Response> {
     let claims = authenticate(&app, &headers, None).await?;
-    me_json(&app, &claims.sub).await
+    let store = app.store.as_ref();
+    let user = account(store, &claims.sub).await?;
+    let profile = ensure_profile(store, &user.id, user.display_name.as_deref()).await?;
+    me_json(&app, &user, &profile).await
 }
 
-/// The body of `GET /v1/me` (and of `PATCH /v1/me`).
-pub(crate) async fn me_json(app: &App, id: &UserId) -> HttpResult<Response> {
-    let store = app.store.as_ref();
-    let user = store
+async fn account(store: &dyn MessageStore, id: &UserId) -> HttpResult<UserRecord> {
+    store
         .user(id)
         .await?
-        .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such user"))?;
-    let profile = ensure_profile(store, id, user.display_name.as_deref()).await?;
+        .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such user"))
+}
+
+/// The body of `GET /v1/me` (and of `PATCH /v1/me`): `user` with
+/// `profile`, and what the store holds of their address and second factor.
+async fn me_json(app: &App, user: &UserRecord, profile: &ProfileRecord) -> HttpResult<Response> {
+    let store = app.store.as_ref();
+    let id = &user.id;
     let email = store.email(id).await?;
-    let mut body = serde_json::to_value(public(id, Some(&profile)))
+    let mut body = serde_json::to_value(public(id, Some(profile)))
         .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))?;
     body["email_verified"] = json!(email.as_ref().is_some_and(|e| e.verified));
     let totp = store.credentials(id).await?.and_then(|c| c.totp);
@@ -127,10 +134,7 @@ pub(crate) async fn patch_me(
     let claims = authenticate(&app, &headers, None).await?;
     let patch: ProfilePatch = json_body(&app, body).await?;
     let store = app.store.as_ref();
-    let record = store
-        .user(&claims.sub)
-        .await?
-        .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such user"))?;
+    let record = account(store, &claims.sub).await?;
     let old = ensure_profile(store, &claims.sub, record.display_name.as_deref()).await?;
     let mut new = old.clone();
     if let Some(v) = patch.display_name {
@@ -155,7 +159,7 @@ pub(crate) async fn patch_me(
         let profile = public(&claims.sub, Some(&new));
         tokio::spawn(announce(app.clone(), profile));
     }
-    me_json(&app, &claims.sub).await
+    me_json(&app, &record, &new).await
 }
 
 /// Sends the `profile` event to whoever shares a direct conversation or a
@@ -201,10 +205,7 @@ pub(crate) async fn user(
     authenticate(&app, &headers, None).await?;
     let id = UserId::new(&raw).map_err(|e| bad_request(format!("user: {e}")))?;
     let store = app.store.as_ref();
-    let record = store
-        .user(&id)
-        .await?
-        .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such user"))?;
+    let record = account(store, &id).await?;
     let p = match store.profile(&id).await? {
         Some(p) => p,
         None => ProfileRecord {

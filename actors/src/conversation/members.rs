@@ -170,20 +170,30 @@ impl ConversationState {
             upsert,
             remove: remove.clone(),
         };
-        self.fence()?;
-        self.deps
-            .store
-            .apply_conversation(&change)
-            .await
-            .inspect_err(|_| {
-                self.deps.metrics.store_errors.inc();
-            })?;
-        self.set_conversation(Some(next.clone()));
+        self.store_change(&change).await?;
         self.announce(&change.upsert, &remove);
         if !joined.is_empty() || !remove.is_empty() {
             self.deps.events.members_changed(&self.id, &joined, &remove);
         }
         Ok(self.shown(&next))
+    }
+
+    /// Stores `change` (as the lease holder only) and makes its
+    /// conversation the one held; announcing it is the caller's.
+    pub(super) async fn store_change(
+        &mut self,
+        change: &ConversationChange,
+    ) -> Result<(), ChatError> {
+        self.fence()?;
+        self.deps
+            .store
+            .apply_conversation(change)
+            .await
+            .inspect_err(|_| {
+                self.deps.metrics.store_errors.inc();
+            })?;
+        self.set_conversation(Some(change.conversation.clone()));
+        Ok(())
     }
 
     /// Tells every member and the `removed` of a change that `added`

@@ -92,15 +92,7 @@ impl ConversationState {
                 upsert: vec![],
                 remove: vec![],
             };
-            self.fence()?;
-            self.deps
-                .store
-                .apply_conversation(&change)
-                .await
-                .inspect_err(|_| {
-                    self.deps.metrics.store_errors.inc();
-                })?;
-            self.set_conversation(Some(conv.clone()));
+            self.store_change(&change).await?;
             // Every member hears of it, whatever the conversation's size:
             // the `conversation` event carries the title.
             let shown = self.shown(&conv);

@@ -11,7 +11,7 @@ use chat_storage::TotpState;
 use totp_rs::{Algorithm, Secret, TOTP};
 
 use super::error::AuthError;
-use super::secrets::{hash_token, random_bytes};
+use super::secrets::{hash_token, random_bytes, same_secret as same};
 
 /// Seconds per code.
 const STEP_SECS: u64 = 30;
@@ -73,16 +73,6 @@ pub(super) fn accept(
         }
     }
     Ok(None)
-}
-
-/// Whether `a` and `b` are equal, in a time that does not depend on where
-/// they differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// New recovery codes, as shown to the user, and as stored.
