@@ -11,7 +11,11 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import * as OTPAuth from "otpauth";
-import { eventually, startCluster } from "./cluster.mjs";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { eventually, root, startCluster } from "./cluster.mjs";
+
+const artifacts = join(root, "web", "test-artifacts");
 
 const PASSWORD = "correct horse battery";
 const ADMIN = `boss${Date.now().toString(36)}`;
@@ -19,6 +23,7 @@ let cluster;
 let browser;
 
 before(async () => {
+  mkdirSync(artifacts, { recursive: true });
   cluster = await startCluster(1, { CHAT__ADMIN__USERS: `["${ADMIN}"]` }, { admins: { [ADMIN]: PASSWORD } });
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -93,12 +98,15 @@ test("the profile page, and finding people to start a conversation with", async 
   await bob.click("[data-testid=save-profile]");
   await bob.waitForSelector(`[data-testid=shown-name]:has-text("${shown}")`);
   await bob.waitForSelector('[data-testid=shown-status]:has-text("out for lunch")');
+  await bob.screenshot({ path: join(artifacts, "profile.png") });
   const me = await api(bob, "GET", "/v1/me");
   assert.equal(me.body.display_name, shown);
   assert.equal(me.body.status_text, "out for lunch");
 
   // Ann types the start of Bob's display name and picks him.
   await ann.fill("[data-testid=new-members]", shown.slice(0, 12).toLowerCase());
+  await ann.waitForSelector(`[data-testid=suggestion][data-user="${bob.user}"]`);
+  await ann.screenshot({ path: join(artifacts, "user-search.png") });
   await ann.click(`[data-testid=suggestion][data-user="${bob.user}"]`);
   assert.equal(await ann.inputValue("[data-testid=new-members]"), bob.user);
   await ann.click("[data-testid=start]");
@@ -162,6 +170,8 @@ test("the security page: password, two-step sign-in from its QR code's secret, d
 
   // Two-step sign-in: the QR code is drawn, the key beside it.
   await ann.click("[data-testid=totp-start]");
+  await ann.waitForSelector("[data-testid=totp-qr]");
+  await ann.screenshot({ path: join(artifacts, "two-step-qr.png"), fullPage: true });
   const src = await ann.getAttribute("[data-testid=totp-qr]", "src");
   assert.match(src, /^data:image\/gif;base64,/);
   const secret = await ann.textContent("[data-testid=totp-secret]");
@@ -173,6 +183,7 @@ test("the security page: password, two-step sign-in from its QR code's secret, d
   await ann.click("[data-testid=totp-confirm]");
   await ann.waitForSelector("[data-testid=recovery-codes] li");
   assert.equal(await ann.locator("[data-testid=recovery-codes] li").count(), 10);
+  await ann.screenshot({ path: join(artifacts, "security.png"), fullPage: true });
   await ann.waitForSelector("[data-testid=two-factor][data-state=on]");
 
   // Password change.
@@ -188,6 +199,7 @@ test("the security page: password, two-step sign-in from its QR code's secret, d
   await later.fill("[data-testid=password]", "a new password");
   await later.click("[data-testid=login]");
   await later.waitForSelector("[data-testid=totp]");
+  await later.screenshot({ path: join(artifacts, "sign-in-code.png") });
   await later.fill("[data-testid=totp]", "000000");
   await later.click("[data-testid=login]");
   await later.waitForSelector('[role=alert]:has-text("wrong, used or expired code")');
