@@ -28,7 +28,7 @@ check() {
 # limits on them; the client frames; a request to a conversation, local or
 # remote; the frames between nodes.
 check protocol \
-  "error ids" \
+  "error ids media" \
   "codec message notify people presence" \
   "conversation limits" \
   "frame" \
@@ -39,7 +39,7 @@ check protocol \
 # backends and the conformance suite (which sees only the trait); the
 # replicated store over the embedded one.
 check storage \
-  "accounts conversations credentials history logins moderation notifications outbox people profiles relations reports" \
+  "accounts conversations credentials history logins media moderation notifications outbox people profiles relations reports" \
   "leases" \
   "conformance embedded scylladb" \
   "replicated"
@@ -50,10 +50,16 @@ check storage \
 check presence \
   "redis"
 
+# media/: the configuration, links and sniffing; the object store and the
+# images (each over the configuration and the error in lib.rs).
+check media \
+  "config links sniff" \
+  "blobs images"
+
 # actors/: leaves; connection handles; messages; shared tables; interest;
 # fan-out; the actors and the dispatcher; the composition; the Router.
 check actors \
-  "error events maps placement metrics rate telemetry tuning" \
+  "error events maps media placement metrics rate telemetry tuning" \
   "conn" \
   "msg" \
   "cluster running watchers" \
@@ -71,9 +77,11 @@ check node \
   "auth gate origin" \
   "config" \
   "membership error listener health notifier telemetry" \
+  "media" \
   "app" \
   "http ws web" \
-  "admin notifications oidc people profiles relations roles security" \
+  "admin notifications oidc people profiles relations roles security uploads" \
+  "downloads" \
   "dead_letters reports" \
   "serve" \
   "operator"

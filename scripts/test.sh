@@ -47,7 +47,7 @@ if [ "${1:-}" = "--quick" ]; then
   cargo test -p chat-storage --test embedded --test replicated
   cargo test -p chat-node --test chat --test guarantees --test http_api --test lifecycle \
     --test abuse --test hostile --test hostile_pages --test hostile_auth --test notifications --test blocking \
-    --test profiles --test account_security --test roles --test reports --test oidc
+    --test profiles --test account_security --test roles --test reports --test oidc --test media
   exit 0
 fi
 
@@ -111,12 +111,20 @@ log "starting a CQL server (scripts/cql.sh)"
 CQL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-cql.XXXXXX")
 OUT=$(mktemp "${TMPDIR:-/tmp}/chat-test-out.XXXXXX")
 CQL3_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-cql3.XXXXXX")
+S3_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-s3.XXXXXX")
 cleanup() {
   bash scripts/cql.sh stop --dir "$CQL_DIR" || true
   bash scripts/cql.sh stop --dir "$CQL3_DIR" || true
-  rm -rf "$CQL_DIR" "$CQL3_DIR" "$OUT"
+  bash scripts/s3.sh --dir "$S3_DIR" stop || true
+  rm -rf "$CQL_DIR" "$CQL3_DIR" "$S3_DIR" "$OUT"
 }
 trap cleanup EXIT
+# The media tests keep files in a real S3 store (s3s-fs from crates.io,
+# which checks signatures; built once, cached), one for the whole run.
+log "an S3 store for the media tests (scripts/s3.sh)"
+S3_ENV=$(bash scripts/s3.sh start --dir "$S3_DIR")
+eval "export $(echo "$S3_ENV" | tr '\n' ' ')"
+echo "$S3_ENV" | head -1
 SCYLLA_NODES=$(bash scripts/cql.sh start --dir "$CQL_DIR" | sed -n 's/^SCYLLA_NODES=//p' | tail -1)
 [ -n "$SCYLLA_NODES" ] || { echo "the CQL server did not start" >&2; exit 1; }
 export SCYLLA_NODES CHAT_REQUIRE_SCYLLA=1
@@ -138,7 +146,7 @@ if [ "$#" -eq 0 ]; then
     --test guarantees --test chat --test http_api --test abuse --test cluster --test lifecycle \
     --test live_delivery --test hostile_pages --test notifications --test notifications_mail --test notifications_webhooks \
     --test notifications_cluster --test blocking --test profiles --test account_security --test roles \
-    --test reports --test oidc \
+    --test reports --test oidc --test media --test media_s3 \
     2>&1 | tee -a "$OUT"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test process kill_9 2>&1 | tee -a "$OUT"
 

@@ -330,6 +330,7 @@ mod tests {
 
     fn event(body_len: usize) -> SharedFrame {
         let message = Message {
+            attachments: Vec::new(),
             rev: 0,
             edited_at: None,
             deleted: false,

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use chat_protocol::request::ConversationRequest;
 use chat_protocol::{
-    now_ms, ClientMsgId, Conversation, ConversationId, ConversationKind, IdGenerator, Message,
-    MessageId, MessageKind, OkReply, Role, ServerFrame, SharedFrame, UserId,
+    now_ms, Attachment, ClientMsgId, Conversation, ConversationId, ConversationKind, IdGenerator,
+    Message, MessageId, MessageKind, OkReply, Role, ServerFrame, SharedFrame, UserId,
 };
 use chat_storage::{Lease, LeaseGrant, MessageStore, PageQuery, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -39,11 +39,13 @@ use crate::error::ChatError;
 use crate::events::ConversationEvents;
 use crate::fanout::Fanout;
 use crate::maps::IdMap;
+use crate::media::{shown, MediaLinks};
 use crate::metrics::Metrics;
 use crate::msg::{answer, ConversationMsg, Reply, Request, RouterMsg};
 use crate::telemetry::{parent_of, Span};
 use crate::tuning::Tuning;
 
+mod attachments;
 mod blocks;
 mod lifecycle;
 mod members;
@@ -68,6 +70,8 @@ pub struct ConversationDeps {
     pub tuning: Tuning,
     /// Who hears of stored membership changes (operators' webhooks).
     pub events: Arc<dyn ConversationEvents>,
+    /// Attachments' links and the release of deleted messages' files.
+    pub media: Arc<dyn MediaLinks>,
 }
 
 /// Starting arguments.
@@ -83,6 +87,8 @@ pub struct ConversationArgs {
 /// The actor (it holds no data; see [`ConversationState`]).
 pub struct ConversationActor;
 
+// Most entries are acknowledged messages, which a box would not shrink.
+#[allow(clippy::large_enum_variant)]
 enum Known {
     Acked(Message),
     Pending(MessageId),
@@ -316,6 +322,7 @@ impl ConversationState {
                 body,
                 kind,
                 reply_to,
+                attachments,
                 ..
             } => {
                 if let Some(target) = reply_to {
@@ -326,6 +333,10 @@ impl ConversationState {
                 if let Err(e) = self.check_direct_send(&user).await {
                     return answer(reply, Err(e));
                 }
+                let attachments = match self.attach(&user, &client_msg_id, attachments).await {
+                    Ok(a) => a,
+                    Err(e) => return answer(reply, Err(e)),
+                };
                 let mut span = Span::child("conversation.send", trace);
                 if let Some(span) = &mut span {
                     span.set("chat.conversation", self.id.to_string());
@@ -336,6 +347,7 @@ impl ConversationState {
                     body,
                     kind,
                     reply_to,
+                    attachments,
                     span,
                 };
                 self.send(myself, draft, conn, received, reply)
@@ -632,7 +644,7 @@ impl ConversationState {
                         more = true;
                         break;
                     }
-                    messages.push(m.for_clients().into_owned());
+                    messages.push(shown(&*self.deps.media, m));
                 }
                 return answer(
                     reply,
@@ -647,6 +659,7 @@ impl ConversationState {
         let store = self.deps.store.clone();
         let id = self.id.clone();
         let metrics = self.deps.metrics.clone();
+        let media = self.deps.media.clone();
         tokio::spawn(async move {
             let started = Instant::now();
             let page = store.page(&id, query).await;
@@ -655,12 +668,7 @@ impl ConversationState {
                 .observe(started.elapsed().as_secs_f64());
             let result = page
                 .map(|p| OkReply {
-                    messages: Some(
-                        p.messages
-                            .iter()
-                            .map(|m| m.for_clients().into_owned())
-                            .collect(),
-                    ),
+                    messages: Some(p.messages.iter().map(|m| shown(&*media, m)).collect()),
                     more: Some(p.more),
                     ..ok()
                 })
@@ -677,6 +685,7 @@ struct Draft {
     body: String,
     kind: MessageKind,
     reply_to: Option<MessageId>,
+    attachments: Vec<Attachment>,
     /// Its span on this node, when traced: ends when it is acknowledged.
     span: Option<Span>,
 }
@@ -712,7 +721,7 @@ impl ConversationState {
                 return answer(
                     reply,
                     Ok(OkReply {
-                        message: Some(m.clone()),
+                        message: Some(shown(&*self.deps.media, m)),
                         ..ok()
                     }),
                 );
@@ -748,6 +757,7 @@ impl ConversationState {
             ts: now,
             client_msg_id: client_msg_id.clone(),
             reply_to: draft.reply_to,
+            attachments: draft.attachments,
         };
         self.known
             .insert((sender, client_msg_id), Known::Pending(id));
@@ -865,7 +875,7 @@ impl ConversationState {
                     );
                     deliveries.push(Delivery {
                         frame: Arc::new(SharedFrame::new(ServerFrame::Message {
-                            message: m.clone(),
+                            message: shown(&*self.deps.media, &m),
                         })),
                         skip_conn: p.origin,
                         trace: parent_of(&p.span),
@@ -902,7 +912,7 @@ impl ConversationState {
     /// with `message`.
     fn acknowledge(&mut self, id: MessageId, reply: Option<Reply>, message: &Message) {
         let body = OkReply {
-            message: Some(message.for_clients().into_owned()),
+            message: Some(shown(&*self.deps.media, message)),
             ..ok()
         };
         for w in self.waiters.remove(&id).into_iter().flatten() {

@@ -39,6 +39,7 @@ pub mod events;
 pub mod fanout;
 pub mod interest;
 pub mod maps;
+pub mod media;
 pub mod metrics;
 pub mod msg;
 pub mod placement;

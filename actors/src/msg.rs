@@ -99,6 +99,9 @@ pub struct UpdatesDone {
     /// The last revision an update took (one below the batch's first when
     /// none changed anything).
     pub last_rev: u64,
+    /// Messages whose delete was stored, as they were before it: their
+    /// attachments are released.
+    pub deleted: Vec<Message>,
 }
 
 /// Messages a conversation actor handles.

@@ -19,6 +19,7 @@ use crate::events::ConversationEvents;
 use crate::fanout::LocalSessions;
 use crate::fanout::NodeFanout;
 use crate::interest::Interest;
+use crate::media::MediaLinks;
 use crate::metrics::Metrics;
 use crate::msg::RouterMsg;
 use crate::rate::UserRates;
@@ -26,6 +27,15 @@ use crate::running::RunningConversations;
 use crate::session::SessionDeps;
 use crate::tuning::Tuning;
 use crate::watchers::Watchers;
+
+/// What the node plugs into its actors: who hears of conversation
+/// changes, and its media.
+pub struct Hooks {
+    /// Operators' webhooks.
+    pub events: Arc<dyn ConversationEvents>,
+    /// Attachments' links and the release of deleted messages' files.
+    pub media: Arc<dyn MediaLinks>,
+}
 
 /// Everything the actors of one node share.
 pub struct Services {
@@ -71,8 +81,9 @@ impl Services {
         presence: Arc<dyn PresenceStore>,
         limits: Limits,
         tuning: Tuning,
-        events: Arc<dyn ConversationEvents>,
+        hooks: Hooks,
     ) -> Arc<Self> {
+        let Hooks { events, media } = hooks;
         let cluster = Arc::new(cluster);
         let ids = Arc::new(IdGenerator::new(cluster.node_id()));
         let interest = Arc::new(Interest::new());
@@ -95,6 +106,7 @@ impl Services {
             metrics: metrics.clone(),
             tuning,
             events,
+            media,
         });
         let session_deps = Arc::new(SessionDeps {
             node: cluster.name().clone(),
@@ -141,6 +153,7 @@ impl Services {
             self.metrics.clone(),
             visibility,
         )
+        .with_media(self.conversation_deps.media.clone())
     }
 
     /// Queues `frame` on every connection of `users` on this node.

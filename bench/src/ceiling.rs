@@ -151,6 +151,7 @@ impl State {
             }
         };
         let message = Message {
+            attachments: Vec::new(),
             rev: 0,
             edited_at: None,
             deleted: false,

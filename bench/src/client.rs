@@ -110,6 +110,7 @@ impl ChatConn {
     /// Sends a message; its `ok` comes back as [`Incoming::Ack`] with `req`.
     pub async fn send_message(&mut self, conversation: &str, req: u64, body: String) -> Result<()> {
         let frame = ClientFrame::Send {
+            attachments: Vec::new(),
             req: Some(ReqId::UInt(req)),
             conversation: ConversationId::new(conversation)?,
             client_msg_id: ClientMsgId::new(&format!("m{req}"))?,

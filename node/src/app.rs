@@ -11,6 +11,7 @@ use chat_actors::fanout::LocalSessions;
 use chat_actors::metrics::Metrics;
 use chat_actors::msg::RouterMsg;
 use chat_actors::router::Router;
+use chat_actors::services::Hooks;
 use chat_actors::{Services, Tuning};
 use chat_notify::metrics::NotifyMetrics;
 use chat_notify::push::PushSender;
@@ -70,6 +71,8 @@ pub struct App {
     pub push: Arc<PushSender>,
     /// The links mails carry (and the check of unsubscribe links).
     pub links: Arc<chat_notify::links::Links>,
+    /// Uploaded files: their store, links and limits.
+    pub media: Arc<crate::media::MediaService>,
     /// The notification outbox's worker, awaited when draining.
     pub(crate) notifier: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Cluster membership and the claim on this node's name and id, when
@@ -131,6 +134,10 @@ pub enum NodeError {
     /// Notifications could not be set up (a bad VAPID key).
     #[error("notifications: {0}")]
     Notify(String),
+    /// The media store could not be set up (an unusable directory or S3
+    /// settings).
+    #[error("media: {0}")]
+    Media(String),
 }
 
 impl App {
@@ -152,10 +159,8 @@ impl App {
                 .await?,
             ),
         };
-        let mut auth = Auth::from_config(
-            &shared_secret(&config, &store).await?,
-            &config.node.data_dir,
-        )?;
+        let auth_config = shared_secret(&config, &store).await?;
+        let mut auth = Auth::from_config(&auth_config, &config.node.data_dir)?;
         auth.reserve_names(config.admin.users.iter().map(String::as_str));
         let tuning = Tuning {
             conversation_idle: Duration::from_secs(config.actors.conversation_idle_secs),
@@ -208,6 +213,28 @@ impl App {
             store: data.clone(),
             webhooks: webhooks.clone(),
         });
+        let media = Arc::new(crate::media::MediaService::new(
+            config.media.clone(),
+            chat_media::Blobs::open(&config.media, &config.node.data_dir)
+                .map_err(|e| NodeError::Media(e.to_string()))?,
+            &crate::notifier::media_key(
+                auth_config.jwt_secret.as_deref(),
+                store.shared().as_ref(),
+                &config.node.data_dir,
+            )
+            .await
+            .map_err(NodeError::Media)?,
+            data.clone(),
+        ));
+        if config.media.backend == chat_media::Backend::Local
+            && (clustered || config.storage.backend == StorageBackend::Scylla)
+        {
+            tracing::warn!(
+                "media.backend = \"local\" keeps uploads on this node's disk: in a cluster \
+                 (or on ScyllaDB, where nodes keep nothing of their own) use \"s3\", or other \
+                 nodes will not find them"
+            );
+        }
         let services = Services::new(
             cluster,
             data,
@@ -215,7 +242,10 @@ impl App {
             presence.clone(),
             config.limits.clone(),
             tuning,
-            conversation_events,
+            Hooks {
+                events: conversation_events,
+                media: media.clone(),
+            },
         );
         tokio::spawn(services.watchers.clone().run(presence.changes()));
         // Named only in a cluster: names are process-wide, and tests run
@@ -328,6 +358,7 @@ impl App {
             // cluster-wide (a send's own connection is skipped on any node).
             next_conn: AtomicU64::new((u64::from(node_id) << 48) + 1),
             opened: store,
+            media,
             push,
             links,
             notifier: std::sync::Mutex::new(notifier),

@@ -375,6 +375,8 @@ pub struct Config {
     pub telemetry: TelemetrySection,
     /// Notifications for people who are away.
     pub notifications: chat_notify::NotifyConfig,
+    /// Uploaded files.
+    pub media: chat_media::MediaConfig,
     /// Delays that tests set to widen failure windows; never in production.
     pub faults: FaultsSection,
 }

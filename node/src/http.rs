@@ -256,6 +256,8 @@ struct SendBody {
     kind: MessageKind,
     #[serde(default)]
     reply_to: Option<MessageId>,
+    #[serde(default)]
+    attachments: Vec<String>,
 }
 
 pub(crate) async fn send(
@@ -282,7 +284,9 @@ pub(crate) async fn send(
         body: req.body,
         kind: req.kind,
         reply_to: req.reply_to,
+        attachments: req.attachments,
     };
+    let frame = validated(&app, frame)?;
     let reply = ask(&app, claims.sub, frame).await?;
     Ok((
         StatusCode::CREATED,

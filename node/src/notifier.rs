@@ -24,6 +24,8 @@ use tokio::task::JoinHandle;
 const VAPID_FILE: &str = "vapid_key";
 /// The file of the key that signs unsubscribe links, likewise.
 const LINKS_FILE: &str = "links_key";
+/// The file of the key that signs media links, likewise.
+const MEDIA_FILE: &str = "media_key";
 
 /// The cluster's VAPID key: configured, or kept like [`kept_secret`] says
 /// (a cluster without ScyllaDB must configure one, or browsers subscribed
@@ -49,6 +51,26 @@ pub(crate) async fn links(
     let candidate = hex::encode(rand::random::<[u8; 32]>());
     let key = kept_secret("unsubscribe", LINKS_FILE, candidate, store, data_dir).await?;
     Ok(Links::new(&config.public_url, key.as_bytes()))
+}
+
+/// The key that signs media links: derived from the JWT secret when there
+/// is one (every node of a working cluster shares it, with or without
+/// ScyllaDB), else kept like [`kept_secret`] says.
+pub(crate) async fn media_key(
+    jwt_secret: Option<&str>,
+    store: &dyn MessageStore,
+    data_dir: &Path,
+) -> Result<Vec<u8>, String> {
+    use sha2::{Digest, Sha256};
+    if let Some(secret) = jwt_secret {
+        let mut h = Sha256::new();
+        h.update(b"chat media links\0");
+        h.update(secret.as_bytes());
+        return Ok(h.finalize().to_vec());
+    }
+    let candidate = hex::encode(rand::random::<[u8; 32]>());
+    let key = kept_secret("media", MEDIA_FILE, candidate, store, data_dir).await?;
+    Ok(key.into_bytes())
 }
 
 /// A secret every node of the store shares: kept in the store (ScyllaDB:

@@ -14,8 +14,8 @@ use tower_http::cors::{Any, CorsLayer};
 use crate::app::{App, NodeError};
 use crate::config::Config;
 use crate::{
-    admin, dead_letters, http, listener, notifications, oidc, people, profiles, relations, reports,
-    roles, security, web, ws,
+    admin, dead_letters, downloads, http, listener, notifications, oidc, people, profiles,
+    relations, reports, roles, security, uploads, web, ws,
 };
 
 /// The node's routes.
@@ -104,6 +104,12 @@ pub fn routes(app: Arc<App>) -> axum::Router {
             post(security::totp_enrol).delete(security::totp_disable),
         )
         .route("/v1/me/totp/confirm", post(security::totp_confirm))
+        .route("/v1/media", post(uploads::upload))
+        .route(
+            "/v1/media/{id}",
+            get(downloads::original).delete(downloads::delete),
+        )
+        .route("/v1/media/{id}/thumbnail", get(downloads::thumbnail))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))

@@ -93,8 +93,11 @@ impl Guard {
 /// more to be sniffed or framed than a page).
 pub async fn guard(State(guard): State<Guard>, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
+    // A handler's own choice stands (a download's stricter policy).
     for (name, value) in guard.headers.iter() {
-        res.headers_mut().insert(name.clone(), value.clone());
+        res.headers_mut()
+            .entry(name.clone())
+            .or_insert_with(|| value.clone());
     }
     res
 }

@@ -417,6 +417,7 @@ async fn frames_are_held_to_what_the_protocol_says() {
 
     // A reply names a message of its own conversation.
     let reply_to = |key: &str, id: u64| ClientFrame::Send {
+        attachments: Vec::new(),
         req: None,
         conversation: conv.clone(),
         client_msg_id: chat_protocol::ClientMsgId::new(key).unwrap(),
@@ -434,6 +435,7 @@ async fn frames_are_held_to_what_the_protocol_says() {
     }
     // The server's own kind, and control characters in a title.
     let system = ClientFrame::Send {
+        attachments: Vec::new(),
         req: None,
         conversation: conv.clone(),
         client_msg_id: chat_protocol::ClientMsgId::new("s1").unwrap(),

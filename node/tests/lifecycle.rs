@@ -126,6 +126,7 @@ async fn edits_deletes_and_reactions_reach_every_member_with_their_errors() {
     let other = group(&mut a, &[&bob.id]).await;
     let elsewhere = sent_message(a.request(send(&other, "o1", "elsewhere")).await);
     let reply_to = |target: MessageId, key: &str| ClientFrame::Send {
+        attachments: Vec::new(),
         req: None,
         conversation: g.clone(),
         client_msg_id: chat_protocol::ClientMsgId::new(key).unwrap(),

@@ -94,6 +94,7 @@ mod tests {
 
     fn message(mentions: &[&str]) -> Message {
         Message {
+            attachments: Vec::new(),
             id: MessageId::floor_at(NOON),
             conversation: ConversationId::new("g:1").unwrap(),
             sender: user("ann"),

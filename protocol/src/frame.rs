@@ -36,6 +36,10 @@ pub enum ClientFrame {
         /// The message this one answers.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<MessageId>,
+        /// Media ids of the sender's uploads, at most
+        /// [`crate::media::MAX_ATTACHMENTS`].
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<String>,
     },
     /// A page of history, ascending by id.
     History {
@@ -366,6 +370,9 @@ impl ClientFrame {
                     ),
                 )
             }
+            ClientFrame::Send { attachments, .. } if !attachments.is_empty() => {
+                check_attachments(attachments)
+            }
             ClientFrame::React { emoji, .. } if !crate::message::is_reaction_emoji(emoji) => {
                 reject(
                     ErrorCode::BadRequest,
@@ -410,6 +417,27 @@ impl ClientFrame {
             _ => Ok(()),
         }
     }
+}
+
+/// At most [`crate::media::MAX_ATTACHMENTS`] media ids, each well formed
+/// and named once.
+fn check_attachments(ids: &[String]) -> Result<(), Rejection> {
+    use crate::media::{is_media_id, MAX_ATTACHMENTS};
+    if ids.len() > MAX_ATTACHMENTS {
+        return reject(
+            ErrorCode::BadRequest,
+            format!("at most {MAX_ATTACHMENTS} attachments"),
+        );
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if !is_media_id(id) {
+            return reject(ErrorCode::BadRequest, "attachments must be media ids");
+        }
+        if ids[..i].contains(id) {
+            return reject(ErrorCode::BadRequest, "an attachment is named twice");
+        }
+    }
+    Ok(())
 }
 
 // Here rather than in codec.rs, beside the other methods on Codec, so that

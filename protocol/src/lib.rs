@@ -20,6 +20,7 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod limits;
+pub mod media;
 pub mod message;
 pub mod notify;
 pub mod peer;
@@ -33,6 +34,7 @@ pub use error::{close_code, ErrorCode};
 pub use frame::{ClientFrame, OkReply, ReceiptKind, Rejection, ServerFrame, SharedFrame};
 pub use ids::{ClientMsgId, ConversationId, IdError, IdGenerator, MessageId, ReqId, UserId};
 pub use limits::Limits;
+pub use media::Attachment;
 pub use message::{parse_mentions, Message, MessageKind, ReactError, Reaction};
 pub use presence::{Presence, Status};
 

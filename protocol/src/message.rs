@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{de, Deserialize, Deserializer, Serialize};
 
 use crate::ids::{ClientMsgId, ConversationId, MessageId, UserId};
+use crate::media::Attachment;
 
 /// One stored chat message, as every reader sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +45,10 @@ pub struct Message {
     /// Members named with `@user` in the body, in order of first mention.
     #[serde(default)]
     pub mentions: Vec<UserId>,
+    /// Files it carries (at most [`crate::media::MAX_ATTACHMENTS`]); gone
+    /// when it is deleted (the node then releases their bytes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
 }
 
 /// One emoji's reactions to a message.
@@ -103,6 +108,9 @@ impl Message {
         // A reaction's own field names and count; an id's quotes and comma.
         const PER_REACTION: usize = 48;
         const PER_ID: usize = 3;
+        // An attachment's field names and numbers, and its two signed
+        // links (added when shown) at their longest.
+        const PER_ATTACHMENT: usize = 160 + 2 * 256;
         let ids = |users: &[UserId], n: usize| -> usize {
             users
                 .iter()
@@ -115,7 +123,17 @@ impl Message {
             + self.conversation.as_str().len()
             + self.sender.as_str().len()
             + json_string_len(self.client_msg_id.as_str())
-            + ids(&self.mentions, usize::MAX);
+            + ids(&self.mentions, usize::MAX)
+            + self
+                .attachments
+                .iter()
+                .map(|a| {
+                    PER_ATTACHMENT
+                        + a.id.len()
+                        + json_string_len(&a.name)
+                        + json_string_len(&a.content_type)
+                })
+                .sum::<usize>();
         for r in &self.reactions {
             n += PER_REACTION + json_string_len(&r.emoji) + ids(&r.users, SHOWN_REACTORS);
         }
@@ -128,6 +146,7 @@ impl Message {
         self.body.clear();
         self.reactions.clear();
         self.mentions.clear();
+        self.attachments.clear();
         self.rev = rev;
     }
 
@@ -330,6 +349,7 @@ mod tests {
 
     fn message() -> Message {
         Message {
+            attachments: Vec::new(),
             id: MessageId(1),
             conversation: ConversationId::new("c").unwrap(),
             sender: user("a"),

@@ -410,6 +410,7 @@ mod tests {
                 user: UserId::new("u").unwrap(),
                 conn: 9,
                 request: ConversationRequest::Send {
+                    attachments: Vec::new(),
                     conversation: ConversationId::new("g:1").unwrap(),
                     client_msg_id: ClientMsgId::new("c1").unwrap(),
                     body: "hi".into(),
@@ -481,6 +482,7 @@ mod tests {
     fn a_requests_weight_follows_its_encoded_size() {
         for n in [0, 100, 10_000, 100_000] {
             let send = ConversationRequest::Send {
+                attachments: Vec::new(),
                 conversation: ConversationId::new("g:1").unwrap(),
                 client_msg_id: ClientMsgId::new("c1").unwrap(),
                 body: "x".repeat(n),

@@ -30,6 +30,8 @@ pub enum ConversationRequest {
         kind: MessageKind,
         /// The message answered.
         reply_to: Option<MessageId>,
+        /// Media ids of the sender's uploads.
+        attachments: Vec<String>,
     },
     /// `history`.
     History {
@@ -171,6 +173,7 @@ impl ConversationRequest {
                 body,
                 kind,
                 reply_to,
+                attachments,
                 ..
             } => ConversationRequest::Send {
                 conversation,
@@ -178,6 +181,7 @@ impl ConversationRequest {
                 body,
                 kind,
                 reply_to,
+                attachments,
             },
             ClientFrame::History {
                 conversation,
@@ -329,8 +333,14 @@ impl ConversationRequest {
                 conversation,
                 client_msg_id,
                 body,
+                attachments,
                 ..
-            } => conversation.as_str().len() + client_msg_id.as_str().len() + body.len(),
+            } => {
+                conversation.as_str().len()
+                    + client_msg_id.as_str().len()
+                    + body.len()
+                    + attachments.len() * crate::media::MEDIA_ID_LEN
+            }
             ConversationRequest::Create {
                 conversation,
                 members,

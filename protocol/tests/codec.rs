@@ -5,6 +5,7 @@ use proptest::prelude::*;
 
 fn msg(id: u64) -> Message {
     Message {
+        attachments: Vec::new(),
         rev: 0,
         edited_at: None,
         deleted: false,
@@ -117,6 +118,7 @@ fn malformed_input_is_rejected_with_req_when_readable() {
 fn validation_enforces_limits() {
     let limits = Limits::default();
     let send = |body: String| ClientFrame::Send {
+        attachments: Vec::new(),
         req: None,
         conversation: ConversationId::new("c").unwrap(),
         client_msg_id: ClientMsgId::new("m").unwrap(),
@@ -257,6 +259,7 @@ prop_compose! {
     fn arb_send()(req in proptest::option::of(any::<i64>()), conv in id_strategy(), cmid in id_strategy(),
                   body in ".{0,200}", reply in proptest::option::of(any::<u64>())) -> ClientFrame {
         ClientFrame::Send {
+            attachments: Vec::new(),
             req: req.map(ReqId::Int),
             conversation: ConversationId::new(&conv).unwrap(),
             client_msg_id: ClientMsgId::new(&cmid).unwrap(),

@@ -8,7 +8,7 @@
 //!
 //! One file per domain holds that domain's checks (`history.rs`,
 //! `conversations.rs`, `accounts.rs`, `moderation.rs`, `notifications.rs`,
-//! `outbox.rs`, `people.rs`, `relations.rs`, `profiles.rs`, `security.rs`, `reports.rs`; `isolation.rs` for
+//! `outbox.rs`, `people.rs`, `relations.rs`, `profiles.rs`, `security.rs`, `reports.rs`, `media.rs`; `isolation.rs` for
 //! what spans them), built with `fixtures.rs`; this file runs them all and names them for each
 //! backend's tests ([`conformance_tests!`](crate::conformance_tests)). A new
 //! check goes in its domain's file, in [`run_all`] and in that macro's list.
@@ -20,6 +20,7 @@ mod conversations;
 mod fixtures;
 mod history;
 mod isolation;
+mod media;
 mod moderation;
 mod notifications;
 mod outbox;
@@ -40,6 +41,7 @@ pub use history::{
     check_page_byte_cap,
 };
 pub use isolation::check_prefix_isolation;
+pub use media::check_media;
 pub use moderation::check_user_flags_and_audit;
 pub use notifications::{
     check_conversation_notify, check_notification_settings, check_push_subscriptions,
@@ -83,6 +85,7 @@ pub async fn run_all(store: &dyn MessageStore) {
     check_credentials(store).await;
     check_logins(store).await;
     check_reports(store).await;
+    check_media(store).await;
 }
 
 /// One test per check of this suite, in a module named after the backend,
@@ -107,7 +110,8 @@ macro_rules! conformance_tests {
                 check_notification_settings, check_conversation_notify,
                 check_push_subscriptions, check_notify_marks, check_jobs,
                 check_digest_items, check_emails_and_tokens, check_relations,
-                check_profiles, check_credentials, check_logins, check_reports);
+                check_profiles, check_credentials, check_logins, check_reports,
+                check_media);
         }
     };
     (@each $open:expr; $($check:ident),*) => {

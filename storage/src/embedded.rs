@@ -64,6 +64,7 @@ mod conversations;
 mod history;
 mod keys;
 mod keyspaces;
+mod media;
 mod moderation;
 mod notifications;
 mod outbox;

@@ -33,6 +33,7 @@ pub use history::{
 };
 pub use leases::{Lease, LeaseGrant, LeaseStore};
 pub use logins::{LoginRecord, LoginStore};
+pub use media::{MediaRecord, MediaRef, MediaStore, ThumbnailRecord};
 pub use moderation::{AuditEntry, ModerationStore, UserFlag, UserFlags};
 pub use notifications::NotificationStore;
 pub use outbox::{
@@ -53,6 +54,7 @@ pub mod embedded;
 pub mod history;
 pub mod leases;
 pub mod logins;
+pub mod media;
 pub mod moderation;
 pub mod notifications;
 pub mod outbox;
@@ -115,6 +117,7 @@ pub trait MessageStore:
     + CredentialStore
     + LoginStore
     + ReportStore
+    + MediaStore
     + 'static
 {
 }
@@ -133,6 +136,7 @@ impl<T> MessageStore for T where
         + CredentialStore
         + LoginStore
         + ReportStore
+        + MediaStore
         + ?Sized
         + 'static
 {

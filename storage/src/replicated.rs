@@ -126,6 +126,7 @@
 
 mod apply;
 mod link;
+mod media;
 mod notifications;
 mod op_log;
 mod profiles;

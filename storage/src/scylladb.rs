@@ -55,6 +55,7 @@ mod conversations;
 mod cql;
 mod history;
 mod leases;
+mod media;
 mod moderation;
 mod notifications;
 mod outbox;

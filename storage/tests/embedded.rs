@@ -24,6 +24,7 @@ fn user(s: &str) -> UserId {
 fn message(conv: &ConversationId, sender: &UserId, n: u64) -> Message {
     let id = MessageId(MessageId::floor_at(1_750_000_000_000).0 + n);
     Message {
+        attachments: Vec::new(),
         rev: 0,
         edited_at: None,
         deleted: false,

@@ -169,6 +169,7 @@ struct Seen {
     users: BTreeSet<UserId>,
     client_msg_ids: BTreeSet<(ConversationId, UserId, ClientMsgId)>,
     tokens: BTreeSet<String>,
+    media: BTreeSet<String>,
 }
 
 /// A store that notes every conversation, user, client_msg_id and token it
@@ -434,6 +435,7 @@ struct State {
     users: Vec<(UserId, Option<UserRecord>, UserFlags, Vec<ConversationId>)>,
     audit: Vec<AuditEntry>,
     notify: notify::NotifyState,
+    media: Vec<(Option<chat_storage::MediaRecord>, Vec<String>)>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -452,12 +454,13 @@ struct ConversationState {
 }
 
 async fn state(store: &dyn MessageStore, seen: &Mutex<Seen>) -> State {
-    let (conversations, users, keys) = {
+    let (conversations, users, keys, media) = {
         let seen = seen.lock().expect("lock");
         (
             seen.conversations.clone(),
             seen.users.clone(),
             seen.client_msg_ids.clone(),
+            seen.media.clone(),
         )
     };
     let mut state = State {
@@ -471,7 +474,11 @@ async fn state(store: &dyn MessageStore, seen: &Mutex<Seen>) -> State {
             &conversations.iter().cloned().collect::<Vec<_>>(),
         )
         .await,
+        media: Vec::new(),
     };
+    for id in media {
+        state.media.push(notify::media_state(store, &id).await);
+    }
     for id in conversations {
         let all = PageQuery::new(None, None, 1_000_000);
         let page = store.page(&id, all).await.expect("page");
@@ -595,6 +602,7 @@ fn mid(n: u64, node: u64, seq: u64) -> MessageId {
 
 fn message(c: &ConversationId, sender: &UserId, id: MessageId, key: &str) -> Message {
     Message {
+        attachments: Vec::new(),
         rev: 0,
         edited_at: None,
         deleted: false,

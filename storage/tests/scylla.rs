@@ -65,6 +65,7 @@ const DAY_MS: u64 = 24 * 3600 * 1000;
 fn message_at(conversation: &ConversationId, sender: &UserId, ms: u64, n: u64) -> Message {
     let id = MessageId(MessageId::floor_at(ms).0 + n);
     Message {
+        attachments: Vec::new(),
         rev: 0,
         edited_at: None,
         deleted: false,

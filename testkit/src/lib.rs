@@ -85,6 +85,148 @@ pub fn free_port() -> u16 {
     panic!("no free port in {PORT_LOW}..{}", PORT_LOW + PORT_SPAN)
 }
 
+/// Every file under `dir`, at any depth (none when it is missing).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// A decompression bomb: a valid PNG whose header claims `side` x `side`
+/// RGB pixels (40,000 makes 4.8 GB decoded) in a few dozen bytes.
+pub fn png_bomb(side: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let body = [kind, data].concat();
+        png.extend_from_slice(&body);
+        png.extend_from_slice(&crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = side.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&side.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    // A zlib stream of one empty stored block.
+    chunk(
+        b"IDAT",
+        &[0x78, 0x01, 0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 1],
+    );
+    chunk(b"IEND", &[]);
+    png
+}
+
+/// A real S3-compatible store for a test (scripts/s3.sh's s3s-fs, which
+/// checks signatures): the one the test run names in `S3_ENDPOINT`,
+/// `S3_ACCESS_KEY`, `S3_SECRET_KEY` and `S3_BUCKET`, or else one started
+/// here on a free port (built first if missing), stopped when dropped.
+pub struct S3Server {
+    /// `http://127.0.0.1:port`.
+    pub endpoint: String,
+    /// Credentials it takes.
+    pub access_key: String,
+    /// Credentials it takes.
+    pub secret_key: String,
+    /// A bucket that exists.
+    pub bucket: String,
+    child: Option<std::process::Child>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl S3Server {
+    /// The run's store, or a fresh one.
+    pub fn start() -> S3Server {
+        if let (Ok(endpoint), Ok(access_key), Ok(secret_key), Ok(bucket)) = (
+            std::env::var("S3_ENDPOINT"),
+            std::env::var("S3_ACCESS_KEY"),
+            std::env::var("S3_SECRET_KEY"),
+            std::env::var("S3_BUCKET"),
+        ) {
+            return S3Server {
+                endpoint,
+                access_key,
+                secret_key,
+                bucket,
+                child: None,
+                dir: None,
+            };
+        }
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("binary")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("scripts/s3.sh runs");
+        assert!(out.status.success(), "scripts/s3.sh binary failed");
+        let binary = String::from_utf8(out.stdout)
+            .expect("a path")
+            .trim()
+            .to_owned();
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("chat-s3-{}-{port}", std::process::id()));
+        let bucket = "chat-media".to_owned();
+        std::fs::create_dir_all(dir.join(&bucket)).expect("the store's directory");
+        let (access_key, secret_key) = (
+            "test-access".to_owned(),
+            "test-secret-0123456789".to_owned(),
+        );
+        let child = std::process::Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", &access_key, "--secret-key", &secret_key])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("s3s-fs starts");
+        let end = Instant::now() + DEADLINE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < end, "s3s-fs did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        S3Server {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            access_key,
+            secret_key,
+            bucket,
+            child: Some(child),
+            dir: Some(dir),
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,7 @@ mod update;
 use super::{ok, ConversationState, InFlight};
 use crate::conn::{ConnId, Delivery};
 use crate::error::ChatError;
+use crate::media::shown;
 use crate::msg::{answer, ConversationMsg, Reply, UpdatesDone};
 use update::UpdateSpec;
 pub(super) use update::{Change, PendingUpdate};
@@ -104,6 +105,7 @@ async fn write_updates(
             outcomes: specs.iter().map(|_| Err(err.clone())).collect(),
             written: Vec::new(),
             last_rev: first_rev - 1,
+            deleted: Vec::new(),
         };
     }
     let now = now_ms();
@@ -169,7 +171,14 @@ async fn write_updates(
             *outcome = Err(e.clone());
         }
     }
+    let deleted = written
+        .iter()
+        .filter(|m| m.deleted)
+        .filter_map(|m| before.remove(&m.id))
+        .filter(|b| !b.deleted && !b.attachments.is_empty())
+        .collect();
     UpdatesDone {
+        deleted,
         outcomes,
         written,
         last_rev,
@@ -302,6 +311,9 @@ impl ConversationState {
         let fenced = self.fence().map_err(ChatError::from);
         debug_assert!(done.last_rev <= self.rev);
         self.rev = done.last_rev;
+        for m in done.deleted {
+            self.release_attachments(m);
+        }
         let mut deliveries = Vec::new();
         for (u, outcome) in in_flight.updates.into_iter().zip(done.outcomes) {
             let outcome = match (&fenced, outcome) {
@@ -310,7 +322,7 @@ impl ConversationState {
             };
             match outcome {
                 Ok((state, changed)) => {
-                    let shown = state.for_clients().into_owned();
+                    let shown = shown(&*self.deps.media, &state);
                     if changed {
                         self.deps.metrics.messages_updated.inc();
                         self.deps
@@ -395,6 +407,7 @@ impl ConversationState {
         }
         let (store, id) = (self.deps.store.clone(), self.id.clone());
         let metrics = self.deps.metrics.clone();
+        let media = self.deps.media.clone();
         tokio::spawn(async move {
             let started = Instant::now();
             let max_bytes = chat_protocol::limits::MAX_PAGE_BYTES;
@@ -406,12 +419,7 @@ impl ConversationState {
                 .observe(started.elapsed().as_secs_f64());
             let result = page
                 .map(|c| OkReply {
-                    messages: Some(
-                        c.messages
-                            .iter()
-                            .map(|m| m.for_clients().into_owned())
-                            .collect(),
-                    ),
+                    messages: Some(c.messages.iter().map(|m| shown(&*media, m)).collect()),
                     more: Some(c.more),
                     rev: Some(up_to),
                     ..ok()
@@ -433,6 +441,7 @@ mod tests {
 
     fn message() -> Message {
         Message {
+            attachments: Vec::new(),
             id: MessageId(10),
             conversation: ConversationId::new("c").unwrap(),
             sender: user("author"),

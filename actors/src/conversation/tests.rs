@@ -36,6 +36,7 @@ async fn start(tuning: Tuning) -> Fixture {
         metrics: Arc::new(Metrics::default()),
         tuning,
         events: Arc::new(crate::events::NoEvents),
+        media: Arc::new(crate::media::NoMedia),
     });
     let args = ConversationArgs {
         id: id.clone(),
@@ -106,6 +107,7 @@ impl Fixture {
             body: body.into(),
             kind: MessageKind::default(),
             reply_to: None,
+            attachments: Vec::new(),
         }
     }
 

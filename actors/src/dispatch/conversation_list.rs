@@ -9,6 +9,7 @@ use chat_storage::MessageStore;
 
 use super::{Caller, Dispatch};
 use crate::error::ChatError;
+use crate::media::{shown, MediaLinks};
 use crate::msg::Reply;
 
 /// Upper bound on the unread count reported per conversation; counting
@@ -20,10 +21,11 @@ pub(super) fn list(d: &Dispatch, caller: &Caller, frame: ClientFrame, reply: Rep
         return drop(reply.send(Err(ChatError::Internal("not a list".into()))));
     };
     let store = d.store.clone();
+    let media = d.media.clone();
     let user = caller.user.clone();
     tokio::spawn(async move {
         let limit = limit.unwrap_or(limits::DEFAULT_HISTORY_LIMIT) as usize;
-        let r = list_conversations(store.as_ref(), &user, limit, before).await;
+        let r = list_conversations(store.as_ref(), &*media, &user, limit, before).await;
         let _ = reply.send(r.map(|(conversations, more)| OkReply {
             conversations: Some(conversations),
             more: Some(more),
@@ -39,6 +41,7 @@ pub(super) fn list(d: &Dispatch, caller: &Caller, frame: ClientFrame, reply: Rep
 /// a hundred kilobytes), the first always.
 async fn list_conversations(
     store: &dyn MessageStore,
+    media: &dyn MediaLinks,
     user: &UserId,
     limit: usize,
     before: Option<MessageId>,
@@ -100,7 +103,7 @@ async fn list_conversations(
                 rev: store.last_rev(&conversation.id).await?,
                 ..conversation.for_clients()
             },
-            last_message: last_message.map(|m| m.for_clients().into_owned()),
+            last_message: last_message.map(|m| shown(media, &m)),
             unread,
             mentions,
             notify: Some(

@@ -10,6 +10,7 @@ use ractor::ActorRef;
 use super::visibility::Visibility;
 use crate::conn::ConnId;
 use crate::error::ChatError;
+use crate::media::MediaLinks;
 use crate::metrics::Metrics;
 use crate::msg::{Request, RouterMsg, SessionHandle};
 use crate::rate::UserRates;
@@ -34,6 +35,7 @@ pub struct Dispatch {
     pub(super) store: Arc<dyn MessageStore>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) visibility: Visibility,
+    pub(super) media: Arc<dyn MediaLinks>,
 }
 
 impl Dispatch {
@@ -48,6 +50,7 @@ impl Dispatch {
         visibility: Visibility,
     ) -> Self {
         Dispatch {
+            media: Arc::new(crate::media::NoMedia),
             running,
             router,
             rate,
@@ -56,6 +59,12 @@ impl Dispatch {
             metrics,
             visibility,
         }
+    }
+
+    /// Shows attachments with `media`'s links (none without it).
+    pub fn with_media(mut self, media: Arc<dyn MediaLinks>) -> Self {
+        self.media = media;
+        self
     }
 
     /// To the conversation's actor if it runs here, else through the Router

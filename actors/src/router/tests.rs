@@ -60,7 +60,10 @@ mod actors {
                 conversation_idle: idle,
                 ..Tuning::default()
             },
-            Arc::new(crate::events::NoEvents),
+            crate::services::Hooks {
+                events: Arc::new(crate::events::NoEvents),
+                media: Arc::new(crate::media::NoMedia),
+            },
         );
         let (router, _) = Actor::spawn(None, Router, services.clone())
             .await
@@ -105,6 +108,7 @@ mod actors {
             body: key.into(),
             kind: MessageKind::default(),
             reply_to: None,
+            attachments: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod mailpit;
+pub mod media;
 pub mod oidc;
 pub mod procs;
 pub mod push;
@@ -567,6 +568,18 @@ pub mod frames {
             body: body.into(),
             kind: MessageKind::default(),
             reply_to: None,
+            attachments: Vec::new(),
+        }
+    }
+    pub fn send_files(c: &ConversationId, cmid: &str, body: &str, files: &[&str]) -> ClientFrame {
+        ClientFrame::Send {
+            req: None,
+            conversation: c.clone(),
+            client_msg_id: ClientMsgId::new(cmid).unwrap(),
+            body: body.into(),
+            kind: MessageKind::default(),
+            reply_to: None,
+            attachments: files.iter().map(|f| f.to_string()).collect(),
         }
     }
     pub fn history(

@@ -3,7 +3,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chat_protocol::{ClientMsgId, ConversationId, Message, MessageId, MessageKind, UserId};
+use chat_protocol::{
+    Attachment, ClientMsgId, ConversationId, Message, MessageId, MessageKind, UserId,
+};
 
 use crate::{MessageStore, PageQuery, BUCKET_MS};
 
@@ -47,6 +49,22 @@ pub(super) fn message(
         deleted: false,
         reactions: Vec::new(),
         mentions: Vec::new(),
+        // Some carry files, so that every history check also checks that
+        // attachments come back as stored.
+        attachments: if n % 5 == 2 {
+            vec![Attachment {
+                id: format!("{:032x}", n),
+                name: format!("photo {n}.png"),
+                content_type: "image/png".into(),
+                size: 1000 + n as u64,
+                width: Some(640),
+                height: Some(480),
+                url: None,
+                thumbnail_url: None,
+            }]
+        } else {
+            Vec::new()
+        },
     }
 }
 

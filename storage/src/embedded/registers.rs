@@ -1,6 +1,6 @@
 //! Writes of the small, independently kept records (notification settings,
 //! push subscriptions, outbox jobs, digests, e-mail addresses and tokens,
-//! contacts, blocks and privacy, profiles and the name index, credentials and listed logins, reports) as
+//! contacts, blocks and privacy, profiles and the name index, credentials and listed logins, reports, media records) as
 //! plain key writes: what the embedded store commits for them, and what the
 //! replicated store ships to other nodes and merges there, last writer
 //! wins per key. Built here, where the layout of keys and values is known,
@@ -30,6 +30,9 @@ pub(crate) enum RegisterTable {
     EmailOwners,
     Reports,
     OpenReports,
+    Media,
+    MediaOwners,
+    MediaRefs,
 }
 
 impl RegisterTable {
@@ -51,6 +54,9 @@ impl RegisterTable {
             RegisterTable::EmailOwners => Table::EmailOwners,
             RegisterTable::Reports => Table::Reports,
             RegisterTable::OpenReports => Table::OpenReports,
+            RegisterTable::Media => Table::Media,
+            RegisterTable::MediaOwners => Table::MediaOwners,
+            RegisterTable::MediaRefs => Table::MediaRefs,
         }
     }
 

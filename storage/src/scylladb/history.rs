@@ -18,7 +18,7 @@ use crate::history::PageFill;
 use crate::{corrupt, rev_block, Changes, HistoryStore, Page, PageQuery, StoreError};
 use buckets::BucketWalk;
 pub(super) use rows::index_key;
-use rows::{reactions_blob, MessageRow};
+use rows::{attachments_blob, reactions_blob, MessageRow};
 
 impl ScyllaStore {
     /// The highest revision in a conversation's index.
@@ -185,6 +185,7 @@ impl HistoryStore for ScyllaStore {
         // at every moment a reader of the index finds the message.
         self.add_index_rows(message).await?;
         let reactions = reactions_blob(message)?;
+        let attachments = attachments_blob(message)?;
         let mentions: Vec<&str> = message.mentions.iter().map(UserId::as_str).collect();
         self.run(
             &self.q.history.update_message_state,
@@ -195,6 +196,7 @@ impl HistoryStore for ScyllaStore {
                 message.deleted,
                 reactions,
                 mentions,
+                attachments,
                 message.conversation.as_str(),
                 self.bucket(message.id),
                 message.id.0 as i64,

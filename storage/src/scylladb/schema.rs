@@ -128,10 +128,21 @@ const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS {ks}.reports (id text PRIMARY KEY, record blob)",
         "CREATE TABLE IF NOT EXISTS {ks}.open_reports (part int, id text, PRIMARY KEY (part, id))",
     ],
+}, Migration {
+    version: 10,
+    name: "media: records, owners' uploads, references, messages' attachments",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS {ks}.media (id text PRIMARY KEY, record blob)",
+        "CREATE TABLE IF NOT EXISTS {ks}.media_owners (owner text, id text, size bigint, \
+         PRIMARY KEY (owner, id))",
+        "CREATE TABLE IF NOT EXISTS {ks}.media_refs (media_id text, ref text, \
+         PRIMARY KEY (media_id, ref))",
+        "ALTER TABLE {ks}.messages ADD attachments blob",
+    ],
 }];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 9;
+pub const SCHEMA_VERSION: i32 = 10;
 
 /// How long a node may hold the migration lock before others take over
 /// (it expires with the row's TTL if the node dies mid-migration).

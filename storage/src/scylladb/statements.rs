@@ -5,6 +5,7 @@ mod accounts;
 mod conversations;
 mod history;
 mod leases;
+mod media;
 mod moderation;
 mod notify;
 mod prepare;
@@ -33,6 +34,7 @@ pub(super) struct Statements {
     pub(super) profiles: profiles::Statements,
     pub(super) security: security::Statements,
     pub(super) reports: reports::Statements,
+    pub(super) media: media::Statements,
 }
 
 impl Statements {
@@ -58,6 +60,7 @@ impl Statements {
             profiles: profiles::Statements::prepare(&p).await?,
             security: security::Statements::prepare(&p).await?,
             reports: reports::Statements::prepare(&p).await?,
+            media: media::Statements::prepare(&p).await?,
         })
     }
 }

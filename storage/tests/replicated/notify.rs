@@ -9,9 +9,9 @@ use chat_protocol::people::Relations;
 use chat_protocol::{ConversationId, UserId};
 use chat_storage::{
     CredentialStore, Credentials, DeadJob, DigestItem, EmailAddress, EmailToken, Job, LoginRecord,
-    LoginStore, Mark, MessageStore, NameEntry, NotificationStore, NotifyCursor, OutboxStore,
-    PeopleStore, ProfileRecord, ProfileStore, RelationStore, Report, ReportStore, StoreError,
-    OUTBOX_SHARDS,
+    LoginStore, Mark, MediaRecord, MediaRef, MediaStore, MessageStore, NameEntry,
+    NotificationStore, NotifyCursor, OutboxStore, PeopleStore, ProfileRecord, ProfileStore,
+    RelationStore, Report, ReportStore, StoreError, OUTBOX_SHARDS,
 };
 
 use super::Recorder;
@@ -38,6 +38,7 @@ struct UserNotify {
     names: Vec<NameEntry>,
     credentials: Option<Credentials>,
     logins: Vec<LoginRecord>,
+    media_usage: u64,
 }
 
 pub(super) async fn notify_state(
@@ -72,6 +73,7 @@ pub(super) async fn notify_state(
                 l.sort_by(|a, b| a.id.cmp(&b.id));
                 l
             },
+            media_usage: store.media_usage(user).await.expect("usage"),
         });
     }
     for c in conversations {
@@ -373,5 +375,59 @@ impl ReportStore for Recorder {
 
     async fn open_reports(&self, limit: usize) -> Result<Vec<Report>, StoreError> {
         self.store.open_reports(limit).await
+    }
+}
+
+/// A media record and its references, as a node holds them.
+pub(super) async fn media_state(
+    store: &dyn MessageStore,
+    id: &str,
+) -> (Option<MediaRecord>, Vec<String>) {
+    let mut refs: Vec<String> = store
+        .media_refs(id, usize::MAX)
+        .await
+        .expect("refs")
+        .iter()
+        .map(MediaRef::to_key)
+        .collect();
+    refs.sort();
+    (store.media(id).await.expect("media"), refs)
+}
+
+#[async_trait]
+impl MediaStore for Recorder {
+    async fn put_media(&self, record: &MediaRecord) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.users.insert(record.owner.clone());
+            s.media.insert(record.id.clone());
+        });
+        self.store.put_media(record).await
+    }
+
+    async fn media(&self, id: &str) -> Result<Option<MediaRecord>, StoreError> {
+        self.store.media(id).await
+    }
+
+    async fn media_usage(&self, owner: &UserId) -> Result<u64, StoreError> {
+        self.store.media_usage(owner).await
+    }
+
+    async fn add_media_ref(&self, id: &str, reference: &MediaRef) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.media.insert(id.to_owned());
+        });
+        self.store.add_media_ref(id, reference).await
+    }
+
+    async fn remove_media_ref(&self, id: &str, reference: &MediaRef) -> Result<(), StoreError> {
+        self.store.remove_media_ref(id, reference).await
+    }
+
+    async fn media_refs(&self, id: &str, limit: usize) -> Result<Vec<MediaRef>, StoreError> {
+        self.store.media_refs(id, limit).await
+    }
+
+    async fn delete_media(&self, record: &MediaRecord) -> Result<(), StoreError> {
+        self.store.delete_media(record).await
     }
 }

@@ -187,6 +187,7 @@ type MessageRowTuple = (
     Option<bool>,
     Option<Vec<u8>>,
     Option<Vec<String>>,
+    Option<Vec<u8>>,
 );
 
 /// A `messages` row as read.
@@ -209,12 +210,14 @@ impl<'frame, 'metadata> scylla::deserialize::row::DeserializeRow<'frame, 'metada
 
 impl MessageRow {
     pub(super) fn size(&self) -> usize {
-        let (_, sender, body, kind, _, client_msg_id, _, _, _, _, reactions, mentions) = &self.0;
+        let (_, sender, body, kind, _, client_msg_id, _, _, _, _, reactions, mentions, attachments) =
+            &self.0;
         32 + sender.len()
             + body.len()
             + kind.len()
             + client_msg_id.len()
             + reactions.as_ref().map_or(0, Vec::len)
+            + attachments.as_ref().map_or(0, Vec::len)
             + mentions
                 .as_ref()
                 .map_or(0, |m| m.iter().map(|u| u.len() + 2).sum())
@@ -237,12 +240,19 @@ impl MessageRow {
             deleted,
             reactions,
             mentions,
+            attachments,
         ) = self.0;
         Ok(Message {
             rev: rev.unwrap_or(0) as u64,
             edited_at: edited_at.map(|t| t as u64),
             deleted: deleted.unwrap_or(false),
             reactions: match reactions {
+                Some(bytes) if !bytes.is_empty() => {
+                    rmp_serde::from_slice(&bytes).map_err(corrupt)?
+                }
+                _ => Vec::new(),
+            },
+            attachments: match attachments {
                 Some(bytes) if !bytes.is_empty() => {
                     rmp_serde::from_slice(&bytes).map_err(corrupt)?
                 }
@@ -289,6 +299,10 @@ fn stored_size(m: &Message) -> usize {
             .iter()
             .map(|u| u.as_str().len() + 2)
             .sum::<usize>()
+        + m.attachments
+            .iter()
+            .map(|a| 48 + a.id.len() + a.name.len() + a.content_type.len())
+            .sum::<usize>()
 }
 
 /// A message's reactions as stored: MessagePack, or nothing when none.
@@ -299,6 +313,16 @@ pub(super) fn reactions_blob(m: &Message) -> Result<Option<Vec<u8>>, StoreError>
     rmp_serde::to_vec_named(&m.reactions)
         .map(Some)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode reactions: {e}")))
+}
+
+/// A message's attachments as stored: MessagePack, or nothing when none.
+pub(super) fn attachments_blob(m: &Message) -> Result<Option<Vec<u8>>, StoreError> {
+    if m.attachments.is_empty() {
+        return Ok(None);
+    }
+    rmp_serde::to_vec_named(&m.attachments)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode attachments: {e}")))
 }
 
 /// A new message's row. Columns a new message leaves empty are unset, not
@@ -318,6 +342,7 @@ type MessageInsert<'a> = (
     MaybeUnset<bool>,
     MaybeUnset<Vec<u8>>,
     MaybeUnset<Vec<&'a str>>,
+    MaybeUnset<Vec<u8>>,
 );
 
 fn message_row(m: &Message, bucket: i32) -> Result<MessageInsert<'_>, StoreError> {
@@ -338,6 +363,7 @@ fn message_row(m: &Message, bucket: i32) -> Result<MessageInsert<'_>, StoreError
         unset_unless(
             (!m.mentions.is_empty()).then(|| m.mentions.iter().map(UserId::as_str).collect()),
         ),
+        unset_unless(attachments_blob(m)?),
     ))
 }
 

@@ -36,12 +36,12 @@ pub(in crate::scylladb) struct Statements {
 impl Statements {
     pub(super) async fn prepare(p: &Prepare<'_>) -> Result<Self, StoreError> {
         let message_columns = "id, sender, body, kind, ts, client_msg_id, reply_to, rev, \
-                               edited_at, deleted, reactions, mentions";
+                               edited_at, deleted, reactions, mentions, attachments";
         Ok(Statements {
             insert_message: p.cql(
                 "INSERT INTO {ks}.messages (conversation_id, bucket, id, sender, \
                  body, kind, ts, client_msg_id, reply_to, rev, edited_at, deleted, reactions, \
-                 mentions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 mentions, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .await?,
             select_page_desc: p.cql(&format!(
@@ -95,7 +95,7 @@ impl Statements {
             .await?,
             update_message_state: p.cql(
                 "UPDATE {ks}.messages SET body = ?, rev = ?, edited_at = ?, \
-                 deleted = ?, reactions = ?, mentions = ? \
+                 deleted = ?, reactions = ?, mentions = ?, attachments = ? \
                  WHERE conversation_id = ? AND bucket = ? AND id = ?",
             )
             .await?,
