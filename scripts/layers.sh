@@ -80,7 +80,8 @@ check node \
   "media" \
   "app" \
   "http ws web" \
-  "admin notifications oidc people profiles relations roles security uploads" \
+  "admin avatars notifications oidc people relations roles security uploads" \
+  "profiles" \
   "downloads" \
   "dead_letters reports" \
   "serve" \

@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod avatars;
 pub mod config;
 pub mod dead_letters;
 pub mod downloads;

@@ -30,6 +30,7 @@ use crate::app::App;
 use crate::auth::{ensure_profile, MAX_DISPLAY_NAME_BYTES};
 use crate::error::HttpError;
 use crate::http::{authenticate, bad_request, json_body, query_error};
+use crate::media::MediaService;
 
 type HttpResult<T> = Result<T, HttpError>;
 
@@ -42,13 +43,14 @@ const MAX_AUDIENCE_CONVERSATIONS: usize = 500;
 /// Most users a profile change is sent to.
 const MAX_AUDIENCE_USERS: usize = 10_000;
 
-/// What others see of `user`.
-pub(crate) fn public(user: &UserId, p: Option<&ProfileRecord>) -> Profile {
+/// What others see of `user`: the avatar with a link to its thumbnail.
+pub(crate) fn public(media: &MediaService, user: &UserId, p: Option<&ProfileRecord>) -> Profile {
     let p = p.cloned().unwrap_or_default();
     Profile {
         user: user.clone(),
         display_name: p.display_name.unwrap_or_else(|| user.to_string()),
         status_text: p.status_text,
+        avatar_url: p.avatar.as_deref().map(|id| media.url(id, true, now_ms())),
         avatar: p.avatar,
     }
 }
@@ -112,7 +114,7 @@ async fn me_json(app: &App, user: &UserRecord, profile: &ProfileRecord) -> HttpR
     let store = app.store.as_ref();
     let id = &user.id;
     let email = store.email(id).await?;
-    let mut body = serde_json::to_value(public(id, Some(profile)))
+    let mut body = serde_json::to_value(public(&app.media, id, Some(profile)))
         .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))?;
     body["email_verified"] = json!(email.as_ref().is_some_and(|e| e.verified));
     let totp = store.credentials(id).await?.and_then(|c| c.totp);
@@ -124,8 +126,8 @@ async fn me_json(app: &App, user: &UserRecord, profile: &ProfileRecord) -> HttpR
     Ok(Json(body).into_response())
 }
 
-/// `PATCH /v1/me`: `display_name`, `status_text`, `avatar` (only `null`
-/// until media exists); answers as `GET /v1/me`.
+/// `PATCH /v1/me`: `display_name`, `status_text`, `avatar` (a media id of
+/// an image of theirs, or `null`); answers as `GET /v1/me`.
 pub(crate) async fn patch_me(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -145,18 +147,22 @@ pub(crate) async fn patch_me(
         new.status_text = text("status_text", v, MAX_STATUS_TEXT_CHARS, chars)?;
     }
     if let Some(v) = patch.avatar {
-        if v.is_some() {
-            return Err(HttpError::new(
-                ErrorCode::NotFound,
-                "avatar: no such media of yours",
-            ));
+        if let Some(id) = &v {
+            crate::avatars::check(&app, &claims.sub, id).await?;
         }
-        new.avatar = None;
+        new.avatar = v;
+    }
+    let avatar_changed = new.avatar != old.avatar;
+    if let Some(id) = new.avatar.as_deref().filter(|_| avatar_changed) {
+        crate::avatars::refer(&app, &claims.sub, id).await?;
     }
     if new != old {
         new.updated_at = now_ms();
         store.put_profile(&claims.sub, Some(&old), &new).await?;
-        let profile = public(&claims.sub, Some(&new));
+        if let Some(id) = old.avatar.as_deref().filter(|_| avatar_changed) {
+            crate::avatars::release(&app, &claims.sub, id);
+        }
+        let profile = public(&app.media, &claims.sub, Some(&new));
         tokio::spawn(announce(app.clone(), profile));
     }
     me_json(&app, &record, &new).await
@@ -213,7 +219,7 @@ pub(crate) async fn user(
             ..ProfileRecord::default()
         },
     };
-    Ok(Json(public(&id, Some(&p))))
+    Ok(Json(public(&app.media, &id, Some(&p))))
 }
 
 #[derive(Deserialize)]
@@ -270,7 +276,7 @@ pub(crate) async fn lookup(
             .await?
             .is_some_and(|r| r.blocks.contains(&claims.sub));
         if current && !blocked {
-            users.push(public(&e.user, Some(&p)));
+            users.push(public(&app.media, &e.user, Some(&p)));
             seen.insert(e.user);
         }
     }

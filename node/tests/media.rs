@@ -101,3 +101,9 @@ async fn bad_attachments_are_refused() {
     assert_eq!(status, 401);
     let _ = ServerFrame::Ok(Default::default());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avatars_are_images_of_ones_own_that_anyone_signed_in_sees() {
+    let node = TestNode::start().await;
+    avatars(&node).await;
+}

@@ -153,3 +153,9 @@ async fn three_nodes_share_one_store() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avatars_on_s3() {
+    let (node, _s3) = node_on_s3(|_| {}).await;
+    avatars(&node).await;
+}

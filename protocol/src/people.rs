@@ -35,9 +35,13 @@ pub struct Profile {
     /// A line of their own, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_text: Option<String>,
-    /// A media id, if any.
+    /// A media id (an image of theirs), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avatar: Option<String>,
+    /// The avatar's thumbnail as a signed link (valid at least an hour),
+    /// for an `<img>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
 }
 
 /// Who a privacy setting lets in.

@@ -619,3 +619,104 @@ pub async fn release(node: &TestNode) {
         );
     }
 }
+
+/// Avatars: an image of one's own; anyone signed in reads it; replaced or
+/// cleared, the old file goes.
+pub async fn avatars(node: &TestNode) {
+    let ann = node.user(&unique("mava")).await;
+    let cat = node.user(&unique("mava")).await;
+    let patch = |who: &TestUser, avatar: Value| {
+        let token = who.access.clone();
+        async move {
+            call_json(
+                node.addr,
+                "PATCH",
+                "/v1/me",
+                Some(&token),
+                Some(serde_json::json!({ "avatar": avatar })),
+            )
+            .await
+        }
+    };
+    let (_, first) = upload(node, &ann, "me.png", png(600, 600)).await;
+    let first = first["id"].as_str().unwrap().to_owned();
+    let (_, pdf) = upload(node, &ann, "cv.pdf", b"%PDF-1.4\n%%EOF".to_vec()).await;
+    let (_, cats) = upload(node, &cat, "cat.png", png(10, 10)).await;
+    let (status, v) = patch(&ann, pdf["id"].clone()).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("bad_request")),
+        "{v}"
+    );
+    let (status, v) = patch(&ann, cats["id"].clone()).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+    let (status, v) = patch(&ann, Value::String("nope".into())).await;
+    assert_eq!(status, 404, "{v}");
+
+    let (status, v) = patch(&ann, Value::String(first.clone())).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["avatar"], first.as_str(), "{v}");
+    let link = v["avatar_url"]
+        .as_str()
+        .expect("a link to the avatar")
+        .to_owned();
+    assert!(
+        link.starts_with(&format!("/v1/media/{first}/thumbnail?")),
+        "{link}"
+    );
+    let thumb = get(node, &link, None, &[]).await;
+    assert_eq!(thumb.status, 200);
+    let small = image::load_from_memory(&thumb.body).unwrap();
+    assert_eq!((small.width(), small.height()), (320, 320));
+    // Anyone signed in reads an avatar; others' profiles carry the link.
+    let path = format!("/v1/media/{first}");
+    assert_eq!(get(node, &path, Some(&cat.access), &[]).await.status, 200);
+    let (status, v) = call_json(
+        node.addr,
+        "GET",
+        &format!("/v1/users/{}", ann.id),
+        Some(&cat.access),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(v["avatar_url"].as_str().is_some(), "{v}");
+
+    // Replaced: the first file goes; the second stays.
+    let (_, second) = upload(node, &ann, "me2.png", png(100, 80)).await;
+    let second = second["id"].as_str().unwrap().to_owned();
+    let (status, _) = patch(&ann, Value::String(second.clone())).await;
+    assert_eq!(status, 200);
+    let gone = |id: String| {
+        let store = node.app.store.clone();
+        async move {
+            eventually(&format!("{id} is deleted"), || {
+                let (store, id) = (store.clone(), id.clone());
+                async move {
+                    match store.media(&id).await {
+                        Ok(None) => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    }
+                }
+            })
+            .await
+        }
+    };
+    gone(first.clone()).await;
+    assert_eq!(get(node, &path, Some(&ann.access), &[]).await.status, 404);
+    assert_eq!(
+        get(node, &format!("/v1/media/{second}"), Some(&cat.access), &[])
+            .await
+            .status,
+        200
+    );
+    // Cleared: so does the second.
+    let (status, v) = patch(&ann, Value::Null).await;
+    assert_eq!(status, 200);
+    assert!(v.get("avatar_url").is_none_or(Value::is_null), "{v}");
+    gone(second).await;
+}
