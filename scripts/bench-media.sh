@@ -16,7 +16,7 @@ PARALLEL=${PARALLEL:-20}
 SIZE=${SIZE:-26214400}
 BACKEND=${BACKEND:-local}
 
-cargo build --release -q -p chat-node
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p chat-node
 RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-media-bench.XXXXXX")
 NODE_PID=""
 cleanup() {

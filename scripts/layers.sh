@@ -50,6 +50,13 @@ check storage \
 check presence \
   "redis"
 
+# search/: the configuration and the reading of queries; the embedded
+# index over them; the contract (which sees only the trait in lib.rs).
+check search \
+  "config query" \
+  "embedded" \
+  "conformance"
+
 # media/: the configuration, links and sniffing; the object store and the
 # images (each over the configuration and the error in lib.rs).
 check media \
@@ -77,12 +84,12 @@ check node \
   "auth gate origin" \
   "config" \
   "membership error listener health notifier telemetry" \
-  "media" \
+  "media search" \
   "app" \
   "http ws web" \
   "admin avatars notifications oidc people relations roles security uploads" \
   "profiles" \
-  "downloads" \
+  "downloads results" \
   "dead_letters reports" \
   "serve" \
   "operator"

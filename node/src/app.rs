@@ -73,6 +73,8 @@ pub struct App {
     pub links: Arc<chat_notify::links::Links>,
     /// Uploaded files: their store, links and limits.
     pub media: Arc<crate::media::MediaService>,
+    /// Full-text search, unless off.
+    pub search: Option<Arc<crate::search::SearchService>>,
     /// The notification outbox's worker, awaited when draining.
     pub(crate) notifier: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Cluster membership and the claim on this node's name and id, when
@@ -138,6 +140,9 @@ pub enum NodeError {
     /// settings).
     #[error("media: {0}")]
     Media(String),
+    /// The search index could not be opened.
+    #[error("search: {0}")]
+    Search(String),
 }
 
 impl App {
@@ -320,6 +325,7 @@ impl App {
             .map_err(NodeError::Notify)?,
         );
         let mailer = crate::notifier::mailer(&config.notifications).map_err(NodeError::Notify)?;
+        let search = open_search(&config, services.store.clone())?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let notifier = crate::notifier::start(
@@ -331,6 +337,9 @@ impl App {
             mailer,
             links.clone(),
             webhooks,
+            search
+                .clone()
+                .map(|s| s as Arc<dyn chat_notify::indexing::Indexer>),
             notify_metrics,
             async move { stop.cancelled().await },
         );
@@ -359,6 +368,7 @@ impl App {
             next_conn: AtomicU64::new((u64::from(node_id) << 48) + 1),
             opened: store,
             media,
+            search,
             push,
             links,
             notifier: std::sync::Mutex::new(notifier),
@@ -424,6 +434,38 @@ async fn shared_secret(config: &Config, store: &OpenStore) -> Result<AuthConfig,
         auth.jwt_secret = Some(kept);
     }
     Ok(auth)
+}
+
+/// The configured search index, opened; `None` when search is off.
+fn open_search(
+    config: &Config,
+    store: Arc<dyn MessageStore>,
+) -> Result<Option<Arc<crate::search::SearchService>>, NodeError> {
+    use chat_search::SearchBackend;
+    let index: Arc<dyn chat_search::SearchIndex> = match config.search.backend {
+        SearchBackend::Off => return Ok(None),
+        SearchBackend::Embedded => {
+            if config.cluster.listen.is_some() {
+                tracing::warn!(
+                    "search.backend = \"embedded\" in a cluster: each node indexes only the \
+                     conversations of the outbox shards it works, so a search on one node \
+                     misses the others'; clusters use a shared search backend"
+                );
+            }
+            let dir = config
+                .search
+                .dir
+                .clone()
+                .unwrap_or_else(|| config.node.data_dir.join("search"));
+            Arc::new(
+                chat_search::embedded::EmbeddedIndex::open(&dir)
+                    .map_err(|e| NodeError::Search(e.to_string()))?,
+            )
+        }
+    };
+    Ok(Some(Arc::new(crate::search::SearchService::new(
+        index, store,
+    ))))
 }
 
 /// The configured store, opened (migrated, on ScyllaDB).

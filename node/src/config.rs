@@ -377,6 +377,8 @@ pub struct Config {
     pub notifications: chat_notify::NotifyConfig,
     /// Uploaded files.
     pub media: chat_media::MediaConfig,
+    /// Full-text search.
+    pub search: chat_search::SearchConfig,
     /// Delays that tests set to widen failure windows; never in production.
     pub faults: FaultsSection,
 }

@@ -427,6 +427,9 @@ pub(crate) async fn changes(
 
 pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
     let mut problems = app.health.probe(&app.services).await;
+    if let Err(e) = app.media.blobs.probe().await {
+        problems.push(format!("media: {e}"));
+    }
     if app.shutdown.is_cancelled() {
         problems.push("node is draining".to_string());
     }

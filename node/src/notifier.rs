@@ -209,6 +209,7 @@ pub(crate) fn start(
     mailer: Option<Arc<Mailer>>,
     links: Arc<Links>,
     webhooks: Arc<Webhooks>,
+    indexer: Option<Arc<dyn chat_notify::indexing::Indexer>>,
     metrics: Arc<NotifyMetrics>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Option<JoinHandle<()>> {
@@ -221,6 +222,7 @@ pub(crate) fn start(
         mailer,
         links,
         webhooks,
+        indexer,
     };
     let notifier = Notifier::new(config.clone(), store, presence, senders, owners, metrics);
     Some(notifier.start(stop))

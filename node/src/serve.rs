@@ -15,7 +15,7 @@ use crate::app::{App, NodeError};
 use crate::config::Config;
 use crate::{
     admin, dead_letters, downloads, http, listener, notifications, oidc, people, profiles,
-    relations, reports, roles, security, uploads, web, ws,
+    relations, reports, results, roles, security, uploads, web, ws,
 };
 
 /// The node's routes.
@@ -104,6 +104,7 @@ pub fn routes(app: Arc<App>) -> axum::Router {
             post(security::totp_enrol).delete(security::totp_disable),
         )
         .route("/v1/me/totp/confirm", post(security::totp_confirm))
+        .route("/v1/search", get(results::search))
         .route("/v1/media", post(uploads::upload))
         .route(
             "/v1/media/{id}",

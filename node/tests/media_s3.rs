@@ -159,3 +159,24 @@ async fn avatars_on_s3() {
     let (node, _s3) = node_on_s3(|_| {}).await;
     avatars(&node).await;
 }
+
+/// A node whose S3 store is gone says so on /readyz.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_an_unreachable_store() {
+    let dead_port = chat_testkit::free_port();
+    let node = TestNode::start_with(|c| {
+        c.media.backend = Backend::S3;
+        c.media.s3 = S3Config {
+            endpoint: Some(format!("http://127.0.0.1:{dead_port}")),
+            bucket: "none".into(),
+            access_key_id: "a".into(),
+            secret_access_key: "b".into(),
+            allow_http: true,
+            ..S3Config::default()
+        };
+    })
+    .await;
+    let (status, v) = call_json(node.addr, "GET", "/readyz", None, None).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(v["reasons"].to_string().contains("media"), "{v}");
+}

@@ -56,6 +56,11 @@ pub enum Work {
         /// this job moot).
         address: String,
     },
+    /// Bring the search index up to date with a conversation's changes.
+    Index {
+        /// Which.
+        conversation: ConversationId,
+    },
 }
 
 impl Work {
@@ -65,6 +70,7 @@ impl Work {
             Work::Push { .. } => "push",
             Work::Digest { .. } | Work::VerifyEmail { .. } | Work::ResetPassword { .. } => "email",
             Work::Webhook { .. } => "webhook",
+            Work::Index { .. } => "search",
         }
     }
 
@@ -76,7 +82,8 @@ impl Work {
             Work::Digest { .. }
             | Work::VerifyEmail { .. }
             | Work::ResetPassword { .. }
-            | Work::Webhook { .. } => 0,
+            | Work::Webhook { .. }
+            | Work::Index { .. } => 0,
         }
     }
 

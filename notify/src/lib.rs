@@ -30,6 +30,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+pub mod indexing;
 pub mod jobs;
 pub mod links;
 pub mod mail;
@@ -157,6 +158,8 @@ pub(crate) struct Ctx {
     pub(crate) mailer: Option<Arc<mail::Mailer>>,
     pub(crate) links: Arc<links::Links>,
     pub(crate) webhooks: Arc<webhooks::Webhooks>,
+    /// The search index kept up to date, if any.
+    pub(crate) indexer: Option<Arc<dyn indexing::Indexer>>,
     /// The outbox's bounds and what counts against them.
     pub(crate) admission: admission::Admission,
 }
@@ -171,6 +174,8 @@ pub struct Senders {
     pub links: Arc<links::Links>,
     /// Operators' webhooks.
     pub webhooks: Arc<webhooks::Webhooks>,
+    /// The search index to keep up to date (none: no index jobs).
+    pub indexer: Option<Arc<dyn indexing::Indexer>>,
 }
 
 /// Shards a pass works at once.
@@ -203,6 +208,7 @@ impl Notifier {
                 mailer: senders.mailer,
                 links: senders.links,
                 webhooks: senders.webhooks,
+                indexer: senders.indexer,
                 admission: admission::Admission::new(config.queue_limit, config.user_queue_limit),
                 config,
             },

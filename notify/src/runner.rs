@@ -89,6 +89,8 @@ struct Finished {
 pub(crate) enum After {
     /// It is done (sent, or nothing is left to do).
     Done,
+    /// Part of it is done: run it again at once (not a failure).
+    Again,
     /// Try again after this long.
     Retry(Duration, String),
     /// Give it up.
@@ -96,6 +98,9 @@ pub(crate) enum After {
     /// Keep it as a dead letter, for an operator to replay.
     Dead(String),
 }
+
+/// Tries of an index job before it is given up.
+const INDEX_ATTEMPTS: u32 = 30;
 
 async fn run_one(ctx: &Ctx, job: Job, memo: &mut Memo) -> Result<Finished, NotifyError> {
     let work = match Work::decode(&job.payload) {
@@ -151,12 +156,28 @@ async fn run_one(ctx: &Ctx, job: Job, memo: &mut Memo) -> Result<Finished, Notif
             Err(why) if job.attempts + 1 >= WEBHOOK_ATTEMPTS => After::Dead(why),
             Err(why) => After::Retry(backoff(ctx, job.attempts, None), why),
         },
+        Work::Index { conversation } => match &ctx.indexer {
+            None => After::Drop("search is off".into()),
+            Some(indexer) => match indexer.index(conversation).await {
+                Ok(false) => After::Done,
+                Ok(true) => After::Again,
+                Err(why) => After::Retry(backoff(ctx, job.attempts, None), why),
+            },
+        },
     };
     let m = &ctx.metrics;
     // A retry replaces the job with a later one: it still counts.
     let mut requeued = false;
     match after {
         After::Done => {}
+        After::Again => {
+            let next = Job {
+                due_ms: now_ms(),
+                ..job.clone()
+            };
+            ctx.store.put_jobs(&[next]).await?;
+            requeued = true;
+        }
         After::Retry(delay, why) => {
             m.counted(&m.failed, channel, 1);
             let due = now_ms() + delay.as_millis() as u64;
@@ -209,6 +230,9 @@ fn gives_up(work: &Work, due: u64, attempts: u32) -> bool {
         }
         // Dead letters rather than given up: see `run_one`.
         Work::Webhook { .. } => false,
+        // The conversation's next change queues another; a rebuild
+        // (`chat-node reindex`) catches up whatever was given up.
+        Work::Index { .. } => attempts >= INDEX_ATTEMPTS,
     }
 }
 
