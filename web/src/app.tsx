@@ -6,6 +6,8 @@ import { Bell, SettingsPage, VerifyEmail } from "./settings";
 import { registerWorker } from "./notify";
 import { ResetPassword, SignIn } from "./signin";
 import { Avatar, MessageMenu, ProfilePage, SecurityPage, UserSearch } from "./people";
+import { Attachments, UploadChips, useUploads } from "./attachments";
+import { SearchBox } from "./search";
 
 /** What `#/settings`, `#/profile` and `#/security` route to: no
  * conversation id holds a NUL. */
@@ -131,6 +133,7 @@ function Signed({ session, onOut }: { session: Session; onOut: (why?: Ended) => 
         </p>
       )}
       <nav class="list" aria-label="Conversations">
+        <SearchBox chat={chat} />
         <NewConversation chat={chat} />
         <ul>
           {chat.list().map((c) => (
@@ -244,6 +247,13 @@ function ConversationView({ chat, c }: { chat: Chat; c: Conversation }) {
   useLayoutEffect(() => {
     const el = scroller.current;
     if (!el) return;
+    const focused = chat.focus && el.querySelector(`[data-id="${chat.focus}"]`);
+    if (focused) {
+      focused.scrollIntoView({ block: "center" });
+      stick.current = false;
+      before.current = null;
+      return;
+    }
     if (before.current) {
       el.scrollTop = el.scrollHeight - before.current.height + before.current.top;
       before.current = null;
@@ -398,7 +408,12 @@ function MessageRow(props: {
   const me = chat.session.user;
   const mentioned = m.mentions.includes(me);
   return (
-    <article data-testid="message" data-id={m.id} class={`msg ${mine ? "mine" : ""} ${mentioned ? "mentioned" : ""}`}>
+    <article
+      data-testid="message"
+      data-id={m.id}
+      data-focused={chat.focus === m.id ? "yes" : undefined}
+      class={`msg ${mine ? "mine" : ""} ${mentioned ? "mentioned" : ""} ${chat.focus === m.id ? "focused" : ""}`}
+    >
       <header>
         <strong>{m.sender}</strong>
         <time dateTime={new Date(m.ts).toISOString()}>{new Date(m.ts).toLocaleTimeString()}</time>
@@ -409,7 +424,12 @@ function MessageRow(props: {
           {quoted.sender}: {quoted.deleted ? "message deleted" : quoted.body}
         </blockquote>
       )}
-      {m.deleted ? <p class="deleted">message deleted</p> : <p class="body">{renderBody(m.body, m.mentions)}</p>}
+      {m.deleted ? (
+        <p class="deleted">message deleted</p>
+      ) : (
+        m.body && <p class="body">{renderBody(m.body, m.mentions)}</p>
+      )}
+      {!m.deleted && m.attachments?.length ? <Attachments list={m.attachments} /> : null}
       {!m.deleted && (
         <div class="reactions">
           {m.reactions.map((r) => (
@@ -481,6 +501,8 @@ function Composer(props: { chat: Chat; c: Conversation; replyTo: Message | null;
   const { chat, c, replyTo, editing, done } = props;
   const [text, setText] = useState("");
   const input = useRef<HTMLTextAreaElement>(null);
+  const files = useUploads(chat);
+  const [dragging, setDragging] = useState(false);
   // Before the browser paints, not after: text typed right after "Edit"
   // (a fast user, a test) must not be overwritten by the old body.
   useLayoutEffect(() => {
@@ -489,9 +511,14 @@ function Composer(props: { chat: Chat; c: Conversation; replyTo: Message | null;
   }, [editing, replyTo]);
   const submit = () => {
     const body = text.trim();
-    if (!body) return;
-    if (editing) void chat.edit(editing, body).catch(() => undefined);
-    else chat.send(c.id, body, replyTo?.id);
+    if (editing) {
+      if (!body) return;
+      void chat.edit(editing, body).catch(() => undefined);
+    } else {
+      if (files.busy || (!body && !files.ready.length)) return;
+      chat.send(c.id, body, replyTo?.id, files.ready);
+      files.clear();
+    }
     setText("");
     done();
   };
@@ -499,10 +526,22 @@ function Composer(props: { chat: Chat; c: Conversation; replyTo: Message | null;
   if (!canWrite) return <p class="readonly">Only owners and admins write here.</p>;
   return (
     <form
-      class="composer"
+      class={`composer ${dragging ? "dragging" : ""}`}
       onSubmit={(e) => {
         e.preventDefault();
         submit();
+      }}
+      onDragOver={(e) => {
+        if (!e.dataTransfer?.types.includes("Files")) return;
+        e.preventDefault();
+        setDragging(true);
+      }}
+      onDragLeave={() => setDragging(false)}
+      onDrop={(e) => {
+        if (!e.dataTransfer?.files.length) return;
+        e.preventDefault();
+        setDragging(false);
+        void files.add(e.dataTransfer.files);
       }}
     >
       {(replyTo || editing) && (
@@ -530,8 +569,34 @@ function Composer(props: { chat: Chat; c: Conversation; replyTo: Message | null;
             submit();
           }
         }}
+        onPaste={(e) => {
+          const pasted = e.clipboardData?.files;
+          if (pasted?.length && !editing) {
+            e.preventDefault();
+            void files.add(pasted);
+          }
+        }}
       />
-      <button type="submit">Send</button>
+      {!editing && (
+        <label class="attach" title="Attach files">
+          📎
+          <input
+            data-testid="attach-input"
+            type="file"
+            multiple
+            aria-label="Attach files"
+            onChange={(e) => {
+              const picked = e.currentTarget.files;
+              if (picked?.length) void files.add(Array.from(picked));
+              e.currentTarget.value = "";
+            }}
+          />
+        </label>
+      )}
+      <button type="submit" disabled={!editing && files.busy}>
+        Send
+      </button>
+      <UploadChips uploads={files.uploads} remove={files.remove} />
     </form>
   );
 }

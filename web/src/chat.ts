@@ -26,6 +26,19 @@ export interface Message {
   deleted: boolean;
   reactions: Reaction[];
   mentions: string[];
+  /** Files it carries (servers of 1.2 and later); links signed. */
+  attachments?: Attachment[];
+}
+
+export interface Attachment {
+  id: string;
+  name: string;
+  content_type: string;
+  size: number;
+  width?: number;
+  height?: number;
+  url?: string;
+  thumbnail_url?: string;
 }
 
 export interface Member {
@@ -55,6 +68,8 @@ export interface Outgoing {
   conversation: string;
   body: string;
   reply_to?: string;
+  /** Media ids, kept for every retry. */
+  attachments?: string[];
   error?: string;
 }
 
@@ -102,6 +117,8 @@ export class Chat {
   /** Whether older messages than the loaded ones exist. */
   older = new Map<string, boolean>();
   outbox: Outgoing[] = [];
+  /** A message to scroll to and mark (a search result opened). */
+  focus: string | null = null;
   typing = new Map<string, Map<string, number>>();
   receipts = new Map<string, Map<string, string>>();
   presence = new Map<string, "online" | "offline">();
@@ -167,6 +184,26 @@ export class Chat {
   /** An HTTP request as this user (JSON in and out), to any node. */
   async request(method: string, path: string, body?: unknown): Promise<any> {
     return readJson(await send(method, path, body, await this.token()));
+  }
+
+  /** A token for a request the page makes itself (an upload). */
+  bearer(): Promise<string> {
+    return this.token();
+  }
+
+  /** Shows conversation `id` with message `target` loaded (older pages
+   * fetched until it is, and one more for what came before it), and marks
+   * it to be scrolled to. */
+  async jumpTo(id: string, target: string) {
+    await this.show(id);
+    for (let pages = 0; pages < 50; pages++) {
+      const list = this.messages.get(id) ?? [];
+      if (list.length && cmpId(list[0].id, target) < 0) break;
+      if (!(await this.loadOlder(id).catch(() => false))) break;
+    }
+    await this.loadOlder(id).catch(() => false);
+    this.focus = target;
+    this.changed();
   }
 
   /** The access token, refreshed first when it expires within a minute. */
@@ -606,8 +643,8 @@ export class Chat {
     });
   }
 
-  send(conversation: string, body: string, reply_to?: string) {
-    const o: Outgoing = { client_msg_id: randomKey(), conversation, body, reply_to };
+  send(conversation: string, body: string, reply_to?: string, attachments?: string[]) {
+    const o: Outgoing = { client_msg_id: randomKey(), conversation, body, reply_to, attachments };
     this.outbox.push(o);
     this.typingSent.delete(conversation);
     this.socket.notify({ type: "typing", conversation, active: false });
@@ -626,6 +663,7 @@ export class Chat {
         client_msg_id: o.client_msg_id,
         body: o.body,
         ...(o.reply_to ? { reply_to: o.reply_to } : {}),
+        ...(o.attachments?.length ? { attachments: o.attachments } : {}),
       });
       this.putMessage(reply.message, true);
     } catch (e) {

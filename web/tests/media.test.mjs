@@ -1,0 +1,204 @@
+// Files and search in a real browser (Debian's chromium, driven by
+// playwright-core) against a real node: attaching an image and a file by
+// the button, a pasted image, upload progress, the image preview (loaded
+// through its signed link) and the viewer, the file card; then searching
+// for a message and opening it in its conversation with the history around
+// it loaded.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { deflateSync } from "node:zlib";
+import { eventually, root, startCluster } from "./cluster.mjs";
+
+const artifacts = join(root, "web", "test-artifacts");
+const PASSWORD = "correct horse battery";
+let cluster;
+let browser;
+
+before(async () => {
+  mkdirSync(artifacts, { recursive: true });
+  cluster = await startCluster(1);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  cluster?.stop();
+});
+
+function unique(prefix) {
+  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+function crc32(buf) {
+  let c = 0xffffffff;
+  for (const b of buf) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+  }
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** A real PNG, `w` x `h`, in stripes. */
+function png(w, h) {
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr[8] = 8;
+  ihdr[9] = 2;
+  const rows = [];
+  for (let y = 0; y < h; y++) {
+    const row = Buffer.alloc(1 + w * 3);
+    for (let x = 0; x < w; x++) row.set([(x * 7) % 256, (y * 3) % 256, 120], 1 + x * 3);
+    rows.push(row);
+  }
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", ihdr),
+    chunk("IDAT", deflateSync(Buffer.concat(rows))),
+    chunk("IEND", Buffer.alloc(0)),
+  ]);
+}
+
+async function page() {
+  const p = await (await browser.newContext()).newPage();
+  p.errors = [];
+  p.on("console", (m) => m.type() === "error" && p.errors.push(m.text()));
+  p.on("pageerror", (e) => p.errors.push(String(e)));
+  return p;
+}
+
+async function signUp(prefix) {
+  const p = await page();
+  await p.goto(cluster.urls[0]);
+  const name = unique(prefix);
+  await p.fill("[data-testid=username]", name);
+  await p.fill("[data-testid=password]", PASSWORD);
+  await p.click("[data-testid=register]");
+  await p.waitForSelector("[data-testid=connection][data-state=open]");
+  p.user = name;
+  return p;
+}
+
+async function startGroup(p, others) {
+  await p.goto(cluster.urls[0] + "/#/");
+  await p.selectOption("select[aria-label=Kind]", "group");
+  await p.fill("[data-testid=new-members]", others.join(", "));
+  await p.click("[data-testid=start]");
+  await p.waitForFunction(() => location.hash.startsWith("#/c/"));
+  return decodeURIComponent(await p.evaluate(() => location.hash.slice(4)));
+}
+
+test("attach an image and a file, see them on the other side, open the viewer; paste an image", async () => {
+  const ann = await signUp("ann");
+  const bob = await signUp("bob");
+  const conv = await startGroup(ann, [bob.user]);
+  await ann.setInputFiles("[data-testid=attach-input]", [
+    { name: "stripes.png", mimeType: "image/png", buffer: png(400, 300) },
+    { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("x".repeat(2400)) },
+  ]);
+  await ann.waitForSelector("[data-testid=upload-progress]").catch(() => undefined);
+  await eventually("both uploads done", async () => {
+    const done = await ann.locator('[data-testid=attachment-chip][data-done=yes]').count();
+    if (done !== 2) throw new Error(`${done} done`);
+    return true;
+  });
+  await ann.fill("[data-testid=composer]", "the plan, attached");
+  await ann.screenshot({ path: join(artifacts, "attach.png") });
+  await ann.keyboard.press("Enter");
+  assert.equal(await ann.locator("[data-testid=attachment-chip]").count(), 0, "sent: the chips go");
+
+  await bob.goto(`${cluster.urls[0]}/#/c/${encodeURIComponent(conv)}`);
+  const img = bob.locator("[data-testid=attachment-image]");
+  await img.waitFor();
+  await eventually("the thumbnail loads through its signed link", async () => {
+    const w = await img.evaluate((el) => el.naturalWidth);
+    if (!(w > 0)) throw new Error(`naturalWidth ${w}`);
+    assert.equal(w, 320);
+    return true;
+  });
+  const card = bob.locator("[data-testid=attachment-file]");
+  await card.waitFor();
+  assert.match(await card.innerText(), /notes\.txt/);
+  assert.match(await card.innerText(), /2\.4 kB/);
+  await img.click();
+  const full = bob.locator("[data-testid=image-viewer] img");
+  await full.waitFor();
+  await eventually("the full image loads", async () => {
+    assert.equal(await full.evaluate((el) => el.naturalWidth), 400);
+    return true;
+  });
+  await bob.screenshot({ path: join(artifacts, "viewer.png") });
+  await bob.keyboard.press("Escape");
+  await bob.waitForSelector("[data-testid=image-viewer]", { state: "detached" });
+
+  // A pasted image becomes an upload of the composer.
+  await bob.evaluate((bytes) => {
+    const file = new File([new Uint8Array(bytes)], "pasted.png", { type: "image/png" });
+    const data = new DataTransfer();
+    data.items.add(file);
+    const ta = document.querySelector("[data-testid=composer]");
+    ta.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true }));
+  }, [...png(20, 20)]);
+  await bob.waitForSelector('[data-testid=attachment-chip][data-done=yes]');
+  assert.deepEqual(ann.errors, []);
+  assert.deepEqual(bob.errors, []);
+});
+
+test("search finds a message and opens it in its conversation with the history around it", async () => {
+  const ann = await signUp("ann");
+  const bob = await signUp("bob");
+  const conv = await startGroup(ann, [bob.user]);
+  const word = unique("zebra");
+  const send = (body) =>
+    ann.evaluate(
+      async ([conv, body, key]) => {
+        const token = JSON.parse(localStorage.getItem("chat.session")).access;
+        const res = await fetch(`/v1/conversations/${encodeURIComponent(conv)}/messages`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          body: JSON.stringify({ client_msg_id: key, body }),
+        });
+        return (await res.json()).message.id;
+      },
+      [conv, body, unique("k")],
+    );
+  const target = await send(`the ${word} crossing is at noon`);
+  // Enough after it that the conversation opens far from it.
+  for (let i = 0; i < 120; i++) await send(`filler ${i}`);
+  await bob.goto(cluster.urls[0] + "/#/");
+  await eventually("the search finds it", async () => {
+    await bob.fill("[data-testid=search-input]", word);
+    await bob.keyboard.press("Enter");
+    const hit = bob.locator(`[data-testid=search-result][data-id="${target}"]`);
+    await hit.waitFor({ timeout: 1000 });
+    return true;
+  });
+  const hit = bob.locator(`[data-testid=search-result][data-id="${target}"]`);
+  assert.match(await hit.innerHTML(), new RegExp(`<mark>${word}</mark>`, "i"));
+  await bob.screenshot({ path: join(artifacts, "search.png") });
+  await hit.click();
+  const shown = bob.locator(`[data-testid=message][data-id="${target}"][data-focused=yes]`);
+  await shown.waitFor();
+  assert.ok(await shown.isVisible(), "scrolled to");
+  // The history around it: a message before it (the group's start) and after.
+  const ids = await bob.locator("[data-testid=message]").evaluateAll((els) => els.map((e) => e.dataset.id));
+  const at = ids.indexOf(target);
+  assert.ok(at >= 0 && at < ids.length - 1, `${at} of ${ids.length}`);
+  await bob.screenshot({ path: join(artifacts, "search-jump.png") });
+  assert.deepEqual(bob.errors, []);
+});
