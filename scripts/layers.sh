@@ -92,7 +92,7 @@ check node \
   "downloads results" \
   "dead_letters reports" \
   "serve" \
-  "operator"
+  "operator reindex"
 
 # bench/: leaves (timed bodies, the command line, what clients read,
 # sockets, reactions, statistics, the machine, the ceiling server, the push

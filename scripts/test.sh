@@ -47,7 +47,7 @@ if [ "${1:-}" = "--quick" ]; then
   cargo test -p chat-storage --test embedded --test replicated
   cargo test -p chat-node --test chat --test guarantees --test http_api --test lifecycle \
     --test abuse --test hostile --test hostile_pages --test hostile_auth --test notifications --test blocking \
-    --test profiles --test account_security --test roles --test reports --test oidc --test media --test search
+    --test profiles --test account_security --test roles --test reports --test oidc --test media --test search --test search_durability
   exit 0
 fi
 
@@ -146,7 +146,7 @@ if [ "$#" -eq 0 ]; then
     --test guarantees --test chat --test http_api --test abuse --test cluster --test lifecycle \
     --test live_delivery --test hostile_pages --test notifications --test notifications_mail --test notifications_webhooks \
     --test notifications_cluster --test blocking --test profiles --test account_security --test roles \
-    --test reports --test oidc --test media --test media_s3 --test search \
+    --test reports --test oidc --test media --test media_s3 --test search --test search_durability \
     2>&1 | tee -a "$OUT"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test process kill_9 2>&1 | tee -a "$OUT"
 

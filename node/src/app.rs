@@ -437,7 +437,7 @@ async fn shared_secret(config: &Config, store: &OpenStore) -> Result<AuthConfig,
 }
 
 /// The configured search index, opened; `None` when search is off.
-fn open_search(
+pub(crate) fn open_search(
     config: &Config,
     store: Arc<dyn MessageStore>,
 ) -> Result<Option<Arc<crate::search::SearchService>>, NodeError> {

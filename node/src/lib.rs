@@ -37,6 +37,7 @@ pub mod operator;
 pub mod origin;
 pub mod people;
 pub mod profiles;
+pub mod reindex;
 pub mod relations;
 pub mod reports;
 pub mod results;

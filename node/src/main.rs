@@ -46,6 +46,13 @@ enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Rebuild the search index from the history, with the node stopped;
+    /// a run stopped half-way goes on where it stopped when started again.
+    Reindex {
+        /// Empty the index first.
+        #[arg(long)]
+        fresh: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,6 +115,14 @@ fn main() -> anyhow::Result<()> {
         .context("starting the runtime")?;
     match cli.command {
         Some(Command::Migrate) => return runtime.block_on(migrate(&config)),
+        Some(Command::Reindex { fresh }) => {
+            let done = runtime.block_on(chat_node::reindex::reindex(&config, fresh))?;
+            println!(
+                "reindexed {} conversations ({} batches)",
+                done.conversations, done.batches
+            );
+            return Ok(());
+        }
         Some(Command::Admin { action }) => {
             let (user, on) = match action {
                 AdminAction::CreateUser { user } => {

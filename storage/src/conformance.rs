@@ -33,7 +33,7 @@ mod security;
 pub use accounts::{
     check_login_state, check_refresh_revocation, check_refresh_rotation, check_users,
 };
-pub use conversations::{check_conversations, check_read_markers};
+pub use conversations::{check_conversation_ids, check_conversations, check_read_markers};
 pub use history::{
     check_a_retried_append_new_is_its_own, check_append_new, check_changes_across_rev_blocks,
     check_changes_byte_cap, check_count_unread, check_history_paging,
@@ -86,6 +86,7 @@ pub async fn run_all(store: &dyn MessageStore) {
     check_logins(store).await;
     check_reports(store).await;
     check_media(store).await;
+    check_conversation_ids(store).await;
 }
 
 /// One test per check of this suite, in a module named after the backend,
@@ -111,7 +112,7 @@ macro_rules! conformance_tests {
                 check_push_subscriptions, check_notify_marks, check_jobs,
                 check_digest_items, check_emails_and_tokens, check_relations,
                 check_profiles, check_credentials, check_logins, check_reports,
-                check_media);
+                check_media, check_conversation_ids);
         }
     };
     (@each $open:expr; $($check:ident),*) => {

@@ -51,6 +51,15 @@ pub trait ConversationStore: Send + Sync {
     /// Ids of the conversations a user is a member of.
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationId>, StoreError>;
 
+    /// Every conversation's id, a page of at most `limit` at a time, each
+    /// page after the last id of the one before (`None`: the first), in an
+    /// order of the store's own: what a rebuild of an index walks.
+    async fn conversation_ids(
+        &self,
+        after: Option<&ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, StoreError>;
+
     /// Moves a read marker forward; a marker never moves back (an older
     /// value is ignored), so replicas converge whatever order writes arrive in.
     async fn set_read_marker(

@@ -310,6 +310,14 @@ impl ConversationStore for Recorder {
         self.store.apply_conversation(change).await
     }
 
+    async fn conversation_ids(
+        &self,
+        after: Option<&ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, StoreError> {
+        self.store.conversation_ids(after, limit).await
+    }
+
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationId>, StoreError> {
         self.note(|s| {
             s.users.insert(user.clone());

@@ -258,3 +258,49 @@ pub async fn check_read_markers(store: &dyn MessageStore) {
         vec![(u1.clone(), at(1))]
     );
 }
+
+/// Every conversation's id comes once, a page at a time.
+pub async fn check_conversation_ids(store: &dyn MessageStore) {
+    let ours: Vec<ConversationId> = (0..3).map(|_| conversation_id("walk")).collect();
+    let owner = user_id("walker");
+    for id in &ours {
+        store
+            .apply_conversation(&ConversationChange {
+                conversation: Conversation {
+                    rev: 0,
+                    id: id.clone(),
+                    kind: ConversationKind::Group,
+                    title: None,
+                    members: Vec::new(),
+                    member_count: None,
+                    created_at: 1,
+                },
+                upsert: vec![Member {
+                    user: owner.clone(),
+                    role: Role::Owner,
+                }],
+                remove: Vec::new(),
+            })
+            .await
+            .expect("create");
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut after: Option<ConversationId> = None;
+    loop {
+        let page = store
+            .conversation_ids(after.as_ref(), 2)
+            .await
+            .expect("page");
+        assert!(page.len() <= 2);
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        for id in page {
+            assert!(seen.insert(id.clone()), "{id} twice");
+        }
+        after = Some(last);
+    }
+    for id in &ours {
+        assert!(seen.contains(id), "{id} walked past");
+    }
+}

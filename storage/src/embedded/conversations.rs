@@ -8,12 +8,12 @@ use chat_protocol::{
 use fjall::Readable;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{decode, decode_u64, encode, key_of, last_part, user_id};
+use super::keys::{decode, decode_u64, encode, key_of, last_part, split_part, user_id};
 use super::keyspaces::{Inner, Table};
 use super::txn::Txn;
 use super::EmbeddedStore;
 use crate::conversations::memberships;
-use crate::{unavailable, ConversationChange, ConversationStore, StoreError};
+use crate::{corrupt, unavailable, ConversationChange, ConversationStore, StoreError};
 
 #[derive(Serialize, Deserialize)]
 struct ConversationMeta {
@@ -184,6 +184,31 @@ impl ConversationStore for EmbeddedStore {
                 txn.set_member(id, user, role)?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn conversation_ids(
+        &self,
+        after: Option<&ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, StoreError> {
+        let after = after.map(|a| key_of(&[a.as_str()]));
+        self.blocking(move |s| {
+            let range = match &after {
+                Some(a) => s.conversations.range::<&[u8], _>((
+                    std::ops::Bound::Excluded(a.as_slice()),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => s.conversations.range::<&[u8], _>(..),
+            };
+            let mut ids = Vec::new();
+            for guard in range.take(limit) {
+                let key = guard.key().map_err(unavailable)?;
+                let (id, _) = split_part(&key)?;
+                ids.push(ConversationId::new(id).map_err(corrupt)?);
+            }
+            Ok(ids)
         })
         .await
     }

@@ -262,6 +262,14 @@ impl ConversationStore for ReplicatedStore {
         .await
     }
 
+    async fn conversation_ids(
+        &self,
+        after: Option<&ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, StoreError> {
+        self.local.conversation_ids(after, limit).await
+    }
+
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationId>, StoreError> {
         self.local.user_conversations(user).await
     }

@@ -123,6 +123,24 @@ impl ConversationStore for ScyllaStore {
         Ok(())
     }
 
+    async fn conversation_ids(
+        &self,
+        after: Option<&ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, StoreError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let q = &self.q.conversations;
+        let rows = match after {
+            Some(a) => self.rows(&q.select_ids_after, (a.as_str(), limit)).await?,
+            None => self.rows(&q.select_ids, (limit,)).await?,
+        };
+        let mut ids = Vec::new();
+        for row in rows.rows::<(&str,)>().map_err(corrupt)? {
+            ids.push(ConversationId::new(row.map_err(corrupt)?.0).map_err(corrupt)?);
+        }
+        Ok(ids)
+    }
+
     async fn user_conversations(&self, user: &UserId) -> Result<Vec<ConversationId>, StoreError> {
         let mut ids = Vec::new();
         self.for_each_row(

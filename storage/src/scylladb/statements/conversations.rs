@@ -12,6 +12,8 @@ pub(in crate::scylladb) struct Statements {
     pub(in crate::scylladb) upsert_member: PreparedStatement,
     pub(in crate::scylladb) delete_member: PreparedStatement,
     pub(in crate::scylladb) select_conversation: PreparedStatement,
+    pub(in crate::scylladb) select_ids: PreparedStatement,
+    pub(in crate::scylladb) select_ids_after: PreparedStatement,
     pub(in crate::scylladb) insert_user_conversation: PreparedStatement,
     pub(in crate::scylladb) delete_user_conversation: PreparedStatement,
     pub(in crate::scylladb) select_user_conversations: PreparedStatement,
@@ -37,6 +39,16 @@ impl Statements {
             select_conversation: p.cql("SELECT kind, title, created_at, user_id, role \
                  FROM {ks}.conversations WHERE conversation_id = ?")
             .await?,
+            // Partitions in token order, a page after another's last.
+            select_ids: p
+                .cql("SELECT DISTINCT conversation_id FROM {ks}.conversations LIMIT ?")
+                .await?,
+            select_ids_after: p
+                .cql(
+                    "SELECT DISTINCT conversation_id FROM {ks}.conversations \
+                     WHERE token(conversation_id) > token(?) LIMIT ?",
+                )
+                .await?,
             insert_user_conversation: p.cql(
                 "INSERT INTO {ks}.user_conversations (user_id, conversation_id) VALUES (?, ?)",
             )

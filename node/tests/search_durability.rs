@@ -1,0 +1,131 @@
+//! Search that survives its node: real node processes on one data
+//! directory. A node killed with SIGKILL while it indexes a burst loses
+//! none of it (the outbox repeats the work after the restart), and
+//! `chat-node reindex` rebuilds a lost index from the history, going on
+//! where it stopped when run again.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chat_protocol::codec::Codec;
+use common::media::encode;
+use common::procs::NodeProc;
+use common::*;
+
+const SECRET: &str = "search-durability-secret-0123456789";
+
+/// How many messages a search for `word` finds, all pages walked.
+async fn count(addr: std::net::SocketAddr, who: &TestUser, word: &str) -> Result<usize, String> {
+    let mut found = 0;
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/v1/search?q={}&limit=100{cursor}", encode(word));
+        let (status, v) = call_json(addr, "GET", &path, Some(&who.access), None).await;
+        if status != 200 {
+            return Err(format!("{status} {v}"));
+        }
+        found += v["results"].as_array().map_or(0, Vec::len);
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return Ok(found),
+        }
+    }
+}
+
+/// A group of a fresh user's, and `n` messages in it that all hold `word`.
+async fn burst(addr: std::net::SocketAddr, word: &str, n: usize) -> TestUser {
+    let ann = register(addr, &unique("sdur")).await;
+    let bob = register(addr, &unique("sdur")).await;
+    let mut a = connect(addr, &ann.access, Codec::Json).await;
+    let conv = group(&mut a, &[&bob.id]).await;
+    for i in 0..n {
+        let body =
+            serde_json::json!({"client_msg_id": unique("k"), "body": format!("{word} number {i}")});
+        let (status, v) = call_json(
+            addr,
+            "POST",
+            &format!("/v1/conversations/{conv}/messages"),
+            Some(&ann.access),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 201, "{v}");
+    }
+    ann
+}
+
+async fn all_found(addr: std::net::SocketAddr, who: &TestUser, word: &str, n: usize) {
+    eventually_within(
+        &format!("{n} found"),
+        Duration::from_secs(60),
+        || async move {
+            match count(addr, who, word).await? {
+                found if found == n => Ok(()),
+                found => Err(format!("{found} of {n} found")),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_indexing_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("node.log");
+    let mut node = NodeProc::start(&data, &log, Some(SECRET), &[]).await;
+    let word = unique("kept");
+    let ann = burst(node.addr, &word, 200).await;
+    // Every message was acknowledged, so stored; the indexing of most is
+    // still ahead.
+    node.kill9();
+    let node = NodeProc::start(&data, &log, Some(SECRET), &[]).await;
+    all_found(node.addr, &ann, &word, 200).await;
+}
+
+fn reindex(data: &Path, fresh: bool) -> String {
+    let mut cmd = std::process::Command::new(node_binary());
+    cmd.arg("--data-dir").arg(data).arg("reindex");
+    if fresh {
+        cmd.arg("--fresh");
+    }
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CHAT__") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(storage_env())
+        .env("CHAT__AUTH__JWT_SECRET", SECRET);
+    let out = cmd.output().expect("chat-node reindex runs");
+    assert!(
+        out.status.success(),
+        "reindex failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_rebuilds_a_lost_index_and_goes_on_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("node.log");
+    let mut node = NodeProc::start(&data, &log, Some(SECRET), &[]).await;
+    let word = unique("rebuilt");
+    let ann = burst(node.addr, &word, 60).await;
+    all_found(node.addr, &ann, &word, 60).await;
+    node.sigterm();
+    node.wait_exit(Duration::from_secs(30)).await;
+    // The index is lost; the history is not.
+    std::fs::remove_dir_all(data.join("search")).unwrap();
+    let said = reindex(&data, false);
+    assert!(said.contains("reindexed"), "{said}");
+    // Again: nothing is left to do, and it says so quickly.
+    reindex(&data, false);
+    // A node that indexes nothing itself finds everything.
+    let off = [("CHAT__NOTIFICATIONS__ENABLED", "false")];
+    let node = NodeProc::start(&data, &log, Some(SECRET), &off).await;
+    assert_eq!(count(node.addr, &ann, &word).await.unwrap(), 60);
+}
