@@ -54,7 +54,7 @@ check presence \
 # index over them; the contract (which sees only the trait in lib.rs).
 check search \
   "config query" \
-  "embedded" \
+  "embedded opensearch" \
   "conformance"
 
 # media/: the configuration, links and sniffing; the object store and the

@@ -19,19 +19,47 @@ ACCESS_KEY=chat-test-access
 SECRET_KEY=chat-test-secret-key-0123456789
 BUCKET=chat-media
 
+installed() {
+  [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -qx "s3s-fs $VERSION"
+}
+
 install() {
+  installed && return 0
   mkdir -p "$CACHE"
-  # Tests starting at once build once.
+  # Tests starting at once build once. The lock is let go before any
+  # server starts: a server holding it (fd 9 inherited) once kept every
+  # other test waiting for as long as it ran.
   exec 9>"$CACHE/lock"
   flock 9
-  if [ ! -x "$BIN" ] || ! "$BIN" --version 2>/dev/null | grep -q "$VERSION"; then
+  if ! installed; then
+    printf 's3.sh: building s3s-fs %s into %s (first time: about 4 min)\n' \
+      "$VERSION" "$CACHE" >&2
     cargo install s3s-fs --version "$VERSION" --features binary --locked \
       --root "$CACHE" -j 2 >&2
   fi
+  exec 9>&-
 }
 
+# A free loopback port below the kernel's ephemeral range (as
+# chat_testkit::free_port picks them): a port from there could be taken by
+# an outgoing connection before the server binds it.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  python3 - <<'PY'
+import random, socket
+for _ in range(1000):
+    port = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit("no free port")
+PY
 }
 
 start() {
@@ -41,7 +69,7 @@ start() {
   local port
   port=$(free_port)
   "$BIN" --host 127.0.0.1 --port "$port" --access-key "$ACCESS_KEY" \
-    --secret-key "$SECRET_KEY" "$dir/root" >"$dir/s3s.log" 2>&1 &
+    --secret-key "$SECRET_KEY" "$dir/root" >"$dir/s3s.log" 2>&1 9>&- &
   echo $! >"$dir/s3s.pid"
   for _ in $(seq 1 200); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -73,7 +101,17 @@ case "$cmd" in
   start) [ -n "$dir" ] || { echo "start needs --dir" >&2; exit 2; }; start "$dir" ;;
   stop)
     [ -n "$dir" ] || { echo "stop needs --dir" >&2; exit 2; }
-    if [ -f "$dir/s3s.pid" ]; then kill "$(cat "$dir/s3s.pid")" 2>/dev/null || true; rm -f "$dir/s3s.pid"; fi
+    if [ -f "$dir/s3s.pid" ]; then
+      pid=$(cat "$dir/s3s.pid")
+      kill "$pid" 2>/dev/null || true
+      # Gone before this returns, so that the directory may be removed.
+      for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+      done
+      kill -9 "$pid" 2>/dev/null || true
+      rm -f "$dir/s3s.pid"
+    fi
     ;;
   *) echo "usage: scripts/s3.sh install|binary|start --dir DIR|--dir DIR stop" >&2; exit 2 ;;
 esac

@@ -106,17 +106,23 @@ bash scripts/push-service.sh python
 # mock-oauth2-server from Maven Central, on Java 17; cached).
 log "the OpenID Connect provider (scripts/oidc.sh install)"
 bash scripts/oidc.sh install
+# The search tests run a real OpenSearch (one node from Maven Central's
+# jars, on the Java 25 JDK; cached).
+log "OpenSearch for the search tests (scripts/opensearch.sh install)"
+bash scripts/opensearch.sh install
 
 log "starting a CQL server (scripts/cql.sh)"
 CQL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-cql.XXXXXX")
 OUT=$(mktemp "${TMPDIR:-/tmp}/chat-test-out.XXXXXX")
 CQL3_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-cql3.XXXXXX")
 S3_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-s3.XXXXXX")
+OS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-opensearch.XXXXXX")
 cleanup() {
   bash scripts/cql.sh stop --dir "$CQL_DIR" || true
   bash scripts/cql.sh stop --dir "$CQL3_DIR" || true
   bash scripts/s3.sh --dir "$S3_DIR" stop || true
-  rm -rf "$CQL_DIR" "$CQL3_DIR" "$S3_DIR" "$OUT"
+  bash scripts/opensearch.sh --dir "$OS_DIR" stop || true
+  rm -rf "$CQL_DIR" "$CQL3_DIR" "$S3_DIR" "$OS_DIR" "$OUT"
 }
 trap cleanup EXIT
 # The media tests keep files in a real S3 store (s3s-fs from crates.io,
@@ -125,6 +131,11 @@ log "an S3 store for the media tests (scripts/s3.sh)"
 S3_ENV=$(bash scripts/s3.sh start --dir "$S3_DIR")
 eval "export $(echo "$S3_ENV" | tr '\n' ' ')"
 echo "$S3_ENV" | head -1
+log "OpenSearch for the search tests (scripts/opensearch.sh)"
+OPENSEARCH_URL=$(bash scripts/opensearch.sh start --dir "$OS_DIR" | sed -n 's/^OPENSEARCH_URL=//p')
+[ -n "$OPENSEARCH_URL" ] || { echo "OpenSearch did not start" >&2; exit 1; }
+export OPENSEARCH_URL
+echo "OPENSEARCH_URL=$OPENSEARCH_URL"
 SCYLLA_NODES=$(bash scripts/cql.sh start --dir "$CQL_DIR" | sed -n 's/^SCYLLA_NODES=//p' | tail -1)
 [ -n "$SCYLLA_NODES" ] || { echo "the CQL server did not start" >&2; exit 1; }
 export SCYLLA_NODES CHAT_REQUIRE_SCYLLA=1
@@ -149,6 +160,10 @@ if [ "$#" -eq 0 ]; then
     --test reports --test oidc --test media --test media_s3 --test search --test search_durability \
     2>&1 | tee -a "$OUT"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test process kill_9 2>&1 | tee -a "$OUT"
+
+  log "the search suite on OpenSearch (CHAT_TEST_SEARCH=opensearch), on both stores"
+  CHAT_TEST_SEARCH=opensearch cargo test -p chat-node --test search 2>&1 | tee -a "$OUT"
+  CHAT_TEST_SEARCH=opensearch CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test search 2>&1 | tee -a "$OUT"
 
   log "storage conformance, per backend"
   for backend in embedded scylla; do

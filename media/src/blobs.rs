@@ -18,12 +18,16 @@ use futures_util::{Stream, StreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::sniff::HEAD_BYTES;
 use crate::{Backend, MediaConfig, MediaError};
+
+mod writer;
+
+use writer::{unavailable, Writer};
 
 /// Parts written to a local directory.
 const LOCAL_PART: usize = 256 * 1024;
@@ -57,13 +61,6 @@ pub struct Blobs {
     part: usize,
     /// S3: turns to hold part buffers.
     slots: Option<Arc<Semaphore>>,
-}
-
-fn unavailable(e: object_store::Error) -> MediaError {
-    match e {
-        object_store::Error::NotFound { .. } => MediaError::NotFound,
-        other => MediaError::Unavailable(other.to_string()),
-    }
 }
 
 impl Blobs {
@@ -104,6 +101,7 @@ impl Blobs {
                 let store = builder
                     .build()
                     .map_err(|e| MediaError::Config(e.to_string()))?;
+                // Two parts an upload: one sent, one filling (writer.rs).
                 let slots = (config.upload_buffer_bytes / (2 * S3_PART as u64)).max(1);
                 Ok(Blobs {
                     store: Arc::new(store),
@@ -143,9 +141,11 @@ impl Blobs {
             ),
             None => None,
         };
-        let path = Self::path(id, Which::Original);
-        let upload = self.store.put_multipart(&path).await.map_err(unavailable)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part);
+        let mut writer = Writer::new(
+            self.store.clone(),
+            Self::path(id, Which::Original),
+            self.part,
+        );
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut head = Vec::with_capacity(HEAD_BYTES);
@@ -162,9 +162,7 @@ impl Blobs {
                     let take = (HEAD_BYTES - head.len()).min(chunk.len());
                     head.extend_from_slice(&chunk[..take]);
                 }
-                // One part in flight at most while the next one fills.
-                writer.wait_for_capacity(1).await.map_err(unavailable)?;
-                writer.put(chunk);
+                writer.write(chunk).await?;
             }
             if size == 0 {
                 return Err(MediaError::Empty);
@@ -173,12 +171,10 @@ impl Blobs {
         }
         .await;
         if let Err(e) = read {
-            if let Err(a) = writer.abort().await {
-                tracing::warn!(error = %a, "aborting a refused upload");
-            }
+            writer.abort().await;
             return Err(e);
         }
-        writer.finish().await.map_err(unavailable)?;
+        writer.finish().await?;
         Ok(Uploaded {
             size,
             sha256: hex::encode(hasher.finalize()),
@@ -208,7 +204,10 @@ impl Blobs {
         got.bytes().await.map_err(unavailable)
     }
 
-    /// The bytes of `id` (or its thumbnail), whole or `range`, as they come.
+    /// The bytes of `id` (or its thumbnail), whole or `range` (end
+    /// exclusive), as they come. A range is the caller's to check against
+    /// the size: one that is empty or starts past the end is refused
+    /// (`Unavailable`), one that ends past it is cut at the end.
     pub async fn get(
         &self,
         id: &str,

@@ -126,7 +126,7 @@ async fn contract(blobs: &Blobs) {
     let empty = chat_media::new_media_id();
     let none = blobs.upload(&empty, chunks(&[], 1), 100).await;
     assert!(matches!(none, Err(MediaError::Empty)), "{none:?}");
-    // A small file: one short part.
+    // A small file: one PUT, no multipart upload.
     let small = chat_media::new_media_id();
     blobs
         .upload(&small, chunks(b"hello", 2), 100)
@@ -145,8 +145,34 @@ async fn a_local_directory_keeps_files() {
     let blobs = Blobs::open(&MediaConfig::default(), dir.path()).unwrap();
     contract(&blobs).await;
     // Deleted files leave no files behind.
-    let left = chat_testkit::files_under(&dir.path().join("media"));
+    let media = dir.path().join("media");
+    let left = chat_testkit::files_under(&media);
     assert!(left.is_empty(), "{left:?}");
+
+    // An upload whose future is dropped mid-way (the client went, the
+    // handler with it) is aborted: its parts go too.
+    let id = chat_media::new_media_id();
+    let stalled = chunks(&noise(1024 * 1024), 64 * 1024).chain(futures_util::stream::pending());
+    let task = tokio::spawn({
+        let blobs = blobs.clone();
+        async move { blobs.upload(&id, stalled, u64::MAX).await }
+    });
+    chat_testkit::eventually("parts of the stalled upload are written", || {
+        let files = chat_testkit::files_under(&media);
+        async move {
+            (!files.is_empty())
+                .then_some(())
+                .ok_or("none yet".to_string())
+        }
+    })
+    .await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    chat_testkit::eventually("the dropped upload's parts are gone", || {
+        let files = chat_testkit::files_under(&media);
+        async move { files.is_empty().then_some(()).ok_or(format!("{files:?}")) }
+    })
+    .await;
 }
 
 fn s3_config(server: &S3Server, secret: &str) -> MediaConfig {

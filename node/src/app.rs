@@ -325,7 +325,7 @@ impl App {
             .map_err(NodeError::Notify)?,
         );
         let mailer = crate::notifier::mailer(&config.notifications).map_err(NodeError::Notify)?;
-        let search = open_search(&config, services.store.clone())?;
+        let search = open_search(&config, services.store.clone()).await?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let notifier = crate::notifier::start(
@@ -437,13 +437,14 @@ async fn shared_secret(config: &Config, store: &OpenStore) -> Result<AuthConfig,
 }
 
 /// The configured search index, opened; `None` when search is off.
-pub(crate) fn open_search(
+pub(crate) async fn open_search(
     config: &Config,
     store: Arc<dyn MessageStore>,
 ) -> Result<Option<Arc<crate::search::SearchService>>, NodeError> {
     use chat_search::SearchBackend;
     let index: Arc<dyn chat_search::SearchIndex> = match config.search.backend {
         SearchBackend::Off => return Ok(None),
+        SearchBackend::Opensearch => open_opensearch(&config.search.opensearch).await?,
         SearchBackend::Embedded => {
             if config.cluster.listen.is_some() {
                 tracing::warn!(
@@ -466,6 +467,15 @@ pub(crate) fn open_search(
     Ok(Some(Arc::new(crate::search::SearchService::new(
         index, store,
     ))))
+}
+
+async fn open_opensearch(
+    config: &chat_search::OpenSearchConfig,
+) -> Result<Arc<dyn chat_search::SearchIndex>, NodeError> {
+    let index = chat_search::opensearch::OpenSearchIndex::open(&config.url, &config.prefix)
+        .await
+        .map_err(|e| NodeError::Search(e.to_string()))?;
+    Ok(Arc::new(index))
 }
 
 /// The configured store, opened (migrated, on ScyllaDB).

@@ -35,7 +35,7 @@ pub async fn reindex(config: &Config, fresh: bool) -> Result<Reindexed, NodeErro
     let store = open_store(config).await?;
     let shared: Arc<dyn MessageStore> = store.shared();
     let result = async {
-        let Some(search) = open_search(config, shared.clone())? else {
+        let Some(search) = open_search(config, shared.clone()).await? else {
             return Err(NodeError::Search("search is off ([search] backend)".into()));
         };
         if fresh {

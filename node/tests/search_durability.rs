@@ -107,25 +107,51 @@ fn reindex(data: &Path, fresh: bool) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Loses the search index of the node on `data`: its directory, or (on
+/// OpenSearch) its index, which this test names for itself.
+async fn lose_index(data: &Path) {
+    match std::env::var("OPENSEARCH_URL") {
+        Ok(url) if search_env().iter().any(|(_, v)| v == "opensearch") => {
+            let res = reqwest::Client::new()
+                .delete(format!("{url}/{}-messages", prefix()))
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_success(), "{}", res.status());
+        }
+        _ => std::fs::remove_dir_all(data.join("search")).unwrap(),
+    }
+}
+
+/// This test's own OpenSearch index prefix (unused on the embedded index).
+fn prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| unique("rebuild").to_lowercase())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reindex_rebuilds_a_lost_index_and_goes_on_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("node.log");
-    let mut node = NodeProc::start(&data, &log, Some(SECRET), &[]).await;
+    let own = [("CHAT__SEARCH__OPENSEARCH__PREFIX", prefix())];
+    let mut node = NodeProc::start(&data, &log, Some(SECRET), &own).await;
     let word = unique("rebuilt");
     let ann = burst(node.addr, &word, 60).await;
     all_found(node.addr, &ann, &word, 60).await;
     node.sigterm();
     node.wait_exit(Duration::from_secs(30)).await;
     // The index is lost; the history is not.
-    std::fs::remove_dir_all(data.join("search")).unwrap();
+    lose_index(&data).await;
     let said = reindex(&data, false);
     assert!(said.contains("reindexed"), "{said}");
     // Again: nothing is left to do, and it says so quickly.
     reindex(&data, false);
     // A node that indexes nothing itself finds everything.
-    let off = [("CHAT__NOTIFICATIONS__ENABLED", "false")];
+    let off = [
+        ("CHAT__NOTIFICATIONS__ENABLED", "false"),
+        ("CHAT__SEARCH__OPENSEARCH__PREFIX", prefix()),
+    ];
     let node = NodeProc::start(&data, &log, Some(SECRET), &off).await;
     assert_eq!(count(node.addr, &ann, &word).await.unwrap(), 60);
 }

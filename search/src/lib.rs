@@ -26,9 +26,10 @@ pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod embedded;
+pub mod opensearch;
 pub mod query;
 
-pub use config::{SearchBackend, SearchConfig};
+pub use config::{OpenSearchConfig, SearchBackend, SearchConfig};
 pub use query::{has_link, Terms};
 
 /// What can go wrong with the index.

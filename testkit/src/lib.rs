@@ -227,6 +227,66 @@ impl Drop for S3Server {
     }
 }
 
+/// A real OpenSearch for a test (scripts/opensearch.sh: one node from
+/// Maven Central's jars on Java 21+): the one the test run names in
+/// `OPENSEARCH_URL`, or else one started here (about 10 s, 512 MB of heap),
+/// stopped when dropped.
+pub struct OpenSearchServer {
+    /// `http://127.0.0.1:port`.
+    pub url: String,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl OpenSearchServer {
+    /// The run's OpenSearch, or a fresh one.
+    pub fn start() -> OpenSearchServer {
+        if let Ok(url) = std::env::var("OPENSEARCH_URL") {
+            return OpenSearchServer { url, dir: None };
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "chat-opensearch-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        let out = std::process::Command::new("bash")
+            .arg(Self::script())
+            .args(["start", "--dir"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("scripts/opensearch.sh runs");
+        assert!(out.status.success(), "scripts/opensearch.sh start failed");
+        let said = String::from_utf8_lossy(&out.stdout);
+        let url = said
+            .lines()
+            .find_map(|l| l.strip_prefix("OPENSEARCH_URL="))
+            .expect("an OPENSEARCH_URL line")
+            .to_owned();
+        OpenSearchServer {
+            url,
+            dir: Some(dir),
+        }
+    }
+
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/opensearch.sh")
+    }
+}
+
+impl Drop for OpenSearchServer {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::process::Command::new("bash")
+                .arg(Self::script())
+                .args(["--dir"])
+                .arg(dir)
+                .arg("stop")
+                .status();
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

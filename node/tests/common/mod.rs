@@ -49,6 +49,31 @@ pub struct TestNode {
 /// `scripts/test.sh` runs the suites that prove the guarantees a second
 /// time), as environment overrides for nodes run as processes.
 pub fn storage_env() -> Vec<(String, String)> {
+    let mut env = backend_env();
+    env.extend(search_env());
+    env
+}
+
+/// The search backend the node suites run on: the embedded index unless
+/// `CHAT_TEST_SEARCH=opensearch` (then the OpenSearch at `OPENSEARCH_URL`,
+/// which `scripts/test.sh` starts with scripts/opensearch.sh).
+pub fn search_env() -> Vec<(String, String)> {
+    match std::env::var("CHAT_TEST_SEARCH").as_deref() {
+        Ok("opensearch") => {
+            let url = std::env::var("OPENSEARCH_URL").expect(
+                "CHAT_TEST_SEARCH=opensearch needs OPENSEARCH_URL (scripts/opensearch.sh start)",
+            );
+            vec![
+                ("CHAT__SEARCH__BACKEND".into(), "opensearch".into()),
+                ("CHAT__SEARCH__OPENSEARCH__URL".into(), url),
+            ]
+        }
+        Ok("embedded") | Err(_) => Vec::new(),
+        Ok(other) => panic!("CHAT_TEST_SEARCH={other}: embedded or opensearch"),
+    }
+}
+
+fn backend_env() -> Vec<(String, String)> {
     match std::env::var("CHAT_TEST_STORAGE").as_deref() {
         Ok("scylla") => {
             let nodes = std::env::var("SCYLLA_NODES")
