@@ -36,8 +36,9 @@ use crate::{Has, Hit, Hits, SearchError, SearchIndex, SearchQuery};
 
 /// The analyzer's name in the index.
 const ANALYZER: &str = "chat_en";
-/// Memory the writer may buffer before it flushes a segment.
-const WRITER_BYTES: usize = 32 * 1024 * 1024;
+/// Memory the writer may buffer before it flushes a segment (tantivy's
+/// least is 15 MB): every apply commits, so batches stay far below it.
+const WRITER_BYTES: usize = 16 * 1024 * 1024;
 /// Characters of a highlight fragment.
 const FRAGMENT_CHARS: usize = 160;
 

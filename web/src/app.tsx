@@ -6,7 +6,7 @@ import { Bell, SettingsPage, VerifyEmail } from "./settings";
 import { registerWorker } from "./notify";
 import { ResetPassword, SignIn } from "./signin";
 import { Avatar, MessageMenu, ProfilePage, SecurityPage, UserSearch } from "./people";
-import { Attachments, UploadChips, useUploads } from "./attachments";
+import { AttachButton, Attachments, UploadChips, Uploads, pasteFiles, summary, useDropZone, useUploads } from "./attachments";
 import { SearchBox } from "./search";
 
 /** What `#/settings`, `#/profile` and `#/security` route to: no
@@ -169,7 +169,7 @@ function ListItem({ chat, c, active }: { chat: Chat; c: Conversation; active: bo
         class={active ? "active" : ""}
       >
         <span class="title">{chat.title(c)}</span>
-        <span class="last">{last ? (last.deleted ? "message deleted" : `${last.sender}: ${last.body}`) : "no messages yet"}</span>
+        <span class="last">{last ? (last.deleted ? "message deleted" : `${last.sender}: ${summary(last)}`) : "no messages yet"}</span>
         <span data-testid="unread" class="badge" aria-label={c.unread ? `${c.unread} unread` : undefined}>
           {c.unread ? String(c.unread) : ""}
         </span>
@@ -241,6 +241,10 @@ function ConversationView({ chat, c }: { chat: Chat; c: Conversation }) {
   const before = useRef<{ height: number; top: number } | null>(null);
   const [replyTo, setReplyTo] = useState<Message | null>(null);
   const [editing, setEditing] = useState<Message | null>(null);
+  // Files dropped anywhere on the conversation go to the composer.
+  const files = useUploads(chat);
+  const canWrite = c.kind !== "channel" || myRole === "owner" || myRole === "admin";
+  const drop = useDropZone(files, canWrite && !editing);
 
   // Stay at the bottom when there; keep the view still when older
   // messages are added above it.
@@ -276,7 +280,7 @@ function ConversationView({ chat, c }: { chat: Chat; c: Conversation }) {
   const seen = lastMine ? chat.seenBy(c.id, lastMine.id) : [];
   const byId = new Map(messages.map((m) => [m.id, m]));
   return (
-    <div class="conversation">
+    <div class={`conversation ${drop.dragging ? "dragging" : ""}`} {...drop.props}>
       <header class="conv-head">
         <a class="back" href="#/" aria-label="Back to the list">
           ←
@@ -351,6 +355,8 @@ function ConversationView({ chat, c }: { chat: Chat; c: Conversation }) {
       <Composer
         chat={chat}
         c={c}
+        files={files}
+        canWrite={canWrite}
         replyTo={replyTo}
         editing={editing}
         done={() => {
@@ -487,7 +493,8 @@ function PendingRow({ chat, o }: { chat: Chat; o: Outgoing }) {
         <strong>{chat.session.user}</strong>
         <span class="status">{o.error ? `not sent: ${o.error}` : "sending…"}</span>
       </header>
-      <p class="body">{o.body}</p>
+      {o.body && <p class="body">{o.body}</p>}
+      {o.names && <p class="files">📎 {o.names.join(", ")}</p>}
       {o.error && (
         <button type="button" class="small" onClick={() => chat.discard(o)}>
           Discard
@@ -497,51 +504,56 @@ function PendingRow({ chat, o }: { chat: Chat; o: Outgoing }) {
   );
 }
 
-function Composer(props: { chat: Chat; c: Conversation; replyTo: Message | null; editing: Message | null; done: () => void }) {
-  const { chat, c, replyTo, editing, done } = props;
+function Composer(props: {
+  chat: Chat;
+  c: Conversation;
+  files: Uploads;
+  canWrite: boolean;
+  replyTo: Message | null;
+  editing: Message | null;
+  done: () => void;
+}) {
+  const { chat, c, files, replyTo, editing, done } = props;
   const [text, setText] = useState("");
   const input = useRef<HTMLTextAreaElement>(null);
-  const files = useUploads(chat);
-  const [dragging, setDragging] = useState(false);
+  // A message sent while files still upload: it goes once they are done.
+  const [held, setHeld] = useState<{ body: string; reply_to?: string } | null>(null);
   // Before the browser paints, not after: text typed right after "Edit"
   // (a fast user, a test) must not be overwritten by the old body.
   useLayoutEffect(() => {
     if (editing) setText(editing.body);
     input.current?.focus();
   }, [editing, replyTo]);
+  useEffect(() => {
+    if (!held || files.busy) return;
+    if (held.body || files.ready.length) {
+      chat.send(c.id, held.body, held.reply_to, files.ready);
+      files.clear();
+    }
+    setHeld(null);
+  }, [held, files.busy]);
+  const canSend = editing ? !!text.trim() : !held && (!!text.trim() || files.ready.length > 0);
   const submit = () => {
     const body = text.trim();
+    if (!canSend) return;
     if (editing) {
-      if (!body) return;
       void chat.edit(editing, body).catch(() => undefined);
+    } else if (files.busy) {
+      setHeld({ body, reply_to: replyTo?.id });
     } else {
-      if (files.busy || (!body && !files.ready.length)) return;
       chat.send(c.id, body, replyTo?.id, files.ready);
       files.clear();
     }
     setText("");
     done();
   };
-  const canWrite = c.kind !== "channel" || c.members.some((m) => m.user === chat.session.user && m.role !== "member");
-  if (!canWrite) return <p class="readonly">Only owners and admins write here.</p>;
+  if (!props.canWrite) return <p class="readonly">Only owners and admins write here.</p>;
   return (
     <form
-      class={`composer ${dragging ? "dragging" : ""}`}
+      class="composer"
       onSubmit={(e) => {
         e.preventDefault();
         submit();
-      }}
-      onDragOver={(e) => {
-        if (!e.dataTransfer?.types.includes("Files")) return;
-        e.preventDefault();
-        setDragging(true);
-      }}
-      onDragLeave={() => setDragging(false)}
-      onDrop={(e) => {
-        if (!e.dataTransfer?.files.length) return;
-        e.preventDefault();
-        setDragging(false);
-        void files.add(e.dataTransfer.files);
       }}
     >
       {(replyTo || editing) && (
@@ -569,34 +581,21 @@ function Composer(props: { chat: Chat; c: Conversation; replyTo: Message | null;
             submit();
           }
         }}
-        onPaste={(e) => {
-          const pasted = e.clipboardData?.files;
-          if (pasted?.length && !editing) {
-            e.preventDefault();
-            void files.add(pasted);
-          }
-        }}
+        onPaste={(e) => !editing && pasteFiles(files, e)}
       />
-      {!editing && (
-        <label class="attach" title="Attach files">
-          📎
-          <input
-            data-testid="attach-input"
-            type="file"
-            multiple
-            aria-label="Attach files"
-            onChange={(e) => {
-              const picked = e.currentTarget.files;
-              if (picked?.length) void files.add(Array.from(picked));
-              e.currentTarget.value = "";
-            }}
-          />
-        </label>
-      )}
-      <button type="submit" disabled={!editing && files.busy}>
+      {!editing && <AttachButton files={files} />}
+      <button type="submit" disabled={!canSend}>
         Send
       </button>
-      <UploadChips uploads={files.uploads} remove={files.remove} />
+      {held && (
+        <p class="context" role="status">
+          Sending once the files are uploaded…
+          <button type="button" class="small" onClick={() => { setText(held.body); setHeld(null); }}>
+            Cancel
+          </button>
+        </p>
+      )}
+      {!editing && <UploadChips files={files} />}
     </form>
   );
 }

@@ -70,6 +70,8 @@ export interface Outgoing {
   reply_to?: string;
   /** Media ids, kept for every retry. */
   attachments?: string[];
+  /** Their file names, shown while it is sent. */
+  names?: string[];
   error?: string;
 }
 
@@ -643,8 +645,14 @@ export class Chat {
     });
   }
 
-  send(conversation: string, body: string, reply_to?: string, attachments?: string[]) {
-    const o: Outgoing = { client_msg_id: randomKey(), conversation, body, reply_to, attachments };
+  /** Sends a message (with `files`, uploads done: their ids go with every retry). */
+  send(conversation: string, body: string, reply_to?: string, files?: { id?: string; name: string }[]) {
+    const ids = files?.flatMap((f) => (f.id ? [f.id] : []));
+    const o: Outgoing = { client_msg_id: randomKey(), conversation, body, reply_to };
+    if (ids?.length) {
+      o.attachments = ids;
+      o.names = files!.filter((f) => f.id).map((f) => f.name);
+    }
     this.outbox.push(o);
     this.typingSent.delete(conversation);
     this.socket.notify({ type: "typing", conversation, active: false });
