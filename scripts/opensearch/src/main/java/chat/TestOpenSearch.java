@@ -21,6 +21,9 @@ public final class TestOpenSearch {
             settings.put("http.port", String.valueOf(port));
             settings.put("network.host", "127.0.0.1");
             settings.put("discovery.type", "single-node");
+            // A test machine's disk fills with other tests' files: no
+            // watermark may block index creation or writes.
+            settings.put("cluster.routing.allocation.disk.threshold_enabled", "false");
         });
         // Node 1 listens on baseHttpPort + 1 unless http.port says otherwise.
         runner.build(newConfigs().clusterName("chat-test").numOfNode(1).basePath(dir).baseHttpPort(port - 1));
