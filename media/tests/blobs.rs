@@ -9,18 +9,6 @@ use chat_testkit::S3Server;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-fn noise(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 fn chunks(
     data: &[u8],
     size: usize,
@@ -49,7 +37,7 @@ async fn read(
 async fn contract(blobs: &Blobs) {
     blobs.probe().await.expect("the store answers");
     // Streamed in small chunks, a few parts' worth.
-    let data = noise(12 * 1024 * 1024 + 123);
+    let data = chat_testkit::noise(12 * 1024 * 1024 + 123, 1);
     let id = chat_media::new_media_id();
     let up = blobs
         .upload(&id, chunks(&data, 64 * 1024), 20 * 1024 * 1024)
@@ -98,7 +86,7 @@ async fn contract(blobs: &Blobs) {
     let refused = blobs
         .upload(
             &big,
-            chunks(&noise(7 * 1024 * 1024), 100_000),
+            chunks(&chat_testkit::noise(7 * 1024 * 1024, 1), 100_000),
             6 * 1024 * 1024,
         )
         .await;
@@ -113,7 +101,7 @@ async fn contract(blobs: &Blobs) {
     // A body that fails mid-way: nothing left.
     let cut = chat_media::new_media_id();
     let failing = futures_util::stream::iter(vec![
-        Ok(Bytes::from(noise(6 * 1024 * 1024))),
+        Ok(Bytes::from(chat_testkit::noise(6 * 1024 * 1024, 1))),
         Err("connection reset".to_string()),
     ]);
     let failed = blobs.upload(&cut, failing, u64::MAX).await;
@@ -152,7 +140,8 @@ async fn a_local_directory_keeps_files() {
     // An upload whose future is dropped mid-way (the client went, the
     // handler with it) is aborted: its parts go too.
     let id = chat_media::new_media_id();
-    let stalled = chunks(&noise(1024 * 1024), 64 * 1024).chain(futures_util::stream::pending());
+    let stalled = chunks(&chat_testkit::noise(1024 * 1024, 1), 64 * 1024)
+        .chain(futures_util::stream::pending());
     let task = tokio::spawn({
         let blobs = blobs.clone();
         async move { blobs.upload(&id, stalled, u64::MAX).await }

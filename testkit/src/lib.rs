@@ -85,6 +85,22 @@ pub fn free_port() -> u16 {
     panic!("no free port in {PORT_LOW}..{}", PORT_LOW + PORT_SPAN)
 }
 
+/// `len` bytes no compressor shrinks (xorshift from `seed`): uploads and
+/// stores must move them as they are.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 /// Every file under `dir`, at any depth (none when it is missing).
 pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

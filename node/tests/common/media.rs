@@ -129,20 +129,7 @@ pub async fn get(
     }
 }
 
-/// Bytes no compressor shrinks, from a seed.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+pub use chat_testkit::noise;
 
 /// A real PNG of `w` x `h` pixels.
 pub fn png(w: u32, h: u32) -> Vec<u8> {
