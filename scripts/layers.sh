@@ -77,12 +77,13 @@ check actors \
   "services" \
   "router"
 
-# node/: auth; config; membership, HTTP errors and health probes; the shared
+# node/: auth; config; client TLS; membership, HTTP errors and health probes; the shared
 # state; the handlers; the admin API (on the handlers' auth); starting and
 # serving; the operators' commands (on the store as the node opens it).
 check node \
   "auth gate origin" \
   "config" \
+  "tls" \
   "membership error listener health notifier telemetry" \
   "media search" \
   "app" \

@@ -162,8 +162,8 @@ if [ "$#" -eq 0 ]; then
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test process kill_9 2>&1 | tee -a "$OUT"
 
   log "the search suite on OpenSearch (CHAT_TEST_SEARCH=opensearch), on both stores"
-  CHAT_TEST_SEARCH=opensearch cargo test -p chat-node --test search 2>&1 | tee -a "$OUT"
-  CHAT_TEST_SEARCH=opensearch CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test search 2>&1 | tee -a "$OUT"
+  CHAT_TEST_SEARCH=opensearch cargo test -p chat-node --test search --test search_durability 2>&1 | tee -a "$OUT"
+  CHAT_TEST_SEARCH=opensearch CHAT_TEST_STORAGE=scylla cargo test -p chat-node --test search --test search_durability 2>&1 | tee -a "$OUT"
 
   log "storage conformance, per backend"
   for backend in embedded scylla; do

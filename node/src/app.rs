@@ -75,6 +75,8 @@ pub struct App {
     pub media: Arc<crate::media::MediaService>,
     /// Full-text search, unless off.
     pub search: Option<Arc<crate::search::SearchService>>,
+    /// TLS for clients on the node's port, when configured.
+    pub tls: Option<Arc<crate::tls::ClientTls>>,
     /// The notification outbox's worker, awaited when draining.
     pub(crate) notifier: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Cluster membership and the claim on this node's name and id, when
@@ -143,12 +145,17 @@ pub enum NodeError {
     /// The search index could not be opened.
     #[error("search: {0}")]
     Search(String),
+    /// The client TLS files are unusable.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl App {
     /// Opens the store, starts the Router, and sets up auth.
     pub async fn start(config: Config) -> Result<Arc<App>, NodeError> {
         config.validate()?;
+        // Unusable certificate files stop the node before it opens anything.
+        let tls = crate::tls::ClientTls::load(&config.listen)?;
         std::fs::create_dir_all(&config.node.data_dir)?;
         let store = open_store(&config).await?;
         let presence: Arc<dyn PresenceStore> = match config.presence.backend {
@@ -327,6 +334,10 @@ impl App {
         let mailer = crate::notifier::mailer(&config.notifications).map_err(NodeError::Notify)?;
         let search = open_search(&config, services.store.clone()).await?;
         let shutdown = CancellationToken::new();
+        if let Some(tls) = &tls {
+            let every = Duration::from_secs(config.listen.tls_watch_secs);
+            tls.watch(every, shutdown.clone());
+        }
         let stop = shutdown.clone();
         let notifier = crate::notifier::start(
             &config.notifications,
@@ -369,6 +380,7 @@ impl App {
             opened: store,
             media,
             search,
+            tls,
             push,
             links,
             notifier: std::sync::Mutex::new(notifier),

@@ -69,6 +69,27 @@ pub struct ListenSection {
     /// Connections one source address may hold open (0: no cap; behind a
     /// proxy every client has the proxy's address).
     pub max_connections_per_ip: usize,
+    /// TLS for clients (`https://`, `wss://`) on the same port: the
+    /// certificate chain (PEM), with `tls_key`. Read again on SIGHUP and
+    /// when either file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// With TLS on, what a plain HTTP request to the port gets.
+    pub plain_http: PlainHttp,
+    /// With TLS on, how often (seconds) the certificate files are checked
+    /// for a change; 0 to reload on SIGHUP only.
+    pub tls_watch_secs: u64,
+}
+
+/// What a plain HTTP request gets on a port that speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlainHttp {
+    /// 308 to the same address over `https://`.
+    Redirect,
+    /// 400, saying the port speaks TLS.
+    Refuse,
 }
 
 impl Default for ListenSection {
@@ -78,6 +99,10 @@ impl Default for ListenSection {
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 10,
             max_connections_per_ip: 1024,
+            tls_cert: None,
+            tls_key: None,
+            plain_http: PlainHttp::Redirect,
+            tls_watch_secs: 10,
         }
     }
 }
@@ -454,6 +479,9 @@ impl Config {
                 "node.id must be at most {}",
                 chat_protocol::ids::MAX_NODE_ID
             ));
+        }
+        if self.listen.tls_cert.is_some() != self.listen.tls_key.is_some() {
+            return bad("listen.tls_cert and listen.tls_key go together".into());
         }
         if chat_protocol::UserId::new(&self.node.name).is_err() {
             return bad("node.name must be 1-64 bytes of [A-Za-z0-9_.:-]".into());

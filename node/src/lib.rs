@@ -46,6 +46,7 @@ pub mod search;
 pub mod security;
 pub mod serve;
 pub mod telemetry;
+pub mod tls;
 pub mod uploads;
 pub mod web;
 pub mod ws;

@@ -9,6 +9,9 @@
 //!                                                         └─► axum routes (with ConnectInfo)
 //! ```
 //!
+//! With client TLS on, the handshake (or a plain request's answer, see
+//! `tls`) comes before hyper, under the same header deadline.
+//!
 //! A connection upgraded to a WebSocket keeps its count until its socket
 //! closes. Behind a proxy every client shares the proxy's address: set
 //! `max_connections_per_ip = 0` there and cap at the proxy.
@@ -22,9 +25,12 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+use crate::tls::{Accepted, ClientTls};
 
 /// The bounds of the listener.
 #[derive(Debug, Clone, Copy)]
@@ -86,8 +92,10 @@ pub async fn serve(
     listener: TcpListener,
     routes: axum::Router,
     bounds: Bounds,
+    tls: Option<Arc<ClientTls>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let plain = tls.as_ref().map(|t| t.plain_routes());
     let table = Arc::new(PerAddress::default());
     let connections = tokio_util::task::TaskTracker::new();
     loop {
@@ -112,8 +120,20 @@ pub async fn serve(
         };
         let routes = routes.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
+        let plain = plain.clone();
         connections.spawn(async move {
-            serve_one(stream, peer, routes, bounds, shutdown).await;
+            let _ = stream.set_nodelay(true);
+            match (tls, plain) {
+                (Some(tls), Some(plain)) => {
+                    match tls.accept(stream, bounds.header_read_timeout).await {
+                        Accepted::Tls(s) => serve_one(s, peer, routes, bounds, shutdown).await,
+                        Accepted::Plain(s) => serve_one(s, peer, plain, bounds, shutdown).await,
+                        Accepted::Gone => {}
+                    }
+                }
+                _ => serve_one(stream, peer, routes, bounds, shutdown).await,
+            }
             drop(slot);
         });
     }
@@ -122,14 +142,15 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_one(
-    stream: TcpStream,
+async fn serve_one<S>(
+    stream: S,
     peer: SocketAddr,
     routes: axum::Router,
     bounds: Bounds,
     shutdown: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         let routes = routes.clone();

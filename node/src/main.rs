@@ -152,7 +152,8 @@ fn main() -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let app = chat_node::App::start(config).await?;
         // Scripts and tests read this line to find the port.
-        println!("chat-node listening on http://{addr}");
+        let scheme = if app.tls.is_some() { "https" } else { "http" };
+        println!("chat-node listening on {scheme}://{addr}");
         tracing::info!(%addr, "listening");
         chat_node::serve::serve(app, listener, shutdown_signal()).await?;
         tracing::info!("drained; exiting");

@@ -197,7 +197,7 @@ pub async fn serve(
         header_read_timeout: Duration::from_secs(app.config.listen.header_read_timeout_secs),
         max_connections_per_ip: app.config.listen.max_connections_per_ip,
     };
-    listener::serve(tcp, routes, bounds, token).await?;
+    listener::serve(tcp, routes, bounds, app.tls.clone(), token).await?;
     app.drain().await;
     if let Some(why) = failed_rx.borrow_and_update().clone() {
         return Err(crate::membership::JoinError::Duplicate(why).into());

@@ -97,7 +97,8 @@ fn reindex(data: &Path, fresh: bool) -> String {
         }
     }
     cmd.envs(storage_env())
-        .env("CHAT__AUTH__JWT_SECRET", SECRET);
+        .env("CHAT__AUTH__JWT_SECRET", SECRET)
+        .env("CHAT__SEARCH__OPENSEARCH__PREFIX", prefix());
     let out = cmd.output().expect("chat-node reindex runs");
     assert!(
         out.status.success(),

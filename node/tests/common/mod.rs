@@ -394,7 +394,21 @@ pub async fn try_connect(
     token: Option<&str>,
     codec: Codec,
 ) -> Result<Client, u16> {
-    let mut req = format!("ws://{addr}/v1/ws").into_client_request().unwrap();
+    try_connect_to(&format!("ws://{addr}/v1/ws"), token, codec, None)
+        .await
+        .map_err(|e| e.unwrap_or_else(|e| panic!("connect failed: {e}")))
+}
+
+/// Connects to `url` (`ws://` or `wss://`, with `tls` for the latter):
+/// the HTTP status of a refused upgrade, or the error of a connection
+/// that failed before one (a TLS handshake, say).
+pub async fn try_connect_to(
+    url: &str,
+    token: Option<&str>,
+    codec: Codec,
+    tls: Option<tokio_tungstenite::Connector>,
+) -> Result<Client, Result<u16, String>> {
+    let mut req = url.into_client_request().unwrap();
     if let Some(t) = token {
         req.headers_mut()
             .insert("Authorization", format!("Bearer {t}").parse().unwrap());
@@ -403,7 +417,7 @@ pub async fn try_connect(
         "Sec-WebSocket-Protocol",
         codec.subprotocol().parse().unwrap(),
     );
-    match tokio_tungstenite::connect_async(req).await {
+    match tokio_tungstenite::connect_async_tls_with_config(req, None, false, tls).await {
         Ok((ws, resp)) => {
             let picked = resp
                 .headers()
@@ -423,8 +437,8 @@ pub async fn try_connect(
                 closed: None,
             })
         }
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
-        Err(e) => panic!("connect failed: {e}"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(Ok(resp.status().as_u16())),
+        Err(e) => Err(Err(e.to_string())),
     }
 }
 
@@ -725,18 +739,10 @@ impl Client {
 /// browsers do) instead of the `Authorization` header; returns the HTTP
 /// status on a refused upgrade.
 pub async fn try_connect_query(addr: SocketAddr, token: &str, codec: Codec) -> Result<Client, u16> {
-    let mut req = format!("ws://{addr}/v1/ws?access_token={token}")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        codec.subprotocol().parse().unwrap(),
-    );
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(Client::from_ws(ws, codec)),
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
-        Err(e) => panic!("connect failed: {e}"),
-    }
+    let url = format!("ws://{addr}/v1/ws?access_token={token}");
+    try_connect_to(&url, None, codec, None)
+        .await
+        .map_err(|e| e.unwrap_or_else(|e| panic!("connect failed: {e}")))
 }
 
 /// The value of an unlabelled sample in Prometheus text.

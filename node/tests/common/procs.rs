@@ -119,7 +119,10 @@ impl NodeProc {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some((_, addr)) = line.split_once("listening on http://") {
+                    let addr = line
+                        .split_once("listening on http://")
+                        .or_else(|| line.split_once("listening on https://"));
+                    if let Some((_, addr)) = addr {
                         node.addr = addr.trim().parse().expect("address in the listening line");
                         return node;
                     }
@@ -168,11 +171,16 @@ impl NodeProc {
 
     /// Sends SIGTERM (with the `kill` utility: no signal crate needed).
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal named `name` (`HUP`, `TERM`...).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{name}"), &self.pid().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM: {status:?}");
+        assert!(status.success(), "kill -{name}: {status:?}");
     }
 
     /// Waits until the process exits, at most `within`.
