@@ -41,7 +41,7 @@ if [ "$STORAGE" = scylla ]; then
   nodes=$(CQL_COMMITLOG=periodic bash scripts/cql.sh start --dir "$tmp/cql" | sed -n 's/^SCYLLA_NODES=//p')
   cql_pid=$(cat "$tmp/cql/node1/pid")
   export SCYLLA_NODES=$nodes
-  storage_env=(CHAT__STORAGE__BACKEND=scylla "CHAT__STORAGE__SCYLLA__NODES=[\"$nodes\"]")
+  storage_env=(CHAT__STORAGE__BACKEND=scylla "CHAT__STORAGE__SCYLLA__NODES=[\"$nodes\"]" CHAT__SEARCH__BACKEND=off)
 fi
 
 # CPU seconds (user + system) of the given pids, from /proc.

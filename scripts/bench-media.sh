@@ -17,16 +17,9 @@ SIZE=${SIZE:-26214400}
 BACKEND=${BACKEND:-local}
 
 [ -n "${NO_BUILD:-}" ] || cargo build --release -q -p chat-node
-RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-media-bench.XXXXXX")
-NODE_PID=""
-cleanup() {
-  [ -z "$NODE_PID" ] || kill "$NODE_PID" 2>/dev/null || true
-  bash scripts/s3.sh --dir "$RUN_DIR" stop >/dev/null 2>&1 || true
-  rm -rf "$RUN_DIR"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. scripts/lib/bench-node.sh
+RUN_DIR=$(bench_run_dir media)
+on_exit 'bash scripts/s3.sh --dir "$RUN_DIR" stop'
 PORT=$(free_port)
 env=(
   "CHAT__AUTH__JWT_SECRET=bench-media-secret-0123456789abcdef"
@@ -45,13 +38,6 @@ if [ "$BACKEND" = s3 ]; then
     "CHAT__MEDIA__S3__ALLOW_HTTP=true"
   )
 fi
-env "${env[@]}" taskset -c 0 "$ROOT/target/release/chat-node" \
-  --http "127.0.0.1:$PORT" --data-dir "$RUN_DIR/data" >"$RUN_DIR/node.log" 2>&1 &
-NODE_PID=$!
-for _ in $(seq 1 400); do
-  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
-  kill -0 "$NODE_PID" 2>/dev/null || { cat "$RUN_DIR/node.log" >&2; exit 1; }
-  sleep 0.05
-done
+start_node "$PORT" "$RUN_DIR/data" "${env[@]}"
 echo "backend=$BACKEND parallel=$PARALLEL size=$SIZE"
 taskset -c 1 python3 bench/media/uploads.py 127.0.0.1 "$PORT" "$NODE_PID" "$PARALLEL" "$SIZE"

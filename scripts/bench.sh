@@ -322,7 +322,7 @@ if [ "$STORAGE" = scylla ]; then
   NODES=$(CQL_COMMITLOG=periodic "${ON_SERVER[@]}" bash scripts/cql.sh start --dir "$RUN_DIR/cql" |
     sed -n 's/^SCYLLA_NODES=//p')
   [ -n "$NODES" ] || die "the CQL server did not start"
-  CHAT_ENV=(CHAT__STORAGE__BACKEND=scylla "CHAT__STORAGE__SCYLLA__NODES=[\"$NODES\"]"
+  CHAT_ENV=(CHAT__STORAGE__BACKEND=scylla "CHAT__STORAGE__SCYLLA__NODES=[\"$NODES\"]" CHAT__SEARCH__BACKEND=off
     "CHAT__STORAGE__SCYLLA__KEYSPACE=chat_bench_$(date +%s)")
   start_chat
   # A JIT-compiled server is measured warm: throwaway passes of sends and

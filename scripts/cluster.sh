@@ -79,7 +79,8 @@ case "$STORAGE" in
         sed -n 's/^SCYLLA_NODES=//p')
     fi
     list=$(printf '"%s",' ${SCYLLA_NODES//,/ })
-    storage_env=(CHAT__STORAGE__BACKEND=scylla "CHAT__STORAGE__SCYLLA__NODES=[${list%,}]"
+    # Search is OpenSearch's on ScyllaDB (none here): off.
+    storage_env=(CHAT__STORAGE__BACKEND=scylla "CHAT__STORAGE__SCYLLA__NODES=[${list%,}]" CHAT__SEARCH__BACKEND=off
       CHAT__STORAGE__SCYLLA__KEYSPACE=chat_local
       "CHAT__STORAGE__SCYLLA__REPLICATION_FACTOR=$CQL_NODES")
     echo "history in ScyllaDB/CQL at $SCYLLA_NODES" >&2

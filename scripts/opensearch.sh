@@ -54,7 +54,9 @@ start() {
   mkdir -p "$dir"
   local port
   port=$(free_port)
-  "$JAVA_HOME/bin/java" -Xms256m -Xmx512m -cp "$CACHE/classes:$CACHE/lib/*" \
+  # CHAT_OPENSEARCH_HEAP: the JVM's heap (the benchmark gives it more).
+  local heap=${CHAT_OPENSEARCH_HEAP:-512m}
+  "$JAVA_HOME/bin/java" -Xms256m "-Xmx$heap" -cp "$CACHE/classes:$CACHE/lib/*" \
     chat.TestOpenSearch "$dir/node" "$port" >"$dir/opensearch.log" 2>&1 &
   echo $! >"$dir/opensearch.pid"
   for _ in $(seq 1 1200); do

@@ -534,6 +534,17 @@ impl Config {
         }
         if self.storage.backend == StorageBackend::Scylla {
             self.storage.scylla.check().map_err(ConfigError::Invalid)?;
+            // Nodes on ScyllaDB share the indexing work (the outbox's
+            // shards), so an index on each node's own disk would hold only
+            // the conversations that node happened to index.
+            if self.search.backend == chat_search::SearchBackend::Embedded {
+                return bad(
+                    "search.backend = \"embedded\" keeps the index on this node's disk, \
+                    but nodes on ScyllaDB keep nothing there and share the indexing: set \
+                    search.backend = \"opensearch\" (or \"off\")"
+                        .into(),
+                );
+            }
         }
         if self.presence.backend == PresenceBackend::Redis && self.presence.redis_url.is_empty() {
             return bad("presence.redis_url is required with backend = \"redis\"".into());
@@ -708,10 +719,16 @@ mod tests {
                 ("CHAT__STORAGE__SCYLLA__KEYSPACE", "chat_prod"),
                 ("CHAT__STORAGE__SCYLLA__REPLICATION_FACTOR", "3"),
                 ("CHAT__STORAGE__SCYLLA__CONSISTENCY", "quorum"),
+                ("CHAT__SEARCH__BACKEND", "off"),
             ]),
         )
         .unwrap();
         c.validate().unwrap();
+        // An index on the node's own disk, which ScyllaDB nodes keep empty.
+        let mut local = c.clone();
+        local.search.backend = chat_search::SearchBackend::Embedded;
+        let err = local.validate().unwrap_err().to_string();
+        assert!(err.contains("search.backend"), "{err}");
         assert_eq!(c.storage.backend, StorageBackend::Scylla);
         let s = &c.storage.scylla;
         assert_eq!(s.nodes, vec!["10.0.0.1:9042", "10.0.0.2:9042"]);

@@ -10,6 +10,7 @@ pub mod oidc;
 pub mod procs;
 pub mod push;
 pub mod target;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -99,6 +100,10 @@ fn backend_env() -> Vec<(String, String)> {
             static NEXT_ID: AtomicU64 = AtomicU64::new(0);
             let id = 100 + NEXT_ID.fetch_add(1, Ordering::Relaxed) % 900;
             env.push(("CHAT__NODE__ID".into(), id.to_string()));
+            // A node on ScyllaDB searches in OpenSearch or not at all.
+            if std::env::var("CHAT_TEST_SEARCH").as_deref() != Ok("opensearch") {
+                env.push(("CHAT__SEARCH__BACKEND".into(), "off".into()));
+            }
             env
         }
         Ok("embedded") | Err(_) => Vec::new(),
