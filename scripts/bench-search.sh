@@ -20,16 +20,9 @@ MESSAGES=${MESSAGES:-1000000}
 SECRET=bench-search-secret-0123456789abcdef
 
 [ -n "${NO_BUILD:-}" ] || cargo build --release -q -p chat-node -p chat-bench
-RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-search-bench.XXXXXX")
-NODE_PID=""
-cleanup() {
-  [ -z "$NODE_PID" ] || kill "$NODE_PID" 2>/dev/null || true
-  bash scripts/opensearch.sh --dir "$RUN_DIR/os" stop >/dev/null 2>&1 || true
-  rm -rf "$RUN_DIR"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. scripts/lib/bench-node.sh
+RUN_DIR=$(bench_run_dir search)
+on_exit 'bash scripts/opensearch.sh --dir "$RUN_DIR/os" stop'
 PORT=$(free_port)
 env=(
   "CHAT__AUTH__JWT_SECRET=$SECRET"
@@ -44,16 +37,9 @@ if [ "$BACKEND" = opensearch ]; then
   OS_ENV=$(CHAT_OPENSEARCH_HEAP=1g taskset -c 0 bash scripts/opensearch.sh start --dir "$RUN_DIR/os")
   env+=("CHAT__SEARCH__BACKEND=opensearch" "CHAT__SEARCH__OPENSEARCH__URL=$(echo "$OS_ENV" | sed -n 's/^OPENSEARCH_URL=//p')")
 fi
-env "${env[@]}" taskset -c 0 "$ROOT/target/release/chat-node" \
-  --http "127.0.0.1:$PORT" --data-dir "$RUN_DIR/data" >"$RUN_DIR/node.log" 2>&1 &
-NODE_PID=$!
+start_node "$PORT" "$RUN_DIR/data" "${env[@]}"
 PIDS+=(--pid "$NODE_PID")
 [ "$BACKEND" != opensearch ] || PIDS+=(--pid "$(cat "$RUN_DIR/os/opensearch.pid")")
-for _ in $(seq 1 400); do
-  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
-  kill -0 "$NODE_PID" 2>/dev/null || { cat "$RUN_DIR/node.log" >&2; exit 1; }
-  sleep 0.05
-done
 echo "backend=$BACKEND messages=$MESSAGES"
 taskset -c 1 "$ROOT/target/release/search-bench" --node "127.0.0.1:$PORT" "${PIDS[@]}" \
   --jwt-secret "$SECRET" --messages "$MESSAGES" ${OUT:+--out "$OUT"}

@@ -88,7 +88,7 @@ check node \
   "media search" \
   "app" \
   "http ws web" \
-  "admin avatars notifications oidc people relations roles security uploads" \
+  "admin avatars notifications oidc people relations roles security socketio uploads" \
   "profiles" \
   "downloads results" \
   "dead_letters reports" \

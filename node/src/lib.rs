@@ -45,6 +45,7 @@ pub mod roles;
 pub mod search;
 pub mod security;
 pub mod serve;
+pub mod socketio;
 pub mod telemetry;
 pub mod tls;
 pub mod uploads;

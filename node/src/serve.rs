@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
-use axum::routing::{delete, get, patch, post, put};
+use axum::routing::{any, delete, get, patch, post, put};
 use tokio::net::TcpListener;
 use tower_http::cors::{Any, CorsLayer};
 
@@ -133,6 +133,11 @@ pub fn routes(app: Arc<App>) -> axum::Router {
             post(dead_letters::replay),
         )
         .merge(web::routes(&app.config.web))
+        .merge(
+            axum::Router::new()
+                .route(crate::socketio::PATH, any(crate::socketio::route))
+                .with_state(crate::socketio::Servers::new(&app)),
+        )
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

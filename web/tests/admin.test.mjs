@@ -10,8 +10,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
-import { eventually, freePort, root, startCluster } from "./cluster.mjs";
+import { eventually, freePort, launchBrowser, root, startCluster } from "./cluster.mjs";
 
 const artifacts = join(root, "web", "test-artifacts");
 const PASSWORD = "correct horse battery";
@@ -76,10 +75,7 @@ before(async () => {
   const b = await http(1, "POST", "/v1/auth/register", { body: { username: BOB, password: PASSWORD } });
   assert.equal(b.status, 201, `register ${BOB}: ${JSON.stringify(b.body)}`);
   bobTokens = b.body;
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {

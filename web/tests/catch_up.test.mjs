@@ -11,8 +11,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
-import { eventually, recordFrames, root, startCluster, weight } from "./cluster.mjs";
+import { eventually, launchBrowser, recordFrames, root, startCluster, weight } from "./cluster.mjs";
 
 const artifacts = join(root, "web", "test-artifacts");
 const PASSWORD = "correct horse battery";
@@ -24,10 +23,7 @@ let browser;
 before(async () => {
   mkdirSync(artifacts, { recursive: true });
   cluster = await startCluster(3, { CHAT__FAULTS__PEER_FANOUT_DELAY_MS: "3000" });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {

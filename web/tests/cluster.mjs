@@ -10,6 +10,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const root = resolve(here, "..", "..");
@@ -219,4 +220,19 @@ export async function startCluster(n, extraEnv = {}, { admins = {} } = {}) {
   for (let i = 0; i < n; i++) cluster.start(i);
   await cluster.formed();
   return cluster;
+}
+
+/** Debian's Chromium, headless, as every browser test runs it. */
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
+  });
+}
+
+/** Closes the browser and stops the cluster, saying where its logs are. */
+export async function tearDown(browser, cluster) {
+  await browser?.close();
+  cluster?.stop();
+  if (cluster) console.log(`# node logs: ${cluster.dir}/node-*.log`);
 }

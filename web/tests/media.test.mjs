@@ -9,12 +9,11 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { deflateSync } from "node:zlib";
 import { randomBytes } from "node:crypto";
-import { eventually, recordFrames, root, startCluster } from "./cluster.mjs";
+import { eventually, launchBrowser, recordFrames, root, startCluster } from "./cluster.mjs";
 
 const artifacts = join(root, "web", "test-artifacts");
 const PASSWORD = "correct horse battery";
@@ -25,10 +24,7 @@ before(async () => {
   mkdirSync(artifacts, { recursive: true });
   // Small limits, to see the page's words for refused uploads.
   cluster = await startCluster(1, { CHAT__MEDIA__MAX_UPLOAD_BYTES: "2000000", CHAT__MEDIA__QUOTA_BYTES: "3000000" });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {

@@ -7,8 +7,7 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
-import { eventually, startCluster } from "./cluster.mjs";
+import { eventually, launchBrowser, startCluster } from "./cluster.mjs";
 
 const PASSWORD = "correct horse battery";
 let cluster;
@@ -16,10 +15,7 @@ let browser;
 
 before(async () => {
   cluster = await startCluster(1);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {

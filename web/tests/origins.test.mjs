@@ -13,8 +13,7 @@ import { once } from "node:events";
 import { readdirSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
-import { eventually, freePort, root, startCluster } from "./cluster.mjs";
+import { eventually, freePort, launchBrowser, root, startCluster } from "./cluster.mjs";
 
 const PASSWORD = "correct horse battery";
 
@@ -91,10 +90,7 @@ before(async () => {
     res.end(`<!doctype html><iframe src="${node}/" onload="window.framed = true"></iframe>`);
   });
 
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {

@@ -9,11 +9,10 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
 import * as OTPAuth from "otpauth";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { eventually, root, startCluster } from "./cluster.mjs";
+import { eventually, launchBrowser, root, startCluster } from "./cluster.mjs";
 
 const artifacts = join(root, "web", "test-artifacts");
 
@@ -25,10 +24,7 @@ let browser;
 before(async () => {
   mkdirSync(artifacts, { recursive: true });
   cluster = await startCluster(1, { CHAT__ADMIN__USERS: `["${ADMIN}"]` }, { admins: { [ADMIN]: PASSWORD } });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {

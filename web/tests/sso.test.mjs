@@ -8,8 +8,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
-import { eventually, freePort, root, startCluster } from "./cluster.mjs";
+import { eventually, freePort, launchBrowser, root, startCluster } from "./cluster.mjs";
 
 let provider;
 let cluster;
@@ -39,10 +38,7 @@ before(async () => {
     CHAT__AUTH__OIDC__REDIRECT_URL: `${urls[0]}/v1/auth/oidc/callback`,
     CHAT__AUTH__OIDC__NAME: "MockID",
   }));
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {

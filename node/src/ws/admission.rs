@@ -15,17 +15,17 @@ use crate::auth::Claims;
 
 /// A connection attached to its user's session before its upgrade, or the
 /// close code and reason it gets instead.
-pub(super) struct Admitted {
-    pub(super) id: u64,
-    pub(super) conn: Connection,
-    pub(super) end: ConnectionEnd,
-    pub(super) attached: Result<Attachment, (u16, String)>,
+pub(crate) struct Admitted {
+    pub(crate) id: u64,
+    pub(crate) conn: Connection,
+    pub(crate) end: ConnectionEnd,
+    pub(crate) attached: Result<Attachment, (u16, String)>,
 }
 
 /// Detaches the connection from its session when dropped: when it ends, or
 /// when its upgrade never completes.
-pub(super) struct Attachment {
-    pub(super) session: SessionHandle,
+pub(crate) struct Attachment {
+    pub(crate) session: SessionHandle,
     conn: u64,
 }
 
@@ -36,7 +36,7 @@ impl Drop for Attachment {
 }
 
 /// Attaches a new connection of `claims`' user to its session.
-pub(super) async fn admit(app: Arc<App>, claims: Claims, codec: Codec) -> Admitted {
+pub(crate) async fn admit(app: Arc<App>, claims: Claims, codec: Codec) -> Admitted {
     let limits = &app.config.limits;
     let id = app.next_conn.fetch_add(1, Ordering::Relaxed);
     let (conn, end) = Connection::new(id, codec, limits.outbound_queue, limits.outbound_bytes);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message as WsMessage, WebSocket};
+use axum::extract::ws::Message as WsMessage;
 use bytes::Bytes;
 use chat_actors::conn::{Closer, Connection, ConnectionEnd, Outbound};
 use chat_actors::dispatch::Caller;
@@ -16,7 +16,7 @@ use chat_actors::telemetry::{parent_of, Span};
 use chat_actors::ChatError;
 use chat_protocol::{close_code, ClientFrame, Codec, ErrorCode, ServerFrame};
 use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
+use futures_util::{Sink, Stream, StreamExt};
 
 use super::admission::Admitted;
 use super::io::{close, Pongs, CLOSE_TIMEOUT, IDLE_CLOSE, SHUTDOWN_ANSWER_TIMEOUT};
@@ -31,13 +31,18 @@ type ReplyFuture = Pin<Box<dyn Future<Output = (Option<Bytes>, usize)> + Send>>;
 
 /// Runs one connection until it closes: spawns its writer, reads until
 /// the socket or something else ends it, then lets the close frame out.
-pub(super) async fn serve(
+/// `sink` and `stream` are a WebSocket's halves, or another transport's
+/// frames dressed as WebSocket messages (the Socket.IO bridge).
+pub(crate) async fn serve<S, R>(
     app: Arc<App>,
-    socket: WebSocket,
+    (mut sink, mut stream): (S, R),
     claims: Claims,
     codec: Codec,
     admitted: Admitted,
-) {
+) where
+    S: Sink<WsMessage, Error = axum::Error> + Send + Unpin + 'static,
+    R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+{
     let limits = &app.config.limits;
     let Admitted {
         id,
@@ -46,7 +51,6 @@ pub(super) async fn serve(
         attached,
     } = admitted;
     let ConnectionEnd { outbound, closer } = end;
-    let (mut sink, mut stream) = socket.split();
     let attachment = match attached {
         Ok(a) => a,
         Err((code, reason)) => {

@@ -11,6 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chat_actors::ChatError;
 use chat_protocol::{Codec, ErrorCode};
+use futures_util::StreamExt;
 
 use super::admission::admit;
 use super::reader::serve;
@@ -87,7 +88,8 @@ pub async fn upgrade(
     };
     let tracker = app.connections.clone();
     ws.on_upgrade(move |socket| {
-        tracker.track_future(async move { serve(app, socket, claims, codec, admitted).await })
+        tracker
+            .track_future(async move { serve(app, socket.split(), claims, codec, admitted).await })
     })
 }
 
