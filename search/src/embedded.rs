@@ -8,8 +8,10 @@
 //! folded to ASCII and stemmed (English), for the index and for queries
 //! alike; positions are kept, for phrases.
 //!
-//! Writes go through the one writer tantivy allows, on the blocking pool;
-//! searches read the last commit.
+//! Writes go through the one writer tantivy allows, on the blocking pool,
+//! and share commits (`commits`); searches read the last commit.
+
+mod commits;
 
 use std::ops::Bound;
 use std::path::Path;
@@ -37,7 +39,7 @@ use crate::{Has, Hit, Hits, SearchError, SearchIndex, SearchQuery};
 /// The analyzer's name in the index.
 const ANALYZER: &str = "chat_en";
 /// Memory the writer may buffer before it flushes a segment (tantivy's
-/// least is 15 MB): every apply commits, so batches stay far below it.
+/// least is 15 MB): commits come often, so batches stay far below it.
 const WRITER_BYTES: usize = 16 * 1024 * 1024;
 /// Characters of a highlight fragment.
 const FRAGMENT_CHARS: usize = 160;
@@ -102,6 +104,7 @@ fn schema() -> (Schema, Fields) {
 pub struct EmbeddedIndex {
     reader: IndexReader,
     writer: Arc<Mutex<IndexWriter<TantivyDocument>>>,
+    commits: Arc<commits::Commits>,
     f: Fields,
 }
 
@@ -128,6 +131,7 @@ impl EmbeddedIndex {
         Ok(EmbeddedIndex {
             reader,
             writer: Arc::new(Mutex::new(writer)),
+            commits: Arc::default(),
             f,
         })
     }
@@ -236,8 +240,9 @@ impl SearchIndex for EmbeddedIndex {
         let writer = self.writer.clone();
         let reader = self.reader.clone();
         let conversation = conversation.clone();
+        let commits = self.commits.clone();
         tokio::task::spawn_blocking(move || {
-            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let w = writer.lock().unwrap_or_else(|p| p.into_inner());
             for id in &deletes {
                 w.delete_term(Term::from_field_text(
                     f.key,
@@ -271,12 +276,20 @@ impl SearchIndex for EmbeddedIndex {
                 f.cursor => cursor,
             ))
             .map_err(unavailable)?;
-            if let Err(e) = w.commit() {
-                // Nothing of this batch stays for a later commit to keep.
-                let _ = w.rollback();
-                return Err(unavailable(e));
-            }
-            reader.reload().map_err(unavailable)
+            let n = commits.added();
+            drop(w);
+            commits.wait(n, |added| {
+                let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+                let to = added();
+                if let Err(e) = w.commit() {
+                    // Nothing of these applies stays for a later commit.
+                    let _ = w.rollback();
+                    return Err((to, unavailable(e)));
+                }
+                drop(w);
+                reader.reload().map_err(|e| (to, unavailable(e)))?;
+                Ok(to)
+            })
         })
         .await
         .map_err(unavailable)?
@@ -361,10 +374,12 @@ impl SearchIndex for EmbeddedIndex {
     async fn clear(&self) -> Result<(), SearchError> {
         let writer = self.writer.clone();
         let reader = self.reader.clone();
+        let commits = self.commits.clone();
         tokio::task::spawn_blocking(move || {
             let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
             w.delete_all_documents().map_err(unavailable)?;
             w.commit().map_err(unavailable)?;
+            commits.all_committed();
             reader.reload().map_err(unavailable)
         })
         .await

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use chat_bench::auth::{http_as, mint, run_prefix};
+use chat_bench::auth::{http_as, mint, register, run_prefix};
 use chat_bench::client::{created_id, ChatConn};
 use chat_bench::incoming::Incoming;
 use chat_bench::stats::histogram;
@@ -300,6 +300,11 @@ async fn main() -> Result<()> {
     }
     let words = Arc::new(Words::new());
     let plan = Plan::new(&a);
+    // Members must be accounts: every user signs up once (tokens for
+    // the run are minted after).
+    for u in plan.users.iter().chain(&plan.loaders) {
+        register(a.node, u).await?;
+    }
     let user_tokens: Vec<String> = plan
         .users
         .iter()
