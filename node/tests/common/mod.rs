@@ -100,10 +100,6 @@ fn backend_env() -> Vec<(String, String)> {
             static NEXT_ID: AtomicU64 = AtomicU64::new(0);
             let id = 100 + NEXT_ID.fetch_add(1, Ordering::Relaxed) % 900;
             env.push(("CHAT__NODE__ID".into(), id.to_string()));
-            // A node on ScyllaDB searches in OpenSearch or not at all.
-            if std::env::var("CHAT_TEST_SEARCH").as_deref() != Ok("opensearch") {
-                env.push(("CHAT__SEARCH__BACKEND".into(), "off".into()));
-            }
             env
         }
         Ok("embedded") | Err(_) => Vec::new(),
@@ -117,7 +113,13 @@ pub fn scylla_env(nodes: &str, keyspace: &str, timeout_ms: u64) -> Vec<(String, 
         .split(',')
         .map(|n| format!("{:?}", n.trim()))
         .collect();
-    vec![
+    // A node on ScyllaDB searches in OpenSearch (`search_env`) or not at
+    // all: it refuses an index on its own disk.
+    let search = match std::env::var("CHAT_TEST_SEARCH").as_deref() {
+        Ok("opensearch") => search_env(),
+        _ => vec![("CHAT__SEARCH__BACKEND".into(), "off".into())],
+    };
+    let mut env = vec![
         ("CHAT__STORAGE__BACKEND".into(), "scylla".into()),
         (
             "CHAT__STORAGE__SCYLLA__NODES".into(),
@@ -128,7 +130,9 @@ pub fn scylla_env(nodes: &str, keyspace: &str, timeout_ms: u64) -> Vec<(String, 
             "CHAT__STORAGE__SCYLLA__REQUEST_TIMEOUT_MS".into(),
             timeout_ms.to_string(),
         ),
-    ]
+    ];
+    env.extend(search);
+    env
 }
 
 /// A config for tests: a fresh data dir, a fixed secret, free port, the
