@@ -23,6 +23,12 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 
+# A one-off build (CI's fresh clone) gains nothing from incremental caches,
+# which doubled the target directory (13 GB) and once filled CI's disk.
+if [ "${CI:-}" = "true" ]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust (rustup) first" >&2
   exit 1

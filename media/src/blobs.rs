@@ -11,6 +11,7 @@
 use std::ops::Range;
 use std::path::Path as FsPath;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -18,7 +19,7 @@ use futures_util::{Stream, StreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -33,6 +34,8 @@ use writer::{unavailable, Writer};
 const LOCAL_PART: usize = 256 * 1024;
 /// Parts written to S3: its smallest part but the last.
 const S3_PART: usize = 5 * 1024 * 1024;
+/// How long `/readyz` waits for the object store.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Which object of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,9 @@ pub struct Uploaded {
 #[derive(Clone)]
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
+    /// The same store without retries and with short timeouts: `/readyz`
+    /// must answer at once, not after the data path's backoff.
+    probe: Arc<dyn ObjectStore>,
     part: usize,
     /// S3: turns to hold part buffers.
     slots: Option<Arc<Semaphore>>,
@@ -77,8 +83,10 @@ impl Blobs {
                     .map_err(|e| MediaError::Config(e.to_string()))?
                     // A deleted file's emptied directory goes with it.
                     .with_automatic_cleanup(true);
+                let store: Arc<dyn ObjectStore> = Arc::new(store);
                 Ok(Blobs {
-                    store: Arc::new(store),
+                    probe: store.clone(),
+                    store,
                     part: LOCAL_PART,
                     slots: None,
                 })
@@ -98,6 +106,21 @@ impl Blobs {
                 if let Some(endpoint) = &s3.endpoint {
                     builder = builder.with_endpoint(endpoint);
                 }
+                let probe = builder
+                    .clone()
+                    .with_retry(RetryConfig {
+                        max_retries: 0,
+                        ..RetryConfig::default()
+                    })
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_connect_timeout(PROBE_TIMEOUT)
+                            .with_timeout(PROBE_TIMEOUT),
+                    )
+                    // The options above replaced the builder's: again.
+                    .with_allow_http(s3.allow_http)
+                    .build()
+                    .map_err(|e| MediaError::Config(e.to_string()))?;
                 let store = builder
                     .build()
                     .map_err(|e| MediaError::Config(e.to_string()))?;
@@ -105,6 +128,7 @@ impl Blobs {
                 let slots = (config.upload_buffer_bytes / (2 * S3_PART as u64)).max(1);
                 Ok(Blobs {
                     store: Arc::new(store),
+                    probe: Arc::new(probe),
                     part: S3_PART,
                     slots: Some(Arc::new(Semaphore::new(slots as usize))),
                 })
@@ -239,7 +263,7 @@ impl Blobs {
 
     /// Whether the store answers (a missing object is an answer).
     pub async fn probe(&self) -> Result<(), MediaError> {
-        match self.store.head(&Path::from("probe/none")).await {
+        match self.probe.head(&Path::from("probe/none")).await {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(unavailable(e)),
         }

@@ -73,6 +73,9 @@ pub struct MediaConfig {
     pub max_image_pixels: u64,
     /// The long side of thumbnails, pixels.
     pub thumbnail_px: u32,
+    /// An upload no message or avatar took within this long is deleted
+    /// (an app that uploaded, then never sent, leaves nothing for good).
+    pub unattached_ttl_secs: u64,
 }
 
 impl Default for MediaConfig {
@@ -86,6 +89,7 @@ impl Default for MediaConfig {
             upload_buffer_bytes: 48 * 1024 * 1024,
             max_image_pixels: 50_000_000,
             thumbnail_px: 320,
+            unattached_ttl_secs: 86_400,
         }
     }
 }

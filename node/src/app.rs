@@ -338,6 +338,7 @@ impl App {
             let every = Duration::from_secs(config.listen.tls_watch_secs);
             tls.watch(every, shutdown.clone());
         }
+        media.spawn_sweeper(shutdown.clone());
         let stop = shutdown.clone();
         let notifier = crate::notifier::start(
             &config.notifications,

@@ -35,7 +35,14 @@ pub(crate) async fn check(app: &App, user: &UserId, id: &str) -> Result<(), Http
 /// `id` becomes `user`'s avatar: referred to before the profile names it.
 pub(crate) async fn refer(app: &App, user: &UserId, id: &str) -> Result<(), HttpError> {
     let reference = MediaRef::Avatar { user: user.clone() };
-    Ok(app.store.add_media_ref(id, &reference).await?)
+    match chat_storage::media::refer(app.store.as_ref(), id, &reference).await? {
+        Some(_) => Ok(()),
+        // Deleted between the check and now.
+        None => Err(HttpError::new(
+            ErrorCode::NotFound,
+            "avatar: no such media of yours",
+        )),
+    }
 }
 
 /// `id` is no longer `user`'s avatar (the profile no longer names it): the

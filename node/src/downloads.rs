@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::app::App;
 use crate::error::HttpError;
 use crate::http::{authenticate, bad_request, query_error};
+use crate::media::{collect, Collected, ReleaseError};
 use crate::uploads::media_error;
 
 type HttpResult<T> = Result<T, HttpError>;
@@ -215,21 +216,20 @@ pub(crate) async fn delete(
     if !is_media_id(&id) {
         return Err(no_file());
     }
-    let record = app
-        .store
+    app.store
         .media(&id)
         .await?
         .filter(|r| r.owner == user)
         .ok_or_else(no_file)?;
-    if !app.store.media_refs(&id, 1).await?.is_empty() {
-        return Err(HttpError::new(
+    match collect(app.store.as_ref(), &app.media.blobs, &id).await {
+        Ok(Collected::Deleted | Collected::Gone) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(Collected::Referred) => Err(HttpError::new(
             ErrorCode::Conflict,
             "a message or an avatar still carries this file",
-        ));
+        )),
+        Err(ReleaseError::Store(e)) => Err(e.into()),
+        Err(ReleaseError::Blobs(e)) => Err(media_error(e)),
     }
-    app.media.blobs.delete(&id).await.map_err(media_error)?;
-    app.store.delete_media(&record).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn internal(e: axum::http::Error) -> HttpError {

@@ -17,6 +17,9 @@ pub struct HttpError {
     code: ErrorCode,
     message: String,
     retry_after_ms: Option<u64>,
+    /// Numbers a client acts on without parsing `message` (a limit, what is
+    /// used of it), merged into the body.
+    details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl HttpError {
@@ -28,7 +31,16 @@ impl HttpError {
             code,
             message: message.into(),
             retry_after_ms: None,
+            details: None,
         }
+    }
+
+    /// The same error with `key: value` in its body.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.details
+            .get_or_insert_with(Default::default)
+            .insert(key.to_owned(), value.into());
+        self
     }
 }
 
@@ -50,6 +62,7 @@ impl From<AuthError> for HttpError {
             code: e.code(),
             message: e.to_string(),
             retry_after_ms: e.retry_after_ms(),
+            details: None,
         }
     }
 }
@@ -57,6 +70,9 @@ impl From<AuthError> for HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let mut body = json!({ "code": self.code, "message": self.message });
+        for (key, value) in self.details.into_iter().flatten() {
+            body[key] = value;
+        }
         let mut resp = match self.retry_after_ms {
             Some(ms) => {
                 body["retry_after_ms"] = json!(ms);

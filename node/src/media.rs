@@ -2,16 +2,18 @@
 //! that holds uploaded files (chat-media: a local directory, or any
 //! S3-compatible store so that nodes keep nothing on their own disk), the
 //! key that signs the links messages carry, and the release of files no
-//! message refers to any more. The routes are in `uploads.rs` and
+//! message refers to any more, or that no message took in time. The routes are in `uploads.rs` and
 //! `downloads.rs`; the actors reach this through [`MediaLinks`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chat_actors::media::MediaLinks;
-use chat_media::{is_image, Blobs, Links, MediaConfig};
+use chat_media::{is_image, Blobs, Links, MediaConfig, MediaError};
 use chat_protocol::{now_ms, Attachment};
-use chat_storage::{MediaRef, MessageStore};
+use chat_storage::{MediaRef, MessageStore, StoreError};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 /// Images decoded at once on this node: decoding takes up to the image
 /// limit's memory (see `MediaConfig::max_image_pixels`), so one at a time
@@ -49,6 +51,32 @@ impl MediaService {
         }
     }
 
+    /// Runs [`sweep_unattached`] for uploads older than `[media]
+    /// unattached_ttl_secs`, a few times per that period (at most every 10
+    /// minutes), until `stop`. Every node sweeps: a file collected twice is
+    /// deleted once.
+    pub fn spawn_sweeper(&self, stop: CancellationToken) {
+        let (store, blobs) = (self.store.clone(), self.blobs.clone());
+        let ttl_ms = self.config.unattached_ttl_secs.saturating_mul(1000);
+        let every = Duration::from_secs((self.config.unattached_ttl_secs / 4).clamp(1, 600));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let before = now_ms().saturating_sub(ttl_ms);
+                match sweep_unattached(store.as_ref(), &blobs, before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "swept uploads nothing took"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping unattached uploads"),
+                }
+            }
+        });
+    }
+
     /// The signed link to `id` (or its thumbnail), a path on any node.
     pub fn url(&self, id: &str, thumbnail: bool, now_ms: u64) -> String {
         let query = self.links.query(id, now_ms);
@@ -60,38 +88,101 @@ impl MediaService {
     }
 }
 
+/// Why a file could not be released.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// Its record.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Its bytes.
+    #[error(transparent)]
+    Blobs(#[from] MediaError),
+}
+
+/// What [`collect`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collected {
+    /// Nothing referred to it: its bytes and record are gone.
+    Deleted,
+    /// Something refers to it: kept.
+    Referred,
+    /// No such record.
+    Gone,
+}
+
+/// Deletes `id`'s file if nothing refers to it. The record is marked
+/// `released` first and its references read again: an attach racing this
+/// one (see `chat_storage::media::refer`) either sees the mark and refuses,
+/// or is seen here and the file stays. Then the bytes go, then the record
+/// (a failure between leaves a record to find again, never bytes nobody can
+/// find).
+pub async fn collect(
+    store: &dyn MessageStore,
+    blobs: &Blobs,
+    id: &str,
+) -> Result<Collected, ReleaseError> {
+    let Some(mut record) = store.media(id).await? else {
+        return Ok(Collected::Gone);
+    };
+    if !store.media_refs(id, 1).await?.is_empty() {
+        return Ok(Collected::Referred);
+    }
+    if !record.released {
+        record.released = true;
+        store.update_media(&record).await?;
+    }
+    if !store.media_refs(id, 1).await?.is_empty() {
+        record.released = false;
+        store.update_media(&record).await?;
+        return Ok(Collected::Referred);
+    }
+    blobs.delete(id).await?;
+    store.delete_media(&record).await?;
+    Ok(Collected::Deleted)
+}
+
 /// Forgets `reference` to each of `ids`, and deletes each file nothing
-/// refers to any more: its bytes, then its record (a failure leaves a
-/// record to find again, never bytes nobody can find).
+/// refers to any more.
 async fn release(
     store: Arc<dyn MessageStore>,
     blobs: Blobs,
     reference: MediaRef,
     ids: Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), ReleaseError> {
     for id in ids {
-        store
-            .remove_media_ref(&id, &reference)
-            .await
-            .map_err(|e| e.to_string())?;
-        let Some(record) = store.media(&id).await.map_err(|e| e.to_string())? else {
-            continue;
-        };
-        if !store
-            .media_refs(&id, 1)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_empty()
-        {
-            continue;
-        }
-        blobs.delete(&id).await.map_err(|e| e.to_string())?;
-        store
-            .delete_media(&record)
-            .await
-            .map_err(|e| e.to_string())?;
+        store.remove_media_ref(&id, &reference).await?;
+        collect(store.as_ref(), &blobs, &id).await?;
     }
     Ok(())
+}
+
+/// Uploads listed at a time by the sweeper.
+const SWEEP_PAGE: usize = 256;
+
+/// Deletes the uploads made before `before_ms` that nothing refers to, and
+/// takes those something does off the list; the number deleted.
+pub async fn sweep_unattached(
+    store: &dyn MessageStore,
+    blobs: &Blobs,
+    before_ms: u64,
+) -> Result<usize, ReleaseError> {
+    let (mut from, mut deleted) = (0, 0);
+    loop {
+        let page = store.unattached_media(from, before_ms, SWEEP_PAGE).await?;
+        for (created_at, id) in &page {
+            match collect(store, blobs, id).await? {
+                Collected::Deleted => deleted += 1,
+                // Deleting the record took it off the list; these did not.
+                Collected::Referred | Collected::Gone => {
+                    store.forget_unattached(*created_at, id).await?;
+                }
+            }
+        }
+        match page.last() {
+            Some((created_at, _)) if page.len() == SWEEP_PAGE => from = *created_at,
+            _ => return Ok(deleted),
+        }
+    }
 }
 
 impl MediaLinks for MediaService {

@@ -65,7 +65,8 @@ pub(crate) fn media_error(e: MediaError) -> HttpError {
         MediaError::TooLarge { limit } => HttpError::new(
             ErrorCode::TooLarge,
             format!("the file is over the limit of {limit} bytes"),
-        ),
+        )
+        .with("limit_bytes", limit),
         MediaError::ImageTooLarge {
             width,
             height,
@@ -73,7 +74,10 @@ pub(crate) fn media_error(e: MediaError) -> HttpError {
         } => HttpError::new(
             ErrorCode::TooLarge,
             format!("the image is {width} x {height} pixels, over the limit of {limit} pixels"),
-        ),
+        )
+        .with("limit_pixels", limit)
+        .with("width", width)
+        .with("height", height),
         MediaError::Undecodable(why) => HttpError::new(
             ErrorCode::BadRequest,
             format!("the image cannot be decoded: {why}"),
@@ -124,6 +128,8 @@ pub(crate) async fn upload(
             ErrorCode::QuotaExceeded,
             format!("uploads would pass your quota of {quota} bytes ({used} used)"),
         )
+        .with("quota_bytes", quota)
+        .with("used_bytes", used)
     };
     if declared.is_some_and(|n| n > room) || room == 0 {
         return Err(over_quota());
@@ -152,6 +158,7 @@ pub(crate) async fn upload(
         height: None,
         thumbnail: None,
         created_at: now_ms(),
+        released: false,
     };
     let stored = async {
         if is_image(&record.content_type) {

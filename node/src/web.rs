@@ -47,15 +47,20 @@ pub fn published(web: &WebSection) -> Vec<String> {
 /// published nodes, over HTTP for sign-in and WebSocket for the socket.
 pub fn content_security_policy(web: &WebSection) -> String {
     let mut connect = vec!["'self'".to_string()];
+    // Images (attachments, avatars) load from whichever node the page is
+    // on: after its own origin fails over, that is another one.
+    let mut img = vec!["'self'".to_string(), "data:".to_string()];
     for o in published(web) {
         let ws = o.replacen("http", "ws", 1);
+        img.push(o.clone());
         connect.push(o);
         connect.push(ws);
     }
     format!(
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src {}; \
          connect-src {}; object-src 'none'; base-uri 'none'; form-action 'self'; \
          frame-ancestors 'none'",
+        img.join(" "),
         connect.join(" ")
     )
 }
@@ -199,9 +204,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_policy_lists_each_published_node_for_http_and_websocket() {
+    fn the_policy_lists_each_published_node_for_http_websocket_and_images() {
         let mut web = WebSection::default();
         assert!(content_security_policy(&web).contains("connect-src 'self';"));
+        assert!(content_security_policy(&web).contains("img-src 'self' data:;"));
         web.nodes = vec![
             "http://a:1".into(),
             "https://b".into(),
@@ -210,6 +216,10 @@ mod tests {
         let csp = content_security_policy(&web);
         assert!(
             csp.contains("connect-src 'self' http://a:1 ws://a:1 https://b wss://b;"),
+            "{csp}"
+        );
+        assert!(
+            csp.contains("img-src 'self' data: http://a:1 https://b;"),
             "{csp}"
         );
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");

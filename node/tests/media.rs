@@ -13,6 +13,7 @@ mod common;
 use chat_protocol::codec::Codec;
 use chat_protocol::ServerFrame;
 use common::media::*;
+use common::media_sweep::*;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,6 +48,18 @@ async fn members_read_attachments_strangers_do_not_and_links_expire() {
 async fn a_deleted_message_takes_its_files_with_it() {
     let node = TestNode::start().await;
     release(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_nothing_takes_are_swept() {
+    let node = TestNode::start_with(|c| c.media.unattached_ttl_secs = 2).await;
+    unattached_uploads_are_swept(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_released_while_attached_is_never_lost() {
+    let node = TestNode::start().await;
+    a_release_and_an_attach_never_cross(&node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

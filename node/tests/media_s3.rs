@@ -7,6 +7,7 @@ mod common;
 use chat_media::{Backend, S3Config};
 use chat_testkit::S3Server;
 use common::media::*;
+use common::media_sweep::*;
 use common::*;
 
 async fn node_on_s3(tweak: impl FnOnce(&mut chat_node::Config)) -> (TestNode, S3Server) {
@@ -25,6 +26,8 @@ async fn node_on_s3(tweak: impl FnOnce(&mut chat_node::Config)) -> (TestNode, S3
         tweak(c);
     })
     .await;
+    let (status, v) = call_json(node.addr, "GET", "/readyz", None, None).await;
+    assert_eq!(status, 200, "a node whose S3 store answers is ready: {v}");
     (node, server)
 }
 
@@ -176,7 +179,27 @@ async fn readyz_reports_an_unreachable_store() {
         };
     })
     .await;
+    let asked = std::time::Instant::now();
     let (status, v) = call_json(node.addr, "GET", "/readyz", None, None).await;
     assert_eq!(status, 503, "{v}");
     assert!(v["reasons"].to_string().contains("media"), "{v}");
+    // The probe does not retry: a load balancer's check gets its answer
+    // well inside its own timeout (the data path's backoff took ~3 s).
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(2),
+        "readyz took {:?}",
+        asked.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeps_on_s3() {
+    let (node, _s3) = node_on_s3(|c| c.media.unattached_ttl_secs = 2).await;
+    unattached_uploads_are_swept(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn races_on_s3() {
+    let (node, _s3) = node_on_s3(|_| {}).await;
+    a_release_and_an_attach_never_cross(&node).await;
 }

@@ -41,7 +41,7 @@ pub use history::{
     check_page_byte_cap,
 };
 pub use isolation::check_prefix_isolation;
-pub use media::check_media;
+pub use media::{check_media, check_unattached_media};
 pub use moderation::check_user_flags_and_audit;
 pub use notifications::{
     check_conversation_notify, check_notification_settings, check_push_subscriptions,
@@ -86,6 +86,7 @@ pub async fn run_all(store: &dyn MessageStore) {
     check_logins(store).await;
     check_reports(store).await;
     check_media(store).await;
+    check_unattached_media(store).await;
     check_conversation_ids(store).await;
 }
 
@@ -112,7 +113,7 @@ macro_rules! conformance_tests {
                 check_push_subscriptions, check_notify_marks, check_jobs,
                 check_digest_items, check_emails_and_tokens, check_relations,
                 check_profiles, check_credentials, check_logins, check_reports,
-                check_media, check_conversation_ids);
+                check_media, check_unattached_media, check_conversation_ids);
         }
     };
     (@each $open:expr; $($check:ident),*) => {

@@ -55,6 +55,10 @@ pub struct MediaRecord {
     pub thumbnail: Option<ThumbnailRecord>,
     /// Unix milliseconds.
     pub created_at: u64,
+    /// Set just before the bytes are deleted, so that a message attaching
+    /// the file at that moment sees it and refuses (see [`refer`]).
+    #[serde(default)]
+    pub released: bool,
 }
 
 /// What refers to a file.
@@ -111,8 +115,28 @@ impl MediaRef {
 /// Uploaded files' records.
 #[async_trait]
 pub trait MediaStore: Send + Sync {
-    /// Stores a new record, and counts its size against its owner.
+    /// Stores a new record, counts its size against its owner and lists it
+    /// among the uploads not yet attached, by `created_at`.
     async fn put_media(&self, record: &MediaRecord) -> Result<(), StoreError>;
+
+    /// Rewrites `record` alone (its `released` mark): its count and listing
+    /// stay as they are.
+    async fn update_media(&self, record: &MediaRecord) -> Result<(), StoreError>;
+
+    /// Uploads listed by [`MediaStore::put_media`] and not yet forgotten,
+    /// created in `[from_ms, before_ms)`, oldest first, at most `limit`, as
+    /// `(created_at, id)`. A backend that shards the list by day reads at
+    /// most [`UNATTACHED_LOOKBACK_MS`] before `before_ms`.
+    async fn unattached_media(
+        &self,
+        from_ms: u64,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError>;
+
+    /// Takes `id` (created at `created_at`) off that list: it was found
+    /// attached (no change when it is not listed).
+    async fn forget_unattached(&self, created_at: u64, id: &str) -> Result<(), StoreError>;
 
     /// A record by id.
     async fn media(&self, id: &str) -> Result<Option<MediaRecord>, StoreError>;
@@ -129,7 +153,35 @@ pub trait MediaStore: Send + Sync {
     /// What refers to `id`, at most `limit` of them.
     async fn media_refs(&self, id: &str, limit: usize) -> Result<Vec<MediaRef>, StoreError>;
 
-    /// Deletes the record, its references and its count against its owner
-    /// (the caller deletes the bytes).
+    /// Deletes the record, its references, its count against its owner
+    /// and its listing (the caller deletes the bytes).
     async fn delete_media(&self, record: &MediaRecord) -> Result<(), StoreError>;
+}
+
+/// How far back the sweeper of unattached uploads looks; see
+/// [`MediaStore::unattached_media`].
+pub const UNATTACHED_LOOKBACK_MS: u64 = 60 * 86_400_000;
+
+/// Attaches `id` to `reference`: records the reference, then reads the
+/// record again. A file being deleted (`released`, or already gone) loses
+/// its new reference and comes back `None`.
+///
+/// This pairs with [`MediaStore::update_media`]'s mark in the node's
+/// release: each side writes its own fact, then reads the other's, so at
+/// least one sees the other. A release that sees the new reference keeps
+/// the file; an attach that sees the mark refuses it; never a message
+/// carrying bytes that are gone.
+pub async fn refer(
+    store: &(impl MediaStore + ?Sized),
+    id: &str,
+    reference: &MediaRef,
+) -> Result<Option<MediaRecord>, StoreError> {
+    store.add_media_ref(id, reference).await?;
+    match store.media(id).await? {
+        Some(record) if !record.released => Ok(Some(record)),
+        _ => {
+            store.remove_media_ref(id, reference).await?;
+            Ok(None)
+        }
+    }
 }

@@ -65,6 +65,24 @@ export async function learnNodes(): Promise<void> {
   localStorage.setItem(PUBLISHED_KEY, JSON.stringify(published));
 }
 
+/** The node that answered last, when it is not the page's own origin
+ * (which then may be down). */
+let elsewhere: string | null = null;
+
+/** Notes that `node` answered (a request, the socket). */
+export function answered(node: string): void {
+  elsewhere = node === location.origin ? null : node;
+}
+
+/** A path a node signed (`/v1/media/...`) as the page can load it: from
+ * the node that answers now, so files still show after the page's own
+ * origin failed over to another node. */
+export function nodeLink(path: string): string;
+export function nodeLink(path: string | undefined): string | undefined;
+export function nodeLink(path: string | undefined): string | undefined {
+  return path && elsewhere && path.startsWith("/") ? elsewhere + path : path;
+}
+
 export class ApiError extends Error {
   constructor(
     public status: number,
@@ -83,11 +101,13 @@ export async function send(method: string, path: string, body?: unknown, token?:
   if (token) headers.authorization = `Bearer ${token}`;
   for (const node of nodes()) {
     try {
-      return await fetch(node + path, {
+      const res = await fetch(node + path, {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
       });
+      answered(node);
+      return res;
     } catch (e) {
       lastError = e;
     }

@@ -4,6 +4,7 @@
 // rest).
 
 import { useEffect, useRef, useState } from "preact/hooks";
+import { nodeLink } from "./api";
 import { Attachment, Chat, Message } from "./chat";
 
 /** A file being uploaded, or uploaded, for the next message. */
@@ -106,7 +107,7 @@ export function useUploads(chat: Chat) {
   const start = (upload: Upload, file: File, token: string) => {
     const xhr = new XMLHttpRequest();
     upload.xhr = xhr;
-    xhr.open("POST", `/v1/media?name=${encodeURIComponent(upload.name)}`);
+    xhr.open("POST", nodeLink(`/v1/media?name=${encodeURIComponent(upload.name)}`));
     xhr.setRequestHeader("authorization", `Bearer ${token}`);
     xhr.upload.onprogress = (e) => {
       // Short of 1 until the server has answered (it checks the file).
@@ -310,10 +311,10 @@ export function Attachments({ list }: { list: Attachment[] }) {
             title={`${a.name} · ${humanSize(a.size)}`}
             onClick={() => setViewing(a)}
           >
-            <img data-testid="attachment-image" src={a.thumbnail_url} alt={a.name} loading="lazy" {...previewSize(a)} />
+            <img data-testid="attachment-image" src={nodeLink(a.thumbnail_url)} alt={a.name} loading="lazy" {...previewSize(a)} />
           </button>
         ) : (
-          <a key={a.id} class="file" data-testid="attachment-file" href={a.url} download={a.name} title={`Download ${a.name}`}>
+          <a key={a.id} class="file" data-testid="attachment-file" href={nodeLink(a.url)} download={a.name} title={`Download ${a.name}`}>
             <span class="icon" aria-hidden="true">
               {iconFor(a.name, a.content_type)}
             </span>
@@ -361,14 +362,14 @@ function Viewer({ a, close }: { a: Attachment; close: () => void }) {
       onClick={(e) => e.target === e.currentTarget && close()}
     >
       <figure>
-        <img src={a.url} alt={a.name} />
+        <img src={nodeLink(a.url)} alt={a.name} />
         <figcaption>
           <span class="name">{a.name}</span>
           <span class="size">
             {a.width && a.height ? `${a.width} × ${a.height} · ` : ""}
             {humanSize(a.size)}
           </span>
-          <a class="button" href={a.url} download={a.name}>
+          <a class="button" href={nodeLink(a.url)} download={a.name}>
             Download
           </a>
           <button type="button" ref={closer} aria-label="Close" onClick={close}>

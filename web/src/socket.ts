@@ -2,7 +2,7 @@
 // replies by `req`, events handed on, and reconnection with backoff, to the
 // next node the page may use (api.ts `nodes()`) each time.
 
-import { ApiError } from "./api";
+import { ApiError, answered } from "./api";
 
 export type ConnState = "connecting" | "open" | "reconnecting";
 
@@ -81,10 +81,12 @@ export class ChatSocket {
       return this.onEnded(suspended ? "suspended" : "unauthorized");
     }
     const nodes = this.nodes();
-    const base = nodes[this.node % nodes.length].replace(/^http/, "ws");
+    const node = nodes[this.node % nodes.length];
+    const base = node.replace(/^http/, "ws");
     const ws = new WebSocket(`${base}/v1/ws?access_token=${encodeURIComponent(token)}`, "chat.v1.json");
     this.ws = ws;
     ws.onopen = () => {
+      answered(node);
       this.attempt = 0;
       this.setState("open");
     };

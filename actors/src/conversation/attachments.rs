@@ -7,6 +7,7 @@
 //! id learns nothing of the file (the same answer as for no file).
 
 use chat_protocol::{Attachment, ClientMsgId, Message, UserId};
+use chat_storage::media::refer;
 use chat_storage::MediaRef;
 
 use super::ConversationState;
@@ -31,19 +32,19 @@ impl ConversationState {
             client_msg_id: client_msg_id.clone(),
         };
         let mut attachments = Vec::with_capacity(ids.len());
+        let not_yours =
+            |id: &str| ChatError::NotFound(format!("attachment {id}: no upload of yours"));
         for id in ids {
-            let Some(record) = self
-                .deps
-                .store
-                .media(&id)
-                .await?
-                .filter(|r| &r.owner == sender)
-            else {
-                return Err(ChatError::NotFound(format!(
-                    "attachment {id}: no upload of yours"
-                )));
+            // The owner checked before a reference is written: a stranger's
+            // id must not even briefly hold someone's file.
+            let owner = self.deps.store.media(&id).await?.map(|r| r.owner);
+            if owner.as_ref() != Some(sender) {
+                return Err(not_yours(&id));
+            }
+            // A file being deleted right now refuses the reference.
+            let Some(record) = refer(self.deps.store.as_ref(), &id, &reference).await? else {
+                return Err(not_yours(&id));
             };
-            self.deps.store.add_media_ref(&id, &reference).await?;
             attachments.push(Attachment {
                 id,
                 name: record.name,

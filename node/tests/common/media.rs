@@ -297,6 +297,16 @@ pub async fn uploads_of_every_kind(node: &TestNode) {
         v["message"].as_str().unwrap().contains("40000 x 40000"),
         "{v}"
     );
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(40_000), Some(40_000)),
+        "{v}"
+    );
+    assert_eq!(
+        v["limit_pixels"].as_u64(),
+        Some(node.app.config.media.max_image_pixels),
+        "{v}"
+    );
     let mut cut_png = png(300, 200);
     cut_png.truncate(cut_png.len() / 2);
     let (status, v) = upload_as(node, Some(&ann), "cut.png", cut_png).await;
@@ -336,6 +346,7 @@ pub async fn quotas(node: &TestNode) {
     let (status, v) = upload_as(node, Some(&ann), "big.bin", noise(800_000, 3)).await;
     assert_eq!(status, 413, "{v}");
     assert_eq!(v["code"], "too_large");
+    assert_eq!(v["limit_bytes"], 700_000, "{v}");
     // Over it, undeclared (chunked): cut off while streaming.
     let (status, v) = upload_chunked(node, &ann, noise(800_000, 4)).await;
     assert_eq!(status, 413, "{v}");
@@ -350,9 +361,15 @@ pub async fn quotas(node: &TestNode) {
     let (status, v) = upload_as(node, Some(&ann), "b.bin", noise(600_000, 6)).await;
     assert_eq!(status, 403, "{v}");
     assert_eq!(v["code"], "quota_exceeded", "{v}");
+    assert_eq!(
+        (v["quota_bytes"].as_u64(), v["used_bytes"].as_u64()),
+        (Some(1_000_000), Some(600_000)),
+        "{v}"
+    );
     let (status, v) = upload_chunked(node, &ann, noise(600_000, 7)).await;
     assert_eq!(status, 403, "{v}");
     assert_eq!(v["code"], "quota_exceeded", "{v}");
+    assert_eq!(v["used_bytes"], 600_000, "{v}");
     // Someone else's quota is theirs.
     let bob = node.user(&unique("mquota")).await;
     upload(node, &bob, "c.bin", noise(600_000, 8)).await;

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod mailpit;
 pub mod media;
+pub mod media_sweep;
 pub mod oidc;
 pub mod procs;
 pub mod push;

@@ -36,6 +36,7 @@ pub async fn check_media(store: &dyn MessageStore) {
             size: 99,
         }),
         created_at: n,
+        released: false,
     };
     let (a, b) = (record(1, 1000), record(2, 2500));
     assert_ne!(a.id, b.id);
@@ -103,4 +104,82 @@ pub async fn check_media(store: &dyn MessageStore) {
     assert!(store.media_refs(&a.id, 10).await.expect("refs").is_empty());
     assert_eq!(store.media_usage(&owner).await.expect("usage"), 2500);
     assert_eq!(store.media(&b.id).await.expect("read"), Some(b));
+}
+
+/// Uploads are listed by creation time until forgotten or deleted; the
+/// list pages by time across days; marking a record released rewrites it
+/// alone.
+pub async fn check_unattached_media(store: &dyn MessageStore) {
+    let owner = user_id("media-unattached");
+    // Ten ms before a midnight of 2001-2004 that this run picks: a window
+    // no other run or test writes, crossing a day (ScyllaDB's partitions).
+    let day = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        unique("day").hash(&mut h);
+        11_323 + h.finish() % 1_000
+    };
+    let t0 = day * 86_400_000 - 10;
+    let record = |n: u64, at: u64| MediaRecord {
+        id: media_id(100 + n),
+        owner: owner.clone(),
+        name: format!("u{n}.bin"),
+        content_type: "application/octet-stream".into(),
+        size: 10,
+        sha256: "cd".repeat(32),
+        width: None,
+        height: None,
+        thumbnail: None,
+        created_at: at,
+        released: false,
+    };
+    let (c, d, e) = (record(1, t0), record(2, t0 + 5), record(3, t0 + 20));
+    for r in [&e, &c, &d] {
+        store.put_media(r).await.expect("put");
+    }
+    let listed = |from: u64, before: u64, limit: usize| async move {
+        store
+            .unattached_media(from, before, limit)
+            .await
+            .expect("unattached")
+    };
+    let at = |r: &MediaRecord| (r.created_at, r.id.clone());
+    assert_eq!(listed(t0, t0 + 10, 10).await, vec![at(&c), at(&d)]);
+    assert_eq!(listed(t0, t0 + 10, 1).await, vec![at(&c)], "oldest first");
+    assert_eq!(
+        listed(t0, t0 + 30, 10).await,
+        vec![at(&c), at(&d), at(&e)],
+        "across a day"
+    );
+    assert_eq!(listed(t0 + 1, t0 + 20, 10).await, vec![at(&d)]);
+    assert!(listed(t0 + 30, t0, 10).await.is_empty());
+
+    store
+        .forget_unattached(c.created_at, &c.id)
+        .await
+        .expect("forget");
+    store
+        .forget_unattached(c.created_at, &c.id)
+        .await
+        .expect("forget again");
+    assert_eq!(listed(t0, t0 + 30, 10).await, vec![at(&d), at(&e)]);
+    assert_eq!(store.media(&c.id).await.expect("read"), Some(c.clone()));
+
+    let mut released = d.clone();
+    released.released = true;
+    store.update_media(&released).await.expect("update");
+    assert_eq!(
+        store.media(&d.id).await.expect("read"),
+        Some(released.clone())
+    );
+    assert_eq!(store.media_usage(&owner).await.expect("usage"), 30);
+    assert_eq!(listed(t0, t0 + 30, 10).await, vec![at(&d), at(&e)]);
+
+    store.delete_media(&released).await.expect("delete");
+    assert_eq!(listed(t0, t0 + 30, 10).await, vec![at(&e)]);
+    for r in [&c, &e] {
+        store.delete_media(r).await.expect("delete");
+    }
+    assert!(listed(t0, t0 + 30, 10).await.is_empty());
+    assert_eq!(store.media_usage(&owner).await.expect("usage"), 0);
 }

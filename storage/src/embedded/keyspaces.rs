@@ -51,6 +51,8 @@ pub(super) struct Inner {
     pub(super) media: Keyspace,
     pub(super) media_owners: Keyspace,
     pub(super) media_refs: Keyspace,
+    /// Uploads by creation time, until the sweeper finds them attached.
+    pub(super) media_unattached: Keyspace,
     pub(super) persist: PersistMode,
     /// Something was written since the last background fsync.
     pub(super) dirty: AtomicBool,
@@ -93,6 +95,7 @@ pub(super) enum Table {
     Media,
     MediaOwners,
     MediaRefs,
+    MediaUnattached,
     Replica(ReplicaTable),
 }
 
@@ -161,6 +164,7 @@ impl Inner {
             media: keyspace("media")?,
             media_owners: keyspace("media_owners")?,
             media_refs: keyspace("media_refs")?,
+            media_unattached: keyspace("media_unattached")?,
             persist,
             dirty: AtomicBool::new(false),
             db,
@@ -203,6 +207,7 @@ impl Inner {
             Table::Media => &self.media,
             Table::MediaOwners => &self.media_owners,
             Table::MediaRefs => &self.media_refs,
+            Table::MediaUnattached => &self.media_unattached,
             Table::Replica(ReplicaTable::OpLog) => &self.op_log,
             Table::Replica(ReplicaTable::OpMarks) => &self.op_marks,
             Table::Replica(ReplicaTable::Versions) => &self.replica_versions,

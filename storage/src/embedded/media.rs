@@ -9,7 +9,24 @@ use super::keys::{decode, decode_u64, encode, key_of};
 use super::registers::{RegisterTable, Writes};
 use super::EmbeddedStore;
 use crate::media::{MediaRecord, MediaRef};
-use crate::{unavailable, MediaStore, StoreError};
+use crate::{corrupt, unavailable, MediaStore, StoreError};
+
+/// The key of a listed upload: its creation time (big-endian, so keys
+/// sort by it), then its id.
+fn unattached_key(created_at: u64, id: &str) -> Vec<u8> {
+    let mut key = created_at.to_be_bytes().to_vec();
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// The `(created_at, id)` an [`unattached_key`] holds.
+fn unattached_of(key: &[u8]) -> Result<(u64, String), StoreError> {
+    let (time, id) = key
+        .split_first_chunk::<8>()
+        .ok_or_else(|| corrupt("short unattached-upload key"))?;
+    let id = std::str::from_utf8(id).map_err(|_| corrupt("unattached-upload key not UTF-8"))?;
+    Ok((u64::from_be_bytes(*time), id.to_owned()))
+}
 
 /// The key of a reference: the media id, then the reference's own parts.
 fn ref_key(id: &str, reference: &MediaRef) -> Vec<u8> {
@@ -39,7 +56,30 @@ impl Writes {
             key_of(&[record.owner.as_str(), &record.id]),
             record.size.to_be_bytes().to_vec(),
         );
+        w.put(
+            RegisterTable::MediaUnattached,
+            unattached_key(record.created_at, &record.id),
+            Vec::new(),
+        );
         Ok(w)
+    }
+
+    /// [`MediaStore::update_media`].
+    pub(crate) fn media_record(record: &MediaRecord) -> Result<Writes, StoreError> {
+        Ok(Writes::one(
+            RegisterTable::Media,
+            key_of(&[&record.id]),
+            Some(encode(record)?),
+        ))
+    }
+
+    /// [`MediaStore::forget_unattached`].
+    pub(crate) fn media_attached(created_at: u64, id: &str) -> Writes {
+        Writes::one(
+            RegisterTable::MediaUnattached,
+            unattached_key(created_at, id),
+            None,
+        )
     }
 
     /// [`MediaStore::add_media_ref`] (`Some`) and
@@ -68,6 +108,10 @@ impl Writes {
         for r in refs {
             w.delete(RegisterTable::MediaRefs, ref_key(&record.id, r));
         }
+        w.delete(
+            RegisterTable::MediaUnattached,
+            unattached_key(record.created_at, &record.id),
+        );
         w
     }
 }
@@ -76,6 +120,35 @@ impl Writes {
 impl MediaStore for EmbeddedStore {
     async fn put_media(&self, record: &MediaRecord) -> Result<(), StoreError> {
         self.write(Writes::media(record)?).await
+    }
+
+    async fn update_media(&self, record: &MediaRecord) -> Result<(), StoreError> {
+        self.write(Writes::media_record(record)?).await
+    }
+
+    async fn unattached_media(
+        &self,
+        from_ms: u64,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        if from_ms >= before_ms {
+            return Ok(Vec::new());
+        }
+        let (first, last) = (from_ms.to_be_bytes(), before_ms.to_be_bytes());
+        self.blocking(move |s| {
+            let mut found = Vec::new();
+            for guard in s.media_unattached.range(first..last).take(limit) {
+                let key = guard.key().map_err(unavailable)?;
+                found.push(unattached_of(&key)?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn forget_unattached(&self, created_at: u64, id: &str) -> Result<(), StoreError> {
+        self.write(Writes::media_attached(created_at, id)).await
     }
 
     async fn media(&self, id: &str) -> Result<Option<MediaRecord>, StoreError> {

@@ -1,6 +1,6 @@
 //! Writes of the small, independently kept records (notification settings,
 //! push subscriptions, outbox jobs, digests, e-mail addresses and tokens,
-//! contacts, blocks and privacy, profiles and the name index, credentials and listed logins, reports, media records) as
+//! contacts, blocks and privacy, profiles and the name index, credentials and listed logins, reports, media records and uploads not yet attached) as
 //! plain key writes: what the embedded store commits for them, and what the
 //! replicated store ships to other nodes and merges there, last writer
 //! wins per key. Built here, where the layout of keys and values is known,
@@ -33,6 +33,7 @@ pub(crate) enum RegisterTable {
     Media,
     MediaOwners,
     MediaRefs,
+    MediaUnattached,
 }
 
 impl RegisterTable {
@@ -57,6 +58,7 @@ impl RegisterTable {
             RegisterTable::Media => Table::Media,
             RegisterTable::MediaOwners => Table::MediaOwners,
             RegisterTable::MediaRefs => Table::MediaRefs,
+            RegisterTable::MediaUnattached => Table::MediaUnattached,
         }
     }
 

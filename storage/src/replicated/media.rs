@@ -15,6 +15,23 @@ impl MediaStore for ReplicatedStore {
         self.registers(Writes::media(record)?).await
     }
 
+    async fn update_media(&self, record: &MediaRecord) -> Result<(), StoreError> {
+        self.registers(Writes::media_record(record)?).await
+    }
+
+    async fn unattached_media(
+        &self,
+        from_ms: u64,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        self.local.unattached_media(from_ms, before_ms, limit).await
+    }
+
+    async fn forget_unattached(&self, created_at: u64, id: &str) -> Result<(), StoreError> {
+        self.registers(Writes::media_attached(created_at, id)).await
+    }
+
     async fn media(&self, id: &str) -> Result<Option<MediaRecord>, StoreError> {
         self.local.media(id).await
     }

@@ -139,10 +139,17 @@ const MIGRATIONS: &[Migration] = &[Migration {
          PRIMARY KEY (media_id, ref))",
         "ALTER TABLE {ks}.messages ADD attachments blob",
     ],
+}, Migration {
+    version: 11,
+    name: "media: uploads not yet attached, by day, for the sweeper",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS {ks}.media_unattached (day bigint, created_at bigint, \
+         id text, PRIMARY KEY (day, created_at, id))",
+    ],
 }];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 10;
+pub const SCHEMA_VERSION: i32 = 11;
 
 /// How long a node may hold the migration lock before others take over
 /// (it expires with the row's TTL if the node dies mid-migration).

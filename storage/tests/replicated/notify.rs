@@ -404,6 +404,29 @@ impl MediaStore for Recorder {
         self.store.put_media(record).await
     }
 
+    async fn update_media(&self, record: &MediaRecord) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.media.insert(record.id.clone());
+        });
+        self.store.update_media(record).await
+    }
+
+    async fn unattached_media(
+        &self,
+        from_ms: u64,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        self.store.unattached_media(from_ms, before_ms, limit).await
+    }
+
+    async fn forget_unattached(&self, created_at: u64, id: &str) -> Result<(), StoreError> {
+        self.note(|s| {
+            s.media.insert(id.to_owned());
+        });
+        self.store.forget_unattached(created_at, id).await
+    }
+
     async fn media(&self, id: &str) -> Result<Option<MediaRecord>, StoreError> {
         self.store.media(id).await
     }

@@ -1,6 +1,7 @@
 //! The statements of media records: a row per record, the owner's uploads
 //! in one partition (the quota is a sum over it), and the references to a
-//! file in its own partition.
+//! file in its own partition; uploads not yet attached by day of upload
+//! (a partition a day: the sweeper reads the days it needs).
 
 use scylla::statement::prepared::PreparedStatement;
 
@@ -19,6 +20,9 @@ pub(in crate::scylladb) struct Statements {
     pub(in crate::scylladb) delete_ref: PreparedStatement,
     pub(in crate::scylladb) select_refs: PreparedStatement,
     pub(in crate::scylladb) delete_refs: PreparedStatement,
+    pub(in crate::scylladb) put_unattached: PreparedStatement,
+    pub(in crate::scylladb) select_unattached: PreparedStatement,
+    pub(in crate::scylladb) delete_unattached: PreparedStatement,
 }
 
 impl Statements {
@@ -49,6 +53,20 @@ impl Statements {
                 .await?,
             delete_refs: p
                 .cql("DELETE FROM {ks}.media_refs WHERE media_id = ?")
+                .await?,
+            put_unattached: p
+                .cql("INSERT INTO {ks}.media_unattached (day, created_at, id) VALUES (?, ?, ?)")
+                .await?,
+            select_unattached: p
+                .cql(
+                    "SELECT created_at, id FROM {ks}.media_unattached \
+                     WHERE day = ? AND created_at >= ? AND created_at < ? LIMIT ?",
+                )
+                .await?,
+            delete_unattached: p
+                .cql(
+                    "DELETE FROM {ks}.media_unattached WHERE day = ? AND created_at = ? AND id = ?",
+                )
                 .await?,
         })
     }
