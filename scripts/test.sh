@@ -156,6 +156,9 @@ if [ "$#" -eq 0 ]; then
   bash scripts/web.sh
   cargo build -p chat-node
   (cd web && CHAT_NODE_BIN="$PWD/../target/debug/chat-node" node --test tests/) 2>&1 | tee -a "$OUT"
+  log "the TypeScript SDK (sdk/ts): its build, and its tests against real nodes"
+  bash scripts/sdk.sh
+  (cd sdk/ts && CHAT_NODE_BIN="$PWD/../../target/debug/chat-node" node --test test/) 2>&1 | tee -a "$OUT"
 fi
 
 if [ "$#" -eq 0 ]; then

@@ -4,15 +4,9 @@
 # Used by scripts/run.sh, scripts/cluster.sh and scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../web"
-
-if ! command -v npm >/dev/null 2>&1; then
-  echo "npm not found: install Node.js 20 (apt-get install nodejs npm)" >&2
-  exit 1
-fi
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
-  npm ci --no-audit --no-fund --loglevel=error
-  touch node_modules
-fi
+# shellcheck source=scripts/lib/npm.sh
+. ../scripts/lib/npm.sh
+npm_ready
 stale=0
 # Two pages (the chat app and the admin console) from one build.
 if [ ! -f dist/index.html ] || [ ! -f dist/admin.html ]; then

@@ -8,6 +8,7 @@ use crate::message::Message;
 /// What sort of conversation this is; it decides who may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub enum ConversationKind {
     /// Exactly two users; at most one per pair.
     Direct,
@@ -20,6 +21,7 @@ pub enum ConversationKind {
 /// A member's rights in a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub enum Role {
     /// The creator of a group or channel.
     Owner,
@@ -76,6 +78,7 @@ impl Role {
 
 /// One member and its role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Member {
     /// The member.
     pub user: UserId,
@@ -85,6 +88,7 @@ pub struct Member {
 
 /// A conversation as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Conversation {
     /// Its id.
     pub id: ConversationId,
@@ -158,6 +162,7 @@ impl ConversationKind {
 /// An entry of the `conversations` reply: the conversation, its newest message
 /// and how many messages the reader has not read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ConversationSummary {
     /// The conversation.
     #[serde(flatten)]

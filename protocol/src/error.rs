@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Every error a client can be told about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub enum ErrorCode {
     /// Not a valid frame or request.
     BadRequest,

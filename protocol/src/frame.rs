@@ -18,6 +18,7 @@ use crate::presence::Presence;
 /// A frame from a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub enum ClientFrame {
     /// Store a message and deliver it to the members.
     Send {
@@ -451,6 +452,7 @@ impl Codec {
 
 /// The fields an `ok` reply may carry; which ones depends on the request.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct OkReply {
     /// The request this answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -484,6 +486,7 @@ pub struct OkReply {
 /// The kind of a receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub enum ReceiptKind {
     /// The user read up to the message.
     Read,
@@ -498,6 +501,7 @@ pub const MAX_CATCH_UP_CONVERSATIONS: usize = 1000;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub enum ServerFrame {
     /// A request succeeded.
     Ok(OkReply),

@@ -44,6 +44,7 @@ macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[cfg_attr(test, derive(ts_rs::TS), ts(type = "string"))]
         pub struct $name(Arc<str>);
 
         impl $name {
@@ -131,6 +132,9 @@ impl ConversationId {
 /// A message id: milliseconds since [`EPOCH_MS`] (41 bits), the issuing
 /// node's id (10 bits) and a sequence (12 bits).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+// A decimal string in JSON (ids pass 2^53); the SDK makes MessagePack's
+// integers strings too.
+#[cfg_attr(test, derive(ts_rs::TS), ts(type = "string"))]
 pub struct MessageId(pub u64);
 
 /// The project epoch, 2024-01-01T00:00:00Z, in Unix milliseconds.
@@ -223,6 +227,7 @@ impl<'de> Deserialize<'de> for MessageId {
 
 /// The id a client puts on a request so it can match the reply.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(untagged)]
 pub enum ReqId {
     /// An integer id.

@@ -27,6 +27,8 @@ pub mod peer;
 pub mod people;
 pub mod presence;
 pub mod request;
+#[cfg(test)]
+mod typescript;
 
 pub use codec::{Codec, DecodeError};
 pub use conversation::{Conversation, ConversationKind, ConversationSummary, Member, Role};

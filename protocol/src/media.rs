@@ -22,6 +22,7 @@ pub fn is_media_id(id: &str) -> bool {
 
 /// One file a message carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Attachment {
     /// The media id.
     pub id: String,

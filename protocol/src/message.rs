@@ -9,6 +9,7 @@ use crate::media::Attachment;
 
 /// One stored chat message, as every reader sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Message {
     /// Unique in the cluster, increasing within the conversation.
     pub id: MessageId,
@@ -53,6 +54,7 @@ pub struct Message {
 
 /// One emoji's reactions to a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Reaction {
     /// 1 to [`MAX_EMOJI_BYTES`] bytes.
     pub emoji: String,
@@ -274,6 +276,7 @@ pub fn parse_mentions(body: &str, is_member: impl Fn(&str) -> bool) -> Vec<UserI
 
 /// What a message body holds: 1 to 32 bytes of `[a-z0-9_.-]`, `text` by default.
 #[derive(Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(type = "string"))]
 pub struct MessageKind(Box<str>);
 
 impl MessageKind {

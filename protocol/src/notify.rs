@@ -173,6 +173,7 @@ impl NotificationSettings {
 /// Which messages of a conversation notify a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub enum NotifyLevel {
     /// Every message.
     All,
@@ -186,6 +187,7 @@ pub enum NotifyLevel {
 /// A member's notification setting for one conversation, as the
 /// `conversations` list shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ConversationNotify {
     /// What notifies.
     pub level: NotifyLevel,

@@ -26,6 +26,7 @@ pub const MAX_LOOKUP_RESULTS: usize = 50;
 
 /// What others see of a user (`GET /v1/users/{id}`, the `profile` event).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Profile {
     /// Whose.
     #[serde(rename = "id")]

@@ -7,6 +7,7 @@ use crate::ids::UserId;
 /// Online while at least one connection of the user lives on a live node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub enum Status {
     /// At least one connection.
     Online,
@@ -16,6 +17,7 @@ pub enum Status {
 
 /// A user's presence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Presence {
     /// The user.
     pub user: UserId,
