@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the TypeScript SDK (sdk/ts/dist: ESM and type declarations):
-# `npm ci` from its lock file when needed, then `npm run build`, which
-# type-checks first. Its wire types (sdk/ts/src/protocol.ts) are generated
+# Builds the TypeScript SDK (sdk/ts/dist: ESM and type declarations) when it
+# is missing or older than its sources: `npm ci` from its lock file when
+# needed, then `npm run build`, which type-checks first. Its wire types (sdk/ts/src/protocol.ts) are generated
 # from the Rust protocol crate; `cargo test -p chat-protocol` fails when
 # they are out of date.
 set -euo pipefail
@@ -9,4 +9,7 @@ cd "$(dirname "$0")/../sdk/ts"
 # shellcheck source=scripts/lib/npm.sh
 . ../../scripts/lib/npm.sh
 npm_ready
-npm run --silent build
+if [ ! -f dist/index.js ] || [ ! -f dist/index.d.ts ] ||
+  [ -n "$(find src package.json tsconfig.json tsup.config.ts -newer dist/index.js -print -quit)" ]; then
+  npm run --silent build
+fi

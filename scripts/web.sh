@@ -6,12 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../web"
 # shellcheck source=scripts/lib/npm.sh
 . ../scripts/lib/npm.sh
+# The app talks to the nodes through the SDK: built first.
+bash ../scripts/sdk.sh >/dev/null
 npm_ready
 stale=0
 # Two pages (the chat app and the admin console) from one build.
 if [ ! -f dist/index.html ] || [ ! -f dist/admin.html ]; then
   stale=1
-elif [ -n "$(find src index.html admin.html package.json vite.config.ts tsconfig.json -newer dist/index.html -print -quit)" ]; then
+elif [ -n "$(find src index.html admin.html package.json vite.config.ts tsconfig.json ../sdk/ts/dist -newer dist/index.html -print -quit)" ]; then
   stale=1
 fi
 if [ "$stale" -eq 1 ]; then

@@ -1,7 +1,7 @@
 import { useEffect, useLayoutEffect, useMemo, useReducer, useRef, useState } from "preact/hooks";
 import { Session, adoptSignedIn, clearSession, loadSession, logout } from "./api";
 import { Chat, Conversation, Message, Outgoing } from "./chat";
-import { Ended } from "./socket";
+import type { Ended } from "@chat-cluster/sdk";
 import { Bell, SettingsPage, VerifyEmail } from "./settings";
 import { registerWorker } from "./notify";
 import { ResetPassword, SignIn } from "./signin";

@@ -1,10 +1,13 @@
 // What the page knows of the user's chats, kept in step with the server:
 // the conversation list, the loaded part of each history, what is being
 // sent, typing, receipts and presence. Components read it and re-render on
-// `subscribe`.
+// `subscribe`. The connection, requests, reconnects, the outbox's retries
+// and the catch-up are the SDK's (sdk/ts); this keeps what the page shows.
 
-import { ChatSocket, ConnState, Ended, RequestError } from "./socket";
-import { Session, loadSession, nodes, readJson, refresh, send } from "./api";
+import { ChatClient, RequestError, newClientMsgId, type Changes, type Ended, type Request } from "@chat-cluster/sdk";
+import { ApiError, Session, answered, loadSession, nodes, readJson, refresh, send } from "./api";
+
+export type ConnState = "connecting" | "open" | "reconnecting";
 
 export interface Reaction {
   emoji: string;
@@ -83,32 +86,6 @@ export function cmpId(a: string, b: string): number {
 const TYPING_SHOWN_MS = 6000;
 const TYPING_RESEND_MS = 3000;
 const PAGE = 50;
-/** Past the node's wait for owners (2 s by default), with a margin. */
-const RESYNC_AFTER_MS = 3000;
-/** First wait before asking again when a catch-up met a conversation
- * whose owner is moving (`unavailable`); doubled up to 5 s. */
-const RESYNC_RETRY_MS = 250;
-
-/** A catch-up due for a conversation: from which revision (below the
- * noted one after a gap), and whether new messages it brings count as
- * unread (they do when it runs while connected: nothing else will count
- * them; after a reconnect the list's `unread` has). */
-interface Due {
-  fromRev?: number;
-  count: boolean;
-}
-
-function merge(a: Due | null, b: Due): Due {
-  if (!a) return b;
-  const froms = [a.fromRev, b.fromRev].filter((r): r is number => r !== undefined);
-  return { fromRev: froms.length ? Math.min(...froms) : undefined, count: a.count || b.count };
-}
-
-function randomKey(): string {
-  const bytes = new Uint8Array(12);
-  crypto.getRandomValues(bytes);
-  return "w" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 export class Chat {
   session: Session;
@@ -124,24 +101,18 @@ export class Chat {
   typing = new Map<string, Map<string, number>>();
   receipts = new Map<string, Map<string, string>>();
   presence = new Map<string, "online" | "offline">();
-  /** The highest revision seen per conversation: where `changes` resumes. */
-  revs = new Map<string, number>();
   /** The conversation on screen. */
   open: string | null = null;
   error: string | null = null;
 
-  private socket: ChatSocket;
+  private client: ChatClient;
+  /** The last refresh was refused as suspended: the end is a suspension. */
+  private suspended = false;
   private listeners = new Set<() => void>();
   private typingSent = new Map<string, number>();
   private refreshing: Promise<Session> | null = null;
   private refreshTimer: number | undefined;
   private readSent = new Map<string, string>();
-  private resyncTimer: number | undefined;
-  /** Conversations with a catch-up running, each with the one due after
-   * it (null when none): a `catch_up` or a gap that comes during a
-   * catch-up may announce what its requests were already past, so it
-   * runs once more, but never two at a time. */
-  private resyncing = new Map<string, Due | null>();
 
   constructor(
     session: Session,
@@ -149,26 +120,41 @@ export class Chat {
     private signedOut: (why: Ended) => void,
   ) {
     this.session = session;
-    this.socket = new ChatSocket(
+    this.client = new ChatClient({
       nodes,
-      () => this.token(),
-      (f) => this.event(f),
-      (s) => {
-        this.conn = s;
-        if (s === "open") void this.synced();
-        this.changed();
+      token: async () => {
+        try {
+          return await this.token();
+        } catch (e) {
+          // A suspended account's refresh answers 403 `forbidden`.
+          this.suspended = e instanceof ApiError && e.status === 403 && e.code === "forbidden";
+          throw e;
+        }
       },
-      (why) => this.signedOut(why),
-    );
+    });
+    this.client.on("state", (s) => {
+      if (s === "open") {
+        // Links the nodes sign load from the node the page is on.
+        answered(this.client.node ?? location.origin);
+        void this.synced();
+      }
+      this.conn = s === "open" ? "open" : s === "idle" || s === "connecting" ? "connecting" : "reconnecting";
+      this.changed();
+    });
+    this.client.on("ended", (why) => this.signedOut(this.suspended ? "suspended" : why));
+    this.client.on("changes", (c) => this.caughtUp(c));
+    for (const type of ["message", "message_updated", "reaction", "catch_up", "typing", "receipt", "presence", "conversation", "membership"] as const) {
+      this.client.on(type, (f) => this.event(f));
+    }
     this.scheduleRefresh();
   }
 
   start() {
-    this.socket.start();
+    this.client.connect();
   }
 
   stop() {
-    this.socket.stop();
+    this.client.close();
     clearTimeout(this.refreshTimer);
   }
 
@@ -245,31 +231,35 @@ export class Chat {
 
   // --- after (re)connecting -----------------------------------------------
 
-  /** Brings everything up to date after a (re)connect: the list, what was
-   * missed in the loaded conversations, presence, then the outbox. */
+  /** Brings the page up to date after a (re)connect: the list and
+   * presence (the SDK catches up the conversations it follows and sends
+   * what the outbox holds). */
   private async synced() {
     try {
-      const reply = await this.socket.request({ type: "conversations", limit: 200 });
+      const reply = await this.req({ type: "conversations", limit: 200 });
       for (const c of reply.conversations as Conversation[]) this.putConversation(c);
       await this.watchMembers();
-      for (const id of this.messages.keys()) await this.reconnectCatchUp(id);
       if (this.open && !this.messages.has(this.open)) await this.load(this.open);
       // What came in while away is on screen now: read.
       if (this.open && document.visibilityState === "visible") this.markRead(this.open);
-      // A node lets a client in before a conversation's (new) owner has
-      // heard of it when the owner is slow to answer (taking over from a
-      // node that died): what that owner accepts before it has heard
-      // arrives neither live nor in the catch-up above. Once more, later.
-      clearTimeout(this.resyncTimer);
-      this.resyncTimer = window.setTimeout(() => {
-        for (const id of this.messages.keys()) this.resync(id);
-      }, RESYNC_AFTER_MS);
       this.error = null;
     } catch (e) {
       if (e instanceof RequestError && e.code !== "unavailable") this.error = e.message;
     }
     this.changed();
-    for (const o of [...this.outbox]) void this.deliver(o);
+  }
+
+  /** What a catch-up of the SDK found: new messages count as unread unless
+   * it followed a reconnect (the list reloaded then counts them). */
+  private caughtUp(c: Changes) {
+    const count = c.reason !== "reconnect";
+    for (const m of c.messages as Message[]) this.putMessage(m, count && !m.deleted);
+    if (this.open === c.conversation && document.visibilityState === "visible") this.markRead(c.conversation);
+    this.changed();
+  }
+
+  private req(frame: Request): Promise<any> {
+    return this.client.request(frame);
   }
 
   private async watchMembers() {
@@ -279,125 +269,8 @@ export class Chat {
     }
     const list = [...users].slice(0, 1000);
     if (!list.length) return;
-    const reply = await this.socket.request({ type: "watch", users: list });
+    const reply = await this.req({ type: "watch", users: list });
     for (const p of reply.presence ?? []) this.presence.set(p.user, p.status);
-  }
-
-  /** New messages with `history after`, then edits, deletes and reactions
-   * of the ones already shown with `changes`; of a conversation whose
-   * messages are not loaded, `changes` alone (its last message, unread
-   * count and revision). `count`: new messages count as unread. */
-  private async catchUp(id: string, fromRev?: number, count = false) {
-    // Taken before `history`: the messages it brings note their revisions,
-    // which are past the edits, deletes and reactions still to fetch. From
-    // the revision before a gap, not the one noted since: the message that
-    // showed the gap has already moved the noted one past it.
-    let rev = this.revs.get(id) ?? 0;
-    if (fromRev !== undefined && fromRev < rev) rev = fromRev;
-    const start = rev;
-    try {
-      await this.fetchMissed(id, rev, count);
-    } catch (e) {
-      // Some of it may be in and noted (`history` notes the newest
-      // revisions first): the next catch-up starts where this one did.
-      if ((this.revs.get(id) ?? 0) > start) this.revs.set(id, start);
-      throw e;
-    }
-  }
-
-  private async fetchMissed(id: string, rev: number, count: boolean) {
-    const put = (m: Message) => this.putMessage(m, false, count && !m.deleted);
-    const list = this.messages.get(id);
-    if (list) {
-      let after = list.length ? list[list.length - 1].id : undefined;
-      for (;;) {
-        const reply = await this.socket.request({
-          type: "history",
-          conversation: id,
-          ...(after ? { after } : {}),
-          limit: 200,
-        });
-        for (const m of reply.messages as Message[]) put(m);
-        if (!reply.more || !reply.messages.length) break;
-        after = reply.messages[reply.messages.length - 1].id;
-      }
-    } else if (!this.conversations.has(id)) {
-      // Not in the list (its `conversation` event lost too): the list
-      // brings it, with its last message and unread count, as after a
-      // reconnect.
-      const reply = await this.socket.request({ type: "conversations", limit: 200 });
-      for (const c of reply.conversations as Conversation[]) this.putConversation(c);
-      return;
-    }
-    for (;;) {
-      const reply = await this.socket.request({ type: "changes", conversation: id, after_rev: rev, limit: 200 });
-      for (const m of reply.messages as Message[]) put(m);
-      if (!reply.more || !reply.messages.length) {
-        this.noteRev(id, reply.rev);
-        break;
-      }
-      rev = reply.messages[reply.messages.length - 1].rev;
-    }
-  }
-
-  /** The reconnect's catch-up of one conversation, its failure the
-   * caller's; one already running (a `catch_up` came first) covers it with
-   * one more run after it. */
-  private async reconnectCatchUp(id: string) {
-    if (this.resyncing.has(id)) {
-      this.resyncing.set(id, merge(this.resyncing.get(id) ?? null, { count: false }));
-      return;
-    }
-    this.resyncing.set(id, null);
-    try {
-      await this.catchUp(id);
-    } finally {
-      const due = this.resyncing.get(id) ?? null;
-      this.resyncing.delete(id);
-      if (due) this.resync(id, due.fromRev, due.count);
-    }
-  }
-
-  /** A catch-up of one conversation; while one runs, one more after it. */
-  private resync(id: string, fromRev?: number, count = false) {
-    // Disconnected: the reconnect catches everything up.
-    if (this.conn !== "open") return;
-    const due: Due = { fromRev, count };
-    if (this.resyncing.has(id)) {
-      this.resyncing.set(id, merge(this.resyncing.get(id) ?? null, due));
-      return;
-    }
-    this.resyncing.set(id, null);
-    void this.resyncLoop(id, due);
-  }
-
-  private async resyncLoop(id: string, first: Due) {
-    let due: Due | null = first;
-    let failures = 0;
-    while (due && this.conn === "open") {
-      const run: Due = due;
-      try {
-        await this.catchUp(id, run.fromRev, run.count);
-        failures = 0;
-        due = this.resyncing.get(id) ?? null;
-        this.resyncing.set(id, null);
-      } catch (e) {
-        // `unavailable` while connected: the conversation's owner is
-        // moving (taking over from a node that died, which is when a
-        // `catch_up` comes); what was missed is stored, and the new owner
-        // serves it once it has taken over: ask again.
-        if (!(e instanceof RequestError && e.code === "unavailable")) break;
-        const wait = Math.min(5000, RESYNC_RETRY_MS * 2 ** failures);
-        failures += 1;
-        await new Promise((resolve) => setTimeout(resolve, wait));
-        due = merge(this.resyncing.get(id) ?? null, run);
-        this.resyncing.set(id, null);
-      }
-      this.changed();
-    }
-    this.resyncing.delete(id);
-    if (this.open === id && document.visibilityState === "visible") this.markRead(id);
-    this.changed();
   }
 
   // --- events ------------------------------------------------------------------
@@ -406,15 +279,24 @@ export class Chat {
     switch (f.type) {
       case "message":
       case "message_updated":
-        this.putMessage(f.message as Message, true, f.type === "message");
+        this.putMessage(f.message as Message, f.type === "message");
         break;
       case "reaction":
         this.putReaction(f);
         break;
       case "catch_up":
         // The node cannot vouch that every change of these reached this
-        // connection live (an owner confirmed late, or changed).
-        for (const id of f.conversations as string[]) this.resync(id, undefined, true);
+        // connection live: the SDK catches up those it follows; one the
+        // page does not know (its `conversation` event lost too) comes with
+        // the list, its last message and unread count with it.
+        if ((f.conversations as string[]).some((id) => !this.conversations.has(id))) {
+          void this.req({ type: "conversations", limit: 200 })
+            .then((reply) => {
+              for (const c of reply.conversations as Conversation[]) this.putConversation(c);
+              this.changed();
+            })
+            .catch(() => undefined);
+        }
         break;
       case "typing": {
         const per = this.typing.get(f.conversation) ?? new Map<string, number>();
@@ -490,21 +372,9 @@ export class Chat {
     if (!this.messages.has(c.id)) this.noteRev(c.id, c.rev);
   }
 
+  /** Follows `id` from revision `rev` for the SDK's catch-up. */
   private noteRev(id: string, rev: number | undefined) {
-    if (rev !== undefined && rev > (this.revs.get(id) ?? 0)) this.revs.set(id, rev);
-  }
-
-  /** A revision seen live (an event, or the answer to this client's own
-   * change): revisions count every change of a conversation, so one more
-   * than one past the last seen means something was missed; fetch it. The
-   * answer to our own send counts too: noting its rev without the check
-   * would step over an event lost just before it (a reconnect during an
-   * owner's takeover), and the next events would show no gap. */
-  private liveRev(conversation: string, rev: number) {
-    const known = this.revs.get(conversation) ?? 0;
-    if (known > 0 && rev > known + 1 && this.messages.has(conversation)) {
-      this.resync(conversation, known, true);
-    }
+    if (rev !== undefined) this.client.sync.track(id, rev);
   }
 
   /** A reaction added or taken back: the one emoji's state, not the whole
@@ -516,7 +386,6 @@ export class Chat {
     rev: number;
     reaction: Reaction;
   }) {
-    this.liveRev(f.conversation, f.rev);
     const apply = (m: Message): Message => {
       if (m.rev >= f.rev) return m;
       const at = m.reactions.findIndex((r) => r.emoji === f.reaction.emoji);
@@ -546,12 +415,10 @@ export class Chat {
     return lo;
   }
 
-  /** Adds or replaces (by id, keeping the higher rev) a message; `live`
-   * for anything not read by a catch-up (events, and the answers to this
-   * client's own changes); `created` when, if new to this page, it counts
-   * as unread (a new message's event, or a catch-up made while connected). */
-  private putMessage(m: Message, live = false, created = false) {
-    if (live) this.liveRev(m.conversation, m.rev);
+  /** Adds or replaces (by id, keeping the higher rev) a message;
+   * `created` when, if new to this page, it counts as unread (a new
+   * message's event, or a catch-up made while connected). */
+  private putMessage(m: Message, created = false) {
     const list = this.messages.get(m.conversation);
     const c = this.conversations.get(m.conversation);
     let isNew = true;
@@ -601,7 +468,7 @@ export class Chat {
 
   private async load(id: string) {
     try {
-      const reply = await this.socket.request({ type: "history", conversation: id, limit: PAGE });
+      const reply = await this.req({ type: "history", conversation: id, limit: PAGE });
       this.messages.set(id, reply.messages);
       this.older.set(id, reply.more);
       for (const m of reply.messages as Message[]) this.noteRev(id, m.rev);
@@ -617,7 +484,7 @@ export class Chat {
     const list = this.messages.get(id);
     if (!list || !this.older.get(id)) return false;
     const before = list[0]?.id;
-    const reply = await this.socket.request({
+    const reply = await this.req({
       type: "history",
       conversation: id,
       ...(before ? { before } : {}),
@@ -640,7 +507,7 @@ export class Chat {
     }
     if (!last || this.readSent.get(id) === last.id) return;
     this.readSent.set(id, last.id);
-    this.socket.request({ type: "read", conversation: id, up_to: last.id }).catch(() => {
+    this.req({ type: "read", conversation: id, up_to: last.id }).catch(() => {
       this.readSent.delete(id);
     });
   }
@@ -648,45 +515,27 @@ export class Chat {
   /** Sends a message (with `files`, uploads done: their ids go with every retry). */
   send(conversation: string, body: string, reply_to?: string, files?: { id?: string; name: string }[]) {
     const ids = files?.flatMap((f) => (f.id ? [f.id] : []));
-    const o: Outgoing = { client_msg_id: randomKey(), conversation, body, reply_to };
+    const o: Outgoing = { client_msg_id: newClientMsgId(), conversation, body, reply_to };
     if (ids?.length) {
       o.attachments = ids;
       o.names = files!.filter((f) => f.id).map((f) => f.name);
     }
     this.outbox.push(o);
     this.typingSent.delete(conversation);
-    this.socket.notify({ type: "typing", conversation, active: false });
+    this.client.notify({ type: "typing", conversation, active: false });
     this.changed();
-    void this.deliver(o);
-  }
-
-  /** Sends `o` until it is stored: a lost connection leaves it in the
-   * outbox, sent again after the reconnect with the same `client_msg_id`. */
-  private async deliver(o: Outgoing) {
-    if (!this.outbox.includes(o)) return;
-    try {
-      const reply = await this.socket.request({
-        type: "send",
-        conversation: o.conversation,
-        client_msg_id: o.client_msg_id,
-        body: o.body,
-        ...(o.reply_to ? { reply_to: o.reply_to } : {}),
-        ...(o.attachments?.length ? { attachments: o.attachments } : {}),
-      });
-      this.putMessage(reply.message, true);
-    } catch (e) {
-      const err = e as RequestError;
-      if (err.code === "rate_limited") {
-        setTimeout(() => void this.deliver(o), 1000);
-      } else if (err.code === "unavailable") {
-        // The owner is moving (or the store is down): try again while
-        // connected; a lost connection resends everything when back.
-        if (this.conn === "open") setTimeout(() => void this.deliver(o), 500);
-      } else {
-        o.error = err.message;
-      }
-    }
-    this.changed();
+    // The SDK's outbox sends it until it is stored, with the same
+    // `client_msg_id` after a lost connection or a moving owner.
+    this.client.send(conversation, body, { clientMsgId: o.client_msg_id, replyTo: reply_to, attachments: o.attachments }).then(
+      (m) => {
+        this.putMessage(m as Message);
+        this.changed();
+      },
+      (e) => {
+        o.error = (e as Error).message;
+        this.changed();
+      },
+    );
   }
 
   /** Gives up an unsent message. */
@@ -699,7 +548,7 @@ export class Chat {
     const last = this.typingSent.get(conversation) ?? 0;
     if (Date.now() - last < TYPING_RESEND_MS) return;
     this.typingSent.set(conversation, Date.now());
-    this.socket.notify({ type: "typing", conversation, active: true });
+    this.client.notify({ type: "typing", conversation, active: true });
   }
 
   whoIsTyping(conversation: string): string[] {
@@ -716,9 +565,12 @@ export class Chat {
     return [...per.entries()].filter(([u, upTo]) => u !== this.session.user && cmpId(upTo, id) >= 0).map(([u]) => u);
   }
 
-  private async ask(frame: Record<string, unknown>): Promise<any> {
+  /** A change of this user's; the answer's message counts for the SDK's
+   * gap check like an event's. */
+  private async ask(frame: Request): Promise<any> {
     try {
-      const reply = await this.socket.request(frame);
+      const reply = await this.req(frame);
+      if (reply.message) this.client.sync.observe({ type: "message_updated", message: reply.message });
       this.error = null;
       return reply;
     } catch (e) {
@@ -730,20 +582,20 @@ export class Chat {
 
   async edit(m: Message, body: string) {
     const reply = await this.ask({ type: "edit", conversation: m.conversation, message: m.id, body });
-    this.putMessage(reply.message, true);
+    this.putMessage(reply.message);
     this.changed();
   }
 
   async remove(m: Message) {
     const reply = await this.ask({ type: "delete", conversation: m.conversation, message: m.id });
-    this.putMessage(reply.message, true);
+    this.putMessage(reply.message);
     this.changed();
   }
 
   async react(m: Message, emoji: string) {
     const on = !m.reactions.some((r) => r.emoji === emoji && r.users.includes(this.session.user));
     const reply = await this.ask({ type: "react", conversation: m.conversation, message: m.id, emoji, on });
-    this.putMessage(reply.message, true);
+    this.putMessage(reply.message);
     this.changed();
   }
 

@@ -18,10 +18,17 @@ export type Ended = "unauthorized" | "suspended";
  * ascending by `rev`. Apply each by `id`, keeping the higher `rev`. */
 export interface Changes {
   conversation: ConversationId;
+  /** What asked for it: a reconnect (and its later second pass), a revision
+   * gap in live events, or a `catch_up` frame. An app that counts unread
+   * messages counts new ones from a gap or a `catch_up` (nothing else
+   * will), not after a reconnect (the conversation list it reloads has). */
+  reason: CatchUpReason;
   messages: Message[];
   /** The conversation's revision now: everything up to it has been seen. */
   rev: number;
 }
+
+export type CatchUpReason = "reconnect" | "gap" | "catch_up";
 
 export type ChatEvents = { [F in EventFrame as F["type"]]: F } & {
   state: ConnState;

@@ -4,7 +4,7 @@ export { ChatClient } from "./client";
 export type { ClientOptions, Request, WebSocketConstructor, WebSocketLike } from "./client";
 export { RequestError } from "./errors";
 export type { FailureCode } from "./errors";
-export type { ChatEvents, Changes, ConnState, Ended, EventFrame } from "./events";
+export type { CatchUpReason, ChatEvents, Changes, ConnState, Ended, EventFrame } from "./events";
 export { newClientMsgId } from "./outbox";
 export type { Outgoing, SendOptions } from "./outbox";
 export { backoffDelay } from "./backoff";

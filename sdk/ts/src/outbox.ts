@@ -32,9 +32,15 @@ export interface Outgoing {
 }
 
 interface Entry extends Outgoing {
+  /** Retriable failures in a row while connected. */
+  failures: number;
   resolve: (m: Message) => void;
   reject: (e: RequestError) => void;
 }
+
+/** Retriable failures in a row, while connected, before a send is given
+ * up (a lost connection does not count: it waits for the next one). */
+const MAX_FAILURES = 8;
 
 /** A fresh idempotency key: 24 hex digits after a prefix. */
 export function newClientMsgId(): string {
@@ -64,6 +70,7 @@ export class Outbox {
         reply_to: options.replyTo,
         attachments: options.attachments ?? [],
         attempts: 0,
+        failures: 0,
         resolve,
         reject,
       });
@@ -96,6 +103,9 @@ export class Outbox {
             ...(e.attachments.length ? { attachments: e.attachments } : {}),
           });
           this.entries.shift();
+          // Our own message's revision counts like an event's: noting it
+          // without the check would step over an event lost just before.
+          if (ok.message) this.client.sync.observe({ type: "message", message: ok.message });
           if (ok.message) e.resolve(ok.message);
           else e.reject(new RequestError("internal", "the send's answer carried no message"));
         } catch (err) {
@@ -107,7 +117,13 @@ export class Outbox {
           }
           // Lost with the connection: sent again once it is back.
           if (!this.client.isOpen) return;
-          await new Promise((r) => setTimeout(r, re.retryAfterMs ?? backoffDelay(e.attempts - 1)));
+          e.failures += 1;
+          if (e.failures >= MAX_FAILURES) {
+            this.entries.shift();
+            e.reject(re);
+            continue;
+          }
+          await new Promise((r) => setTimeout(r, re.retryAfterMs ?? backoffDelay(e.failures - 1)));
         }
       }
     } finally {

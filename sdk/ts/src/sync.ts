@@ -6,16 +6,16 @@
 import type { ChatClient } from "./client";
 import { backoffDelay } from "./backoff";
 import { RequestError } from "./errors";
-import type { EventFrame } from "./events";
+import type { CatchUpReason, EventFrame } from "./events";
 import type { ConversationId } from "./protocol";
 
 const PAGE = 200;
 
 export class Sync {
   private revs = new Map<ConversationId, number>();
-  /** Conversations with a catch-up running, and the revision the next one
-   * starts from (null: none asked). */
-  private running = new Map<ConversationId, number | null>();
+  /** Conversations with a catch-up running, and the next one asked while
+   * it ran (null: none). */
+  private running = new Map<ConversationId, { from: number; reason: CatchUpReason } | null>();
 
   constructor(private client: ChatClient) {}
 
@@ -50,7 +50,7 @@ export class Sync {
         ({ conversation, rev } = frame);
         break;
       case "catch_up":
-        for (const c of frame.conversations) if (this.revs.has(c)) void this.catchUp(c);
+        for (const c of frame.conversations) if (this.revs.has(c)) void this.catchUp(c, "catch_up");
         return;
       default:
         return;
@@ -61,21 +61,25 @@ export class Sync {
       this.revs.set(conversation, rev);
       return;
     }
-    if (rev > last + 1) void this.catchUp(conversation, last);
+    if (rev > last + 1) void this.catchUp(conversation, "gap", last);
     if (rev > last) this.revs.set(conversation, rev);
   }
 
   /** After a reconnect: every followed conversation, from where it was. */
   reconnected(): void {
-    for (const c of this.revs.keys()) void this.catchUp(c);
+    for (const c of this.revs.keys()) void this.catchUp(c, "reconnect");
   }
 
   /** Asks `changes` of `conversation` after `from` (its last revision by
    * default) until nothing more, then emits them. */
-  async catchUp(conversation: ConversationId, from = this.revs.get(conversation) ?? 0): Promise<void> {
+  async catchUp(conversation: ConversationId, reason: CatchUpReason, from = this.revs.get(conversation) ?? 0): Promise<void> {
     if (this.running.has(conversation)) {
       const next = this.running.get(conversation);
-      this.running.set(conversation, next == null ? from : Math.min(next, from));
+      // A gap or `catch_up` wins over a reconnect: its new messages count.
+      this.running.set(conversation, {
+        from: next ? Math.min(next.from, from) : from,
+        reason: next && next.reason !== "reconnect" ? next.reason : reason,
+      });
       return;
     }
     this.running.set(conversation, null);
@@ -99,7 +103,7 @@ export class Sync {
         }
         const messages = reply.messages ?? [];
         const rev = reply.rev ?? cursor;
-        this.client.emitChanges({ conversation, messages, rev: reply.more ? (messages.at(-1)?.rev ?? rev) : rev });
+        this.client.emitChanges({ conversation, reason, messages, rev: reply.more ? (messages.at(-1)?.rev ?? rev) : rev });
         if (reply.more && messages.length > 0) {
           cursor = messages[messages.length - 1].rev;
           continue;
@@ -110,7 +114,7 @@ export class Sync {
     } finally {
       const again = this.running.get(conversation);
       this.running.delete(conversation);
-      if (again != null) void this.catchUp(conversation, again);
+      if (again != null) void this.catchUp(conversation, again.reason, again.from);
     }
   }
 }

@@ -104,7 +104,8 @@ test("a revision gap and a catch_up frame each ask changes from the last revisio
     });
   });
   const node = `http://127.0.0.1:${server.address().port}`;
-  const c = new ChatClient({ nodes: [node], token: async () => "t", WebSocket });
+  // No second pass after the connect: only the gap and catch_up ask.
+  const c = new ChatClient({ nodes: [node], token: async () => "t", WebSocket, lateCatchUpMs: 0 });
   const changes = [];
   c.on("changes", (e) => changes.push(e));
   c.connect();
@@ -119,10 +120,12 @@ test("a revision gap and a catch_up frame each ask changes from the last revisio
     [["c1", 2]],
   );
   assert.equal(changes[0].rev, 9);
+  assert.equal(changes[0].reason, "gap");
   assert.equal(c.sync.rev("c1"), 9, "followed from the reply's rev");
   // The node cannot vouch for c1 (and names c2, which the client does not follow).
   socket.send(JSON.stringify({ type: "catch_up", conversations: ["c1", "c2"] }));
   await eventually("catch_up is answered", async () => changes.length === 2);
+  assert.equal(changes[1].reason, "catch_up");
   assert.deepEqual(
     asked.filter((f) => f.type === "changes").map((f) => [f.conversation, f.after_rev]),
     [["c1", 2], ["c1", 9]],
