@@ -28,6 +28,12 @@
 #                                    pinned with the server: the server side
 #                                    is the node and its database)
 #   scripts/bench.sh --storage scylla --only-storage   only those two
+#   scripts/bench.sh --only-socketio   chat's Socket.IO endpoint (target
+#                                    chat-socketio) against its native path
+#                                    and the Socket.IO baseline: memory per
+#                                    idle connection, and server CPU per
+#                                    delivery at the fixed rates; results in
+#                                    bench/results/socketio.json
 #   BENCH_QUICK=1 scripts/bench.sh   a three-minute pass that checks the wiring (numbers meaningless)
 #
 # Knobs (environment): ROOMS_USERS, ROOMS_GROUP, ROOMS_RATE, ROOMS_RATE_SCYLLA, ROOMS_STEPS,
@@ -42,11 +48,13 @@ ROOT=$PWD
 
 STORAGE=${BENCH_STORAGE:-embedded}
 ONLY_STORAGE=0
+ONLY_SOCKETIO=0
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --storage) STORAGE=$2; shift 2 ;;
     # Only the runs against the node on ScyllaDB (with --storage scylla).
     --only-storage) ONLY_STORAGE=1; shift ;;
+    --only-socketio) ONLY_SOCKETIO=1; shift ;;
     *) printf 'bench.sh: unknown argument %s\n' "$1" >&2; exit 2 ;;
   esac
 done
@@ -292,6 +300,41 @@ bench() { # name args...: a failed run is reported, the others still run
 }
 
 T0=$(date +%s)
+
+if [ "$ONLY_SOCKETIO" = 1 ]; then
+  # Each on a fresh server, idle first (its RSS baseline a server that has
+  # done nothing), then the fixed-rate windows alone (CPU per delivery).
+  SIO_IDLE=(--scenario idle --connections "$IDLE_CONNECTIONS" --duration 3 --prewarm --source-ips 127.0.0.1,127.0.0.2)
+  for target in chat chat-socketio; do
+    start_chat
+    bench "idle-$target" --target "$target" --nodes "http://127.0.0.1:$CHAT_PORT" --pid "$CHAT_PID" "${SIO_IDLE[@]}"
+    stop "$CHAT_PID"
+    start_chat
+    bench "rooms-$target" --target "$target" --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" \
+      --pid "$CHAT_PID" "${ROOMS_FIXED[@]}"
+    stop "$CHAT_PID"
+  done
+  SIO_PROCS=1 start_socketio
+  EXTRA_LABEL="1 socket.io process, $SIO_ADAPTER" \
+    bench idle-socketio --target socketio --nodes "http://127.0.0.1:${SIO_PORTS[0]}" \
+    --pid "${SIO_PIDS[0]}" "${SIO_IDLE[@]}"
+  for pid in "${SIO_PIDS[@]}"; do stop "$pid"; done
+  SIO_PORTS=()
+  SIO_PIDS=()
+  SIO_PROCS=1 start_socketio
+  SIO_CPU_PIDS=$(nodes_of "${SIO_PIDS[@]}")
+  [ -z "$REDIS_PID" ] || grep -q 'adapter=memory' "$RUN_DIR"/socketio-*.log || SIO_CPU_PIDS="$SIO_CPU_PIDS,$REDIS_PID"
+  EXTRA_LABEL="1 socket.io process, $SIO_ADAPTER; server CPU: socket.io (+ redis-server)" \
+    bench rooms-socketio --target socketio --nodes "$(csv_urls "${SIO_PORTS[@]}")" \
+    --pid "$SIO_CPU_PIDS" "${ROOMS_FIXED[@]}"
+  for pid in "${SIO_PIDS[@]}"; do stop "$pid"; done
+  log "summary (runs took $(($(date +%s) - T0)) s)"
+  mkdir -p bench/results
+  [ "${#JSONS[@]}" -gt 0 ] || die "every run failed"
+  "$BIN/chat-bench" summary --out bench/results/socketio.json "${JSONS[@]}"
+  [ "${#FAILED[@]}" -eq 0 ] || die "these runs failed (see above): ${FAILED[*]}"
+  exit 0
+fi
 
 if [ "$ONLY_STORAGE" = 0 ]; then
 # idle first, on a fresh node, so its RSS baseline is a node that has done nothing.

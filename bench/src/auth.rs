@@ -67,13 +67,13 @@ pub fn mint(secret: &str, user: &str) -> Result<String> {
 pub async fn tokens(args: &RunArgs, users: &[String], nodes: &[SocketAddr]) -> Result<Vec<String>> {
     match (args.target, args.jwt_secret.as_deref()) {
         (Target::Socketio | Target::Ceiling, _) => Ok(users.to_vec()),
-        (Target::Chat | Target::Centrifugo, Some(secret)) => {
+        (Target::Chat | Target::ChatSocketio | Target::Centrifugo, Some(secret)) => {
             users.iter().map(|u| mint(secret, u)).collect()
         }
         (Target::Centrifugo, None) => {
             bail!("the centrifugo target needs --jwt-secret (its client.token.hmac_secret_key)")
         }
-        (Target::Chat, None) => register_all(users, nodes, args.quiet).await,
+        (Target::Chat | Target::ChatSocketio, None) => register_all(users, nodes, args.quiet).await,
     }
 }
 

@@ -19,6 +19,12 @@ pub enum Target {
     Socketio,
     /// `ceiling-server`: protocol v1's wire format, no auth, no storage.
     Ceiling,
+    /// chat-node through its Socket.IO endpoint (`/socket.io/`, Engine.IO v4
+    /// over WebSocket): the same frames as `chat`, as Socket.IO events and
+    /// acknowledgements, to weigh the Socket.IO path against the native one.
+    #[value(name = "chat-socketio")]
+    #[serde(rename = "chat-socketio")]
+    ChatSocketio,
     /// Centrifugo v6: JSON protocol v2 over `/connection/websocket`, a
     /// channel per conversation (`chat:<room>`), HS256 tokens from
     /// `--jwt-secret` (scripts/centrifugo.sh writes its configuration).
@@ -26,10 +32,16 @@ pub enum Target {
 }
 
 impl Target {
+    /// chat-node, by either of its client paths.
+    pub fn is_chat(self) -> bool {
+        matches!(self, Target::Chat | Target::ChatSocketio)
+    }
+
     /// The name used in reports.
     pub fn name(self) -> &'static str {
         match self {
             Target::Chat => "chat",
+            Target::ChatSocketio => "chat-socketio",
             Target::Socketio => "socketio",
             Target::Ceiling => "ceiling",
             Target::Centrifugo => "centrifugo",
@@ -263,7 +275,7 @@ impl RunArgs {
             bail!("--changes-share must be 0 to 0.5");
         }
         if self.changes_share > 0.0
-            && (self.target != Target::Chat || self.scenario != ScenarioKind::Rooms)
+            && (!self.target.is_chat() || self.scenario != ScenarioKind::Rooms)
         {
             bail!("--changes-share is for the rooms scenario against the chat target");
         }
@@ -271,7 +283,7 @@ impl RunArgs {
             bail!("--offline-share must be 0 to 0.8");
         }
         if self.offline_share > 0.0
-            && (self.target != Target::Chat || self.scenario != ScenarioKind::Rooms)
+            && (!self.target.is_chat() || self.scenario != ScenarioKind::Rooms)
         {
             bail!("--offline-share is for the rooms scenario against the chat target");
         }
@@ -311,7 +323,7 @@ impl RunArgs {
             self.scenario,
             ScenarioKind::History | ScenarioKind::Reconnect
         );
-        if history_like && !matches!(self.target, Target::Chat | Target::Centrifugo) {
+        if history_like && !(self.target.is_chat() || self.target == Target::Centrifugo) {
             bail!(
                 "scenario {} needs stored history, which only the chat and centrifugo \
                  targets have (the other baselines keep none)",

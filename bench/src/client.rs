@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 // Still reachable by its old path here; it moved below every client.
 pub use crate::body::body_sent_us;
+use crate::client_sio::Packet;
 use crate::incoming::Incoming;
 use crate::net::{ws_connect, Ws};
 
@@ -33,6 +34,9 @@ pub struct ChatConn {
     control: Option<u64>,
     /// When the control request is a `history`: its answer is a page.
     history: Option<u64>,
+    /// Over the node's Socket.IO endpoint (`client_sio.rs`): whether an
+    /// Engine.IO pong is owed.
+    sio: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -95,12 +99,27 @@ impl ChatConn {
             ws,
             control: None,
             history: None,
+            sio: None,
         })
     }
 
+    /// The same client over a Socket.IO session already connected.
+    pub fn over_socketio(ws: Ws, pong_due: bool) -> ChatConn {
+        ChatConn {
+            ws,
+            control: None,
+            history: None,
+            sio: Some(pong_due),
+        }
+    }
+
     async fn send_frame(&mut self, frame: &ClientFrame) -> Result<()> {
-        let bytes = Codec::Json.encode(frame).map_err(|e| anyhow!("{e}"))?;
-        let text = String::from_utf8(bytes).context("JSON is UTF-8")?;
+        let text = if self.sio.is_some() {
+            crate::client_sio::encode(frame)?
+        } else {
+            let bytes = Codec::Json.encode(frame).map_err(|e| anyhow!("{e}"))?;
+            String::from_utf8(bytes).context("JSON is UTF-8")?
+        };
         self.ws
             .send(WsMessage::Text(text.into()))
             .await
@@ -216,12 +235,27 @@ impl ChatConn {
     /// The next frame from the server; `None` once the connection closed.
     pub async fn next(&mut self) -> Result<Option<Incoming>> {
         loop {
+            if self.sio == Some(true) {
+                self.ws
+                    .send(WsMessage::Text("3".into()))
+                    .await
+                    .context("writing to the server")?;
+                self.sio = Some(false);
+            }
             let msg = match self.ws.next().await {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(anyhow!("reading from the server: {e}")),
                 Some(Ok(m)) => m,
             };
             match msg {
+                WsMessage::Text(t) if self.sio.is_some() => {
+                    match crate::client_sio::decode(t.as_str()) {
+                        Packet::Frame(json) => return Ok(Some(self.decode(&json))),
+                        Packet::Ping => self.sio = Some(true),
+                        Packet::Closed => return Ok(None),
+                        Packet::Skip => {}
+                    }
+                }
                 WsMessage::Text(t) => return Ok(Some(self.decode(t.as_str()))),
                 WsMessage::Close(f) => {
                     let why = f

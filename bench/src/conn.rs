@@ -77,6 +77,10 @@ impl Conn {
             Target::Chat | Target::Ceiling => {
                 Conn::Chat(ChatConn::connect(addr, token, source).await?)
             }
+            Target::ChatSocketio => {
+                let (ws, pong_due) = SioConn::connect(addr, token, source).await?.into_ws();
+                Conn::Chat(ChatConn::over_socketio(ws, pong_due))
+            }
             Target::Socketio => Conn::Sio(SioConn::connect(addr, token, source).await?),
             Target::Centrifugo => Conn::Cf(CfConn::connect(addr, token, source).await?),
         })

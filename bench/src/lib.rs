@@ -35,6 +35,7 @@ pub mod ceiling;
 pub mod centrifugo;
 pub mod cli;
 pub mod client;
+mod client_sio;
 pub mod conn;
 pub mod cpu;
 pub mod incoming;

@@ -82,6 +82,12 @@ impl SioConn {
         Ok(conn)
     }
 
+    /// The WebSocket under the session (and whether a pong is owed), for a
+    /// client that speaks its own events over it (`client_sio.rs`).
+    pub fn into_ws(self) -> (Ws, bool) {
+        (self.ws, self.pong_due)
+    }
+
     async fn write(&mut self, text: String) -> Result<()> {
         self.ws
             .send(WsMessage::Text(text.into()))

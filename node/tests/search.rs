@@ -80,7 +80,27 @@ async fn words_phrases_filters_and_pages() {
     let mut b = connect(node.addr, &bob.access, Codec::Json).await;
     let conv = group(&mut a, &[&bob.id]).await;
     let m1 = sent(&mut a, &conv, "Lunch at the caf\u{e9} on Friday?").await;
-    let m2 = sent(&mut b, &conv, "Running late for lunch, sorry").await;
+    let m2 = ok(b
+        .request(frames::send(
+            &conv,
+            &unique("m"),
+            "Running late for lunch, sorry",
+        ))
+        .await)
+    .message
+    .unwrap();
+    let (m2, t2) = (m2.id, m2.ts);
+    // The time filters below split m2 from m3 by `ts` (milliseconds): the
+    // clock must have moved past m2's before m3 is sent (CI once sent both
+    // in one millisecond).
+    eventually("the clock passes m2's millisecond", || async {
+        if chat_protocol::now_ms() > t2 {
+            Ok(())
+        } else {
+            Err(format!("now {} <= {t2}", chat_protocol::now_ms()))
+        }
+    })
+    .await;
     let m3 = sent(
         &mut a,
         &conv,
