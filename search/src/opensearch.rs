@@ -214,16 +214,15 @@ fn cursor_id(conversation: &ConversationId) -> String {
 
 /// `_id`s go in a path: spaces and the rest percent-encoded.
 fn path_id(id: &str) -> String {
-    id.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(id, UNRESERVED).to_string()
 }
+
+/// Everything but RFC 3986's unreserved characters is escaped.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[async_trait]
 impl SearchIndex for OpenSearchIndex {
