@@ -97,11 +97,11 @@ check node \
 
 # bench/: leaves (timed bodies, the command line, what clients read,
 # sockets, reactions, statistics, the machine, the ceiling server, the push
-# service of notification runs); the
+# service of notification runs, chat frames as Socket.IO packets); the
 # client of each target, tokens and CPU windows; one connection to any
 # target, and reports; the scenarios.
 check bench \
-  "body ceiling cli incoming net push_sink reactions stats sys" \
+  "body ceiling cli client_sio incoming net push_sink reactions stats sys" \
   "auth centrifugo client cpu socketio" \
   "conn report" \
   "scenario"
