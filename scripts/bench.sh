@@ -243,6 +243,40 @@ start_socketio() {
   fi
 }
 
+stop_socketio() {
+  local pid
+  for pid in "${SIO_PIDS[@]}"; do stop "$pid"; done
+  SIO_PORTS=()
+  SIO_PIDS=()
+}
+
+# Memory per idle connection, on one fresh socket.io process: a V8 heap
+# grown by an earlier run would hide the cost of new connections.
+bench_socketio_idle() { # idle args...
+  SIO_PROCS=1 start_socketio
+  EXTRA_LABEL="1 socket.io process, $SIO_ADAPTER" \
+    bench idle-socketio --target socketio --nodes "http://127.0.0.1:${SIO_PORTS[0]}" \
+    --pid "${SIO_PIDS[0]}" "$@"
+  stop_socketio
+}
+
+# Rooms on SIO_PROCS fresh socket.io processes. Its server side is the
+# processes and, with the Redis adapter, the Redis every broadcast goes
+# through: the CPU of all of them is counted.
+bench_socketio_rooms() { # rooms args...
+  start_socketio
+  local pids note="server CPU: socket.io"
+  pids=$(nodes_of "${SIO_PIDS[@]}")
+  if [ -n "$REDIS_PID" ] && ! grep -q 'adapter=memory' "$RUN_DIR"/socketio-*.log; then
+    pids="$pids,$REDIS_PID"
+    note="server CPU: socket.io + redis-server"
+  fi
+  EXTRA_LABEL="$SIO_PROCS socket.io process(es), $SIO_ADAPTER; $note" \
+    bench rooms-socketio --target socketio --nodes "$(csv_urls "${SIO_PORTS[@]}")" \
+    --pid "$pids" "$@"
+  stop_socketio
+}
+
 CEIL_PID=""
 start_ceiling() { # [--journal DIR]
   CEIL_PORT=$(free_port)
@@ -315,20 +349,8 @@ if [ "$ONLY_SOCKETIO" = 1 ]; then
       --pid "$CHAT_PID" "${ROOMS_FIXED[@]}"
     stop "$CHAT_PID"
   done
-  SIO_PROCS=1 start_socketio
-  EXTRA_LABEL="1 socket.io process, $SIO_ADAPTER" \
-    bench idle-socketio --target socketio --nodes "http://127.0.0.1:${SIO_PORTS[0]}" \
-    --pid "${SIO_PIDS[0]}" "${SIO_IDLE[@]}"
-  for pid in "${SIO_PIDS[@]}"; do stop "$pid"; done
-  SIO_PORTS=()
-  SIO_PIDS=()
-  SIO_PROCS=1 start_socketio
-  SIO_CPU_PIDS=$(nodes_of "${SIO_PIDS[@]}")
-  [ -z "$REDIS_PID" ] || grep -q 'adapter=memory' "$RUN_DIR"/socketio-*.log || SIO_CPU_PIDS="$SIO_CPU_PIDS,$REDIS_PID"
-  EXTRA_LABEL="1 socket.io process, $SIO_ADAPTER; server CPU: socket.io (+ redis-server)" \
-    bench rooms-socketio --target socketio --nodes "$(csv_urls "${SIO_PORTS[@]}")" \
-    --pid "$SIO_CPU_PIDS" "${ROOMS_FIXED[@]}"
-  for pid in "${SIO_PIDS[@]}"; do stop "$pid"; done
+  bench_socketio_idle "${SIO_IDLE[@]}"
+  SIO_PROCS=1 bench_socketio_rooms "${ROOMS_FIXED[@]}"
   log "summary (runs took $(($(date +%s) - T0)) s)"
   mkdir -p bench/results
   [ "${#JSONS[@]}" -gt 0 ] || die "every run failed"
@@ -411,30 +433,8 @@ EXTRA_LABEL="ceiling-server --journal: each message fsynced before its fan-out" 
 stop "$CEIL_PID"
 rm -rf "$RUN_DIR/ceiling-journal"
 
-# A fresh process for idle too: a V8 heap grown by an earlier run would hide
-# the cost of new connections.
-SIO_PROCS_WANTED=$SIO_PROCS
-SIO_PROCS=1 start_socketio
-EXTRA_LABEL="1 socket.io process, $SIO_ADAPTER" \
-  bench idle-socketio --target socketio --nodes "http://127.0.0.1:${SIO_PORTS[0]}" \
-  --pid "${SIO_PIDS[0]}" "${IDLE[@]}"
-for pid in "${SIO_PIDS[@]}"; do stop "$pid"; done
-SIO_PORTS=()
-SIO_PIDS=()
-
-SIO_PROCS=$SIO_PROCS_WANTED start_socketio
-# Its server side is the Socket.IO processes and, with the Redis adapter,
-# the Redis every broadcast goes through: the CPU of all of them is counted.
-SIO_CPU_PIDS=$(nodes_of "${SIO_PIDS[@]}")
-SIO_CPU_NOTE="server CPU: socket.io"
-if [ -n "$REDIS_PID" ] && ! grep -q 'adapter=memory' "$RUN_DIR"/socketio-*.log; then
-  SIO_CPU_PIDS="$SIO_CPU_PIDS,$REDIS_PID"
-  SIO_CPU_NOTE="server CPU: socket.io + redis-server"
-fi
-EXTRA_LABEL="$SIO_PROCS socket.io process(es), $SIO_ADAPTER; $SIO_CPU_NOTE" \
-  bench rooms-socketio --target socketio --nodes "$(csv_urls "${SIO_PORTS[@]}")" \
-  --pid "$SIO_CPU_PIDS" "${ROOMS[@]}"
-for pid in "${SIO_PIDS[@]}"; do stop "$pid"; done
+bench_socketio_idle "${IDLE[@]}"
+bench_socketio_rooms "${ROOMS[@]}"
 
 if [ -n "$CF_BIN" ]; then
   log "Centrifugo: $(bash scripts/centrifugo.sh version), memory engine"
