@@ -1,8 +1,9 @@
 //! Accepting HTTP connections with the bounds a public listener needs, which
 //! `axum::serve` does not offer: a deadline for a request's headers (which
 //! is also how long a connection may sit idle before its first request or
-//! between requests, WebSocket upgrade included), and a cap on the
-//! connections one source address holds open.
+//! between requests, WebSocket upgrade included), a cap on the
+//! connections one source address holds open, and a kernel deadline for a
+//! peer that takes no bytes (TCP_USER_TIMEOUT).
 //!
 //! ```text
 //!  accept ─► per-address count (refused past the cap) ─► hyper HTTP/1 (header deadline)
@@ -40,6 +41,12 @@ pub struct Bounds {
     pub header_read_timeout: Duration,
     /// Connections one address may hold open; 0 for no cap.
     pub max_connections_per_ip: usize,
+    /// How long bytes the node wrote may wait for the peer to take them
+    /// before the kernel drops the connection (TCP_USER_TIMEOUT): the
+    /// backstop under every deadline above TCP. A task stuck writing to a
+    /// peer that reads nothing (Engine.IO's writer, a response body) is
+    /// freed, and the connection's buffers with it.
+    pub send_timeout: Duration,
 }
 
 /// Open connections per source address.
@@ -124,6 +131,7 @@ pub async fn serve(
         let plain = plain.clone();
         connections.spawn(async move {
             let _ = stream.set_nodelay(true);
+            set_send_timeout(&stream, bounds.send_timeout);
             match (tls, plain) {
                 (Some(tls), Some(plain)) => {
                     match tls.accept(stream, bounds.header_read_timeout).await {
@@ -141,6 +149,17 @@ pub async fn serve(
     connections.wait().await;
     Ok(())
 }
+
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+fn set_send_timeout(stream: &tokio::net::TcpStream, timeout: Duration) {
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+        tracing::debug!(error = %e, "TCP_USER_TIMEOUT not set");
+    }
+}
+
+/// Elsewhere the deadlines above TCP are all there is.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+fn set_send_timeout(_: &tokio::net::TcpStream, _: Duration) {}
 
 async fn serve_one<S>(
     stream: S,

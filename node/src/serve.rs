@@ -201,6 +201,9 @@ pub async fn serve(
     let bounds = listener::Bounds {
         header_read_timeout: Duration::from_secs(app.config.listen.header_read_timeout_secs),
         max_connections_per_ip: app.config.listen.max_connections_per_ip,
+        // A client's socket may accept nothing for the idle timeout before
+        // its writer cuts it (4003); the kernel's bound sits just past it.
+        send_timeout: Duration::from_secs(app.config.limits.idle_timeout_secs + 5),
     };
     listener::serve(tcp, routes, bounds, app.tls.clone(), token).await?;
     app.drain().await;

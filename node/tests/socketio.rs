@@ -2,7 +2,8 @@
 //! real WebSocket, and long-polling over real HTTP): bounded as the native
 //! path is. A flood of requests without reading gets every one answered
 //! (the excess refused with `rate_limited`, nothing queued for it); a
-//! payload over the frame limit closes only its own client; a polling
+//! payload over the frame limit closes only its own client; one that never
+//! reads is cut and its connection freed; a polling
 //! client that stops polling while messages pour in is cut as a slow
 //! consumer, and the node goes on. web/tests/socketio.test.mjs runs the
 //! real `socket.io-client`.
@@ -75,15 +76,21 @@ async fn a_flood_without_reading_is_answered_in_full_and_bounded() {
     let node = TestNode::start_with(|c| {
         c.limits.sends_per_second = 1_000_000;
         c.limits.send_burst = 1_000_000;
+        c.limits.outbound_queue = 1024;
+        c.limits.inflight_per_connection = 256;
     })
     .await;
     let ann = node.user(&unique("sann")).await;
     let mut native = connect(node.addr, &ann.access, Codec::Json).await;
     let conv = group(&mut native, &[]).await;
     let mut ws = sio_ws(&node, &ann.access).await;
-    const N: u64 = 2000;
-    // All at once, none read: the bridge holds a reader's window of them.
-    for id in 1..=N {
+    // All at once, none read: the bridge holds a reader's window of them
+    // and refuses the rest. Socket.IO buffers up to the outbound queue's
+    // worth of packets for a client that is not reading, and the bridge
+    // owes up to a window's worth of refusals more: a flood within both is
+    // answered in full even if the kernel buffered nothing.
+    let n = (1024 + 256 - 16) as u64;
+    for id in 1..=n {
         let event = json!(["send", {"conversation": conv.as_str(), "client_msg_id": format!("f{id}"), "body": "x"}]);
         ws.feed(WsMessage::Text(format!("42{id}{event}").into()))
             .await
@@ -92,7 +99,7 @@ async fn a_flood_without_reading_is_answered_in_full_and_bounded() {
     ws.flush().await.unwrap();
     let (mut ok, mut refused) = (0, 0);
     let mut answered = std::collections::HashSet::new();
-    while answered.len() < N as usize {
+    while answered.len() < n as usize {
         let packet = text(&mut ws).await;
         let Some((id, frame)) = ack_of(&packet) else {
             continue;
@@ -123,6 +130,52 @@ async fn a_flood_without_reading_is_answered_in_full_and_bounded() {
 
 fn ok_reply(f: chat_protocol::ServerFrame) -> chat_protocol::OkReply {
     ok(f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_that_never_reads_is_cut_and_its_connection_freed() {
+    // Pings every second; a socket that takes no bytes is dropped by the
+    // kernel a few seconds after the idle timeout.
+    let node = TestNode::start_with(|c| {
+        c.limits.sends_per_second = 1_000_000;
+        c.limits.send_burst = 1_000_000;
+        c.limits.idle_timeout_secs = 2;
+    })
+    .await;
+    let ann = node.user(&unique("sann")).await;
+    let mut native = connect(node.addr, &ann.access, Codec::Json).await;
+    let conv = group(&mut native, &[]).await;
+    let mut ws = sio_ws(&node, &ann.access).await;
+    // Sends without ever reading (not even Engine.IO's pings): its answers
+    // fill Socket.IO's buffer and the kernel's, the node cuts it, and then
+    // stops reading it. Engine.IO's writer is left waiting to write to a
+    // socket that takes nothing; the kernel's send timeout frees it, and
+    // the client's write fails on the reset. Without it the client's writes
+    // wait forever, and the node keeps the connection.
+    // Bodies large enough that the messages' events outgrow every buffer.
+    let body = "x".repeat(3000);
+    let flood = async {
+        for id in 0u64.. {
+            let event = json!(["send", {"conversation": conv.as_str(), "client_msg_id": format!("n{id}"), "body": body}]);
+            ws.send(WsMessage::Text(format!("42{id}{event}").into()))
+                .await?;
+        }
+        Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+    };
+    let ended = tokio::time::timeout(Duration::from_secs(60), flood).await;
+    assert!(
+        matches!(ended, Ok(Err(_))),
+        "the node let go of a client that reads nothing: {ended:?}"
+    );
+    // The node goes on (for a new connection: the first one, unread for
+    // the flood, was cut as idle).
+    drop(native);
+    let mut native = connect(node.addr, &ann.access, Codec::Json).await;
+    ok_reply(
+        native
+            .request(send(&conv, "after", "after the flood"))
+            .await,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,11 @@
 //!   reader's window (the reader stops taking them when its budget is
 //!   spent). A client that sends past that gets `rate_limited` at once and
 //!   nothing is queued: Socket.IO gives no way to stop reading a client.
+//!   A refusal Socket.IO has no room for (the client is not reading its
+//!   answers) is owed and paid in order as room comes; past a window's
+//!   worth owed, or one that cannot go out for the idle timeout, the client
+//!   is cut with 4003 as a WebSocket client would be. An answer is never
+//!   dropped while the connection stays open.
 //! - out: an `ok` or `error` whose `req` is an acknowledgement's goes to
 //!   that acknowledgement; every other frame is emitted as the event named
 //!   by its `type`. When Socket.IO's own buffer is full (the client is not
@@ -23,13 +28,15 @@
 //!   Engine.IO's heartbeat is what notices a dead Socket.IO client, and its
 //!   disconnect ends the reader.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::ws::Message as WsMessage;
 use bytes::Bytes;
+use chat_actors::conn::Closer;
+use chat_protocol::{close_code, ServerFrame};
 use futures_util::{Sink, Stream, StreamExt};
 use serde::Deserialize;
 use socketioxide::extract::AckSender;
@@ -54,6 +61,21 @@ pub(super) struct Bridge {
     binary: bool,
     /// Cancelled when the socket disconnects.
     gone: CancellationToken,
+    /// Refusals not yet handed to Socket.IO, oldest first (see `refuse`).
+    owed: Mutex<VecDeque<(Option<i64>, ServerFrame)>>,
+    /// Most refusals owed before the client is cut.
+    most_owed: usize,
+    /// Cuts the connection (4003) when it is not reading its answers.
+    closer: Arc<Closer>,
+    /// How long an owed refusal may wait for room: the idle timeout, the
+    /// writer's stall deadline.
+    stall: Duration,
+}
+
+/// Where a bridge's connection is cut and how long a write may stall.
+pub(super) struct Cut {
+    pub(super) closer: Arc<Closer>,
+    pub(super) stall: Duration,
 }
 
 /// The halves `ws::serve` runs on.
@@ -65,7 +87,12 @@ pub(super) type Halves = (
 impl Bridge {
     /// A bridge for `socket` holding up to `capacity` frames not yet read,
     /// and the halves its connection runs on.
-    pub(super) fn new(socket: Arc<Socket>, capacity: usize, binary: bool) -> (Arc<Bridge>, Halves) {
+    pub(super) fn new(
+        socket: Arc<Socket>,
+        capacity: usize,
+        binary: bool,
+        cut: Cut,
+    ) -> (Arc<Bridge>, Halves) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let bridge = Arc::new(Bridge {
             inbound: tx,
@@ -73,6 +100,10 @@ impl Bridge {
             next_req: AtomicU64::new(1),
             binary,
             gone: CancellationToken::new(),
+            owed: Mutex::new(VecDeque::new()),
+            most_owed: capacity.max(1),
+            closer: cut.closer,
+            stall: cut.stall,
         });
         let stream =
             futures_util::stream::unfold((rx, bridge.gone.clone()), |(mut rx, gone)| async move {
@@ -103,10 +134,82 @@ impl Bridge {
     pub(super) fn disconnected(&self) {
         self.gone.cancel();
         self.lock_acks().clear();
+        self.lock_owed().clear();
     }
 
     fn lock_acks(&self) -> std::sync::MutexGuard<'_, HashMap<u64, i64>> {
         self.acks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_owed(&self) -> std::sync::MutexGuard<'_, VecDeque<(Option<i64>, ServerFrame)>> {
+        self.owed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Answers an event the reader never saw (on its acknowledgement
+    /// `ack`, or as an `error` event). This runs in Socket.IO's read loop,
+    /// which cannot wait: when Socket.IO's buffer is full the refusal is
+    /// owed, and a task pays what is owed, in order, as room comes.
+    pub(super) fn refuse(
+        self: &Arc<Self>,
+        socket: &Arc<Socket>,
+        ack: Option<i64>,
+        refusal: ServerFrame,
+    ) {
+        let mut owed = self.lock_owed();
+        if owed.is_empty() {
+            match answer(socket, ack, &refusal) {
+                Err(SendError::Socket(SocketError::InternalChannelFull)) => {}
+                // Sent, or the socket is gone and nobody is left to answer.
+                _ => return,
+            }
+        }
+        if owed.len() >= self.most_owed {
+            // A window's worth of answers unread: the client has stopped
+            // reading, as a WebSocket client whose queue overflows.
+            owed.clear();
+            drop(owed);
+            self.closer.close(close_code::SLOW_CONSUMER);
+            return;
+        }
+        owed.push_back((ack, refusal));
+        if owed.len() == 1 {
+            tokio::spawn(self.clone().pay(socket.clone()));
+        }
+    }
+
+    /// Hands the owed refusals to Socket.IO, oldest first, each waiting
+    /// for room at most the stall deadline. The refusal being paid stays
+    /// in the list until it is out, so that later ones queue behind it.
+    async fn pay(self: Arc<Self>, socket: Arc<Socket>) {
+        loop {
+            let Some((ack, refusal)) = self.lock_owed().front().cloned() else {
+                return;
+            };
+            let sent = tokio::time::timeout(
+                self.stall,
+                until_room(&self.gone, || answer(&socket, ack, &refusal)),
+            )
+            .await;
+            let mut owed = self.lock_owed();
+            match sent {
+                Ok(Ok(())) => {
+                    owed.pop_front();
+                    if owed.is_empty() {
+                        return;
+                    }
+                }
+                Ok(Err(_)) => {
+                    owed.clear();
+                    return;
+                }
+                Err(_stalled) => {
+                    owed.clear();
+                    drop(owed);
+                    self.closer.close(close_code::SLOW_CONSUMER);
+                    return;
+                }
+            }
+        }
     }
 
     /// A client frame, encoded with its `req` (one when the client asked
@@ -128,8 +231,16 @@ impl Bridge {
     }
 }
 
+/// Sends a refusal on its acknowledgement, or as an `error` event.
+fn answer(socket: &Arc<Socket>, ack: Option<i64>, refusal: &ServerFrame) -> Result<(), SendError> {
+    match ack {
+        Some(id) => acknowledge(socket, id, refusal),
+        None => socket.emit("error", refusal),
+    }
+}
+
 /// Sends `v` on acknowledgement `id` of `socket`.
-pub(super) fn acknowledge<T: serde::Serialize + ?Sized>(
+fn acknowledge<T: serde::Serialize + ?Sized>(
     socket: &Arc<Socket>,
     id: i64,
     v: &T,
@@ -170,11 +281,18 @@ impl Out {
             WsMessage::Close(frame) => {
                 // Socket.IO has no close codes: the reason goes first as
                 // an event, so that a client can tell 4001 from 4003.
+                // Both wait for room in Socket.IO's buffer, as long as the
+                // writer lets a close take; a client that reads nothing is
+                // then closed by Engine.IO's heartbeat, whose ping finds no
+                // room either.
                 if let Some(f) = frame {
                     let why = serde_json::json!({"code": f.code, "reason": f.reason.as_str()});
-                    let _ = self.socket.emit("close", &why);
+                    let _ = until_room(&self.bridge.gone, || self.socket.emit("close", &why)).await;
                 }
-                let _ = self.socket.clone().disconnect();
+                let _ = until_room(&self.bridge.gone, || {
+                    self.socket.clone().disconnect().map_err(SendError::Socket)
+                })
+                .await;
                 Ok(())
             }
         }
@@ -202,14 +320,14 @@ impl Out {
         };
         match ack {
             Some(id) => {
-                self.until_room(|| match &value {
+                until_room(&self.bridge.gone, || match &value {
                     Payload::Value(v) => acknowledge(&self.socket, id, v),
                     Payload::Raw(r) => acknowledge(&self.socket, id, r),
                 })
                 .await
             }
             None => {
-                self.until_room(|| match &value {
+                until_room(&self.bridge.gone, || match &value {
                     Payload::Value(v) => self.socket.emit(event, v),
                     Payload::Raw(r) => self.socket.emit(event, r),
                 })
@@ -217,25 +335,26 @@ impl Out {
             }
         }
     }
+}
 
-    /// Retries `send` while Socket.IO's buffer is full (or the socket not
-    /// yet connected): the writer's stall deadline bounds the wait.
-    async fn until_room(
-        &self,
-        mut send: impl FnMut() -> Result<(), SendError>,
-    ) -> Result<(), axum::Error> {
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match send() {
-                Ok(()) => return Ok(()),
-                Err(SendError::Socket(SocketError::InternalChannelFull | SocketError::Closed))
-                    if !self.bridge.gone.is_cancelled() =>
-                {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(e) => return Err(axum::Error::new(e)),
+/// Retries `send` while Socket.IO's buffer is full (or the socket not
+/// yet connected), until the socket is `gone`: the caller bounds the wait
+/// (the writer's stall deadline, or `Bridge::pay`'s).
+async fn until_room(
+    gone: &CancellationToken,
+    mut send: impl FnMut() -> Result<(), SendError>,
+) -> Result<(), axum::Error> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match send() {
+            Ok(()) => return Ok(()),
+            Err(SendError::Socket(SocketError::InternalChannelFull | SocketError::Closed))
+                if !gone.is_cancelled() =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
             }
+            Err(e) => return Err(axum::Error::new(e)),
         }
     }
 }

@@ -12,7 +12,7 @@ use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::{FromConnectParts, Value};
 use socketioxide::socket::Socket;
 
-use super::bridge::Bridge;
+use super::bridge::{Bridge, Cut};
 use super::inbound::Inbound;
 use crate::app::App;
 use crate::ws::{admit, serve};
@@ -90,7 +90,11 @@ pub(super) async fn connect(
         .inflight_per_connection
         .min(limits.outbound_queue / 2)
         .max(1);
-    let (bridge, halves) = Bridge::new(socket, capacity, binary);
+    let cut = Cut {
+        closer: admitted.end.closer.clone(),
+        stall: std::time::Duration::from_secs(limits.idle_timeout_secs),
+    };
+    let (bridge, halves) = Bridge::new(socket, capacity, binary, cut);
     s.extensions.insert(bridge.clone());
     s.on_fallback(async |_: Inbound| {});
     let gone = bridge.clone();

@@ -17,7 +17,7 @@ use socketioxide::extract::{Event, TryData};
 use socketioxide::handler::{FromMessageParts, Value};
 use socketioxide::socket::Socket;
 
-use super::bridge::{acknowledge, Bridge};
+use super::bridge::Bridge;
 
 /// A socket's event, handed to its connection's reader.
 pub(super) struct Inbound;
@@ -63,10 +63,7 @@ impl FromMessageParts<LocalAdapter> for Inbound {
         };
         // Refused before the reader saw it: answered here, as the reader
         // answers (on the acknowledgement, or as an `error` event).
-        let _ = match ack {
-            Some(id) => acknowledge(s, *id, &refused),
-            None => s.emit("error", &refused),
-        };
+        bridge.refuse(s, *ack, refused);
         Ok(Inbound)
     }
 }
