@@ -158,7 +158,10 @@ pub enum PresenceBackend {
 pub struct PresenceSection {
     /// The backend.
     pub backend: PresenceBackend,
-    /// `redis://[user:password@]host:port[/db]`, for `backend = "redis"`.
+    /// `redis://[user:password@]host:port[/db]`, for `backend = "redis"`;
+    /// a Redis Cluster as `redis-cluster://host:port?node=host2:port2&...`
+    /// (any of its nodes: the client discovers the rest and follows slots
+    /// as they move).
     pub redis_url: String,
     /// With Redis: how long a node may go without a heartbeat before its
     /// users are swept offline (within a third more). Each node beats every

@@ -565,9 +565,11 @@ impl NodeClaim {
             .build()
             .map_err(|e| JoinError::Listen(format!("redis client: {e}")))?;
         let _conn = client.connect();
+        // One hash tag for both: on a Redis Cluster the script's keys must
+        // share a slot.
         let keys = vec![
-            format!("chat:node:name:{name}"),
-            format!("chat:node:id:{id}"),
+            format!("chat:{{node-claims}}:name:{name}"),
+            format!("chat:{{node-claims}}:id:{id}"),
         ];
         let args = vec![instance.clone(), CLAIM_TTL.as_millis().to_string()];
         let up = tokio::time::timeout(Duration::from_secs(3), client.wait_for_connect()).await;

@@ -22,13 +22,6 @@ use common::procs::*;
 use common::*;
 use serde_json::Value;
 
-fn message_of(f: &ServerFrame) -> Option<&Message> {
-    match f {
-        ServerFrame::Message { message } => Some(message),
-        _ => None,
-    }
-}
-
 /// Alice, Bob and Carol, each registered on one node and connected to the
 /// next (Bob with MessagePack), in a group Alice created that the others
 /// have heard of.
@@ -282,19 +275,6 @@ async fn a_node_that_leaves_loses_nothing_and_takes_its_share_back_when_it_retur
 }
 
 /// The presence Bob's connection reports for `user` (watching it).
-async fn watch_status(c: &mut Client, user: &str) -> Result<Status, chat_protocol::ErrorCode> {
-    let f = c
-        .request(ClientFrame::Watch {
-            req: None,
-            users: vec![frames::user(user)],
-        })
-        .await;
-    match f {
-        ServerFrame::Ok(ok) => Ok(ok.presence.expect("presence")[0].status),
-        other => Err(err_code(&other)),
-    }
-}
-
 /// Alice on node 1 and Bob on node 2, connected, in a group Bob has heard of.
 async fn pair_across_nodes(
     cluster: &TestCluster,
@@ -417,7 +397,7 @@ async fn a_node_whose_name_or_id_is_taken_refuses_to_start() {
     )
     .await;
     assert!(!status.success(), "{log}");
-    assert!(log.contains("chat:node:name:node-2"), "{log}");
+    assert!(log.contains("chat:{node-claims}:name:node-2"), "{log}");
     cluster.wait_formed(2).await;
     // Another name, node-2's id.
     let (status, log) = refused_start(
@@ -426,7 +406,7 @@ async fn a_node_whose_name_or_id_is_taken_refuses_to_start() {
     )
     .await;
     assert!(!status.success(), "{log}");
-    assert!(log.contains("chat:node:id:2"), "{log}");
+    assert!(log.contains("chat:{node-claims}:id:2"), "{log}");
     // The cluster is unharmed.
     cluster.wait_formed(2).await;
 }

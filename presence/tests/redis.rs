@@ -4,6 +4,8 @@
 //! Each test starts its own `redis-server` on a free loopback port, so they
 //! run in parallel. `scripts/test.sh` installs `redis-server`.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -11,9 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_presence::redis::{RedisPresence, RedisPresenceConfig};
-use chat_presence::{ConnKey, PresenceStore};
+use chat_presence::PresenceStore;
 use chat_protocol::{now_ms, Presence, Status, UserId};
 use chat_testkit::eventually;
+use common::{conn, user};
 use tokio::sync::broadcast;
 
 /// Generous bound on anything that should happen "soon".
@@ -155,17 +158,6 @@ fn command(port: u16, line: &str) -> Option<String> {
     }
     reply.truncate(reply.len() - 2);
     String::from_utf8(reply).ok()
-}
-
-fn user(s: &str) -> UserId {
-    UserId::new(s).expect("valid user id")
-}
-
-fn conn(node: &str, n: u64) -> ConnKey {
-    ConnKey {
-        node: Arc::from(node),
-        conn: n,
-    }
 }
 
 fn config(url: &str, node: &str, ttl: Duration) -> RedisPresenceConfig {

@@ -7,6 +7,9 @@
 //! The deadline is real time, so a test under paused tokio time still ends.
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 
+mod redis_cluster;
+pub use redis_cluster::RedisCluster;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};

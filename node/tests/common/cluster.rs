@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_actors::placement::Placement;
-use chat_protocol::ConversationId;
+use chat_protocol::{ClientFrame, ConversationId, Message, ServerFrame, Status};
 use serde_json::Value;
 
 use super::procs::*;
@@ -387,4 +387,26 @@ pub fn make_certs(dir: &std::path::Path, ca_name: &str) -> [std::path::PathBuf; 
         dir.join("node.key"),
         dir.join("ca.pem"),
     ]
+}
+
+/// The message a frame carries, if it is one.
+pub fn message_of(f: &ServerFrame) -> Option<&Message> {
+    match f {
+        ServerFrame::Message { message } => Some(message),
+        _ => None,
+    }
+}
+
+/// `user`'s status as a `watch` answers it, or the error code.
+pub async fn watch_status(c: &mut Client, user: &str) -> Result<Status, chat_protocol::ErrorCode> {
+    let f = c
+        .request(ClientFrame::Watch {
+            req: None,
+            users: vec![frames::user(user)],
+        })
+        .await;
+    match f {
+        ServerFrame::Ok(ok) => Ok(ok.presence.expect("presence")[0].status),
+        other => Err(err_code(&other)),
+    }
 }

@@ -229,7 +229,9 @@ impl Shared {
     pub(super) async fn load_scripts(&self) -> Result<(), RedisError> {
         for script in &self.scripts {
             if let Some(lua) = script.lua() {
-                self.client.script_load::<String, _>(lua.clone()).await?;
+                self.client
+                    .script_load_cluster::<String, _>(lua.clone())
+                    .await?;
             }
         }
         Ok(())
