@@ -164,7 +164,8 @@ fi
 if [ "$#" -eq 0 ]; then
   log "node suites on the ScyllaDB backend (CHAT_TEST_STORAGE=scylla)"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node \
-    --test guarantees --test chat --test http_api --test abuse --test cluster --test lifecycle \
+    --test guarantees --test chat --test http_api --test abuse --test cluster --test cluster_protocol \
+    --test cluster_admin --test cluster_telemetry --test lifecycle \
     --test live_delivery --test hostile_pages --test notifications --test notifications_mail --test notifications_webhooks \
     --test notifications_cluster --test blocking --test profiles --test account_security --test roles \
     --test reports --test oidc --test media --test media_s3 \
@@ -190,5 +191,6 @@ if [ "$#" -eq 0 ]; then
   SCYLLA_NODES=$(bash scripts/cql.sh start --nodes 3 --dir "$CQL3_DIR" | sed -n 's/^SCYLLA_NODES=//p' | tail -1)
   [ -n "$SCYLLA_NODES" ] || { echo "the 3-node CQL cluster did not start" >&2; exit 1; }
   echo "SCYLLA_NODES=$SCYLLA_NODES"
-  CHAT_TEST_STORAGE=scylla CHAT_TEST_SCYLLA_RF=3 cargo test -p chat-node --test cluster
+  CHAT_TEST_STORAGE=scylla CHAT_TEST_SCYLLA_RF=3 cargo test -p chat-node --test cluster \
+    --test cluster_protocol --test cluster_admin --test cluster_telemetry
 fi

@@ -410,3 +410,29 @@ pub async fn watch_status(c: &mut Client, user: &str) -> Result<Status, chat_pro
         other => Err(err_code(&other)),
     }
 }
+
+/// Alice, Bob and Carol, each registered on one node and connected to the
+/// next (Bob with MessagePack), in a group Alice created that the others
+/// have heard of.
+pub async fn three_in_a_group(
+    cluster: &TestCluster,
+) -> (Vec<TestUser>, Vec<Client>, ConversationId) {
+    let names = [unique("alice"), unique("bob"), unique("carol")];
+    let mut users = Vec::new();
+    let mut clients = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        // Registered on its own node; tokens and accounts work everywhere.
+        let u = register(cluster.addr(i), name).await;
+        let codec = if i == 1 { Codec::MsgPack } else { Codec::Json };
+        clients.push(connect(cluster.addr((i + 1) % 3), &u.access, codec).await);
+        users.push(u);
+    }
+    let conv = group(&mut clients[0], &[&users[1].id, &users[2].id]).await;
+    for c in clients.iter_mut().skip(1) {
+        c.event(
+            |f| matches!(f, ServerFrame::Conversation { conversation } if conversation.id == conv),
+        )
+        .await;
+    }
+    (users, clients, conv)
+}
