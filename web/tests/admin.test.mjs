@@ -10,15 +10,10 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { eventually, freePort, launchBrowser, root, startCluster } from "./cluster.mjs";
+import { eventually, freePort, launchBrowser, root, startCluster, PASSWORD, unique, watchErrors } from "./cluster.mjs";
 
 const artifacts = join(root, "web", "test-artifacts");
-const PASSWORD = "correct horse battery";
 const NAMES = ["node-1", "node-2", "node-3"];
-
-function unique(prefix) {
-  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
-}
 
 const ADMIN = unique("root");
 const BOB = unique("bob");
@@ -113,9 +108,7 @@ async function newPage(viewport = { width: 1100, height: 760 }) {
   await context.addInitScript(recordSockets);
   await context.addInitScript(reportCspViolations);
   const page = await context.newPage();
-  page.errors = [];
-  page.on("console", (m) => m.type() === "error" && page.errors.push(m.text()));
-  page.on("pageerror", (e) => page.errors.push(String(e)));
+  watchErrors(page);
   return page;
 }
 

@@ -11,10 +11,9 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { eventually, launchBrowser, recordFrames, root, startCluster, weight } from "./cluster.mjs";
+import { eventually, launchBrowser, recordFrames, root, startCluster, weight, PASSWORD, unique, watchErrors } from "./cluster.mjs";
 
 const artifacts = join(root, "web", "test-artifacts");
-const PASSWORD = "correct horse battery";
 /** Bob's page is on node 1, Alice sends on node 2, node 3 owns the group. */
 const [PAGE_NODE, SENDER_NODE, OWNER] = [0, 1, 2];
 let cluster;
@@ -32,16 +31,10 @@ after(async () => {
   if (cluster) console.log(`# node logs: ${cluster.dir}/node-{1,2,3}.log`);
 });
 
-function unique(prefix) {
-  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
-}
-
 async function newPage() {
   const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
   const page = await context.newPage();
-  page.errors = [];
-  page.on("console", (m) => m.type() === "error" && page.errors.push(m.text()));
-  page.on("pageerror", (e) => page.errors.push(String(e)));
+  watchErrors(page);
   recordFrames(page);
   return page;
 }

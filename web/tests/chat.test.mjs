@@ -8,10 +8,9 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { eventually, recordFrames, root, startCluster } from "./cluster.mjs";
+import { eventually, recordFrames, root, startCluster, PASSWORD, unique, register, watchErrors } from "./cluster.mjs";
 
 const artifacts = join(root, "web", "test-artifacts");
-const PASSWORD = "correct horse battery";
 let cluster;
 let browser;
 
@@ -30,10 +29,6 @@ after(async () => {
   cluster?.stop();
 });
 
-function unique(prefix) {
-  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
-}
-
 /** Chromium reports some Content-Security-Policy violations only as
  * events: each becomes a console error, which the tests count. */
 function reportCspViolations() {
@@ -49,9 +44,7 @@ async function open(i, viewport = { width: 1100, height: 760 }) {
   const context = await browser.newContext({ viewport });
   await context.addInitScript(reportCspViolations);
   const page = await context.newPage();
-  page.errors = [];
-  page.on("console", (m) => m.type() === "error" && page.errors.push(m.text()));
-  page.on("pageerror", (e) => page.errors.push(String(e)));
+  watchErrors(page);
   recordFrames(page);
   await page.goto(cluster.urls[i]);
   return page;
@@ -59,12 +52,7 @@ async function open(i, viewport = { width: 1100, height: 760 }) {
 
 async function signUp(i, prefix) {
   const page = await open(i);
-  const name = unique(prefix);
-  await page.fill("[data-testid=username]", name);
-  await page.fill("[data-testid=password]", PASSWORD);
-  await page.click("[data-testid=register]");
-  await page.waitForSelector("[data-testid=connection][data-state=open]");
-  page.user = name;
+  await register(page, prefix);
   return page;
 }
 

@@ -64,6 +64,35 @@ export function recordFrames(page) {
   });
 }
 
+/** The password every test account is made with. */
+export const PASSWORD = "correct horse battery";
+
+/** A name no other run of the tests has used. */
+export function unique(prefix) {
+  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+/** Counts `page`'s console errors and uncaught exceptions in `page.errors`
+ * (every test checks the app logged none). */
+export function watchErrors(page) {
+  page.errors = [];
+  page.on("console", (m) => m.type() === "error" && page.errors.push(m.text()));
+  page.on("pageerror", (e) => page.errors.push(String(e)));
+  return page;
+}
+
+/** Registers a new user named from `prefix` on the sign-in form `page`
+ * shows, and waits for its socket to open; `page.user` is the name. */
+export async function register(page, prefix) {
+  const name = unique(prefix);
+  await page.fill("[data-testid=username]", name);
+  await page.fill("[data-testid=password]", PASSWORD);
+  await page.click("[data-testid=register]");
+  await page.waitForSelector("[data-testid=connection][data-state=open]");
+  page.user = name;
+  return page;
+}
+
 /** Polls `check` until it returns a truthy value (or throws past `ms`). */
 export async function eventually(what, check, ms = 60_000) {
   const deadline = Date.now() + ms;

@@ -12,11 +12,10 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { eventually, launchBrowser, recordFrames, root, startCluster } from "./cluster.mjs";
+import { eventually, launchBrowser, recordFrames, root, startCluster, PASSWORD, unique, register, watchErrors } from "./cluster.mjs";
 import { png } from "./images.mjs";
 
 const artifacts = join(root, "web", "test-artifacts");
-const PASSWORD = "correct horse battery";
 let cluster;
 let browser;
 
@@ -32,15 +31,9 @@ after(async () => {
   cluster?.stop();
 });
 
-function unique(prefix) {
-  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
-}
-
 async function page() {
   const p = await (await browser.newContext()).newPage();
-  p.errors = [];
-  p.on("console", (m) => m.type() === "error" && p.errors.push(m.text()));
-  p.on("pageerror", (e) => p.errors.push(String(e)));
+  watchErrors(p);
   return p;
 }
 
@@ -48,12 +41,7 @@ async function signUp(prefix) {
   const p = await page();
   recordFrames(p);
   await p.goto(cluster.urls[0]);
-  const name = unique(prefix);
-  await p.fill("[data-testid=username]", name);
-  await p.fill("[data-testid=password]", PASSWORD);
-  await p.click("[data-testid=register]");
-  await p.waitForSelector("[data-testid=connection][data-state=open]");
-  p.user = name;
+  await register(p, prefix);
   return p;
 }
 

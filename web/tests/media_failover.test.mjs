@@ -9,11 +9,10 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { eventually, launchBrowser, root, startCluster } from "./cluster.mjs";
+import { eventually, launchBrowser, root, startCluster, PASSWORD, unique, register, watchErrors } from "./cluster.mjs";
 import { png } from "./images.mjs";
 
 const artifacts = join(root, "web", "test-artifacts");
-const PASSWORD = "correct horse battery";
 let cluster;
 let browser;
 
@@ -30,22 +29,11 @@ after(async () => {
   cluster?.stop();
 });
 
-function unique(prefix) {
-  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
-}
-
 async function signUp(prefix, node) {
   const p = await (await browser.newContext()).newPage();
-  p.errors = [];
-  p.on("console", (m) => m.type() === "error" && p.errors.push(m.text()));
-  p.on("pageerror", (e) => p.errors.push(String(e)));
+  watchErrors(p);
   await p.goto(node);
-  const name = unique(prefix);
-  await p.fill("[data-testid=username]", name);
-  await p.fill("[data-testid=password]", PASSWORD);
-  await p.click("[data-testid=register]");
-  await p.waitForSelector("[data-testid=connection][data-state=open]");
-  p.user = name;
+  await register(p, prefix);
   return p;
 }
 

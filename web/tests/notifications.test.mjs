@@ -7,9 +7,8 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { eventually, launchBrowser, startCluster } from "./cluster.mjs";
+import { eventually, launchBrowser, startCluster, PASSWORD, unique, register, watchErrors } from "./cluster.mjs";
 
-const PASSWORD = "correct horse battery";
 let cluster;
 let browser;
 
@@ -23,22 +22,11 @@ after(async () => {
   cluster?.stop();
 });
 
-function unique(prefix) {
-  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
-}
-
 async function signUp(context, prefix) {
   const page = await context.newPage();
-  page.errors = [];
-  page.on("console", (m) => m.type() === "error" && page.errors.push(m.text()));
-  page.on("pageerror", (e) => page.errors.push(String(e)));
+  watchErrors(page);
   await page.goto(cluster.urls[0]);
-  const name = unique(prefix);
-  await page.fill("[data-testid=username]", name);
-  await page.fill("[data-testid=password]", PASSWORD);
-  await page.click("[data-testid=register]");
-  await page.waitForSelector("[data-testid=connection][data-state=open]");
-  page.user = name;
+  await register(page, prefix);
   return page;
 }
 

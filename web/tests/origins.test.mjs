@@ -13,13 +13,8 @@ import { once } from "node:events";
 import { readdirSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
-import { eventually, freePort, launchBrowser, root, startCluster } from "./cluster.mjs";
+import { eventually, freePort, launchBrowser, root, startCluster, PASSWORD, unique, watchErrors } from "./cluster.mjs";
 
-const PASSWORD = "correct horse battery";
-
-function unique(prefix) {
-  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
-}
 
 const ADMIN = unique("root");
 let cluster;
@@ -117,9 +112,7 @@ async function newPage() {
   const context = await browser.newContext();
   await context.addInitScript(reportCspViolations);
   const page = await context.newPage();
-  page.errors = [];
-  page.on("console", (m) => m.type() === "error" && page.errors.push(m.text()));
-  page.on("pageerror", (e) => page.errors.push(String(e)));
+  watchErrors(page);
   return page;
 }
 

@@ -13,9 +13,8 @@ import { join } from "node:path";
 import { io } from "socket.io-client";
 import msgpackParser from "socket.io-msgpack-parser";
 import WebSocket from "ws";
-import { eventually, freePort, launchBrowser, root, startCluster, tearDown } from "./cluster.mjs";
+import { eventually, freePort, launchBrowser, root, startCluster, tearDown, PASSWORD, unique } from "./cluster.mjs";
 
-const PASSWORD = "correct horse battery";
 let cluster;
 let browser;
 
@@ -25,10 +24,6 @@ before(async () => {
 });
 
 after(() => tearDown(browser, cluster));
-
-function unique(prefix) {
-  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
-}
 
 async function register(i) {
   const res = await fetch(`${cluster.urls[i]}/v1/auth/register`, {
