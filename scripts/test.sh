@@ -52,7 +52,7 @@ if [ "${1:-}" = "--quick" ]; then
   cargo test -p chat-protocol --tests
   cargo test -p chat-storage --test embedded --test replicated
   cargo test -p chat-node --test chat --test guarantees --test http_api --test lifecycle \
-    --test abuse --test hostile --test hostile_pages --test hostile_auth --test notifications --test blocking \
+    --test abuse --test abuse_limits --test hostile --test hostile_pages --test hostile_auth --test notifications --test blocking \
     --test profiles --test account_security --test roles --test reports --test oidc --test media --test search --test search_durability
   exit 0
 fi
@@ -164,7 +164,7 @@ fi
 if [ "$#" -eq 0 ]; then
   log "node suites on the ScyllaDB backend (CHAT_TEST_STORAGE=scylla)"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node \
-    --test guarantees --test chat --test http_api --test abuse --test cluster --test cluster_protocol \
+    --test guarantees --test chat --test http_api --test abuse --test abuse_limits --test cluster --test cluster_protocol \
     --test cluster_admin --test cluster_telemetry --test lifecycle \
     --test live_delivery --test hostile_pages --test notifications --test notifications_mail --test notifications_webhooks \
     --test notifications_cluster --test blocking --test profiles --test account_security --test roles \
