@@ -264,10 +264,6 @@ async fn pair_across_nodes(
     (alice, bob, a, b, conv)
 }
 
-async fn ready(addr: SocketAddr) -> (u16, String) {
-    http(addr, "GET", "/readyz", None, None).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_keeps_flowing_while_redis_is_down_and_presence_recovers() {
     let mut cluster = TestCluster::start(2).await;

@@ -5,17 +5,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use chat_protocol::{Codec, ConversationId, ServerFrame, Status};
 use chat_testkit::RedisCluster;
 use common::cluster::*;
 use common::procs::*;
 use common::*;
-
-async fn ready(addr: SocketAddr) -> u16 {
-    http(addr, "GET", "/readyz", None, None).await.0
-}
 
 async fn send_and_see(a: &mut Client, b: &mut Client, conv: &ConversationId, tag: &str) {
     let sent = ok(a.request(frames::send(conv, tag, &body_of(tag))).await)
@@ -33,8 +27,8 @@ async fn presence_on_a_redis_cluster_survives_a_primary_killed() {
     for i in 0..3 {
         eventually_within("every node ready on the cluster", FORM_DEADLINE, || async {
             match ready(cluster.addr(i)).await {
-                200 => Ok(()),
-                s => Err(format!("node {i}: {s}")),
+                (200, _) => Ok(()),
+                (s, body) => Err(format!("node {i}: {s} {body}")),
             }
         })
         .await;
@@ -77,7 +71,7 @@ async fn presence_on_a_redis_cluster_survives_a_primary_killed() {
         .await;
     for i in 0..3 {
         eventually_within("every node ready again", FORM_DEADLINE, || async {
-            match http(cluster.addr(i), "GET", "/readyz", None, None).await {
+            match ready(cluster.addr(i)).await {
                 (200, _) => Ok(()),
                 (s, body) => Err(format!("node {i}: {s} {body}")),
             }

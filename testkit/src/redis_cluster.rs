@@ -110,23 +110,19 @@ impl RedisCluster {
             .and_then(|s| s.parse().ok())
             .expect("CLUSTER KEYSLOT");
         let nodes = cli(any, &["CLUSTER", "NODES"]).expect("CLUSTER NODES");
-        for line in nodes.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
-                continue;
-            }
-            let serves = f[8..].iter().any(|range| match range.split_once('-') {
-                Some((a, b)) => {
-                    a.parse::<u16>().is_ok_and(|a| a <= slot)
-                        && b.parse::<u16>().is_ok_and(|b| slot <= b)
-                }
-                None => range.parse::<u16>().is_ok_and(|s| s == slot),
-            });
-            if serves {
-                return port_of(f[1]).expect("a port");
-            }
-        }
-        panic!("no primary serves slot {slot}");
+        let serving = primaries(&nodes)
+            .filter(|p| !p.failed)
+            .find(|p| {
+                p.slots.iter().any(|range| match range.split_once('-') {
+                    Some((a, b)) => {
+                        a.parse::<u16>().is_ok_and(|a| a <= slot)
+                            && b.parse::<u16>().is_ok_and(|b| slot <= b)
+                    }
+                    None => range.parse::<u16>().is_ok_and(|s| s == slot),
+                })
+            })
+            .and_then(|p| p.port);
+        serving.unwrap_or_else(|| panic!("no primary serves slot {slot}"))
     }
 
     /// Kills the member on `port` (as `kill -9` would).
@@ -182,11 +178,7 @@ impl RedisCluster {
                 });
                 whole
                     && cli(port, &["CLUSTER", "NODES"]).is_some_and(|nodes| {
-                        nodes.lines().all(|line| {
-                            let f: Vec<&str> = line.split_whitespace().collect();
-                            let serving = f.len() > 8 && f[2].contains("master");
-                            !serving || port_of(f[1]).is_some_and(|p| running.contains(&p))
-                        })
+                        primaries(&nodes).all(|p| p.port.is_some_and(|p| running.contains(&p)))
                     })
             });
         }
@@ -213,9 +205,31 @@ impl Drop for RedisCluster {
     }
 }
 
-/// The port of `host:port@bus` as CLUSTER NODES writes an address.
-fn port_of(addr: &str) -> Option<u16> {
-    addr.split('@').next()?.rsplit(':').next()?.parse().ok()
+/// A primary serving slots, as one line of CLUSTER NODES describes it.
+struct Primary<'a> {
+    /// From its `host:port@bus` address.
+    port: Option<u16>,
+    /// Flagged `fail` (or `fail?`) by the member asked.
+    failed: bool,
+    /// Its slot ranges, `a-b` or a single slot.
+    slots: Vec<&'a str>,
+}
+
+/// The primaries serving slots in CLUSTER NODES' output `nodes` (fields:
+/// id, address, flags, primary, ping, pong, epoch, link, slots...).
+fn primaries(nodes: &str) -> impl Iterator<Item = Primary<'_>> {
+    nodes.lines().filter_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 8 && f[2].contains("master")).then(|| Primary {
+            port: f[1]
+                .split('@')
+                .next()
+                .and_then(|addr| addr.rsplit(':').next())
+                .and_then(|p| p.parse().ok()),
+            failed: f[2].contains("fail"),
+            slots: f[8..].to_vec(),
+        })
+    })
 }
 
 /// `redis-cli -p port args...`, its output trimmed; `None` when it fails.

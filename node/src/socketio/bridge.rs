@@ -157,7 +157,7 @@ impl Bridge {
     ) {
         let mut owed = self.lock_owed();
         if owed.is_empty() {
-            match answer(socket, ack, &refusal) {
+            match reply(socket, ack, "error", &refusal) {
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {}
                 // Sent, or the socket is gone and nobody is left to answer.
                 _ => return,
@@ -187,7 +187,7 @@ impl Bridge {
             };
             let sent = tokio::time::timeout(
                 self.stall,
-                until_room(&self.gone, || answer(&socket, ack, &refusal)),
+                until_room(&self.gone, || reply(&socket, ack, "error", &refusal)),
             )
             .await;
             let mut owed = self.lock_owed();
@@ -231,11 +231,17 @@ impl Bridge {
     }
 }
 
-/// Sends a refusal on its acknowledgement, or as an `error` event.
-fn answer(socket: &Arc<Socket>, ack: Option<i64>, refusal: &ServerFrame) -> Result<(), SendError> {
+/// Sends `v` on acknowledgement `ack`, or, when none was asked for, as the
+/// event named `event`.
+fn reply<T: serde::Serialize + ?Sized>(
+    socket: &Arc<Socket>,
+    ack: Option<i64>,
+    event: &str,
+    v: &T,
+) -> Result<(), SendError> {
     match ack {
-        Some(id) => acknowledge(socket, id, refusal),
-        None => socket.emit("error", refusal),
+        Some(id) => acknowledge(socket, id, v),
+        None => socket.emit(event, v),
     }
 }
 
@@ -318,22 +324,11 @@ impl Out {
         } else {
             Payload::Raw(serde_json::from_slice(&bytes).map_err(axum::Error::new)?)
         };
-        match ack {
-            Some(id) => {
-                until_room(&self.bridge.gone, || match &value {
-                    Payload::Value(v) => acknowledge(&self.socket, id, v),
-                    Payload::Raw(r) => acknowledge(&self.socket, id, r),
-                })
-                .await
-            }
-            None => {
-                until_room(&self.bridge.gone, || match &value {
-                    Payload::Value(v) => self.socket.emit(event, v),
-                    Payload::Raw(r) => self.socket.emit(event, r),
-                })
-                .await
-            }
-        }
+        until_room(&self.bridge.gone, || match &value {
+            Payload::Value(v) => reply(&self.socket, ack, event, v),
+            Payload::Raw(r) => reply(&self.socket, ack, event, r),
+        })
+        .await
     }
 }
 

@@ -436,3 +436,8 @@ pub async fn three_in_a_group(
     }
     (users, clients, conv)
 }
+
+/// `/readyz` of the node at `addr`: its status and body.
+pub async fn ready(addr: SocketAddr) -> (u16, String) {
+    http(addr, "GET", "/readyz", None, None).await
+}
