@@ -69,7 +69,7 @@ check actors \
   "error events maps media placement metrics rate telemetry tuning" \
   "conn" \
   "msg" \
-  "cluster running watchers" \
+  "cluster leases running watchers" \
   "interest" \
   "fanout" \
   "catch_up" \

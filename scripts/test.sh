@@ -164,7 +164,7 @@ fi
 if [ "$#" -eq 0 ]; then
   log "node suites on the ScyllaDB backend (CHAT_TEST_STORAGE=scylla)"
   CHAT_TEST_STORAGE=scylla cargo test -p chat-node \
-    --test guarantees --test chat --test http_api --test abuse --test abuse_limits --test cluster --test cluster_protocol \
+    --test guarantees --test chat --test http_api --test abuse --test abuse_limits --test cluster --test cluster_failover --test cluster_protocol \
     --test cluster_admin --test cluster_telemetry --test lifecycle \
     --test live_delivery --test hostile_pages --test notifications --test notifications_mail --test notifications_webhooks \
     --test notifications_cluster --test blocking --test profiles --test account_security --test roles \
@@ -192,5 +192,5 @@ if [ "$#" -eq 0 ]; then
   [ -n "$SCYLLA_NODES" ] || { echo "the 3-node CQL cluster did not start" >&2; exit 1; }
   echo "SCYLLA_NODES=$SCYLLA_NODES"
   CHAT_TEST_STORAGE=scylla CHAT_TEST_SCYLLA_RF=3 cargo test -p chat-node --test cluster \
-    --test cluster_protocol --test cluster_admin --test cluster_telemetry
+    --test cluster_failover --test cluster_protocol --test cluster_admin --test cluster_telemetry
 fi

@@ -32,6 +32,8 @@ use chat_protocol::{
     Message, MessageId, MessageKind, OkReply, Role, ServerFrame, SharedFrame, UserId,
 };
 use chat_storage::{Lease, LeaseGrant, MessageStore, PageQuery, StoreError};
+
+use crate::leases::NodeLeases;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::conn::{ConnId, Delivery};
@@ -60,6 +62,8 @@ pub struct ConversationDeps {
     pub node: Arc<str>,
     /// History and conversation records.
     pub store: Arc<dyn MessageStore>,
+    /// This node's lease, which its conversations' claims live by.
+    pub leases: Arc<NodeLeases>,
     /// This node's message ids.
     pub ids: Arc<IdGenerator>,
     /// Where events go.
@@ -143,8 +147,9 @@ pub struct ConversationState {
     handled: u64,
     /// Tokio's clock, so that tests can pause it.
     last_activity: tokio::time::Instant,
-    /// The write lease, on a store shared by several nodes.
-    lease: Option<HeldLease>,
+    /// The claim on the conversation, on a store shared by several nodes:
+    /// valid while this node's lease of the incarnation that took it is.
+    lease: Option<Lease>,
     /// A direct conversation's members' blocks, as last read (`blocks`).
     direct_blocks: DirectBlocks,
 }
@@ -157,18 +162,11 @@ struct DirectBlocks {
     refused: Vec<UserId>,
 }
 
-/// A lease and how long this actor may rely on it.
-struct HeldLease {
-    lease: Lease,
-    /// The end of the lease by this node's clock, less a fifth of it for
-    /// the clocks' disagreement: no write starts or is acknowledged after.
-    valid_until: tokio::time::Instant,
-}
-
-/// How long a starting actor waits for another node to give the lease up
-/// (a departing owner finishing its writes) before it answers
-/// `unavailable`; the client retries. A crashed owner's lease runs out by
-/// itself after the lease time and the store's grace.
+/// How long a starting actor waits for another node to give the
+/// conversation up (a departing owner finishing its writes), or for this
+/// node's own lease, before it answers `unavailable`; the client retries. A
+/// crashed owner's claims are free once its node lease ran out and the
+/// store's grace passed.
 const LEASE_WAIT: Duration = Duration::from_secs(5);
 
 impl Actor for ConversationActor {
@@ -226,9 +224,6 @@ impl Actor for ConversationActor {
         myself.send_interval(period.max(Duration::from_millis(10)), || {
             ConversationMsg::IdleCheck
         });
-        if let Some(ttl) = state.deps.store.lease_ttl() {
-            myself.send_interval(ttl / 3, || ConversationMsg::RenewLease);
-        }
         Ok(())
     }
 
@@ -238,11 +233,12 @@ impl Actor for ConversationActor {
         state: &mut ConversationState,
     ) -> Result<(), ActorProcessingErr> {
         state.deps.metrics.conversations_active.dec();
-        if let Some(held) = state.lease.take() {
-            // Given up at once, so the next owner need not wait for it to
-            // run out: nothing of this actor's is in flight any more. Awaited,
-            // so that a draining node has released its leases when it exits.
-            let release = state.deps.store.release_lease(&held.lease);
+        if let Some(lease) = state.lease.take() {
+            // Given up at once, so the next owner need not wait for this
+            // node's lease to run out: nothing of this actor's is in flight
+            // any more. Awaited, so that a draining node has released its
+            // claims when it exits.
+            let release = state.deps.store.release_lease(&lease);
             match tokio::time::timeout(Duration::from_secs(2), release).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -272,7 +268,6 @@ impl Actor for ConversationActor {
                 reply,
             } => state.read_stored(user, up_to, result, reply),
             ConversationMsg::IdleCheck => state.idle_check(&myself),
-            ConversationMsg::RenewLease => state.renew_lease().await,
             ConversationMsg::Retire => state.retiring = true,
         }
         if state.retiring && state.is_settled() {
@@ -462,32 +457,24 @@ impl ConversationState {
         }
     }
 
-    /// Takes the conversation's write lease, on a store shared by several
-    /// nodes, waiting (bounded) for a departing owner to give it up. Taken
-    /// before anything is read, so what is read includes every write of the
-    /// previous owner, and ids continue above its last.
+    /// Claims the conversation under this node's lease, on a store shared
+    /// by several nodes, waiting (bounded) for a departing owner to give it
+    /// up. Taken before anything is read, so what is read includes every
+    /// write of the previous owner, and ids continue above its last.
     async fn take_lease(&mut self, wait: bool) -> Result<(), ChatError> {
-        let Some(ttl) = self.deps.store.lease_ttl() else {
-            return Ok(());
-        };
         if self.lease_valid() {
             return Ok(());
         }
         let started = tokio::time::Instant::now();
         loop {
-            let asked = tokio::time::Instant::now();
-            match self
-                .deps
-                .store
-                .acquire_lease(&self.id, &self.deps.node)
-                .await?
-            {
+            let left = LEASE_WAIT.saturating_sub(started.elapsed());
+            let node = self.deps.leases.wait_current(left).await.ok_or_else(|| {
+                ChatError::Unavailable("this node holds no lease on the database yet".into())
+            })?;
+            match self.deps.store.claim(&self.id, &node).await? {
                 LeaseGrant::Granted(lease) => {
                     self.deps.metrics.leases_acquired.inc();
-                    self.lease = Some(HeldLease {
-                        lease,
-                        valid_until: asked + ttl - ttl / 5,
-                    });
+                    self.lease = Some(lease);
                     return Ok(());
                 }
                 LeaseGrant::Held { owner, until_ms } => {
@@ -499,7 +486,7 @@ impl ConversationState {
                         )));
                     }
                     // The holder gives it up when it retires (the Router
-                    // tells it), or it runs out: look again soon.
+                    // tells it), or its node lease runs out: look again soon.
                     let pause = left.clamp(Duration::from_millis(20), Duration::from_millis(250));
                     tokio::time::sleep(pause).await;
                 }
@@ -507,21 +494,25 @@ impl ConversationState {
         }
     }
 
-    fn lease_valid(&self) -> bool {
-        self.deps.store.lease_ttl().is_none()
-            || self
-                .lease
-                .as_ref()
-                .is_some_and(|h| tokio::time::Instant::now() < h.valid_until)
+    /// The incarnation of the node lease this actor's claim lives by.
+    fn claimed_under(&self) -> Option<u64> {
+        self.lease.as_ref().and_then(|l| l.incarnation)
     }
 
-    /// The lease to write under, or why no write may start.
+    fn lease_valid(&self) -> bool {
+        !self.deps.leases.needed()
+            || self
+                .claimed_under()
+                .is_some_and(|i| self.deps.leases.valid_until(i).is_some())
+    }
+
+    /// The claim to write under, or why no write may start.
     fn fence(&self) -> Result<Option<Lease>, StoreError> {
-        if self.deps.store.lease_ttl().is_none() {
+        if !self.deps.leases.needed() {
             return Ok(None);
         }
         match &self.lease {
-            Some(h) if tokio::time::Instant::now() < h.valid_until => Ok(Some(h.lease.clone())),
+            Some(l) if self.lease_valid() => Ok(Some(l.clone())),
             _ => Err(StoreError::Unavailable(format!(
                 "this node no longer holds conversation {}",
                 self.id
@@ -529,34 +520,13 @@ impl ConversationState {
         }
     }
 
-    async fn renew_lease(&mut self) {
-        let Some(ttl) = self.deps.store.lease_ttl() else {
-            return;
-        };
-        let Some(held) = &self.lease else {
-            return;
-        };
-        let asked = tokio::time::Instant::now();
-        match self.deps.store.renew_lease(&held.lease).await {
-            Ok(true) => {
-                self.deps.metrics.lease_renewals.inc();
-                if let Some(h) = &mut self.lease {
-                    h.valid_until = asked + ttl - ttl / 5;
-                }
-            }
-            Ok(false) => self.lose_lease("taken by another node"),
-            Err(e) if !self.lease_valid() => self.lose_lease(&e.to_string()),
-            // The next renewal may go through before it runs out.
-            Err(_) => {}
-        }
-    }
-
-    /// The lease is gone: nothing more is written until the next request
-    /// takes it again (and reloads what the other holder may have written).
+    /// The claim is void, or this node's lease ran out: nothing more is
+    /// written until the next request claims it again (and reloads what
+    /// another holder may have written).
     fn lose_lease(&mut self, why: &str) {
         if self.lease.take().is_some() {
             self.deps.metrics.leases_lost.inc();
-            tracing::warn!(conversation = %self.id, why, "lost the conversation's write lease");
+            tracing::warn!(conversation = %self.id, why, "lost the conversation's claim");
         }
         if self.in_flight.is_none() {
             self.loaded = false;
@@ -800,6 +770,7 @@ impl ConversationState {
         let store = self.deps.store.clone();
         let me = myself.clone();
         let lease = self.fence();
+        let leases = self.deps.leases.clone();
         // One store span per batch, under its first traced send.
         let mut span = self.in_flight.as_ref().and_then(|f| {
             Span::child(
@@ -812,7 +783,10 @@ impl ConversationState {
         }
         tokio::spawn(async move {
             let result = match lease {
-                Ok(Some(lease)) => store.append_new_leased(&lease, &messages).await,
+                Ok(Some(lease)) => {
+                    let write = store.append_new_leased(&lease, &messages);
+                    leases.guarded(lease.incarnation, write).await
+                }
                 Ok(None) => store.append_new(&messages).await,
                 Err(e) => Err(e),
             };
@@ -898,9 +872,9 @@ impl ConversationState {
                 }
             }
         }
-        if self.lease.is_none() && self.deps.store.lease_ttl().is_some() {
+        if !self.lease_valid() {
             // Lost while this batch was in flight: reload on the next
-            // request, after taking the lease again.
+            // request, after claiming it again.
             self.lose_lease("lost while writing");
         }
         if !self.pending.is_empty() || !self.updates.is_empty() {

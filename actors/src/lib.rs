@@ -15,7 +15,8 @@
 //! 1. leaves: [`error`], [`maps`], [`placement`], [`metrics`], [`rate`];
 //! 2. [`conn`]: handles on client connections;
 //! 3. [`msg`]: every actor's messages and their wire forms;
-//! 4. shared tables: [`cluster`] (this node's view), [`running`]
+//! 4. shared tables: [`cluster`] (this node's view), [`leases`] (its lease
+//!    on a shared store), [`running`]
 //!    (conversation actors here), [`watchers`] (presence watches);
 //! 5. [`interest`]: which local users listen to which conversations;
 //! 6. [`fanout`]: delivering a conversation's events, and the directory of
@@ -38,6 +39,7 @@ pub mod error;
 pub mod events;
 pub mod fanout;
 pub mod interest;
+pub mod leases;
 pub mod maps;
 pub mod media;
 pub mod metrics;

@@ -132,8 +132,6 @@ pub enum ConversationMsg {
     },
     /// Time to check whether the actor is idle.
     IdleCheck,
-    /// Time to renew the conversation's write lease (on a shared store).
-    RenewLease,
     /// Another node owns the conversation now: finish the writes in flight,
     /// then stop. The Router sends nothing more.
     Retire,

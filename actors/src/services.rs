@@ -19,6 +19,7 @@ use crate::events::ConversationEvents;
 use crate::fanout::LocalSessions;
 use crate::fanout::NodeFanout;
 use crate::interest::Interest;
+use crate::leases::NodeLeases;
 use crate::media::MediaLinks;
 use crate::metrics::Metrics;
 use crate::msg::RouterMsg;
@@ -66,6 +67,8 @@ pub struct Services {
     pub replica: Option<Arc<ReplicatedStore>>,
     /// Fan-out of conversations' events, here and to other nodes.
     pub fanout: Arc<NodeFanout>,
+    /// This node's lease on a store that several nodes share.
+    pub leases: Arc<NodeLeases>,
     /// What conversation actors use.
     pub conversation_deps: Arc<ConversationDeps>,
     /// What sessions use.
@@ -98,9 +101,11 @@ impl Services {
         ));
         let interest_ack_deadline = tuning.interest_ack_deadline;
         let sleep_when_idle = tuning.sessions_sleep;
+        let leases = NodeLeases::start(store.clone(), cluster.name().clone(), metrics.clone());
         let conversation_deps = Arc::new(ConversationDeps {
             node: cluster.name().clone(),
             store: store.clone(),
+            leases: leases.clone(),
             ids: ids.clone(),
             fanout: fanout.clone(),
             metrics: metrics.clone(),
@@ -136,6 +141,7 @@ impl Services {
             limits,
             metrics,
             fanout,
+            leases,
             conversation_deps,
             session_deps,
         })

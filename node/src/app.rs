@@ -345,6 +345,7 @@ impl App {
             services.store.clone(),
             services.presence.clone(),
             &services.cluster,
+            services.leases.clone(),
             push.clone(),
             mailer,
             links.clone(),
@@ -411,6 +412,9 @@ impl App {
             tracing::warn!(error = %e, "router drain failed");
         }
         self.router.stop(None);
+        // After the conversations released their claims: whatever claim
+        // is left (a release that failed) is free at once.
+        self.services.leases.release().await;
         let notifier = self
             .notifier
             .lock()

@@ -17,7 +17,7 @@ use chat_notify::vapid::{new_secret, Vapid};
 use chat_notify::webhooks::Webhooks;
 use chat_notify::{Notifier, NotifyConfig, Senders};
 use chat_presence::PresenceStore;
-use chat_storage::MessageStore;
+use chat_storage::{MessageStore, NodeLeaseHolder};
 use tokio::task::JoinHandle;
 
 /// The file of a node's VAPID key when the store keeps no secrets.
@@ -129,7 +129,11 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// Which shards this node works: all of them alone; in a cluster those its
 /// placement gives it, under leases when the store is shared.
-fn owners(cluster: &Arc<Cluster>, store: Arc<dyn MessageStore>) -> Arc<dyn ShardOwners> {
+fn owners(
+    cluster: &Arc<Cluster>,
+    store: Arc<dyn MessageStore>,
+    leases: Arc<dyn NodeLeaseHolder>,
+) -> Arc<dyn ShardOwners> {
     if !cluster.enabled() {
         return Arc::new(AllShards);
     }
@@ -137,7 +141,7 @@ fn owners(cluster: &Arc<Cluster>, store: Arc<dyn MessageStore>) -> Arc<dyn Shard
     let here = Arc::new(move |key: &chat_protocol::ConversationId| {
         matches!(view.owner(key), Owner::Local)
     });
-    Arc::new(PlacedShards::new(store, cluster.name(), here))
+    Arc::new(PlacedShards::new(store, leases, here))
 }
 
 /// Operators' webhooks of conversation and membership changes: queued in
@@ -205,6 +209,7 @@ pub(crate) fn start(
     store: Arc<dyn MessageStore>,
     presence: Arc<dyn PresenceStore>,
     cluster: &Arc<Cluster>,
+    leases: Arc<dyn NodeLeaseHolder>,
     push: Arc<PushSender>,
     mailer: Option<Arc<Mailer>>,
     links: Arc<Links>,
@@ -216,7 +221,7 @@ pub(crate) fn start(
     if !config.enabled {
         return None;
     }
-    let owners = owners(cluster, store.clone());
+    let owners = owners(cluster, store.clone(), leases);
     let senders = Senders {
         push: Some(push),
         mailer,

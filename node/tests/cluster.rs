@@ -4,9 +4,8 @@
 //! clients connected to different nodes.
 //!
 //! What is checked: members on three nodes get every message once and in id
-//! order, with typing, receipts and presence crossing nodes; killing the
-//! owner of a busy conversation loses no acknowledged message and repeats no
-//! id; a node that leaves with SIGTERM loses nothing, and when it comes back
+//! order, with typing, receipts and presence crossing nodes (failing over:
+//! cluster_failover.rs); a node that leaves with SIGTERM loses nothing, and when it comes back
 //! it catches up and owns conversations again; a conversation's messages go
 //! only to the nodes where a member is connected, and that follows members
 //! connecting, leaving and being invited, and the owner moving away and back.
@@ -120,68 +119,6 @@ async fn members_on_three_nodes_chat_in_a_group() {
     clients[0]
         .event(|f| matches!(f, ServerFrame::Presence(p) if p.user == carol_id && p.status == Status::Offline))
         .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_owner_of_a_busy_conversation_loses_nothing_acknowledged() {
-    let mut cluster = TestCluster::start(3).await;
-    let alice = register(cluster.addr(0), &unique("alice")).await;
-    let bob = register(cluster.addr(0), &unique("bob")).await;
-    let mut a = connect(cluster.addr(0), &alice.access, Codec::Json).await;
-    let conv = group(&mut a, &[&bob.id]).await;
-    let owner = TestCluster::owner(&conv, &[0, 1, 2]);
-    let others: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
-    // Alice sends from a node that survives; Bob reads on the doomed owner.
-    let survivors: Vec<SocketAddr> = others.iter().map(|i| cluster.addr(*i)).collect();
-    let mut a = connect(survivors[0], &alice.access, Codec::Json).await;
-    let mut b = connect(cluster.addr(owner), &bob.access, Codec::MsgPack).await;
-
-    let mut acked = Vec::new();
-    for i in 0..200 {
-        if i == 60 {
-            cluster.nodes[owner].as_mut().unwrap().kill9();
-            cluster.nodes[owner] = None;
-        }
-        let cmid = format!("k-{i}");
-        acked.push(send_retrying(&mut a, &survivors, &alice.access, &conv, &cmid).await);
-    }
-    for w in acked.windows(2) {
-        assert!(w[0].id < w[1].id, "ids increase across the failover");
-    }
-
-    // Bob's connection died with its node; he reconnects elsewhere and
-    // catches up with `history after` the last message he saw.
-    let mut seen = Vec::new();
-    while let Some(f) = b.recv().await {
-        if let Some(m) = message_of(&f) {
-            seen.push(m.clone());
-        }
-    }
-    let mut b = reconnect(&survivors, &bob.access, 1).await;
-    let mut after = seen.last().map(|m| m.id.0).unwrap_or(0);
-    loop {
-        let reply = ok(b
-            .request(frames::history(&conv, None, Some(after), Some(100)))
-            .await);
-        let page = reply.messages.unwrap();
-        if let Some(m) = page.last() {
-            after = m.id.0;
-        }
-        seen.extend(page);
-        if !reply.more.unwrap() {
-            break;
-        }
-    }
-    assert_eq!(
-        seen, acked,
-        "Bob, live then caught up, has every message once"
-    );
-
-    // Both survivors hold every acknowledged message, the same history.
-    let h1 = full_history(cluster.node(others[0]), &mut a, &conv, &alice.access).await;
-    let h2 = full_history(cluster.node(others[1]), &mut b, &conv, &bob.access).await;
-    check_history(&h1, &acked);
-    assert_eq!(h1, h2, "survivors' histories are identical");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,133 +317,6 @@ async fn a_node_whose_name_or_id_is_taken_refuses_to_start() {
     assert!(log.contains("chat:{node-claims}:id:2"), "{log}");
     // The cluster is unharmed.
     cluster.wait_formed(2).await;
-}
-
-/// Waits until node `i` sees exactly `serving` serving nodes.
-async fn wait_view(cluster: &TestCluster, i: usize, serving: usize) {
-    let what = format!("node {i} sees {serving} serving");
-    eventually_within(&what, FORM_DEADLINE, || async {
-        let v = cluster.status(i).await;
-        let n = v["serving_nodes"].as_array().map(Vec::len);
-        (n == Some(serving)).then_some(()).ok_or(v.to_string())
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partition_heals_with_every_history_identical_and_nothing_lost() {
-    // On the embedded store each side of a partition accepts writes and the
-    // replicas merge after it heals; on ScyllaDB only the holder of the
-    // conversation's lease writes, and the side without it answers
-    // `unavailable` until it heals.
-    let on_scylla = std::env::var("CHAT_TEST_STORAGE").as_deref() == Ok("scylla");
-    let mut cluster = TestCluster::start_cuttable(3).await;
-    let mut users = Vec::new();
-    for n in ["alice", "bob", "carol"] {
-        users.push(register(cluster.addr(0), &unique(n)).await);
-    }
-    let mut clients = Vec::new();
-    for (i, u) in users.iter().enumerate() {
-        clients.push(connect(cluster.addr(i), &u.access, Codec::Json).await);
-    }
-    // Owned by a node of the majority, so that it holds the lease when the
-    // cut comes.
-    let mut conv = group(&mut clients[0], &[&users[1].id, &users[2].id]).await;
-    while TestCluster::owner(&conv, &[0, 1, 2]) == 2 {
-        conv = group(&mut clients[0], &[&users[1].id, &users[2].id]).await;
-    }
-    let mut acked = Vec::new();
-    for i in 0..10 {
-        let cmid = format!("before-{i}");
-        acked.push(
-            ok(clients[0]
-                .request(frames::send(&conv, &cmid, &body_of(&cmid)))
-                .await)
-            .message
-            .unwrap(),
-        );
-    }
-
-    // Cut node 3 (index 2) off from the other two.
-    for l in &cluster.links[2] {
-        l.cut();
-    }
-    wait_view(&cluster, 2, 1).await;
-    wait_view(&cluster, 0, 2).await;
-    wait_view(&cluster, 1, 2).await;
-
-    let near = [cluster.addr(0), cluster.addr(1)];
-    let far = [cluster.addr(2)];
-    let mut refused = Vec::new();
-    for i in 0..20 {
-        let cmid = format!("majority-{i}");
-        acked.push(send_retrying(&mut clients[0], &near, &users[0].access, &conv, &cmid).await);
-        let cmid = format!("minority-{i}");
-        if !on_scylla {
-            // Both sides accept writes to the same conversation.
-            acked.push(send_retrying(&mut clients[2], &far, &users[2].access, &conv, &cmid).await);
-        } else if i % 7 == 0 {
-            // One writer: the cut-off node cannot take the lease the
-            // majority holds (each refusal waits for it a while: a few).
-            let answer = clients[2]
-                .request(frames::send(&conv, &cmid, &body_of(&cmid)))
-                .await;
-            assert_eq!(
-                err_code(&answer),
-                chat_protocol::ErrorCode::Unavailable,
-                "the minority acknowledged nothing: {answer:?}"
-            );
-            refused.push(cmid);
-        }
-    }
-
-    for l in &cluster.links[2] {
-        l.heal();
-    }
-    cluster.wait_formed(3).await;
-    // What was refused is sent again, and stored once.
-    for cmid in &refused {
-        acked.push(send_retrying(&mut clients[2], &far, &users[2].access, &conv, cmid).await);
-    }
-    for i in 0..10 {
-        let cmid = format!("after-{i}");
-        acked.push(send_retrying(&mut clients[1], &near, &users[1].access, &conv, &cmid).await);
-    }
-
-    // Catching up from before the cut (served from a conversation actor's
-    // recent tail when it can) brings everything written since, both sides.
-    let mut caught_up = Vec::new();
-    let mut after = acked[9].id.0;
-    loop {
-        let reply = ok(clients[0]
-            .request(frames::history(&conv, None, Some(after), Some(200)))
-            .await);
-        let page = reply.messages.unwrap();
-        if let Some(m) = page.last() {
-            after = m.id.0;
-        }
-        caught_up.extend(page);
-        if !reply.more.unwrap() {
-            break;
-        }
-    }
-    assert_eq!(caught_up.len(), acked.len() - 10, "catch-up after the heal");
-
-    // Every reader, on every node, sees the same history with everything.
-    let mut histories = Vec::new();
-    for (i, c) in clients.iter_mut().enumerate() {
-        let h = full_history(cluster.node(i), c, &conv, &users[i].access).await;
-        check_history(&h, &acked);
-        assert_eq!(
-            h.len(),
-            acked.len(),
-            "node {i}: nothing more than was acknowledged"
-        );
-        histories.push(h);
-    }
-    assert_eq!(histories[0], histories[1]);
-    assert_eq!(histories[0], histories[2]);
-    let _ = &mut cluster;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

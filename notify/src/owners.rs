@@ -1,18 +1,18 @@
 //! Which outbox shards this node works. One node alone works them all.
 //! Nodes of a cluster split them by the cluster's placement (the node a
 //! shard's key places on works it); on a store that several nodes share,
-//! each shard is also held by a lease, so that two nodes with different
-//! views never work one shard at once for long, and a shard whose node died
-//! is taken over once its lease runs out (seconds, well within the minute
-//! the contract allows).
+//! each shard is also claimed under the node's lease, so that two nodes
+//! with different views never work one shard at once for long, and a shard
+//! whose node died is taken over once that node's lease runs out (seconds,
+//! well within the minute the contract allows). A claim costs one
+//! transaction when taken and none while held.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chat_protocol::ConversationId;
-use chat_storage::{Lease, LeaseGrant, MessageStore, OUTBOX_SHARDS};
+use chat_storage::{Lease, LeaseGrant, MessageStore, NodeLeaseHolder, OUTBOX_SHARDS};
 
 /// The shards a node works.
 #[async_trait]
@@ -42,61 +42,55 @@ pub fn shard_key(shard: u32) -> ConversationId {
 /// Whether a key places on this node.
 pub type PlacedHere = Arc<dyn Fn(&ConversationId) -> bool + Send + Sync>;
 
-/// Shards by placement, each held by a lease when the store asks for them.
+/// Shards by placement, each claimed under the node's lease when the store
+/// asks for leases.
 pub struct PlacedShards {
     store: Arc<dyn MessageStore>,
-    node: String,
+    leases: Arc<dyn NodeLeaseHolder>,
     placed_here: PlacedHere,
-    held: Mutex<HashMap<u32, (Lease, Instant)>>,
+    held: Mutex<HashMap<u32, Lease>>,
 }
 
 impl PlacedShards {
-    /// For node `node`, placing with `placed_here`.
-    pub fn new(store: Arc<dyn MessageStore>, node: &str, placed_here: PlacedHere) -> Self {
+    /// Claiming under the node lease `leases` keeps, placing with
+    /// `placed_here`.
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        leases: Arc<dyn NodeLeaseHolder>,
+        placed_here: PlacedHere,
+    ) -> Self {
         PlacedShards {
             store,
-            node: node.to_owned(),
+            leases,
             placed_here,
             held: Mutex::new(HashMap::new()),
         }
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (Lease, Instant)>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Lease>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Holds `shard`'s lease, taking or renewing it; whether it is held.
-    async fn hold(&self, shard: u32, ttl: Duration) -> bool {
+    /// Holds `shard`'s claim, taking it when it is not held under the
+    /// node's lease as it is now; whether it is held.
+    async fn hold(&self, shard: u32) -> bool {
+        let Some(node) = self.leases.current() else {
+            return false;
+        };
         let held = self.held().get(&shard).cloned();
-        let started = Instant::now();
-        match held {
-            Some((_, at)) if at.elapsed() < ttl / 3 => true,
-            Some((lease, _)) => match self.store.renew_lease(&lease).await {
-                Ok(true) => {
-                    self.held().insert(shard, (lease, started));
-                    true
-                }
-                Ok(false) => {
-                    self.held().remove(&shard);
-                    false
-                }
-                // Unknown: keep working only while the lease surely holds.
-                Err(_) => self
-                    .held()
-                    .get(&shard)
-                    .is_some_and(|(_, at)| at.elapsed() < ttl * 2 / 3),
-            },
-            None => match self
-                .store
-                .acquire_lease(&shard_key(shard), &self.node)
-                .await
-            {
-                Ok(LeaseGrant::Granted(lease)) => {
-                    self.held().insert(shard, (lease, started));
-                    true
-                }
-                _ => false,
-            },
+        if let Some(lease) = held {
+            if lease.incarnation == Some(node.incarnation) {
+                return true;
+            }
+            // Claimed under a node lease that is gone: claimed anew.
+            self.held().remove(&shard);
+        }
+        match self.store.claim(&shard_key(shard), &node).await {
+            Ok(LeaseGrant::Granted(lease)) => {
+                self.held().insert(shard, lease);
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -110,11 +104,11 @@ impl ShardOwners for PlacedShards {
             let here = (self.placed_here)(&shard_key(shard));
             let works = match ttl {
                 None => here,
-                Some(ttl) if here => self.hold(shard, ttl).await,
+                Some(_) if here => self.hold(shard).await,
                 Some(_) => {
                     // Placed elsewhere now: hand it over at once.
                     let lease = self.held().remove(&shard);
-                    if let Some((lease, _)) = lease {
+                    if let Some(lease) = lease {
                         let _ = self.store.release_lease(&lease).await;
                     }
                     false
@@ -128,7 +122,7 @@ impl ShardOwners for PlacedShards {
     }
 
     async fn release_all(&self) {
-        let held: Vec<Lease> = self.held().drain().map(|(_, (l, _))| l).collect();
+        let held: Vec<Lease> = self.held().drain().map(|(_, l)| l).collect();
         for lease in held {
             let _ = self.store.release_lease(&lease).await;
         }

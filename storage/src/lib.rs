@@ -31,7 +31,7 @@ pub use history::{
     bucket_of, page_weight, rev_block, Changes, HistoryStore, Page, PageQuery, BUCKET_MS,
     REV_BLOCK_BITS,
 };
-pub use leases::{Lease, LeaseGrant, LeaseStore};
+pub use leases::{Lease, LeaseGrant, LeaseStore, NodeLease, NodeLeaseGrant, NodeLeaseHolder};
 pub use logins::{LoginRecord, LoginStore};
 pub use media::{MediaRecord, MediaRef, MediaStore, ThumbnailRecord};
 pub use moderation::{AuditEntry, ModerationStore, UserFlag, UserFlags};

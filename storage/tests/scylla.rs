@@ -511,3 +511,119 @@ async fn a_lease_holder_pages_across_new_buckets_of_every_holder_scylla() {
         "older pages walk the kept list"
     );
 }
+
+/// Node leases and the claims that live by them, on two store handles (two
+/// nodes): a claim costs one transaction when taken and none while its
+/// node renews; it is free at once when released or when its node lease is
+/// given up; a dead node's claims are free only after its node lease ran out
+/// and the grace for its last writes passed, and the node lease is fenced
+/// then, so a renewal arriving late finds it lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_live_by_their_node_lease_scylla() {
+    use chat_storage::{LeaseGrant, NodeLeaseGrant};
+    use std::time::Duration;
+    let Some(mut config) = config("chat_conformance", 10) else {
+        return;
+    };
+    config.lease_ms = 1_000;
+    config.write_timeout_ms = 500;
+    config.request_timeout_ms = 5_000;
+    let a = ScyllaStore::open(&config).await.expect("open a");
+    let b = ScyllaStore::open(&config).await.expect("open b");
+    let (name_a, name_b) = (unique("node-a"), unique("node-b"));
+    let node = |grant| match grant {
+        NodeLeaseGrant::Granted(l) => l,
+        other => panic!("a free node lease is granted: {other:?}"),
+    };
+    let node_a = node(a.acquire_node_lease(&name_a, None).await.expect("a"));
+    let node_b = node(b.acquire_node_lease(&name_b, None).await.expect("b"));
+    let conversation = ConversationId::new(&unique("claimed")).expect("valid");
+
+    let LeaseGrant::Granted(claim) = a.claim(&conversation, &node_a).await.expect("claim") else {
+        panic!("a free conversation is claimed");
+    };
+    assert_eq!(claim.incarnation, Some(node_a.incarnation));
+    match b.claim(&conversation, &node_b).await.expect("b") {
+        LeaseGrant::Held { owner, .. } => assert_eq!(owner, name_a),
+        other => panic!("a claim under a live node lease holds: {other:?}"),
+    }
+    // Renewing the node lease renews every claim: one transaction for all,
+    // and claiming again under the same incarnation costs none.
+    let before = a.lease_transactions();
+    for _ in 0..3 {
+        assert!(a.renew_node_lease(&node_a).await.expect("renew"));
+    }
+    let LeaseGrant::Granted(again) = a.claim(&conversation, &node_a).await.expect("again") else {
+        panic!("its own claim");
+    };
+    assert_eq!(again.epoch, claim.epoch, "the same claim");
+    assert_eq!(
+        a.lease_transactions() - before,
+        3,
+        "three renewals, nothing else"
+    );
+
+    // Released: b takes it at once; a's later claim is held by b.
+    a.release_lease(&claim).await.expect("release");
+    let LeaseGrant::Granted(by_b) = b.claim(&conversation, &node_b).await.expect("b") else {
+        panic!("a released claim is taken at once");
+    };
+    assert!(by_b.epoch > claim.epoch);
+
+    // b gives its node lease up (a node stopping): its claims are free.
+    b.release_node_lease(&node_b).await.expect("release node");
+    let LeaseGrant::Granted(by_a) = a.claim(&conversation, &node_a).await.expect("a") else {
+        panic!("the claim of a released node lease is free");
+    };
+    assert!(by_a.epoch > by_b.epoch);
+
+    // b starts again (a new incarnation) and a dies (stops renewing): b
+    // waits for a's node lease to run out and the grace to pass.
+    let node_b = node(b.acquire_node_lease(&name_b, None).await.expect("b again"));
+    let held_until = match b.claim(&conversation, &node_b).await.expect("b") {
+        LeaseGrant::Held { until_ms, .. } => until_ms,
+        other => panic!("a's node lease still runs: {other:?}"),
+    };
+    let taken = chat_testkit::eventually_within(
+        "a's node lease runs out",
+        Duration::from_secs(10),
+        || async {
+            match b.claim(&conversation, &node_b).await.expect("b") {
+                LeaseGrant::Granted(l) => Ok(l),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        chat_protocol::now_ms() >= held_until,
+        "not before the grace ran out"
+    );
+    assert!(taken.epoch > by_a.epoch);
+    assert!(
+        !a.renew_node_lease(&node_a).await.expect("late renewal"),
+        "a renewal after the fence finds the node lease lost"
+    );
+
+    // b lives on (renews); a second process with b's lease key waits
+    // for it, and a process that lost its own lease takes it anew at once.
+    assert!(b.renew_node_lease(&node_b).await.expect("b renews"));
+    match a
+        .acquire_node_lease(&name_b, None)
+        .await
+        .expect("same name")
+    {
+        NodeLeaseGrant::Held { .. } => {}
+        other => panic!("a live node lease of the same name holds: {other:?}"),
+    }
+    let node_a2 = node(
+        a.acquire_node_lease(&name_a, Some(&node_a))
+            .await
+            .expect("anew"),
+    );
+    assert!(node_a2.incarnation > node_a.incarnation);
+    match a.claim(&conversation, &node_a2).await.expect("a") {
+        LeaseGrant::Held { owner, .. } => assert_eq!(owner, name_b),
+        other => panic!("b holds it now: {other:?}"),
+    }
+}

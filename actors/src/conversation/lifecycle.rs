@@ -33,6 +33,7 @@ mod update;
 use super::{ok, ConversationState, InFlight};
 use crate::conn::{ConnId, Delivery};
 use crate::error::ChatError;
+use crate::leases::NodeLeases;
 use crate::media::shown;
 use crate::msg::{answer, ConversationMsg, Reply, UpdatesDone};
 use update::UpdateSpec;
@@ -93,21 +94,25 @@ fn apply(state: &mut Message, spec: &UpdateSpec, rev: u64, now: u64) -> Result<b
 /// revision order; what happened to each update.
 async fn write_updates(
     store: Arc<dyn MessageStore>,
-    fenced: Result<(), StoreError>,
+    leases: Arc<NodeLeases>,
+    fenced: Result<Option<u64>, StoreError>,
     conversation: ConversationId,
     mut states: HashMap<MessageId, Message>,
     specs: Vec<UpdateSpec>,
     first_rev: u64,
 ) -> UpdatesDone {
-    if let Err(e) = fenced {
-        let err = ChatError::from(e);
-        return UpdatesDone {
-            outcomes: specs.iter().map(|_| Err(err.clone())).collect(),
-            written: Vec::new(),
-            last_rev: first_rev - 1,
-            deleted: Vec::new(),
-        };
-    }
+    let incarnation = match fenced {
+        Ok(incarnation) => incarnation,
+        Err(e) => {
+            let err = ChatError::from(e);
+            return UpdatesDone {
+                outcomes: specs.iter().map(|_| Err(err.clone())).collect(),
+                written: Vec::new(),
+                last_rev: first_rev - 1,
+                deleted: Vec::new(),
+            };
+        }
+    };
     let now = now_ms();
     let mut before: HashMap<MessageId, Message> = HashMap::new();
     let mut outcomes = Vec::with_capacity(specs.len());
@@ -159,7 +164,10 @@ async fn write_updates(
             unwritten.insert(state.id, e);
             continue;
         }
-        match store.update_message(state).await {
+        match leases
+            .guarded(incarnation, store.update_message(state))
+            .await
+        {
             Ok(()) => written.push(state.clone()),
             Err(e) => {
                 unwritten.insert(state.id, e.into());
@@ -284,10 +292,11 @@ impl ConversationState {
         let first_rev = self.rev + 1;
         self.rev += updates.len() as u64;
         let specs: Vec<UpdateSpec> = updates.iter().map(|u| u.spec.clone()).collect();
-        let fenced = self.fence().map(|_| ());
+        let fenced = self.fence().map(|l| l.and_then(|l| l.incarnation));
         let (store, id, me) = (self.deps.store.clone(), self.id.clone(), myself.clone());
+        let leases = self.deps.leases.clone();
         tokio::spawn(async move {
-            let done = write_updates(store, fenced, id, states, specs, first_rev).await;
+            let done = write_updates(store, leases, fenced, id, states, specs, first_rev).await;
             let _ = me.cast(ConversationMsg::UpdatesWritten(done));
         });
         self.in_flight = Some(InFlight {
@@ -352,7 +361,7 @@ impl ConversationState {
         }
         self.fan_out(&deliveries, None);
         self.durable_rev = done.last_rev;
-        if self.lease.is_none() && self.deps.store.lease_ttl().is_some() {
+        if !self.lease_valid() {
             self.lose_lease("lost while writing");
         }
         if !self.pending.is_empty() || !self.updates.is_empty() {

@@ -112,11 +112,13 @@ impl ConversationState {
             upsert: list,
             remove: vec![],
         };
-        // Only the holder of the conversation's lease writes it.
-        if let Err(e) = self.fence() {
-            return answer(reply, Err(e.into()));
-        }
-        if let Err(e) = self.deps.store.apply_conversation(&change).await {
+        // Only the holder of the conversation's claim writes it.
+        let incarnation = match self.fence() {
+            Ok(lease) => lease.and_then(|l| l.incarnation),
+            Err(e) => return answer(reply, Err(e.into())),
+        };
+        let write = self.deps.store.apply_conversation(&change);
+        if let Err(e) = self.deps.leases.guarded(incarnation, write).await {
             self.deps.metrics.store_errors.inc();
             return answer(reply, Err(e.into()));
         }
@@ -184,10 +186,11 @@ impl ConversationState {
         &mut self,
         change: &ConversationChange,
     ) -> Result<(), ChatError> {
-        self.fence()?;
+        let incarnation = self.fence()?.and_then(|l| l.incarnation);
+        let write = self.deps.store.apply_conversation(change);
         self.deps
-            .store
-            .apply_conversation(change)
+            .leases
+            .guarded(incarnation, write)
             .await
             .inspect_err(|_| {
                 self.deps.metrics.store_errors.inc();

@@ -28,12 +28,16 @@ async fn start(tuning: Tuning) -> Fixture {
     let (fanout, fanned) = RecordingFanout::new(&["ann", "bob", "cat", "dan"]);
     let (router, routed) = router_stand_in().await;
     let id = conversation("g:1");
+    let metrics = Arc::new(Metrics::default());
+    let leases =
+        crate::leases::NodeLeases::start(store.dyn_store(), Arc::from("n1"), metrics.clone());
     let deps = Arc::new(ConversationDeps {
         node: Arc::from("n1"),
         store: store.dyn_store(),
+        leases,
         ids: Arc::new(IdGenerator::new(1)),
         fanout: fanout.clone(),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         tuning,
         events: Arc::new(crate::events::NoEvents),
         media: Arc::new(crate::media::NoMedia),

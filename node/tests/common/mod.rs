@@ -131,6 +131,11 @@ pub fn scylla_env(nodes: &str, keyspace: &str, timeout_ms: u64) -> Vec<(String, 
             "CHAT__STORAGE__SCYLLA__REQUEST_TIMEOUT_MS".into(),
             timeout_ms.to_string(),
         ),
+        // The test server's write_request_timeout (scripts/cql.sh).
+        (
+            "CHAT__STORAGE__SCYLLA__WRITE_TIMEOUT_MS".into(),
+            "1000".into(),
+        ),
     ];
     env.extend(search);
     env

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use scylla::statement::{Consistency, SerialConsistency};
 use serde::{Deserialize, Serialize};
 
-/// How far apart the nodes' wall clocks may be: a lease holder stops writing
-/// this long before its lease runs out by its own clock, and a new holder
-/// waits this long (and the request timeout) after it runs out by its own.
-pub const CLOCK_MARGIN_MS: u64 = 1_000;
+/// How far apart the nodes' wall clocks may be (NTP keeps them within
+/// milliseconds): a new holder waits this long, and the database's write
+/// timeout, after a lease ran out by its own clock, on top of the fifth of
+/// the term its holder stopped writing early by.
+pub const CLOCK_MARGIN_MS: u64 = 250;
 
 /// `[storage.scylla]`: where the cluster is and how to use it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,11 +39,18 @@ pub struct ScyllaConfig {
     pub username: Option<String>,
     /// Password for `username`.
     pub password: Option<String>,
-    /// How long a node's write lease on a conversation lasts without
-    /// renewal (the holder renews it three times per period). A node that
-    /// dies holds its conversations this long, plus `request_timeout_ms`
+    /// How long a node's lease lasts without renewal (the node renews it
+    /// three times per period, one lightweight transaction each, however
+    /// many conversations it holds). A node that dies holds its
+    /// conversations this long, plus `write_timeout_ms` and a clock margin
     /// for its last writes to land, before another node takes them.
     pub lease_ms: u64,
+    /// The database's own write timeout (`write_request_timeout` in
+    /// ScyllaDB's and Cassandra's configuration, 2 s unless changed): a
+    /// replica drops a write older than this, so a dead node's last write
+    /// has landed or been dropped this long after its lease ran out. Never
+    /// set it below the database's value.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for ScyllaConfig {
@@ -58,7 +66,8 @@ impl Default for ScyllaConfig {
             request_timeout_ms: 5_000,
             username: None,
             password: None,
-            lease_ms: 10_000,
+            lease_ms: 1_000,
+            write_timeout_ms: 2_000,
         }
     }
 }
@@ -100,6 +109,9 @@ impl ScyllaConfig {
                 "storage.scylla.lease_ms must be at least {} (three clock margins)",
                 3 * CLOCK_MARGIN_MS
             ));
+        }
+        if self.write_timeout_ms == 0 {
+            return Err("storage.scylla.write_timeout_ms must be above 0".into());
         }
         if self.username.is_some() != self.password.is_some() {
             return Err("storage.scylla.username and password go together".into());

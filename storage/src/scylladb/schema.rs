@@ -146,10 +146,20 @@ const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS {ks}.media_unattached (day bigint, created_at bigint, \
          id text, PRIMARY KEY (day, created_at, id))",
     ],
+}, Migration {
+    version: 12,
+    name: "node leases, and conversations claimed under them",
+    // A row without an incarnation is an expiring lease (what earlier
+    // releases write): both kinds live in one table during an upgrade.
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS {ks}.node_leases (node text PRIMARY KEY, \
+         incarnation bigint, expires_at bigint)",
+        "ALTER TABLE {ks}.conversation_leases ADD incarnation bigint",
+    ],
 }];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 11;
+pub const SCHEMA_VERSION: i32 = 12;
 
 /// How long a node may hold the migration lock before others take over
 /// (it expires with the row's TTL if the node dies mid-migration).

@@ -28,8 +28,15 @@ pub struct ScyllaStore {
     pub(super) q: statements::Statements,
     pub(super) bucket_ms: u64,
     pub(super) lease_ms: u64,
-    /// How long after a lease runs out its holder's writes may still land.
+    /// How long after an expiring lease runs out its holder's writes may
+    /// still land (its driver retries them up to the request timeout).
     pub(super) lease_grace_ms: u64,
+    /// How long after a node lease runs out its holder's writes may still
+    /// land (it abandons them when its lease ends; replicas drop what
+    /// is older than their write timeout).
+    pub(super) node_grace_ms: u64,
+    /// Lightweight transactions run for leases and claims.
+    pub(super) lease_transactions: std::sync::atomic::AtomicU64,
     pub(super) known_buckets: Mutex<HashSet<(ConversationId, i32)>>,
     /// Revision-index blocks known to be listed in `rev_blocks`, as buckets.
     pub(super) known_rev_blocks: Mutex<HashSet<(ConversationId, i64)>>,
@@ -79,7 +86,9 @@ impl ScyllaStore {
             q,
             bucket_ms: u64::from(config.bucket_days) * 24 * 3600 * 1000,
             lease_ms: config.lease_ms,
-            lease_grace_ms: config.request_timeout_ms + CLOCK_MARGIN_MS,
+            lease_grace_ms: config.request_timeout_ms + config.write_timeout_ms + CLOCK_MARGIN_MS,
+            node_grace_ms: config.write_timeout_ms + CLOCK_MARGIN_MS,
+            lease_transactions: Default::default(),
             known_buckets: Mutex::new(HashSet::new()),
             known_rev_blocks: Mutex::new(HashSet::new()),
             bucket_lists: Mutex::new(HashMap::new()),
