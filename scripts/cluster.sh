@@ -13,6 +13,7 @@
 #                                    # default "admin", its account made at
 #                                    # start with ADMIN_PASSWORD (default
 #                                    # "admin-password")
+#   PROMETHEUS=0 scripts/cluster.sh  # no Prometheus even when installed
 #   TRACES=1 scripts/cluster.sh      # every send traced to an OpenTelemetry
 #                                    # Collector (deploy/otelcol, needs Go),
 #                                    # written to data/cluster/traces.jsonl
@@ -160,7 +161,7 @@ fi
 # Prometheus with the shipped alert rules, scraping these nodes (when
 # installed: apt-get install prometheus); the dashboard to import into
 # Grafana is deploy/grafana/chat-cluster.json.
-if command -v prometheus >/dev/null 2>&1; then
+if [ "${PROMETHEUS:-1}" = 1 ] && command -v prometheus >/dev/null 2>&1; then
   targets=""
   for i in $(seq 1 "$NODES"); do targets="$targets${targets:+, }\"127.0.0.1:$((BASE_HTTP + i))\""; done
   sed -e "s|^      - targets: .*|      - targets: [$targets]|" \

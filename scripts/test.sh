@@ -148,6 +148,23 @@ SCYLLA_NODES=$(bash scripts/cql.sh start --dir "$CQL_DIR" | sed -n 's/^SCYLLA_NO
 export SCYLLA_NODES CHAT_REQUIRE_SCYLLA=1
 echo "SCYLLA_NODES=$SCYLLA_NODES"
 
+if [ "$#" -eq 0 ]; then
+  # The rolling-upgrade test (node/tests/upgrade.rs) runs nodes of the
+  # release this one upgrades from: that revision of this repository,
+  # built once per revision into target/previous (no debug info: smaller).
+  PREVIOUS=$(tr -d '[:space:]' < deploy/PREVIOUS_RELEASE)
+  log "the previous release $PREVIOUS, for the rolling-upgrade test"
+  if [ "$(cat target/previous/built 2>/dev/null)" != "$PREVIOUS" ] || [ ! -x target/previous/debug/chat-node ]; then
+    rm -rf target/previous/src
+    mkdir -p target/previous/src
+    git archive "$PREVIOUS" | tar -x -C target/previous/src
+    CARGO_PROFILE_DEV_DEBUG=0 CARGO_TARGET_DIR="$PWD/target/previous" \
+      cargo build --locked -p chat-node --manifest-path target/previous/src/Cargo.toml
+    echo "$PREVIOUS" > target/previous/built
+  fi
+  export CHAT_PREVIOUS_NODE_BIN="$PWD/target/previous/debug/chat-node" CHAT_REQUIRE_PREVIOUS=1
+fi
+
 log "cargo test"
 cargo test --workspace "$@" 2>&1 | tee "$OUT"
 

@@ -29,6 +29,8 @@
 //! its conversations and waits (briefly) for each owner's ack before its
 //! client is let in: whatever is accepted after that reaches it live.
 //!
+//! What may wait for a peer is bounded by bytes (`flow.rs`).
+//!
 //! Everything here is off on a single node (no `listen.cluster`): the view is
 //! empty and every conversation is local, at no cost on the hot path.
 
@@ -46,6 +48,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::msg::{ClusterEvent, RouterMsg};
 use crate::placement::Placement;
+
+mod flow;
+
+pub(crate) use flow::monotonic_us;
+use flow::{Admit, PeerFlow};
+
+/// What may wait for one peer by default (`cluster.peer_queue_bytes`).
+pub const DEFAULT_PEER_QUEUE_BYTES: u64 = 64 << 20;
 
 /// The group of every running node's Router.
 pub const NODES_GROUP: &str = "chat.nodes";
@@ -147,6 +157,11 @@ pub struct Cluster {
     /// and whom to tell.
     acks: Mutex<HashMap<u64, PendingAck>>,
     next_ack: AtomicU64,
+    /// Each peer's stream, and how much of it may wait.
+    flows: Mutex<HashMap<Arc<str>, Arc<PeerFlow>>>,
+    peer_queue_bytes: u64,
+    /// Peers dropped for their backlog, not yet counted in the metrics.
+    overloaded: AtomicU64,
 }
 
 impl Cluster {
@@ -163,6 +178,9 @@ impl Cluster {
             interest: Mutex::default(),
             acks: Mutex::default(),
             next_ack: AtomicU64::new(1),
+            flows: Mutex::default(),
+            peer_queue_bytes: DEFAULT_PEER_QUEUE_BYTES,
+            overloaded: AtomicU64::new(0),
         }
     }
 
@@ -183,7 +201,16 @@ impl Cluster {
             interest: Mutex::default(),
             acks: Mutex::default(),
             next_ack: AtomicU64::new(1),
+            flows: Mutex::default(),
+            peer_queue_bytes: DEFAULT_PEER_QUEUE_BYTES,
+            overloaded: AtomicU64::new(0),
         }
+    }
+
+    /// The same node with at most `bytes` waiting for each peer.
+    pub fn with_peer_queue_bytes(mut self, bytes: u64) -> Self {
+        self.peer_queue_bytes = bytes;
+        self
     }
 
     /// The same node with `faults` set.
@@ -276,14 +303,28 @@ impl Cluster {
         if !self.enabled {
             return;
         }
-        for r in self.view().peers.values() {
-            let _ = r.cast(RouterMsg::Wire(bytes.clone()));
+        for (name, r) in &self.view().peers {
+            self.wire(name, r, bytes);
         }
     }
 
     /// Sends `msg` to node `to`, if connected.
     pub fn send(&self, to: &str, msg: &PeerMsg) -> bool {
-        send_to(self.view().peers.get(to), msg)
+        self.send_in(&self.view(), to, msg)
+    }
+
+    /// Sends `msg` to node `to` of `view`, if connected there.
+    fn send_in(&self, view: &View, to: &str, msg: &PeerMsg) -> bool {
+        let Some((name, r)) = view.peers.get_key_value(to) else {
+            return false;
+        };
+        match chat_protocol::peer::encode(msg) {
+            Ok(bytes) => self.wire(name, r, &Arc::from(bytes)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a peer message");
+                false
+            }
+        }
     }
 
     /// Hands events of a conversation to the other nodes whose sessions
@@ -322,7 +363,7 @@ impl Cluster {
                     .get_mut(name)
                     .filter(|p| owned && p.view == Some(view.fingerprint));
                 match (held, &to) {
-                    (None, _) => targets.push(router),
+                    (None, _) => targets.push((name, router)),
                     (Some(p), Audience::Users(_)) => {
                         // A member added: the peer may have a session of
                         // theirs. It confirms or withdraws once it applied
@@ -330,11 +371,11 @@ impl Cluster {
                         if !listen.is_empty() {
                             p.conversations.insert(conversation.clone());
                         }
-                        targets.push(router);
+                        targets.push((name, router));
                     }
                     (Some(p), Audience::Listeners { .. }) => {
                         if p.conversations.contains(conversation) {
-                            targets.push(router);
+                            targets.push((name, router));
                         } else {
                             skipped += 1;
                         }
@@ -359,7 +400,9 @@ impl Cluster {
                 let sent = targets.len() as u64;
                 let delay = self.faults.peer_fanout_delay;
                 if !delay.is_zero() {
-                    let targets: Vec<ActorRef<RouterMsg>> = targets.into_iter().cloned().collect();
+                    // Tests' fault delays only: not counted in the flows.
+                    let targets: Vec<ActorRef<RouterMsg>> =
+                        targets.into_iter().map(|(_, r)| r.clone()).collect();
                     self.after(delay, move || {
                         for r in &targets {
                             let _ = r.cast(RouterMsg::Wire(bytes.clone()));
@@ -367,8 +410,8 @@ impl Cluster {
                     });
                     return (sent, skipped);
                 }
-                for r in &targets {
-                    let _ = r.cast(RouterMsg::Wire(bytes.clone()));
+                for (name, r) in &targets {
+                    self.wire(name, r, &bytes);
                 }
                 (sent, skipped)
             }
@@ -424,8 +467,9 @@ impl Cluster {
                 });
                 id
             });
-            let sent = send_to(
-                view.peers.get(owner),
+            let sent = self.send_in(
+                &view,
+                owner,
                 &PeerMsg::Interest {
                     from: self.name.to_string(),
                     view: view.fingerprint,
@@ -485,8 +529,9 @@ impl Cluster {
             };
             let last = chunks.len() - 1;
             for (i, chunk) in chunks.into_iter().enumerate() {
-                send_to(
-                    view.peers.get(peer),
+                self.send_in(
+                    &view,
+                    peer,
                     &PeerMsg::InterestSync {
                         from: self.name.to_string(),
                         view: view.fingerprint,
@@ -575,17 +620,101 @@ impl Cluster {
     }
 }
 
-/// Encodes `msg` for one peer's Router, if connected.
-fn send_to(router: Option<&ActorRef<RouterMsg>>, msg: &PeerMsg) -> bool {
-    let Some(r) = router else {
-        return false;
-    };
-    match chat_protocol::peer::encode(msg) {
-        Ok(bytes) => r.cast(RouterMsg::Wire(Arc::from(bytes))).is_ok(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode a peer message");
-            false
+/// Flow control toward each peer (see `flow.rs`).
+impl Cluster {
+    fn flow(&self, peer: &Arc<str>) -> Arc<PeerFlow> {
+        let mut flows = self.flows.lock().unwrap_or_else(PoisonError::into_inner);
+        flows.entry(peer.clone()).or_default().clone()
+    }
+
+    /// Casts `bytes` to `peer`'s Router within the peer's bound; `false`
+    /// when nothing was cast. Past the bound the peer is dropped.
+    fn wire(&self, peer: &Arc<str>, router: &ActorRef<RouterMsg>, bytes: &Arc<[u8]>) -> bool {
+        let flow = self.flow(peer);
+        match flow.admit(bytes.len() as u64, self.peer_queue_bytes) {
+            Admit::Cast { ping } => {
+                let cast = router.cast(RouterMsg::Wire(bytes.clone())).is_ok();
+                if ping {
+                    if let Some((sent_us, ping)) = self.ping_bytes() {
+                        flow.ping(sent_us, ping.len() as u64);
+                        let _ = router.cast(RouterMsg::Wire(ping));
+                    }
+                }
+                cast
+            }
+            Admit::Tripped => {
+                tracing::warn!(
+                    peer = %peer,
+                    backlog = flow.backlog(),
+                    bound = self.peer_queue_bytes,
+                    "peer is not keeping up: nothing more is sent to it; dropping it"
+                );
+                self.overloaded.fetch_add(1, Ordering::Relaxed);
+                self.emit(ClusterEvent::Stale(peer.to_string()));
+                false
+            }
+            Admit::Refused => false,
         }
+    }
+
+    fn ping_bytes(&self) -> Option<(u64, Arc<[u8]>)> {
+        let sent_us = monotonic_us();
+        let ping = PeerMsg::Ping {
+            from: self.name.to_string(),
+            sent_us,
+        };
+        let bytes = chat_protocol::peer::encode(&ping).ok()?;
+        Some((sent_us, Arc::from(bytes)))
+    }
+
+    /// Pings every connected peer (the Router's tick): the answers time the
+    /// round trips and confirm what each peer has handled.
+    pub(crate) fn ping_all(&self) {
+        let Some((sent_us, ping)) = self.ping_bytes() else {
+            return;
+        };
+        for (name, r) in &self.view().peers {
+            self.flow(name).ping(sent_us, ping.len() as u64);
+            let _ = r.cast(RouterMsg::Wire(ping.clone()));
+        }
+    }
+
+    /// `peer` answered the ping stamped `sent_us`.
+    pub(crate) fn ponged(&self, peer: &str, sent_us: u64) {
+        let flow = self
+            .flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(peer)
+            .cloned();
+        if let Some(flow) = flow {
+            flow.pong(sent_us);
+        }
+    }
+
+    /// A peer connected anew, or left: its stream starts from nothing.
+    pub(crate) fn forget_flow(&self, peer: &str) {
+        self.flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(peer);
+    }
+
+    /// Bytes cast to `peer` on its current connection.
+    pub fn peer_sent(&self, peer: &str) -> u64 {
+        let flows = self.flows.lock().unwrap_or_else(PoisonError::into_inner);
+        flows.get(peer).map_or(0, |f| f.sent())
+    }
+
+    /// Bytes cast to `peer` that it has not yet confirmed handling.
+    pub fn peer_backlog(&self, peer: &str) -> u64 {
+        let flows = self.flows.lock().unwrap_or_else(PoisonError::into_inner);
+        flows.get(peer).map_or(0, |f| f.backlog())
+    }
+
+    /// Peers dropped for their backlog since the last call.
+    pub(crate) fn take_overloaded(&self) -> u64 {
+        self.overloaded.swap(0, Ordering::Relaxed)
     }
 }
 

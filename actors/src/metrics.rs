@@ -69,6 +69,8 @@ pub struct Metrics {
     pub peer_rejected: Counter,
     /// Peers dropped for missing heartbeats or replication acks.
     pub peers_dropped: Counter,
+    /// Peers dropped because what waited for them passed the bound.
+    pub peers_overloaded: Counter,
     /// Batches of a conversation's events sent to another node.
     pub peer_deliveries_sent: Counter,
     /// Batches not sent to a node because none of its sessions listens.
@@ -100,6 +102,10 @@ pub struct Metrics {
     pub peer_inflight_requests: Family<PeerLabel, Gauge>,
     /// The bytes of those requests.
     pub peer_inflight_bytes: Family<PeerLabel, Gauge>,
+    /// Bytes sent to a node that it has not confirmed handling.
+    pub peer_backlog_bytes: Family<PeerLabel, Gauge>,
+    /// Bytes sent to a node.
+    pub peer_sent_bytes: Family<PeerLabel, Counter>,
     /// Frames in the connections' outbound queues (sampled at scrape).
     pub outbound_queued_frames: Gauge,
     /// Bytes in the connections' outbound queues (sampled at scrape).
@@ -159,6 +165,7 @@ impl Default for Metrics {
             peer_requests: Counter::default(),
             peer_rejected: Counter::default(),
             peers_dropped: Counter::default(),
+            peers_overloaded: Counter::default(),
             peer_deliveries_sent: Counter::default(),
             peer_deliveries_skipped: Counter::default(),
             peer_deliveries_received: Counter::default(),
@@ -173,6 +180,8 @@ impl Default for Metrics {
             peer_up: Family::default(),
             peer_inflight_requests: Family::default(),
             peer_inflight_bytes: Family::default(),
+            peer_backlog_bytes: Family::default(),
+            peer_sent_bytes: Family::default(),
             outbound_queued_frames: Gauge::default(),
             outbound_queued_bytes: Gauge::default(),
             outbound_queue_max_frames: Gauge::default(),
@@ -267,6 +276,16 @@ impl Metrics {
             "peer_inflight_bytes",
             "Bytes of the requests forwarded to a node and not answered yet",
             self.peer_inflight_bytes.clone(),
+        );
+        r.register(
+            "peer_backlog_bytes",
+            "Bytes sent to a node that it has not confirmed handling (bounded by cluster.peer_queue_bytes)",
+            self.peer_backlog_bytes.clone(),
+        );
+        r.register(
+            "peer_sent_bytes",
+            "Bytes sent to a node (heartbeats, deliveries, requests, replication)",
+            self.peer_sent_bytes.clone(),
         );
         r.register(
             "outbound_queued_frames",
@@ -402,6 +421,11 @@ impl Metrics {
             "peers_dropped",
             "Peers dropped for missed heartbeats or replication acks",
             self.peers_dropped.clone(),
+        );
+        r.register(
+            "peers_overloaded",
+            "Peers dropped because what waited for them passed cluster.peer_queue_bytes",
+            self.peers_overloaded.clone(),
         );
         r.register(
             "peer_deliveries_sent",

@@ -454,6 +454,8 @@ pub struct PeerStatus {
     pub listening: usize,
     /// Its load, from its last heartbeat.
     pub stats: Option<chat_protocol::peer::NodeStats>,
+    /// The peer protocol it speaks (`chat_protocol::peer::PEER_PROTOCOL`).
+    pub protocol: u16,
     /// The round trip of the last ping it answered, in ms.
     pub rtt_ms: Option<f64>,
 }

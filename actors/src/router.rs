@@ -110,6 +110,11 @@ struct Peer {
     interest_asked: Option<Instant>,
     /// Its load, from its last heartbeat.
     stats: Option<chat_protocol::peer::NodeStats>,
+    /// The peer protocol it speaks (1 until heard, or from releases that
+    /// did not say): what may be sent to it.
+    protocol: u16,
+    /// Bytes sent to it, as last counted in the metrics.
+    sent_counted: u64,
     /// The round trip of the last ping answered.
     rtt: Option<Duration>,
 }

@@ -207,7 +207,9 @@ impl App {
                 peer_fanout_delay: Duration::from_millis(config.faults.peer_fanout_delay_ms),
             };
             (
-                Cluster::clustered(name, config.node.id, tx).with_faults(faults),
+                Cluster::clustered(name, config.node.id, tx)
+                    .with_faults(faults)
+                    .with_peer_queue_bytes(config.cluster.peer_queue_bytes),
                 replica,
                 Some(rx),
             )

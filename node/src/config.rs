@@ -344,7 +344,16 @@ pub struct ClusterSection {
     /// The CA that signs every node's certificate (PEM).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
+    /// At most this many bytes sent to one peer and not yet confirmed
+    /// handled by it (what can wait in this node's memory for a peer that
+    /// stops reading); past it the peer is dropped, and it catches up when
+    /// it reconnects.
+    pub peer_queue_bytes: u64,
 }
+
+/// The smallest `cluster.peer_queue_bytes`: the largest peer message (a
+/// replication chunk) must fit.
+pub const MIN_PEER_QUEUE_BYTES: u64 = 4 << 20;
 
 /// How the full mesh of nodes comes about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -369,6 +378,7 @@ impl Default for ClusterSection {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            peer_queue_bytes: chat_actors::cluster::DEFAULT_PEER_QUEUE_BYTES,
         }
     }
 }
@@ -551,6 +561,11 @@ impl Config {
         }
         if self.presence.backend == PresenceBackend::Redis && self.presence.redis_url.is_empty() {
             return bad("presence.redis_url is required with backend = \"redis\"".into());
+        }
+        if self.cluster.peer_queue_bytes < MIN_PEER_QUEUE_BYTES {
+            return bad(format!(
+                "cluster.peer_queue_bytes must be at least {MIN_PEER_QUEUE_BYTES} (a replication chunk is up to 2 MiB)"
+            ));
         }
         if self.cluster.listen.is_some() {
             if self.cluster.cookie.len() < 16 {

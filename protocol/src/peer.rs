@@ -6,6 +6,11 @@
 //! connected during a rolling upgrade: add variants and optional fields, never
 //! rename or remove one — the variant name is the wire identity.
 //!
+//! Each node announces [`PEER_PROTOCOL`] in its heartbeat: a message
+//! added in a later protocol version is sent only to peers that announced
+//! at least that version (an older node could not decode it), so a cluster
+//! mixing two consecutive releases keeps working.
+//!
 //! Delivery between two nodes is FIFO but at most once: whatever is queued when
 //! a link drops is lost. Requests therefore carry an id and time out at their
 //! origin, and clients retry sends with the same `client_msg_id`.
@@ -16,6 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::request::ConversationRequest;
 use crate::{ConversationId, ErrorCode, OkReply, ServerFrame, UserId};
+
+/// The version of these messages this build speaks. 1: releases whose
+/// heartbeat had no `protocol` field (it decodes as 0, read as 1); 2: the
+/// field, and node leases on a shared store.
+pub const PEER_PROTOCOL: u16 = 2;
 
 /// A connection, named cluster-wide: conn ids embed their node's id.
 pub type ConnRef = u64;
@@ -36,6 +46,9 @@ pub enum PeerMsg {
         /// (absent from nodes of older versions).
         #[serde(default)]
         stats: Option<NodeStats>,
+        /// The sender's [`PEER_PROTOCOL`] (0 from releases before it).
+        #[serde(default)]
+        protocol: u16,
     },
     /// A client request for a conversation the receiver owns.
     Request {
@@ -363,6 +376,7 @@ mod tests {
                 node_id: 2,
                 serving: true,
                 stats: None,
+                protocol: 0,
             }
         );
     }
@@ -381,6 +395,7 @@ mod tests {
                     store_up: true,
                     ..NodeStats::default()
                 }),
+                protocol: PEER_PROTOCOL,
             },
             PeerMsg::CloseUser {
                 user: UserId::new("u").unwrap(),

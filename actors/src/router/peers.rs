@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use chat_protocol::peer::{ConnRef, NodeStats, PeerMsg, TraceParent};
@@ -16,7 +15,7 @@ use super::{
     REQUEST_DEADLINE, RESYNC_EVERY,
 };
 use crate::catch_up::CatchUp;
-use crate::cluster::{self, Owner, View, NODES_GROUP, ROUTERS_GROUP};
+use crate::cluster::{self, monotonic_us, Owner, View, NODES_GROUP, ROUTERS_GROUP};
 use crate::error::ChatError;
 use crate::metrics::PeerLabel;
 use crate::msg::{ClusterEvent, ClusterStatus, ConversationMsg, PeerStatus, Request, RouterMsg};
@@ -106,7 +105,8 @@ impl RouterState {
                 node_id,
                 serving,
                 stats,
-            } => self.heartbeat(myself, from, node_id, serving, stats),
+                protocol,
+            } => self.heartbeat(myself, from, node_id, serving, (stats, protocol)),
             PeerMsg::Request {
                 from,
                 id,
@@ -186,6 +186,7 @@ impl RouterState {
                 self.services.cluster.send(&from, &pong);
             }
             PeerMsg::Pong { from, sent_us } => {
+                self.services.cluster.ponged(&from, sent_us);
                 let rtt = Duration::from_micros(monotonic_us().saturating_sub(sent_us));
                 if let Some(p) = self.peers.get_mut(from.as_str()) {
                     p.rtt = Some(rtt);
@@ -205,7 +206,7 @@ impl RouterState {
         from: String,
         node_id: u16,
         serving: bool,
-        stats: Option<NodeStats>,
+        (stats, protocol): (Option<NodeStats>, u16),
     ) {
         if node_id == self.services.cluster.node_id() && *from != **self.services.cluster.name() {
             self.services.cluster.emit(ClusterEvent::DuplicateId {
@@ -219,6 +220,7 @@ impl RouterState {
             p.serving = serving;
             p.reported_stale = None;
             p.stats = stats;
+            p.protocol = protocol.max(1);
         }
         self.check_serve(myself);
     }
@@ -267,6 +269,7 @@ impl RouterState {
     /// A peer is gone (or dropped): nothing waits on it any more.
     pub(super) fn forget_peer(&mut self, node: &Arc<str>) {
         self.serve_expect.remove(node);
+        self.services.cluster.forget_flow(node);
         let failed: Vec<u64> = self
             .remote
             .iter()
@@ -301,22 +304,23 @@ impl RouterState {
             node_id: self.services.cluster.node_id(),
             serving: self.serving,
             stats: Some(self.load.stats(&self.services, self.sessions.len())),
+            protocol: chat_protocol::peer::PEER_PROTOCOL,
         };
-        let ping = PeerMsg::Ping {
-            from: self.me(),
-            sent_us: monotonic_us(),
-        };
-        for msg in [heartbeat, ping] {
-            if let Ok(bytes) = chat_protocol::peer::encode(&msg) {
-                let bytes: Arc<[u8]> = Arc::from(bytes);
-                self.services.cluster.broadcast(&bytes);
-            }
+        if let Ok(bytes) = chat_protocol::peer::encode(&heartbeat) {
+            let bytes: Arc<[u8]> = Arc::from(bytes);
+            self.services.cluster.broadcast(&bytes);
         }
+        self.services.cluster.ping_all();
         let metrics = &self.services.metrics;
-        for (name, p) in self.peers.iter() {
+        for (name, p) in self.peers.iter_mut() {
             let label = PeerLabel {
                 peer: name.to_string(),
             };
+            // The stream's count restarts with each connection.
+            let sent = self.services.cluster.peer_sent(name);
+            let new = sent.checked_sub(p.sent_counted).unwrap_or(sent);
+            p.sent_counted = sent;
+            metrics.peer_sent_bytes.get_or_create(&label).inc_by(new);
             let heard = p.heard.unwrap_or(p.since);
             let up = p.heard.is_some() && now.duration_since(heard) <= PEER_DEADLINE;
             metrics.peer_up.get_or_create(&label).set(i64::from(up));
@@ -329,7 +333,15 @@ impl RouterState {
                 .peer_inflight_bytes
                 .get_or_create(&label)
                 .set(bytes as i64);
+            let backlog = self.services.cluster.peer_backlog(name);
+            metrics
+                .peer_backlog_bytes
+                .get_or_create(&label)
+                .set(backlog as i64);
         }
+        metrics
+            .peers_overloaded
+            .inc_by(self.services.cluster.take_overloaded());
         // ractor_cluster pings but never times a session out: we do.
         let mut stale = Vec::new();
         for (name, p) in self.peers.iter_mut() {
@@ -484,6 +496,7 @@ impl RouterState {
                 Some(p) if p.router.get_id() == r.get_id() => {}
                 _ => {
                     tracing::info!(peer = %n, "node connected");
+                    self.services.cluster.forget_flow(n);
                     self.peers.insert(
                         n.clone(),
                         Peer {
@@ -499,6 +512,8 @@ impl RouterState {
                             reported_stale: None,
                             interest_asked: None,
                             stats: None,
+                            protocol: 1,
+                            sent_counted: 0,
                             rtt: None,
                         },
                     );
@@ -574,6 +589,7 @@ impl RouterState {
                 interest_synced: self.services.cluster.interest_synced(n),
                 listening: self.services.cluster.listening(n),
                 stats: p.stats.clone(),
+                protocol: p.protocol,
                 rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1e3),
             })
             .collect();
@@ -594,11 +610,4 @@ impl RouterState {
             stats: self.load.stats(&self.services, self.sessions.len()),
         }
     }
-}
-
-/// Microseconds on this process's monotonic clock: what a ping carries and
-/// its pong brings back, so only this node's clock times the round trip.
-fn monotonic_us() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }

@@ -63,6 +63,10 @@ struct Args {
     /// Where to write the results as JSON.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The lease term (`storage.scylla.lease_ms`); the previous release's
+    /// per-conversation leases lasted 10000 ms by default.
+    #[arg(long, default_value_t = ScyllaConfig::default().lease_ms)]
+    lease_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -322,6 +326,7 @@ async fn main() -> Result<()> {
     let config = ScyllaConfig {
         nodes: args.scylla.clone(),
         keyspace: args.keyspace.clone(),
+        lease_ms: args.lease_ms,
         ..ScyllaConfig::default()
     };
     let mut stores = Vec::with_capacity(args.nodes);

@@ -31,6 +31,8 @@ pub struct TestCluster {
     pub tls: Option<[std::path::PathBuf; 3]>,
     /// Set on every node after the rest (`start_env`).
     pub extra: Vec<(String, String)>,
+    /// The build each node runs (this one unless a test says otherwise).
+    pub releases: Vec<Release>,
 }
 
 impl TestCluster {
@@ -85,6 +87,18 @@ impl TestCluster {
         tls: bool,
         extra: Vec<(String, String)>,
     ) -> TestCluster {
+        Self::start_release(n, started, cuttable, tls, extra, Release::this()).await
+    }
+
+    /// `n` nodes of `release` configured, `started` of them running.
+    pub async fn start_release(
+        n: usize,
+        started: usize,
+        cuttable: bool,
+        tls: bool,
+        extra: Vec<(String, String)>,
+        release: Release,
+    ) -> TestCluster {
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut links = Vec::new();
         if cuttable {
@@ -105,6 +119,7 @@ impl TestCluster {
             links,
             tls: None,
             extra,
+            releases: vec![release; n],
         };
         if tls {
             c.tls = Some(make_certs(&c.root.path().join("pki"), "cluster-ca"));
@@ -189,10 +204,15 @@ impl TestCluster {
             .path()
             .join(format!("{}-start{}.log", Self::name(i), self.starts));
         let env = self.env(i);
+        // A node added after the start (past `n`) runs this build.
+        let release = self.releases.get(i).cloned().unwrap_or_else(Release::this);
         async move {
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            NodeProc::start(&data, &log, Some(SECRET), &env).await
+            let secret = Some(SECRET.to_owned());
+            tokio::task::spawn_blocking(move || {
+                NodeProc::start_blocking(&release, &data, &log, secret, env)
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
         }
     }
 

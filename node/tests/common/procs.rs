@@ -37,6 +37,25 @@ pub fn start_deadline() -> Duration {
 }
 
 /// A running `chat-node`; killed (SIGKILL) and reaped when dropped.
+/// A build of `chat-node` to run: this one, or an earlier release's (the
+/// rolling-upgrade test), with the settings that release does not know
+/// (a node refuses a key it does not know) left out.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub bin: PathBuf,
+    pub unknown: Vec<String>,
+}
+
+impl Release {
+    /// This build.
+    pub fn this() -> Release {
+        Release {
+            bin: node_binary(),
+            unknown: Vec::new(),
+        }
+    }
+}
+
 pub struct NodeProc {
     child: Option<Child>,
     pub addr: SocketAddr,
@@ -58,18 +77,22 @@ impl NodeProc {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        tokio::task::spawn_blocking(move || Self::start_blocking(&data, &log, secret, env))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        let release = Release::this();
+        tokio::task::spawn_blocking(move || {
+            Self::start_blocking(&release, &data, &log, secret, env)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     pub fn start_blocking(
+        release: &Release,
         data: &Path,
         log: &Path,
         secret: Option<String>,
         env: Vec<(String, String)>,
     ) -> Self {
-        let mut cmd = Command::new(node_binary());
+        let mut cmd = Command::new(&release.bin);
         cmd.arg("--http")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
@@ -96,6 +119,9 @@ impl NodeProc {
             cmd.env("CHAT__AUTH__JWT_SECRET", s);
         }
         cmd.envs(env);
+        for k in &release.unknown {
+            cmd.env_remove(k);
+        }
         let mut child = cmd.spawn().expect("spawn chat-node");
         let stdout = child.stdout.take().expect("stdout");
         // The guard exists before any wait, so a panic below kills the child.
@@ -541,10 +567,10 @@ pub async fn next_reply(c: &mut Client) -> Option<ServerFrame> {
 
 /// Connects to the first node of `nodes` (starting at `start`) that accepts.
 pub async fn reconnect(nodes: &[SocketAddr], token: &str, start: usize) -> Client {
-    let next = std::cell::Cell::new(start);
+    let next = std::sync::atomic::AtomicUsize::new(start);
     eventually_within("a node accepts a connection", START_DEADLINE, || {
-        let addr = nodes[next.get() % nodes.len()];
-        next.set(next.get() + 1);
+        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let addr = nodes[at % nodes.len()];
         async move {
             try_connect(addr, Some(token), Codec::Json)
                 .await
