@@ -34,6 +34,7 @@ use chat_protocol::{
 use chat_storage::{Lease, LeaseGrant, MessageStore, PageQuery, StoreError};
 
 use crate::leases::NodeLeases;
+use chat_storage::NodeLeaseHolder;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::conn::{ConnId, Delivery};
@@ -242,9 +243,13 @@ impl Actor for ConversationActor {
             match tokio::time::timeout(Duration::from_secs(2), release).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "lease not released; it runs out by itself")
+                    tracing::debug!(error = %e, "claim not released; released later");
+                    state.deps.leases.release_later(lease);
                 }
-                Err(_) => tracing::debug!("lease release timed out; it runs out by itself"),
+                Err(_) => {
+                    tracing::debug!("claim release timed out; released later");
+                    state.deps.leases.release_later(lease);
+                }
             }
         }
         Ok(())
@@ -524,9 +529,14 @@ impl ConversationState {
     /// written until the next request claims it again (and reloads what
     /// another holder may have written).
     fn lose_lease(&mut self, why: &str) {
-        if self.lease.take().is_some() {
+        if let Some(claim) = self.lease.take() {
             self.deps.metrics.leases_lost.inc();
             tracing::warn!(conversation = %self.id, why, "lost the conversation's claim");
+            // Released once a write abandoned under it can no longer land,
+            // unless claimed again first (a new epoch: the release then
+            // frees nothing). Otherwise no other node could take it while
+            // this one lives.
+            self.deps.leases.release_later(claim);
         }
         if self.in_flight.is_none() {
             self.loaded = false;

@@ -8,11 +8,12 @@
 //! timeout) finds every write of this one landed or dropped.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chat_protocol::now_ms;
-use chat_storage::{MessageStore, NodeLease, NodeLeaseGrant, NodeLeaseHolder, StoreError};
+use chat_storage::{Lease, MessageStore, NodeLease, NodeLeaseGrant, NodeLeaseHolder, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -29,6 +30,10 @@ struct Held {
     valid_until: Instant,
 }
 
+/// Claims to release once the grace for writes abandoned under them has
+/// passed, each with when it was given up.
+type Unreleased = Arc<Mutex<Vec<(Lease, Instant)>>>;
+
 /// This node's lease, kept by a task.
 pub struct NodeLeases {
     ttl: Option<Duration>,
@@ -36,6 +41,7 @@ pub struct NodeLeases {
     stop: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
     store: Arc<dyn MessageStore>,
+    unreleased: Unreleased,
 }
 
 impl NodeLeases {
@@ -50,6 +56,7 @@ impl NodeLeases {
             stop: CancellationToken::new(),
             task: Mutex::new(None),
             store: store.clone(),
+            unreleased: Unreleased::default(),
         });
         if let Some(ttl) = ttl {
             // Each process has a lease of its own: a restarted node (or a
@@ -63,6 +70,8 @@ impl NodeLeases {
                 ttl,
                 held: leases.held.clone(),
                 stop: leases.stop.clone(),
+                unreleased: leases.unreleased.clone(),
+                releasing: Arc::default(),
             };
             *leases.task() = Some(tokio::spawn(keeper.run()));
         }
@@ -173,6 +182,16 @@ impl NodeLeaseHolder for NodeLeases {
         let h = held.as_ref()?;
         (Instant::now() < h.valid_until).then(|| h.lease.clone())
     }
+
+    fn release_later(&self, claim: Lease) {
+        if self.ttl.is_some() {
+            let mut unreleased = self
+                .unreleased
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            unreleased.push((claim, Instant::now()));
+        }
+    }
 }
 
 /// The task that takes and renews the lease.
@@ -183,6 +202,9 @@ struct Keeper {
     ttl: Duration,
     held: watch::Sender<Option<Held>>,
     stop: CancellationToken,
+    unreleased: Unreleased,
+    /// A batch of releases is running.
+    releasing: Arc<AtomicBool>,
 }
 
 impl Keeper {
@@ -234,6 +256,46 @@ impl Keeper {
         }
     }
 
+    /// Releases, off the renewals' path, the claims given up under `node`
+    /// whose grace has passed; those of an incarnation that is gone are
+    /// void already. One batch at a time.
+    fn release_due(&self, node: &NodeLease) {
+        if self.releasing.load(Ordering::Acquire) {
+            return;
+        }
+        let grace = self.store.claim_grace();
+        let due: Vec<(Lease, Instant)> = {
+            let mut unreleased = self
+                .unreleased
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            unreleased.retain(|(l, _)| l.incarnation == Some(node.incarnation));
+            let (due, wait): (Vec<_>, Vec<_>) = unreleased
+                .drain(..)
+                .partition(|(_, since)| since.elapsed() >= grace);
+            *unreleased = wait;
+            due
+        };
+        if due.is_empty() {
+            return;
+        }
+        self.releasing.store(true, Ordering::Release);
+        let (store, unreleased, releasing) = (
+            self.store.clone(),
+            self.unreleased.clone(),
+            self.releasing.clone(),
+        );
+        tokio::spawn(async move {
+            for (claim, since) in due {
+                if store.release_lease(&claim).await.is_err() {
+                    let mut unreleased = unreleased.lock().unwrap_or_else(PoisonError::into_inner);
+                    unreleased.push((claim, since));
+                }
+            }
+            releasing.store(false, Ordering::Release);
+        });
+    }
+
     /// Renews the lease; when to act next.
     async fn renew(
         &self,
@@ -245,6 +307,7 @@ impl Keeper {
         match self.store.renew_node_lease(&h.lease).await {
             Ok(true) => {
                 self.metrics.lease_renewals.inc();
+                self.release_due(&h.lease);
                 *asked = at;
                 // Even when the answer came after the old term: no claim
                 // is taken from a node lease without fencing it first,

@@ -414,9 +414,6 @@ impl App {
             tracing::warn!(error = %e, "router drain failed");
         }
         self.router.stop(None);
-        // After the conversations released their claims: whatever claim
-        // is left (a release that failed) is free at once.
-        self.services.leases.release().await;
         let notifier = self
             .notifier
             .lock()
@@ -426,6 +423,10 @@ impl App {
             // It stops at the shutdown signal, after the job in hand.
             let _ = tokio::time::timeout(Duration::from_secs(15), notifier).await;
         }
+        // After the conversations and the outbox shards were given up: a
+        // claim left under it (a release that failed) is free once the
+        // grace for this node's last writes has passed.
+        self.services.leases.release().await;
         if let Some((m, _)) = &self.membership {
             m.stop();
         }

@@ -69,6 +69,12 @@ async fn a_stuck_peer_costs_bounded_memory_is_dropped_and_catches_up() {
         most = most.max(metric(cluster.addr(owner), &backlog).await);
     }
     wait_metric(cluster.addr(owner), "chat_peers_overloaded_total", 1.0).await;
+    // Dropped for its backlog, before it could be for its silence (5 s).
+    assert_eq!(
+        metric(cluster.addr(owner), "chat_peers_dropped_total").await,
+        0.0,
+        "the stuck peer was dropped for silence before its backlog passed the bound"
+    );
     assert!(
         most <= BOUND as f64,
         "{most} bytes waited for the stuck peer, over the bound {BOUND}"

@@ -53,8 +53,9 @@ struct Doomed {
 }
 
 impl Doomed {
-    async fn start() -> Doomed {
-        let cluster = TestCluster::start(3).await;
+    /// With `env` set on every node.
+    async fn start(env: &[(&str, &str)]) -> Doomed {
+        let cluster = TestCluster::start_env(3, env).await;
         let alice = register(cluster.addr(0), &unique("alice")).await;
         let bob = register(cluster.addr(0), &unique("bob")).await;
         let mut a = connect(cluster.addr(0), &alice.access, Codec::Json).await;
@@ -87,7 +88,7 @@ async fn killing_the_owner_of_a_busy_conversation_loses_nothing_acknowledged() {
         others,
         survivors,
         mut a,
-    } = Doomed::start().await;
+    } = Doomed::start(&[]).await;
     // Alice sends from a node that survives; Bob reads on the doomed owner.
     let mut b = connect(cluster.addr(owner), &bob.access, Codec::MsgPack).await;
 
@@ -129,9 +130,11 @@ async fn killing_the_owner_of_a_busy_conversation_loses_nothing_acknowledged() {
 
 /// What users feel of a crash: the time from an owner's kill -9 to the
 /// first write to its conversation acknowledged by a survivor. On ScyllaDB
-/// that is the dead node's lease (`storage.scylla.lease_ms`, 1 s) and
-/// the database's write timeout (1 s on the test server) plus a clock
-/// margin, then one claim; the bound the operators' guide promises is 3 s.
+/// that is the dead node's lease (`storage.scylla.lease_ms`: 0.75 s here,
+/// the shortest allowed) and the database's write timeout (1.5 s on the
+/// test server, busy with the whole suite; 1 s is what the operators'
+/// guide advises, with the default 1 s lease) plus a clock margin, then
+/// one claim: 2.5 s at most before the claim, and 3 s asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_resume_within_three_seconds_of_the_owners_kill_9() {
     let Doomed {
@@ -143,7 +146,7 @@ async fn writes_resume_within_three_seconds_of_the_owners_kill_9() {
         survivors,
         mut a,
         ..
-    } = Doomed::start().await;
+    } = Doomed::start(&[("CHAT__STORAGE__SCYLLA__LEASE_MS", "750")]).await;
     let mut acked = Vec::new();
     for i in 0..10 {
         let cmid = format!("before-{i}");

@@ -71,6 +71,14 @@ impl PlacedShards {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Releases a shard's claim, or has the node's lease keeper release
+    /// it later (a claim left held would keep the shard from every node).
+    async fn release(&self, lease: Lease) {
+        if self.store.release_lease(&lease).await.is_err() {
+            self.leases.release_later(lease);
+        }
+    }
+
     /// Holds `shard`'s claim, taking it when it is not held under the
     /// node's lease as it is now; whether it is held.
     async fn hold(&self, shard: u32) -> bool {
@@ -82,8 +90,10 @@ impl PlacedShards {
             if lease.incarnation == Some(node.incarnation) {
                 return true;
             }
-            // Claimed under a node lease that is gone: claimed anew.
+            // Claimed under a node lease that is gone: claimed anew (a
+            // lapse of this one's: released later, unless claimed again).
             self.held().remove(&shard);
+            self.leases.release_later(lease);
         }
         match self.store.claim(&shard_key(shard), &node).await {
             Ok(LeaseGrant::Granted(lease)) => {
@@ -109,7 +119,7 @@ impl ShardOwners for PlacedShards {
                     // Placed elsewhere now: hand it over at once.
                     let lease = self.held().remove(&shard);
                     if let Some(lease) = lease {
-                        let _ = self.store.release_lease(&lease).await;
+                        self.release(lease).await;
                     }
                     false
                 }
@@ -124,7 +134,7 @@ impl ShardOwners for PlacedShards {
     async fn release_all(&self) {
         let held: Vec<Lease> = self.held().drain().map(|(_, l)| l).collect();
         for lease in held {
-            let _ = self.store.release_lease(&lease).await;
+            self.release(lease).await;
         }
     }
 }

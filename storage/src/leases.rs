@@ -91,6 +91,12 @@ pub enum NodeLeaseGrant {
 pub trait NodeLeaseHolder: Send + Sync {
     /// The node lease, while it is valid now.
     fn current(&self) -> Option<NodeLease>;
+
+    /// Releases `claim` after the grace for writes abandoned under it,
+    /// trying again until it goes through (or the node lease it lives by
+    /// is gone): a claim its holder dropped without releasing would keep the
+    /// key from every other node for as long as this one lives.
+    fn release_later(&self, claim: Lease);
 }
 
 /// Write leases. Every method has a default for a store that needs none
@@ -130,15 +136,16 @@ pub trait LeaseStore: HistoryStore {
         Ok(true)
     }
 
-    /// Gives a node lease up (a node stopping), voiding its claims at once.
+    /// Gives a node lease up (a node stopping): it runs out now, so its
+    /// claims are free once the grace for its last writes has passed.
     async fn release_node_lease(&self, lease: &NodeLease) -> Result<(), StoreError> {
         let _ = lease;
         Ok(())
     }
 
-    /// Claims `conversation` under `holder`'s node lease: granted when it is
-    /// free, already claimed under this incarnation, claimed under a node
-    /// lease that is gone (released, replaced, or run out with its grace
+    /// Claims `conversation` under `holder`'s node lease, always with a new
+    /// epoch: granted when it is free, claimed by this same process before
+    /// (an actor that stopped), claimed under a node lease that is gone (released, replaced, or run out with its grace
     /// passed: then fenced first), or an expiring lease that ran out. Not
     /// renewed: it lasts while `holder` does, until released.
     async fn claim(
@@ -182,6 +189,13 @@ pub trait LeaseStore: HistoryStore {
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         let _ = lease;
         Ok(())
+    }
+
+    /// How long after a claim's writes were abandoned they may still land
+    /// (the database's write timeout and a clock margin): a claim given up
+    /// by a holder that may have abandoned a write waits this long.
+    fn claim_grace(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
     }
 
     /// How many lightweight transactions leases and claims have cost this

@@ -547,21 +547,28 @@ async fn claims_live_by_their_node_lease_scylla() {
         LeaseGrant::Held { owner, .. } => assert_eq!(owner, name_a),
         other => panic!("a claim under a live node lease holds: {other:?}"),
     }
-    // Renewing the node lease renews every claim: one transaction for all,
-    // and claiming again under the same incarnation costs none.
+    // Renewing the node lease renews every claim: one transaction for all.
     let before = a.lease_transactions();
     for _ in 0..3 {
         assert!(a.renew_node_lease(&node_a).await.expect("renew"));
     }
-    let LeaseGrant::Granted(again) = a.claim(&conversation, &node_a).await.expect("again") else {
-        panic!("its own claim");
-    };
-    assert_eq!(again.epoch, claim.epoch, "the same claim");
     assert_eq!(
         a.lease_transactions() - before,
         3,
         "three renewals, nothing else"
     );
+    // The same process claims it again (a new actor) with a new epoch: a
+    // late release of the old claim frees nothing.
+    let LeaseGrant::Granted(again) = a.claim(&conversation, &node_a).await.expect("again") else {
+        panic!("its own claim");
+    };
+    assert!(again.epoch > claim.epoch, "a new epoch");
+    a.release_lease(&claim).await.expect("a stale release");
+    match b.claim(&conversation, &node_b).await.expect("b") {
+        LeaseGrant::Held { owner, .. } => assert_eq!(owner, name_a),
+        other => panic!("a stale release freed the claim: {other:?}"),
+    }
+    let claim = again;
 
     // Released: b takes it at once; a's later claim is held by b.
     a.release_lease(&claim).await.expect("release");
@@ -570,16 +577,29 @@ async fn claims_live_by_their_node_lease_scylla() {
     };
     assert!(by_b.epoch > claim.epoch);
 
-    // b gives its node lease up (a node stopping): its claims are free.
+    // b gives its node lease up (a node stopping): its claims are free once
+    // the grace for its last writes has passed.
     b.release_node_lease(&node_b).await.expect("release node");
-    let LeaseGrant::Granted(by_a) = a.claim(&conversation, &node_a).await.expect("a") else {
-        panic!("the claim of a released node lease is free");
-    };
+    let by_a = chat_testkit::eventually_within(
+        "b's released node lease frees its claims",
+        Duration::from_secs(10),
+        || async {
+            match a.claim(&conversation, &node_a).await.expect("a") {
+                LeaseGrant::Granted(l) => Ok(l),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     assert!(by_a.epoch > by_b.epoch);
 
     // b starts again (a new incarnation) and a dies (stops renewing): b
     // waits for a's node lease to run out and the grace to pass.
-    let node_b = node(b.acquire_node_lease(&name_b, None).await.expect("b again"));
+    let node_b = node(
+        b.acquire_node_lease(&name_b, Some(&node_b))
+            .await
+            .expect("b again"),
+    );
     let held_until = match b.claim(&conversation, &node_b).await.expect("b") {
         LeaseGrant::Held { until_ms, .. } => until_ms,
         other => panic!("a's node lease still runs: {other:?}"),

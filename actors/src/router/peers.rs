@@ -269,7 +269,6 @@ impl RouterState {
     /// A peer is gone (or dropped): nothing waits on it any more.
     pub(super) fn forget_peer(&mut self, node: &Arc<str>) {
         self.serve_expect.remove(node);
-        self.services.cluster.forget_flow(node);
         let failed: Vec<u64> = self
             .remote
             .iter()
@@ -477,6 +476,9 @@ impl RouterState {
             .collect();
         for n in gone {
             tracing::info!(peer = %n, "node left");
+            // Its stream ends here (not when it is dropped for silence: a
+            // peer still connected and stuck must stay refused).
+            self.services.cluster.forget_flow(&n);
             let label = PeerLabel {
                 peer: n.to_string(),
             };

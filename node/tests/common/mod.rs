@@ -134,7 +134,7 @@ pub fn scylla_env(nodes: &str, keyspace: &str, timeout_ms: u64) -> Vec<(String, 
         // The test server's write_request_timeout (scripts/cql.sh).
         (
             "CHAT__STORAGE__SCYLLA__WRITE_TIMEOUT_MS".into(),
-            "1000".into(),
+            "1500".into(),
         ),
     ];
     env.extend(search);

@@ -42,8 +42,6 @@ impl LeaseRow {
 
 /// What a lease row means to the node asking for it.
 enum Verdict {
-    /// Claimed under the asker's own node lease already.
-    Mine,
     /// It may be taken (with a transaction on its epoch).
     Free,
     /// Held by a live holder, or its last writes may still land.
@@ -120,8 +118,11 @@ impl ScyllaStore {
             });
         }
         let incarnation = row.incarnation.unwrap_or(0);
-        if holder.is_some_and(|h| h.node == row.owner && h.incarnation as i64 == incarnation) {
-            return Ok(Verdict::Mine);
+        if holder.is_some_and(|h| h.node == row.owner) {
+            // This process's own (an actor that stopped, or one before it
+            // lost the lease): taken again with a new epoch, so that a late
+            // release of the old one frees nothing.
+            return Ok(Verdict::Free);
         }
         let Some((live, expires_at)) = self.node_row(&row.owner).await? else {
             return Ok(Verdict::Free);
@@ -187,7 +188,6 @@ impl ScyllaStore {
                 Some(row) => self.verdict(row, owner, holder).await?,
             };
             match verdict {
-                Verdict::Mine => return Ok(granted(current.map_or(0, |r| r.epoch))),
                 Verdict::Held { owner, until_ms } => {
                     return Ok(LeaseGrant::Held { owner, until_ms })
                 }
@@ -290,8 +290,16 @@ impl LeaseStore for ScyllaStore {
 
     async fn release_node_lease(&self, lease: &NodeLease) -> Result<(), StoreError> {
         self.forget_all_leases();
+        // Run out now rather than released: a claim left under it (an
+        // actor that could not release its own) is taken after the grace,
+        // once a write this node abandoned has landed or been dropped.
         let incarnation = lease.incarnation as i64;
-        let values = (incarnation, lease.node.as_str(), incarnation);
+        let values = (
+            incarnation,
+            now_ms() as i64,
+            lease.node.as_str(),
+            incarnation,
+        );
         self.lwt(&self.q.leases.release_node, values).await?;
         Ok(())
     }
@@ -336,6 +344,10 @@ impl LeaseStore for ScyllaStore {
         );
         self.lwt(&self.q.leases.release_lease, values).await?;
         Ok(())
+    }
+
+    fn claim_grace(&self) -> Duration {
+        Duration::from_millis(self.node_grace_ms)
     }
 
     fn lease_transactions(&self) -> u64 {

@@ -78,7 +78,7 @@ impl Statements {
             )
             .await?,
             release_node: lwt(
-                "UPDATE {ks}.node_leases USING TTL 86400 SET incarnation = ?, expires_at = 0 \
+                "UPDATE {ks}.node_leases USING TTL 86400 SET incarnation = ?, expires_at = ? \
                  WHERE node = ? IF incarnation = ?",
             )
             .await?,
