@@ -155,6 +155,11 @@ if [ "$#" -eq 0 ]; then
   PREVIOUS=$(tr -d '[:space:]' < deploy/PREVIOUS_RELEASE)
   log "the previous release $PREVIOUS, for the rolling-upgrade test"
   if [ "$(cat target/previous/built 2>/dev/null)" != "$PREVIOUS" ] || [ ! -x target/previous/debug/chat-node ]; then
+    # A shallow clone lacks it: deepen (or fetch that commit) first.
+    git cat-file -e "$PREVIOUS^{commit}" 2>/dev/null ||
+      git fetch --quiet --unshallow 2>/dev/null || git fetch --quiet origin "$PREVIOUS" || true
+    git cat-file -e "$PREVIOUS^{commit}" 2>/dev/null ||
+      { echo "the previous release $PREVIOUS is not in this clone (deploy/PREVIOUS_RELEASE)" >&2; exit 1; }
     rm -rf target/previous/src
     mkdir -p target/previous/src
     git archive "$PREVIOUS" | tar -x -C target/previous/src
