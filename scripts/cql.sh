@@ -124,10 +124,6 @@ paxos_variant: v2
 memtable_heap_space: 64MiB
 memtable_offheap_space: 64MiB
 auto_snapshot: false
-# A replica drops a write older than this: how long after a dead chat
-# node's lease its last writes can land (the nodes' storage.scylla.
-# write_timeout_ms says the same; 2000ms by default).
-write_request_timeout: 1500ms
 EOF
   # cassandra-all ships no logback configuration: without one it logs DEBUG.
   cat >"$home/logback.xml" <<'EOF'

@@ -131,11 +131,6 @@ pub fn scylla_env(nodes: &str, keyspace: &str, timeout_ms: u64) -> Vec<(String, 
             "CHAT__STORAGE__SCYLLA__REQUEST_TIMEOUT_MS".into(),
             timeout_ms.to_string(),
         ),
-        // The test server's write_request_timeout (scripts/cql.sh).
-        (
-            "CHAT__STORAGE__SCYLLA__WRITE_TIMEOUT_MS".into(),
-            "1500".into(),
-        ),
     ];
     env.extend(search);
     env
