@@ -98,7 +98,7 @@ fn reindex(data: &Path, fresh: bool) -> String {
     }
     cmd.envs(storage_env())
         .env("CHAT__AUTH__JWT_SECRET", SECRET)
-        .env("CHAT__SEARCH__OPENSEARCH__PREFIX", prefix());
+        .envs(own());
     let out = cmd.output().expect("chat-node reindex runs");
     assert!(
         out.status.success(),
@@ -130,13 +130,25 @@ fn prefix() -> &'static str {
     PREFIX.get_or_init(|| unique("rebuild").to_lowercase())
 }
 
+/// This test's own index and, on ScyllaDB, its own keyspace: nodes on one
+/// keyspace share its outbox, so a node of the other test (which runs at
+/// the same time) could index this test's messages into its own index.
+fn own() -> Vec<(&'static str, &'static str)> {
+    static KEYSPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let mut env = vec![("CHAT__SEARCH__OPENSEARCH__PREFIX", prefix())];
+    if std::env::var("CHAT_TEST_STORAGE").as_deref() == Ok("scylla") {
+        let keyspace = KEYSPACE.get_or_init(|| unique("chat_rebuild").to_lowercase());
+        env.push(("CHAT__STORAGE__SCYLLA__KEYSPACE", keyspace));
+    }
+    env
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reindex_rebuilds_a_lost_index_and_goes_on_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("node.log");
-    let own = [("CHAT__SEARCH__OPENSEARCH__PREFIX", prefix())];
-    let mut node = NodeProc::start(&data, &log, Some(SECRET), &own).await;
+    let mut node = NodeProc::start(&data, &log, Some(SECRET), &own()).await;
     let word = unique("rebuilt");
     let ann = burst(node.addr, &word, 60).await;
     all_found(node.addr, &ann, &word, 60).await;
@@ -149,10 +161,8 @@ async fn reindex_rebuilds_a_lost_index_and_goes_on_where_it_stopped() {
     // Again: nothing is left to do, and it says so quickly.
     reindex(&data, false);
     // A node that indexes nothing itself finds everything.
-    let off = [
-        ("CHAT__NOTIFICATIONS__ENABLED", "false"),
-        ("CHAT__SEARCH__OPENSEARCH__PREFIX", prefix()),
-    ];
+    let mut off = own();
+    off.push(("CHAT__NOTIFICATIONS__ENABLED", "false"));
     let node = NodeProc::start(&data, &log, Some(SECRET), &off).await;
     assert_eq!(count(node.addr, &ann, &word).await.unwrap(), 60);
 }
