@@ -5,10 +5,11 @@
 # be installed on these machines). Installs Java 17 and Maven if missing, and
 # caches the jars (about 70 MB) in ~/.cache/chat-cql.
 #
-#   scripts/cql.sh start [--nodes N] [--dir DIR] [--port P]
+#   scripts/cql.sh start [--nodes N] [--dir DIR] [--port P] [--write-timeout-ms MS]
 #       starts N nodes (default 1) on 127.0.0.1 .. 127.0.0.N, all on port P
 #       (default: a free one), waits until each answers CQL, and prints as
-#       its last line SCYLLA_NODES=host:port[,host:port...]
+#       its last line SCYLLA_NODES=host:port[,host:port...]; MS sets the
+#       servers' write_request_timeout (default: theirs, 2000)
 #   scripts/cql.sh stop [--dir DIR]        stops every node
 #   scripts/cql.sh kill I [--dir DIR]      SIGKILLs node I (1-based)
 #   scripts/cql.sh restart I [--dir DIR]   starts node I again on its data
@@ -99,6 +100,13 @@ commitlog_sync() {
   esac
 }
 
+# --write-timeout-ms: replicas drop a write older than this, so a node
+# that took over a dead node's conversations waits this long for the dead
+# node's last writes (the failover test runs a server of its own at 1 s).
+write_timeout() {
+  [ -z "$write_timeout_ms" ] || printf 'write_request_timeout: %sms' "$write_timeout_ms"
+}
+
 configure() {
   local dir=$1 i=$2 n=$3 port=$4 gossip=$5
   local home=$dir/node$i
@@ -124,6 +132,7 @@ paxos_variant: v2
 memtable_heap_space: 64MiB
 memtable_offheap_space: 64MiB
 auto_snapshot: false
+$(write_timeout)
 EOF
   # cassandra-all ships no logback configuration: without one it logs DEBUG.
   cat >"$home/logback.xml" <<'EOF'
@@ -226,12 +235,17 @@ case "$cmd" in
     shift
     ;;
 esac
-dir=${TMPDIR:-/tmp}/chat-cql nodes=1 port=""
+dir=${TMPDIR:-/tmp}/chat-cql nodes=1 port="" write_timeout_ms=""
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --dir) dir=$2; shift 2 ;;
     --nodes) nodes=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
+    --write-timeout-ms)
+      write_timeout_ms=$2
+      [[ $write_timeout_ms =~ ^[0-9]+$ ]] || die "--write-timeout-ms takes milliseconds"
+      shift 2
+      ;;
     *) die "unknown argument $1" ;;
   esac
 done
@@ -240,5 +254,5 @@ case "$cmd" in
   stop) stop "$dir" ;;
   kill) kill_node "$dir" "$index" ;;
   restart) restart_node "$dir" "$index" ;;
-  *) die "usage: scripts/cql.sh start [--nodes N] [--dir DIR] [--port P] | stop [--dir DIR] | kill I [--dir DIR] | restart I [--dir DIR]" ;;
+  *) die "usage: scripts/cql.sh start [--nodes N] [--dir DIR] [--port P] [--write-timeout-ms MS] | stop [--dir DIR] | kill I [--dir DIR] | restart I [--dir DIR]" ;;
 esac

@@ -30,6 +30,13 @@ struct Held {
     valid_until: Instant,
 }
 
+impl Held {
+    /// Whether writes may still rely on it.
+    fn valid(&self) -> bool {
+        Instant::now() < self.valid_until
+    }
+}
+
 /// Claims to release once the grace for writes abandoned under them has
 /// passed, each with when it was given up.
 type Unreleased = Arc<Mutex<Vec<(Lease, Instant)>>>;
@@ -91,8 +98,7 @@ impl NodeLeases {
     pub fn valid_until(&self, incarnation: u64) -> Option<Instant> {
         let held = self.held.borrow();
         let h = held.as_ref()?;
-        (h.lease.incarnation == incarnation && Instant::now() < h.valid_until)
-            .then_some(h.valid_until)
+        (h.lease.incarnation == incarnation && h.valid()).then_some(h.valid_until)
     }
 
     /// The node lease, once valid, waiting for it at most `wait`.
@@ -103,7 +109,7 @@ impl NodeLeases {
             let valid = watching
                 .borrow_and_update()
                 .as_ref()
-                .filter(|h| Instant::now() < h.valid_until)
+                .filter(|h| h.valid())
                 .map(|h| h.lease.clone());
             if valid.is_some() {
                 return valid;
@@ -152,8 +158,9 @@ impl NodeLeases {
     }
 
     /// Stops renewing and gives the lease up (a node stopping, after its
-    /// conversation actors released their claims): every claim left under
-    /// it is free at once.
+    /// conversation actors released their claims): it runs out now, and a
+    /// claim left under it is free once the grace for writes abandoned
+    /// under it has passed.
     pub async fn release(&self) {
         self.stop.cancel();
         let task = self.task().take();
@@ -179,8 +186,7 @@ impl NodeLeases {
 impl NodeLeaseHolder for NodeLeases {
     fn current(&self) -> Option<NodeLease> {
         let held = self.held.borrow();
-        let h = held.as_ref()?;
-        (Instant::now() < h.valid_until).then(|| h.lease.clone())
+        held.as_ref().filter(|h| h.valid()).map(|h| h.lease.clone())
     }
 
     fn release_later(&self, claim: Lease) {
@@ -329,7 +335,7 @@ impl Keeper {
                 Instant::now()
             }
             Err(e) => {
-                if Instant::now() >= h.valid_until {
+                if !h.valid() {
                     tracing::warn!(error = %e, "node lease not renewed in time; writes wait for the next renewal");
                 }
                 // Soon again: a renewal that lands still keeps every claim.

@@ -85,6 +85,9 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     /// Seconds per store read for a client (a history or changes page).
     pub store_read_latency: Histogram,
+    /// Requests this node sent to its database server (ScyllaDB), brought
+    /// up to the driver's count at each scrape; 0 on the embedded store.
+    pub store_requests: Counter,
     /// Errors answered to clients, by protocol code (a bounded set).
     pub errors: Family<CodeLabel, Counter>,
     /// Send-to-ack latencies again, readable per window (the console's p99).
@@ -172,6 +175,7 @@ impl Default for Metrics {
             peer_deliveries_unheard: Counter::default(),
             delivery_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_read_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            store_requests: Counter::default(),
             errors: Family::default(),
             send_window: LatencyWindow::default(),
             store_up: Gauge::default(),
@@ -246,6 +250,11 @@ impl Metrics {
             "store_read_latency_seconds",
             "Seconds per store read for a client (history, changes)",
             self.store_read_latency.clone(),
+        );
+        r.register(
+            "store_requests",
+            "Requests this node sent to its database server (0 on the embedded store)",
+            self.store_requests.clone(),
         );
         r.register(
             "store_up",

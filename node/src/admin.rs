@@ -339,14 +339,33 @@ pub(crate) async fn conversation(
         Owner::Local => app.config.node.name.clone(),
         Owner::Remote(node, _) => node.to_string(),
     };
+    let rev = store.last_rev(&id).await?;
+    let last = store.last_message(&id).await?.map(|m| m.id.0);
+    let mut members: Vec<_> = record.members.iter().map(|m| (&m.user, m.role)).collect();
+    members.sort();
+    let mut markers = store.read_markers(&id).await?;
+    markers.sort();
     Ok(Json(json!({
         "id": id,
         "kind": record.kind,
         "owner": owner,
         "members": record.members.len(),
-        "rev": store.last_rev(&id).await?,
+        "rev": rev,
+        "last_message_id": last,
+        "read_markers": markers.len(),
+        "digest": digest(&json!([members, last, rev, markers])),
     }))
     .into_response())
+}
+
+/// A short digest of what this node's store holds of a conversation
+/// (members and roles, last message, revision, read markers): equal on
+/// every node once their replicas converged, which an operator (or a test)
+/// compares after a partition heals.
+fn digest(state: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(state.to_string().as_bytes());
+    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Deserialize)]

@@ -459,6 +459,13 @@ pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
     m.outbound_queued_frames.set(queues.frames as i64);
     m.outbound_queued_bytes.set(queues.bytes as i64);
     m.outbound_queue_max_frames.set(queues.max_frames as i64);
+    if let Some(n) = app.store.database_requests() {
+        // The driver's count only grows; a max keeps two scrapes at once
+        // from adding it twice.
+        m.store_requests
+            .inner()
+            .fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut out = String::new();
     match prometheus_client::encoding::text::encode(&mut out, &app.registry) {
         Ok(()) => (

@@ -613,5 +613,9 @@ async fn nodes_joining_and_draining_under_traffic_lose_and_duplicate_nothing() {
             h, mine,
             "{conv}: every acknowledged send once, in id order, nothing else"
         );
+        // The joined node and the two that stayed hold the same state.
+        let state = cluster.converged(conv, &[0, 2, joining]).await;
+        let last = mine.last().map(|m| m.id.0);
+        assert_eq!(state["last_message_id"].as_u64(), last, "{conv}: {state}");
     }
 }

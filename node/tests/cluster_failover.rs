@@ -7,7 +7,7 @@
 //! increasing across a failover; writes to a killed owner's conversation
 //! resume within 3 s (on ScyllaDB: once the dead node's lease ran out and the
 //! database's write timeout passed, then the conversation is claimed
-//! anew); after a partition heals every node has the same history; on
+//! anew; that test runs its own CQL server, with a 1 s write timeout); after a partition heals every node has the same history; on
 //! ScyllaDB only the side holding the conversation writes while cut.
 
 mod common;
@@ -126,18 +126,32 @@ async fn killing_the_owner_of_a_busy_conversation_loses_nothing_acknowledged() {
     let h2 = full_history(cluster.node(others[1]), &mut b, &conv, &bob.access).await;
     check_history(&h1, &acked);
     assert_eq!(h1, h2, "survivors' histories are identical");
+    let state = cluster.converged(&conv, &others).await;
+    assert_eq!(state["last_message_id"], acked.last().unwrap().id.0);
 }
 
 /// What users feel of a crash: the time from an owner's kill -9 to the
-/// first write to its conversation acknowledged by a survivor. On ScyllaDB
-/// that is the dead node's lease (`storage.scylla.lease_ms`: 0.75 s here,
-/// the shortest allowed) and the database's write timeout (the test
-/// server keeps the default 2 s: lower, it times writes out under the
-/// whole suite's load) plus a clock margin, then one claim: 3 s at most
-/// before the claim, and 4 s asserted. With the database's write timeout
-/// at 1 s (the operators' guide) the same is 2 s (measured 2.0 - 2.3 s).
+/// first write to its conversation acknowledged by a survivor, at most 3 s.
+/// On ScyllaDB that is the dead node's lease (`storage.scylla.lease_ms`:
+/// 0.75 s, the shortest allowed), the database's write timeout (replicas
+/// may still apply the dead node's last writes until it passed) and a clock
+/// margin, then one claim. The database here is told a 1 s write timeout,
+/// as docs/cluster.md advises where failover time matters: a server of the
+/// test's own, since the suite's shared one, loaded by every other test,
+/// keeps its default 2 s (at which this takes 3 - 3.3 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_resume_within_the_lease_and_write_timeout_of_the_owners_kill_9() {
+async fn writes_resume_within_3_s_of_the_owners_kill_9() {
+    const WRITE_TIMEOUT_MS: u64 = 1000;
+    let on_scylla = std::env::var("CHAT_TEST_STORAGE").as_deref() == Ok("scylla");
+    let server = on_scylla.then(|| common::cql::CqlServer::start(WRITE_TIMEOUT_MS));
+    let mut env = vec![(
+        "CHAT__STORAGE__SCYLLA__LEASE_MS".to_string(),
+        "750".to_string(),
+    )];
+    if let Some(server) = &server {
+        env.extend(server.env(&unique("chat_resume").to_lowercase(), WRITE_TIMEOUT_MS));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let Doomed {
         mut cluster,
         alice,
@@ -147,7 +161,7 @@ async fn writes_resume_within_the_lease_and_write_timeout_of_the_owners_kill_9()
         survivors,
         mut a,
         ..
-    } = Doomed::start(&[("CHAT__STORAGE__SCYLLA__LEASE_MS", "750")]).await;
+    } = Doomed::start(&env).await;
     let mut acked = Vec::new();
     for i in 0..10 {
         let cmid = format!("before-{i}");
@@ -164,7 +178,7 @@ async fn writes_resume_within_the_lease_and_write_timeout_of_the_owners_kill_9()
         resumed.as_millis()
     );
     assert!(
-        resumed <= Duration::from_secs(4),
+        resumed <= Duration::from_secs(3),
         "writes resumed only {resumed:?} after the owner's kill -9"
     );
     for i in 0..5 {
@@ -178,6 +192,8 @@ async fn writes_resume_within_the_lease_and_write_timeout_of_the_owners_kill_9()
         acked.len(),
         "nothing more than was acknowledged"
     );
+    let state = cluster.converged(&conv, &others).await;
+    assert_eq!(state["last_message_id"], acked.last().unwrap().id.0);
 }
 
 /// Waits until node `i` sees exactly `serving` serving nodes.
@@ -277,6 +293,19 @@ async fn partition_heals(cut_off_holds: bool) {
         }
     }
 
+    // Each side that writes also moves its user's read marker while cut.
+    let mut readers = 0;
+    for &(c, _, _) in &sides {
+        if !on_scylla || (c == 2) == cut_off_holds {
+            let up_to = acked
+                .iter()
+                .rev()
+                .find(|m| m.sender.as_str() == users[c].id);
+            read_up_to(&mut clients[c], &conv, up_to.unwrap().id).await;
+            readers += 1;
+        }
+    }
+
     for l in &cluster.links[2] {
         l.heal();
     }
@@ -309,5 +338,22 @@ async fn partition_heals(cut_off_holds: bool) {
     }
     assert_eq!(histories[0], histories[1]);
     assert_eq!(histories[0], histories[2]);
+    // And the same members, revision and read markers: Bob reads too.
+    read_up_to(&mut clients[1], &conv, acked.last().unwrap().id).await;
+    let state = cluster.converged(&conv, &[0, 1, 2]).await;
+    let last = acked.iter().map(|m| m.id.0).max();
+    assert_eq!(state["last_message_id"].as_u64(), last, "{state}");
+    assert_eq!(state["read_markers"], readers + 1, "{state}");
+    assert_eq!(state["members"], 3, "{state}");
     let _ = &mut cluster;
+}
+
+/// Moves the client's user's read marker in `conv` up to `up_to`.
+async fn read_up_to(c: &mut Client, conv: &ConversationId, up_to: chat_protocol::MessageId) {
+    ok(c.request(chat_protocol::ClientFrame::Read {
+        req: None,
+        conversation: conv.clone(),
+        up_to,
+    })
+    .await);
 }

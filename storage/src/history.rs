@@ -247,6 +247,13 @@ pub trait HistoryStore: Send + Sync {
     /// The highest `rev` stored in a conversation (0 when none).
     async fn last_rev(&self, conversation: &ConversationId) -> Result<u64, StoreError>;
 
+    /// Requests this handle has sent to its database server, retries
+    /// included (what an operator sizes the database by); `None` for a
+    /// store with no server (the embedded ones).
+    fn database_requests(&self) -> Option<u64> {
+        None
+    }
+
     /// Messages with an id above `after` that mention `reader` now (an edit
     /// may take a mention away), counted up to `cap`.
     async fn count_unread_mentions(

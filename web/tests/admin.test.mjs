@@ -371,6 +371,24 @@ test("a conversation bob created: the console says which node owns it", async ()
   assert.equal(api.body.members, 2);
   assert.equal(typeof api.body.rev, "number");
   assert.equal(typeof api.body.kind, "string");
+  // What each node's store holds of it: the same on every node once their
+  // copies agree, and the console shows it.
+  assert.match(api.body.digest, /^[0-9a-f]{16}$/);
+  let digest;
+  await eventually("every node holds the same state of it", async () => {
+    const seen = new Set();
+    for (let i = 0; i < NAMES.length; i++) {
+      const { body } = await http(i, "GET", `/v1/admin/conversations/${encodeURIComponent(id)}`, { token: adminToken });
+      seen.add(body.digest);
+    }
+    [digest] = seen;
+    return seen.size === 1;
+  });
+  await console1.click("[data-testid=conv-lookup]");
+  await console1.waitForFunction(
+    (d) => document.querySelector("[data-testid=conv-digest]")?.textContent.trim() === d,
+    digest,
+  );
 
   // Unknown ids: 404 not_found, and said so on the page.
   const missing = await http(0, "GET", `/v1/admin/conversations/${encodeURIComponent("g:nosuchthing")}`, { token: adminToken });

@@ -16,6 +16,13 @@ pub const SECRET: &str = "cluster-test-secret-0123456789abcdef-0123456789";
 pub const COOKIE: &str = "cluster-test-cookie-0123456789";
 /// How long a cluster may take to form or re-form.
 pub const FORM_DEADLINE: Duration = Duration::from_secs(60);
+/// How long after a heal, join or kill every node's copy of a conversation
+/// may take to agree (on the embedded store, replicas catch up by
+/// anti-entropy; on ScyllaDB they read one database).
+pub const CONVERGE_DEADLINE: Duration = Duration::from_secs(30);
+/// The operator every test cluster lists in `[admin] users`, whose token
+/// the test signs itself.
+pub const OPS: &str = "ops";
 
 /// Nodes `node-1`..`node-n` with their data and logs in one temp dir.
 pub struct TestCluster {
@@ -190,6 +197,11 @@ impl TestCluster {
                 // once it has (the default 2 s would let the client in
                 // before; 10 s did once on the RF 3 run).
                 ("CHAT__ACTORS__INTEREST_ACK_MS".into(), "30000".into()),
+                // The operator's token (`ops_token`) is signed by the test,
+                // as an outside identity provider's would be: no login
+                // stands behind it.
+                ("CHAT__ADMIN__USERS".into(), format!("[{OPS:?}]")),
+                ("CHAT__AUTH__REQUIRE_SESSION".into(), "false".into()),
             ])
             .chain(self.extra.iter().cloned())
             .collect()
@@ -274,6 +286,52 @@ impl TestCluster {
                 eprintln!("==== {}\n{text}", e.file_name().to_string_lossy());
             }
         }
+    }
+
+    /// A token of [`OPS`], the listed admin (a token without a login: the
+    /// node makes the account on first use).
+    pub fn ops_token() -> String {
+        let exp = chat_protocol::now_ms() / 1000 + 3600;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({ "sub": OPS, "exp": exp }),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("a token")
+    }
+
+    /// What node `i`'s store holds of `conv`, as the admin API tells it.
+    pub async fn conversation_state(&self, i: usize, conv: &ConversationId) -> Value {
+        let path = format!("/v1/admin/conversations/{conv}");
+        let token = Self::ops_token();
+        let (status, body) = http(self.addr(i), "GET", &path, Some(&token), None).await;
+        assert_eq!(status, 200, "node {i}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits until the nodes `live` hold the same state of `conv` (members
+    /// and roles, last message, revision, read markers: the admin API's
+    /// digest), within [`CONVERGE_DEADLINE`]; that state.
+    pub async fn converged(&self, conv: &ConversationId, live: &[usize]) -> Value {
+        let started = std::time::Instant::now();
+        let what = format!("nodes {live:?} agree on {conv}");
+        let state = eventually_within(&what, CONVERGE_DEADLINE, || async {
+            let mut states = Vec::new();
+            for &i in live {
+                let mut v = self.conversation_state(i, conv).await;
+                // Which node owns it is each node's view of the cluster.
+                v.as_object_mut().unwrap().remove("owner");
+                states.push(v);
+            }
+            if states.windows(2).all(|w| w[0] == w[1]) {
+                Ok(states.swap_remove(0))
+            } else {
+                Err(format!("{states:?}"))
+            }
+        })
+        .await;
+        eprintln!("{what} after {} ms", started.elapsed().as_millis());
+        state
     }
 
     pub async fn status(&self, i: usize) -> Value {

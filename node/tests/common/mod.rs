@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cluster;
+pub mod cql;
 pub mod mailpit;
 pub mod media;
 pub mod media_sweep;

@@ -294,6 +294,16 @@ impl HistoryStore for ScyllaStore {
         self.read_last_rev(conversation).await
     }
 
+    fn database_requests(&self) -> Option<u64> {
+        let m = self.session.get_metrics();
+        Some(
+            m.get_requests_unpaged_num()
+                + m.get_requests_manually_paged_num()
+                + m.get_requests_automatically_paged_num()
+                + m.get_retries_num(),
+        )
+    }
+
     async fn count_unread_mentions(
         &self,
         conversation: &ConversationId,

@@ -52,6 +52,11 @@ export interface ConversationInfo {
   owner: string;
   members: number;
   rev: number;
+  last_message_id: number | null;
+  /** How many members have a read marker. */
+  read_markers: number;
+  /** Of what this node's store holds: equal on every node once converged. */
+  digest: string;
 }
 
 export interface AuditEntry {

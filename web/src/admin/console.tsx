@@ -656,6 +656,20 @@ function ConversationPanel({ api }: { api: AdminApi }) {
                 <th>Revision</th>
                 <td>{conv.rev}</td>
               </tr>
+              <tr>
+                <th>Last message</th>
+                <td>{conv.last_message_id ?? "none"}</td>
+              </tr>
+              <tr>
+                <th>Read markers</th>
+                <td>{conv.read_markers}</td>
+              </tr>
+              <tr>
+                <th title="Equal on every node once their copies agree">State digest</th>
+                <td>
+                  <code data-testid="conv-digest">{conv.digest}</code>
+                </td>
+              </tr>
             </tbody>
           </table>
         </div>
