@@ -45,6 +45,8 @@ pub struct Metrics {
     pub sessions_asleep: Gauge,
     /// WebSocket connections open.
     pub connections_open: Gauge,
+    /// Connections refused because the node held `listen.max_connections`.
+    pub connections_refused: Counter,
     /// Connections closed because their outbound queue overflowed.
     pub slow_consumers: Counter,
     /// `catch_up` frames queued: the node could not vouch for live delivery
@@ -158,6 +160,7 @@ impl Default for Metrics {
             sessions_active: Gauge::default(),
             sessions_asleep: Gauge::default(),
             connections_open: Gauge::default(),
+            connections_refused: Counter::default(),
             slow_consumers: Counter::default(),
             catch_ups: Counter::default(),
             interest_acks_late: Counter::default(),
@@ -380,6 +383,11 @@ impl Metrics {
             "connections_open",
             "WebSocket connections open",
             self.connections_open.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Client connections refused because the node held listen.max_connections",
+            self.connections_refused.clone(),
         );
         r.register(
             "slow_consumers",

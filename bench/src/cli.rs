@@ -65,6 +65,9 @@ pub enum ScenarioKind {
     History,
     /// Rooms traffic, then every client drops at once and comes back.
     Reconnect,
+    /// Rooms traffic over several nodes while one is killed (or all
+    /// restart): the dropped clients reconnect to the others and catch up.
+    Storm,
 }
 
 impl ScenarioKind {
@@ -77,6 +80,7 @@ impl ScenarioKind {
             ScenarioKind::Burst => "burst",
             ScenarioKind::History => "history",
             ScenarioKind::Reconnect => "reconnect",
+            ScenarioKind::Storm => "storm",
         }
     }
 }
@@ -321,7 +325,7 @@ impl RunArgs {
         }
         let history_like = matches!(
             self.scenario,
-            ScenarioKind::History | ScenarioKind::Reconnect
+            ScenarioKind::History | ScenarioKind::Reconnect | ScenarioKind::Storm
         );
         if history_like && !(self.target.is_chat() || self.target == Target::Centrifugo) {
             bail!(

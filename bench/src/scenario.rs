@@ -17,6 +17,7 @@ mod progress;
 mod reconnect;
 mod rooms;
 mod shared;
+mod storm;
 
 use anyhow::Result;
 
@@ -37,6 +38,7 @@ pub async fn run(args: &RunArgs) -> Result<RunReport> {
         }
         ScenarioKind::History => history::run(args, &nodes).await?,
         ScenarioKind::Reconnect => reconnect::run(args, &nodes).await?,
+        ScenarioKind::Storm => storm::run(args, &nodes).await?,
     };
     report.started_unix_ms = started;
     report.wall_s = t0.elapsed().as_secs_f64();

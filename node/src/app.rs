@@ -65,6 +65,8 @@ pub struct App {
     pub connections: TaskTracker,
     /// Next connection id.
     pub next_conn: AtomicU64,
+    /// Client connections held or being admitted (`listen.max_connections`).
+    pub(crate) open_connections: Arc<std::sync::atomic::AtomicUsize>,
     /// Store kept by its concrete type for closing.
     pub(crate) opened: OpenStore,
     /// Web Push: the cluster's VAPID key and the sender.
@@ -381,6 +383,7 @@ impl App {
             // Connection ids embed the node id, so a connection is named
             // cluster-wide (a send's own connection is skipped on any node).
             next_conn: AtomicU64::new((u64::from(node_id) << 48) + 1),
+            open_connections: Arc::default(),
             opened: store,
             media,
             search,

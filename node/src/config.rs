@@ -69,6 +69,12 @@ pub struct ListenSection {
     /// Connections one source address may hold open (0: no cap; behind a
     /// proxy every client has the proxy's address).
     pub max_connections_per_ip: usize,
+    /// Client connections (WebSocket and Socket.IO) this node holds at
+    /// most, those being admitted included; past it an upgrade gets 503
+    /// `unavailable` with `Retry-After`, and the client tries another
+    /// node. With the per-connection bounds of `[limits]` it bounds the
+    /// node's memory in a reconnect storm. 0: no cap.
+    pub max_connections: usize,
     /// TLS for clients (`https://`, `wss://`) on the same port: the
     /// certificate chain (PEM), with `tls_key`. Read again on SIGHUP and
     /// when either file changes.
@@ -99,6 +105,7 @@ impl Default for ListenSection {
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 10,
             max_connections_per_ip: 1024,
+            max_connections: 0,
             tls_cert: None,
             tls_key: None,
             plain_http: PlainHttp::Redirect,

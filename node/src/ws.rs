@@ -39,5 +39,5 @@ mod writer;
 pub use upgrade::upgrade;
 // For transports other than a WebSocket (the Socket.IO bridge): the same
 // admission and the same reader and writer.
-pub(crate) use admission::admit;
+pub(crate) use admission::{admit, take_slot, FULL};
 pub(crate) use reader::serve;

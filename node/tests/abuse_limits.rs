@@ -613,3 +613,93 @@ async fn pipelined_large_replies() {
     assert_eq!(node.app.metrics.slow_consumers.get(), 0);
     assert_alive(&mut a).await;
 }
+
+/// The node's connection cap (`listen.max_connections`), which bounds its
+/// memory when a reconnect storm lands on it: past the cap an upgrade gets
+/// 503 `unavailable` with `Retry-After` (the client tries another node),
+/// the connections held go on working, and a place freed is taken again.
+#[tokio::test]
+async fn past_the_nodes_connection_cap_upgrades_get_503_with_retry_after() {
+    let node = TestNode::start_with(|c| c.listen.max_connections = 3).await;
+    let mut users = Vec::new();
+    for name in ["ann", "bob", "cid", "dee"] {
+        users.push(node.user(&unique(name)).await);
+    }
+    let mut held = Vec::new();
+    for u in &users[..3] {
+        held.push(connect(node.addr, &u.access, Codec::Json).await);
+    }
+
+    let refused = raw_upgrade(node.addr, &users[3].access).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused
+            .to_ascii_lowercase()
+            .contains("\r\nretry-after: 1\r\n"),
+        "{refused}"
+    );
+    assert!(refused.contains("\"code\":\"unavailable\""), "{refused}");
+    let again = try_connect(node.addr, Some(&users[3].access), Codec::MsgPack).await;
+    assert_eq!(again.err(), Some(503));
+    assert!(metric(node.addr, "chat_connections_refused_total").await >= 2.0);
+
+    // Those held go on: a group of the first two, a message from one to
+    // the other.
+    let conv = group(&mut held[0], &[&users[1].id]).await;
+    let sent = ok(held[0].request(send(&conv, "k1", "still here")).await)
+        .message
+        .unwrap();
+    let got = held[1]
+        .event(|f| matches!(f, ServerFrame::Message { message, .. } if message.id == sent.id))
+        .await;
+    assert!(matches!(got, ServerFrame::Message { .. }));
+
+    // One leaves: its place is taken again.
+    let mut leaving = held.pop().unwrap();
+    futures_util::SinkExt::close(&mut leaving.ws).await.unwrap();
+    let back = eventually("a freed place taken", || async {
+        try_connect(node.addr, Some(&users[3].access), Codec::Json)
+            .await
+            .map_err(|status| format!("{status}"))
+    })
+    .await;
+    drop(back);
+}
+
+/// A WebSocket upgrade request by hand, and the response as text (head and
+/// body): what a refused client reads, headers included.
+async fn raw_upgrade(addr: std::net::SocketAddr, token: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/ws?access_token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the head and the body its Content-Length announces are in.
+    loop {
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed before a whole answer: {text}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}

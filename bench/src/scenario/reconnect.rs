@@ -127,7 +127,7 @@ fn account(
 /// Catches up after a reconnect: resubscribes with recovery where the
 /// target needs it (Centrifugo), then pages through `history after` the
 /// last message seen until nothing is left.
-async fn catch_up(
+pub(crate) async fn catch_up(
     conn: &mut Conn,
     t: &mut Traffic,
     sh: &Shared,

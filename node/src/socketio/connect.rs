@@ -15,7 +15,7 @@ use socketioxide::socket::Socket;
 use super::bridge::{Bridge, Cut};
 use super::inbound::Inbound;
 use crate::app::App;
-use crate::ws::{admit, serve};
+use crate::ws::{admit, serve, take_slot, FULL};
 
 /// The socket itself, which the bridge's writer emits on.
 pub(super) struct Own(Arc<Socket>);
@@ -53,6 +53,10 @@ pub(super) async fn connect(
             message: "node is shutting down".into(),
         });
     }
+    let slot = take_slot(&app).ok_or_else(|| Refused {
+        code: chat_protocol::ErrorCode::Unavailable.as_str(),
+        message: FULL.into(),
+    })?;
     let parts = s.req_parts();
     let token = auth
         .ok()
@@ -104,6 +108,7 @@ pub(super) async fn connect(
         serve(app, halves, claims, Codec::Json, admitted).await;
         // Ended by the node (4001, 4003, a drain): the socket goes too.
         bridge.disconnected();
+        drop(slot);
     }));
     Ok(())
 }

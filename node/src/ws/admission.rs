@@ -1,8 +1,10 @@
-//! Admission: a connection attached to its user's session before its
-//! upgrade is answered, so that once a client sees 101, whatever its
-//! conversations accept reaches it live.
+//! Admission: a place among the node's `listen.max_connections` taken
+//! before anything else (a storm of reconnects meets a bounded node, and
+//! the clients past the bound try another), then the connection attached
+//! to its user's session before its upgrade is answered, so that once a
+//! client sees 101, whatever its conversations accept reaches it live.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chat_actors::conn::{Connection, ConnectionEnd};
@@ -62,3 +64,39 @@ pub(crate) async fn admit(app: Arc<App>, claims: Claims, codec: Codec) -> Admitt
         attached,
     }
 }
+
+/// A place among the node's `listen.max_connections`, held from the start
+/// of an upgrade until its connection ends (or the upgrade fails).
+pub(crate) struct Slot(Option<Arc<AtomicUsize>>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(open) = &self.0 {
+            open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Seconds a client refused for a full node is told to wait
+/// (`Retry-After`), besides trying another node.
+pub(crate) const FULL_RETRY_AFTER_SECS: u64 = 1;
+
+/// A place for one more connection, or `None` when the node holds its
+/// most (counted in `chat_connections_refused_total`).
+pub(crate) fn take_slot(app: &App) -> Option<Slot> {
+    let cap = app.config.listen.max_connections;
+    if cap == 0 {
+        return Some(Slot(None));
+    }
+    let open = &app.open_connections;
+    if open.fetch_add(1, Ordering::AcqRel) >= cap {
+        open.fetch_sub(1, Ordering::AcqRel);
+        app.metrics.connections_refused.inc();
+        return None;
+    }
+    Some(Slot(Some(open.clone())))
+}
+
+/// What a refused client is told.
+pub(crate) const FULL: &str =
+    "this node holds its most connections (listen.max_connections): try another node";

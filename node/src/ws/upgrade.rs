@@ -13,7 +13,7 @@ use chat_actors::ChatError;
 use chat_protocol::{Codec, ErrorCode};
 use futures_util::StreamExt;
 
-use super::admission::admit;
+use super::admission::{admit, take_slot, FULL, FULL_RETRY_AFTER_SECS};
 use super::reader::serve;
 use crate::app::App;
 use crate::error::HttpError;
@@ -43,6 +43,14 @@ pub async fn upgrade(
         return HttpError::from(ChatError::Unavailable("node is shutting down".into()))
             .into_response();
     }
+    let Some(slot) = take_slot(&app) else {
+        let mut refused = HttpError::new(ErrorCode::Unavailable, FULL).into_response();
+        refused.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(FULL_RETRY_AFTER_SECS),
+        );
+        return refused;
+    };
     let token = params.get("access_token").map(String::as_str);
     let store = app.store.as_ref();
     let claims = match app.auth.authorize(store, &headers, token).await {
@@ -88,8 +96,10 @@ pub async fn upgrade(
     };
     let tracker = app.connections.clone();
     ws.on_upgrade(move |socket| {
-        tracker
-            .track_future(async move { serve(app, socket.split(), claims, codec, admitted).await })
+        tracker.track_future(async move {
+            serve(app, socket.split(), claims, codec, admitted).await;
+            drop(slot);
+        })
     })
 }
 
