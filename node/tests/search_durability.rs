@@ -72,6 +72,7 @@ async fn all_found(addr: std::net::SocketAddr, who: &TestUser, word: &str, n: us
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_indexing_loses_nothing() {
+    let _serial = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("node.log");
@@ -130,21 +131,28 @@ fn prefix() -> &'static str {
     PREFIX.get_or_init(|| unique("rebuild").to_lowercase())
 }
 
-/// This test's own index and, on ScyllaDB, its own keyspace: nodes on one
-/// keyspace share its outbox, so a node of the other test (which runs at
-/// the same time) could index this test's messages into its own index.
+/// This test's own index.
 fn own() -> Vec<(&'static str, &'static str)> {
-    static KEYSPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let mut env = vec![("CHAT__SEARCH__OPENSEARCH__PREFIX", prefix())];
-    if std::env::var("CHAT_TEST_STORAGE").as_deref() == Ok("scylla") {
-        let keyspace = KEYSPACE.get_or_init(|| unique("chat_rebuild").to_lowercase());
-        env.push(("CHAT__STORAGE__SCYLLA__KEYSPACE", keyspace));
+    vec![("CHAT__SEARCH__OPENSEARCH__PREFIX", prefix())]
+}
+
+/// Held while a test runs on ScyllaDB: nodes on one keyspace share its
+/// outbox, so a node of the other test, run at the same time, could index
+/// this test's messages into its own index. (A keyspace of its own costs
+/// schema changes that a loaded CQL server timed out.)
+async fn serial() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let scylla = std::env::var("CHAT_TEST_STORAGE").as_deref() == Ok("scylla");
+    if scylla {
+        Some(SERIAL.lock().await)
+    } else {
+        None
     }
-    env
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reindex_rebuilds_a_lost_index_and_goes_on_where_it_stopped() {
+    let _serial = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("node.log");
