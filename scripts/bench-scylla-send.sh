@@ -67,7 +67,9 @@ run() { # label json env...
 
 run scylla "$OUT/scylla-send.json" CHAT__STORAGE__BACKEND=scylla \
   "CHAT__STORAGE__SCYLLA__NODES=[\"$cql\"]" CHAT__SEARCH__BACKEND=off
-run embedded "$OUT/scylla-send-embedded.json"
+# Search off on both: a node on ScyllaDB indexes into OpenSearch or not at
+# all, and the embedded index would add its own work to the embedded run.
+run embedded "$OUT/scylla-send-embedded.json" CHAT__SEARCH__BACKEND=off
 
 python3 - "$OUT/scylla-send.json" "$tmp/scylla.requests" "$OUT/scylla-send-embedded.json" \
   "$tmp/embedded.requests" <<'PY' | tee "$OUT/scylla-send.txt"
