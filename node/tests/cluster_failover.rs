@@ -295,13 +295,14 @@ async fn partition_heals(cut_off_holds: bool) {
 
     // Each side that writes also moves its user's read marker while cut.
     let mut readers = 0;
-    for &(c, _, _) in &sides {
+    for &(c, nodes, _) in &sides {
         if !on_scylla || (c == 2) == cut_off_holds {
             let up_to = acked
                 .iter()
                 .rev()
                 .find(|m| m.sender.as_str() == users[c].id);
-            read_up_to(&mut clients[c], &conv, up_to.unwrap().id).await;
+            let token = &users[c].access;
+            read_up_to(&mut clients[c], nodes, token, &conv, up_to.unwrap().id).await;
             readers += 1;
         }
     }
@@ -339,7 +340,8 @@ async fn partition_heals(cut_off_holds: bool) {
     assert_eq!(histories[0], histories[1]);
     assert_eq!(histories[0], histories[2]);
     // And the same members, revision and read markers: Bob reads too.
-    read_up_to(&mut clients[1], &conv, acked.last().unwrap().id).await;
+    let last = acked.last().unwrap().id;
+    read_up_to(&mut clients[1], &near, &users[1].access, &conv, last).await;
     let state = cluster.converged(&conv, &[0, 1, 2]).await;
     let last = acked.iter().map(|m| m.id.0).max();
     assert_eq!(state["last_message_id"].as_u64(), last, "{state}");
@@ -348,12 +350,20 @@ async fn partition_heals(cut_off_holds: bool) {
     let _ = &mut cluster;
 }
 
-/// Moves the client's user's read marker in `conv` up to `up_to`.
-async fn read_up_to(c: &mut Client, conv: &ConversationId, up_to: chat_protocol::MessageId) {
-    ok(c.request(chat_protocol::ClientFrame::Read {
+/// Moves the client's user's read marker in `conv` up to `up_to`, asking
+/// again on `unavailable` (the conversation changing hands, as after a
+/// heal: a marker only moves forward, so a client repeats it safely).
+async fn read_up_to(
+    c: &mut Client,
+    nodes: &[SocketAddr],
+    token: &str,
+    conv: &ConversationId,
+    up_to: chat_protocol::MessageId,
+) {
+    let read = chat_protocol::ClientFrame::Read {
         req: None,
         conversation: conv.clone(),
         up_to,
-    })
-    .await);
+    };
+    request_retrying(c, nodes, token, read, "a read marker").await;
 }
