@@ -8,7 +8,7 @@
 use crate::common::*;
 use chat_protocol::{ClientFrame, Codec, ErrorCode, ReqId, ServerFrame};
 use futures_util::SinkExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Mutex, Once};
 use std::thread::ThreadId;
@@ -259,21 +259,6 @@ pub fn reset_peak_rss() -> u64 {
 /// This process's peak resident set since the last reset.
 pub fn peak_rss() -> u64 {
     status_kib("VmHWM:") * 1024
-}
-
-/// Signs a token with `secret` the way the node does (HS256, `sub`, `exp`).
-pub fn token(secret: &str, sub: &str, exp: u64) -> String {
-    let claims = json!({ "sub": sub, "exp": exp, "iat": now_secs().min(exp) });
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
-
-pub fn now_secs() -> u64 {
-    chat_protocol::now_ms() / 1000
 }
 
 // ---------------------------------------------------- 1. malformed frames

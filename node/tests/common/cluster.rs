@@ -291,13 +291,7 @@ impl TestCluster {
     /// A token of [`OPS`], the listed admin (a token without a login: the
     /// node makes the account on first use).
     pub fn ops_token() -> String {
-        let exp = chat_protocol::now_ms() / 1000 + 3600;
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &serde_json::json!({ "sub": OPS, "exp": exp }),
-            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .expect("a token")
+        token(SECRET, OPS, now_secs() + 3600)
     }
 
     /// What node `i`'s store holds of `conv`, as the admin API tells it.

@@ -240,6 +240,21 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Signs a token with `secret` the way the node does (HS256, `sub`, `exp`).
+pub fn token(secret: &str, sub: &str, exp: u64) -> String {
+    let claims = serde_json::json!({ "sub": sub, "exp": exp, "iat": now_secs().min(exp) });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn now_secs() -> u64 {
+    chat_protocol::now_ms() / 1000
+}
+
 /// A registered user.
 #[derive(Clone, Debug)]
 pub struct TestUser {
