@@ -125,6 +125,16 @@ CQL3_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-cql3.XXXXXX")
 S3_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-s3.XXXXXX")
 OS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-test-opensearch.XXXXXX")
 cleanup() {
+  local status=$?
+  # A test that failed on the database (a timeout, an unavailable replica)
+  # is diagnosed from the servers' own account: their warnings and GC pauses.
+  if [ "$status" -ne 0 ]; then
+    for f in "$CQL_DIR"/node*/cassandra.log "$CQL3_DIR"/node*/cassandra.log; do
+      [ -f "$f" ] || continue
+      echo "== the CQL server's warnings, $f (last 40)"
+      grep -E '^(WARN|ERROR)|GCInspector' "$f" | tail -40 || true
+    done
+  fi
   bash scripts/cql.sh stop --dir "$CQL_DIR" || true
   bash scripts/cql.sh stop --dir "$CQL3_DIR" || true
   bash scripts/s3.sh --dir "$S3_DIR" stop || true
@@ -143,7 +153,12 @@ OPENSEARCH_URL=$(bash scripts/opensearch.sh start --dir "$OS_DIR" | sed -n 's/^O
 [ -n "$OPENSEARCH_URL" ] || { echo "OpenSearch did not start" >&2; exit 1; }
 export OPENSEARCH_URL
 echo "OPENSEARCH_URL=$OPENSEARCH_URL"
-SCYLLA_NODES=$(bash scripts/cql.sh start --dir "$CQL_DIR" | sed -n 's/^SCYLLA_NODES=//p' | tail -1)
+# The suite's server runs the servers' default commit log (fsync every 10 s,
+# not per write): CI once saw three tests' writes time out at 2 s, and a
+# per-write fsync on its shared disk is the likeliest stall. Nobody kills
+# this server; the tests that kill a CQL server to prove durability start
+# their own, which fsyncs every write.
+SCYLLA_NODES=$(CQL_COMMITLOG=periodic bash scripts/cql.sh start --dir "$CQL_DIR" | sed -n 's/^SCYLLA_NODES=//p' | tail -1)
 [ -n "$SCYLLA_NODES" ] || { echo "the CQL server did not start" >&2; exit 1; }
 export SCYLLA_NODES CHAT_REQUIRE_SCYLLA=1
 echo "SCYLLA_NODES=$SCYLLA_NODES"
