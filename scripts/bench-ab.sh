@@ -10,6 +10,10 @@
 #   RATE=10.33 ROUNDS=2 scripts/bench-ab.sh REV
 #   SCENARIO=idle scripts/bench-ab.sh REV   memory per idle connection
 #                                           (CONNECTIONS, default 10000)
+#   SCENARIO=history scripts/bench-ab.sh REV   pages/s of 50 readers (the
+#                                           standard set's history run)
+#   SCENARIO=reconnect scripts/bench-ab.sh REV seconds until every client
+#                                           caught up (the standard set's)
 #   NODE_ENV="CHAT__ACTORS__SESSIONS_SLEEP=false" ...   extra settings for
 #                                           this tree's node only
 #
@@ -73,6 +77,36 @@ PY
     rm -rf "$dir" "$out"
     return
   fi
+  if [ "$SCENARIO" = history ] || [ "$SCENARIO" = reconnect ]; then
+    # The standard set's parameters (scripts/bench.sh).
+    local args=(--scenario history --users 50 --group-size 5 --prefill 1000 --page-size 50
+      --warmup 2 --duration 10)
+    [ "$SCENARIO" = history ] || args=(--scenario reconnect --users 1000 --group-size 10
+      --rate 1 --warmup 2 --duration 10 --source-ips 127.0.0.1,127.0.0.2)
+    local before
+    before=$(cpu_ticks "$pid")
+    taskset -c 1 "$bin/chat-bench" --target chat --nodes "http://127.0.0.1:$port" --jwt-secret "$SECRET" \
+      "${args[@]}" --quiet --json "$out/run.json" >/dev/null
+    local cpu=$(( $(cpu_ticks "$pid") - before ))
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    python3 - "$label" "$out" "$SCENARIO" "$cpu" <<'PY'
+import json, sys
+label, out, scenario, ticks = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+r = json.load(open(f"{out}/run.json"))
+if scenario == "history":
+    h = r["history"]
+    print(f"{label:>6}: {h['pages_per_s']:.0f} pages/s, p50 {h['latency_ms']['p50']:.2f} "
+          f"p99 {h['latency_ms']['p99']:.2f} ms, errors {h['errors']} (node CPU {ticks / 100:.1f} s, whole run)")
+else:
+    c = r["reconnect"]
+    print(f"{label:>6}: all {c['caught_up']}/{c['clients']} caught up in {c['all_caught_up_s']:.3f} s, "
+          f"per client p50 {c['catch_up_ms']['p50']:.0f} p99 {c['catch_up_ms']['p99']:.0f} ms, "
+          f"failed {c['failed']}")
+PY
+    rm -rf "$dir" "$out"
+    return
+  fi
   (while kill -0 "$pid" 2>/dev/null; do echo "$(date +%s.%N) $(cpu_ticks "$pid")"; sleep 0.25; done) >"$out/cpu" &
   sampler=$!
   taskset -c 1 "$bin/chat-bench" --target chat --nodes "http://127.0.0.1:$port" --jwt-secret "$SECRET" \
@@ -100,6 +134,8 @@ PY
 
 if [ "$SCENARIO" = idle ]; then
   echo "idle, $CONNECTIONS connections; $REV vs this tree" >&2
+elif [ "$SCENARIO" != rooms ]; then
+  echo "$SCENARIO (the standard set's parameters); $REV vs this tree" >&2
 else
   echo "rooms, 1000 users in groups of 10, $RATE msg/s per user; $REV vs this tree" >&2
 fi

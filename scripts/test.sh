@@ -71,6 +71,8 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 [ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need_apt+=(fonts-noto-color-emoji)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# A test reads the node's listen backlog with ss.
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 # The shipped alert rules and dashboard are checked against a real one.
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -75,6 +75,12 @@ pub struct ListenSection {
     /// node. With the per-connection bounds of `[limits]` it bounds the
     /// node's memory in a reconnect storm. 0: no cap.
     pub max_connections: usize,
+    /// Connections the kernel completes and queues for the node before it
+    /// accepts them (`listen(2)`'s backlog, capped by the kernel at
+    /// `net.core.somaxconn`). Past it new connections' SYNs are dropped and
+    /// their clients retry after a second: a whole node's clients coming
+    /// back at once must fit.
+    pub backlog: u32,
     /// TLS for clients (`https://`, `wss://`) on the same port: the
     /// certificate chain (PEM), with `tls_key`. Read again on SIGHUP and
     /// when either file changes.
@@ -106,6 +112,7 @@ impl Default for ListenSection {
             body_read_timeout_secs: 10,
             max_connections_per_ip: 1024,
             max_connections: 0,
+            backlog: 4096,
             tls_cert: None,
             tls_key: None,
             plain_http: PlainHttp::Redirect,

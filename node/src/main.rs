@@ -146,8 +146,7 @@ fn main() -> anyhow::Result<()> {
     }
     let telemetry = chat_node::telemetry::Telemetry::init(&config)?;
     let served = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen.http)
-            .await
+        let listener = chat_node::serve::bind(config.listen.http, config.listen.backlog)
             .with_context(|| format!("binding {}", config.listen.http))?;
         let addr = listener.local_addr()?;
         let app = chat_node::App::start(config).await?;

@@ -18,6 +18,22 @@ use crate::{
     relations, reports, results, roles, security, uploads, web, ws,
 };
 
+/// The node's listening socket, with `backlog` (tokio's `bind` gives 1024:
+/// a thousand clients reconnecting at once overflowed it, and the dropped
+/// SYNs came back a second later).
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's and tokio's `bind` do: a restarted node rebinds its port
+    // while the old one's connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// The node's routes.
 pub fn routes(app: Arc<App>) -> axum::Router {
     let body_limit = app.config.limits.max_frame_bytes;

@@ -614,6 +614,42 @@ async fn pipelined_large_replies() {
     assert_alive(&mut a).await;
 }
 
+/// A whole node's clients reconnecting at once fit in the listen queue
+/// (`listen.backlog`): with tokio's default of 1024, a thousand clients
+/// coming back together overflowed it, and those whose SYNs were dropped
+/// came back a second later. The kernel reports a listening socket's
+/// backlog as its send queue.
+#[tokio::test]
+async fn the_listen_queue_holds_a_node_worth_of_reconnects() {
+    // A node process, which binds as an operator's does.
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::procs::NodeProc::start(
+        &dir.path().join("data"),
+        &dir.path().join("node.log"),
+        None,
+        &[],
+    )
+    .await;
+    let filter = format!("sport = :{}", node.addr.port());
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &filter])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlog: u32 = text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("a listening socket in {text:?}"));
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("somaxconn")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert_eq!(backlog, somaxconn.min(4096), "{text}");
+    assert!(backlog > 1024, "the kernel caps the backlog at {somaxconn}");
+}
+
 /// The node's connection cap (`listen.max_connections`), which bounds its
 /// memory when a reconnect storm lands on it: past the cap an upgrade gets
 /// 503 `unavailable` with `Retry-After` (the client tries another node),

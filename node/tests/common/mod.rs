@@ -179,9 +179,7 @@ impl TestNode {
     }
 
     pub async fn start_config(config: Config) -> TestNode {
-        let listener = tokio::net::TcpListener::bind(config.listen.http)
-            .await
-            .unwrap();
+        let listener = chat_node::serve::bind(config.listen.http, config.listen.backlog).unwrap();
         let addr = listener.local_addr().unwrap();
         let app = App::start(config).await.expect("node starts");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
