@@ -83,21 +83,21 @@ PY
       --warmup 2 --duration 10)
     [ "$SCENARIO" = history ] || args=(--scenario reconnect --users 1000 --group-size 10
       --rate 1 --warmup 2 --duration 10 --source-ips 127.0.0.1,127.0.0.2)
-    local before
-    before=$(cpu_ticks "$pid")
     taskset -c 1 "$bin/chat-bench" --target chat --nodes "http://127.0.0.1:$port" --jwt-secret "$SECRET" \
-      "${args[@]}" --quiet --json "$out/run.json" >/dev/null
-    local cpu=$(( $(cpu_ticks "$pid") - before ))
+      "${args[@]}" --pid "$pid" --quiet --json "$out/run.json" >/dev/null
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    python3 - "$label" "$out" "$SCENARIO" "$cpu" <<'PY'
+    python3 - "$label" "$out" "$SCENARIO" <<'PY'
 import json, sys
-label, out, scenario, ticks = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+label, out, scenario = sys.argv[1], sys.argv[2], sys.argv[3]
 r = json.load(open(f"{out}/run.json"))
 if scenario == "history":
     h = r["history"]
+    us, share = h.get("server_cpu_us_per_page"), h.get("harness_cpu_share")
+    window = (f", {us:.1f} us node CPU per page, harness {100 * share:.0f}% of its core"
+              f"{' HARNESS-BOUND' if h.get('harness_bound') else ''}") if us and share else ""
     print(f"{label:>6}: {h['pages_per_s']:.0f} pages/s, p50 {h['latency_ms']['p50']:.2f} "
-          f"p99 {h['latency_ms']['p99']:.2f} ms, errors {h['errors']} (node CPU {ticks / 100:.1f} s, whole run)")
+          f"p99 {h['latency_ms']['p99']:.2f} ms, errors {h['errors']}{window}")
 else:
     c = r["reconnect"]
     print(f"{label:>6}: all {c['caught_up']}/{c['clients']} caught up in {c['all_caught_up_s']:.3f} s, "

@@ -374,7 +374,7 @@ bench rooms-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secre
 bench burst-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" \
   --scenario burst --users 100 --rate 2 --warmup 2 --duration "$SHORT_S"
 bench history-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" \
-  --scenario history --users 50 --group-size 5 --prefill 1000 --page-size 50 --warmup 2 \
+  --pid "$CHAT_PID" --scenario history --users 50 --group-size 5 --prefill 1000 --page-size 50 --warmup 2 \
   --duration "$SHORT_S"
 bench reconnect-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" \
   "${RECONNECT[@]}"
@@ -454,7 +454,7 @@ if [ -n "$CF_BIN" ]; then
   stop "$CF_PID"
   start_centrifugo
   EXTRA_LABEL=$CF_LABEL bench history-centrifugo --target centrifugo \
-    --nodes "http://127.0.0.1:$CF_PORT" --jwt-secret "$JWT_SECRET" \
+    --nodes "http://127.0.0.1:$CF_PORT" --jwt-secret "$JWT_SECRET" --pid "$CF_PID" \
     --scenario history --users 50 --group-size 5 --prefill 1000 --page-size 50 --warmup 2 \
     --duration "$SHORT_S"
   EXTRA_LABEL=$CF_LABEL bench reconnect-centrifugo --target centrifugo \

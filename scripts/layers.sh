@@ -30,7 +30,7 @@ check() {
 check protocol \
   "error ids media" \
   "codec message notify people presence" \
-  "conversation limits" \
+  "conversation held limits" \
   "frame" \
   "request" \
   "peer"

@@ -22,14 +22,14 @@
 //! so any node can take a conversation over. Membership changes are in
 //! [`members`], read markers and typing in [`signals`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_protocol::request::ConversationRequest;
 use chat_protocol::{
-    now_ms, Attachment, ClientMsgId, Conversation, ConversationId, ConversationKind, IdGenerator,
-    Message, MessageId, MessageKind, OkReply, Role, ServerFrame, SharedFrame, UserId,
+    now_ms, Attachment, ClientMsgId, Conversation, ConversationId, ConversationKind, HeldMessage,
+    IdGenerator, Message, MessageId, MessageKind, OkReply, Role, ServerFrame, SharedFrame, UserId,
 };
 use chat_storage::{Lease, LeaseGrant, MessageStore, PageQuery, StoreError};
 
@@ -54,6 +54,7 @@ mod lifecycle;
 mod members;
 mod roles;
 mod signals;
+mod tail;
 #[cfg(test)]
 mod tests;
 
@@ -92,10 +93,9 @@ pub struct ConversationArgs {
 /// The actor (it holds no data; see [`ConversationState`]).
 pub struct ConversationActor;
 
-// Most entries are acknowledged messages, which a box would not shrink.
-#[allow(clippy::large_enum_variant)]
 enum Known {
-    Acked(Message),
+    /// Held in the tail too.
+    Acked(Arc<HeldMessage>),
     Pending(MessageId),
 }
 
@@ -126,7 +126,7 @@ pub struct ConversationState {
     conversation: Option<Conversation>,
     roles: IdMap<UserId, Role>,
     last_id: MessageId,
-    tail: VecDeque<Message>,
+    tail: tail::Tail,
     known: HashMap<(UserId, ClientMsgId), Known>,
     waiters: HashMap<MessageId, Vec<Reply>>,
     pending: Vec<Pending>,
@@ -181,6 +181,16 @@ impl Actor for ConversationActor {
         args: ConversationArgs,
     ) -> Result<ConversationState, ActorProcessingErr> {
         args.deps.metrics.conversations_active.inc();
+        let tuning = &args.deps.tuning;
+        let tail = tail::Tail::new(
+            tail::TailBounds {
+                len: tuning.tail,
+                bytes: tuning.tail_bytes,
+                node_bytes: tuning.tail_node_bytes,
+                floor: tuning.tail_floor,
+            },
+            args.deps.metrics.held_message_bytes.clone(),
+        );
         Ok(ConversationState {
             id: args.id,
             deps: args.deps,
@@ -189,7 +199,7 @@ impl Actor for ConversationActor {
             conversation: None,
             roles: IdMap::default(),
             last_id: MessageId(0),
-            tail: VecDeque::new(),
+            tail,
             known: HashMap::new(),
             waiters: HashMap::new(),
             pending: Vec::new(),
@@ -424,10 +434,10 @@ impl ConversationState {
     async fn check_reply_to(&self, sender: &UserId, target: MessageId) -> Result<(), ChatError> {
         self.member_role(sender)?;
         let missing = || ChatError::BadRequest(format!("reply_to: no message {} here", target.0));
-        if self.tail.iter().any(|m| m.id == target) {
+        if self.tail.get(target).is_some() {
             return Ok(());
         }
-        if self.tail.front().is_some_and(|first| target > first.id) {
+        if self.tail.first_id().is_some_and(|first| target > first) {
             // Newer than the oldest message in the tail, yet not in it.
             return Err(missing());
         }
@@ -540,7 +550,7 @@ impl ConversationState {
         }
         if self.in_flight.is_none() {
             self.loaded = false;
-            self.tail.clear();
+            self.tail.reset(false);
             self.known.clear();
         }
     }
@@ -549,9 +559,13 @@ impl ConversationState {
         self.take_lease(wait_for_lease).await?;
         let store = &self.deps.store;
         let conversation = store.conversation(&self.id).await?;
+        // Everything it gets from now on is held from its first message
+        // when it has none yet.
+        let mut from_start = true;
         if conversation.is_some() {
             if let Some(last) = store.last_message(&self.id).await? {
                 self.last_id = last.id;
+                from_start = false;
             }
             // Never below a revision given out here before (a retried send
             // answered from the store leaves a gap the store does not see).
@@ -560,6 +574,7 @@ impl ConversationState {
             self.markers = store.read_markers(&self.id).await?.into_iter().collect();
         }
         self.set_conversation(conversation);
+        self.tail.reset(from_start);
         self.loaded = true;
         Ok(())
     }
@@ -607,34 +622,20 @@ impl ConversationState {
         if let Err(e) = self.member_role(&reader) {
             return answer(reply, Err(e));
         }
-        // Catching up from a recent point is served from the tail, without
-        // touching the store: every message above `after` is in it.
-        if let (Some(after), None, Some(first)) = (query.after, query.before, self.tail.front()) {
-            if after >= first.id {
-                // The same page the store would give: up to `limit`
-                // messages, stopping past `max_bytes` (the first always).
-                let mut bytes = 0usize;
-                let mut messages = Vec::new();
-                let mut more = false;
-                for m in self.tail.iter().filter(|m| m.id > after) {
-                    bytes = bytes.saturating_add(chat_storage::page_weight(0, m));
-                    if messages.len() == query.limit
-                        || (bytes > query.max_bytes && !messages.is_empty())
-                    {
-                        more = true;
-                        break;
-                    }
-                    messages.push(shown(&*self.deps.media, m));
-                }
-                return answer(
-                    reply,
-                    Ok(OkReply {
-                        messages: Some(messages),
-                        more: Some(more),
-                        ..ok()
-                    }),
-                );
-            }
+        // Within the tail (catching up from a recent point, or scrolling
+        // back through recent messages) a page is served from memory, each
+        // message encoded once for every page that lists it.
+        let media = &*self.deps.media;
+        let fresh = |m: &Arc<HeldMessage>| Arc::new(HeldMessage::new(shown(media, m)));
+        if let Some((page, more)) = self.tail.page(&query, fresh) {
+            return answer(
+                reply,
+                Ok(OkReply {
+                    held: Some(page),
+                    more: Some(more),
+                    ..ok()
+                }),
+            );
         }
         let store = self.deps.store.clone();
         let id = self.id.clone();
@@ -701,7 +702,7 @@ impl ConversationState {
                 return answer(
                     reply,
                     Ok(OkReply {
-                        message: Some(shown(&*self.deps.media, m)),
+                        message: Some(shown(&*self.deps.media, m.message())),
                         ..ok()
                     }),
                 );
@@ -853,10 +854,6 @@ impl ConversationState {
                     metrics.messages_accepted.inc();
                     metrics.observe_send(p.received.elapsed().as_secs_f64());
                     self.acknowledge(m.id, p.reply, &m);
-                    self.known.insert(
-                        (m.sender.clone(), m.client_msg_id.clone()),
-                        Known::Acked(m.clone()),
-                    );
                     deliveries.push(Delivery {
                         frame: Arc::new(SharedFrame::new(ServerFrame::Message {
                             message: shown(&*self.deps.media, &m),
@@ -905,12 +902,17 @@ impl ConversationState {
         answer(reply, Ok(body));
     }
 
+    /// Holds a stored message, which retries of its send are answered
+    /// with while it is held.
     fn push_tail(&mut self, m: Message) {
-        self.tail.push_back(m);
-        while self.tail.len() > self.deps.tuning.tail {
-            if let Some(old) = self.tail.pop_front() {
-                self.known.remove(&(old.sender, old.client_msg_id));
-            }
-        }
+        let held = Arc::new(HeldMessage::new(m));
+        let known = &mut self.known;
+        known.insert(
+            (held.sender.clone(), held.client_msg_id.clone()),
+            Known::Acked(held.clone()),
+        );
+        self.tail.push(held, |old| {
+            known.remove(&(old.sender.clone(), old.client_msg_id.clone()));
+        });
     }
 }

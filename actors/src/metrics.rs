@@ -39,6 +39,9 @@ pub struct Metrics {
     pub leases_lost: Counter,
     /// Conversation actors alive.
     pub conversations_active: Gauge,
+    /// Bytes of the recent messages conversations hold in memory (their
+    /// tails), by the weight their bound counts.
+    pub held_message_bytes: Gauge,
     /// Session actors alive.
     pub sessions_active: Gauge,
     /// Of those, sessions whose actor sleeps.
@@ -157,6 +160,7 @@ impl Default for Metrics {
             lease_renewals: Counter::default(),
             leases_lost: Counter::default(),
             conversations_active: Gauge::default(),
+            held_message_bytes: Gauge::default(),
             sessions_active: Gauge::default(),
             sessions_asleep: Gauge::default(),
             connections_open: Gauge::default(),
@@ -368,6 +372,11 @@ impl Metrics {
             "conversations_active",
             "Conversation actors alive",
             self.conversations_active.clone(),
+        );
+        r.register(
+            "held_message_bytes",
+            "Bytes of recent messages conversations hold in memory to serve pages from",
+            self.held_message_bytes.clone(),
         );
         r.register(
             "sessions_active",

@@ -10,8 +10,16 @@ use std::time::Duration;
 pub struct Tuning {
     /// A conversation actor with no activity for this long stops.
     pub conversation_idle: Duration,
-    /// Recent messages a conversation actor keeps in memory.
+    /// Recent messages a conversation actor keeps in memory (pages of
+    /// history within them are served without the store).
     pub tail: usize,
+    /// Most bytes of them one conversation keeps.
+    pub tail_bytes: usize,
+    /// Most bytes of them all the node's conversations keep together; past
+    /// it each keeps no more than `tail_floor` messages.
+    pub tail_node_bytes: usize,
+    /// What a conversation keeps whatever the node holds.
+    pub tail_floor: usize,
     /// A typing indicator ends after this long without a refresh.
     pub typing_timeout: Duration,
     /// Most members of a group.
@@ -31,7 +39,10 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             conversation_idle: Duration::from_secs(120),
-            tail: 256,
+            tail: 1_024,
+            tail_bytes: 1 << 20,
+            tail_node_bytes: 256 << 20,
+            tail_floor: 256,
             typing_timeout: Duration::from_secs(6),
             max_group_members: 1_000,
             max_channel_members: 10_000,

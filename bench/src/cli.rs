@@ -178,7 +178,7 @@ pub struct RunArgs {
     /// A window in which the harness used more than this share of the cores
     /// it may run on is marked `harness_bound`: it never counts as a peak,
     /// and a ramp stops at it (after `--step-tries`).
-    #[arg(long, default_value_t = 0.85)]
+    #[arg(long, default_value_t = 0.70)]
     #[serde(default)]
     pub harness_bound_share: f64,
     /// Shell command (`sh -c`) run just before each measured window opens

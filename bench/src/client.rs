@@ -39,32 +39,30 @@ pub struct ChatConn {
     sio: Option<bool>,
 }
 
+/// What the harness reads of a frame, in one pass: the type, the request
+/// it answers, a message's id and body, a page's ids and `more`. Every other
+/// field is skipped unread (as the Centrifugo client reads its replies);
+/// frames the harness needs in full are decoded again ([`decode_full`]).
 #[derive(Deserialize)]
-struct Head<'a> {
+struct Lite<'a> {
     #[serde(rename = "type", borrow)]
     ty: Cow<'a, str>,
     #[serde(default)]
     req: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct MessageEvent<'a> {
-    #[serde(borrow)]
-    message: LiteMessage<'a>,
+    #[serde(default, borrow)]
+    message: Option<LiteMessage<'a>>,
+    #[serde(default, borrow)]
+    messages: Option<Vec<LiteId<'a>>>,
+    #[serde(default)]
+    more: bool,
 }
 
 #[derive(Deserialize)]
 struct LiteMessage<'a> {
     #[serde(borrow)]
     id: Cow<'a, str>,
-    #[serde(borrow)]
-    body: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct SendOk<'a> {
     #[serde(default, borrow)]
-    message: Option<LiteId<'a>>,
+    body: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -276,28 +274,35 @@ impl ChatConn {
     }
 
     fn decode(&mut self, text: &str) -> Incoming {
-        let head: Head = match serde_json::from_str(text) {
+        let lite: Lite = match serde_json::from_str(text) {
             Ok(h) => h,
             Err(e) => return Incoming::Other(format!("undecodable frame ({e}): {text:.200}")),
         };
-        match head.ty.as_ref() {
-            "message" => match serde_json::from_str::<MessageEvent>(text) {
-                Ok(ev) => Incoming::Delivery {
-                    id: ev.message.id.parse().ok(),
-                    sent_us: body_sent_us(&ev.message.body),
-                },
-                Err(e) => Incoming::Other(format!("bad message event ({e})")),
+        let req = lite.req;
+        match (lite.ty.as_ref(), lite.message, lite.messages) {
+            ("message", Some(m), _) => Incoming::Delivery {
+                id: m.id.parse().ok(),
+                sent_us: body_sent_us(&m.body),
             },
-            "ok" if head.req.is_some() && head.req != self.control => {
-                let id = serde_json::from_str::<SendOk>(text)
-                    .ok()
-                    .and_then(|ok| ok.message)
-                    .and_then(|m| m.id.parse().ok());
-                Incoming::Ack {
-                    req: head.req.unwrap_or(0),
-                    id,
+            ("ok", _, Some(page)) if req.is_some() && req == self.history => {
+                self.history = None;
+                let (mut oldest, mut newest) = (None, None);
+                for id in page.iter().filter_map(|m| m.id.parse::<u64>().ok()) {
+                    oldest = Some(oldest.map_or(id, |o: u64| o.min(id)));
+                    newest = Some(newest.map_or(id, |n: u64| n.max(id)));
+                }
+                Incoming::Page {
+                    req: req.unwrap_or(0),
+                    oldest,
+                    newest,
+                    count: page.len(),
+                    more: lite.more,
                 }
             }
+            ("ok", message, _) if req.is_some() && req != self.control => Incoming::Ack {
+                req: req.unwrap_or(0),
+                id: message.and_then(|m| m.id.parse().ok()),
+            },
             _ => self.decode_full(text),
         }
     }

@@ -179,6 +179,8 @@ impl App {
         let tuning = Tuning {
             conversation_idle: Duration::from_secs(config.actors.conversation_idle_secs),
             tail: config.actors.tail,
+            tail_bytes: config.actors.tail_bytes,
+            tail_node_bytes: config.actors.tail_node_bytes,
             max_group_members: config.limits.max_group_members,
             max_channel_members: config.limits.max_channel_members,
             interest_ack_deadline: Duration::from_millis(config.actors.interest_ack_ms),

@@ -223,8 +223,15 @@ impl Default for PresenceSection {
 pub struct ActorsSection {
     /// Seconds without activity after which a conversation actor stops.
     pub conversation_idle_secs: u64,
-    /// Recent messages each conversation actor keeps in memory.
+    /// Recent messages each conversation actor keeps in memory: retries
+    /// and edits start from them, and pages of history within them are
+    /// served without reading the store.
     pub tail: usize,
+    /// Most bytes of those one conversation keeps.
+    pub tail_bytes: usize,
+    /// Most bytes of those all the node's conversations keep together
+    /// (`chat_held_message_bytes`); past it each keeps its newest 256.
+    pub tail_node_bytes: usize,
     /// How long a connecting client may wait for the owners of its
     /// conversations (in a cluster) to confirm they will send to its node;
     /// past it the client is let in and catches up on what it missed.
@@ -239,7 +246,9 @@ impl Default for ActorsSection {
     fn default() -> Self {
         ActorsSection {
             conversation_idle_secs: 120,
-            tail: 256,
+            tail: 1_024,
+            tail_bytes: 1 << 20,
+            tail_node_bytes: 256 << 20,
             interest_ack_ms: 2_000,
             sessions_sleep: true,
         }

@@ -241,9 +241,10 @@ pub(crate) async fn history(
         limit: Some(limit),
     };
     let reply = ask(&app, claims.sub, frame).await?;
+    let more = reply.more.unwrap_or(false);
     Ok(Json(json!({
-        "messages": reply.messages.unwrap_or_default(),
-        "more": reply.more.unwrap_or(false),
+        "messages": reply.into_messages().unwrap_or_default(),
+        "more": more,
     }))
     .into_response())
 }

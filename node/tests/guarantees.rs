@@ -175,12 +175,28 @@ async fn a_retry_older_than_the_tail_returns_the_first_message() {
     assert_eq!(h, sent, "nothing stored twice");
 }
 
+/// Pages walk exactly what was stored, in both codecs, whether they come
+/// from the store, from the conversation's tail (which holds its newest
+/// messages, encoded once), or from both.
 #[tokio::test]
 async fn history_paging_walks_exactly_the_stored_messages() {
+    // A tail of 16 (most pages from the store), and one holding the whole
+    // conversation (every page from memory).
+    for (codec, tail) in [
+        (Codec::MsgPack, 16),
+        (Codec::Json, 16),
+        (Codec::Json, 1024),
+        (Codec::MsgPack, 1024),
+    ] {
+        walk_exactly(codec, tail).await;
+    }
+}
+
+async fn walk_exactly(codec: Codec, tail: usize) {
     const N: usize = 237;
-    let node = TestNode::start_with(|c| c.actors.tail = 16).await;
+    let node = TestNode::start_with(|c| c.actors.tail = tail).await;
     let a = node.user(&unique("a")).await;
-    let mut ca = connect(node.addr, &a.access, Codec::MsgPack).await;
+    let mut ca = connect(node.addr, &a.access, codec).await;
     let b = node.user(&unique("b")).await;
     let g = group(&mut ca, &[&b.id]).await;
     let mut stored = Vec::new();

@@ -463,6 +463,17 @@ pub struct OkReply {
     /// `history`: the page, ascending by id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<Message>>,
+    /// `history`: a page served from the messages a conversation holds in
+    /// memory, encoded as `messages` (a reply has one or the other). Never
+    /// decoded: what a client or peer reads is `messages`.
+    #[serde(
+        default,
+        rename(serialize = "messages"),
+        skip_deserializing,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(test, ts(skip))]
+    pub held: Option<crate::HeldPage>,
     /// `history`, `members`: whether more lie beyond the page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub more: Option<bool>,
@@ -481,6 +492,16 @@ pub struct OkReply {
     /// `changes`: the conversation's current revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rev: Option<u64>,
+}
+
+impl OkReply {
+    /// The page's messages, in their client form, wherever it holds them.
+    pub fn into_messages(self) -> Option<Vec<Message>> {
+        match self.held {
+            Some(page) => Some(page.to_messages()),
+            None => self.messages,
+        }
+    }
 }
 
 /// The kind of a receipt.

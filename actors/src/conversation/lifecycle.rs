@@ -282,8 +282,8 @@ impl ConversationState {
         }
         let mut states = HashMap::new();
         for u in &updates {
-            if let Ok(at) = self.tail.binary_search_by_key(&u.spec.target, |m| m.id) {
-                states.insert(u.spec.target, self.tail[at].clone());
+            if let Some(m) = self.tail.get(u.spec.target) {
+                states.insert(u.spec.target, m.message().clone());
             }
         }
         // Revisions are reserved for every update, and those of updates
@@ -372,12 +372,13 @@ impl ConversationState {
     /// Puts a message's new state where the tail (and the retry index)
     /// holds the old one.
     fn refresh_tail(&mut self, m: Message) {
-        if let Ok(at) = self.tail.binary_search_by_key(&m.id, |t| t.id) {
+        if self.tail.get(m.id).is_some() {
+            let m = Arc::new(chat_protocol::HeldMessage::new(m));
             let key = (m.sender.clone(), m.client_msg_id.clone());
             if let Some(super::Known::Acked(held)) = self.known.get_mut(&key) {
                 *held = m.clone();
             }
-            self.tail[at] = m;
+            self.tail.refresh(m);
         }
     }
 

@@ -370,7 +370,12 @@ async fn history_pages_come_from_the_tail_and_the_store_alike() {
     // From the tail (the last 3), and from the store (older).
     for (after, want) in [(ids[3], &ids[4..6]), (ids[0], &ids[1..3])] {
         let r = f.ask("cat", page(after)).await.expect("page");
-        let got: Vec<MessageId> = r.messages.expect("messages").iter().map(|m| m.id).collect();
+        let got: Vec<MessageId> = r
+            .into_messages()
+            .expect("messages")
+            .iter()
+            .map(|m| m.id)
+            .collect();
         assert_eq!(got, want);
     }
     let outsider = f.ask("dan", page(ids[0])).await;

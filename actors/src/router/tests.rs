@@ -133,7 +133,7 @@ mod actors {
             )
             .await
             .expect("history");
-        assert_eq!(page.messages.expect("messages").len(), 1);
+        assert_eq!(page.into_messages().expect("messages").len(), 1);
         let again = f.route("bob", send("g:1", "k1")).await.expect("retry");
         assert_eq!(again.message.expect("message").body, "k1");
         let stored = f.store.history(&conversation("g:1")).await;

@@ -131,6 +131,16 @@ pub struct HistoryReport {
     pub errors: u64,
     /// Request to page.
     pub latency_ms: Latency,
+    /// Server CPU per page read in the window, in µs (with `--pid`).
+    #[serde(default)]
+    pub server_cpu_us_per_page: Option<f64>,
+    /// The harness's share of its cores in the window.
+    #[serde(default)]
+    pub harness_cpu_share: Option<f64>,
+    /// The harness used more than `--harness-bound-share` of its cores: the
+    /// window may measure the harness, not the server, and is never a win.
+    #[serde(default)]
+    pub harness_bound: bool,
 }
 
 /// `reconnect`: every client drops at once and comes back.

@@ -222,6 +222,20 @@ impl Summary {
                 "history: p99 ms (lower is better)".into(),
                 pages.map(|h| h.map(|h| h.latency_ms.p99)),
             ));
+            // What a page costs the server: the figure a harness near its
+            // limit does not distort (a closed loop saturates one side).
+            comparisons.push(Comparison::of(
+                "history: server CPU us per page (lower is better)".into(),
+                pages.map(|h| h.and_then(|h| h.server_cpu_us_per_page)),
+            ));
+            for (target, h) in TARGETS.iter().zip(pages) {
+                if h.is_some_and(|h| h.harness_bound) {
+                    notes.push(format!(
+                        "history against {target} was harness-bound: its pages/s are the \
+                         harness's limit, not a result"
+                    ));
+                }
+            }
         }
         if let Some(scylla) = on("rooms", "chat", "scylla") {
             let line =

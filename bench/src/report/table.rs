@@ -139,7 +139,7 @@ impl RunReport {
         if let Some(h) = &self.history {
             let _ = writeln!(
                 s,
-                "history      {:.0} pages/s ({:.0} messages/s) of {} by {} readers; p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms; {} errors",
+                "history      {:.0} pages/s ({:.0} messages/s) of {} by {} readers; p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms; {} errors; server {} us/page, harness {}{}",
                 h.pages_per_s,
                 h.messages_per_s,
                 h.page_size,
@@ -147,7 +147,14 @@ impl RunReport {
                 h.latency_ms.p50,
                 h.latency_ms.p99,
                 h.latency_ms.p999,
-                h.errors
+                h.errors,
+                h.server_cpu_us_per_page
+                    .map(|u| format!("{u:.1}"))
+                    .unwrap_or_else(|| "?".into()),
+                h.harness_cpu_share
+                    .map(|c| format!("{:.0}%", c * 100.0))
+                    .unwrap_or_else(|| "?".into()),
+                if h.harness_bound { " HARNESS-BOUND" } else { "" }
             );
         }
         if let Some(r) = &self.reconnect {

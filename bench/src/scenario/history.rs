@@ -21,6 +21,7 @@ use super::rooms::{
 use super::shared::{base_report, finish, Member, Phase, Shared};
 use crate::cli::{RunArgs, ScenarioKind};
 use crate::conn::{Conn, Incoming};
+use crate::cpu::{CpuWindow, Mark};
 use crate::report::{HistoryReport, RunReport};
 use crate::stats::{now_us, Latency};
 
@@ -173,13 +174,18 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
             .await?;
         sh.set_phase(Phase::Run { rate: 0.0 });
         tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+        let start = Mark::now(&sh.cpu_pids, 0);
         sh.stats.open_window();
         tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
         sh.stats.close_window();
+        let cpu = CpuWindow::between(&start, &Mark::now(&sh.cpu_pids, 0));
         // Pages requested inside the window and answered after it count.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let w = sh.stats.take_window();
         let secs = w.secs.max(1e-9);
+        let harness_cpu_share = cpu
+            .harness_cpu_s
+            .map(|s| s / (cpu.secs.max(1e-9) * sh.harness_cores.max(1) as f64));
         report.history = Some(HistoryReport {
             readers: args.users,
             prefill: args.prefill,
@@ -190,7 +196,21 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
             messages_per_s: w.items as f64 / secs,
             errors: w.errors,
             latency_ms: Latency::of(&w.latency),
+            server_cpu_us_per_page: cpu
+                .server_cpu_s
+                .filter(|_| w.ops > 0)
+                .map(|s| s * 1e6 / w.ops as f64),
+            harness_cpu_share,
+            harness_bound: harness_cpu_share.is_some_and(|s| s > sh.harness_bound_share),
         });
+        if report.history.as_ref().is_some_and(|h| h.harness_bound) {
+            report.notes.push(format!(
+                "harness-bound: the harness used more than {:.0}% of its {} core(s); the pages/s \
+                 are the harness's limit, not the server's",
+                sh.harness_bound_share * 100.0,
+                sh.harness_cores
+            ));
+        }
         Ok::<_, anyhow::Error>(())
     }
     .await;
