@@ -1,8 +1,9 @@
 //! `history`: conversations are filled with `--prefill` messages, then every
 //! user reads pages of `--page-size` in a closed loop (one request in flight
 //! each), scrolling back from the newest message to the oldest and starting
-//! over, as a client opening a conversation and scrolling does. The newest
-//! pages come from the conversation actor's tail, older ones from the store.
+//! over, as a client opening a conversation and scrolling does. Pages within
+//! the conversation actor's tail (its newest `actors.tail` messages) come
+//! from memory, older ones from the store.
 //! Measured: pages per second and the latency of a page. Against Centrifugo
 //! a page is a `history` request of the channel with `limit`, `reverse` and
 //! `since` the oldest offset of the previous page (its history holds the
