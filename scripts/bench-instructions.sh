@@ -47,8 +47,12 @@ if ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null
     die "could not install valgrind"
 fi
 
-cargo build --release -q -p chat-node -p chat-bench
-BIN=$ROOT/target/release
+# BIN=DIR: another build's chat-node and chat-bench (e.g. target/ab-REV of
+# scripts/bench-ab.sh), to count a revision against this one.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p chat-node -p chat-bench
+  BIN=$ROOT/target/release
+fi
 
 RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chat-instr.XXXXXX")
 NODE_PID=""
@@ -73,7 +77,7 @@ CHAT__AUTH__JWT_SECRET=$SECRET \
   CHAT__LIMITS__SENDS_PER_SECOND=10000 CHAT__LIMITS__SEND_BURST=10000 \
   CHAT__LIMITS__REACTIONS_PER_SECOND=10000 CHAT__LIMITS__REACTION_BURST=10000 \
   CHAT__LISTEN__MAX_CONNECTIONS_PER_IP=0 CHAT__AUTH__REQUIRE_SESSION=false RUST_LOG=warn \
-  valgrind --tool=callgrind --instr-atstart=no \
+  env ${NODE_ENV:-} valgrind --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$RUN_DIR/callgrind.out" \
   "$BIN/chat-node" --http "127.0.0.1:$PORT" --data-dir "$RUN_DIR/data" \
   >"$RUN_DIR/node.log" 2>&1 &

@@ -699,13 +699,7 @@ impl ConversationState {
         match self.known.get(&key) {
             Some(Known::Acked(m)) => {
                 self.deps.metrics.sends_deduplicated.inc();
-                return answer(
-                    reply,
-                    Ok(OkReply {
-                        message: Some(shown(&*self.deps.media, m.message())),
-                        ..ok()
-                    }),
-                );
+                return answer(reply, Ok(self.ack_of(m)));
             }
             Some(Known::Pending(id)) => {
                 self.deps.metrics.sends_deduplicated.inc();
@@ -843,21 +837,34 @@ impl ConversationState {
                     if let Some(first) = held.filter(|f| f.id != p.message.id) {
                         // A retry of a send stored before the tail began.
                         metrics.sends_deduplicated.inc();
-                        self.acknowledge(p.message.id, p.reply, &first);
+                        let body = OkReply {
+                            message: Some(shown(&*self.deps.media, &first)),
+                            ..ok()
+                        };
+                        self.acknowledge(p.message.id, p.reply, body);
                         // Not kept in `known`, which only covers the tail:
                         // retries of old sends must not grow it.
                         self.known
                             .remove(&(first.sender.clone(), first.client_msg_id.clone()));
                         continue;
                     }
-                    let m = p.message;
+                    let m = Arc::new(HeldMessage::new(p.message));
                     metrics.messages_accepted.inc();
                     metrics.observe_send(p.received.elapsed().as_secs_f64());
-                    self.acknowledge(m.id, p.reply, &m);
-                    deliveries.push(Delivery {
-                        frame: Arc::new(SharedFrame::new(ServerFrame::Message {
+                    // Encoded once, for the event, the acknowledgement and
+                    // the pages that will list it; a message with
+                    // attachments is shown with fresh links each time.
+                    let frame = if m.attachments.is_empty() {
+                        SharedFrame::message_event(&m)
+                    } else {
+                        SharedFrame::new(ServerFrame::Message {
                             message: shown(&*self.deps.media, &m),
-                        })),
+                        })
+                    };
+                    let body = self.ack_of(&m);
+                    self.acknowledge(m.id, p.reply, body);
+                    deliveries.push(Delivery {
+                        frame: Arc::new(frame),
                         skip_conn: p.origin,
                         trace: parent_of(&p.span),
                     });
@@ -891,21 +898,32 @@ impl ConversationState {
 
     /// Answers the send given id `id`, and every retry of it that waited,
     /// with `message`.
-    fn acknowledge(&mut self, id: MessageId, reply: Option<Reply>, message: &Message) {
-        let body = OkReply {
-            message: Some(shown(&*self.deps.media, message)),
-            ..ok()
-        };
+    fn acknowledge(&mut self, id: MessageId, reply: Option<Reply>, body: OkReply) {
         for w in self.waiters.remove(&id).into_iter().flatten() {
             let _ = w.send(Ok(body.clone()));
         }
         answer(reply, Ok(body));
     }
 
+    /// The acknowledgement of a held message's send: its JSON is the one
+    /// the message holds, unless it has attachments (fresh links each time).
+    fn ack_of(&self, m: &Arc<HeldMessage>) -> OkReply {
+        if m.attachments.is_empty() {
+            OkReply {
+                held_message: Some(m.clone()),
+                ..ok()
+            }
+        } else {
+            OkReply {
+                message: Some(shown(&*self.deps.media, m)),
+                ..ok()
+            }
+        }
+    }
+
     /// Holds a stored message, which retries of its send are answered
     /// with while it is held.
-    fn push_tail(&mut self, m: Message) {
-        let held = Arc::new(HeldMessage::new(m));
+    fn push_tail(&mut self, held: Arc<HeldMessage>) {
         let known = &mut self.known;
         known.insert(
             (held.sender.clone(), held.client_msg_id.clone()),

@@ -291,7 +291,7 @@ pub(crate) async fn send(
     let reply = ask(&app, claims.sub, frame).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "message": reply.message })),
+        Json(json!({ "message": reply.into_message() })),
     )
         .into_response())
 }
@@ -313,7 +313,7 @@ fn message_id(raw: &str) -> HttpResult<MessageId> {
 async fn ask_message(app: &App, user: UserId, frame: ClientFrame) -> HttpResult<Response> {
     let frame = validated(app, frame)?;
     let reply = ask(app, user, frame).await?;
-    Ok(Json(json!({ "message": reply.message })).into_response())
+    Ok(Json(json!({ "message": reply.into_message() })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -460,6 +460,17 @@ pub struct OkReply {
     /// `send`: the stored message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<Message>,
+    /// `send`: the stored message as its conversation holds it, encoded as
+    /// `message` from the JSON made once for it (a reply has one or the
+    /// other). Never decoded: what a client or peer reads is `message`.
+    #[serde(
+        default,
+        rename(serialize = "message"),
+        skip_deserializing,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(test, ts(skip))]
+    pub held_message: Option<std::sync::Arc<crate::HeldMessage>>,
     /// `history`: the page, ascending by id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<Message>>,
@@ -495,6 +506,15 @@ pub struct OkReply {
 }
 
 impl OkReply {
+    /// The stored message of a `send`, in its client form, wherever it
+    /// holds it.
+    pub fn into_message(self) -> Option<Message> {
+        match self.held_message {
+            Some(m) => Some(m.for_clients().into_owned()),
+            None => self.message,
+        }
+    }
+
     /// The page's messages, in their client form, wherever it holds them.
     pub fn into_messages(self) -> Option<Vec<Message>> {
         match self.held {
@@ -670,6 +690,25 @@ impl SharedFrame {
     /// The frame.
     pub fn frame(&self) -> &ServerFrame {
         &self.frame
+    }
+
+    /// The `message` event of a held message, whose JSON is the one the
+    /// message holds spliced in: a message is encoded once for its event,
+    /// its acknowledgement and the pages that list it.
+    pub fn message_event(held: &crate::HeldMessage) -> Self {
+        let shared = SharedFrame::new(ServerFrame::Message {
+            message: held.for_clients().into_owned(),
+        });
+        if let Some(raw) = held.json() {
+            const HEAD: &[u8] = br#"{"type":"message","message":"#;
+            let raw = raw.get().as_bytes();
+            let mut json = Vec::with_capacity(HEAD.len() + raw.len() + 1);
+            json.extend_from_slice(HEAD);
+            json.extend_from_slice(raw);
+            json.push(b'}');
+            let _ = shared.json.set(Bytes::from(json));
+        }
+        shared
     }
 
     /// The frame encoded with `codec`, encoding it on first use.

@@ -39,11 +39,24 @@ impl HeldMessage {
     /// Its client form as JSON, made on the first call.
     pub fn json(&self) -> Option<&RawValue> {
         self.json
-            .get_or_init(|| {
-                let text = serde_json::to_string(&*self.message.for_clients()).ok()?;
-                RawValue::from_string(text).ok()
-            })
+            // `to_raw_value` keeps the text it wrote (`from_string` would
+            // parse it again to check it).
+            .get_or_init(|| serde_json::value::to_raw_value(&*self.message.for_clients()).ok())
             .as_deref()
+    }
+}
+
+/// A held message encodes as its client form: in JSON from the bytes it
+/// holds, in any other format (MessagePack to clients and peers) field by
+/// field. Only serde_json's serializers are human-readable here, and only
+/// they write a `RawValue` as the JSON it holds.
+impl Serialize for HeldMessage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let json = serializer.is_human_readable();
+        match self.json().filter(|_| json) {
+            Some(raw) => raw.serialize(serializer),
+            None => self.for_clients().serialize(serializer),
+        }
     }
 }
 
@@ -56,8 +69,7 @@ impl Deref for HeldMessage {
 }
 
 /// A page of held messages, ascending by id. It encodes as a list of the
-/// messages' client forms: in JSON from the bytes each one holds, in any
-/// other format (MessagePack to clients and peers) message by message.
+/// messages' client forms (see [`HeldMessage`]'s `Serialize`).
 #[derive(Debug, Clone, Default)]
 pub struct HeldPage(pub Vec<Arc<HeldMessage>>);
 
@@ -71,29 +83,24 @@ impl HeldPage {
     }
 }
 
-/// Pages compare by what they encode to.
+/// Held messages compare by what they encode to.
+impl PartialEq for HeldMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.for_clients() == other.for_clients()
+    }
+}
+
 impl PartialEq for HeldPage {
     fn eq(&self, other: &Self) -> bool {
-        self.0.len() == other.0.len()
-            && self
-                .0
-                .iter()
-                .zip(&other.0)
-                .all(|(a, b)| a.for_clients() == b.for_clients())
+        self.0 == other.0
     }
 }
 
 impl Serialize for HeldPage {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Only serde_json's serializers are human-readable here, and only
-        // they write a `RawValue` as the JSON it holds.
-        let json = serializer.is_human_readable();
         let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
         for m in &self.0 {
-            match m.json().filter(|_| json) {
-                Some(raw) => seq.serialize_element(raw)?,
-                None => seq.serialize_element(&*m.for_clients())?,
-            }
+            seq.serialize_element(&**m)?;
         }
         seq.end()
     }
@@ -176,5 +183,39 @@ mod tests {
             serde_json::to_value(&listed).unwrap()
         );
         assert_eq!(held.into_messages(), listed.messages);
+    }
+
+    /// A send's acknowledgement and its `message` event made from a held
+    /// message encode as the ones made from the message itself.
+    #[test]
+    fn an_ack_and_an_event_from_a_held_message_encode_as_the_message() {
+        let stored = message(7, 40);
+        let held = Arc::new(HeldMessage::new(stored.clone()));
+        let shown = stored.for_clients().into_owned();
+        let ack = OkReply {
+            held_message: Some(held.clone()),
+            ..Default::default()
+        };
+        let plain = OkReply {
+            message: Some(shown.clone()),
+            ..Default::default()
+        };
+        let event = crate::SharedFrame::message_event(&held);
+        let plain_event = ServerFrame::Message { message: shown };
+        for codec in [Codec::Json, Codec::MsgPack] {
+            let a = codec.encode(&ServerFrame::Ok(ack.clone())).unwrap();
+            assert_eq!(a, codec.encode(&ServerFrame::Ok(plain.clone())).unwrap());
+            let ServerFrame::Ok(back) = codec.decode::<ServerFrame>(&a).unwrap() else {
+                panic!("an ok frame");
+            };
+            assert_eq!(back.message, plain.message);
+            assert_eq!(
+                &event.encoded(codec).unwrap()[..],
+                &codec.encode(&plain_event).unwrap()[..],
+                "{codec:?}"
+            );
+        }
+        assert_eq!(event.frame(), &plain_event);
+        assert_eq!(ack.into_message(), plain.message);
     }
 }

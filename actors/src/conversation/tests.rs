@@ -124,7 +124,7 @@ impl Fixture {
 }
 
 fn sent(r: Result<OkReply, ChatError>) -> Message {
-    r.expect("sent").message.expect("message")
+    r.expect("sent").into_message().expect("message")
 }
 
 #[tokio::test]

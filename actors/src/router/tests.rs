@@ -135,7 +135,7 @@ mod actors {
             .expect("history");
         assert_eq!(page.into_messages().expect("messages").len(), 1);
         let again = f.route("bob", send("g:1", "k1")).await.expect("retry");
-        assert_eq!(again.message.expect("message").body, "k1");
+        assert_eq!(again.into_message().expect("message").body, "k1");
         let stored = f.store.history(&conversation("g:1")).await;
         assert_eq!(stored.len(), 1, "the retry stored nothing");
     }
