@@ -14,6 +14,9 @@
 #   scripts/cql.sh kill I [--dir DIR]      SIGKILLs node I (1-based)
 #   scripts/cql.sh restart I [--dir DIR]   starts node I again on its data
 #
+# CQL_HEAP: each node's Java heap (default 512m); a server holding many
+# keyspaces needs more (each table keeps state on the heap).
+#
 # Commits are fsynced before they are acknowledged (commitlog_sync: group,
 # which shares one fsync among the writes of a millisecond, as the embedded
 # store's group commit does): a test kills single nodes with SIGKILL and
@@ -147,11 +150,11 @@ EOF
 
 launch() {
   local dir=$1 i=$2
-  local home=$dir/node$i port ring_delay=1000
+  local home=$dir/node$i port ring_delay=1000 heap=${CQL_HEAP:-512m}
   port=$(cat "$dir/port")
   [ "$(cat "$dir/nodes")" -eq 1 ] || ring_delay=5000
   : >"$home/cassandra.log"
-  java -Xms512m -Xmx512m -Xss256k -XX:+UseG1GC -XX:ActiveProcessorCount=2 \
+  java -Xms"$heap" -Xmx"$heap" -Xss256k -XX:+UseG1GC -XX:ActiveProcessorCount=2 \
     -Djava.net.preferIPv4Stack=true "${JPMS[@]}" \
     -Dcassandra-foreground=yes -Dcassandra.config="file://$home/cassandra.yaml" \
     -Dcassandra.storagedir="$home/data" -Dcassandra.logdir="$home/logs" \
