@@ -625,9 +625,7 @@ impl ConversationState {
         // Within the tail (catching up from a recent point, or scrolling
         // back through recent messages) a page is served from memory, each
         // message encoded once for every page that lists it.
-        let media = &*self.deps.media;
-        let fresh = |m: &Arc<HeldMessage>| Arc::new(HeldMessage::new(shown(media, m)));
-        if let Some((page, more)) = self.tail.page(&query, fresh) {
+        if let Some((page, more)) = self.tail.page(&query, |m| self.to_show(m)) {
             return answer(
                 reply,
                 Ok(OkReply {
@@ -852,15 +850,8 @@ impl ConversationState {
                     metrics.messages_accepted.inc();
                     metrics.observe_send(p.received.elapsed().as_secs_f64());
                     // Encoded once, for the event, the acknowledgement and
-                    // the pages that will list it; a message with
-                    // attachments is shown with fresh links each time.
-                    let frame = if m.attachments.is_empty() {
-                        SharedFrame::message_event(&m)
-                    } else {
-                        SharedFrame::new(ServerFrame::Message {
-                            message: shown(&*self.deps.media, &m),
-                        })
-                    };
+                    // the pages that will list it (see `to_show`).
+                    let frame = SharedFrame::message_event(&self.to_show(&m));
                     let body = self.ack_of(&m);
                     self.acknowledge(m.id, p.reply, body);
                     deliveries.push(Delivery {
@@ -905,19 +896,22 @@ impl ConversationState {
         answer(reply, Ok(body));
     }
 
-    /// The acknowledgement of a held message's send: its JSON is the one
-    /// the message holds, unless it has attachments (fresh links each time).
-    fn ack_of(&self, m: &Arc<HeldMessage>) -> OkReply {
+    /// What a client is shown of a held message: the held one itself, whose
+    /// JSON is made once and shared, unless it has attachments, whose links
+    /// are signed afresh for each use.
+    fn to_show(&self, m: &Arc<HeldMessage>) -> Arc<HeldMessage> {
         if m.attachments.is_empty() {
-            OkReply {
-                held_message: Some(m.clone()),
-                ..ok()
-            }
+            m.clone()
         } else {
-            OkReply {
-                message: Some(shown(&*self.deps.media, m)),
-                ..ok()
-            }
+            Arc::new(HeldMessage::new(shown(&*self.deps.media, m)))
+        }
+    }
+
+    /// The acknowledgement of a held message's send.
+    fn ack_of(&self, m: &Arc<HeldMessage>) -> OkReply {
+        OkReply {
+            held_message: Some(self.to_show(m)),
+            ..ok()
         }
     }
 

@@ -119,8 +119,8 @@ impl Tail {
 
     /// The page `query` asks for, when the held messages answer it as the
     /// store would (the same messages, cut by the same rules); `None` when
-    /// it reaches below them. `shown` makes a message's client form when
-    /// it cannot be shared (attachments get fresh links per read).
+    /// it reaches below them. `shown` gives what a client is shown of each
+    /// held message.
     pub(super) fn page(
         &self,
         query: &PageQuery,
@@ -160,11 +160,7 @@ impl Tail {
                 more = true;
                 return false;
             }
-            picked.push(if m.attachments.is_empty() {
-                m.clone()
-            } else {
-                shown(m)
-            });
+            picked.push(shown(m));
             true
         };
         if oldest_first {
