@@ -228,7 +228,7 @@ impl Actor for ConversationActor {
         // Loading here rather than in pre_start keeps the Router from waiting
         // on the store; requests queue in the mailbox meanwhile. Without
         // waiting for a lease another node holds: the first request waits.
-        if let Err(e) = state.load(false).await {
+        if let Err(e) = state.load(Duration::ZERO).await {
             tracing::warn!(conversation = %state.id, error = %e, "loading conversation failed; will retry");
         }
         let period = state.deps.tuning.conversation_idle / 2;
@@ -314,7 +314,12 @@ impl ConversationState {
             self.lose_lease("it ran out");
         }
         if !self.loaded {
-            if let Err(e) = self.load(true).await {
+            // Waiting counts from when the node received the request: one
+            // queued behind others that waited for the claim has waited
+            // already, and gets one look, not five more seconds (a queue of
+            // such waits would hold a later request for minutes).
+            let wait = LEASE_WAIT.saturating_sub(request.received.elapsed());
+            if let Err(e) = self.load(wait).await {
                 return request.fail(e);
             }
         }
@@ -473,16 +478,17 @@ impl ConversationState {
     }
 
     /// Claims the conversation under this node's lease, on a store shared
-    /// by several nodes, waiting (bounded) for a departing owner to give it
-    /// up. Taken before anything is read, so what is read includes every
-    /// write of the previous owner, and ids continue above its last.
-    async fn take_lease(&mut self, wait: bool) -> Result<(), ChatError> {
+    /// by several nodes, waiting at most `wait` for a departing owner to
+    /// give it up (and for this node's own lease). Taken before anything is
+    /// read, so what is read includes every write of the previous owner, and
+    /// ids continue above its last.
+    async fn take_lease(&mut self, wait: Duration) -> Result<(), ChatError> {
         if self.lease_valid() {
             return Ok(());
         }
-        let started = tokio::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let left = LEASE_WAIT.saturating_sub(started.elapsed());
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let node = self.deps.leases.wait_current(left).await.ok_or_else(|| {
                 ChatError::Unavailable("this node holds no lease on the database yet".into())
             })?;
@@ -493,8 +499,8 @@ impl ConversationState {
                     return Ok(());
                 }
                 LeaseGrant::Held { owner, until_ms } => {
-                    let left = Duration::from_millis(until_ms.saturating_sub(now_ms()));
-                    if !wait || started.elapsed() >= LEASE_WAIT {
+                    let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if budget.is_zero() {
                         return Err(ChatError::Unavailable(format!(
                             "conversation {} is held by node {owner}",
                             self.id
@@ -502,7 +508,10 @@ impl ConversationState {
                     }
                     // The holder gives it up when it retires (the Router
                     // tells it), or its node lease runs out: look again soon.
-                    let pause = left.clamp(Duration::from_millis(20), Duration::from_millis(250));
+                    let held_for = Duration::from_millis(until_ms.saturating_sub(now_ms()));
+                    let pause = held_for
+                        .clamp(Duration::from_millis(20), Duration::from_millis(250))
+                        .min(budget);
                     tokio::time::sleep(pause).await;
                 }
             }
@@ -555,7 +564,7 @@ impl ConversationState {
         }
     }
 
-    async fn load(&mut self, wait_for_lease: bool) -> Result<(), ChatError> {
+    async fn load(&mut self, wait_for_lease: Duration) -> Result<(), ChatError> {
         self.take_lease(wait_for_lease).await?;
         let store = &self.deps.store;
         let conversation = store.conversation(&self.id).await?;

@@ -158,8 +158,16 @@ impl Actor for RouterStandIn {
 
 /// A Router stand-in and what it receives.
 pub(crate) async fn router_stand_in() -> (ActorRef<RouterMsg>, mpsc::UnboundedReceiver<RouterMsg>) {
+    named_router_stand_in(None).await
+}
+
+/// A Router stand-in registered as `name` (as a node's Router is, for the
+/// other Routers to find it in the process groups).
+pub(crate) async fn named_router_stand_in(
+    name: Option<String>,
+) -> (ActorRef<RouterMsg>, mpsc::UnboundedReceiver<RouterMsg>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (actor, _) = Actor::spawn(None, RouterStandIn, tx)
+    let (actor, _) = Actor::spawn(name, RouterStandIn, tx)
         .await
         .expect("router stand-in");
     (actor, rx)

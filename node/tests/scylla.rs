@@ -522,3 +522,68 @@ async fn send_until_stored(
         }
     }
 }
+
+/// Requests queued behind a claim that another node holds are each answered
+/// within one wait (the node waits up to 5 s for a departing owner, counted
+/// from when the request arrived), not one full wait after another: such a
+/// queue once held a client's send for minutes during a rolling upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_queued_behind_a_claim_held_elsewhere_are_answered_within_one_wait_scylla() {
+    use chat_storage::scylladb::{ScyllaConfig, ScyllaStore};
+    use chat_storage::{LeaseGrant, LeaseStore, NodeLeaseGrant};
+    let Some(nodes) = scylla_nodes() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let env = node_env(&nodes, "chat_e2e", 20_000);
+    let node = start(root.path(), "queued", &env).await;
+    let alice = register(node.addr, &unique("alice")).await;
+
+    // Another "node": its own lease, long enough to outlast the test, and
+    // the claim on a conversation.
+    let other = ScyllaStore::open(&ScyllaConfig {
+        nodes: nodes.split(',').map(|n| n.trim().to_string()).collect(),
+        keyspace: "chat_e2e".into(),
+        request_timeout_ms: 20_000,
+        lease_ms: 120_000,
+        ..ScyllaConfig::default()
+    })
+    .await
+    .expect("open the store as another node");
+    let NodeLeaseGrant::Granted(lease) = other
+        .acquire_node_lease(&unique("other-node"), None)
+        .await
+        .expect("node lease")
+    else {
+        panic!("a new node's lease is granted");
+    };
+    let conv = chat_protocol::ConversationId::new(&format!("g:{}", chat_protocol::now_ms()))
+        .expect("valid id");
+    let LeaseGrant::Granted(claim) = other.claim(&conv, &lease).await.expect("claim") else {
+        panic!("a free conversation is claimed");
+    };
+
+    const QUEUED: i64 = 6;
+    let mut c = connect(node.addr, &alice.access, Codec::Json).await;
+    let sent = Instant::now();
+    for i in 1..=QUEUED {
+        let frame = frames::send(&conv, &format!("q{i}"), "queued");
+        assert!(try_send(&mut c, &with_req(frame, chat_protocol::ReqId::Int(i))).await);
+    }
+    for _ in 0..QUEUED {
+        let reply = next_reply(&mut c).await.expect("an answer before 30 s");
+        assert_eq!(err_code(&reply), ErrorCode::Unavailable, "{reply:?}");
+    }
+    let took = sent.elapsed();
+    // One wait is 5 s; six in a row were 30 s.
+    assert!(
+        took < Duration::from_secs(10),
+        "{QUEUED} queued requests answered after {took:?}"
+    );
+    other
+        .release_lease(&claim)
+        .await
+        .expect("release the claim");
+    other
+        .release_node_lease(&lease)
+        .await
+        .expect("release the lease");
+}

@@ -246,7 +246,21 @@ impl RouterState {
         } else {
             // Served here even if our view names another owner: a second hop
             // could loop while views settle.
+            let foreign = matches!(
+                self.services.cluster.owner(request.body.conversation()),
+                Owner::Remote(..)
+            )
+            .then(|| request.body.conversation().clone());
             self.route(myself, request).await;
+            if let Some(conversation) = foreign {
+                // ...but not kept: an actor started (or kept) here for it
+                // would hold the conversation's claim against its owner until
+                // idle, and the owner could write nothing meanwhile. It
+                // answers what it was given and stops.
+                if let Some(actor) = self.services.conversations.remove(&conversation) {
+                    let _ = actor.cast(ConversationMsg::Retire);
+                }
+            }
         }
         if !answered {
             return;

@@ -49,9 +49,13 @@ mod actors {
 
     /// A single node's Router whose conversation actors stop after `idle`.
     async fn start(idle: Duration) -> Fixture {
+        start_on(Cluster::single("n1", 1), idle).await
+    }
+
+    async fn start_on(cluster: Cluster, idle: Duration) -> Fixture {
         let store = TestStore::with_users(&["ann", "bob"]).await;
         let services = Services::new(
-            Cluster::single("n1", 1),
+            cluster,
             store.dyn_store(),
             None,
             Arc::new(MemoryPresence::new()),
@@ -138,6 +142,71 @@ mod actors {
         assert_eq!(again.into_message().expect("message").body, "k1");
         let stored = f.store.history(&conversation("g:1")).await;
         assert_eq!(stored.len(), 1, "the retry stored nothing");
+    }
+
+    /// What node "n2" asks node "n1" to serve, and n1's answer.
+    async fn served_for_n2(
+        f: &Fixture,
+        n2: &mut tokio::sync::mpsc::UnboundedReceiver<RouterMsg>,
+        id: u64,
+        from: &str,
+        request: ConversationRequest,
+    ) -> Result<Box<OkReply>, chat_protocol::ErrorCode> {
+        let ask = PeerMsg::Request {
+            from: "n2".into(),
+            id,
+            user: user(from),
+            conn: 0,
+            request,
+            trace: None,
+        };
+        f.router.cast(RouterMsg::Peer(ask)).expect("router runs");
+        loop {
+            let got = tokio::time::timeout(chat_testkit::DEADLINE, n2.recv())
+                .await
+                .expect("n1 answers n2 in time")
+                .expect("stand-in runs");
+            let RouterMsg::Wire(bytes) = got else {
+                continue;
+            };
+            if let PeerMsg::Reply { id: got, result } =
+                chat_protocol::peer::decode(&bytes).expect("valid")
+            {
+                assert_eq!(got, id);
+                return result.map_err(|e| e.code);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_conversation_served_for_a_peer_it_does_not_own_is_not_kept_here() {
+        // Node n1 sees n2 serving (and not itself yet): n2 owns everything.
+        // n2, whose view was another, still sent n1 a request. n1 answers
+        // it, then gives the conversation up: kept, its actor would hold the
+        // claim against the owner until idle (minutes with no writes there).
+        let (events, _) = tokio::sync::mpsc::unbounded_channel();
+        let cluster = Cluster::clustered("n1", 1, events);
+        let (n2, mut n2_rx) =
+            crate::testing::named_router_stand_in(Some(crate::cluster::router_name("n2"))).await;
+        for group in [crate::cluster::NODES_GROUP, crate::cluster::ROUTERS_GROUP] {
+            ractor::pg::join(group.into(), vec![n2.get_cell()]);
+        }
+        let theirs = "g:1";
+        let f = start_on(cluster, Duration::from_secs(600)).await;
+
+        served_for_n2(&f, &mut n2_rx, 1, "ann", create(theirs))
+            .await
+            .expect("created");
+        let sent = served_for_n2(&f, &mut n2_rx, 2, "bob", send(theirs, "k1"))
+            .await
+            .expect("sent");
+        assert_eq!(sent.into_message().expect("message").body, "k1");
+        chat_testkit::until("the actor served and stopped", || {
+            f.services.conversations.is_empty()
+                && f.services.metrics.conversations_active.get() == 0
+        })
+        .await;
+        assert_eq!(f.store.history(&conversation(theirs)).await.len(), 1);
     }
 
     #[tokio::test]

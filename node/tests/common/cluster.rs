@@ -26,7 +26,6 @@ pub const OPS: &str = "ops";
 
 /// Nodes `node-1`..`node-n` with their data and logs in one temp dir.
 pub struct TestCluster {
-    pub root: tempfile::TempDir,
     pub redis: RedisServer,
     pub cluster_ports: Vec<u16>,
     pub nodes: Vec<Option<NodeProc>>,
@@ -40,6 +39,9 @@ pub struct TestCluster {
     pub extra: Vec<(String, String)>,
     /// The build each node runs (this one unless a test says otherwise).
     pub releases: Vec<Release>,
+    /// Last: fields drop in order, and a node dropped during a panic prints
+    /// its log from here, so the directory must outlive the nodes.
+    pub root: tempfile::TempDir,
 }
 
 impl TestCluster {

@@ -112,7 +112,9 @@ impl NodeProc {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+        // CHAT_TEST_NODE_LOG raises what the nodes log, to diagnose a failure.
+        let level = std::env::var("CHAT_TEST_NODE_LOG").unwrap_or_else(|_| "info".into());
+        cmd.env("RUST_LOG", level).env("NO_COLOR", "1");
         cmd.envs(UNTHROTTLED_ENV);
         cmd.envs(storage_env());
         if let Some(s) = secret {
