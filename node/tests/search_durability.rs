@@ -174,3 +174,57 @@ async fn reindex_rebuilds_a_lost_index_and_goes_on_where_it_stopped() {
     let node = NodeProc::start(&data, &log, Some(SECRET), &off).await;
     assert_eq!(count(node.addr, &ann, &word).await.unwrap(), 60);
 }
+
+/// The index unreachable for a while (OpenSearch behind a link that is
+/// cut): what was sent meanwhile is found once it is back, by the index
+/// jobs the passes left for it and retried. (The embedded index is the
+/// node's own files: it is not cut off; the suite's OpenSearch run, in
+/// scripts/test.sh, runs this.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_while_the_index_is_unreachable_are_found_once_it_is_back() {
+    let url = match std::env::var("OPENSEARCH_URL") {
+        Ok(url) if search_env().iter().any(|(_, v)| v == "opensearch") => url,
+        _ => {
+            eprintln!(
+                "the embedded index cannot be cut off: CHAT_TEST_SEARCH=opensearch runs this"
+            );
+            return;
+        }
+    };
+    let _serial = serial().await;
+    let target: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("OPENSEARCH_URL is http://host:port");
+    let link = common::cluster::Link::start(target).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log) = (dir.path().join("data"), dir.path().join("node.log"));
+    let through = format!("http://{}", link.addr);
+    // An index of its own: the rebuild test deletes the one `own` names.
+    let prefix = unique("unreachable").to_lowercase();
+    let mut env = vec![
+        ("CHAT__SEARCH__OPENSEARCH__PREFIX", prefix.as_str()),
+        ("CHAT__SEARCH__OPENSEARCH__URL", &through),
+    ];
+    // Retries a second apart at most: the test waits for one after the heal.
+    env.push(("CHAT__NOTIFICATIONS__RETRY_BASE_MS", "200"));
+    let node = NodeProc::start(&data, &log, Some(SECRET), &env).await;
+    let word = unique("unreachable");
+    link.cut();
+    let ann = burst(node.addr, &word, 50).await;
+    // Passes ran with the index away (each fails and leaves a job).
+    eventually_within("an index pass failed", Duration::from_secs(30), || async {
+        let failed = metric(
+            node.addr,
+            "chat_notifications_failed_total{channel=\"search\"}",
+        )
+        .await;
+        (failed >= 1.0)
+            .then_some(())
+            .ok_or(format!("{failed} failed index passes"))
+    })
+    .await;
+    link.heal();
+    all_found(node.addr, &ann, &word, 50).await;
+}

@@ -83,11 +83,6 @@ impl Known {
 async fn expand_one(ctx: &Ctx, shard: u32, mark: Mark) -> Result<Finish, NotifyError> {
     let store = ctx.store.as_ref();
     let id = &mark.conversation;
-    if ctx.indexer.is_some() {
-        // Before the mark can be cleared: a crash after it repeats it.
-        let job = crate::indexing::index_job(id, chat_protocol::now_ms());
-        store.put_jobs(&[job]).await?;
-    }
     let conversation = store.conversation(id).await?;
     let away = match &conversation {
         Some(c) => away_members(ctx, c).await?,

@@ -1,15 +1,33 @@
-//! Search indexing through the outbox: every mark of a conversation (a
-//! message written, edited, deleted or reacted to) also queues an index
-//! job for it, which the worker runs like any other job: retried when the
-//! index is down, repeated rather than lost when a node dies mid-way. The
-//! index keeps its own cursor per conversation, so a job repeated, or two
-//! for one conversation, apply each change once.
+//! Search indexing through the outbox: every write of a message (a send,
+//! an edit, a delete, a reaction) sets its conversation's mark, and the
+//! conversations a pass worked are indexed at the end of that pass, all at
+//! once, before their marks are cleared: they share the index's commits
+//! (one or a few a pass, where a job per conversation run shard by shard
+//! made one per shard round). One the index could not take, or with more
+//! changes waiting than a pass indexes, gets an index job, which the
+//! worker runs like any other: retried while the index is down. A node dying
+//! mid-way leaves the marks set, so the work is repeated, never lost. The
+//! index keeps its own cursor per conversation, so a repeat, or two for
+//! one conversation, apply each change once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chat_protocol::ConversationId;
 use chat_storage::{outbox_shard, Job};
+use futures_util::stream::{self, StreamExt};
 
 use crate::jobs::{job_id, Work};
+use crate::Ctx;
+
+/// Conversations indexed at once at the end of a pass: they wait for the
+/// same commits.
+const INDEX_AT_ONCE: usize = 64;
+/// Batches of one conversation's changes indexed in a pass; a longer
+/// backlog goes on in an index job, so that one busy conversation does not
+/// hold the pass (and the others' notifications) back.
+const BATCHES_PER_PASS: usize = 4;
 
 /// Brings a search index up to date with a conversation's changes.
 #[async_trait]
@@ -31,5 +49,57 @@ pub(crate) fn index_job(conversation: &ConversationId, now_ms: u64) -> Job {
             conversation: conversation.clone(),
         }
         .encode(),
+    }
+}
+
+/// Indexes `conversations` (those whose marks a pass worked) before their
+/// marks are cleared; those with more to do, or that failed, get an index
+/// job. Returns the conversations whose marks must stay set: their job could
+/// not be stored either, so the next pass starts over with them.
+pub(crate) async fn index_marked(
+    ctx: &Ctx,
+    indexer: &Arc<dyn Indexer>,
+    conversations: Vec<ConversationId>,
+) -> HashSet<ConversationId> {
+    let results: Vec<(ConversationId, Result<bool, String>)> = stream::iter(conversations)
+        .map(|c| async move {
+            let mut batches = 1;
+            loop {
+                match indexer.index(&c).await {
+                    Ok(true) if batches < BATCHES_PER_PASS => batches += 1,
+                    other => return (c, other),
+                }
+            }
+        })
+        .buffer_unordered(INDEX_AT_ONCE)
+        .collect()
+        .await;
+    let now = chat_protocol::now_ms();
+    let mut jobs = Vec::new();
+    for (c, result) in results {
+        match result {
+            Ok(false) => {}
+            Ok(true) => jobs.push(index_job(&c, now)),
+            Err(why) => {
+                ctx.metrics.counted(&ctx.metrics.failed, "search", 1);
+                tracing::debug!(conversation = %c, %why, "not indexed; an index job retries it");
+                jobs.push(index_job(&c, now));
+            }
+        }
+    }
+    if jobs.is_empty() {
+        return HashSet::new();
+    }
+    match ctx.store.put_jobs(&jobs).await {
+        Ok(()) => HashSet::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "index jobs not stored; their marks stay for the next pass");
+            jobs.into_iter()
+                .filter_map(|j| match Work::decode(&j.payload) {
+                    Ok(Work::Index { conversation }) => Some(conversation),
+                    _ => None,
+                })
+                .collect()
+        }
     }
 }

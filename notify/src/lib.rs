@@ -279,14 +279,24 @@ impl Notifier {
                 Err(e) => tracing::warn!(shard, error = %e, "notification pass failed"),
             }
         }
+        // Indexed before their marks go (a crash before the write below
+        // leaves the marks, and the next pass indexes them again).
+        let mut unindexed = std::collections::HashSet::new();
+        if let Some(indexer) = &self.ctx.indexer {
+            let marked = finished
+                .iter()
+                .map(|f| f.mark.conversation.clone())
+                .collect();
+            unindexed = indexing::index_marked(&self.ctx, indexer, marked).await;
+        }
         // Every conversation's cursor and mark in one write.
         let finished: Vec<chat_storage::MarkDone> = finished
             .into_iter()
             .map(|f| chat_storage::MarkDone {
+                clear: f.clear && !unindexed.contains(&f.mark.conversation),
                 shard: f.shard,
                 mark: f.mark,
                 cursor: f.cursor,
-                clear: f.clear,
             })
             .collect();
         if let Err(e) = self.ctx.store.finish_marks(&finished).await {

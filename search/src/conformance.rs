@@ -233,6 +233,21 @@ pub async fn check_edits_deletes_and_cursor(index: &dyn SearchIndex) {
         [1],
         "one document per message"
     );
+
+    // A job repeated (a node died before it was marked done) applies the
+    // same batch again, here with an edit and new messages together.
+    let batch = || {
+        vec![
+            doc(&a, 1, "ann", "meet at dawn"),
+            doc(&a, 5, "bob", "fresh rolls"),
+            doc(&a, 6, "bob", "and coffee"),
+        ]
+    };
+    index.apply(&a, batch(), Vec::new(), 7).await.unwrap();
+    index.apply(&a, batch(), Vec::new(), 7).await.unwrap();
+    assert_eq!(ids(index, &query("", &[&a])).await, [6, 5, 1]);
+    assert_eq!(ids(index, &query("dawn", &[&a])).await, [1]);
+    assert_eq!(ids(index, &query("dusk", &[&a])).await, Vec::<u64>::new());
 }
 
 /// Everything.

@@ -10,12 +10,19 @@
 //!
 //! Writes go through the one writer tantivy allows, on the blocking pool,
 //! and share commits (`commits`); searches read the last commit.
+//!
+//! Most documents are new messages, and a new message has no document to
+//! replace: the writer remembers each conversation's highest message id
+//! added, and only an upsert at or below it deletes first (a delete is
+//! applied at commit against every segment's terms). Cursors as committed
+//! are remembered too, so an index job does not search for its own.
 
 mod commits;
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chat_protocol::{ConversationId, MessageId};
@@ -43,6 +50,10 @@ const ANALYZER: &str = "chat_en";
 const WRITER_BYTES: usize = 16 * 1024 * 1024;
 /// Characters of a highlight fragment.
 const FRAGMENT_CHARS: usize = 160;
+/// Conversations whose highest id, and whose cursor, are remembered: past
+/// this the memory is emptied (about 100 bytes each) and read back from the
+/// index as needed.
+const REMEMBERED: usize = 65_536;
 
 fn unavailable(e: impl std::fmt::Display) -> SearchError {
     SearchError::Unavailable(e.to_string())
@@ -100,12 +111,61 @@ fn schema() -> (Schema, Fields) {
     (b.build(), fields)
 }
 
+/// The writer, and what it knows of the documents added through it.
+struct Writer {
+    w: IndexWriter<TantivyDocument>,
+    /// Per conversation, the highest message id added, committed or in the
+    /// commit to come. Emptied only with nothing pending (after a commit,
+    /// with the reader reloaded before the lock goes; or a rollback), so
+    /// that a conversation missing here is read back from the index exactly.
+    tops: HashMap<ConversationId, u64>,
+}
+
 /// The embedded index.
 pub struct EmbeddedIndex {
     reader: IndexReader,
-    writer: Arc<Mutex<IndexWriter<TantivyDocument>>>,
+    writer: Arc<Mutex<Writer>>,
     commits: Arc<commits::Commits>,
+    /// Cursors as last committed (never ahead of the index: a job that
+    /// read a cursor behind repeats changes, which replace themselves).
+    cursors: Arc<Mutex<HashMap<ConversationId, u64>>>,
     f: Fields,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Remembers `cursor` for `conversation`, never lowering one known.
+fn remember(cursors: &Mutex<HashMap<ConversationId, u64>>, c: &ConversationId, cursor: u64) {
+    let mut known = locked(cursors);
+    if known.len() >= REMEMBERED && !known.contains_key(c) {
+        known.clear();
+    }
+    let at = known.entry(c.clone()).or_insert(cursor);
+    *at = (*at).max(cursor);
+}
+
+/// The highest message id of `conversation` in the last commit (0: none).
+fn committed_top(reader: &IndexReader, f: Fields, c: &ConversationId) -> Result<u64, SearchError> {
+    let term = |field, v: &str| -> Box<dyn Query> {
+        Box::new(TermQuery::new(
+            Term::from_field_text(field, v),
+            IndexRecordOption::Basic,
+        ))
+    };
+    let q = BooleanQuery::new(vec![
+        (Occur::Must, term(f.kind, "m")),
+        (Occur::Must, term(f.conversation, c.as_str())),
+    ]);
+    let found = reader
+        .searcher()
+        .search(
+            &q,
+            &TopDocs::with_limit(1).order_by_u64_field("id", Order::Desc),
+        )
+        .map_err(unavailable)?;
+    Ok(found.first().and_then(|(id, _)| *id).unwrap_or(0))
 }
 
 fn message_key(conversation: &ConversationId, id: MessageId) -> String {
@@ -130,8 +190,12 @@ impl EmbeddedIndex {
             .map_err(unavailable)?;
         Ok(EmbeddedIndex {
             reader,
-            writer: Arc::new(Mutex::new(writer)),
+            writer: Arc::new(Mutex::new(Writer {
+                w: writer,
+                tops: HashMap::new(),
+            })),
             commits: Arc::default(),
+            cursors: Arc::default(),
             f,
         })
     }
@@ -237,21 +301,28 @@ impl SearchIndex for EmbeddedIndex {
         cursor: u64,
     ) -> Result<(), SearchError> {
         let f = self.f;
-        let writer = self.writer.clone();
-        let reader = self.reader.clone();
-        let conversation = conversation.clone();
+        let (writer, reader) = (self.writer.clone(), self.reader.clone());
         let commits = self.commits.clone();
-        tokio::task::spawn_blocking(move || {
-            let w = writer.lock().unwrap_or_else(|p| p.into_inner());
+        let c = conversation.clone();
+        let n = tokio::task::spawn_blocking(move || {
+            let mut guard = locked(&writer);
+            let Writer { w, tops } = &mut *guard;
+            let top = match tops.get(&c) {
+                Some(top) => *top,
+                None => committed_top(&reader, f, &c)?,
+            };
             for id in &deletes {
-                w.delete_term(Term::from_field_text(
-                    f.key,
-                    &message_key(&conversation, *id),
-                ));
+                w.delete_term(Term::from_field_text(f.key, &message_key(&c, *id)));
             }
+            let mut added_top = top;
             for d in upserts {
                 let key = message_key(&d.conversation, d.id);
-                w.delete_term(Term::from_field_text(f.key, &key));
+                if d.id.0 <= top {
+                    // It may have a document (an edit, a reaction, a job
+                    // repeated): this one replaces it.
+                    w.delete_term(Term::from_field_text(f.key, &key));
+                }
+                added_top = added_top.max(d.id.0);
                 let mut doc = doc!(
                     f.kind => "m",
                     f.key => key,
@@ -269,33 +340,47 @@ impl SearchIndex for EmbeddedIndex {
                 }
                 w.add_document(doc).map_err(unavailable)?;
             }
-            w.delete_term(Term::from_field_text(f.key, conversation.as_str()));
+            tops.insert(c.clone(), added_top);
+            w.delete_term(Term::from_field_text(f.key, c.as_str()));
             w.add_document(doc!(
                 f.kind => "c",
-                f.key => conversation.as_str(),
+                f.key => c.as_str(),
                 f.cursor => cursor,
             ))
             .map_err(unavailable)?;
-            let n = commits.added();
-            drop(w);
-            commits.wait(n, |added| {
-                let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-                let to = added();
-                if let Err(e) = w.commit() {
-                    // Nothing of these applies stays for a later commit.
-                    let _ = w.rollback();
-                    return Err((to, unavailable(e)));
-                }
-                drop(w);
-                reader.reload().map_err(|e| (to, unavailable(e)))?;
-                Ok(to)
-            })
+            Ok::<_, SearchError>(commits.added())
         })
         .await
-        .map_err(unavailable)?
+        .map_err(unavailable)??;
+        let (writer, reader) = (self.writer.clone(), self.reader.clone());
+        self.commits
+            .wait(n, move |commits| {
+                let mut guard = locked(&writer);
+                let to = commits.count();
+                if let Err(e) = guard.w.commit() {
+                    // Nothing of these applies stays for a later commit,
+                    // nor what was remembered of them.
+                    let _ = guard.w.rollback();
+                    guard.tops.clear();
+                    return Err((to, unavailable(e)));
+                }
+                // Reloaded with the writer held: a top read back from the
+                // index by the next apply includes this commit.
+                reader.reload().map_err(|e| (to, unavailable(e)))?;
+                if guard.tops.len() > REMEMBERED {
+                    guard.tops.clear();
+                }
+                Ok(to)
+            })
+            .await?;
+        remember(&self.cursors, conversation, cursor);
+        Ok(())
     }
 
     async fn cursor(&self, conversation: &ConversationId) -> Result<u64, SearchError> {
+        if let Some(cursor) = locked(&self.cursors).get(conversation) {
+            return Ok(*cursor);
+        }
         let searcher = self.reader.searcher();
         let q = TermQuery::new(
             Term::from_field_text(self.f.key, conversation.as_str()),
@@ -308,10 +393,12 @@ impl SearchIndex for EmbeddedIndex {
             return Ok(0);
         };
         let doc: TantivyDocument = searcher.doc(*at).map_err(unavailable)?;
-        Ok(doc
+        let cursor = doc
             .get_first(self.f.cursor)
             .and_then(|v| v.as_u64())
-            .unwrap_or(0))
+            .unwrap_or(0);
+        remember(&self.cursors, conversation, cursor);
+        Ok(cursor)
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<Hits, SearchError> {
@@ -375,10 +462,13 @@ impl SearchIndex for EmbeddedIndex {
         let writer = self.writer.clone();
         let reader = self.reader.clone();
         let commits = self.commits.clone();
+        let cursors = self.cursors.clone();
         tokio::task::spawn_blocking(move || {
-            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-            w.delete_all_documents().map_err(unavailable)?;
-            w.commit().map_err(unavailable)?;
+            let mut guard = locked(&writer);
+            guard.w.delete_all_documents().map_err(unavailable)?;
+            guard.w.commit().map_err(unavailable)?;
+            guard.tops.clear();
+            locked(&cursors).clear();
             commits.all_committed();
             reader.reload().map_err(unavailable)
         })
