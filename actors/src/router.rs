@@ -41,6 +41,7 @@ use crate::services::Services;
 mod load;
 mod peers;
 mod replication;
+mod retiring;
 mod sessions;
 #[cfg(test)]
 mod tests;
@@ -93,6 +94,8 @@ pub struct RouterState {
     replication: HashMap<(String, u64), Replication>,
     /// This node's recent load, as heartbeats and the console show it.
     load: load::Load,
+    /// Conversation actors retiring here, and requests waiting for them.
+    retiring: retiring::Retiring,
 }
 
 struct Peer {
@@ -179,6 +182,7 @@ impl Actor for Router {
     ) -> Result<RouterState, ActorProcessingErr> {
         Ok(RouterState {
             load: load::Load::new(&services),
+            retiring: retiring::Retiring::default(),
             serving: !services.cluster.enabled(),
             services,
             sessions: sessions::Sessions::default(),
@@ -261,10 +265,10 @@ impl Actor for Router {
                 // would refuse that batch's completion, which arrives after
                 // the drain marker, and drop its senders' answers.)
                 let convs = state.services.conversations.drain();
-                for c in &convs {
+                for (_, c) in &convs {
                     let _ = c.cast(ConversationMsg::Retire);
                 }
-                for c in convs {
+                for (_, c) in convs {
                     let _ = c.get_cell().wait(Some(DRAIN_DEADLINE)).await;
                 }
                 let _ = reply.send(());
@@ -378,6 +382,14 @@ impl Actor for Router {
         };
         if let Some(id) = dead {
             state.services.conversations.remove_actor(id);
+            if let Some((conversation, held)) = state.retiring.stopped(id) {
+                // Its successor starts with the first of them, from the
+                // store, which now holds everything the retired one wrote.
+                for request in held {
+                    state.route(&myself, request).await;
+                }
+                state.retire_if_foreign(&conversation);
+            }
             let draining = state.draining;
             state.sessions.stopped(&myself, id, left, draining).await;
         }
@@ -389,7 +401,9 @@ impl RouterState {
     /// Hands `request` to its conversation's actor here, starting it if
     /// none runs.
     async fn route(&mut self, myself: &ActorRef<RouterMsg>, request: Request) {
-        let mut request = request;
+        let Some(mut request) = self.retiring.hold(request) else {
+            return;
+        };
         let conversation = request.body.conversation().clone();
         let running = &self.services.conversations;
         // Two tries: the actor found may have died since its last report.
@@ -458,8 +472,21 @@ impl RouterState {
     }
 
     fn retire_all(&mut self) {
-        for a in self.services.conversations.drain() {
-            let _ = a.cast(ConversationMsg::Retire);
+        for (c, a) in self.services.conversations.drain() {
+            self.retiring.retire(c, &a);
+        }
+    }
+
+    /// Retires the actor here of `conversation` if this node's view gives
+    /// the conversation to another node: it served a request a peer sent
+    /// under an older view, and kept, it would hold the conversation's
+    /// claim against its owner until idle, and the owner could write
+    /// nothing meanwhile.
+    fn retire_if_foreign(&mut self, conversation: &ConversationId) {
+        if matches!(self.services.cluster.owner(conversation), Owner::Remote(..)) {
+            if let Some(actor) = self.services.conversations.remove(conversation) {
+                self.retiring.retire(conversation.clone(), &actor);
+            }
         }
     }
 }

@@ -100,9 +100,9 @@ impl RunningConversations {
         self.write().retain(|_, r| r.actor.get_id() != actor);
     }
 
-    /// Removes every actor.
-    pub(crate) fn drain(&self) -> Vec<ActorRef<ConversationMsg>> {
-        self.write().drain().map(|(_, r)| r.actor).collect()
+    /// Removes every actor, with its conversation.
+    pub(crate) fn drain(&self) -> Vec<(ConversationId, ActorRef<ConversationMsg>)> {
+        self.write().drain().map(|(c, r)| (c, r.actor)).collect()
     }
 
     /// The conversations with an actor here.

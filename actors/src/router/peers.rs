@@ -18,7 +18,7 @@ use crate::catch_up::CatchUp;
 use crate::cluster::{self, monotonic_us, Owner, View, NODES_GROUP, ROUTERS_GROUP};
 use crate::error::ChatError;
 use crate::metrics::PeerLabel;
-use crate::msg::{ClusterEvent, ClusterStatus, ConversationMsg, PeerStatus, Request, RouterMsg};
+use crate::msg::{ClusterEvent, ClusterStatus, PeerStatus, Request, RouterMsg};
 use crate::placement::Placement;
 
 impl RouterState {
@@ -245,7 +245,8 @@ impl RouterState {
             request.fail(ChatError::Unavailable("node is shutting down".into()));
         } else {
             // Served here even if our view names another owner: a second hop
-            // could loop while views settle.
+            // could loop while views settle. But not kept (see
+            // `retire_if_foreign`).
             let foreign = matches!(
                 self.services.cluster.owner(request.body.conversation()),
                 Owner::Remote(..)
@@ -253,13 +254,7 @@ impl RouterState {
             .then(|| request.body.conversation().clone());
             self.route(myself, request).await;
             if let Some(conversation) = foreign {
-                // ...but not kept: an actor started (or kept) here for it
-                // would hold the conversation's claim against its owner until
-                // idle, and the owner could write nothing meanwhile. It
-                // answers what it was given and stops.
-                if let Some(actor) = self.services.conversations.remove(&conversation) {
-                    let _ = actor.cast(ConversationMsg::Retire);
-                }
+                self.retire_if_foreign(&conversation);
             }
         }
         if !answered {
@@ -584,8 +579,8 @@ impl RouterState {
             .filter(|c| matches!(self.services.cluster.owner(c), Owner::Remote(..)))
             .collect();
         for c in moved {
-            if let Some(a) = running.remove(&c) {
-                let _ = a.cast(ConversationMsg::Retire);
+            if let Some(a) = self.services.conversations.remove(&c) {
+                self.retiring.retire(c, &a);
             }
         }
     }

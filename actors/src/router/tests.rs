@@ -144,14 +144,8 @@ mod actors {
         assert_eq!(stored.len(), 1, "the retry stored nothing");
     }
 
-    /// What node "n2" asks node "n1" to serve, and n1's answer.
-    async fn served_for_n2(
-        f: &Fixture,
-        n2: &mut tokio::sync::mpsc::UnboundedReceiver<RouterMsg>,
-        id: u64,
-        from: &str,
-        request: ConversationRequest,
-    ) -> Result<Box<OkReply>, chat_protocol::ErrorCode> {
+    /// Node "n2" asks node "n1" to serve `request`, as its request `id`.
+    fn ask_for_n2(f: &Fixture, id: u64, from: &str, request: ConversationRequest) {
         let ask = PeerMsg::Request {
             from: "n2".into(),
             id,
@@ -161,6 +155,12 @@ mod actors {
             trace: None,
         };
         f.router.cast(RouterMsg::Peer(ask)).expect("router runs");
+    }
+
+    /// The next answer n1 sends n2: its request id and result.
+    async fn answer_to_n2(
+        n2: &mut tokio::sync::mpsc::UnboundedReceiver<RouterMsg>,
+    ) -> (u64, Result<Box<OkReply>, chat_protocol::ErrorCode>) {
         loop {
             let got = tokio::time::timeout(chat_testkit::DEADLINE, n2.recv())
                 .await
@@ -169,13 +169,26 @@ mod actors {
             let RouterMsg::Wire(bytes) = got else {
                 continue;
             };
-            if let PeerMsg::Reply { id: got, result } =
+            if let PeerMsg::Reply { id, result } =
                 chat_protocol::peer::decode(&bytes).expect("valid")
             {
-                assert_eq!(got, id);
-                return result.map_err(|e| e.code);
+                return (id, result.map_err(|e| e.code));
             }
         }
+    }
+
+    /// What node "n2" asks node "n1" to serve, and n1's answer.
+    async fn served_for_n2(
+        f: &Fixture,
+        n2: &mut tokio::sync::mpsc::UnboundedReceiver<RouterMsg>,
+        id: u64,
+        from: &str,
+        request: ConversationRequest,
+    ) -> Result<Box<OkReply>, chat_protocol::ErrorCode> {
+        ask_for_n2(f, id, from, request);
+        let (got, result) = answer_to_n2(n2).await;
+        assert_eq!(got, id);
+        result
     }
 
     #[tokio::test]
@@ -207,6 +220,32 @@ mod actors {
         })
         .await;
         assert_eq!(f.store.history(&conversation(theirs)).await.len(), 1);
+
+        // Sends pipelined: each retires the actor it started, and the next
+        // waits for it to stop rather than start a second beside it (two
+        // would give out the same revision, and a retried send could be
+        // stored twice).
+        for i in 10..18 {
+            ask_for_n2(&f, i, "bob", send(theirs, &format!("p{i}")));
+        }
+        let mut answered = Vec::new();
+        for _ in 10..18 {
+            let (id, result) = answer_to_n2(&mut n2_rx).await;
+            result.unwrap_or_else(|code| panic!("request {id}: {code:?}"));
+            answered.push(id);
+        }
+        answered.sort_unstable();
+        assert_eq!(answered, (10..18).collect::<Vec<_>>());
+        chat_testkit::until("every actor stopped", || {
+            f.services.metrics.conversations_active.get() == 0
+        })
+        .await;
+        let history = f.store.history(&conversation(theirs)).await;
+        assert_eq!(history.len(), 9);
+        let mut revs: Vec<u64> = history.iter().map(|m| m.rev).collect();
+        revs.sort_unstable();
+        revs.dedup();
+        assert_eq!(revs.len(), 9, "one revision per message: {history:?}");
     }
 
     #[tokio::test]
