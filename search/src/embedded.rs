@@ -315,6 +315,7 @@ impl SearchIndex for EmbeddedIndex {
                 w.delete_term(Term::from_field_text(f.key, &message_key(&c, *id)));
             }
             let mut added_top = top;
+            let mut added = Ok(());
             for d in upserts {
                 let key = message_key(&d.conversation, d.id);
                 if d.id.0 <= top {
@@ -338,9 +339,15 @@ impl SearchIndex for EmbeddedIndex {
                 if d.has_link {
                     doc.add_text(f.has, "link");
                 }
-                w.add_document(doc).map_err(unavailable)?;
+                if let Err(e) = w.add_document(doc) {
+                    added = Err(unavailable(e));
+                    break;
+                }
             }
+            // Also when an add failed: those before it are in the writer,
+            // and a retry must replace them.
             tops.insert(c.clone(), added_top);
+            added?;
             w.delete_term(Term::from_field_text(f.key, c.as_str()));
             w.add_document(doc!(
                 f.kind => "c",

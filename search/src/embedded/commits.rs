@@ -15,6 +15,7 @@
 //! what it held, and every apply in it gets the error (none of its
 //! documents or cursor stay).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
@@ -39,9 +40,13 @@ struct State {
     added: u64,
     committed: u64,
     committing: bool,
-    /// The last failed commit: the numbers it held, and why.
-    failed: Option<(u64, u64, SearchError)>,
+    /// The last failed commits: the numbers each held, and why. Several:
+    /// a waiter woken by one failure may not look before the next.
+    failed: VecDeque<(u64, u64, SearchError)>,
 }
+
+/// Failed commits remembered for their waiters.
+const FAILURES_KEPT: usize = 64;
 
 /// The commit schedule of one writer.
 #[derive(Default)]
@@ -98,10 +103,12 @@ impl Commits {
                 // A failed commit's numbers count as passed (the next
                 // commit starts after them), so the failure is looked at
                 // first.
-                if let Some((from, to, e)) = &s.failed {
-                    if (*from..=*to).contains(&n) {
-                        return Err(e.clone());
-                    }
+                if let Some((_, _, e)) = s
+                    .failed
+                    .iter()
+                    .find(|(from, to, _)| (*from..=*to).contains(&n))
+                {
+                    return Err(e.clone());
                 }
                 if s.committed >= n {
                     return Ok(());
@@ -144,7 +151,10 @@ impl Commits {
                 // Rolled back: what it held is gone, and the next commit
                 // starts after it.
                 s.committed = s.committed.max(to);
-                s.failed = Some((from, to, e));
+                if s.failed.len() == FAILURES_KEPT {
+                    s.failed.pop_front();
+                }
+                s.failed.push_back((from, to, e));
             }
         }
         drop(s);
@@ -196,6 +206,15 @@ mod tests {
         assert!(failed.is_err());
         let m = commits.added();
         assert!(commits.wait(m, |c| Ok(c.count())).await.is_ok());
+
+        // Two failures before a waiter of the first looks: it still gets
+        // its own.
+        let first = commits.added();
+        let failing = |c: &Commits| Err((c.count(), SearchError::Unavailable("disk".into())));
+        assert!(commits.wait(first, failing).await.is_err());
+        let second = commits.added();
+        assert!(commits.wait(second, failing).await.is_err());
+        assert!(commits.wait(first, |c| Ok(c.count())).await.is_err());
     }
 
     #[tokio::test]
