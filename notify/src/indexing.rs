@@ -74,32 +74,28 @@ pub(crate) async fn index_marked(
         .buffer_unordered(INDEX_AT_ONCE)
         .collect()
         .await;
-    let now = chat_protocol::now_ms();
-    let mut jobs = Vec::new();
+    let mut left = Vec::new();
     for (c, result) in results {
         match result {
             Ok(false) => {}
-            Ok(true) => jobs.push(index_job(&c, now)),
+            Ok(true) => left.push(c),
             Err(why) => {
                 ctx.metrics.counted(&ctx.metrics.failed, "search", 1);
                 tracing::debug!(conversation = %c, %why, "not indexed; an index job retries it");
-                jobs.push(index_job(&c, now));
+                left.push(c);
             }
         }
     }
-    if jobs.is_empty() {
+    if left.is_empty() {
         return HashSet::new();
     }
+    let now = chat_protocol::now_ms();
+    let jobs: Vec<Job> = left.iter().map(|c| index_job(c, now)).collect();
     match ctx.store.put_jobs(&jobs).await {
         Ok(()) => HashSet::new(),
         Err(e) => {
             tracing::warn!(error = %e, "index jobs not stored; their marks stay for the next pass");
-            jobs.into_iter()
-                .filter_map(|j| match Work::decode(&j.payload) {
-                    Ok(Work::Index { conversation }) => Some(conversation),
-                    _ => None,
-                })
-                .collect()
+            left.into_iter().collect()
         }
     }
 }

@@ -146,17 +146,19 @@ fn remember(cursors: &Mutex<HashMap<ConversationId, u64>>, c: &ConversationId, c
     *at = (*at).max(cursor);
 }
 
+/// Documents whose `field` holds exactly `value`.
+fn exactly(field: Field, value: &str) -> Box<dyn Query> {
+    Box::new(TermQuery::new(
+        Term::from_field_text(field, value),
+        IndexRecordOption::Basic,
+    ))
+}
+
 /// The highest message id of `conversation` in the last commit (0: none).
 fn committed_top(reader: &IndexReader, f: Fields, c: &ConversationId) -> Result<u64, SearchError> {
-    let term = |field, v: &str| -> Box<dyn Query> {
-        Box::new(TermQuery::new(
-            Term::from_field_text(field, v),
-            IndexRecordOption::Basic,
-        ))
-    };
     let q = BooleanQuery::new(vec![
-        (Occur::Must, term(f.kind, "m")),
-        (Occur::Must, term(f.conversation, c.as_str())),
+        (Occur::Must, exactly(f.kind, "m")),
+        (Occur::Must, exactly(f.conversation, c.as_str())),
     ]);
     let found = reader
         .searcher()
@@ -237,14 +239,8 @@ impl EmbeddedIndex {
 
     fn query(&self, q: &SearchQuery) -> BooleanQuery {
         let f = self.f;
-        let text = |field, value: &str| -> Box<dyn Query> {
-            Box::new(TermQuery::new(
-                Term::from_field_text(field, value),
-                IndexRecordOption::Basic,
-            ))
-        };
         let mut must: Vec<(Occur, Box<dyn Query>)> = vec![
-            (Occur::Must, text(f.kind, "m")),
+            (Occur::Must, exactly(f.kind, "m")),
             (
                 Occur::Must,
                 Box::new(TermSetQuery::new(
@@ -258,14 +254,14 @@ impl EmbeddedIndex {
             must.push((Occur::Must, part));
         }
         if let Some(from) = &q.from {
-            must.push((Occur::Must, text(f.sender, from.as_str())));
+            must.push((Occur::Must, exactly(f.sender, from.as_str())));
         }
         if let Some(has) = q.has {
             let v = match has {
                 Has::Attachment => "attachment",
                 Has::Link => "link",
             };
-            must.push((Occur::Must, text(f.has, v)));
+            must.push((Occur::Must, exactly(f.has, v)));
         }
         let u64_range = |field, lower: Bound<u64>, upper: Bound<u64>| -> Box<dyn Query> {
             let t = |v| Term::from_field_u64(field, v);

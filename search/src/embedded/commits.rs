@@ -26,8 +26,8 @@ use crate::SearchError;
 /// per this, each as large as what arrived. Each commit starts a segment (a
 /// fresh writer arena) that merges then fold in: at 5 ms the index cost a
 /// node carrying 5,270 messages/s 6.6 us of its 15.4 per delivery; at 50 ms,
-/// 10 % less of its CPU (bench/HISTORY.md, session 22). Index jobs wait this
-/// long at most before their commit.
+/// 10 % less of its CPU (bench/HISTORY.md, session 22). An apply waits this
+/// long at most before its commit starts.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What a commit did: how far it committed, or that it failed, with the
