@@ -64,6 +64,7 @@ mod conversations;
 mod history;
 mod keys;
 mod keyspaces;
+mod marks;
 mod media;
 mod moderation;
 mod notifications;

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
+use super::marks::HeldMarks;
 use crate::{unavailable, StoreError};
 
 /// The database and its keyspaces, shared by the store's handle, the
@@ -34,6 +35,8 @@ pub(super) struct Inner {
     pub(super) notify_conversations: Keyspace,
     pub(super) push_subscriptions: Keyspace,
     pub(super) notify_marks: Keyspace,
+    /// What `notify_marks` holds, with each mark's latest token.
+    pub(super) held_marks: HeldMarks,
     pub(super) notify_cursors: Keyspace,
     pub(super) jobs: Keyspace,
     pub(super) dead_jobs: Keyspace,
@@ -126,7 +129,7 @@ impl Inner {
         };
         // The order they have always been created in, so that a new
         // database comes out as before: new keyspaces go at the end.
-        Ok(Inner {
+        let mut inner = Inner {
             messages: keyspace("messages")?,
             client_msg_ids: keyspace("client_msg_ids")?,
             message_revs: keyspace("message_revs")?,
@@ -147,6 +150,7 @@ impl Inner {
             notify_conversations: keyspace("notify_conversations")?,
             push_subscriptions: keyspace("push_subscriptions")?,
             notify_marks: keyspace("notify_marks")?,
+            held_marks: HeldMarks::default(),
             notify_cursors: keyspace("notify_cursors")?,
             jobs: keyspace("jobs")?,
             dead_jobs: keyspace("dead_jobs")?,
@@ -168,7 +172,9 @@ impl Inner {
             persist,
             dirty: AtomicBool::new(false),
             db,
-        })
+        };
+        inner.held_marks = HeldMarks::load(&inner.notify_marks)?;
+        Ok(inner)
     }
 
     pub(super) fn table(&self, table: Table) -> &Keyspace {

@@ -10,7 +10,9 @@
 //!
 //! A mark's token is the revision of the write that set it: a later write
 //! of the conversation has a higher one, so clearing with an older token
-//! leaves it.
+//! leaves it. The tokens live in memory (`marks.rs`): `notify_marks` holds
+//! which conversations are marked, written when one becomes marked and when
+//! its mark is cleared, not at every write.
 
 use async_trait::async_trait;
 use chat_protocol::{ConversationId, MessageId, UserId};
@@ -90,14 +92,12 @@ impl Txn<'_> {
 
 impl Inner {
     fn marks(&self, shard: u32, limit: usize) -> Result<Vec<Mark>, StoreError> {
-        let prefix = shard.to_be_bytes();
         let mut out = Vec::new();
-        for guard in self.notify_marks.prefix(prefix).take(limit) {
-            let (key, value) = guard.into_inner().map_err(unavailable)?;
+        for (key, token) in self.held_marks.scan(&shard.to_be_bytes(), limit) {
             let (id, _) = split_part(&key[4..])?;
             out.push(Mark {
                 conversation: ConversationId::new(id).map_err(corrupt)?,
-                token: decode_u64(&value)?,
+                token,
             });
         }
         Ok(out)

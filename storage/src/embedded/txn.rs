@@ -48,6 +48,11 @@ impl Txn<'_> {
         if let Some(value) = self.group.get(&pending) {
             return Ok(value.clone());
         }
+        if table == Table::NotifyMarks {
+            // The keyspace holds which conversations are marked, not the
+            // latest token (see `marks.rs`).
+            return Ok(self.inner.held_marks.get(key));
+        }
         Ok(self
             .inner
             .table(table)

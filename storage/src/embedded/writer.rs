@@ -140,14 +140,26 @@ impl Group {
             return;
         }
         let mut batch = inner.db.batch().durability(Some(inner.persist));
+        let mut marks = Vec::new();
         for ((table, key), value) in self.writes {
+            if table == Table::NotifyMarks {
+                marks.push((key, value));
+                continue;
+            }
             let keyspace = inner.table(table);
             match value {
                 Some(value) => batch.insert(keyspace, key, value),
                 None => batch.remove(keyspace, key),
             }
         }
-        let result = batch.commit().map_err(unavailable);
+        let result = inner
+            .held_marks
+            .stage(&mut batch, &inner.notify_marks, marks)
+            .and_then(|staged| {
+                batch.commit().map_err(unavailable)?;
+                inner.held_marks.apply(staged);
+                Ok(())
+            });
         if result.is_ok() {
             inner.dirty.store(true, Ordering::Release);
             batches.fetch_add(1, Ordering::Relaxed);
