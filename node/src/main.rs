@@ -5,6 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+
+// mimalloc, not glibc's malloc: the hot path allocates and frees small
+// buffers on several threads, and the search index takes and returns a
+// fresh arena each commit (glibc handed it back to the kernel, so every
+// commit paid page faults again). bench-ab: about 6 % less CPU per
+// delivery and 0.3 KiB less per idle connection.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use chat_node::Config;
 use clap::{Parser, Subcommand};
 
