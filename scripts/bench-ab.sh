@@ -102,7 +102,9 @@ else:
     c = r["reconnect"]
     print(f"{label:>6}: all {c['caught_up']}/{c['clients']} caught up in {c['all_caught_up_s']:.3f} s, "
           f"per client p50 {c['catch_up_ms']['p50']:.0f} p99 {c['catch_up_ms']['p99']:.0f} ms, "
-          f"failed {c['failed']}")
+          f"failed {c['failed']}; server CPU {c.get('server_cpu_ms_per_client') or 0:.2f} ms per client, "
+          f"harness {100 * (c.get('harness_cpu_share') or 0):.0f}% of its core"
+          f"{' HARNESS-BOUND' if c.get('harness_bound') else ''}")
 PY
     rm -rf "$dir" "$out"
     return

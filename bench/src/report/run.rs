@@ -158,6 +158,19 @@ pub struct ReconnectReport {
     pub catch_up_ms: Latency,
     /// Messages fetched with `history after` while catching up.
     pub recovered_messages: u64,
+    /// Server CPU (ms) from the drop until the last client caught up, over
+    /// the clients that did: what a reconnect and its catch-up cost the
+    /// server, which a harness at its limit does not distort. The traffic of
+    /// clients back early is in it too, as it is in the time.
+    #[serde(default)]
+    pub server_cpu_ms_per_client: Option<f64>,
+    /// The harness's CPU over the same window, as a share of its cores.
+    #[serde(default)]
+    pub harness_cpu_share: Option<f64>,
+    /// Over the harness-bound share: the seconds are the harness's limit,
+    /// not the server's.
+    #[serde(default)]
+    pub harness_bound: bool,
 }
 
 impl RunReport {

@@ -301,6 +301,18 @@ impl Summary {
                 "reconnect: s until all caught up (lower is better)".into(),
                 storms.map(|s| s.map(|s| s.all_caught_up_s)),
             ));
+            comparisons.push(Comparison::of(
+                "reconnect: server CPU ms per client caught up (lower is better)".into(),
+                storms.map(|s| s.and_then(|s| s.server_cpu_ms_per_client)),
+            ));
+            for (target, s) in TARGETS.iter().zip(storms) {
+                if s.is_some_and(|s| s.harness_bound) {
+                    notes.push(format!(
+                        "reconnect against {target} was harness-bound: its seconds are the \
+                         harness's limit, not a result"
+                    ));
+                }
+            }
         }
         if runs.iter().any(|r| r.target == "centrifugo") {
             notes.push(CENTRIFUGO_FAIRNESS.into());

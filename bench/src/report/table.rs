@@ -160,14 +160,21 @@ impl RunReport {
         if let Some(r) = &self.reconnect {
             let _ = writeln!(
                 s,
-                "reconnect    {}/{} caught up in {:.2} s ({} failed); per client p50 {:.0} ms p99 {:.0} ms; {} messages recovered with history",
+                "reconnect    {}/{} caught up in {:.2} s ({} failed); per client p50 {:.0} ms p99 {:.0} ms; {} messages recovered with history; server CPU {} ms per client, harness {} of its core{}",
                 r.caught_up,
                 r.clients,
                 r.all_caught_up_s,
                 r.failed,
                 r.catch_up_ms.p50,
                 r.catch_up_ms.p99,
-                r.recovered_messages
+                r.recovered_messages,
+                r.server_cpu_ms_per_client
+                    .map(|u| format!("{u:.2}"))
+                    .unwrap_or_else(|| "?".into()),
+                r.harness_cpu_share
+                    .map(|c| format!("{:.0}%", c * 100.0))
+                    .unwrap_or_else(|| "?".into()),
+                if r.harness_bound { " HARNESS-BOUND" } else { "" }
             );
         }
         if !self.errors.is_empty() {

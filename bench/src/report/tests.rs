@@ -150,3 +150,43 @@ fn add_cpu_marks_a_busy_harness() {
     st.add_cpu(&w, 1, 2, 0.85);
     assert!(!st.harness_bound, "9 s of 2 cores over 10 s is 45%");
 }
+
+fn reconnect_run(target: &str, secs: f64, cpu_ms: f64, harness: f64) -> RunReport {
+    let args = RunArgs::try_parse_from(["chat-bench", "--scenario", "reconnect"]).unwrap();
+    let mut r = RunReport::new(&args, &[]);
+    r.target = target.into();
+    r.reconnect = Some(super::ReconnectReport {
+        clients: 1000,
+        caught_up: 1000,
+        failed: 0,
+        all_caught_up_s: secs,
+        catch_up_ms: crate::stats::Latency::default(),
+        recovered_messages: 0,
+        server_cpu_ms_per_client: Some(cpu_ms),
+        harness_cpu_share: Some(harness),
+        harness_bound: harness > 0.7,
+    });
+    r
+}
+
+#[test]
+fn reconnect_compares_server_cpu_and_marks_a_busy_harness() {
+    let s = Summary::of(vec![
+        reconnect_run("chat", 0.09, 0.09, 0.9),
+        reconnect_run("centrifugo", 0.12, 0.12, 0.4),
+    ]);
+    let cpu = s
+        .comparisons
+        .iter()
+        .find(|c| c.metric.starts_with("reconnect: server CPU ms per client"))
+        .expect("the reconnect CPU line");
+    assert_eq!(cpu.chat, Some(0.09));
+    assert_eq!(cpu.centrifugo, Some(0.12));
+    let bound: Vec<&String> = s
+        .notes
+        .iter()
+        .filter(|n| n.starts_with("reconnect against"))
+        .collect();
+    assert_eq!(bound.len(), 1, "{bound:?}");
+    assert!(bound[0].contains("chat") && bound[0].contains("harness-bound"));
+}

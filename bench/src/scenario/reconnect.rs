@@ -25,6 +25,7 @@ use super::rooms::{
 use super::shared::{base_report, finish, Member, Phase, Shared};
 use crate::cli::{RunArgs, ScenarioKind};
 use crate::conn::{Conn, Incoming};
+use crate::cpu::{CpuWindow, Mark};
 use crate::report::{ReconnectReport, RunReport};
 use crate::stats::{now_us, Latency};
 
@@ -196,6 +197,7 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
         tokio::time::sleep(Duration::from_secs(1)).await;
         let failed_before = sh.failed.load(Ordering::SeqCst);
         sh.stats.take_aux();
+        let cpu_at_storm = Mark::now(&sh.cpu_pids, 0);
         storm_at.store(now_us(), Ordering::SeqCst);
         let storm = std::time::Instant::now();
         sh.set_phase(Phase::Storm);
@@ -204,7 +206,27 @@ pub(crate) async fn run(args: &RunArgs, nodes: &[SocketAddr]) -> Result<RunRepor
             let done = sh.caught_up.load(Ordering::SeqCst);
             let failed = sh.failed.load(Ordering::SeqCst) - failed_before;
             if done + failed >= args.users || tokio::time::Instant::now() >= deadline {
+                let cpu = CpuWindow::between(&cpu_at_storm, &Mark::now(&sh.cpu_pids, 0));
+                let harness_cpu_share = cpu
+                    .harness_cpu_s
+                    .map(|s| s / (cpu.secs.max(1e-9) * sh.harness_cores.max(1) as f64));
+                let harness_bound = harness_cpu_share.is_some_and(|s| s > sh.harness_bound_share);
+                if harness_bound {
+                    report.notes.push(format!(
+                        "harness-bound: the harness used more than {:.0}% of its {} core(s) \
+                         while the clients came back; the seconds are the harness's limit, \
+                         not the server's",
+                        sh.harness_bound_share * 100.0,
+                        sh.harness_cores
+                    ));
+                }
                 report.reconnect = Some(ReconnectReport {
+                    server_cpu_ms_per_client: cpu
+                        .server_cpu_s
+                        .filter(|_| done > 0)
+                        .map(|s| s * 1e3 / done as f64),
+                    harness_cpu_share,
+                    harness_bound,
                     clients: args.users,
                     caught_up: done,
                     failed,
