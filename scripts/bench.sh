@@ -376,7 +376,7 @@ bench burst-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secre
 bench history-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" \
   --pid "$CHAT_PID" --scenario history --users 50 --group-size 5 --prefill 1000 --page-size 50 --warmup 2 \
   --duration "$SHORT_S"
-bench reconnect-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" \
+bench reconnect-chat --target chat --nodes "http://127.0.0.1:$CHAT_PORT" --jwt-secret "$JWT_SECRET" --pid "$CHAT_PID" \
   "${RECONNECT[@]}"
 stop "$CHAT_PID"
 fi
@@ -458,7 +458,7 @@ if [ -n "$CF_BIN" ]; then
     --scenario history --users 50 --group-size 5 --prefill 1000 --page-size 50 --warmup 2 \
     --duration "$SHORT_S"
   EXTRA_LABEL=$CF_LABEL bench reconnect-centrifugo --target centrifugo \
-    --nodes "http://127.0.0.1:$CF_PORT" --jwt-secret "$JWT_SECRET" "${RECONNECT[@]}"
+    --nodes "http://127.0.0.1:$CF_PORT" --jwt-secret "$JWT_SECRET" --pid "$CF_PID" "${RECONNECT[@]}"
   stop "$CF_PID"
   echo "Centrifugo: burst is not run against it (the standard set runs burst against chat-node only)" >&2
 else
