@@ -57,6 +57,18 @@ impl Health {
         if let Err(e) = presence {
             problems.push(format!("presence: {e}"));
         }
+        // On a store several nodes share, a node writes only under its own
+        // lease: until it holds one (or while a late renewal leaves it
+        // lapsed) every send would be refused, so it is not ready.
+        if services.leases.needed()
+            && services
+                .leases
+                .wait_current(std::time::Duration::ZERO)
+                .await
+                .is_none()
+        {
+            problems.push("storage: this node holds no lease on the database yet".into());
+        }
         problems
     }
 

@@ -191,13 +191,29 @@ impl TestNode {
             .await
             .unwrap();
         });
-        TestNode {
+        let node = TestNode {
             addr,
             app,
             dir: None,
             stop: Some(stop),
             task: Some(task),
+        };
+        // On a shared store a node is ready once it holds its lease, which
+        // a busy CQL server can take seconds to grant: wait for that (and
+        // only that: some tests start a node whose other parts are down).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = http(node.addr, "GET", "/readyz", None, None).await;
+            if status == 200 || !body.contains("no lease on the database") {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the node is not ready after 60 s: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        node
     }
 
     /// Drains the node and waits until it has stopped.
