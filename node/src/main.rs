@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use chat_node::Config;
+use clap::{Parser, Subcommand};
 
 // mimalloc, not glibc's malloc: the hot path allocates and frees small
 // buffers on several threads, and the search index takes and returns a
@@ -13,8 +15,6 @@ use anyhow::Context;
 // delivery and 0.3 KiB less per idle connection.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use chat_node::Config;
-use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "chat-node", version, about = "A node of the chat cluster")]
