@@ -9,7 +9,8 @@
 //! alike; positions are kept, for phrases.
 //!
 //! Writes go through the one writer tantivy allows, on the blocking pool,
-//! and share commits (`commits`); searches read the last commit.
+//! and share commits (`commits`); searches read the last commit. The
+//! writer's own threads run at the lowest priority (`priority`).
 //!
 //! Most documents are new messages, and a new message has no document to
 //! replace: the writer remembers each conversation's highest message id
@@ -18,6 +19,7 @@
 //! are remembered too, so an index job does not search for its own.
 
 mod commits;
+mod priority;
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -182,9 +184,10 @@ impl EmbeddedIndex {
         let directory = tantivy::directory::MmapDirectory::open(dir).map_err(unavailable)?;
         let index = Index::open_or_create(directory, schema).map_err(unavailable)?;
         index.tokenizers().register(ANALYZER, analyzer());
-        let writer = index
-            .writer_with_num_threads(1, WRITER_BYTES)
-            .map_err(unavailable)?;
+        let writer =
+            priority::made_at_low_priority(|| index.writer_with_num_threads(1, WRITER_BYTES))
+                .map_err(unavailable)?
+                .map_err(unavailable)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
