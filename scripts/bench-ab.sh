@@ -130,6 +130,12 @@ us = cpu / (step["deliveries_per_s"] * secs) * 1e6
 print(f"{label:>6}: {step['deliveries_per_s']:.0f} deliveries/s, p50 {step['latency_ms']['p50']:.2f} "
       f"p99 {step['latency_ms']['p99']:.2f} ack p99 {step['ack_ms']['p99']:.2f} ms; "
       f"node {100 * cpu / secs:.0f}% of its core = {us:.2f} us per delivery")
+# Where the tail was: the worst tenths of a second of sending (the chat-bench
+# of the tree reports them; an older one does not).
+worst = step.get("worst_ms_by_tenth") or []
+if worst:
+    over = sum(1 for w in worst if w > 5)
+    print(f"        worst tenth of a second {max(worst):.1f} ms; {over} of {len(worst)} tenths over 5 ms")
 PY
   rm -rf "$dir" "$out"
 }

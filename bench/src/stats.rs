@@ -90,9 +90,19 @@ pub struct Stats {
     aux: Mutex<Histogram<u64>>,
     errors_by_code: Mutex<BTreeMap<String, u64>>,
     first_error: Mutex<Option<String>>,
+    /// The worst send-to-receive latency (us) of the messages sent in each
+    /// tenth of a second of the window: where a tail comes from is seen
+    /// by when it happened (one stall, or a pause every second).
+    worst: Vec<AtomicU64>,
     /// Running totals since the start.
     pub totals: Totals,
 }
+
+/// The tenths of a second [`Stats`] keeps the worst latency of: longer
+/// windows keep their first ten minutes.
+const WORST_SLOTS: usize = 6_000;
+/// Microseconds per slot.
+const SLOT_US: u64 = 100_000;
 
 impl Default for Stats {
     fn default() -> Self {
@@ -127,6 +137,9 @@ pub struct Window {
     pub latency: Histogram<u64>,
     /// Send to acknowledgement latency.
     pub ack: Histogram<u64>,
+    /// The worst end-to-end latency (us) of the messages sent in each tenth
+    /// of a second of the window, in order (0: nothing delivered).
+    pub worst_by_tenth: Vec<u64>,
 }
 
 /// Percentiles of a histogram, in milliseconds.
@@ -180,6 +193,7 @@ impl Stats {
             aux: Mutex::new(histogram()),
             errors_by_code: Mutex::new(BTreeMap::new()),
             first_error: Mutex::new(None),
+            worst: (0..WORST_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             totals: Totals::default(),
         }
     }
@@ -233,6 +247,17 @@ impl Stats {
             }
             all
         };
+        // A closed window's slots are those of its length; one taken open
+        // (nothing does) ends now.
+        let slots = match (start, end) {
+            (CLOSED, _) => 0,
+            (_, CLOSED) => now_us().saturating_sub(start).div_ceil(SLOT_US) as usize,
+            _ => end.saturating_sub(start).div_ceil(SLOT_US) as usize,
+        };
+        let worst_by_tenth = self.worst.iter().take(slots).map(take).collect();
+        for slot in self.worst.iter().skip(slots) {
+            slot.store(0, Ordering::Relaxed);
+        }
         let w = &self.window;
         Window {
             secs,
@@ -247,6 +272,7 @@ impl Stats {
             items: take(&w.items),
             latency: merge(&self.latency),
             ack: merge(&self.ack),
+            worst_by_tenth,
         }
     }
 
@@ -290,7 +316,15 @@ impl Stats {
         self.totals.delivered.fetch_add(1, Ordering::Relaxed);
         if self.in_window(sent_us) {
             self.window.delivered.fetch_add(1, Ordering::Relaxed);
-            lock(&self.latency[shard % SHARDS]).saturating_record(now.saturating_sub(sent_us));
+            let us = now.saturating_sub(sent_us);
+            lock(&self.latency[shard % SHARDS]).saturating_record(us);
+            let start = self.start_us.load(Ordering::Relaxed);
+            if let Some(slot) = self
+                .worst
+                .get((sent_us.saturating_sub(start) / SLOT_US) as usize)
+            {
+                slot.fetch_max(us, Ordering::Relaxed);
+            }
         }
     }
 
@@ -371,5 +405,23 @@ mod tests {
         assert_eq!(lat.count, 1);
         assert!((lat.p50 - 1.5).abs() < 0.01);
         assert!(!s.in_window(now_us()), "window closed after take");
+    }
+
+    /// Each tenth of a second of the window keeps the worst latency of the
+    /// messages sent in it, and a window's slots start empty.
+    #[test]
+    fn the_worst_latency_by_tenth_of_a_second_of_sending() {
+        let s = Stats::new();
+        let start = s.open_window();
+        s.delivered(0, start + 10, start + 2_010);
+        s.delivered(1, start + 20, start + 9_020);
+        s.delivered(0, start + 250_000, start + 251_000);
+        s.end_us.store(start + 300_000, Ordering::SeqCst);
+        assert_eq!(s.take_window().worst_by_tenth, vec![9_000, 0, 1_000]);
+        // The next window's slots start empty.
+        let start = s.open_window();
+        s.delivered(0, start + 5, start + 505);
+        s.end_us.store(start + 100_000, Ordering::SeqCst);
+        assert_eq!(s.take_window().worst_by_tenth, vec![500]);
     }
 }

@@ -41,6 +41,11 @@ pub struct StepReport {
     pub latency_ms: Latency,
     /// Send to the sender's acknowledgement.
     pub ack_ms: Latency,
+    /// The worst send-to-receive latency (ms) of the messages sent in each
+    /// tenth of a second of the window, in order: a p99 made by one stall
+    /// and one made by a pause every second look alike, these do not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worst_ms_by_tenth: Vec<f64>,
     /// Accepted ≥ 95% of offered, ≥ 99% delivered, no errors, p99 within the SLO.
     pub kept_up: bool,
     /// Seconds between the two CPU readings (the window's start and end).
@@ -125,6 +130,11 @@ impl StepReport {
             backpressured: w.backpressured,
             latency_ms: latency,
             ack_ms: Latency::of(&w.ack),
+            worst_ms_by_tenth: w
+                .worst_by_tenth
+                .iter()
+                .map(|&us| us as f64 / 1000.0)
+                .collect(),
             kept_up,
             ..StepReport::default()
         }
