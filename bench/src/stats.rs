@@ -214,8 +214,14 @@ impl Stats {
 
     /// Whether a message sent at `sent_us` belongs to the window.
     pub fn in_window(&self, sent_us: u64) -> bool {
+        self.window_start_for(sent_us).is_some()
+    }
+
+    /// The open window's start when `sent_us` belongs to it.
+    fn window_start_for(&self, sent_us: u64) -> Option<u64> {
         let start = self.start_us.load(Ordering::Relaxed);
-        start != CLOSED && sent_us >= start && sent_us < self.end_us.load(Ordering::Relaxed)
+        (start != CLOSED && sent_us >= start && sent_us < self.end_us.load(Ordering::Relaxed))
+            .then_some(start)
     }
 
     /// Whether the window has closed, and every message sent in it has been
@@ -254,10 +260,9 @@ impl Stats {
             (_, CLOSED) => now_us().saturating_sub(start).div_ceil(SLOT_US) as usize,
             _ => end.saturating_sub(start).div_ceil(SLOT_US) as usize,
         };
+        // Only a window's own slots are ever written (a delivery counts
+        // only for a message sent inside it), and taking them empties them.
         let worst_by_tenth = self.worst.iter().take(slots).map(take).collect();
-        for slot in self.worst.iter().skip(slots) {
-            slot.store(0, Ordering::Relaxed);
-        }
         let w = &self.window;
         Window {
             secs,
@@ -314,11 +319,10 @@ impl Stats {
     /// A member received a message sent at `sent_us`.
     pub fn delivered(&self, shard: usize, sent_us: u64, now: u64) {
         self.totals.delivered.fetch_add(1, Ordering::Relaxed);
-        if self.in_window(sent_us) {
+        if let Some(start) = self.window_start_for(sent_us) {
             self.window.delivered.fetch_add(1, Ordering::Relaxed);
             let us = now.saturating_sub(sent_us);
             lock(&self.latency[shard % SHARDS]).saturating_record(us);
-            let start = self.start_us.load(Ordering::Relaxed);
             if let Some(slot) = self
                 .worst
                 .get((sent_us.saturating_sub(start) / SLOT_US) as usize)
