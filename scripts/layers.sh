@@ -77,11 +77,11 @@ check actors \
   "services" \
   "router"
 
-# node/: auth; config; client TLS; membership, HTTP errors and health probes; the shared
+# node/: auth and the process's memory; config; client TLS; membership, HTTP errors and health probes; the shared
 # state; the handlers; the admin API (on the handlers' auth); starting and
 # serving; the operators' commands (on the store as the node opens it).
 check node \
-  "auth gate origin" \
+  "auth gate memory origin" \
   "config" \
   "tls" \
   "membership error listener health notifier telemetry" \

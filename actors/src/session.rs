@@ -407,6 +407,9 @@ impl SessionState {
             return Err(ChatError::TooManyConnections);
         }
         self.presence_change(conn.id, true);
+        // Most users hold one connection: room for one, not the four a
+        // first push makes room for (a few hundred bytes per idle user).
+        self.conns.reserve_exact(1);
         self.conns.push(Attached {
             conn,
             watching: HashSet::new(),

@@ -42,6 +42,12 @@ pub struct NodeSection {
     pub id: u16,
     /// Directory for the embedded store and generated secrets.
     pub data_dir: PathBuf,
+    /// Whether the node's memory may be backed by transparent huge pages.
+    /// Off by default: the allocator asks for them, and a 2 MiB page counts
+    /// whole once any byte of it is touched, so the many small allocations
+    /// of idle connections cost more resident memory (and vary from run to
+    /// run) with them; no CPU per delivery was gained (bench/HISTORY.md).
+    pub huge_pages: bool,
 }
 
 impl Default for NodeSection {
@@ -50,6 +56,7 @@ impl Default for NodeSection {
             name: "node-1".into(),
             id: 1,
             data_dir: PathBuf::from("data/node-1"),
+            huge_pages: false,
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod http;
 pub mod listener;
 pub mod media;
 pub mod membership;
+pub mod memory;
 pub mod notifications;
 pub mod notifier;
 pub mod oidc;

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 // fresh arena each commit (glibc handed it back to the kernel, so every
 // commit paid page faults again). bench-ab: about 6 % less CPU per
 // delivery and 0.3 KiB less per idle connection.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -117,6 +118,11 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    if !config.node.huge_pages {
+        if let Err(e) = chat_node::memory::refuse_huge_pages() {
+            tracing::warn!(error = %e, "transparent huge pages stay on");
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use chat_protocol::Codec;
+use futures_util::FutureExt;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::{FromConnectParts, Value};
@@ -104,12 +105,12 @@ pub(super) async fn connect(
     let gone = bridge.clone();
     s.on_disconnect(async move || gone.disconnected());
     let tracker = app.connections.clone();
-    tokio::spawn(tracker.track_future(async move {
-        serve(app, halves, claims, Codec::Json, admitted).await;
+    let serving = serve(app, halves, claims, Codec::Json, admitted);
+    tokio::spawn(tracker.track_future(serving.map(move |()| {
         // Ended by the node (4001, 4003, a drain): the socket goes too.
         bridge.disconnected();
         drop(slot);
-    }));
+    })));
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use chat_actors::dispatch::Caller;
 use chat_actors::telemetry::{parent_of, Span};
 use chat_actors::ChatError;
 use chat_protocol::{close_code, ClientFrame, Codec, ErrorCode, ServerFrame};
+use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Sink, Stream, StreamExt};
 
@@ -33,15 +34,21 @@ type ReplyFuture = Pin<Box<dyn Future<Output = (Option<Bytes>, usize)> + Send>>;
 /// the socket or something else ends it, then lets the close frame out.
 /// `sink` and `stream` are a WebSocket's halves, or another transport's
 /// frames dressed as WebSocket messages (the Socket.IO bridge).
-pub(crate) async fn serve<S, R>(
+///
+/// Everything is set up here, outside the future, and the future holds it
+/// once and works on it in place: an `async fn` keeps each argument twice
+/// (as passed, and as bound), and an `async` block keeps whatever it moves
+/// out of a capture twice, for the whole life of an idle connection.
+pub(crate) fn serve<S, R>(
     app: Arc<App>,
-    (mut sink, mut stream): (S, R),
+    (sink, stream): (S, R),
     claims: Claims,
     codec: Codec,
     admitted: Admitted,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
     S: Sink<WsMessage, Error = axum::Error> + Send + Unpin + 'static,
-    R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+    R: Stream<Item = Result<WsMessage, axum::Error>> + Send + Unpin + 'static,
 {
     let limits = &app.config.limits;
     let Admitted {
@@ -54,8 +61,10 @@ pub(crate) async fn serve<S, R>(
     let attachment = match attached {
         Ok(a) => a,
         Err((code, reason)) => {
-            let _ = close(&mut sink, code, &reason, CLOSE_TIMEOUT).await;
-            return;
+            return Either::Left(Box::pin(async move {
+                let mut sink = sink;
+                let _ = close(&mut sink, code, &reason, CLOSE_TIMEOUT).await;
+            }))
         }
     };
     let ping_every = Duration::from_secs(limits.idle_timeout_secs.max(2) / 2);
@@ -71,9 +80,9 @@ pub(crate) async fn serve<S, R>(
         token_deadline,
     };
     let writer = tokio::spawn(write_loop(sink, control, codec, ping_every, idle));
-    let mut reader = Reader {
+    let reader = Reader {
         caller: Caller {
-            user: claims.sub.clone(),
+            user: claims.sub,
             conn: Some(id),
             session: Some(attachment.session.clone()),
         },
@@ -95,61 +104,106 @@ pub(crate) async fn serve<S, R>(
         closer,
         pongs,
     };
-    // Everything that ends the reader but its socket, in one future made
-    // once and polled only once one of its parts fires (see `gate`):
-    // re-registering waiters and timers on every frame read cost more than
-    // the frame's routing.
-    let gate = Gate::new();
-    let ending = gate.wrap(reader.ending(idle, token_deadline));
-    tokio::pin!(ending);
-    loop {
-        let room = reader.has_room();
-        let step = tokio::select! {
-            why = &mut ending => {
-                reader.end(why).await;
-                Step::Stop
-            }
-            Some(done) = reader.pending.next(), if !reader.pending.is_empty() => {
-                reader.answered(done);
-                Step::Go
-            }
-            // Over budget: wait for the writer to make room.
-            _ = reader.outbound.wait_written(), if !room => Step::Go,
-            incoming = stream.next(), if room => reader.read(incoming),
-        };
-        if let Step::Stop = step {
-            break;
-        }
-    }
-    drop(attachment);
-    let closer = reader.closer;
-    if closer.code() == Some(close_code::SLOW_CONSUMER) {
-        reader.app.metrics.slow_consumers.inc();
-    }
-    // The writer sends the close frame (if one was asked for) and stops.
-    if closer.code().is_none() {
-        closer.close(1000);
-    }
-    // Keep reading (and discarding) while the close frame goes out: closing a
-    // socket with unread input makes the kernel send a reset, and the client
-    // would lose the close frame and the last replies with it.
-    let discard = async {
-        while let Some(Ok(msg)) = stream.next().await {
-            if matches!(msg, WsMessage::Close(_)) {
-                break;
-            }
-        }
+    let mut serving = Serving {
+        reader,
+        stream,
+        writer,
+        attachment: Some(attachment),
+        idle,
+        token_deadline,
     };
-    let _ = tokio::join!(
-        tokio::time::timeout(Duration::from_secs(5), writer),
-        tokio::time::timeout(Duration::from_secs(2), discard),
-    );
+    Either::Right(async move { serving.run().await })
+}
+
+/// A connection being served: what its future holds.
+struct Serving<R> {
+    reader: Reader,
+    stream: R,
+    writer: tokio::task::JoinHandle<()>,
+    /// Detaches from the session when dropped, as the reading stops.
+    attachment: Option<super::admission::Attachment>,
+    idle: Duration,
+    token_deadline: tokio::time::Instant,
+}
+
+impl<R> Serving<R>
+where
+    R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+{
+    async fn run(&mut self) {
+        let reader = &mut self.reader;
+        let stream = &mut self.stream;
+        // Everything that ends the reader but its socket, in one future made
+        // once and polled only once one of its parts fires (see `gate`):
+        // re-registering waiters and timers on every frame read cost more
+        // than the frame's routing.
+        let gate = Gate::new();
+        let ending = gate.wrap(reader.ending(self.idle, self.token_deadline));
+        tokio::pin!(ending);
+        let why = loop {
+            let room = reader.has_room();
+            let step = tokio::select! {
+                why = &mut ending => Step::End(why),
+                Some(done) = reader.pending.next(), if !reader.pending.is_empty() => {
+                    reader.answered(done);
+                    Step::Go
+                }
+                // Over budget: wait for the writer to make room.
+                _ = reader.outbound.wait_written(), if !room => Step::Go,
+                incoming = stream.next(), if room => reader.read(incoming),
+            };
+            match step {
+                Step::Go => {}
+                Step::Stop => break None,
+                Step::End(why) => break Some(why),
+            }
+        };
+        // The rare ends, in a future of their own: their timers and waits
+        // would otherwise be room every idle connection keeps.
+        Box::pin(self.finish(why)).await
+    }
+
+    /// Ends the reading (for `why`, unless the socket ended it), then lets
+    /// the writer send the close frame while what the client still sends is
+    /// discarded.
+    async fn finish(&mut self, why: Option<Ending>) {
+        if let Some(why) = why {
+            self.reader.end(why).await;
+        }
+        self.attachment = None;
+        let closer = &self.reader.closer;
+        if closer.code() == Some(close_code::SLOW_CONSUMER) {
+            self.reader.app.metrics.slow_consumers.inc();
+        }
+        // The writer sends the close frame (if one was asked for) and stops.
+        if closer.code().is_none() {
+            closer.close(1000);
+        }
+        // Keep reading (and discarding) while the close frame goes out:
+        // closing a socket with unread input makes the kernel send a reset,
+        // and the client would lose the close frame and the last replies
+        // with it.
+        let stream = &mut self.stream;
+        let discard = async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if matches!(msg, WsMessage::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(5), &mut self.writer),
+            tokio::time::timeout(Duration::from_secs(2), discard),
+        );
+    }
 }
 
 /// Whether the reader goes on.
 enum Step {
     Go,
+    /// The socket ended it.
     Stop,
+    End(Ending),
 }
 
 /// A connection's reader: what it has in flight and what bounds it.
@@ -191,20 +245,25 @@ impl Reader {
         let (closer, app) = (self.closer.clone(), self.app.clone());
         let (heard, started) = (self.heard.clone(), self.started);
         async move {
-            let idle_passed = async {
+            // One timer for both deadlines (a timer is room every idle
+            // connection keeps): it sleeps until the nearer, then looks.
+            let timed_out = async {
                 loop {
+                    if token_deadline <= tokio::time::Instant::now() {
+                        break Ending::TokenExpired;
+                    }
                     let at = started + Duration::from_millis(heard.load(Ordering::Relaxed)) + idle;
                     if at <= Instant::now() {
-                        break;
+                        break Ending::Idle;
                     }
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                    let at = tokio::time::Instant::from_std(at).min(token_deadline);
+                    tokio::time::sleep_until(at).await;
                 }
             };
             tokio::select! {
                 _ = closer.closed() => Ending::Closed,
                 _ = app.shutdown.cancelled() => Ending::Shutdown,
-                _ = tokio::time::sleep_until(token_deadline) => Ending::TokenExpired,
-                _ = idle_passed => Ending::Idle,
+                why = timed_out => why,
             }
         }
     }

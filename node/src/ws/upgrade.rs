@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chat_actors::ChatError;
 use chat_protocol::{Codec, ErrorCode};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 use super::admission::{admit, take_slot, FULL, FULL_RETRY_AFTER_SECS};
 use super::reader::serve;
@@ -95,11 +95,13 @@ pub async fn upgrade(
         }
     };
     let tracker = app.connections.clone();
+    // The callback's captures stay in the upgrade's task for the
+    // connection's life: one box, emptied once the socket is there.
+    let start = Box::new((app, claims, admitted, slot));
     ws.on_upgrade(move |socket| {
-        tracker.track_future(async move {
-            serve(app, socket.split(), claims, codec, admitted).await;
-            drop(slot);
-        })
+        let (app, claims, admitted, slot) = *start;
+        let serving = serve(app, socket.split(), claims, codec, admitted);
+        tracker.track_future(serving.map(move |()| drop(slot)))
     })
 }
 
