@@ -290,31 +290,41 @@ async fn the_database_failing_mid_traffic_scylla() {
     assert_eq!(history.len(), acked.len() + retried.len());
 }
 
+/// Runs `chat-node migrate` with `env` and returns what it printed. Every
+/// schema change waits for the CQL nodes to agree on it, which takes seconds
+/// each on a small machine with three nodes: hence a deadline of its own,
+/// longer than a node's start.
+async fn migrate(env: &[(String, String)]) -> String {
+    const WITHIN: Duration = Duration::from_secs(300);
+    let run = tokio::process::Command::new(node_binary())
+        .arg("migrate")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WITHIN, run)
+        .await
+        .unwrap_or_else(|_| panic!("chat-node migrate did not finish within {WITHIN:?}"))
+        .expect("run chat-node migrate");
+    assert!(
+        out.status.success(),
+        "chat-node migrate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[tokio::test]
 async fn chat_node_migrate_applies_the_schema_once_scylla() {
     let Some(nodes) = scylla_nodes() else { return };
     let keyspace = format!("chat_migrate_cli_{}", std::process::id());
     let env = node_env(&nodes, &keyspace, 30_000);
-    let run = move || {
-        let out = Command::new(node_binary())
-            .arg("migrate")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .expect("run chat-node migrate");
-        assert!(
-            out.status.success(),
-            "chat-node migrate failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let first = tokio::task::spawn_blocking(run.clone()).await.unwrap();
+    let first = migrate(&env).await;
     let all: Vec<i32> = (1..=chat_storage::scylladb::SCHEMA_VERSION).collect();
     assert!(
         first.contains(&format!("applied migrations {all:?}")),
         "{first}"
     );
-    let second = tokio::task::spawn_blocking(run).await.unwrap();
+    let second = migrate(&env).await;
     let version = chat_storage::scylladb::SCHEMA_VERSION;
     assert!(
         second.contains(&format!("is at schema version {version}")),
@@ -365,6 +375,9 @@ async fn database_and_chat_node_losses_on_a_three_node_cql_cluster_scylla() {
         ]);
         env
     };
+    // As an operator rolls out a fleet on a new keyspace: the schema first,
+    // once, then the nodes (which find it in place and start promptly).
+    migrate(&env_of(0)).await;
     let mut nodes = Vec::new();
     for i in 0..3 {
         nodes.push(Some(
