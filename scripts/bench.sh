@@ -14,7 +14,8 @@
 #   burst      against chat-node: one hot conversation
 #   history    against chat-node and Centrifugo: pages per second
 #   reconnect  against chat-node and Centrifugo: every client drops at once,
-#              comes back and catches up
+#              comes back and catches up; against the ceiling (nothing to
+#              catch up) as the floor of the connections alone
 #
 # About 10 minutes on a 2-core machine once built (the first run also builds
 # Centrifugo from source with Go: scripts/centrifugo.sh). Everything runs on
@@ -421,6 +422,13 @@ stop "$CEIL_PID"
 
 start_ceiling
 bench rooms-ceiling --target ceiling --nodes "http://127.0.0.1:$CEIL_PORT" --pid "$CEIL_PID" "${ROOMS[@]}"
+stop "$CEIL_PID"
+
+# The floor under a reconnect: the ceiling keeps no history and answers each
+# catch-up with an empty page, so its storm is the connections alone.
+start_ceiling
+bench reconnect-ceiling --target ceiling --nodes "http://127.0.0.1:$CEIL_PORT" --pid "$CEIL_PID" \
+  "${RECONNECT[@]}"
 stop "$CEIL_PID"
 
 # The floor for a server that fsyncs its history: the ceiling appending

@@ -295,6 +295,9 @@ pub enum RouterMsg {
         /// The message.
         msg: SessionMsg,
     },
+    /// Time to end the empty sessions whose linger is over (sent to
+    /// itself every [`crate::router::LINGER_SWEEP`]).
+    EndLingered,
     /// A session has no connection left; stop it if none is on its way.
     SessionEmpty {
         /// Whose.

@@ -48,6 +48,9 @@ mod tests;
 
 /// How often heartbeats go out and deadlines are checked.
 const TICK: Duration = Duration::from_millis(500);
+/// How often empty sessions past their linger are ended: a session lingers
+/// up to this much longer than its `session_linger`.
+pub const LINGER_SWEEP: Duration = Duration::from_millis(500);
 /// A peer silent this long is dropped.
 const PEER_DEADLINE: Duration = Duration::from_secs(5);
 /// A request at a remote owner answered after this is answered `unavailable`.
@@ -201,6 +204,9 @@ impl Actor for Router {
         myself: ActorRef<RouterMsg>,
         state: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
+        if !state.services.session_deps.linger.is_zero() {
+            myself.send_interval(LINGER_SWEEP, || RouterMsg::EndLingered);
+        }
         if state.services.cluster.enabled() {
             // Connected nodes replicate to us from now on; we own nothing
             // until Serve finds us caught up.
@@ -250,6 +256,7 @@ impl Actor for Router {
                     .await;
             }
             RouterMsg::ToSession { user, msg } => state.hand_to_session(&myself, user, msg).await,
+            RouterMsg::EndLingered => state.sessions.end_lingered(std::time::Instant::now()),
             RouterMsg::SessionEmpty { user, actor, seen } => {
                 state.sessions.empty(&user, actor, seen);
             }

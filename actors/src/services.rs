@@ -101,6 +101,11 @@ impl Services {
         ));
         let interest_ack_deadline = tuning.interest_ack_deadline;
         let sleep_when_idle = tuning.sessions_sleep;
+        let linger = if sleep_when_idle {
+            tuning.session_linger
+        } else {
+            std::time::Duration::ZERO
+        };
         let leases = NodeLeases::start(store.clone(), cluster.name().clone(), metrics.clone());
         let conversation_deps = Arc::new(ConversationDeps {
             node: cluster.name().clone(),
@@ -126,6 +131,7 @@ impl Services {
             watch_per_connection: limits.watch_per_connection,
             interest_ack_deadline,
             sleep_when_idle,
+            linger,
         });
         Arc::new(Services {
             rate: Arc::new(UserRates::new(&limits)),

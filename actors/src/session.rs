@@ -110,6 +110,9 @@ pub struct SessionDeps {
     pub sleep_when_idle: bool,
     /// See [`crate::tuning::Tuning::interest_ack_deadline`].
     pub interest_ack_deadline: Duration,
+    /// How long an empty session sleeps before it ends (zero: it ends at
+    /// once); see [`crate::tuning::Tuning::session_linger`].
+    pub linger: Duration,
 }
 
 /// Starting arguments.
@@ -170,6 +173,11 @@ impl Asleep {
     /// Whether its last connection left while it fell asleep.
     pub fn is_empty(&self) -> bool {
         self.0.conns.is_empty()
+    }
+
+    /// How long it may sleep without a connection before it ends.
+    pub fn linger(&self) -> Duration {
+        self.0.deps.linger
     }
 
     /// Whether it may go on sleeping (a message handled while it fell
@@ -373,12 +381,19 @@ impl Actor for UserSession {
 
 impl SessionState {
     /// Nothing for its actor to do until a message comes: connections to
-    /// serve (an empty session ends instead) and no presence watch (whose
-    /// events come as messages).
+    /// serve, or none but a linger to wait out (without one an empty
+    /// session ends instead), and no presence watch (whose events come as
+    /// messages).
     fn may_sleep(&self) -> bool {
         self.deps.sleep_when_idle
-            && !self.conns.is_empty()
+            && (!self.conns.is_empty() || self.lingers())
             && self.conns.iter().all(|a| a.watching.is_empty())
+    }
+
+    /// An empty session sleeps out its linger (the Router ends it after)
+    /// rather than asking the Router to stop it.
+    fn lingers(&self) -> bool {
+        self.deps.sleep_when_idle && !self.deps.linger.is_zero()
     }
 
     /// The session ends: withdrawn from the node's tables (unless a newer
@@ -437,7 +452,7 @@ impl SessionState {
     }
 
     fn maybe_empty(&self) {
-        if self.conns.is_empty() {
+        if self.conns.is_empty() && !self.lingers() {
             let _ = self.router.cast(RouterMsg::SessionEmpty {
                 user: self.user.clone(),
                 actor: self.me,

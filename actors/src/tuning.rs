@@ -33,6 +33,12 @@ pub struct Tuning {
     pub interest_ack_deadline: Duration,
     /// Whether sessions with nothing to do sleep (see [`crate::session`]).
     pub sessions_sleep: bool,
+    /// How long a session whose last connection left sleeps before it ends
+    /// (with `sessions_sleep`; zero ends it at once). A client back within
+    /// it (a network blip, a node's clients reconnecting together) wakes
+    /// its session as it was: its conversations are not read again and its
+    /// interest not registered again.
+    pub session_linger: Duration,
 }
 
 impl Default for Tuning {
@@ -48,6 +54,7 @@ impl Default for Tuning {
             max_channel_members: 10_000,
             interest_ack_deadline: Duration::from_secs(2),
             sessions_sleep: true,
+            session_linger: Duration::from_secs(30),
         }
     }
 }

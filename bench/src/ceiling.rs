@@ -10,6 +10,9 @@
 //! a connection whose bounded outbound queue overflows is closed (4003), not
 //! buffered without bound.
 //!
+//! It keeps no history: a `history` request gets an empty page, so a
+//! reconnect storm against it costs only the connections coming back.
+//!
 //! With a [`Journal`] (`ceiling-server --journal DIR`) it also keeps history
 //! as the node does with `durability = "sync"`: each sent message's event is
 //! appended to a file and fsynced (one writer thread, group commit: what
@@ -281,11 +284,16 @@ impl State {
                 Err((code, why)) => ServerFrame::error(req, code, why),
             },
             ClientFrame::Ping { .. } => ServerFrame::ok(req),
-            ClientFrame::History { .. } => ServerFrame::error(
+            // Nothing to catch up: an empty page, so that a reconnect storm
+            // against the ceiling measures what every server pays for a
+            // client coming back (the connection, its upgrade, one request
+            // answered) and nothing else: the floor under any catch-up.
+            ClientFrame::History { .. } => ServerFrame::Ok(OkReply {
                 req,
-                ErrorCode::BadRequest,
-                "the ceiling server keeps no history",
-            ),
+                messages: Some(Vec::new()),
+                more: Some(false),
+                ..OkReply::default()
+            }),
             other => ServerFrame::error(
                 req,
                 ErrorCode::BadRequest,

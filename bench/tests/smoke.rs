@@ -59,16 +59,36 @@ async fn rooms_against_the_ceiling_server() {
     assert_eq!(back.target, "ceiling");
 }
 
+/// A ceiling server in this process on a free port.
+struct Ceiling {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Ceiling {
+    async fn start(journal: Option<chat_bench::ceiling::Journal>) -> Ceiling {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(chat_bench::ceiling::serve_with(listener, journal, async {
+            let _ = stopped.await;
+        }));
+        Ceiling { addr, stop, server }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap().unwrap();
+    }
+}
+
 /// A tiny rooms run against a ceiling server in this process, stopped after.
 async fn tiny_rooms_against_the_ceiling(
     journal: Option<chat_bench::ceiling::Journal>,
 ) -> chat_bench::RunReport {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(chat_bench::ceiling::serve_with(listener, journal, async {
-        let _ = stopped.await;
-    }));
+    let ceiling = Ceiling::start(journal).await;
+    let addr = ceiling.addr;
     let report = tokio::time::timeout(
         Duration::from_secs(20),
         chat_bench::run(&tiny_rooms("ceiling", addr)),
@@ -77,8 +97,7 @@ async fn tiny_rooms_against_the_ceiling(
     .expect("run ends in time")
     .expect("run succeeds");
     assert_delivered(&report);
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    ceiling.stop().await;
     report
 }
 
@@ -102,6 +121,34 @@ async fn rooms_against_the_ceiling_server_with_a_journal() {
         let event: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
         assert_eq!(event["type"], "message", "{line}");
     }
+}
+
+/// A reconnect storm against the ceiling: every client comes back and is
+/// answered an empty page (the ceiling keeps no history), so the storm is
+/// the connections' cost alone, the floor the standard set shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_against_the_ceiling_server() {
+    let ceiling = Ceiling::start(None).await;
+    let report = storm("ceiling", ceiling.addr).await;
+    let r = report.reconnect.as_ref().expect("storm measured");
+    assert_eq!(r.failed, 0, "{}", report.table());
+    assert_eq!(r.recovered_messages, 0, "{}", report.table());
+    ceiling.stop().await;
+}
+
+/// A tiny reconnect storm against `target` at `addr`: every client caught
+/// up, no error.
+async fn storm(target: &str, addr: std::net::SocketAddr) -> chat_bench::RunReport {
+    let mut storm = tiny_rooms(target, addr);
+    storm.scenario = chat_bench::ScenarioKind::Reconnect;
+    let report = tokio::time::timeout(Duration::from_secs(60), chat_bench::run(&storm))
+        .await
+        .expect("reconnect ends in time")
+        .expect("reconnect succeeds");
+    let r = report.reconnect.as_ref().expect("storm measured");
+    assert_eq!(r.caught_up, r.clients, "{}", report.table());
+    assert!(report.errors.is_empty(), "{}", report.table());
+    report
 }
 
 /// The node's `/metrics` text, over a plain HTTP/1.0 request.
@@ -202,12 +249,8 @@ async fn rooms_with_edits_and_reactions_against_a_chat_node() {
 /// check needs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_rates_read_cpu_time() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(chat_bench::ceiling::serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let ceiling = Ceiling::start(None).await;
+    let addr = ceiling.addr;
     let mut args = tiny_rooms("ceiling", addr);
     args.fixed_rates = vec![2.0, 4.0];
     args.fixed_step = 0.5;
@@ -228,8 +271,7 @@ async fn fixed_rates_read_cpu_time() {
     }
     assert!(report.fixed_at(4.0).is_some());
     assert!(report.table().contains("srv us/dl"));
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    ceiling.stop().await;
 }
 
 /// Centrifugo as the bench runs it: built by `scripts/centrifugo.sh build`
@@ -366,14 +408,6 @@ async fn scenarios_against_centrifugo() {
         report.table()
     );
 
-    let mut storm = tiny_rooms("centrifugo", cf.addr);
-    storm.scenario = chat_bench::ScenarioKind::Reconnect;
-    let report = tokio::time::timeout(Duration::from_secs(60), chat_bench::run(&storm))
-        .await
-        .expect("reconnect ends in time")
-        .expect("reconnect succeeds");
-    let r = report.reconnect.as_ref().expect("storm measured");
-    assert_eq!(r.caught_up, r.clients, "{}", report.table());
-    assert!(report.errors.is_empty(), "{}", report.table());
+    storm("centrifugo", cf.addr).await;
     drop(cf);
 }

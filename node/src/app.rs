@@ -185,6 +185,7 @@ impl App {
             max_channel_members: config.limits.max_channel_members,
             interest_ack_deadline: Duration::from_millis(config.actors.interest_ack_ms),
             sessions_sleep: config.actors.sessions_sleep,
+            session_linger: Duration::from_secs(config.actors.session_linger_secs),
             ..Tuning::default()
         };
         let node_id = config.node.id;

@@ -247,6 +247,10 @@ pub struct ActorsSection {
     /// nothing to do (its state kept, woken by the next message): an idle
     /// connection then holds no actor task or mailbox.
     pub sessions_sleep: bool,
+    /// Seconds a session whose last connection left sleeps before it ends
+    /// (with `sessions_sleep`; 0 ends it at once): a client back within
+    /// them resumes it without its conversations read again.
+    pub session_linger_secs: u64,
 }
 
 impl Default for ActorsSection {
@@ -258,6 +262,7 @@ impl Default for ActorsSection {
             tail_node_bytes: 256 << 20,
             interest_ack_ms: 2_000,
             sessions_sleep: true,
+            session_linger_secs: 30,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The Router's sessions: which users have one on this node, awake or
-//! asleep, and the messages waiting for one that is falling asleep.
+//! asleep, the messages waiting for one that is falling asleep, and the
+//! empty ones sleeping out their linger.
 //!
 //! A session's actor falls asleep by draining itself (see
 //! [`crate::session`]): messages already in its mailbox are handled, later
@@ -8,7 +9,9 @@
 //! reaches the Router with its state; the session then sleeps, or, with
 //! messages waiting, wakes at once and gets them.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use chat_protocol::UserId;
 use ractor::actor::messages::BoxedState;
@@ -22,6 +25,16 @@ use crate::session::{Asleep, SessionArgs, SessionDeps, Stopped, UserSession};
 #[derive(Default)]
 pub(super) struct Sessions {
     map: IdMap<UserId, Entry>,
+    /// Empty sessions asleep, in the order they emptied (one linger for
+    /// all, so deadlines come in order): when each ends, unless an attach
+    /// reached it since (its `forwarded` count moved on).
+    lingering: VecDeque<Lingering>,
+}
+
+struct Lingering {
+    until: Instant,
+    user: UserId,
+    forwarded: u64,
 }
 
 struct Entry {
@@ -150,15 +163,26 @@ impl Sessions {
                 return;
             }
         };
+        let entry = self.map.get_mut(&user).expect("matched above");
         if parked.is_empty() && asleep.is_empty() {
-            // Its last connection left while it fell asleep (it told the
-            // Router, but that word may come after this): it ends. Every
-            // attach handed to it was handled: those it refused are parked.
-            self.map.remove(&user);
-            asleep.end();
+            // Its last connection left. Every attach handed to it was
+            // handled (those it refused are parked): it sleeps out its
+            // linger, or without one ends now (it told the Router, but
+            // that word may come after this).
+            let linger = asleep.linger();
+            if linger.is_zero() {
+                self.map.remove(&user);
+                asleep.end();
+            } else {
+                self.lingering.push_back(Lingering {
+                    until: Instant::now() + linger,
+                    user,
+                    forwarded: entry.forwarded,
+                });
+                entry.life = Life::Asleep(asleep);
+            }
             return;
         }
-        let entry = self.map.get_mut(&user).expect("matched above");
         let wake = !parked.is_empty() || !asleep.may_sleep();
         entry.life = Life::Asleep(asleep);
         if wake {
@@ -166,9 +190,35 @@ impl Sessions {
         }
     }
 
+    /// Ends the empty sessions whose linger is over, unless a connection
+    /// came since (it woke them: they are awake, or asleep with it).
+    pub(super) fn end_lingered(&mut self, now: Instant) {
+        while let Some(l) = self.lingering.front() {
+            if l.until > now {
+                return;
+            }
+            let Some(l) = self.lingering.pop_front() else {
+                return;
+            };
+            let over = self.map.get(&l.user).is_some_and(|e| {
+                e.forwarded == l.forwarded && matches!(&e.life, Life::Asleep(a) if a.is_empty())
+            });
+            if over {
+                if let Some(Entry {
+                    life: Life::Asleep(asleep),
+                    ..
+                }) = self.map.remove(&l.user)
+                {
+                    asleep.end();
+                }
+            }
+        }
+    }
+
     /// Stops every session (the node drains): awake ones as their actor
     /// stops, sleeping ones without waking.
     pub(super) async fn drain(&mut self) {
+        self.lingering.clear();
         for (_, e) in self.map.drain() {
             match e.life {
                 Life::Awake { actor, .. } => {

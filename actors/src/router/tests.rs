@@ -53,6 +53,17 @@ mod actors {
     }
 
     async fn start_on(cluster: Cluster, idle: Duration) -> Fixture {
+        // Sessions end as their last connection leaves, unless a test
+        // is about their linger.
+        let tuning = Tuning {
+            conversation_idle: idle,
+            session_linger: Duration::ZERO,
+            ..Tuning::default()
+        };
+        start_tuned(cluster, tuning).await
+    }
+
+    async fn start_tuned(cluster: Cluster, tuning: Tuning) -> Fixture {
         let store = TestStore::with_users(&["ann", "bob"]).await;
         let services = Services::new(
             cluster,
@@ -60,10 +71,7 @@ mod actors {
             None,
             Arc::new(MemoryPresence::new()),
             Limits::default(),
-            Tuning {
-                conversation_idle: idle,
-                ..Tuning::default()
-            },
+            tuning,
             crate::services::Hooks {
                 events: Arc::new(crate::events::NoEvents),
                 media: Arc::new(crate::media::NoMedia),
@@ -360,6 +368,88 @@ mod actors {
         })
         .await;
         assert!(f.services.interest.is_empty(), "interest withdrawn");
+    }
+
+    /// A Router whose empty sessions linger for `linger`.
+    async fn lingering(linger: Duration) -> Fixture {
+        let tuning = Tuning {
+            conversation_idle: Duration::from_secs(60),
+            session_linger: linger,
+            ..Tuning::default()
+        };
+        start_tuned(Cluster::single("n1", 1), tuning).await
+    }
+
+    fn listens(f: &Fixture, id: &str) -> bool {
+        f.services
+            .interest
+            .listeners(&conversation(id))
+            .is_some_and(|l| l.contains(&user("ann")))
+    }
+
+    #[tokio::test]
+    async fn a_client_back_within_the_linger_resumes_its_session() {
+        let f = lingering(Duration::from_secs(600)).await;
+        let a = TestConn::new(1);
+        let first = f.connect(&a).await.expect("attached");
+        f.route("ann", create("g:linger")).await.expect("created");
+        assert!(listens(&f, "g:linger"));
+        first
+            .send(SessionMsg::Detach { conn: 1 })
+            .ok()
+            .expect("runs");
+        let m = &f.services.metrics;
+        chat_testkit::until("empty and asleep", || {
+            m.connections_open.get() == 0 && asleep(&f)
+        })
+        .await;
+        // Not ended: still in the directory, its interest never withdrawn.
+        assert_eq!(m.sessions_active.get(), 1);
+        assert!(listens(&f, "g:linger"), "interest kept while it lingers");
+        // The client comes back: the same session wakes (no second one is
+        // counted) and events reach the new connection.
+        let mut b = TestConn::new(2);
+        f.connect(&b).await.expect("attached again");
+        assert_eq!(m.sessions_active.get(), 1);
+        assert!(listens(&f, "g:linger"));
+        let event = Arc::new(chat_protocol::SharedFrame::new(
+            chat_protocol::ServerFrame::ok(None),
+        ));
+        let n = f.services.directory.deliver(
+            &[user("ann")],
+            &[crate::conn::Delivery {
+                frame: event,
+                skip_conn: None,
+                trace: None,
+            }],
+        );
+        assert_eq!(n, 1);
+        assert_eq!(b.drain().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_empty_session_ends_once_its_linger_is_over() {
+        let f = lingering(Duration::from_millis(200)).await;
+        let a = TestConn::new(1);
+        let first = f.connect(&a).await.expect("attached");
+        f.route("ann", create("g:over")).await.expect("created");
+        first
+            .send(SessionMsg::Detach { conn: 1 })
+            .ok()
+            .expect("runs");
+        chat_testkit::until("ended after its linger", || f.services.directory.is_empty()).await;
+        let m = &f.services.metrics;
+        chat_testkit::until("counted", || {
+            (m.sessions_active.get(), m.sessions_asleep.get()) == (0, 0)
+        })
+        .await;
+        assert!(!listens(&f, "g:over"), "interest withdrawn");
+        // A later connection starts a new session, which lists the
+        // conversations again.
+        let b = TestConn::new(2);
+        f.connect(&b).await.expect("attached");
+        chat_testkit::until("listens again", || listens(&f, "g:over")).await;
+        assert_eq!(m.sessions_active.get(), 1);
     }
 
     #[tokio::test]

@@ -61,6 +61,7 @@ async fn start(limit: usize) -> Fixture {
         watch_per_connection: 2,
         // The session's own logic; sleeping needs the Router (its tests).
         sleep_when_idle: false,
+        linger: Duration::ZERO,
         interest_ack_deadline: std::time::Duration::from_secs(2),
     });
     let (router, routed) = router_stand_in().await;

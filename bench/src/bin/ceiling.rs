@@ -33,9 +33,7 @@ fn main() -> Result<()> {
         rt.worker_threads(n.max(1));
     }
     rt.build()?.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("binding {}", args.listen))?;
+        let listener = bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
         println!(
             "READY listen={} pid={}",
             listener.local_addr()?,
@@ -65,4 +63,19 @@ fn main() -> Result<()> {
         .await
         .context("serving")
     })
+}
+
+/// The listening socket with chat-node's default backlog: tokio's `bind`
+/// gives 1,024, and a thousand clients reconnecting at once overflowed it
+/// (the dropped SYNs come back a second later), which would make the
+/// reconnect floor a measure of the kernel's retransmit timer.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }

@@ -305,6 +305,14 @@ impl Summary {
                 "reconnect: server CPU ms per client caught up (lower is better)".into(),
                 storms.map(|s| s.and_then(|s| s.server_cpu_ms_per_client)),
             ));
+            if storms[TARGETS.iter().position(|t| *t == "ceiling").unwrap_or(0)].is_some() {
+                notes.push(
+                    "reconnect against ceiling: the ceiling keeps no history and answers each \
+                     catch-up with an empty page, so its storm is the connections alone \
+                     (accept, upgrade, one request): the floor under any server's catch-up"
+                        .into(),
+                );
+            }
             for (target, s) in TARGETS.iter().zip(storms) {
                 if s.is_some_and(|s| s.harness_bound) {
                     notes.push(format!(
