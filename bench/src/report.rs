@@ -6,7 +6,8 @@
 //! measured window and its CPU figures), `comparison` (the lines of a
 //! summary and their ratios), `cpu_per_delivery` (the server CPU per
 //! delivery compared at one fixed rate), `summary` (the [`Summary`] of a set
-//! of runs), and the two outputs, `table` (the human tables) and `json` (the
+//! of runs), `targets` (the history and reconnect targets against
+//! Centrifugo and their floors), and the two outputs, `table` (the human tables) and `json` (the
 //! files written and read back).
 
 mod comparison;
@@ -16,6 +17,7 @@ mod run;
 mod step;
 mod summary;
 mod table;
+mod targets;
 
 pub use comparison::{Check, Comparison, COMPARED_FIXED_RATE, TARGETS};
 pub use json::read_runs;
