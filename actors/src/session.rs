@@ -26,8 +26,12 @@
 //! connected user so costs a few hundred bytes instead of an actor's task
 //! and mailboxes (ractor allocates a block of slots for each of two
 //! unbounded channels per actor, several KiB), and waking costs a spawn,
-//! which happens at most a few times in a connection's life (another
-//! device, a watch, the close).
+//! which happens at most a few times in a connection's life (a watch, the
+//! close). A new connection does not wake it: the Router attaches it to the
+//! kept state. When its last connection leaves, a session sleeps on for a
+//! linger ([`crate::tuning::Tuning::session_linger`]) before the Router
+//! ends it, so a client back within it (a blip, a restarted proxy's
+//! clients) finds it as it was: no store read, no interest reported again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -178,6 +182,15 @@ impl Asleep {
     /// How long it may sleep without a connection before it ends.
     pub fn linger(&self) -> Duration {
         self.0.deps.linger
+    }
+
+    /// Attaches `conn` without waking it (a client back to a lingering
+    /// session, another device of a sleeping one), answered as its actor
+    /// would: attaching is all it would wake for, and with connections and
+    /// no watch it would fall asleep again at once. Spares a reconnect the
+    /// spawn of an actor.
+    pub fn attach(&mut self, conn: Connection) -> Result<SessionHandle, ChatError> {
+        self.0.attach(conn).map(|()| self.0.handle())
     }
 
     /// Whether it may go on sleeping (a message handled while it fell

@@ -97,6 +97,22 @@ impl Sessions {
                 }
             }
         }
+        let msg = match (msg, self.map.get_mut(&user)) {
+            (
+                SessionMsg::Attach { conn, reply },
+                Some(Entry {
+                    forwarded,
+                    life: Life::Asleep(asleep),
+                }),
+            ) => {
+                // Counted as handed to it, so a linger that started
+                // before this attach does not end the session.
+                *forwarded += 1;
+                let _ = reply.send(asleep.attach(conn));
+                return;
+            }
+            (msg, _) => msg,
+        };
         if matches!(self.map.get(&user).map(|e| &e.life), Some(Life::Asleep(_))) {
             self.wake(router, &user, Vec::new()).await;
         }

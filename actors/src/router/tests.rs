@@ -309,9 +309,9 @@ mod actors {
         assert_eq!(n, 1);
         assert_eq!(a.drain().len(), 1);
 
-        // Another device wakes it; it attaches, and sleeps again.
+        // Another device attaches without waking it.
         f.connect(&b).await.expect("second attached");
-        chat_testkit::until("asleep after the second attach", || asleep(&f)).await;
+        assert!(asleep(&f), "attached while asleep");
         let n = f
             .services
             .directory
@@ -406,11 +406,14 @@ mod actors {
         // Not ended: still in the directory, its interest never withdrawn.
         assert_eq!(m.sessions_active.get(), 1);
         assert!(listens(&f, "g:linger"), "interest kept while it lingers");
-        // The client comes back: the same session wakes (no second one is
-        // counted) and events reach the new connection.
+        // The client comes back: the same session takes it (no second one
+        // is counted) without even waking, and events reach the new
+        // connection.
         let mut b = TestConn::new(2);
         f.connect(&b).await.expect("attached again");
         assert_eq!(m.sessions_active.get(), 1);
+        assert!(asleep(&f), "attached while asleep");
+        assert_eq!(m.connections_open.get(), 1);
         assert!(listens(&f, "g:linger"));
         let event = Arc::new(chat_protocol::SharedFrame::new(
             chat_protocol::ServerFrame::ok(None),
