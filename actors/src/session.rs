@@ -193,6 +193,14 @@ impl Asleep {
         self.0.attach(conn).map(|()| self.0.handle())
     }
 
+    /// Detaches `conn` without waking it (a sleeping session has no
+    /// watch, so there is nothing else to do); returns whether it has no
+    /// connection left, which the Router then handles (linger or end).
+    pub fn detach(&mut self, conn: ConnId) -> bool {
+        self.0.detach(conn);
+        self.0.conns.is_empty()
+    }
+
     /// Whether it may go on sleeping (a message handled while it fell
     /// asleep may have given it work).
     pub fn may_sleep(&self) -> bool {

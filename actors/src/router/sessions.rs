@@ -111,6 +111,20 @@ impl Sessions {
                 let _ = reply.send(asleep.attach(conn));
                 return;
             }
+            (
+                SessionMsg::Detach { conn },
+                Some(Entry {
+                    forwarded,
+                    life: Life::Asleep(asleep),
+                }),
+            ) => {
+                // As for an attach: the actor would wake only to do this.
+                if asleep.detach(conn) {
+                    let (forwarded, linger) = (*forwarded, asleep.linger());
+                    self.emptied(&user, forwarded, linger);
+                }
+                return;
+            }
             (msg, _) => msg,
         };
         if matches!(self.map.get(&user).map(|e| &e.life), Some(Life::Asleep(_))) {
@@ -186,23 +200,33 @@ impl Sessions {
             // linger, or without one ends now (it told the Router, but
             // that word may come after this).
             let linger = asleep.linger();
-            if linger.is_zero() {
-                self.map.remove(&user);
-                asleep.end();
-            } else {
-                self.lingering.push_back(Lingering {
-                    until: Instant::now() + linger,
-                    user,
-                    forwarded: entry.forwarded,
-                });
-                entry.life = Life::Asleep(asleep);
-            }
+            entry.life = Life::Asleep(asleep);
+            let forwarded = entry.forwarded;
+            self.emptied(&user, forwarded, linger);
             return;
         }
         let wake = !parked.is_empty() || !asleep.may_sleep();
         entry.life = Life::Asleep(asleep);
         if wake {
             self.wake(router, &user, parked).await;
+        }
+    }
+
+    /// `user`'s sleeping session has no connection left, having been
+    /// handed `forwarded` attaches: it sleeps out `linger`, or ends now.
+    fn emptied(&mut self, user: &UserId, forwarded: u64, linger: std::time::Duration) {
+        if !linger.is_zero() {
+            self.lingering.push_back(Lingering {
+                until: Instant::now() + linger,
+                user: user.clone(),
+                forwarded,
+            });
+        } else if let Some(Entry {
+            life: Life::Asleep(asleep),
+            ..
+        }) = self.map.remove(user)
+        {
+            asleep.end();
         }
     }
 

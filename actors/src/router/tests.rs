@@ -357,7 +357,7 @@ mod actors {
         })
         .await;
 
-        // The closes detach both (the session wakes for each): it ends.
+        // The closes detach both (without waking it): it ends.
         for conn in [1, 2] {
             handle.send(SessionMsg::Detach { conn }).ok().expect("sent");
         }
