@@ -42,7 +42,8 @@ pub struct Metrics {
     /// Bytes of the recent messages conversations hold in memory (their
     /// tails), by the weight their bound counts.
     pub held_message_bytes: Gauge,
-    /// Session actors alive.
+    /// Sessions on this node: awake, asleep, or lingering after their last
+    /// connection left.
     pub sessions_active: Gauge,
     /// Of those, sessions whose actor sleeps.
     pub sessions_asleep: Gauge,
@@ -380,7 +381,7 @@ impl Metrics {
         );
         r.register(
             "sessions_active",
-            "Sessions of users connected here (awake or asleep)",
+            "Sessions of users connected here, awake or asleep, and of those whose last connection left within actors.session_linger_secs",
             self.sessions_active.clone(),
         );
         r.register(
