@@ -42,6 +42,9 @@ struct Entry {
     /// session is stopped only if none is on its way).
     forwarded: u64,
     life: Life,
+    /// The `forwarded` count of its entry in the lingering queue, if one
+    /// waits there (an older entry of the user's is stale).
+    queued: Option<u64>,
 }
 
 enum Life {
@@ -85,7 +88,14 @@ impl Sessions {
                         actor,
                         parked: Vec::new(),
                     };
-                    self.map.insert(user.clone(), Entry { forwarded: 0, life });
+                    self.map.insert(
+                        user.clone(),
+                        Entry {
+                            forwarded: 0,
+                            life,
+                            queued: None,
+                        },
+                    );
                 }
                 Err(e) => {
                     if let SessionMsg::Attach { reply, .. } = msg {
@@ -103,6 +113,7 @@ impl Sessions {
                 Some(Entry {
                     forwarded,
                     life: Life::Asleep(asleep),
+                    ..
                 }),
             ) => {
                 // Counted as handed to it, so a linger that started
@@ -116,6 +127,7 @@ impl Sessions {
                 Some(Entry {
                     forwarded,
                     life: Life::Asleep(asleep),
+                    ..
                 }),
             ) => {
                 // As for an attach: the actor would wake only to do this.
@@ -216,10 +228,24 @@ impl Sessions {
     /// handed `forwarded` attaches: it sleeps out `linger`, or ends now.
     fn emptied(&mut self, user: &UserId, forwarded: u64, linger: std::time::Duration) {
         if !linger.is_zero() {
+            let Some(entry) = self.map.get_mut(user) else {
+                return;
+            };
+            if entry.queued == Some(forwarded) {
+                // Woken while it lingered (not by an attach) and empty
+                // again: its first deadline stands.
+                return;
+            }
+            entry.queued = Some(forwarded);
             self.lingering.push_back(Lingering {
                 until: Instant::now() + linger,
                 user: user.clone(),
                 forwarded,
+            });
+            let map = &self.map;
+            compact(&mut self.lingering, map.len(), |l| {
+                map.get(&l.user)
+                    .is_some_and(|e| e.queued == Some(l.forwarded))
             });
         } else if let Some(Entry {
             life: Life::Asleep(asleep),
@@ -240,9 +266,17 @@ impl Sessions {
             let Some(l) = self.lingering.pop_front() else {
                 return;
             };
-            let over = self.map.get(&l.user).is_some_and(|e| {
-                e.forwarded == l.forwarded && matches!(&e.life, Life::Asleep(a) if a.is_empty())
-            });
+            let Some(e) = self.map.get_mut(&l.user) else {
+                continue;
+            };
+            if e.queued != Some(l.forwarded) {
+                // Stale: the user's session emptied again since, and
+                // waits behind this under a later deadline.
+                continue;
+            }
+            e.queued = None;
+            let over =
+                e.forwarded == l.forwarded && matches!(&e.life, Life::Asleep(a) if a.is_empty());
             if over {
                 if let Some(Entry {
                     life: Life::Asleep(asleep),
@@ -273,11 +307,12 @@ impl Sessions {
 
     /// Starts `user`'s sleeping session again and hands it `parked`.
     async fn wake(&mut self, router: &ActorRef<RouterMsg>, user: &UserId, parked: Vec<SessionMsg>) {
-        let (forwarded, asleep) = match self.map.remove(user) {
+        let (forwarded, queued, asleep) = match self.map.remove(user) {
             Some(Entry {
                 forwarded,
                 life: Life::Asleep(asleep),
-            }) => (forwarded, asleep),
+                queued,
+            }) => (forwarded, queued, asleep),
             Some(awake) => {
                 self.map.insert(user.clone(), awake);
                 return;
@@ -296,10 +331,13 @@ impl Sessions {
                     actor,
                     parked: Vec::new(),
                 };
-                let entry = self
-                    .map
-                    .entry(user.clone())
-                    .or_insert(Entry { forwarded, life });
+                let entry = self.map.entry(user.clone()).or_insert(Entry {
+                    forwarded,
+                    life,
+                    // A lingering session woken by another message keeps
+                    // its place (and deadline) in the queue.
+                    queued,
+                });
                 for msg in parked {
                     entry.deliver(msg);
                 }
@@ -309,6 +347,18 @@ impl Sessions {
                 tracing::error!(%user, error = %e, "cannot wake a session");
             }
         }
+    }
+}
+
+/// Drops the stale entries of `queue` once it holds more than twice the
+/// `live` sessions (and a margin): each time a session empties again after
+/// an attach its earlier entry goes stale, and a client flapping its
+/// connection would otherwise grow the queue by one entry per cycle for a
+/// whole linger. Amortized O(1) a push; what is left is at most one entry
+/// per session.
+fn compact(queue: &mut VecDeque<Lingering>, live: usize, valid: impl Fn(&Lingering) -> bool) {
+    if queue.len() > 2 * live + 64 {
+        queue.retain(valid);
     }
 }
 
@@ -329,5 +379,40 @@ impl Entry {
             Err(MessagingErr::SendErr(msg)) => parked.push(msg),
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flapping_client_leaves_at_most_one_entry_per_session_in_the_queue() {
+        let users: Vec<UserId> = (0..10)
+            .map(|i| UserId::new(&format!("u{i}")).expect("user id"))
+            .collect();
+        let mut queue = VecDeque::new();
+        // Each user flaps 10,000 times: every cycle an attach (the count
+        // moves on) and an empty session queued again.
+        let mut latest = std::collections::HashMap::new();
+        let mut longest = 0;
+        for cycle in 0..10_000u64 {
+            for u in &users {
+                latest.insert(u.clone(), cycle);
+                queue.push_back(Lingering {
+                    until: Instant::now(),
+                    user: u.clone(),
+                    forwarded: cycle,
+                });
+                compact(&mut queue, users.len(), |l| {
+                    latest.get(&l.user) == Some(&l.forwarded)
+                });
+                longest = longest.max(queue.len());
+            }
+        }
+        assert!(longest <= 2 * users.len() + 65, "{longest}");
+        // Of what is left, one entry per user is live: its latest.
+        queue.retain(|l| latest.get(&l.user) == Some(&l.forwarded));
+        assert_eq!(queue.len(), users.len());
     }
 }
