@@ -274,13 +274,25 @@ async fn the_database_failing_mid_traffic_scylla() {
         },
     )
     .await;
+    // Ready means the node reaches the database again, not that every
+    // connection of the driver's pool is back: a write in the first seconds
+    // may still time out (2 s here) and be answered `unavailable`, which a
+    // client retries, as this one does (the same client_msg_id, so a retry
+    // is never stored twice) until a deadline.
     let mut retried = Vec::new();
     for cmid in &refused {
-        retried.push(
-            send_once(&mut a, &conv, cmid)
-                .await
-                .expect("a retry after recovery is stored"),
-        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let stored = loop {
+            match send_once(&mut a, &conv, cmid).await {
+                Ok(m) => break m,
+                Err(ErrorCode::Unavailable) if Instant::now() < deadline => {
+                    // A client's backoff before it retries.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(code) => panic!("a retry after recovery is stored, not {code:?}"),
+            }
+        };
+        retried.push(stored);
     }
     let history = full_history(&node, &mut a, &conv, &bob.access).await;
     check_history(&history, &acked);
