@@ -124,12 +124,7 @@ impl OwnCql {
             .args(args)
             .output()
             .expect("run scripts/cql.sh");
-        assert!(
-            out.status.success(),
-            "scripts/cql.sh {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        stdout_of_success(out, &format!("scripts/cql.sh {args:?}"))
     }
 
     fn start(dir: &Path) -> Self {
@@ -317,9 +312,14 @@ async fn migrate(env: &[(String, String)]) -> String {
         .await
         .unwrap_or_else(|_| panic!("chat-node migrate did not finish within {WITHIN:?}"))
         .expect("run chat-node migrate");
+    stdout_of_success(out, "chat-node migrate")
+}
+
+/// What a command that must succeed printed; its errors if it failed.
+fn stdout_of_success(out: std::process::Output, what: &str) -> String {
     assert!(
         out.status.success(),
-        "chat-node migrate failed: {}",
+        "{what} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
