@@ -39,6 +39,8 @@ pub struct TestCluster {
     pub extra: Vec<(String, String)>,
     /// The build each node runs (this one unless a test says otherwise).
     pub releases: Vec<Release>,
+    /// Each node's id, unique in this test process (`fresh_node_id`).
+    pub ids: Vec<u64>,
     /// Last: fields drop in order, and a node dropped during a panic prints
     /// its log from here, so the directory must outlive the nodes.
     pub root: tempfile::TempDir,
@@ -129,6 +131,7 @@ impl TestCluster {
             tls: None,
             extra,
             releases: vec![release; n],
+            ids: (0..n).map(|_| fresh_node_id()).collect(),
         };
         if tls {
             c.tls = Some(make_certs(&c.root.path().join("pki"), "cluster-ca"));
@@ -176,7 +179,7 @@ impl TestCluster {
             .chain([
                 ("CHAT__CLUSTER__MESH".into(), mesh.into()),
                 ("CHAT__NODE__NAME".into(), Self::name(i)),
-                ("CHAT__NODE__ID".into(), (i + 1).to_string()),
+                ("CHAT__NODE__ID".into(), self.ids[i].to_string()),
                 (
                     "CHAT__CLUSTER__LISTEN".into(),
                     format!("127.0.0.1:{}", self.cluster_ports[i]),

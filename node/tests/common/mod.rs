@@ -95,18 +95,22 @@ fn backend_env() -> Vec<(String, String)> {
                     env
                 }
             };
-            // Nodes sharing a keyspace need distinct node ids (ids of
-            // messages and groups embed it), as a cluster's nodes have;
-            // the tests of one process run their nodes at once. A test that
-            // names its nodes' ids sets them after this.
-            static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-            let id = 100 + NEXT_ID.fetch_add(1, Ordering::Relaxed) % 900;
-            env.push(("CHAT__NODE__ID".into(), id.to_string()));
+            env.push(("CHAT__NODE__ID".into(), fresh_node_id().to_string()));
             env
         }
         Ok("embedded") | Err(_) => Vec::new(),
         Ok(other) => panic!("CHAT_TEST_STORAGE={other}: embedded or scylla"),
     }
+}
+
+/// A node id no other node of this test process has. Nodes sharing a
+/// keyspace need distinct ids (ids of messages and groups embed it), as a
+/// cluster's nodes have, and the tests of one process run their nodes at
+/// once on one keyspace: two tests' nodes with one id, creating a group in
+/// the same millisecond, would both pick the same group id.
+pub fn fresh_node_id() -> u64 {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+    100 + NEXT_ID.fetch_add(1, Ordering::Relaxed) % 900
 }
 
 /// Environment for a node on the CQL server at `nodes` (`host:port,...`).
