@@ -40,7 +40,7 @@ check protocol \
 # replicated store over the embedded one.
 check storage \
   "accounts conversations credentials history logins media moderation notifications outbox people profiles relations reports" \
-  "leases" \
+  "leases access" \
   "conformance embedded scylladb" \
   "replicated"
 

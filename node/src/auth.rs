@@ -332,41 +332,47 @@ impl Auth {
         query_token: Option<&str>,
     ) -> Result<Claims, AuthError> {
         let claims = self.verify_request(headers, query_token)?;
-        let generation = match &claims.sid {
-            Some(login) => {
-                // Whoever signed the token, it may only name a login of
-                // its own user.
-                let generation = logins::generation_of(login, &claims.sub).ok_or_else(|| {
+        // Whoever signed the token, it may only name a login of its own
+        // user.
+        let login = match &claims.sid {
+            Some(login) => Some((
+                login.as_str(),
+                logins::generation_of(login, &claims.sub).ok_or_else(|| {
                     AuthError::InvalidToken("the login it names is not its user's".into())
-                })?;
-                match store.login_state(login).await? {
-                    Some(LoginState::Active) => {}
-                    Some(LoginState::Revoked) => return Err(revoked_login()),
-                    None => return Err(AuthError::InvalidToken("no such login".into())),
-                }
-                Some(generation)
-            }
+                })?,
+            )),
             None if self.require_session => {
                 return Err(AuthError::InvalidToken("the token names no login".into()))
             }
             None => None,
         };
-        if claims.sid.is_some() {
-            if store.user(&claims.sub).await?.is_none() {
+        // Every fact in one read: a reconnect storm asks this per client.
+        let marker = login.map(|(_, generation)| logins::marker(&claims.sub, generation));
+        let asked: Vec<&str> = login
+            .map(|(l, _)| l)
+            .into_iter()
+            .chain(marker.as_deref())
+            .collect();
+        let facts = store.access_facts(&claims.sub, &asked).await?;
+        if login.is_some() {
+            match facts.logins.first().copied().flatten() {
+                Some(LoginState::Active) => {}
+                Some(LoginState::Revoked) => return Err(revoked_login()),
+                None => return Err(AuthError::InvalidToken("no such login".into())),
+            }
+            if !facts.user_exists {
                 return Err(AuthError::InvalidToken("no such user".into()));
             }
-        } else {
+        } else if !facts.user_exists {
             ensure_user(store, &claims.sub).await?;
         }
         // While suspended, every token is told so (a client stops there);
         // once lifted, those of the logins the suspension ended are dead.
-        if store.user_flags(&claims.sub).await?.suspended {
+        if facts.flags.suspended {
             return Err(AuthError::Suspended);
         }
-        if let Some(generation) = generation {
-            if logins::ended(store, &claims.sub, generation).await? {
-                return Err(revoked_login());
-            }
+        if facts.logins.get(1).copied().flatten() == Some(LoginState::Revoked) {
+            return Err(revoked_login());
         }
         Ok(claims)
     }

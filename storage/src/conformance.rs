@@ -7,7 +7,7 @@
 //! cluster of a test environment), and several checks may run at once.
 //!
 //! One file per domain holds that domain's checks (`history.rs`,
-//! `conversations.rs`, `accounts.rs`, `moderation.rs`, `notifications.rs`,
+//! `conversations.rs`, `accounts.rs`, `access.rs`, `moderation.rs`, `notifications.rs`,
 //! `outbox.rs`, `people.rs`, `relations.rs`, `profiles.rs`, `security.rs`, `reports.rs`, `media.rs`; `isolation.rs` for
 //! what spans them), built with `fixtures.rs`; this file runs them all and names them for each
 //! backend's tests ([`conformance_tests!`](crate::conformance_tests)). A new
@@ -15,6 +15,7 @@
 
 use crate::MessageStore;
 
+mod access;
 mod accounts;
 mod conversations;
 mod fixtures;
@@ -30,6 +31,7 @@ mod relations;
 mod reports;
 mod security;
 
+pub use access::check_access_facts;
 pub use accounts::{
     check_login_state, check_refresh_revocation, check_refresh_rotation, check_users,
 };
@@ -70,6 +72,7 @@ pub async fn run_all(store: &dyn MessageStore) {
     check_refresh_rotation(store).await;
     check_refresh_revocation(store).await;
     check_login_state(store).await;
+    check_access_facts(store).await;
     check_message_updates(store).await;
     check_changes_across_rev_blocks(store).await;
     check_user_flags_and_audit(store).await;
@@ -107,7 +110,7 @@ macro_rules! conformance_tests {
                 check_last_message_and_client_msg_ids, check_append_new,
                 check_prefix_isolation, check_count_unread, check_conversations,
                 check_read_markers, check_users, check_refresh_rotation,
-                check_refresh_revocation, check_login_state, check_message_updates,
+                check_refresh_revocation, check_login_state, check_access_facts, check_message_updates,
                 check_changes_across_rev_blocks, check_user_flags_and_audit,
                 check_notification_settings, check_conversation_notify,
                 check_push_subscriptions, check_notify_marks, check_jobs,

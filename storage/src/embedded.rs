@@ -59,6 +59,7 @@
 //! to scan them, the key layout (`key_of`, `split_part`, `decode_u64`), and
 //! the refresh-token effects it ships (`RefreshEffect`, `RefreshToken`).
 
+mod access;
 mod accounts;
 mod conversations;
 mod history;

@@ -24,6 +24,7 @@
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 #![warn(clippy::mod_module_files)]
 
+pub use access::{AccessFacts, AccessStore};
 pub use accounts::{AccountStore, LoginState, RefreshRecord, Rotation, UserRecord};
 pub use conversations::{ConversationChange, ConversationStore};
 pub use credentials::{CredentialStore, Credentials, TotpState};
@@ -45,6 +46,7 @@ pub use profiles::{NameEntry, ProfileRecord, ProfileStore};
 pub use relations::RelationStore;
 pub use reports::{Report, ReportAction, ReportStore, Resolution};
 
+pub mod access;
 pub mod accounts;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -107,6 +109,7 @@ pub trait MessageStore:
     HistoryStore
     + ConversationStore
     + AccountStore
+    + AccessStore
     + LeaseStore
     + ModerationStore
     + NotificationStore
@@ -126,6 +129,7 @@ impl<T> MessageStore for T where
     T: HistoryStore
         + ConversationStore
         + AccountStore
+        + AccessStore
         + LeaseStore
         + ModerationStore
         + NotificationStore

@@ -124,6 +124,7 @@
 //! [`StoreError::Conflict`]: crate::StoreError::Conflict
 //! [`StoreError::Corrupt`]: crate::StoreError::Corrupt
 
+mod access;
 mod apply;
 mod link;
 mod media;

@@ -49,6 +49,7 @@
 //! `history/buckets.rs`), `conversations.rs`, `accounts.rs`, `leases.rs`,
 //! `moderation.rs`.
 
+mod access;
 mod accounts;
 mod config;
 mod conversations;

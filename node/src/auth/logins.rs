@@ -82,7 +82,7 @@ pub(super) fn generation_of(login: &str, user: &UserId) -> Option<u32> {
 
 /// The marker whose revocation ends `generation` of `user`'s logins. Its
 /// form is no login id's, so no token can name it as its login.
-fn marker(user: &UserId, generation: u32) -> String {
+pub(super) fn marker(user: &UserId, generation: u32) -> String {
     let mut h = Sha256::new();
     h.update(b"chat login generation\0");
     h.update(user.as_str().as_bytes());

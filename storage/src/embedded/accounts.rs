@@ -72,7 +72,7 @@ fn login_of(value: &[u8]) -> LoginState {
 }
 
 impl Inner {
-    fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
+    pub(super) fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
         match self
             .users
             .get(key_of(&[id.as_str()]))
@@ -81,6 +81,14 @@ impl Inner {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    pub(super) fn login_state(&self, family: &str) -> Result<Option<LoginState>, StoreError> {
+        Ok(self
+            .refresh_families
+            .get(key_of(&[family]))
+            .map_err(unavailable)?
+            .map(|v| login_of(&v)))
     }
 }
 
@@ -314,13 +322,7 @@ impl AccountStore for EmbeddedStore {
     }
 
     async fn login_state(&self, family: &str) -> Result<Option<LoginState>, StoreError> {
-        let key = key_of(&[family]);
-        self.blocking(move |s| {
-            Ok(s.refresh_families
-                .get(&key)
-                .map_err(unavailable)?
-                .map(|v| login_of(&v)))
-        })
-        .await
+        let family = family.to_owned();
+        self.blocking(move |s| s.login_state(&family)).await
     }
 }

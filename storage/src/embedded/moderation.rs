@@ -23,7 +23,7 @@ fn flag_key(user: &UserId, flag: UserFlag) -> Vec<u8> {
 }
 
 impl Inner {
-    fn user_flags(&self, id: &UserId) -> Result<UserFlags, StoreError> {
+    pub(super) fn user_flags(&self, id: &UserId) -> Result<UserFlags, StoreError> {
         let mut flags = UserFlags::default();
         for flag in UserFlag::ALL {
             if let Some(bytes) = self

@@ -14,9 +14,9 @@ use chat_protocol::{
 use chat_storage::embedded::{Durability, EmbeddedStore};
 use chat_storage::replicated::{ReplicaLink, ReplicatedOp, ReplicatedStore};
 use chat_storage::{
-    AccountStore, AuditEntry, Changes, ConversationChange, ConversationStore, HistoryStore,
-    LeaseStore, LoginState, MessageStore, ModerationStore, Page, PageQuery, RefreshRecord,
-    Rotation, StoreError, UserFlag, UserFlags, UserRecord,
+    AccessFacts, AccessStore, AccountStore, AuditEntry, Changes, ConversationChange,
+    ConversationStore, HistoryStore, LeaseStore, LoginState, MessageStore, ModerationStore, Page,
+    PageQuery, RefreshRecord, Rotation, StoreError, UserFlag, UserFlags, UserRecord,
 };
 use tempfile::TempDir;
 
@@ -184,6 +184,22 @@ impl Recorder {
 
     pub fn note(&self, f: impl FnOnce(&mut Seen)) {
         f(&mut self.seen.lock().expect("lock"));
+    }
+}
+
+/// The facts of a user read together: the user is noted, as its own read
+/// would be.
+#[async_trait]
+impl AccessStore for Recorder {
+    async fn access_facts(
+        &self,
+        user: &UserId,
+        logins: &[&str],
+    ) -> Result<AccessFacts, StoreError> {
+        self.note(|s| {
+            s.users.insert(user.clone());
+        });
+        self.store.access_facts(user, logins).await
     }
 }
 
