@@ -24,6 +24,9 @@ pub const CONVERGE_DEADLINE: Duration = Duration::from_secs(30);
 /// the test signs itself.
 pub const OPS: &str = "ops";
 
+/// Ids reserved beyond a cluster's first nodes, for those a test adds.
+const SPARE_NODE_IDS: u64 = 8;
+
 /// Nodes `node-1`..`node-n` with their data and logs in one temp dir.
 pub struct TestCluster {
     pub redis: RedisServer,
@@ -39,8 +42,10 @@ pub struct TestCluster {
     pub extra: Vec<(String, String)>,
     /// The build each node runs (this one unless a test says otherwise).
     pub releases: Vec<Release>,
-    /// Each node's id, unique in this test process (`fresh_node_id`).
-    pub ids: Vec<u64>,
+    /// The cluster's block of node ids, unique in this test process
+    /// (`fresh_node_ids`): node `i` has `node_id_at(ids, i)`. A block, not
+    /// a list, because a test may add nodes.
+    pub ids: u64,
     /// Last: fields drop in order, and a node dropped during a panic prints
     /// its log from here, so the directory must outlive the nodes.
     pub root: tempfile::TempDir,
@@ -131,7 +136,7 @@ impl TestCluster {
             tls: None,
             extra,
             releases: vec![release; n],
-            ids: (0..n).map(|_| fresh_node_id()).collect(),
+            ids: fresh_node_ids(n as u64 + SPARE_NODE_IDS),
         };
         if tls {
             c.tls = Some(make_certs(&c.root.path().join("pki"), "cluster-ca"));
@@ -150,6 +155,11 @@ impl TestCluster {
 
     pub fn name(i: usize) -> String {
         format!("node-{}", i + 1)
+    }
+
+    /// Node `i`'s id (a test adds at most `SPARE_NODE_IDS` nodes).
+    pub fn id(&self, i: usize) -> u64 {
+        node_id_at(self.ids, i)
     }
 
     pub fn env(&self, i: usize) -> Vec<(String, String)> {
@@ -179,7 +189,7 @@ impl TestCluster {
             .chain([
                 ("CHAT__CLUSTER__MESH".into(), mesh.into()),
                 ("CHAT__NODE__NAME".into(), Self::name(i)),
-                ("CHAT__NODE__ID".into(), self.ids[i].to_string()),
+                ("CHAT__NODE__ID".into(), self.id(i).to_string()),
                 (
                     "CHAT__CLUSTER__LISTEN".into(),
                     format!("127.0.0.1:{}", self.cluster_ports[i]),

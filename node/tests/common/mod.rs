@@ -109,8 +109,20 @@ fn backend_env() -> Vec<(String, String)> {
 /// once on one keyspace: two tests' nodes with one id, creating a group in
 /// the same millisecond, would both pick the same group id.
 pub fn fresh_node_id() -> u64 {
+    node_id_at(fresh_node_ids(1), 0)
+}
+
+/// The first of `n` node ids no other node of this test process has (the
+/// `k`th is `node_id_at(first, k)`).
+pub fn fresh_node_ids(n: u64) -> u64 {
     static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-    100 + NEXT_ID.fetch_add(1, Ordering::Relaxed) % 900
+    NEXT_ID.fetch_add(n, Ordering::Relaxed)
+}
+
+/// The `k`th id of a block from [`fresh_node_ids`]: ids 100-999, which no
+/// test names itself.
+pub fn node_id_at(first: u64, k: usize) -> u64 {
+    100 + (first + k as u64) % 900
 }
 
 /// Environment for a node on the CQL server at `nodes` (`host:port,...`).
