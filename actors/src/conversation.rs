@@ -57,6 +57,7 @@ mod signals;
 mod tail;
 #[cfg(test)]
 mod tests;
+mod unannounced;
 
 /// What every conversation actor of a node uses, shared by all of them.
 pub struct ConversationDeps {
@@ -128,6 +129,8 @@ pub struct ConversationState {
     last_id: MessageId,
     tail: tail::Tail,
     known: HashMap<(UserId, ClientMsgId), Known>,
+    /// Sends that may be stored unannounced: kept through a reload.
+    unannounced: unannounced::Unannounced,
     waiters: HashMap<MessageId, Vec<Reply>>,
     pending: Vec<Pending>,
     /// Edits, deletes and reactions waiting for the next batch.
@@ -201,6 +204,7 @@ impl Actor for ConversationActor {
             last_id: MessageId(0),
             tail,
             known: HashMap::new(),
+            unannounced: unannounced::Unannounced::default(),
             waiters: HashMap::new(),
             pending: Vec::new(),
             updates: Vec::new(),
@@ -838,12 +842,34 @@ impl ConversationState {
             Ok(held) => {
                 let mut deliveries = Vec::with_capacity(batch.len());
                 for (p, held) in batch.into_iter().zip(held) {
+                    let unannounced = self.unannounced.settle(
+                        &p.message.sender,
+                        &p.message.client_msg_id,
+                        held.as_ref().map(|f| f.id),
+                    );
                     // Its own id found under its key is this send's own
                     // write (stores say `None` then; this guards the rule):
                     // new, so delivered.
                     if let Some(first) = held.filter(|f| f.id != p.message.id) {
                         // A retry of a send stored before the tail began.
                         metrics.sends_deduplicated.inc();
+                        if unannounced {
+                            // Stored by a write that failed to answer:
+                            // nobody was told, so it is announced now,
+                            // late (below ids already delivered).
+                            metrics.sends_announced_late.inc();
+                            let m = Arc::new(HeldMessage::new(first));
+                            deliveries.push(Delivery {
+                                frame: Arc::new(SharedFrame::message_event(&self.to_show(&m))),
+                                skip_conn: p.origin,
+                                trace: parent_of(&p.span),
+                            });
+                            let body = self.ack_of(&m);
+                            self.acknowledge(p.message.id, p.reply, body);
+                            self.known
+                                .remove(&(m.sender.clone(), m.client_msg_id.clone()));
+                            continue;
+                        }
                         let body = OkReply {
                             message: Some(shown(&*self.deps.media, &first)),
                             ..ok()
@@ -870,13 +896,24 @@ impl ConversationState {
                     });
                     self.push_tail(m);
                 }
-                self.fan_out(&deliveries, None);
+                if !deliveries.is_empty() {
+                    self.fan_out(&deliveries, None);
+                }
             }
             Err(e) => {
                 metrics.store_errors.inc();
                 tracing::warn!(conversation = %self.id, error = %e, "batch not stored");
                 let err = ChatError::from(e);
+                // It may have landed all the same: the tail, which must
+                // hold every stored message above its first, starts again
+                // above it, and its retries announce what did land.
+                self.forget_tail();
                 for p in batch {
+                    self.unannounced.note(
+                        &p.message.sender,
+                        &p.message.client_msg_id,
+                        p.message.id,
+                    );
                     self.known
                         .remove(&(p.message.sender.clone(), p.message.client_msg_id.clone()));
                     for w in self.waiters.remove(&p.message.id).into_iter().flatten() {
@@ -922,6 +959,13 @@ impl ConversationState {
             held_message: Some(self.to_show(m)),
             ..ok()
         }
+    }
+
+    /// Drops the held messages (pages below the next one stored come from
+    /// the store), and the retries they answered.
+    fn forget_tail(&mut self) {
+        self.tail.reset(false);
+        self.known.retain(|_, k| matches!(k, Known::Pending(_)));
     }
 
     /// Holds a stored message, which retries of its send are answered

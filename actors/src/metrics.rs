@@ -20,6 +20,9 @@ pub struct Metrics {
     pub messages_updated: Counter,
     /// Sends answered from the dedupe index instead of storing again.
     pub sends_deduplicated: Counter,
+    /// Retried sends whose first write had landed unannounced (its store
+    /// answer failed): announced by the retry.
+    pub sends_announced_late: Counter,
     /// Message frames queued towards connections.
     pub messages_delivered: Counter,
     /// Seconds from a send reaching its conversation to its acknowledgement.
@@ -152,6 +155,7 @@ impl Default for Metrics {
             messages_accepted: Counter::default(),
             messages_updated: Counter::default(),
             sends_deduplicated: Counter::default(),
+            sends_announced_late: Counter::default(),
             messages_delivered: Counter::default(),
             send_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
@@ -328,6 +332,11 @@ impl Metrics {
             "sends_deduplicated",
             "Retried sends answered with the first message",
             self.sends_deduplicated.clone(),
+        );
+        r.register(
+            "sends_announced_late",
+            "Retried sends whose first write landed although its answer failed, announced by the retry",
+            self.sends_announced_late.clone(),
         );
         r.register(
             "messages_delivered",

@@ -62,6 +62,8 @@
 mod access;
 mod accounts;
 mod conversations;
+#[cfg(feature = "faults")]
+mod faults;
 mod history;
 mod keys;
 mod keyspaces;

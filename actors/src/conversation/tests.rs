@@ -115,6 +115,17 @@ impl Fixture {
         }
     }
 
+    /// Sends a new message and finds it the next one fanned out.
+    async fn nothing_was_fanned_out_before_a_new_send(&mut self) {
+        let next = sent(self.ask("bob", self.send_body("next", "next")).await);
+        match self.next().await {
+            Fanned::Listeners { frames, .. } => {
+                assert_eq!(frames[0].0, ServerFrame::Message { message: next })
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     async fn next(&mut self) -> Fanned {
         tokio::time::timeout(chat_testkit::DEADLINE, self.fanned.recv())
             .await
@@ -187,6 +198,86 @@ async fn a_retry_older_than_the_tail_is_found_in_the_store() {
     assert_eq!(sent(f.ask("bob", f.send_body("k0", "again")).await), first);
     let stored = f.store.history(&f.id).await;
     assert_eq!(stored.len(), 5, "the retry stored nothing");
+}
+
+#[tokio::test]
+async fn a_send_stored_by_a_write_that_failed_to_answer_is_delivered_live_by_its_retry() {
+    let mut f = start(Tuning::default()).await;
+    f.group().await;
+    let before = sent(f.ask("bob", f.send_body("k0", "before")).await);
+    let _ = f.next().await;
+
+    // Written, then answered as failed (a shared database's timeout, or
+    // the node's lease running out during the write).
+    f.store.store.fail_appends_after_writing(1);
+    let failed = f
+        .ask_from("bob", Some(7), f.send_body("k1", "landed"))
+        .await;
+    assert!(
+        matches!(failed, Err(ChatError::Unavailable(_))),
+        "{failed:?}"
+    );
+    let stored = f.store.history(&f.id).await;
+    assert_eq!(stored.len(), 2, "the failed write landed");
+    let landed = stored[1].clone();
+
+    // Catching up does not skip it: the tail no longer claims the range.
+    let page = f
+        .ask(
+            "cat",
+            ConversationRequest::History {
+                conversation: f.id.clone(),
+                before: None,
+                after: Some(before.id),
+                limit: 10,
+            },
+        )
+        .await
+        .expect("page")
+        .into_messages()
+        .expect("messages");
+    assert_eq!(page, vec![landed.clone()]);
+
+    // Its retry answers it and, as nobody was told, announces it, once.
+    let retried = sent(
+        f.ask_from("bob", Some(7), f.send_body("k1", "landed"))
+            .await,
+    );
+    assert_eq!(retried, landed);
+    match f.next().await {
+        Fanned::Listeners { frames, .. } => assert_eq!(
+            frames,
+            vec![(
+                ServerFrame::Message {
+                    message: landed.clone()
+                },
+                Some(7)
+            )]
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sent(f.ask("bob", f.send_body("k1", "again")).await), landed);
+    f.nothing_was_fanned_out_before_a_new_send().await;
+}
+
+#[tokio::test]
+async fn a_retry_of_an_announced_send_in_a_failed_batch_is_not_announced_again() {
+    let mut f = start(Tuning::default()).await;
+    f.group().await;
+    let first = sent(f.ask("bob", f.send_body("k0", "first")).await);
+    let _ = f.next().await;
+    // A failed write drops the tail: the retry below goes to the store.
+    f.store.store.fail_appends_after_writing(1);
+    let _ = f.ask("bob", f.send_body("k1", "x")).await;
+    f.store.store.fail_appends_after_writing(1);
+    let failed = f.ask("bob", f.send_body("k0", "retry")).await;
+    assert!(
+        matches!(failed, Err(ChatError::Unavailable(_))),
+        "{failed:?}"
+    );
+    // The retry of the retry finds the message its first send announced.
+    assert_eq!(sent(f.ask("bob", f.send_body("k0", "retry")).await), first);
+    f.nothing_was_fanned_out_before_a_new_send().await;
 }
 
 #[tokio::test]

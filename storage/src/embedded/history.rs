@@ -386,8 +386,16 @@ impl HistoryStore for EmbeddedStore {
             return Ok(Vec::new());
         }
         let messages = messages.to_vec();
-        self.update(move |txn| txn.append_new_messages(&messages))
-            .await
+        let held = self
+            .update(move |txn| txn.append_new_messages(&messages))
+            .await?;
+        #[cfg(feature = "faults")]
+        if self.faults.take_landed_unanswered() {
+            return Err(StoreError::Unavailable(
+                "written, but answered as failed (a fault the test asked for)".into(),
+            ));
+        }
+        Ok(held)
     }
 
     async fn update_message(&self, message: &Message) -> Result<(), StoreError> {

@@ -56,6 +56,8 @@ pub struct EmbeddedStore {
     /// page, a login's user lookup) waits here rather than starting a
     /// thread, and an allocator arena, per read.
     reads: Arc<tokio::sync::Semaphore>,
+    #[cfg(feature = "faults")]
+    pub(super) faults: super::faults::Faults,
 }
 
 /// Reads on the blocking pool at once.
@@ -108,7 +110,18 @@ impl EmbeddedStore {
             syncer,
             batches,
             reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS)),
+            #[cfg(feature = "faults")]
+            faults: super::faults::Faults::default(),
         })
+    }
+
+    /// The next `n` appends of new messages are written and then answered
+    /// `unavailable`: what a shared database does when its write timeout
+    /// ends before the write's replicas answer, and what a node's own lease
+    /// running out during a write looks like to its conversation.
+    #[cfg(feature = "faults")]
+    pub fn fail_appends_after_writing(&self, n: u32) {
+        self.faults.fail_appends_after_writing(n);
     }
 
     /// How many write batches the writer thread has committed. Concurrent
