@@ -17,8 +17,10 @@ use chat_storage::MessageStore;
 
 /// Changes indexed per job run (a longer backlog runs again at once).
 const CHANGES_PER_RUN: usize = 500;
-/// Bytes of changes read per run.
-const CHANGE_BYTES_PER_RUN: usize = 4 << 20;
+/// Bytes of changes read per run: up to 256 conversations are indexed at
+/// once (chat-notify's `INDEX_AT_ONCE`), so at most 128 MiB are read at
+/// once; a run is a few tens of KiB as a rule.
+const CHANGE_BYTES_PER_RUN: usize = 512 << 10;
 
 /// The index and the history it is fed from.
 pub struct SearchService {
@@ -82,15 +84,16 @@ impl Indexer for SearchService {
         };
         let (deleted, live): (Vec<&Message>, Vec<&Message>) =
             changes.messages.iter().partition(|m| m.deleted);
+        let docs = live.into_iter().map(doc_of).collect();
+        let deleted = deleted.into_iter().map(|m| m.id).collect();
+        let more = changes.more;
+        // Not held while the apply waits for its commit: the index has
+        // the documents by then.
+        drop(changes);
         self.index
-            .apply(
-                conversation,
-                live.into_iter().map(doc_of).collect(),
-                deleted.into_iter().map(|m| m.id).collect(),
-                next.max(cursor),
-            )
+            .apply(conversation, docs, deleted, next.max(cursor))
             .await
             .map_err(|e| e.to_string())?;
-        Ok(changes.more)
+        Ok(more)
     }
 }

@@ -22,8 +22,16 @@ use crate::jobs::{job_id, Work};
 use crate::Ctx;
 
 /// Conversations indexed at once at the end of a pass: they wait for the
-/// same commits.
-const INDEX_AT_ONCE: usize = 64;
+/// same commits, and a pass makes one commit per this many conversations
+/// (the next starts as one finishes, after its commit). A commit costs the
+/// embedded index some 25-35 ms of CPU whatever it holds (a fresh segment
+/// writer's tables, the segment's files, the reader's reload, the merges
+/// of one more segment; `cargo run --release -p chat-search --example
+/// index_cost`): at 64, a node with 100 conversations written each second
+/// made two commits a pass. What waits for a commit holds no messages (the
+/// index has taken them), so the memory this bounds is that of the reads
+/// running at once, at most `CHANGE_BYTES_PER_RUN` each.
+const INDEX_AT_ONCE: usize = 256;
 /// Batches of one conversation's changes indexed in a pass; a longer
 /// backlog goes on in an index job, so that one busy conversation does not
 /// hold the pass (and the others' notifications) back.
