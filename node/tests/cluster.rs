@@ -381,20 +381,7 @@ const SKIPPED: &str = "chat_peer_deliveries_skipped_total";
 async fn send_and_see(a: &mut Client, b: &mut Client, conv: &ConversationId, tag: &str, n: usize) {
     for k in 0..n {
         let cmid = format!("{tag}-{k}");
-        let m = loop {
-            match a.request(frames::send(conv, &cmid, &body_of(&cmid))).await {
-                ServerFrame::Ok(ok) => break ok.message.expect("message"),
-                // What a client does with `unavailable` (a node whose lease
-                // on a shared database ran out during the write, on a
-                // loaded machine): back off, send again under the same key.
-                // The retry delivers it, whether the first write landed or not.
-                ServerFrame::Error {
-                    code: chat_protocol::ErrorCode::Unavailable,
-                    ..
-                } => tokio::time::sleep(Duration::from_millis(50)).await,
-                other => panic!("{cmid}: {other:?}"),
-            }
-        };
+        let m = send_stored(a, conv, &cmid, &body_of(&cmid)).await;
         b.event(|f| message_of(f).is_some_and(|x| x.id == m.id))
             .await;
     }

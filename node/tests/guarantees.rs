@@ -201,11 +201,7 @@ async fn walk_exactly(codec: Codec, tail: usize) {
     let g = group(&mut ca, &[&b.id]).await;
     let mut stored = Vec::new();
     for i in 0..N {
-        stored.push(
-            ok(ca.request(send(&g, &format!("p{i}"), &i.to_string())).await)
-                .message
-                .unwrap(),
-        );
+        stored.push(send_stored(&mut ca, &g, &format!("p{i}"), &i.to_string()).await);
     }
 
     // Backwards from the newest with `before`.

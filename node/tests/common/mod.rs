@@ -637,6 +637,30 @@ pub fn ok(frame: ServerFrame) -> chat_protocol::OkReply {
     }
 }
 
+/// Sends a message and gives back what was stored, doing with
+/// `unavailable` what a client does: back off and send again under the same
+/// `client_msg_id` (on a shared database a loaded node's lease can run out
+/// during a write; the retry delivers the message whether that write landed
+/// or not). Any other error fails the test.
+pub async fn send_stored(
+    c: &mut Client,
+    conversation: &chat_protocol::ConversationId,
+    cmid: &str,
+    body: &str,
+) -> chat_protocol::Message {
+    for _ in 0..100 {
+        match c.request(frames::send(conversation, cmid, body)).await {
+            ServerFrame::Ok(ok) => return ok.message.expect("the stored message"),
+            ServerFrame::Error {
+                code: chat_protocol::ErrorCode::Unavailable,
+                ..
+            } => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("{cmid}: expected ok, got {other:?}"),
+        }
+    }
+    panic!("{cmid}: still unavailable after 100 tries")
+}
+
 /// The error code of an `error` frame, or a panic.
 pub fn err_code(frame: &ServerFrame) -> chat_protocol::ErrorCode {
     match frame {
