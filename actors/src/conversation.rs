@@ -853,47 +853,33 @@ impl ConversationState {
                     if let Some(first) = held.filter(|f| f.id != p.message.id) {
                         // A retry of a send stored before the tail began.
                         metrics.sends_deduplicated.inc();
+                        // Not kept in `known`, which only covers the tail:
+                        // retries of old sends must not grow it.
+                        self.known
+                            .remove(&(first.sender.clone(), first.client_msg_id.clone()));
                         if unannounced {
                             // Stored by a write that failed to answer:
                             // nobody was told, so it is announced now,
                             // late (below ids already delivered).
                             metrics.sends_announced_late.inc();
                             let m = Arc::new(HeldMessage::new(first));
-                            deliveries.push(Delivery {
-                                frame: Arc::new(SharedFrame::message_event(&self.to_show(&m))),
-                                skip_conn: p.origin,
-                                trace: parent_of(&p.span),
-                            });
-                            let body = self.ack_of(&m);
+                            let event =
+                                self.stored_event(&m, p.message.id, p.reply, p.origin, &p.span);
+                            deliveries.push(event);
+                        } else {
+                            let body = OkReply {
+                                message: Some(shown(&*self.deps.media, &first)),
+                                ..ok()
+                            };
                             self.acknowledge(p.message.id, p.reply, body);
-                            self.known
-                                .remove(&(m.sender.clone(), m.client_msg_id.clone()));
-                            continue;
                         }
-                        let body = OkReply {
-                            message: Some(shown(&*self.deps.media, &first)),
-                            ..ok()
-                        };
-                        self.acknowledge(p.message.id, p.reply, body);
-                        // Not kept in `known`, which only covers the tail:
-                        // retries of old sends must not grow it.
-                        self.known
-                            .remove(&(first.sender.clone(), first.client_msg_id.clone()));
                         continue;
                     }
                     let m = Arc::new(HeldMessage::new(p.message));
                     metrics.messages_accepted.inc();
                     metrics.observe_send(p.received.elapsed().as_secs_f64());
-                    // Encoded once, for the event, the acknowledgement and
-                    // the pages that will list it (see `to_show`).
-                    let frame = SharedFrame::message_event(&self.to_show(&m));
-                    let body = self.ack_of(&m);
-                    self.acknowledge(m.id, p.reply, body);
-                    deliveries.push(Delivery {
-                        frame: Arc::new(frame),
-                        skip_conn: p.origin,
-                        trace: parent_of(&p.span),
-                    });
+                    let event = self.stored_event(&m, m.id, p.reply, p.origin, &p.span);
+                    deliveries.push(event);
                     self.push_tail(m);
                 }
                 if !deliveries.is_empty() {
@@ -930,6 +916,29 @@ impl ConversationState {
         }
         if !self.pending.is_empty() || !self.updates.is_empty() {
             self.start_batch(myself);
+        }
+    }
+
+    /// Acknowledges the send given id `id` with the stored `m`, and gives
+    /// the event that announces `m` to the members (all but the sender's
+    /// `origin` connection, which has the acknowledgement).
+    fn stored_event(
+        &mut self,
+        m: &Arc<HeldMessage>,
+        id: MessageId,
+        reply: Option<Reply>,
+        origin: Option<ConnId>,
+        span: &Option<Span>,
+    ) -> Delivery {
+        // Encoded once, for the event, the acknowledgement and the pages
+        // that will list it (see `to_show`).
+        let frame = SharedFrame::message_event(&self.to_show(m));
+        let body = self.ack_of(m);
+        self.acknowledge(id, reply, body);
+        Delivery {
+            frame: Arc::new(frame),
+            skip_conn: origin,
+            trace: parent_of(span),
         }
     }
 
