@@ -649,16 +649,31 @@ pub async fn send_stored(
     body: &str,
 ) -> chat_protocol::Message {
     for _ in 0..100 {
-        match c.request(frames::send(conversation, cmid, body)).await {
-            ServerFrame::Ok(ok) => return ok.message.expect("the stored message"),
-            ServerFrame::Error {
-                code: chat_protocol::ErrorCode::Unavailable,
-                ..
-            } => tokio::time::sleep(Duration::from_millis(50)).await,
-            other => panic!("{cmid}: expected ok, got {other:?}"),
+        let reply = c.request(frames::send(conversation, cmid, body)).await;
+        if let Some(ok) = ok_or_back_off(reply, cmid).await {
+            return ok.message.expect("the stored message");
         }
     }
     panic!("{cmid}: still unavailable after 100 tries")
+}
+
+/// What a client does with the reply to a request it may repeat: its
+/// `ok`, or after `unavailable` a back-off (then `None`: ask again). Any
+/// other reply fails the test.
+pub async fn ok_or_back_off(reply: ServerFrame, what: &str) -> Option<chat_protocol::OkReply> {
+    match reply {
+        ServerFrame::Ok(ok) => Some(ok),
+        ServerFrame::Error {
+            code: chat_protocol::ErrorCode::Unavailable,
+            ..
+        } => {
+            // A client backs off before retrying; this is that back-off,
+            // not a wait for a condition.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+        other => panic!("{what}: expected ok, got {other:?}"),
+    }
 }
 
 /// The error code of an `error` frame, or a panic.

@@ -534,20 +534,11 @@ pub async fn request_retrying(
         assert!(attempt < 200, "{what} never acknowledged");
         let frame = with_req(frame.clone(), chat_protocol::ReqId::Int(attempt));
         if try_send(c, &frame).await {
-            match next_reply(c).await {
-                Some(ServerFrame::Ok(ok)) => return ok,
-                Some(ServerFrame::Error { code, message, .. }) => {
-                    assert_eq!(
-                        code,
-                        chat_protocol::ErrorCode::Unavailable,
-                        "{what}: {message}"
-                    );
-                    // A client backs off before retrying; this is that
-                    // back-off, not a wait for a condition.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+            if let Some(reply) = next_reply(c).await {
+                match ok_or_back_off(reply, what).await {
+                    Some(ok) => return ok,
+                    None => continue,
                 }
-                _ => {}
             }
         }
         // The connection broke: move to another node.
