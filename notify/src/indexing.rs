@@ -24,7 +24,7 @@ use crate::Ctx;
 /// Conversations indexed at once at the end of a pass: they wait for the
 /// same commits, and a pass makes one commit per this many conversations
 /// (the next starts as one finishes, after its commit). A commit costs the
-/// embedded index some 25-35 ms of CPU whatever it holds (a fresh segment
+/// embedded index some 20-35 ms of CPU whatever it holds (a fresh segment
 /// writer's tables, the segment's files, the reader's reload, the merges
 /// of one more segment; `cargo run --release -p chat-search --example
 /// index_cost`): at 64, a node with 100 conversations written each second
