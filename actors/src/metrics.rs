@@ -42,6 +42,9 @@ pub struct Metrics {
     pub leases_lost: Counter,
     /// Conversation actors alive.
     pub conversations_active: Gauge,
+    /// Conversation actors restarted because a peer's write changed their
+    /// conversation under them (a previous owner's late write).
+    pub conversations_reloaded: Counter,
     /// Bytes of the recent messages conversations hold in memory (their
     /// tails), by the weight their bound counts.
     pub held_message_bytes: Gauge,
@@ -165,6 +168,7 @@ impl Default for Metrics {
             lease_renewals: Counter::default(),
             leases_lost: Counter::default(),
             conversations_active: Gauge::default(),
+            conversations_reloaded: Counter::default(),
             held_message_bytes: Gauge::default(),
             sessions_active: Gauge::default(),
             sessions_asleep: Gauge::default(),
@@ -382,6 +386,11 @@ impl Metrics {
             "conversations_active",
             "Conversation actors alive",
             self.conversations_active.clone(),
+        );
+        r.register(
+            "conversations_reloaded",
+            "Conversation actors restarted because another node's write changed their conversation",
+            self.conversations_reloaded.clone(),
         );
         r.register(
             "held_message_bytes",

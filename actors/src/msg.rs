@@ -20,7 +20,9 @@ use std::time::Instant;
 
 use chat_protocol::peer::PeerMsg;
 use chat_protocol::request::ConversationRequest;
-use chat_protocol::{Message, MessageId, OkReply, ServerFrame, SharedFrame, UserId};
+use chat_protocol::{
+    ConversationId, Message, MessageId, OkReply, ServerFrame, SharedFrame, UserId,
+};
 use chat_storage::replicated::ReplicatedOp;
 use chat_storage::StoreError;
 use ractor::{ActorId, ActorRef, RpcReplyPort};
@@ -343,10 +345,14 @@ pub enum RouterMsg {
         more: bool,
         /// Whether every op of the chunk was applied.
         ok: bool,
-        /// Whether it held any op (then cached conversation state may be
-        /// stale).
-        applied: bool,
+        /// The conversations its ops changed here: an actor running for
+        /// one holds stale state.
+        changed: Vec<ConversationId>,
     },
+    /// A peer's write changed these conversations here: an actor running
+    /// for one holds stale state (a previous owner's last write, landing
+    /// after this node took the conversation over).
+    ReplicaChanged(Vec<ConversationId>),
     /// A login was revoked: close its connections here and on every
     /// other node.
     LoginRevoked {

@@ -108,7 +108,7 @@ struct Peer {
     node_id: Option<u16>,
     serving: bool,
     synced: bool,
-    pulling: bool,
+    /// When this node last asked it for a chunk of ops (anti-entropy).
     last_pull: Instant,
     in_flight: InFlight,
     reported_stale: Option<Instant>,
@@ -271,14 +271,29 @@ impl Actor for Router {
                 // batch in flight is written and answered. (ractor's drain
                 // would refuse that batch's completion, which arrives after
                 // the drain marker, and drop its senders' answers.)
-                let convs = state.services.conversations.drain();
-                for (_, c) in &convs {
-                    let _ = c.cast(ConversationMsg::Retire);
-                }
-                for (_, c) in convs {
-                    let _ = c.get_cell().wait(Some(DRAIN_DEADLINE)).await;
-                }
-                let _ = reply.send(());
+                let cells: Vec<_> = state
+                    .services
+                    .conversations
+                    .drain()
+                    .into_iter()
+                    .map(|(_, c)| {
+                        let _ = c.cast(ConversationMsg::Retire);
+                        c.get_cell()
+                    })
+                    .collect();
+                // Waited for away from the Router, which goes on handling
+                // messages meanwhile: on a cluster of embedded stores an
+                // actor's write reaches the peers through it (and their acks,
+                // and its heartbeats, come back to it). Waiting here held
+                // those writes, unreplicated and unanswered, until the
+                // deadline; the peers, hearing nothing, dropped this node and
+                // its senders' retries stored the same sends a second time.
+                tokio::spawn(async move {
+                    for cell in cells {
+                        let _ = cell.wait(Some(DRAIN_DEADLINE)).await;
+                    }
+                    let _ = reply.send(());
+                });
             }
             RouterMsg::Wire(bytes) => match chat_protocol::peer::decode(&bytes) {
                 Ok(msg) => state.peer(&myself, msg).await,
@@ -287,6 +302,7 @@ impl Actor for Router {
             RouterMsg::Peer(msg) => state.peer(&myself, msg).await,
             RouterMsg::Tick => state.tick(&myself),
             RouterMsg::Replicate { op, reply } => state.replicate(op, reply),
+            RouterMsg::ReplicaChanged(changed) => state.retire_changed(changed),
             RouterMsg::Serve { expect, reply } => {
                 state
                     .serve_expect
@@ -298,19 +314,15 @@ impl Actor for Router {
                 peer,
                 more,
                 ok,
-                applied,
+                changed,
             } => {
-                if applied {
-                    // Writes from the other side of a partition (or from
-                    // before a restart) landed under running actors whose
-                    // tails and last ids do not have them: restart them from
-                    // the store.
-                    state.retire_all();
-                }
+                // Writes from the other side of a partition (or from before
+                // a restart) landed under running actors whose tails and
+                // last ids do not have them: restart those from the store.
+                state.retire_changed(changed);
                 if ok && more {
                     state.pull(&peer);
                 } else if let Some(p) = state.peers.get_mut(&peer) {
-                    p.pulling = false;
                     p.synced |= ok;
                 }
                 state.check_serve(&myself);
@@ -408,6 +420,12 @@ impl RouterState {
     /// Hands `request` to its conversation's actor here, starting it if
     /// none runs.
     async fn route(&mut self, myself: &ActorRef<RouterMsg>, request: Request) {
+        if self.draining {
+            // Held for an actor that retired as the drain began: no new
+            // actor starts here now.
+            request.fail(ChatError::Unavailable("node is shutting down".into()));
+            return;
+        }
         let Some(mut request) = self.retiring.hold(request) else {
             return;
         };
@@ -478,9 +496,17 @@ impl RouterState {
             .await;
     }
 
-    fn retire_all(&mut self) {
-        for (c, a) in self.services.conversations.drain() {
-            self.retiring.retire(c, &a);
+    /// Retires the actors here of `changed`, whose state a peer's write
+    /// changed under them: each finishes its batch in flight, and the next
+    /// request reloads the conversation from the store. (All writes of a
+    /// conversation come from its owner's actor, so in steady state a
+    /// node sees none for the conversations it runs.)
+    fn retire_changed(&mut self, changed: Vec<ConversationId>) {
+        for conversation in changed {
+            if let Some(actor) = self.services.conversations.remove(&conversation) {
+                self.services.metrics.conversations_reloaded.inc();
+                self.retiring.retire(conversation, &actor);
+            }
         }
     }
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use chat_protocol::{ClientMsgId, ConversationId, Message, Role, UserId};
+use chat_protocol::{ClientMsgId, ConversationId, Message, MessageId, Role, UserId};
 use chat_storage::replicated::ReplicatedOp;
 use chat_storage::{
     conformance, AccountStore, ConversationStore, HistoryStore, PageQuery, Rotation, StoreError,
@@ -660,4 +660,34 @@ async fn refresh_effects_apply_in_any_order() {
             "order {order:?}: the old token stays used"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applied_op_names_the_conversations_whose_state_it_changed() {
+    // A conversation actor on the receiving node holds these in memory, and
+    // must reload when another node's write changed them.
+    let (a, b) = (node("a"), node("b"));
+    let (g, h) = (conv("g:named"), conv("g:other"));
+    let ann = user("ann");
+    let record = UserRecord {
+        id: ann.clone(),
+        password_hash: None,
+        display_name: None,
+        created_at: 1,
+    };
+    a.store.create_user(&record).await.expect("user");
+    let messages = [
+        message(&g, &ann, MessageId(10), "k1"),
+        message(&h, &ann, MessageId(11), "k2"),
+        message(&g, &ann, MessageId(12), "k3"),
+    ];
+    a.store.append(&messages).await.expect("append");
+    let ops = full_log(&a.store).await;
+    assert_eq!(ops.len(), 2, "the user, then the append");
+    let user_op = b.store.apply_remote(ops[0].clone()).await.expect("apply");
+    assert!(user_op.is_empty(), "an account is no conversation's state");
+    let appended = b.store.apply_remote(ops[1].clone()).await.expect("apply");
+    assert_eq!(appended, vec![g, h], "each conversation once");
+    let again = b.store.apply_remote(ops[1].clone()).await.expect("apply");
+    assert!(again.is_empty(), "an op held already changes nothing");
 }

@@ -122,7 +122,7 @@ impl RouterState {
                 self.finish_remote(id, result.map(|ok| *ok).map_err(ChatError::from));
             }
             PeerMsg::Deliver(d) => self.services.fanout.from_peer(*d),
-            PeerMsg::Replicate { from, op } => self.apply_replicated(from, op),
+            PeerMsg::Replicate { from, op } => self.apply_replicated(myself, from, op),
             PeerMsg::Ack { from, origin, seq } => self.replication_acked(&from, origin, seq),
             PeerMsg::Pull { from, vector } => self.serve_pull(from, vector),
             PeerMsg::Ops { from, ops, more } => self.apply_pulled(myself, from, ops, more),
@@ -392,10 +392,15 @@ impl RouterState {
                 )),
             );
         }
+        // A pull still unanswered after as long is asked again: its request
+        // or its chunk was lost (a link replaced while it was on it, a peer
+        // that could not read its log), and a node that waits for it to
+        // start serving would wait for good. (Each chunk asked restarts the
+        // clock, and a chunk applied twice changes nothing.)
         let due: Vec<Arc<str>> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.pulling && now.duration_since(p.last_pull) > RESYNC_EVERY)
+            .filter(|(_, p)| now.duration_since(p.last_pull) > RESYNC_EVERY)
             .map(|(n, _)| n.clone())
             .collect();
         for n in due {
@@ -517,7 +522,6 @@ impl RouterState {
                             node_id: None,
                             serving: false,
                             synced: false,
-                            pulling: false,
                             last_pull: now,
                             in_flight: InFlight::default(),
                             reported_stale: None,

@@ -57,30 +57,30 @@ impl RouterState {
             return;
         };
         if let Some(p) = self.peers.get_mut(node) {
-            p.pulling = true;
             p.last_pull = Instant::now();
         }
         let msg = PeerMsg::Pull {
             from: self.me(),
             vector: replica.vector(),
         };
-        if !self.services.cluster.send(node, &msg) {
-            if let Some(p) = self.peers.get_mut(node) {
-                p.pulling = false;
-            }
-        }
+        // Not sent (the link is gone): the tick asks again.
+        self.services.cluster.send(node, &msg);
     }
 
     /// A peer's write: made durable here, then acknowledged to it.
-    pub(super) fn apply_replicated(&self, from: String, op: PeerOp) {
+    pub(super) fn apply_replicated(&self, myself: &ActorRef<RouterMsg>, from: String, op: PeerOp) {
         let Some(replica) = self.services.replica.clone() else {
             return;
         };
         let services = self.services.clone();
+        let me = myself.clone();
         tokio::spawn(async move {
             let (origin, seq) = (op.origin.clone(), op.seq);
             match replica.apply_remote(op_from_wire(op)).await {
-                Ok(()) => {
+                Ok(changed) => {
+                    if !changed.is_empty() {
+                        let _ = me.cast(RouterMsg::ReplicaChanged(changed));
+                    }
                     let me = services.cluster.name().to_string();
                     services.cluster.send(
                         &from,
@@ -157,21 +157,26 @@ impl RouterState {
         };
         let me = myself.clone();
         let peer: Arc<str> = Arc::from(from.as_str());
-        let applied = !ops.is_empty();
         tokio::spawn(async move {
             let mut ok = true;
+            let mut changed = Vec::new();
             for op in ops {
-                if let Err(e) = replica.apply_remote(op_from_wire(op)).await {
-                    tracing::warn!(%peer, error = %e, "anti-entropy op not applied");
-                    ok = false;
-                    break;
+                match replica.apply_remote(op_from_wire(op)).await {
+                    Ok(ids) => changed.extend(ids),
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "anti-entropy op not applied");
+                        ok = false;
+                        break;
+                    }
                 }
             }
+            changed.sort_unstable();
+            changed.dedup();
             let _ = me.cast(RouterMsg::Pulled {
                 peer,
                 more,
                 ok,
-                applied,
+                changed,
             });
         });
     }

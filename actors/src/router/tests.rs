@@ -40,6 +40,7 @@ mod actors {
     use crate::msg::SessionHandle;
     use crate::testing::{answer, conversation, request, user, TestConn, TestStore};
     use crate::tuning::Tuning;
+    use chat_storage::replicated::ReplicatedStore;
 
     struct Fixture {
         router: ActorRef<RouterMsg>,
@@ -65,10 +66,43 @@ mod actors {
 
     async fn start_tuned(cluster: Cluster, tuning: Tuning) -> Fixture {
         let store = TestStore::with_users(&["ann", "bob"]).await;
+        let dyn_store = store.dyn_store();
+        start_with(cluster, tuning, store, dyn_store, None).await
+    }
+
+    /// A Router over the store of a cluster of embedded stores, whose
+    /// writes go through the Router to reach the peers.
+    async fn start_replicated(idle: Duration) -> Fixture {
+        let store = TestStore::with_users(&["ann", "bob"]).await;
+        let replica = Arc::new(ReplicatedStore::new(store.store.clone(), "n1").expect("replica"));
+        let tuning = Tuning {
+            conversation_idle: idle,
+            ..Tuning::default()
+        };
+        let cluster = Cluster::single("n1", 1);
+        let f = start_with(
+            cluster,
+            tuning,
+            store,
+            replica.clone(),
+            Some(replica.clone()),
+        )
+        .await;
+        replica.set_link(Arc::new(crate::cluster::RouterLink::new(f.router.clone())));
+        f
+    }
+
+    async fn start_with(
+        cluster: Cluster,
+        tuning: Tuning,
+        store: TestStore,
+        dyn_store: Arc<dyn chat_storage::MessageStore>,
+        replica: Option<Arc<ReplicatedStore>>,
+    ) -> Fixture {
         let services = Services::new(
             cluster,
-            store.dyn_store(),
-            None,
+            dyn_store,
+            replica,
             Arc::new(MemoryPresence::new()),
             Limits::default(),
             tuning,
@@ -486,5 +520,114 @@ mod actors {
         assert!(f.services.conversations.is_empty());
         let late = f.route("bob", send("g:2", "late")).await;
         assert!(matches!(late, Err(ChatError::Unavailable(_))), "{late:?}");
+    }
+
+    fn history(id: &str) -> ConversationRequest {
+        ConversationRequest::History {
+            conversation: conversation(id),
+            before: None,
+            after: None,
+            limit: 50,
+        }
+    }
+
+    /// The bodies of a history page, oldest first, from memory or store.
+    fn bodies(page: &OkReply) -> Vec<String> {
+        let messages = match (&page.messages, &page.held) {
+            (Some(m), _) => m.clone(),
+            (None, Some(held)) => held.to_messages(),
+            (None, None) => Vec::new(),
+        };
+        let mut bodies: Vec<String> = messages.into_iter().map(|m| m.body).collect();
+        bodies.sort();
+        bodies
+    }
+
+    #[tokio::test]
+    async fn a_previous_owners_late_write_restarts_the_conversation_here() {
+        // This node took g:5 over and loaded it; the previous owner's last
+        // write reaches it afterwards. The actor's tail (which serves
+        // pages) and its last revision lack it: it must reload.
+        let f = start_replicated(Duration::from_secs(60)).await;
+        f.route("ann", create("g:5")).await.expect("created");
+        f.route("ann", send("g:5", "here")).await.expect("sent");
+        let before = bodies(&f.route("bob", history("g:5")).await.expect("page"));
+        assert_eq!(before, vec!["here".to_owned()]);
+
+        // The previous owner, n2, wrote a send of bob's.
+        let other = TestStore::with_users(&[]).await;
+        let n2 = ReplicatedStore::new(other.store.clone(), "n2").expect("replica");
+        let id = chat_protocol::MessageId(
+            chat_protocol::MessageId::floor_at(chat_protocol::now_ms()).0 | (2 << 12),
+        );
+        let late = chat_protocol::Message {
+            id,
+            conversation: conversation("g:5"),
+            sender: user("bob"),
+            body: "late".into(),
+            kind: MessageKind::default(),
+            ts: id.timestamp_ms(),
+            client_msg_id: ClientMsgId::new("late").expect("key"),
+            reply_to: None,
+            attachments: Vec::new(),
+            rev: 0,
+            edited_at: None,
+            deleted: false,
+            reactions: Vec::new(),
+            mentions: Vec::new(),
+        };
+        chat_storage::HistoryStore::append(&n2, &[late])
+            .await
+            .expect("written at n2");
+        let ops = n2
+            .ops_after(&Default::default(), 16, 1 << 20)
+            .await
+            .expect("n2's log");
+        for op in ops {
+            let op = chat_protocol::peer::PeerOp {
+                origin: op.origin,
+                seq: op.seq,
+                bytes: op.bytes,
+            };
+            let msg = chat_protocol::peer::PeerMsg::Replicate {
+                from: "n2".into(),
+                op,
+            };
+            f.router.cast(RouterMsg::Peer(msg)).expect("runs");
+        }
+        let m = f.services.metrics.clone();
+        chat_testkit::until("the actor restarted", || {
+            m.conversations_reloaded.get() == 1
+        })
+        .await;
+        let after = bodies(&f.route("bob", history("g:5")).await.expect("page"));
+        assert_eq!(after, vec!["here".to_owned(), "late".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_drain_answers_once_the_writes_in_flight_are_answered() {
+        // On a cluster of embedded stores each write reaches the peers
+        // through the Router. A drain that held the Router while it waited
+        // for the conversations held their writes too: it answered at its
+        // deadline with sends written here, unreplicated and unanswered,
+        // and their senders' retries stored them a second time elsewhere.
+        let f = start_replicated(Duration::from_secs(60)).await;
+        f.route("ann", create("g:3")).await.expect("created");
+        let mut answers = Vec::new();
+        for i in 0..20 {
+            let (r, rx) = request("bob", None, send("g:3", &format!("d{i}")));
+            f.router.cast(RouterMsg::Route(r)).expect("runs");
+            answers.push(rx);
+        }
+        ractor::call!(f.router, |reply| RouterMsg::Drain { reply }).expect("drained");
+        for (i, mut rx) in answers.into_iter().enumerate() {
+            let answered = rx.try_recv();
+            assert!(
+                matches!(answered, Ok(Ok(_))),
+                "send d{i} not answered ok when the drain was: {answered:?}"
+            );
+        }
+        let stored = f.store.history(&conversation("g:3")).await;
+        assert_eq!(stored.len(), 20, "every send stored once");
     }
 }

@@ -63,6 +63,29 @@ pub(super) enum StoreOp {
     },
 }
 
+impl StoreOp {
+    /// The conversations whose messages, read markers or record this op
+    /// changes: what a conversation actor holds in memory (not the
+    /// notification cursor, which the notifier keeps).
+    pub(super) fn conversations(&self) -> Vec<ConversationId> {
+        match self {
+            StoreOp::Append { messages } => {
+                let mut ids: Vec<ConversationId> = Vec::new();
+                for m in messages {
+                    if !ids.contains(&m.conversation) {
+                        ids.push(m.conversation.clone());
+                    }
+                }
+                ids
+            }
+            StoreOp::Update { message } => vec![message.conversation.clone()],
+            StoreOp::ReadMarker { conversation, .. } => vec![conversation.clone()],
+            StoreOp::Conversation { conversation, .. } => vec![conversation.id.clone()],
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// Applies an op of `origin`: the same code at the origin and at replicas.
 pub(super) fn apply_op(txn: &mut Txn<'_>, origin: &str, op: &StoreOp) -> Result<(), StoreError> {
     match op {

@@ -7,6 +7,7 @@ use super::op_log::{check_origin, log_key, log_op};
 use super::store::ReplicatedStore;
 use crate::embedded::ReplicaTable;
 use crate::{corrupt, StoreError};
+use chat_protocol::ConversationId;
 
 impl ReplicatedStore {
     /// Applies an op received from a peer (live replication or
@@ -14,7 +15,11 @@ impl ReplicatedStore {
     /// skipped, so duplicates and any order of arrival are fine. A malformed
     /// op is [`StoreError::Corrupt`] and changes nothing; so is an op whose
     /// (origin, seq) is held with other content (see the module's limits).
-    pub async fn apply_remote(&self, op: ReplicatedOp) -> Result<(), StoreError> {
+    ///
+    /// Returns the conversations whose messages, read markers or record the
+    /// op changed here (none when it was held already): a conversation
+    /// actor running here holds them in memory, and must reload.
+    pub async fn apply_remote(&self, op: ReplicatedOp) -> Result<Vec<ConversationId>, StoreError> {
         let ReplicatedOp { origin, seq, bytes } = op;
         check_origin(&origin)?;
         if seq == 0 {
@@ -24,6 +29,7 @@ impl ReplicatedStore {
         // of the node waits for.
         let decoded: StoreOp = decode(&bytes)?;
         check_op(&decoded)?;
+        let changed = decoded.conversations();
         let held_by = origin.clone();
         let contiguous = self
             .local
@@ -41,9 +47,12 @@ impl ReplicatedStore {
                 log_op(txn, &origin, seq, bytes).map(Some)
             })
             .await?;
-        if let Some(contiguous) = contiguous {
-            self.note(&held_by, contiguous);
+        match contiguous {
+            Some(contiguous) => {
+                self.note(&held_by, contiguous);
+                Ok(changed)
+            }
+            None => Ok(Vec::new()),
         }
-        Ok(())
     }
 }
