@@ -324,27 +324,18 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
-    use chat_protocol::{Message, MessageId, ServerFrame};
+    use chat_protocol::{MessageId, ServerFrame};
 
     use super::*;
 
     fn event(body_len: usize) -> SharedFrame {
-        let message = Message {
-            attachments: Vec::new(),
-            rev: 0,
-            edited_at: None,
-            deleted: false,
-            reactions: Vec::new(),
-            mentions: Vec::new(),
-            id: MessageId(1),
-            conversation: chat_protocol::ConversationId::new("g:1").unwrap(),
-            sender: chat_protocol::UserId::new("ann").unwrap(),
-            body: "x".repeat(body_len),
-            kind: Default::default(),
-            ts: 1,
-            client_msg_id: chat_protocol::ClientMsgId::new("k").unwrap(),
-            reply_to: None,
-        };
+        let message = crate::testing::message(
+            crate::testing::conversation("g:1"),
+            crate::testing::user("ann"),
+            MessageId(1),
+            "x".repeat(body_len),
+            "k",
+        );
         SharedFrame::new(ServerFrame::Message { message })
     }
 

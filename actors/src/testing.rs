@@ -6,7 +6,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chat_protocol::request::ConversationRequest;
-use chat_protocol::{now_ms, Codec, ConversationId, Message, OkReply, ServerFrame, UserId};
+use chat_protocol::{
+    now_ms, Codec, ConversationId, Message, MessageId, OkReply, ServerFrame, UserId,
+};
 use chat_storage::embedded::{Durability, EmbeddedStore};
 use chat_storage::{AccountStore, HistoryStore, MessageStore, PageQuery, UserRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -23,6 +25,33 @@ pub(crate) fn user(s: &str) -> UserId {
 
 pub(crate) fn conversation(s: &str) -> ConversationId {
     ConversationId::new(s).expect("valid id")
+}
+
+/// A plain message of `sender` in `conversation`: no edits, reactions or
+/// attachments.
+pub(crate) fn message(
+    conversation: ConversationId,
+    sender: UserId,
+    id: MessageId,
+    body: String,
+    key: &str,
+) -> Message {
+    Message {
+        attachments: Vec::new(),
+        rev: 0,
+        edited_at: None,
+        deleted: false,
+        reactions: Vec::new(),
+        mentions: Vec::new(),
+        id,
+        conversation,
+        sender,
+        body,
+        kind: Default::default(),
+        ts: id.timestamp_ms(),
+        client_msg_id: chat_protocol::ClientMsgId::new(key).expect("valid key"),
+        reply_to: None,
+    }
 }
 
 /// A real embedded store in a directory removed with it.

@@ -182,7 +182,7 @@ impl RouterState {
     }
 }
 
-fn op_to_wire(op: ReplicatedOp) -> PeerOp {
+pub(super) fn op_to_wire(op: ReplicatedOp) -> PeerOp {
     PeerOp {
         origin: op.origin,
         seq: op.seq,

@@ -38,7 +38,7 @@ mod actors {
 
     use crate::cluster::Cluster;
     use crate::msg::SessionHandle;
-    use crate::testing::{answer, conversation, request, user, TestConn, TestStore};
+    use crate::testing::{answer, conversation, message, request, user, TestConn, TestStore};
     use crate::tuning::Tuning;
     use chat_storage::replicated::ReplicatedStore;
 
@@ -560,22 +560,7 @@ mod actors {
         let id = chat_protocol::MessageId(
             chat_protocol::MessageId::floor_at(chat_protocol::now_ms()).0 | (2 << 12),
         );
-        let late = chat_protocol::Message {
-            id,
-            conversation: conversation("g:5"),
-            sender: user("bob"),
-            body: "late".into(),
-            kind: MessageKind::default(),
-            ts: id.timestamp_ms(),
-            client_msg_id: ClientMsgId::new("late").expect("key"),
-            reply_to: None,
-            attachments: Vec::new(),
-            rev: 0,
-            edited_at: None,
-            deleted: false,
-            reactions: Vec::new(),
-            mentions: Vec::new(),
-        };
+        let late = message(conversation("g:5"), user("bob"), id, "late".into(), "late");
         chat_storage::HistoryStore::append(&n2, &[late])
             .await
             .expect("written at n2");
@@ -584,14 +569,9 @@ mod actors {
             .await
             .expect("n2's log");
         for op in ops {
-            let op = chat_protocol::peer::PeerOp {
-                origin: op.origin,
-                seq: op.seq,
-                bytes: op.bytes,
-            };
             let msg = chat_protocol::peer::PeerMsg::Replicate {
                 from: "n2".into(),
-                op,
+                op: super::replication::op_to_wire(op),
             };
             f.router.cast(RouterMsg::Peer(msg)).expect("runs");
         }
