@@ -85,12 +85,17 @@ enum AdminAction {
     },
 }
 
+/// What a node logs when `RUST_LOG` is unset. The embedded store's engine
+/// logs two lines per keyspace at every start (some eighty, every one
+/// "recovering"): kept to its warnings, they no longer bury the node's own.
+const DEFAULT_LOG: &str = "info,lsm_tree=warn,fjall=warn";
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -164,11 +169,12 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", config.listen.http))?;
         let addr = listener.local_addr()?;
         let app = chat_node::App::start(config).await?;
+        let shutdown = shutdown_signal()?;
         // Scripts and tests read this line to find the port.
         let scheme = if app.tls.is_some() { "https" } else { "http" };
         println!("chat-node listening on {scheme}://{addr}");
         tracing::info!(%addr, "listening");
-        chat_node::serve::serve(app, listener, shutdown_signal()).await?;
+        chat_node::serve::serve(app, listener, shutdown).await?;
         tracing::info!("drained; exiting");
         anyhow::Ok(())
     });
@@ -222,24 +228,28 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT or SIGTERM, as a future. The handlers are installed here, at
+/// the call, not when the future is first polled: the call comes before
+/// the "listening" line, so a SIGTERM sent once a node is seen serving
+/// always drains it. (Installed lazily, a signal that came before the
+/// polling task ran killed the process, exit status and all, under load.)
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut int, mut term) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown requested; draining");
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested; draining");
+    })
 }

@@ -286,6 +286,30 @@ async fn restart_keeps_accounts_and_the_dev_secret() {
     assert!(!token_accepted(stranger.addr, &alice.access).await);
 }
 
+/// SIGTERM and a clean exit (status 0, not death by the signal).
+async fn stop_cleanly(mut node: NodeProc) {
+    node.sigterm();
+    let status = node.wait_exit(Duration::from_secs(DRAIN_SECS * 3)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a clean exit after SIGTERM: {status:?}"
+    );
+}
+
+/// A SIGTERM sent the moment the node prints its listening line drains it:
+/// the handler is installed before that line, not by a task that may not
+/// have run yet (then the signal's default action killed the node, and an
+/// orchestrator stopping a node just started lost its drain).
+#[tokio::test]
+async fn sigterm_right_after_the_listening_line_drains() {
+    let mut site = Site::new();
+    for _ in 0..5 {
+        let node = site.start(Some(SECRET), &[]).await;
+        stop_cleanly(node).await;
+    }
+}
+
 /// `chat-node admin grant` and `revoke`, run with the node stopped, give
 /// and take the admin role that the node's `/v1/admin/` API checks; a user
 /// that does not exist is refused with a clear message.
@@ -315,11 +339,7 @@ async fn chat_node_admin_grants_and_revokes_the_admin_role() {
             .expect("run chat-node admin")
     };
     for (action, expected) in [("grant", 200), ("revoke", 403)] {
-        node.sigterm();
-        assert!(node
-            .wait_exit(Duration::from_secs(DRAIN_SECS * 3))
-            .await
-            .success());
+        stop_cleanly(node).await;
         let out = admin(&[action, &carol.id]);
         assert!(
             out.status.success(),
@@ -329,11 +349,7 @@ async fn chat_node_admin_grants_and_revokes_the_admin_role() {
         node = site.start(Some(SECRET), &[]).await;
         assert_eq!(nodes_status(node.addr).await, expected, "after {action}");
     }
-    node.sigterm();
-    assert!(node
-        .wait_exit(Duration::from_secs(DRAIN_SECS * 3))
-        .await
-        .success());
+    stop_cleanly(node).await;
     let out = admin(&["grant", "nobody-by-that-name"]);
     assert!(!out.status.success(), "an unknown user is refused");
     let err = String::from_utf8_lossy(&out.stderr);

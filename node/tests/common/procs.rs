@@ -113,7 +113,10 @@ impl NodeProc {
             }
         }
         // CHAT_TEST_NODE_LOG raises what the nodes log, to diagnose a failure.
-        let level = std::env::var("CHAT_TEST_NODE_LOG").unwrap_or_else(|_| "info".into());
+        // The store engine's per-keyspace start lines would fill the tail
+        // a failed test prints.
+        let level = std::env::var("CHAT_TEST_NODE_LOG")
+            .unwrap_or_else(|_| "info,lsm_tree=warn,fjall=warn".into());
         cmd.env("RUST_LOG", level).env("NO_COLOR", "1");
         cmd.envs(UNTHROTTLED_ENV);
         cmd.envs(storage_env());
