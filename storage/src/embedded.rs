@@ -27,11 +27,15 @@
 //! Every string in a key is preceded by its length (u16 BE): without it the
 //! range of conversation `ab` would also hold the keys of conversation `abc`.
 //!
-//! fjall's calls block (and a durable write waits for an fsync), so none of
-//! them runs on the async runtime. Every write goes to one writer thread that
-//! commits everything queued in one batch with one fsync: a thousand
-//! conversations appending at once cost a few fsyncs, not a thousand. Reads
-//! run on the blocking pool.
+//! fjall's calls block (and a durable write waits for an fsync), so writes
+//! and long reads stay off the async runtime. Every write goes to one writer
+//! thread that commits everything queued in one batch with one fsync: a
+//! thousand conversations appending at once cost a few fsyncs, not a
+//! thousand. Scans and pages run on the blocking pool. A read of one key
+//! (a user, a flag, a marker, the last revision) or of the few changes the
+//! search indexer asks for each pass runs on the caller's thread: it is
+//! served from memory as a rule, and the hand-off to the pool and back
+//! cost more than the read.
 //!
 //! Some writes depend on what is stored: a read marker never moves back, a
 //! `client_msg_id` keeps pointing at the lowest message id that claimed it, a

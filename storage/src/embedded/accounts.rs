@@ -282,8 +282,7 @@ impl AccountStore for EmbeddedStore {
     }
 
     async fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
-        let id = id.clone();
-        self.blocking(move |s| s.user(&id)).await
+        self.inline(|s| s.user(id))
     }
 
     async fn put_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError> {
@@ -322,7 +321,6 @@ impl AccountStore for EmbeddedStore {
     }
 
     async fn login_state(&self, family: &str) -> Result<Option<LoginState>, StoreError> {
-        let family = family.to_owned();
-        self.blocking(move |s| s.login_state(&family)).await
+        self.inline(|s| s.login_state(family))
     }
 }

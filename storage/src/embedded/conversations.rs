@@ -242,8 +242,6 @@ impl ConversationStore for EmbeddedStore {
         conversation: &ConversationId,
         user: &UserId,
     ) -> Result<Option<MessageId>, StoreError> {
-        let (conversation, user) = (conversation.clone(), user.clone());
-        self.blocking(move |s| s.read_marker(&conversation, &user))
-            .await
+        self.inline(|s| s.read_marker(conversation, user))
     }
 }

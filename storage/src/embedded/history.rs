@@ -13,6 +13,12 @@ use super::keyspaces::{Inner, Table};
 use super::txn::Txn;
 use super::EmbeddedStore;
 use crate::history::{earlier_send, lost_mentions, replaced_rev, PageFill};
+
+/// Revisions a read of changes may span and still run on the caller's
+/// thread ([`EmbeddedStore::inline`]): a handful of messages, read from the
+/// memtable as a rule. A longer span (a rebuild, a backlog) may read many
+/// blocks from disk and goes to the blocking pool.
+const INLINE_CHANGES: u64 = 32;
 use crate::{bucket_of, unavailable, Changes, HistoryStore, Page, PageQuery, StoreError};
 
 /// What `count_unread` needs of a message: borrowing the sender out of the
@@ -409,8 +415,7 @@ impl HistoryStore for EmbeddedStore {
         conversation: &ConversationId,
         id: MessageId,
     ) -> Result<Option<Message>, StoreError> {
-        let conversation = conversation.clone();
-        self.blocking(move |s| s.message(&conversation, id)).await
+        self.inline(|s| s.message(conversation, id))
     }
 
     async fn changes(
@@ -421,14 +426,22 @@ impl HistoryStore for EmbeddedStore {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Changes, StoreError> {
+        // The search indexer's steady state: the few changes since its
+        // last pass, just written and still in memory, for every written
+        // conversation each pass; on the blocking pool, the hand-off cost
+        // more than the read.
+        if up_to_rev.saturating_sub(after_rev) <= INLINE_CHANGES {
+            return self
+                .inline(|s| s.changes(conversation, after_rev, up_to_rev, limit, max_bytes));
+        }
         let conversation = conversation.clone();
         self.blocking(move |s| s.changes(&conversation, after_rev, up_to_rev, limit, max_bytes))
             .await
     }
 
     async fn last_rev(&self, conversation: &ConversationId) -> Result<u64, StoreError> {
-        let conversation = conversation.clone();
-        self.blocking(move |s| s.last_rev(&conversation)).await
+        // One seek to the end of the conversation's revision index.
+        self.inline(|s| s.last_rev(conversation))
     }
 
     async fn count_unread_mentions(

@@ -97,8 +97,7 @@ impl ModerationStore for EmbeddedStore {
     }
 
     async fn user_flags(&self, user: &UserId) -> Result<UserFlags, StoreError> {
-        let user = user.clone();
-        self.blocking(move |s| s.user_flags(&user)).await
+        self.inline(|s| s.user_flags(user))
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {

@@ -111,8 +111,7 @@ impl NotificationStore for EmbeddedStore {
         user: &UserId,
     ) -> Result<Option<NotificationSettings>, StoreError> {
         let key = key_of(&[user.as_str()]);
-        self.blocking(move |s| s.get_value(Table::NotifySettings, &key))
-            .await
+        self.inline(|s| s.get_value(Table::NotifySettings, &key))
     }
 
     async fn put_notification_settings(
@@ -130,8 +129,7 @@ impl NotificationStore for EmbeddedStore {
         conversation: &ConversationId,
     ) -> Result<Option<ConversationNotify>, StoreError> {
         let key = key_of(&[user.as_str(), conversation.as_str()]);
-        self.blocking(move |s| s.get_value(Table::NotifyConversations, &key))
-            .await
+        self.inline(|s| s.get_value(Table::NotifyConversations, &key))
     }
 
     async fn conversation_notifies(

@@ -24,14 +24,13 @@ impl Writes {
 impl RelationStore for EmbeddedStore {
     async fn relations(&self, user: &UserId) -> Result<Option<Relations>, StoreError> {
         let key = key_of(&[user.as_str()]);
-        self.blocking(move |s| {
+        self.inline(|s| {
             s.relations
                 .get(&key)
                 .map_err(unavailable)?
                 .map(|b| decode(&b))
                 .transpose()
         })
-        .await
     }
 
     async fn put_relations(&self, user: &UserId, relations: &Relations) -> Result<(), StoreError> {
