@@ -112,12 +112,13 @@ impl NodeProc {
                 cmd.env_remove(k);
             }
         }
-        // CHAT_TEST_NODE_LOG raises what the nodes log, to diagnose a failure.
-        // The store engine's per-keyspace start lines would fill the tail
-        // a failed test prints.
-        let level = std::env::var("CHAT_TEST_NODE_LOG")
-            .unwrap_or_else(|_| "info,lsm_tree=warn,fjall=warn".into());
-        cmd.env("RUST_LOG", level).env("NO_COLOR", "1");
+        // CHAT_TEST_NODE_LOG raises what the nodes log, to diagnose a failure;
+        // without it the node logs what it logs by default.
+        match std::env::var("CHAT_TEST_NODE_LOG") {
+            Ok(level) => cmd.env("RUST_LOG", level),
+            Err(_) => cmd.env_remove("RUST_LOG"),
+        };
+        cmd.env("NO_COLOR", "1");
         cmd.envs(UNTHROTTLED_ENV);
         cmd.envs(storage_env());
         if let Some(s) = secret {

@@ -13,13 +13,13 @@ use super::keyspaces::{Inner, Table};
 use super::txn::Txn;
 use super::EmbeddedStore;
 use crate::history::{earlier_send, lost_mentions, replaced_rev, PageFill};
+use crate::{bucket_of, unavailable, Changes, HistoryStore, Page, PageQuery, StoreError};
 
 /// Revisions a read of changes may span and still run on the caller's
 /// thread ([`EmbeddedStore::inline`]): a handful of messages, read from the
 /// memtable as a rule. A longer span (a rebuild, a backlog) may read many
 /// blocks from disk and goes to the blocking pool.
 const INLINE_CHANGES: u64 = 32;
-use crate::{bucket_of, unavailable, Changes, HistoryStore, Page, PageQuery, StoreError};
 
 /// What `count_unread` needs of a message: borrowing the sender out of the
 /// stored bytes spares decoding (and allocating) every body it walks over.

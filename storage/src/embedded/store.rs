@@ -196,8 +196,10 @@ impl EmbeddedStore {
     /// the OS page cache), and the hand-off to the blocking pool and back
     /// (two context switches, a pool thread woken or started) costs more
     /// than they do: in a storm of reconnects, where every upgrade checks a
-    /// token, the spawn alone was 4 % of the node's CPU. Never for a scan
-    /// or a page, which may read many blocks.
+    /// token, the spawn alone was 4 % of the node's CPU. Never for a page
+    /// or a scan whose length has no small bound, which may read many
+    /// blocks (a seek to a prefix's last key, or a bounded run of a few
+    /// keys, is fine).
     pub(super) fn inline<T>(
         &self,
         f: impl FnOnce(&Inner) -> Result<T, StoreError>,
