@@ -11,7 +11,8 @@
 //! one conversation, apply each change once.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chat_protocol::ConversationId;
@@ -36,6 +37,45 @@ const INDEX_AT_ONCE: usize = 256;
 /// backlog goes on in an index job, so that one busy conversation does not
 /// hold the pass (and the others' notifications) back.
 const BATCHES_PER_PASS: usize = 4;
+
+/// When a pass indexes what it marked: once `every` has passed since the
+/// last pass that did, or at once when `INDEX_AT_ONCE` conversations or more
+/// wait (so the marks kept meanwhile stay fewer than a shard's listing, and
+/// none waits behind others that stay set). The first pass with marks after
+/// a quiet spell indexes at once: a lone message is searchable after one
+/// pass, as before; it is a steady stream whose commits this spaces out.
+pub(crate) struct Cadence {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Cadence {
+    pub(crate) fn every(every: Duration) -> Cadence {
+        Cadence {
+            every,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether a pass with `marked` conversations indexes them now; if it
+    /// does, the next waits `every` from now.
+    pub(crate) fn due(&self, marked: usize) -> bool {
+        self.due_at(marked, Instant::now())
+    }
+
+    fn due_at(&self, marked: usize, now: Instant) -> bool {
+        if marked == 0 {
+            return false;
+        }
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let due = marked >= INDEX_AT_ONCE
+            || last.is_none_or(|at| now.saturating_duration_since(at) >= self.every);
+        if due {
+            *last = Some(now);
+        }
+        due
+    }
+}
 
 /// Brings a search index up to date with a conversation's changes.
 #[async_trait]
@@ -105,5 +145,29 @@ pub(crate) async fn index_marked(
             tracing::warn!(error = %e, "index jobs not stored; their marks stay for the next pass");
             left.into_iter().collect()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_steady_stream_is_indexed_once_per_period_a_flood_at_once() {
+        let c = Cadence::every(Duration::from_secs(2));
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert!(!c.due_at(0, at(0)), "nothing marked, nothing to index");
+        assert!(
+            c.due_at(3, at(0)),
+            "the first marks after a quiet spell go at once"
+        );
+        assert!(!c.due_at(3, at(1000)), "one second later they wait");
+        assert!(c.due_at(INDEX_AT_ONCE, at(1500)), "a flood does not wait");
+        assert!(
+            !c.due_at(3, at(2500)),
+            "the flood's take restarted the period"
+        );
+        assert!(c.due_at(3, at(3500)), "two seconds after the last take");
     }
 }
