@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
 
+/// The longest a write may wait for the search index's turn, in index
+/// period plus poll period: a pass or two more, and the commit, must still
+/// fit in the 5 s within which the protocol shows edits and deletes.
+const MAX_INDEX_WAIT_MS: u64 = 4_000;
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -547,6 +552,13 @@ impl Config {
                 return bad(format!("web.nodes: {n:?}: {e}"));
             }
         }
+        let n = &self.notifications;
+        if n.index_every_ms.saturating_add(n.poll_ms) > MAX_INDEX_WAIT_MS {
+            return bad(format!(
+                "notifications.index_every_ms plus poll_ms must be at most {MAX_INDEX_WAIT_MS}: \
+                 search shows edits and deletes within 5 s"
+            ));
+        }
         if !(0.0..=1.0).contains(&self.telemetry.sampling_ratio) {
             return bad("telemetry.sampling_ratio must be between 0 and 1".into());
         }
@@ -723,6 +735,10 @@ mod tests {
         let mut c = Config::default();
         c.node.id = 5000;
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.notifications.index_every_ms = 3_500;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("index_every_ms"), "{err}");
     }
 
     #[test]

@@ -32,9 +32,12 @@ pub(crate) struct Finish {
     pub(crate) clear: bool,
 }
 
+/// Marks of one shard a pass lists; the rest wait for the next pass.
+pub(crate) const MARKS_PER_SHARD: usize = 256;
+
 /// Works through the marks of `shard`; what to write for each.
 pub(crate) async fn expand_shard(ctx: &Ctx, shard: u32) -> Result<Vec<Finish>, NotifyError> {
-    let marks = ctx.store.marks(shard, 256).await?;
+    let marks = ctx.store.marks(shard, MARKS_PER_SHARD).await?;
     let mut done = Vec::with_capacity(marks.len());
     for mark in marks {
         done.push(expand_one(ctx, shard, mark).await?);

@@ -44,34 +44,54 @@ const BATCHES_PER_PASS: usize = 4;
 /// none waits behind others that stay set). The first pass with marks after
 /// a quiet spell indexes at once: a lone message is searchable after one
 /// pass, as before; it is a steady stream whose commits this spaces out.
+///
+/// Times are the passes' scheduled ticks, not when a pass got this far (its
+/// shards' work before it takes a different time each pass, and would push
+/// every other turn one tick later). Passes that fall behind their schedule
+/// (more than a quarter of `poll` late) index every time: deferring then
+/// would carry a write past the 5 s the protocol allows, and their commits
+/// are large anyway. So a write waits at most `every` plus a pass or two.
 pub(crate) struct Cadence {
     every: Duration,
-    last: Mutex<Option<Instant>>,
+    poll: Duration,
+    last: Mutex<Ticks>,
+}
+
+#[derive(Default)]
+struct Ticks {
+    /// The tick of the last pass that indexed.
+    indexed: Option<Instant>,
+    /// The tick of the last pass.
+    pass: Option<Instant>,
 }
 
 impl Cadence {
-    pub(crate) fn every(every: Duration) -> Cadence {
+    pub(crate) fn new(every: Duration, poll: Duration) -> Cadence {
         Cadence {
             every,
-            last: Mutex::new(None),
+            poll,
+            last: Mutex::new(Ticks::default()),
         }
     }
 
-    /// Whether a pass with `marked` conversations indexes them now; if it
-    /// does, the next waits `every` from now.
-    pub(crate) fn due(&self, marked: usize) -> bool {
-        self.due_at(marked, Instant::now())
-    }
-
-    fn due_at(&self, marked: usize, now: Instant) -> bool {
+    /// Whether the pass of tick `at`, with `marked` conversations, indexes
+    /// them now; if it does, the next waits `every` from `at`.
+    pub(crate) fn due(&self, marked: usize, at: Instant) -> bool {
+        let mut t = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let behind = t
+            .pass
+            .is_some_and(|p| at.saturating_duration_since(p) > self.poll + self.poll / 4);
+        t.pass = Some(at);
         if marked == 0 {
             return false;
         }
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        let due = marked >= INDEX_AT_ONCE
-            || last.is_none_or(|at| now.saturating_duration_since(at) >= self.every);
+        // Past a shard's listing, kept marks could hide others behind them.
+        let due = marked >= INDEX_AT_ONCE.min(crate::expand::MARKS_PER_SHARD)
+            || behind
+            || t.indexed
+                .is_none_or(|i| at.saturating_duration_since(i) >= self.every);
         if due {
-            *last = Some(now);
+            t.indexed = Some(at);
         }
         due
     }
@@ -154,20 +174,33 @@ mod tests {
 
     #[test]
     fn a_steady_stream_is_indexed_once_per_period_a_flood_at_once() {
-        let c = Cadence::every(Duration::from_secs(2));
+        let c = Cadence::new(Duration::from_secs(2), Duration::from_secs(1));
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
-        assert!(!c.due_at(0, at(0)), "nothing marked, nothing to index");
+        assert!(!c.due(0, at(0)), "nothing marked, nothing to index");
         assert!(
-            c.due_at(3, at(0)),
+            c.due(3, at(1000)),
             "the first marks after a quiet spell go at once"
         );
-        assert!(!c.due_at(3, at(1000)), "one second later they wait");
-        assert!(c.due_at(INDEX_AT_ONCE, at(1500)), "a flood does not wait");
+        assert!(!c.due(3, at(2000)), "one tick later they wait");
+        assert!(c.due(3, at(3000)), "two ticks after the last take");
+        assert!(c.due(INDEX_AT_ONCE, at(4000)), "a flood does not wait");
+        assert!(!c.due(3, at(5000)), "the flood's take restarted the period");
+        assert!(c.due(3, at(6000)), "two ticks after the flood's take");
+    }
+
+    #[test]
+    fn passes_behind_their_schedule_index_every_time() {
+        let c = Cadence::new(Duration::from_secs(2), Duration::from_secs(1));
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert!(c.due(3, at(0)));
+        assert!(!c.due(3, at(1200)), "a fifth late is on schedule: it waits");
+        assert!(c.due(3, at(2400)), "two ticks and more since the take");
         assert!(
-            !c.due_at(3, at(2500)),
-            "the flood's take restarted the period"
+            c.due(3, at(4000)),
+            "1.6 s after the last tick: behind, so at once"
         );
-        assert!(c.due_at(3, at(3500)), "two seconds after the last take");
+        assert!(!c.due(3, at(5000)), "back on schedule, it waits again");
     }
 }

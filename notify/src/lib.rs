@@ -79,7 +79,8 @@ pub struct NotifyConfig {
     /// costs about the same whatever it holds, so at a steady 1,000
     /// messages/s one commit every 2 s costs a third less CPU per message
     /// than one a second (`index_cost`). A write becomes searchable within
-    /// this plus a pass or two; the protocol allows 5 s.
+    /// this plus a pass or two (see `indexing::Cadence`); the protocol
+    /// allows 5 s, and the node refuses this plus `poll_ms` over 4 s.
     pub index_every_ms: u64,
     /// Jobs the outbox may hold, all shards together; past it new work is
     /// dropped and counted.
@@ -211,7 +212,10 @@ impl Notifier {
         owners: Arc<dyn ShardOwners>,
         metrics: Arc<NotifyMetrics>,
     ) -> Notifier {
-        let index_every = config.index_every_ms;
+        let indexed = indexing::Cadence::new(
+            Duration::from_millis(config.index_every_ms),
+            Duration::from_millis(config.poll_ms.max(10)),
+        );
         Notifier {
             ctx: Ctx {
                 store,
@@ -225,7 +229,7 @@ impl Notifier {
                 admission: admission::Admission::new(config.queue_limit, config.user_queue_limit),
                 config,
             },
-            indexed: indexing::Cadence::every(Duration::from_millis(index_every)),
+            indexed,
             owners,
             passes: std::sync::atomic::AtomicU64::new(0),
         }
@@ -247,7 +251,7 @@ impl Notifier {
             loop {
                 tokio::select! {
                     _ = &mut stop => break,
-                    _ = tick.tick() => self.pass().await,
+                    at = tick.tick() => self.pass(at.into_std()).await,
                 }
             }
             self.owners.release_all().await;
@@ -264,8 +268,8 @@ impl Notifier {
         }
     }
 
-    /// One pass over every shard this node works.
-    async fn pass(&self) {
+    /// One pass over every shard this node works; `at`: its tick.
+    async fn pass(&self, at: std::time::Instant) {
         // The queues are counted (a scan of each shard) every tenth pass:
         // admissions in between add to the last count.
         let count = self
@@ -303,7 +307,7 @@ impl Notifier {
                 .iter()
                 .map(|f| f.mark.conversation.clone())
                 .collect();
-            unindexed = if self.indexed.due(marked.len()) {
+            unindexed = if self.indexed.due(marked.len(), at) {
                 indexing::index_marked(&self.ctx, indexer, marked).await
             } else {
                 marked.into_iter().collect()
