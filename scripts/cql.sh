@@ -7,12 +7,15 @@
 #
 #   scripts/cql.sh start [--nodes N] [--dir DIR] [--port P] [--write-timeout-ms MS]
 #       starts N nodes (default 1) on 127.0.0.1 .. 127.0.0.N, all on port P
-#       (default: a free one), waits until each answers CQL, and prints as
+#       (default: a free one), waits until each answers CQL (and, N > 1,
+#       has seen every other up in gossip), and prints as
 #       its last line SCYLLA_NODES=host:port[,host:port...]; MS sets the
 #       servers' write_request_timeout (default: theirs, 2000)
 #   scripts/cql.sh stop [--dir DIR]        stops every node
 #   scripts/cql.sh kill I [--dir DIR]      SIGKILLs node I (1-based)
 #   scripts/cql.sh restart I [--dir DIR]   starts node I again on its data
+#                                          (and waits until it sees the
+#                                          running others up)
 #
 # CQL_HEAP: each node's Java heap (default 512m); a server holding many
 # keyspaces needs more (each table keeps state on the heap).
@@ -178,6 +181,28 @@ launch() {
   die "CQL node $i did not answer within 120 s"
 }
 
+# Waits until node I has marked every other running node of DIR up in
+# gossip. Answering CQL is not enough in a cluster: a coordinator that has
+# not heard from its peers yet counts only itself alive, and a QUORUM write
+# (or a schema change at replication factor 3) fails with "Cannot achieve
+# consistency level". Nodes stopped on purpose (no pid file) are not
+# waited for.
+wait_peers_up() {
+  local dir=$1 i=$2 n j missing _
+  n=$(cat "$dir/nodes")
+  for _ in $(seq 1200); do
+    missing=""
+    for j in $(seq "$n"); do
+      [ "$j" != "$i" ] && [ -f "$dir/node$j/pid" ] || continue
+      grep -q "InetAddress /127.0.0.$j:[0-9]* is now UP" "$dir/node$i/cassandra.log" 2>/dev/null ||
+        missing="$missing $j"
+    done
+    [ -n "$missing" ] || return 0
+    sleep 0.1
+  done
+  die "CQL node $i did not see node(s)$missing up within 120 s"
+}
+
 start() {
   local dir=$1 n=$2 port=$3
   install
@@ -194,6 +219,11 @@ start() {
     launch "$dir" "$i" || { stop "$dir"; exit 1; }
     nodes+=("127.0.0.$i:$port")
   done
+  if [ "$n" -gt 1 ]; then
+    for i in $(seq "$n"); do
+      wait_peers_up "$dir" "$i" || { stop "$dir"; exit 1; }
+    done
+  fi
   (IFS=,; echo "SCYLLA_NODES=${nodes[*]}")
 }
 
@@ -226,6 +256,7 @@ restart_node() {
   [ -f "$dir/node$i/cassandra.yaml" ] || die "no node $i in $dir"
   [ ! -f "$dir/node$i/pid" ] || die "node $i is running"
   launch "$dir" "$i"
+  wait_peers_up "$dir" "$i"
   echo "SCYLLA_NODE=127.0.0.$i:$(cat "$dir/port")"
 }
 
