@@ -105,6 +105,14 @@ pub struct NotifyConfig {
     pub webhooks: Vec<webhooks::WebhookConfig>,
 }
 
+impl NotifyConfig {
+    /// The passes' period: their ticks, and what the index's cadence
+    /// measures a pass falling behind against, must be the same.
+    fn poll_period(&self) -> Duration {
+        Duration::from_millis(self.poll_ms.max(10))
+    }
+}
+
 impl Default for NotifyConfig {
     fn default() -> Self {
         NotifyConfig {
@@ -214,7 +222,7 @@ impl Notifier {
     ) -> Notifier {
         let indexed = indexing::Cadence::new(
             Duration::from_millis(config.index_every_ms),
-            Duration::from_millis(config.poll_ms.max(10)),
+            config.poll_period(),
         );
         Notifier {
             ctx: Ctx {
@@ -244,7 +252,7 @@ impl Notifier {
     ) -> JoinHandle<()> {
         let threads = self.ctx.config.threads;
         let work = async move {
-            let period = Duration::from_millis(self.ctx.config.poll_ms.max(10));
+            let period = self.ctx.config.poll_period();
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tokio::pin!(stop);
